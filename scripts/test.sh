@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the whole test suite (sets up .venv first). Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/bootstrap.sh"
+cd "$root"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" MPLBACKEND=Agg
+.venv/bin/python -m ruff check src tests bench
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""The ``starlabels`` command line: one module per subcommand, registered in :mod:`.main`."""

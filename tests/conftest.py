@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests needing ../shared/data use the ``shared_data`` fixture and skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("STARLABELS_NO_PROGRESS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STARLABELS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test with the reason when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data folder {SHARED_DATA} is absent (needs ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Keep torch to the machine's 2 cores and deterministic across tests."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
