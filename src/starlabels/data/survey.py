@@ -1,0 +1,495 @@
+"""Simulated APOGEE-like surveys: realistic labels → spectra with realistic defects.
+
+A survey is drawn in four steps, all vectorised over stars and seeded:
+
+1. **Labels** from realistic distributions: red giants resampled from the real DR17 ASPCAP sample
+   (``../shared/data/labels/apogee_dr17_giant_labels.npz``; its two sub-samples are not
+   row-aligned, so each giant's [Fe/H] is taken from the nearest neighbour of its (Teff, [α/M])
+   in the second sample, which keeps the [α/M]–[Fe/H] sequences), main-sequence dwarfs and cool
+   dwarfs from simple analytic relations; all restricted to the spectrum source's label box.
+2. **Noise-free spectra** from a :class:`SpectrumSource`: a Payne-format emulator
+   (:class:`EmulatorSource`, flux on the 7214-pixel grid placed on the 8575-pixel apStar grid with
+   the other pixels masked) or the built-in generator (:class:`GeneratorSource`).
+3. **Observation**: a smooth instrument throughput per detector, a flux scale, a reddening tilt
+   A_λ = A_H (λ / 16500 Å)^−2, photon-like Gaussian noise σ_i = √(f_i · median f) / SNR with SNR from
+   an APOGEE-like distribution, residuals of imperfect sky subtraction at fixed sky-line pixels
+   (bit SIG_SKYLINE) and random bad pixels (BADPIX, CRPIX).
+4. **Training labels**: the true labels plus Gaussian noise of known σ (stored as label errors),
+   and a chosen fraction of missing labels (MISSING = −9999).
+
+The result is a :class:`SimulatedSurvey`; it writes the project's HDF5 dataset format
+(true labels kept as ``meta/true_<LABEL>``) and apStar-layout FITS files on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from starlabels.constants import MISSING
+from starlabels.errors import InputDataError, InputFileError
+from starlabels.preprocess import bitmask as bm
+from starlabels.preprocess import grids
+
+#: Default label box names of the two emulators shipped in ../shared/data/emulators.
+KURUCZ_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M")
+DWARF_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M", "VMACRO")
+LABEL_UNITS = {"TEFF": "K", "LOGG": "dex", "VMACRO": "km/s"}
+DEFAULT_LABEL_NOISE = {"TEFF": 30.0, "LOGG": 0.05, "FE_H": 0.02, "ALPHA_M": 0.02, "VMACRO": 0.5}
+POPULATIONS = ("giants", "dwarfs", "cool_dwarfs")
+
+
+def label_unit(name: str) -> str:
+    """Unit of a label name (dex for abundances)."""
+    return LABEL_UNITS.get(name.upper(), "dex")
+
+
+# --------------------------------------------------------------------------------------------
+# spectrum sources
+# --------------------------------------------------------------------------------------------
+class SpectrumSource(Protocol):
+    """Anything that turns labels into noise-free spectra on the apStar grid."""
+
+    label_names: tuple[str, ...]
+    #: True when the source's flux is continuum-normalised (the simulator then applies a continuum).
+    normalised: bool
+
+    @property
+    def label_box(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def noiseless(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 8575) flux and (N, 8575) bool ``covered`` (False where the source has no pixel)."""
+        ...
+
+
+@dataclass
+class EmulatorSource:
+    """A Payne-format emulator as a spectrum source (see :mod:`starlabels.data.emulator`)."""
+
+    emulator: object
+    normalised: bool
+
+    @classmethod
+    def from_path(
+        cls, path: str | Path, label_names: Sequence[str] | None = None, normalised: bool | None = None
+    ) -> EmulatorSource:
+        """Load an emulator; label names default to the shipped emulators' (4 or 5 labels).
+
+        ``normalised`` defaults to False for a 4-label (Kurucz, un-normalised) emulator and True
+        otherwise (the APOGEE-dwarf emulator is continuum normalised); say it for your own files.
+        """
+        from starlabels.data.emulator import PayneEmulator
+
+        emu = PayneEmulator.load(path)
+        if label_names is None:
+            label_names = {4: KURUCZ_LABELS, 5: DWARF_LABELS}.get(emu.n_labels)
+            if label_names is None:
+                raise InputFileError(path, f"{emu.n_labels}-label emulator: pass label_names")
+        emu = PayneEmulator.load(path, label_names=tuple(label_names))
+        if emu.n_pixels != grids.PAYNE.n_pixels:
+            raise InputFileError(path, f"emulator has {emu.n_pixels} pixels, expected 7214 (Payne grid)")
+        if normalised is None:
+            normalised = emu.n_labels != 4
+        return cls(emu, normalised)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.emulator.label_names
+
+    @property
+    def label_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.emulator.label_range
+
+    def noiseless(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flux = self.emulator(labels).numpy().astype(np.float64)
+        full = grids.convert(flux, grids.PAYNE, grids.APSTAR, fill=0.0)
+        covered = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
+        covered[grids.PAYNE.apstar_index] = True
+        return full, np.broadcast_to(covered, full.shape)
+
+
+@dataclass
+class GeneratorSource:
+    """The built-in synthetic generator (:mod:`starlabels.data.synthetic`) as a spectrum source."""
+
+    generator: object
+    normalised: bool = True
+
+    @classmethod
+    def default(cls, seed: int = 0) -> GeneratorSource:
+        from starlabels.data.synthetic import SyntheticGenerator
+
+        return cls(SyntheticGenerator(seed=seed))
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.generator.label_names)
+
+    @property
+    def label_box(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.generator.label_box
+        return np.asarray(lo, float), np.asarray(hi, float)
+
+    def noiseless(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flux = np.asarray(self.generator.normalised_flux(labels), dtype=np.float64)
+        covered = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
+        covered[grids.ASPCAP.apstar_index] = True
+        return np.where(covered, flux, 0.0), np.broadcast_to(covered, flux.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# labels
+# --------------------------------------------------------------------------------------------
+def _giants_from_dr17(n: int, rng: np.random.Generator, labels_path: Path | None) -> np.ndarray:
+    """(n, 4) TEFF, LOGG, FE_H, ALPHA_M resampled from the real DR17 giant samples."""
+    from scipy.spatial import cKDTree
+
+    if labels_path is None or not Path(labels_path).is_file():
+        # Fallback when ../shared is absent: a red-clump/RGB-like analytic distribution.
+        teff = rng.normal(4700, 300, n)
+        logg = np.clip(2.5 + (teff - 4700) / 600 + rng.normal(0, 0.35, n), 0.5, 3.5)
+        fe_h = rng.normal(-0.25, 0.3, n)
+        alpha = np.clip(-0.2 * fe_h + rng.normal(0.05, 0.06, n), -0.2, 0.5)
+        return np.column_stack([teff, logg, fe_h, alpha])
+    with np.load(labels_path) as d:
+        a = np.column_stack([d["a_teff"], d["a_logg"], d["a_alpha_m"]])
+        b = np.column_stack([d["b_teff"], d["b_fe_h"], d["b_alpha_m"]])
+    a = a[np.isfinite(a).all(axis=1)]
+    b = b[np.isfinite(b).all(axis=1)]
+    pick = a[rng.integers(0, len(a), n)]
+    scale = np.array([100.0, 0.05])  # 100 K ~ 0.05 dex in [α/M]
+    tree = cKDTree(b[:, [0, 2]] / scale)
+    # k nearest, one chosen at random, so repeated (Teff, α) draws do not all share one [Fe/H]
+    _, idx = tree.query(pick[:, [0, 2]] / scale, k=8)
+    fe_h = b[idx[np.arange(n), rng.integers(0, 8, n)], 1]
+    return np.column_stack([pick[:, 0], pick[:, 1], fe_h, pick[:, 2]])
+
+
+def _dwarfs(n: int, rng: np.random.Generator, teff_range: tuple[float, float]) -> np.ndarray:
+    """(n, 4) main-sequence TEFF, LOGG, FE_H, ALPHA_M: log g falls from ~4.75 to ~4.2 with Teff."""
+    teff = rng.uniform(*teff_range, n)
+    x = (teff - 3500.0) / 3500.0
+    logg = 4.85 - 0.65 * x**1.5 + rng.normal(0, 0.06, n)
+    fe_h = rng.normal(-0.1, 0.22, n)
+    alpha = np.clip(-0.25 * fe_h + rng.normal(0.0, 0.04, n), -0.2, 0.4)
+    return np.column_stack([teff, logg, fe_h, alpha])
+
+
+def sample_labels(
+    n: int,
+    source: SpectrumSource,
+    rng: np.random.Generator,
+    population: Mapping[str, float] | None = None,
+    dr17_labels: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` stars' true labels inside ``source.label_box``.
+
+    Returns ``(labels (n, L) in source.label_names order, group (n,) str)``. ``population`` maps
+    ``giants``/``dwarfs``/``cool_dwarfs`` to fractions (normalised; a population with no room in
+    the label box gets none). Labels other than TEFF, LOGG, FE_H, ALPHA_M are drawn uniformly
+    inside the box (element abundances X_FE around ALPHA_M for α elements).
+    """
+    population = dict(population or {"giants": 0.7, "dwarfs": 0.2, "cool_dwarfs": 0.1})
+    unknown = set(population) - set(POPULATIONS)
+    if unknown:
+        raise InputDataError(f"unknown populations {sorted(unknown)}; known: {POPULATIONS}")
+    lo, hi = source.label_box
+    names = list(source.label_names)
+    frac = np.array([population.get(p, 0.0) for p in POPULATIONS], float)
+    if frac.sum() <= 0:
+        raise InputDataError("population fractions must sum to a positive number")
+    counts = rng.multinomial(n, frac / frac.sum())
+    base = {"TEFF": 0, "LOGG": 1, "FE_H": 2, "ALPHA_M": 3}
+    out, groups = [], []
+    for pop, k in zip(POPULATIONS, counts, strict=True):
+        got: list[np.ndarray] = []
+        need, tries = int(k), 0
+        while need > 0:
+            tries += 1
+            if tries > 50:
+                raise InputDataError(
+                    f"population {pop!r} hardly overlaps the source's label box {lo}–{hi}; "
+                    "give it fraction 0"
+                )
+            m = max(4 * need, 64)
+            if pop == "giants":
+                core = _giants_from_dr17(m, rng, Path(dr17_labels) if dr17_labels else None)
+            elif pop == "dwarfs":
+                core = _dwarfs(m, rng, (4200.0, 6900.0))
+            else:
+                core = _dwarfs(m, rng, (3500.0, 4200.0))
+            lab = rng.uniform(lo, hi, size=(m, len(names)))
+            for j, name in enumerate(names):
+                if name in base:
+                    lab[:, j] = core[:, base[name]]
+                elif name.endswith("_FE"):
+                    alpha_el = name[:-3] in {"O", "MG", "SI", "S", "CA", "TI"}
+                    centre = core[:, 3] if alpha_el else 0.0
+                    lab[:, j] = centre + rng.normal(0.0, 0.08, m)
+            inside = ((lab >= lo) & (lab <= hi)).all(axis=1)
+            got.append(lab[inside][:need])
+            need -= len(got[-1])
+        if k:
+            out.append(np.concatenate(got))
+            groups.append(np.full(k, pop))
+    perm = rng.permutation(n)
+    return np.concatenate(out)[perm], np.concatenate(groups)[perm]
+
+
+# --------------------------------------------------------------------------------------------
+# observation
+# --------------------------------------------------------------------------------------------
+def snr_distribution(n: int, rng: np.random.Generator, kind: str | tuple = "apogee") -> np.ndarray:
+    """(n,) signal-to-noise ratios per pixel.
+
+    ``"apogee"``: log-normal around 150 (σ_ln = 0.55) clipped to 40–1000, like APOGEE combined
+    spectra; ``"visit"``: uniform 20–60, like single visits; ``("uniform", lo, hi)`` or
+    ``("loguniform", lo, hi)`` for a chosen range.
+    """
+    if kind == "apogee":
+        return np.clip(150.0 * np.exp(rng.normal(0.0, 0.55, n)), 40.0, 1000.0)
+    if kind == "visit":
+        return rng.uniform(20.0, 60.0, n)
+    if isinstance(kind, (tuple, list)) and len(kind) == 3:
+        what, a, b = kind
+        if not 0 < a <= b:
+            raise InputDataError(f"SNR range must satisfy 0 < lo <= hi, got {a}, {b}")
+        if what == "uniform":
+            return rng.uniform(a, b, n)
+        if what == "loguniform":
+            return np.exp(rng.uniform(np.log(a), np.log(b), n))
+    raise InputDataError(f"unknown SNR distribution {kind!r}")
+
+
+def sky_line_pixels(n_lines: int = 80, half_width: int = 2, seed: int = 2024) -> np.ndarray:
+    """(8575,) bool: fixed pixels affected by bright OH sky lines (same for every star)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.choice(grids.ASPCAP.apstar_index, size=n_lines, replace=False)
+    mask = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
+    for off in range(-half_width, half_width + 1):
+        mask[np.clip(centres + off, 0, grids.APSTAR_N_PIXELS - 1)] = True
+    return mask
+
+
+def _throughput(wavelength: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, P) smooth per-detector instrument throughput, ~0.6–1, slightly different per star.
+
+    A quadratic in the detector's own [−1, 1] coordinate; 1 outside the detectors (gap pixels
+    are masked anyway).
+    """
+    out = np.ones((n, wavelength.size))
+    for k, (a, b) in enumerate(grids.APSTAR_DETECTOR_SEGMENTS):
+        x = np.linspace(-1.0, 1.0, b - a)
+        c0 = 0.85 - 0.05 * k + rng.normal(0, 0.02, (n, 1))
+        c1 = 0.08 * (1 - k) + rng.normal(0, 0.02, (n, 1))
+        c2 = -0.12 + rng.normal(0, 0.02, (n, 1))
+        out[:, a:b] = c0 + c1 * x + c2 * x**2
+    return out
+
+
+def _blackbody_shape(wavelength: np.ndarray, teff: np.ndarray) -> np.ndarray:
+    """(n, P) Planck B_λ(Teff) normalised to 1 at 16000 Å (the continuum of a normalised source)."""
+    c2 = 1.4387769e8  # h c / k in Å K
+    lam = wavelength[None, :]
+    t = teff[:, None]
+    shape = lam**-5 / np.expm1(c2 / (lam * t))
+    ref = 16000.0**-5 / np.expm1(c2 / (16000.0 * t))
+    return shape / ref
+
+
+@dataclass
+class SurveyConfig:
+    """What to simulate. Defaults make an APOGEE-like survey of giants and dwarfs."""
+
+    n_stars: int = 1000
+    seed: int = 0
+    population: dict[str, float] = field(
+        default_factory=lambda: {"giants": 0.7, "dwarfs": 0.2, "cool_dwarfs": 0.1}
+    )
+    snr: str | tuple = "apogee"
+    #: per-label σ of the Gaussian noise added to training labels (label errors); missing → 0
+    label_noise: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LABEL_NOISE))
+    #: fraction of training-label entries set to MISSING at random
+    missing_fraction: float = 0.0
+    #: labels set MISSING for whole groups, e.g. {"LOGG": ["dwarfs", "cool_dwarfs"]} (astroNN Fig. 7)
+    missing_for_groups: dict[str, list[str]] = field(default_factory=dict)
+    #: maximal H-band extinction A_H (mag) of the reddening tilt, drawn uniformly in [0, max]
+    max_extinction_h: float = 0.6
+    #: fraction of pixels per spectrum hit by a cosmic ray (CRPIX) or bad pixel (BADPIX)
+    bad_pixel_fraction: float = 0.002
+    #: σ of sky-subtraction residuals at sky-line pixels, in units of the local noise σ
+    sky_residual: float = 3.0
+    #: DR17 label sample for the giants (None → analytic fallback)
+    dr17_labels: str | None = None
+
+    def with_(self, **changes) -> SurveyConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class SimulatedSurvey:
+    """Arrays of a simulated survey on the apStar grid; labels in ``label_names`` order."""
+
+    flux: np.ndarray  # (N, 8575) float32, raw (continuum kept)
+    error: np.ndarray  # (N, 8575) float32
+    bitmask: np.ndarray  # (N, 8575) int32 APOGEE_PIXMASK
+    labels: np.ndarray  # (N, L) training labels (noisy, MISSING where absent)
+    label_errors: np.ndarray  # (N, L) σ of the training-label noise (MISSING where absent)
+    true_labels: np.ndarray  # (N, L)
+    snr: np.ndarray  # (N,)
+    group: np.ndarray  # (N,) str
+    apogee_id: np.ndarray  # (N,) str
+    label_names: tuple[str, ...]
+    extinction_h: np.ndarray  # (N,) A_H of the reddening tilt, mag
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+    @property
+    def label_units(self) -> tuple[str, ...]:
+        return tuple(label_unit(n) for n in self.label_names)
+
+    def write_hdf5(self, path: str | Path) -> Path:
+        """Write the project's HDF5 dataset (true labels as ``meta/true_<LABEL>``)."""
+        from starlabels.data.hdf5 import DatasetWriter
+
+        path = Path(path)
+        meta = {
+            "apogee_id": self.apogee_id.astype(str),
+            "snr": self.snr.astype(np.float64),
+            "group": self.group.astype(str),
+            "ra": np.zeros(len(self)),
+            "dec": np.zeros(len(self)),
+            "source": np.full(len(self), "simulated", dtype=object).astype(str),
+            "extinction_h": self.extinction_h.astype(np.float64),
+        }
+        for j, name in enumerate(self.label_names):
+            meta[f"true_{name}"] = self.true_labels[:, j].astype(np.float64)
+        with DatasetWriter(
+            path, n_pixels=grids.APSTAR_N_PIXELS, grid="apstar", label_names=list(self.label_names),
+            label_units=list(self.label_units),
+        ) as writer:
+            writer.append(
+                self.flux, self.error, self.bitmask, labels=self.labels,
+                label_errors=self.label_errors, meta=meta,
+            )
+        return path
+
+    def write_apstar(self, directory: str | Path) -> list[Path]:
+        """Write one apStar-layout FITS file per star into ``directory``."""
+        from starlabels.io import write_apstar
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(len(self)):  # one file per star: I/O bound, not a numeric hot path
+            meta = {"APOGEE_ID": str(self.apogee_id[i]), "RA": 0.0, "DEC": 0.0,
+                    "SNR": float(self.snr[i]), "VHELIO": 0.0, "NVISITS": 1}
+            p = directory / f"apStar-sim-{self.apogee_id[i]}.fits"
+            write_apstar(p, self.flux[i], self.error[i], self.bitmask[i], meta, overwrite=True)
+            paths.append(p)
+        return paths
+
+
+class SurveySimulator:
+    """Draws surveys from a :class:`SpectrumSource`; the same stars can be observed again."""
+
+    def __init__(self, source: SpectrumSource, config: SurveyConfig | None = None):
+        self.source = source
+        self.config = config or SurveyConfig()
+        self.wavelength = grids.apstar_wavelength()
+        self.sky = sky_line_pixels()
+
+    @classmethod
+    def from_emulator(cls, path: str | Path, config: SurveyConfig | None = None, **kw) -> SurveySimulator:
+        return cls(EmulatorSource.from_path(path, **kw), config)
+
+    def simulate(self) -> SimulatedSurvey:
+        """A whole survey per ``self.config``."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        labels, group = sample_labels(
+            cfg.n_stars, self.source, rng, cfg.population, cfg.dr17_labels
+        )
+        ids = np.array([f"SIM{cfg.seed:04d}-{i:07d}" for i in range(cfg.n_stars)])
+        return self.observe(labels, group, ids, rng=rng)
+
+    def observe(
+        self,
+        true_labels: np.ndarray,
+        group: np.ndarray,
+        apogee_id: np.ndarray,
+        *,
+        snr: str | tuple | np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+        extinction_h: np.ndarray | None = None,
+    ) -> SimulatedSurvey:
+        """Observe stars with known true labels (e.g. low-SNR 'visits' of a simulated survey)."""
+        cfg = self.config
+        rng = rng or np.random.default_rng(cfg.seed + 1)
+        true_labels = np.asarray(true_labels, dtype=np.float64)
+        n = len(true_labels)
+        if isinstance(snr, np.ndarray):
+            snr_arr = snr.astype(float)
+        else:
+            snr_arr = snr_distribution(n, rng, cfg.snr if snr is None else snr)
+        flux, covered = self.source.noiseless(true_labels)
+        if self.source.normalised:
+            teff = true_labels[:, list(self.source.label_names).index("TEFF")]
+            flux = flux * _blackbody_shape(self.wavelength, teff)
+        if extinction_h is None:
+            extinction_h = rng.uniform(0.0, cfg.max_extinction_h, n)
+        a_lambda = extinction_h[:, None] * (self.wavelength[None, :] / 16500.0) ** -2.0
+        scale = 10 ** rng.uniform(1.8, 2.8, (n, 1))
+        flux = flux * _throughput(self.wavelength, rng, n) * 10 ** (-0.4 * a_lambda) * scale
+        flux = np.where(covered, flux, 0.0)
+
+        med = np.nanmedian(np.where(covered, flux, np.nan), axis=1, keepdims=True)
+        if not np.isfinite(med).all() or (med <= 0).any():
+            raise InputDataError("spectrum source returned a spectrum with no positive flux")
+        sigma = np.sqrt(np.clip(flux, 1e-6 * med, None) * med) / snr_arr[:, None]
+        observed = flux + sigma * rng.standard_normal(flux.shape)
+
+        mask = np.zeros(flux.shape, dtype=np.int32)
+        mask[~covered] |= 1 << bm.PIXMASK_BITS["BADPIX"]
+        sky = self.sky[None, :] & covered
+        observed += np.where(sky, cfg.sky_residual * sigma * rng.standard_normal(flux.shape), 0.0)
+        mask[sky] |= 1 << bm.PIXMASK_BITS["SIG_SKYLINE"]
+        hits = (rng.random(flux.shape) < cfg.bad_pixel_fraction) & covered
+        cosmic = hits & (rng.random(flux.shape) < 0.5)
+        dead = hits & ~cosmic
+        observed[cosmic] += 20.0 * sigma[cosmic]
+        observed[dead] = 0.0
+        mask[cosmic] |= 1 << bm.PIXMASK_BITS["CRPIX"]
+        mask[dead] |= 1 << bm.PIXMASK_BITS["BADPIX"]
+        observed = np.where(covered, observed, 0.0)
+        error = np.where(covered, sigma, 1e10)
+
+        train, err = self._training_labels(true_labels, group, rng)
+        return SimulatedSurvey(
+            flux=observed.astype(np.float32), error=error.astype(np.float32), bitmask=mask,
+            labels=train, label_errors=err, true_labels=true_labels, snr=snr_arr,
+            group=np.asarray(group).astype(str), apogee_id=np.asarray(apogee_id).astype(str),
+            label_names=tuple(self.source.label_names), extinction_h=extinction_h,
+        )
+
+    def _training_labels(
+        self, true_labels: np.ndarray, group: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        names = list(self.source.label_names)
+        sig = np.array([cfg.label_noise.get(n, 0.0) for n in names])
+        labels = true_labels + sig * rng.standard_normal(true_labels.shape)
+        errors = np.broadcast_to(sig, labels.shape).copy()
+        missing = rng.random(labels.shape) < cfg.missing_fraction
+        for name, groups in cfg.missing_for_groups.items():
+            if name not in names:
+                raise InputDataError(f"missing_for_groups names {name!r}, not a label of {names}")
+            missing[:, names.index(name)] |= np.isin(group, groups)
+        labels[missing] = MISSING
+        errors[missing] = MISSING
+        return labels.astype(np.float32), errors.astype(np.float32)
