@@ -1,0 +1,49 @@
+"""Train and apply The Cannon (Casey et al., PyPI ``annieslasso``, imported as ``thecannon``).
+
+Runs in its own virtual environment (The Cannon needs numpy<2), started by ``bench/accuracy.py``
+as a subprocess; arrays come and go through ``.npz`` files. Uses only numpy and thecannon.
+
+    python cannon_runner.py IN.npz OUT.npz
+
+IN.npz: ``train_flux``, ``train_ivar`` (N, P) continuum-normalised, ``train_labels`` (N, L)
+(rows with any missing label are dropped here, since The Cannon cannot use them),
+``label_names`` (L,), and any number of test sets ``test_<name>_flux`` / ``test_<name>_ivar``.
+OUT.npz: ``pred_<name>`` (M, L) labels for each test set, ``train_seconds``, ``n_train``.
+"""
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import thecannon as tc
+
+MISSING = -9999.0
+
+
+def main(inp: str, out: str) -> None:
+    d = np.load(inp, allow_pickle=False)
+    names = [str(n) for n in d["label_names"]]
+    labels = d["train_labels"].astype(float)
+    keep = np.all((labels != MISSING) & np.isfinite(labels), axis=1)
+    flux = d["train_flux"][keep].astype(float)
+    ivar = d["train_ivar"][keep].astype(float)
+    vectorizer = tc.vectorizer.PolynomialVectorizer(names, 2)  # quadratic model
+    model = tc.CannonModel(labels[keep], flux, ivar, vectorizer)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(threads=1)
+    result = {"train_seconds": np.array(time.perf_counter() - t0), "n_train": np.array(keep.sum())}
+    for key in d.files:
+        if key.startswith("test_") and key.endswith("_flux"):
+            name = key[len("test_"):-len("_flux")]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred, _cov, _meta = model.test(d[key].astype(float), d[f"test_{name}_ivar"].astype(float))
+            result[f"pred_{name}"] = np.asarray(pred)
+    np.savez(out, **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
