@@ -1,0 +1,762 @@
+"""Readers for SDSS APOGEE files: apStar, aspcapStar, apVisit spectra and allStar catalogues.
+
+All readers take a path, read with :mod:`astropy.io.fits` and return plain numpy arrays in
+native byte order (ready for ``torch.from_numpy``). Anything wrong with a file raises
+:class:`starlabels.errors.InputFileError` naming the file and the problem.
+
+apStar row layout (worked out from the SDSS pipelines and the real DR17 file
+``apStar-dr17-2M19485057+5005279.fits``)
+----------------------------------------------------------------------------------------
+HDU1 (flux), HDU2 (error), HDU3 (APOGEE_PIXMASK) and HDU4–7 (sky, sky error, telluric,
+telluric error) are images of shape (n_rows, 8575) on the log-linear apStar grid
+(log10 λ = CRVAL1 + CDELT1 · i, CRVAL1 = 4.179, CDELT1 = 6e-6, vacuum Å):
+
+* ``NVISITS > 1``: ``n_rows = NVISITS + 2``. Row 0 is the pixel-by-pixel inverse-variance
+  weighted combination, row 1 the "global" weighted combination (errors median-smoothed),
+  rows 2 … NVISITS+1 the individual visits resampled to the rest-frame apStar grid.
+* ``NVISITS == 1``: DR17 (apogee_drp) writes **2 rows**: row 0 is the combined spectrum, which
+  for one visit *is* that visit (the weighted mean of one spectrum), and row 1 is an unused
+  placeholder of zeros (flux 0, error 0, bitmask 0); no separate visit row is stored (the
+  header's ``SNRVIS1`` is 0 for that reason). Releases before DR17 store a single 1-D row.
+
+So ``row="combined"`` is always file row 0, and ``row="visits"`` is rows 2: when the file has
+them, or the single combined row (shape (1, 8575)) when ``NVISITS == 1``.
+
+Real DR17 files carry NaN flux *and* NaN error outside each detector's useful range (774
+pixels in the example file: [0:202], [3324:3537], [6130:6294], [8382:8575]) with bitmask 0.
+The readers keep those values as read (NaN) and set the BADPIX bit (0) on every pixel whose
+flux or error is not finite, so preprocessing (which rejects BADPIX) never does arithmetic on
+them. Zero errors (e.g. the placeholder row) are *not* flagged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from starlabels.constants import MISSING
+from starlabels.errors import InputFileError
+from starlabels.preprocess import grids
+from starlabels.preprocess.bitmask import PIXMASK_BITS
+
+__all__ = [
+    "DEFAULT_LABELS",
+    "AllStarTable",
+    "ApStarSpectrum",
+    "ApVisitSpectrum",
+    "AspcapSpectrum",
+    "flag_nonfinite",
+    "read_allstar",
+    "read_apstar",
+    "read_apvisit",
+    "read_aspcapstar",
+    "resample_to_apstar",
+]
+
+#: Labels read by :func:`read_allstar` when none are named.
+DEFAULT_LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H")
+
+_BADPIX = 1 << PIXMASK_BITS["BADPIX"]
+_FITS_BLOCK = 2880
+_C_KM_S = 299792.458
+_APOGEE_ID_IN_NAME = re.compile(r"(?:apStar|asStar|aspcapStar)-.*?-(2M[0-9+\-.]+?|[^-]+?)\.fits", re.I)
+
+
+# ----------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------
+@dataclass
+class ApStarSpectrum:
+    """Spectra from one apStar file, on the 8575-pixel apStar grid.
+
+    Attributes:
+        flux: (8575,) for a single row, (n_visits, 8575) for ``row="visits"``; 1e-17
+            erg/s/cm²/Å, as read (NaN where the file has NaN).
+        error: same shape as ``flux``, 1σ flux uncertainty in the same units.
+        bitmask: same shape, int64 APOGEE_PIXMASK; BADPIX set where flux or error is not finite.
+        wavelength: (8575,) vacuum wavelength in Å from the header's CRVAL1/CDELT1/CRPIX1.
+        meta: ``APOGEE_ID``, ``RA``, ``DEC`` (deg), ``SNR``, ``VHELIO`` (km/s), ``NVISITS``,
+            ``J``, ``H``, ``K`` (mag), ``FIELD``, ``STARFLAG``, ``ROW`` (what was read),
+            ``N_ROWS`` (rows in the file), ``FILE`` (path). Missing numbers are NaN.
+    """
+
+    flux: np.ndarray
+    error: np.ndarray
+    bitmask: np.ndarray
+    wavelength: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AspcapSpectrum:
+    """One aspcapStar spectrum (continuum-normalised) on the grid of its release.
+
+    Attributes:
+        flux: (P,) normalised flux; P = 8575 (DR16/DR17, grid ``"apstar"``) or 7214 (DR14,
+            grid ``"payne"``), 7514 for arrays on the ``"aspcap"`` grid.
+        error: (P,) 1σ uncertainty of the normalised flux.
+        model: (P,) ASPCAP best-fit synthetic spectrum, or None when the file has no HDU3.
+        bitmask: (P,) int64, BADPIX where flux or error is not finite (aspcapStar files carry
+            no pixel mask of their own).
+        wavelength: (P,) vacuum Å of each pixel.
+        grid: name of the grid (``starlabels.preprocess.grids``).
+        meta: ``APOGEE_ID``, ``FILE``, ``GRID`` and, when the file has the ASPCAP table
+            (HDU4), its scalar columns of the first row (e.g. ``TEFF``, ``LOGG``).
+    """
+
+    flux: np.ndarray
+    error: np.ndarray
+    model: np.ndarray | None
+    bitmask: np.ndarray
+    wavelength: np.ndarray
+    grid: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ApVisitSpectrum:
+    """One apVisit spectrum.
+
+    Raw (``resample=False``): arrays of shape (3, 4096) exactly as stored — chip rows in file
+    order a, b, c = red, green, blue, wavelength *descending* within each chip; ``wavelength``
+    (3, 4096) Å from HDU4 (observed frame, vacuum).
+    Resampled (``resample=True``): (8575,) arrays on the apStar grid, ``wavelength`` (8575,).
+    Units as apStar (1e-17 erg/s/cm²/Å); ``bitmask`` int64 APOGEE_PIXMASK.
+    """
+
+    flux: np.ndarray
+    error: np.ndarray
+    bitmask: np.ndarray
+    wavelength: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    resampled: bool = False
+
+
+@dataclass
+class AllStarTable:
+    """Labels and identifiers read from an allStar-like catalogue.
+
+    Attributes:
+        labels: (N, L) float64 in the catalogue's units; MISSING (-9999.0) where the
+            catalogue has -9999 (or less) or NaN/inf.
+        label_errors: (N, L) float64, same convention; all MISSING for a label whose
+            ``<LABEL>_ERR`` column is absent.
+        label_names: the L label names (upper case, as asked).
+        apogee_id: (N,) str, stripped.
+        aspcapflag, starflag: (N,) int64 bit flags (0 when the column is absent).
+        columns: the extra columns asked for, by upper-case name (arrays as read).
+        meta: ``FILE``, ``N_ROWS``, ``MISSING_ERROR_COLUMNS``.
+    """
+
+    labels: np.ndarray
+    label_errors: np.ndarray
+    label_names: tuple[str, ...]
+    apogee_id: np.ndarray
+    aspcapflag: np.ndarray
+    starflag: np.ndarray
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> np.ndarray:
+    """Return ``bitmask`` (int64 copy) with BADPIX set wherever flux or error is not finite."""
+    out = np.array(bitmask, dtype=np.int64)
+    bad = ~np.isfinite(flux) | ~np.isfinite(error)
+    out[bad] |= _BADPIX
+    return out
+
+
+def _native(a: Any, dtype: Any = None) -> np.ndarray:
+    """A C-contiguous copy in native byte order (FITS data are big-endian)."""
+    a = np.asarray(a)
+    dt = np.dtype(dtype) if dtype is not None else a.dtype
+    if dt.byteorder not in ("=", "|"):
+        dt = dt.newbyteorder("=")
+    return np.array(a, dtype=dt, order="C", copy=True)
+
+
+@contextlib.contextmanager
+def _open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
+    """Open a FITS file; every failure becomes an InputFileError naming file and problem."""
+    from astropy.io import fits
+
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, f"{what} file does not exist")
+    if p.is_dir():
+        raise InputFileError(p, f"is a directory, expected a {what} FITS file")
+    size = p.stat().st_size
+    if size == 0:
+        raise InputFileError(p, "file is empty")
+    compressed = p.suffix.lower() in (".gz", ".bz2", ".fz", ".zip")
+    if not compressed:
+        with open(p, "rb") as fh:
+            head = fh.read(9)
+        if head != b"SIMPLE  =":
+            raise InputFileError(p, f"not a FITS file (does not start with 'SIMPLE  ='); expected {what}")
+        if size % _FITS_BLOCK:
+            raise InputFileError(
+                p, f"truncated FITS file: {size} bytes is not a multiple of the {_FITS_BLOCK}-byte "
+                   "FITS block"
+            )
+    try:
+        hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
+    except Exception as e:  # astropy raises OSError/ValueError/... for corrupt files
+        raise InputFileError(p, f"cannot open as FITS ({type(e).__name__}: {e})") from e
+    try:
+        if not compressed and len(hdul):
+            info = hdul.fileinfo(len(hdul) - 1)
+            end = int(info["datLoc"]) + int(info["datSpan"])
+            if end > size:
+                raise InputFileError(
+                    p, f"truncated FITS file: headers need {end} bytes, file has {size}"
+                )
+        yield hdul
+    finally:
+        hdul.close()
+
+
+def _image(hdul: Any, index: int, path: str | os.PathLike[str], name: str) -> np.ndarray:
+    """Data of image HDU ``index`` as a native numpy array (InputFileError when unreadable)."""
+    from astropy.io import fits
+
+    if index >= len(hdul):
+        raise InputFileError(path, f"has {len(hdul)} HDUs, no HDU{index} ({name})")
+    hdu = hdul[index]
+    if not isinstance(hdu, fits.ImageHDU | fits.PrimaryHDU | fits.CompImageHDU):
+        raise InputFileError(path, f"HDU{index} ({name}) is a {type(hdu).__name__}, expected an image")
+    try:
+        data = hdu.data
+    except Exception as e:
+        raise InputFileError(path, f"cannot read HDU{index} ({name}): {type(e).__name__}: {e}") from e
+    if data is None:
+        raise InputFileError(path, f"HDU{index} ({name}) holds no data")
+    return data
+
+
+def _header_float(header: Any, key: str) -> float:
+    try:
+        v = header[key]
+        return float(v) if v is not None else float("nan")
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
+def _header_int(header: Any, key: str, default: int = -1) -> int:
+    try:
+        return int(header[key])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _header_str(header: Any, key: str) -> str:
+    v = header.get(key)
+    return "" if v is None else str(v).strip()
+
+
+def _id_from_name(path: str | os.PathLike[str]) -> str:
+    m = _APOGEE_ID_IN_NAME.search(Path(path).name)
+    return m.group(1) if m else ""
+
+
+def _wavelength(header: Any, primary: Any, n_pixels: int) -> np.ndarray:
+    """Å from the log-linear WCS of ``header`` (falling back on ``primary``, then the default)."""
+    for h in (header, primary):
+        if h is not None and "CRVAL1" in h and "CDELT1" in h:
+            hh = {"CRVAL1": h["CRVAL1"], "CDELT1": h["CDELT1"], "CRPIX1": h.get("CRPIX1", 1),
+                  "NAXIS1": n_pixels}
+            return grids.wavelength_from_header(hh)
+    return grids.apstar_wavelength(n_pixels)
+
+
+# ----------------------------------------------------------------------------------------
+# apStar
+# ----------------------------------------------------------------------------------------
+def _visit_rows(n_rows: int, nvisits: int, path: str | os.PathLike[str]) -> slice:
+    """Which file rows hold the individual visits (see the module docstring)."""
+    if n_rows >= 3:
+        return slice(2, n_rows)
+    if nvisits in (1, -1):  # one visit: the combined row is that visit
+        return slice(0, 1)
+    raise InputFileError(
+        path, f"NVISITS={nvisits} but the file holds only {n_rows} row(s) (combined spectra), "
+              "no individual visits"
+    )
+
+
+def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> ApStarSpectrum:
+    """Read an apStar (or LCO asStar) file.
+
+    Args:
+        path: the FITS file (``.fits`` or ``.fits.gz``).
+        row: ``"combined"`` (file row 0, the pixel-weighted combination; 1-D result),
+            an int file row (negative counts from the end; 1-D), or ``"visits"`` (the
+            individual visit spectra, 2-D (n_visits, 8575); see the module docstring for the
+            layout and the NVISITS = 1 case).
+
+    Returns:
+        :class:`ApStarSpectrum`. Non-finite flux/error pixels keep their values and get BADPIX.
+
+    Raises:
+        InputFileError: missing, truncated or non-FITS file; not the apStar layout (fewer than
+            4 HDUs, HDU1–3 not images of matching shape with 8575 pixels); ``row`` not in file.
+        ValueError: ``row`` is neither ``"combined"``, ``"visits"`` nor an int.
+    """
+    if isinstance(row, bool) or not (isinstance(row, int | np.integer) or row in ("combined", "visits")):
+        raise ValueError(f"row must be 'combined', 'visits' or an int, got {row!r}")
+    with _open_fits(path, "apStar") as hdul:
+        if len(hdul) < 4:
+            raise InputFileError(
+                path, f"not an apStar file: {len(hdul)} HDU(s), expected at least 4 "
+                      "(header, flux, error, bitmask)"
+            )
+        arrays = [_image(hdul, i, path, n) for i, n in ((1, "flux"), (2, "error"), (3, "bitmask"))]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise InputFileError(path, f"HDU1–3 shapes differ: {[a.shape for a in arrays]}")
+        shape = arrays[0].shape
+        if len(shape) not in (1, 2) or shape[-1] != grids.APSTAR_N_PIXELS:
+            raise InputFileError(
+                path, f"not an apStar file: HDU1 has shape {shape}, expected (8575,) or "
+                      f"(n_rows, {grids.APSTAR_N_PIXELS})"
+            )
+        if not np.issubdtype(arrays[2].dtype, np.integer):
+            raise InputFileError(path, f"HDU3 (bitmask) has dtype {arrays[2].dtype}, expected integers")
+        primary = hdul[0].header
+        n_rows = 1 if len(shape) == 1 else shape[0]
+        nvisits = _header_int(primary, "NVISITS")
+
+        if row == "combined":
+            sel: int | slice = 0
+        elif row == "visits":
+            sel = _visit_rows(n_rows, nvisits, path)
+        else:
+            r = int(row)
+            if not -n_rows <= r < n_rows:
+                raise InputFileError(path, f"row {r} out of range: the file has {n_rows} row(s)")
+            sel = r % n_rows
+        try:
+            if len(shape) == 1:
+                flux, error, mask = (a[None, :][sel] for a in arrays)
+            else:
+                flux, error, mask = (a[sel] for a in arrays)
+            flux, error = _native(flux), _native(error)
+            mask = _native(mask, np.int64)
+        except (TypeError, ValueError, OSError) as e:  # short data behind a complete header
+            raise InputFileError(
+                path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"
+            ) from e
+        wavelength = _wavelength(hdul[1].header, primary, grids.APSTAR_N_PIXELS)
+
+        if nvisits < 0:
+            nvisits = n_rows - 2 if n_rows >= 3 else 1
+        meta: dict[str, Any] = {
+            "APOGEE_ID": _header_str(primary, "OBJID") or _id_from_name(path),
+            "RA": _header_float(primary, "RA"),
+            "DEC": _header_float(primary, "DEC"),
+            "SNR": _header_float(primary, "SNR"),
+            "VHELIO": _header_float(primary, "VHELIO"),
+            "NVISITS": nvisits,
+            "J": _header_float(primary, "J"),
+            "H": _header_float(primary, "H"),
+            "K": _header_float(primary, "K"),
+            "FIELD": _header_str(primary, "FIELD"),
+            "STARFLAG": _header_int(primary, "STARFLAG", 0),
+            "ROW": row if isinstance(row, str) else int(row),
+            "N_ROWS": n_rows,
+            "FILE": str(path),
+        }
+    return ApStarSpectrum(flux, error, flag_nonfinite(flux, error, mask), wavelength, meta)
+
+
+# ----------------------------------------------------------------------------------------
+# aspcapStar
+# ----------------------------------------------------------------------------------------
+def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
+    """Read an aspcapStar file: HDU1 normalised flux, HDU2 error, HDU3 best-fit model, HDU4 table.
+
+    The grid is detected from the array length with :func:`grids.get_grid` (8575 → ``apstar``
+    for DR16/17, 7214 → ``payne`` for DR14, 7514 → ``aspcap``). Wavelengths come from the
+    header WCS for the full apStar grid; a gap-deleted array cannot be described by one
+    log-linear WCS, so its wavelengths are the grid's apStar pixels (CRVAL1/CDELT1 from the
+    header when present).
+
+    Raises:
+        InputFileError: missing/truncated/non-FITS file, fewer than 3 HDUs, arrays of a length
+            no APOGEE grid has, or flux/error shapes that differ.
+    """
+    from astropy.io import fits
+
+    with _open_fits(path, "aspcapStar") as hdul:
+        if len(hdul) < 3:
+            raise InputFileError(
+                path, f"not an aspcapStar file: {len(hdul)} HDU(s), expected at least 3 "
+                      "(header, flux, error)"
+            )
+        flux = _image(hdul, 1, path, "flux")
+        error = _image(hdul, 2, path, "error")
+        if flux.ndim == 2 and flux.shape[0] == 1:
+            flux, error = flux[0], error.reshape(-1) if error.ndim == 2 else error
+        if flux.ndim != 1 or flux.shape != error.shape:
+            raise InputFileError(path, f"flux {flux.shape} / error {error.shape}: expected equal 1-D arrays")
+        try:
+            grid = grids.get_grid(flux.shape[0])
+        except ValueError as e:
+            raise InputFileError(path, f"not an aspcapStar spectrum: {e}") from None
+        model = None
+        if len(hdul) > 3 and isinstance(hdul[3], fits.ImageHDU) and hdul[3].data is not None:
+            m = hdul[3].data
+            if m.shape[-1] == flux.shape[0]:
+                model = _native(m.reshape(-1)[: flux.shape[0]])
+        try:
+            flux, error = _native(flux), _native(error)
+        except (TypeError, ValueError) as e:
+            raise InputFileError(path, f"cannot read the spectrum ({e}); truncated?") from e
+        primary, h1 = hdul[0].header, hdul[1].header
+        if grid.name == "apstar":
+            wavelength = _wavelength(h1, primary, grid.n_pixels)
+        else:
+            src = h1 if "CRVAL1" in h1 else primary
+            crval = float(src.get("CRVAL1", grids.APSTAR_CRVAL1))
+            cdelt = float(src.get("CDELT1", grids.APSTAR_CDELT1))
+            wavelength = grid.wavelength(crval, cdelt)
+
+        meta: dict[str, Any] = {}
+        if len(hdul) > 4 and isinstance(hdul[4], fits.BinTableHDU) and len(hdul[4].data):
+            rec = hdul[4].data[0]
+            for col in hdul[4].columns:
+                v = rec[col.name]
+                if isinstance(v, bytes | str):
+                    meta[col.name.upper()] = (v.decode() if isinstance(v, bytes) else v).strip()
+                elif np.ndim(v) == 0:
+                    meta[col.name.upper()] = v.item() if hasattr(v, "item") else v
+        meta["APOGEE_ID"] = (
+            _header_str(primary, "OBJID") or str(meta.get("APOGEE_ID", "")) or _id_from_name(path)
+        )
+        meta["FILE"] = str(path)
+        meta["GRID"] = grid.name
+    mask = flag_nonfinite(flux, error, np.zeros(flux.shape, np.int64))
+    return AspcapSpectrum(flux, error, model, mask, wavelength, grid.name, meta)
+
+
+# ----------------------------------------------------------------------------------------
+# apVisit
+# ----------------------------------------------------------------------------------------
+def resample_to_apstar(
+    wavelength: np.ndarray,
+    flux: np.ndarray,
+    error: np.ndarray,
+    bitmask: np.ndarray,
+    target: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linearly interpolate per-chip spectra onto ``target`` wavelengths (default: apStar grid).
+
+    Args:
+        wavelength, flux, error, bitmask: (n_chips, n_pix) arrays; each chip's wavelengths
+            strictly monotonic (either direction), Å.
+        target: (P,) wavelengths in Å; default the 8575-pixel apStar grid.
+
+    Returns:
+        ``(flux, error, bitmask)`` each (P,). For a target λ between chip pixels j and j+1 with
+        t = (λ − λ_j)/(λ_{j+1} − λ_j): flux = (1−t)·f_j + t·f_{j+1};
+        error = sqrt(((1−t)·σ_j)² + (t·σ_{j+1})²) (independent pixel errors; neighbouring
+        output pixels become correlated); bitmask = m_j | m_{j+1}. Target pixels covered by no
+        chip get flux = error = NaN and BADPIX; any non-finite result also gets BADPIX.
+    """
+    lam = grids.apstar_wavelength() if target is None else np.asarray(target, dtype=np.float64)
+    w = np.asarray(wavelength, dtype=np.float64)
+    f = np.asarray(flux, dtype=np.float64)
+    e = np.asarray(error, dtype=np.float64)
+    m = np.asarray(bitmask).astype(np.int64)
+    if w.ndim == 1:
+        w, f, e, m = w[None], f[None], e[None], m[None]
+    if not (w.shape == f.shape == e.shape == m.shape) or w.shape[-1] < 2:
+        raise ValueError(f"wavelength/flux/error/bitmask shapes differ or too short: "
+                         f"{w.shape}, {f.shape}, {e.shape}, {m.shape}")
+    out_f = np.full(lam.shape, np.nan)
+    out_e = np.full(lam.shape, np.nan)
+    out_m = np.full(lam.shape, _BADPIX, dtype=np.int64)
+    for c in range(w.shape[0]):  # 3 chips, each step vectorised over pixels
+        wc, fc, ec, mc = w[c], f[c], e[c], m[c]
+        if wc[0] > wc[-1]:
+            wc, fc, ec, mc = wc[::-1], fc[::-1], ec[::-1], mc[::-1]
+        if not np.all(np.isfinite(wc)) or np.any(np.diff(wc) <= 0):
+            raise ValueError(f"chip {c}: wavelengths are not finite and strictly monotonic")
+        inside = (lam >= wc[0]) & (lam <= wc[-1])
+        if not inside.any():
+            continue
+        li = lam[inside]
+        hi = np.clip(np.searchsorted(wc, li, side="right"), 1, wc.size - 1)
+        lo = hi - 1
+        t = (li - wc[lo]) / (wc[hi] - wc[lo])
+        out_f[inside] = (1.0 - t) * fc[lo] + t * fc[hi]
+        out_e[inside] = np.sqrt(((1.0 - t) * ec[lo]) ** 2 + (t * ec[hi]) ** 2)
+        out_m[inside] = mc[lo] | mc[hi]
+    return out_f, out_e, flag_nonfinite(out_f, out_e, out_m)
+
+
+def read_apvisit(
+    path: str | os.PathLike[str],
+    resample: bool = False,
+    *,
+    rest_frame: bool = False,
+    velocity: float | None = None,
+) -> ApVisitSpectrum:
+    """Read an apVisit file: HDU1 flux, HDU2 error, HDU3 bitmask, HDU4 wavelength, each (3, 4096).
+
+    Args:
+        path: the FITS file.
+        resample: False → raw (3, 4096) arrays as stored (chips red→blue, wavelength
+            descending). True → (8575,) arrays on the apStar grid via
+            :func:`resample_to_apstar` (linear interpolation, errors propagated, bitmask
+            OR-ed from the two neighbours, uncovered pixels NaN + BADPIX).
+        rest_frame: with ``resample``, shift to the stellar rest frame like the apStar
+            visit combination: the visit is sampled at λ_grid·(1 + v/c), v = ``velocity`` or
+            the header's VREL/VRAD (km/s).
+        velocity: radial velocity in km/s overriding the header value.
+
+    Raises:
+        InputFileError: missing/truncated/non-FITS file, fewer than 5 HDUs, arrays that are not
+            (n_chips, n_pix) of one shape, non-monotonic chip wavelengths, or no velocity in
+            the header when ``rest_frame`` needs one.
+    """
+    with _open_fits(path, "apVisit") as hdul:
+        if len(hdul) < 5:
+            raise InputFileError(
+                path, f"not an apVisit file: {len(hdul)} HDU(s), expected at least 5 "
+                      "(header, flux, error, bitmask, wavelength)"
+            )
+        names = ((1, "flux"), (2, "error"), (3, "bitmask"), (4, "wavelength"))
+        try:
+            flux, error, mask, wave = (_image(hdul, i, path, n) for i, n in names)
+            flux, error, wave = _native(flux), _native(error), _native(wave, np.float64)
+            mask = _native(mask, np.int64)
+        except (TypeError, ValueError, OSError) as e:
+            raise InputFileError(
+                path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"
+            ) from e
+        if flux.ndim != 2 or not (flux.shape == error.shape == mask.shape == wave.shape):
+            raise InputFileError(
+                path, f"not an apVisit file: HDU1–4 shapes {flux.shape}, {error.shape}, "
+                      f"{mask.shape}, {wave.shape}; expected equal (n_chips, n_pix)"
+            )
+        h = hdul[0].header
+        meta: dict[str, Any] = {
+            "APOGEE_ID": _header_str(h, "OBJID"),
+            "RA": _header_float(h, "RA"),
+            "DEC": _header_float(h, "DEC"),
+            "SNR": _header_float(h, "SNR"),
+            "VHELIO": _header_float(h, "VHELIO"),
+            "VRAD": _header_float(h, "VREL") if "VREL" in h else _header_float(h, "VRAD"),
+            "BC": _header_float(h, "BC"),
+            "NVISITS": 1,
+            "J": _header_float(h, "J"),
+            "H": _header_float(h, "H"),
+            "K": _header_float(h, "K"),
+            "PLATE": _header_str(h, "PLATE"),
+            "MJD": _header_int(h, "MJD5"),
+            "FIBERID": _header_int(h, "FIBERID"),
+            "TELESCOPE": _header_str(h, "TELESCOP"),
+            "JD": _header_float(h, "JD-MID"),
+            "STARFLAG": _header_int(h, "STARFLAG", 0),
+            "FILE": str(path),
+        }
+    mask = flag_nonfinite(flux, error, mask)
+    if not resample:
+        return ApVisitSpectrum(flux, error, mask, wave, meta, resampled=False)
+
+    target = grids.apstar_wavelength()
+    if rest_frame:
+        v = meta["VRAD"] if velocity is None else float(velocity)
+        if not np.isfinite(v):
+            raise InputFileError(path, "rest_frame=True but the header has no VREL/VRAD velocity")
+        target = target * (1.0 + v / _C_KM_S)
+        meta["REST_FRAME_VELOCITY"] = v
+    try:
+        rf, re_, rm = resample_to_apstar(wave, flux, error, mask, target)
+    except ValueError as e:
+        raise InputFileError(path, f"cannot resample: {e}") from e
+    return ApVisitSpectrum(rf, re_, rm, grids.apstar_wavelength(), meta, resampled=True)
+
+
+# ----------------------------------------------------------------------------------------
+# allStar
+# ----------------------------------------------------------------------------------------
+def _missing_to_sentinel(a: Any) -> np.ndarray:
+    x = np.array(a, dtype=np.float64)
+    x[~np.isfinite(x) | (x <= MISSING)] = MISSING
+    return x
+
+
+def _to_str(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind == "S":
+        a = np.char.decode(a, "utf-8", errors="replace")
+    return np.char.strip(a.astype(str))
+
+
+def _table_kind(p: Path) -> str:
+    name = p.name.lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zip"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.endswith((".fits", ".fit", ".fts")):
+        return "fits"
+    if name.endswith((".csv", ".txt")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    with open(p, "rb") as fh:
+        head = fh.read(9)
+    if head == b"SIMPLE  =":
+        return "fits"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    return "csv"
+
+
+class _Columns:
+    """Case-insensitive column access over a FITS table or a pandas DataFrame."""
+
+    def __init__(self, names: Sequence[str], getter: Any, n_rows: int):
+        self.by_upper = {n.upper(): n for n in names}
+        self.getter = getter
+        self.n_rows = n_rows
+        self.all_names: list[str] = list(names)
+
+    def has(self, name: str) -> bool:
+        return name.upper() in self.by_upper
+
+    def get(self, name: str) -> np.ndarray:
+        return np.asarray(self.getter(self.by_upper[name.upper()]))
+
+
+def read_allstar(
+    path: str | os.PathLike[str],
+    labels: Sequence[str] = DEFAULT_LABELS,
+    *,
+    columns: Sequence[str] = (),
+    error_suffix: str = "_ERR",
+    hdu: int = 1,
+) -> AllStarTable:
+    """Read labels, label errors and identifiers from an allStar FITS table (or CSV/Parquet).
+
+    Only the asked-for columns are read (the FITS file is memory-mapped, so a multi-GB DR17
+    allStar is fine). Column names match case-insensitively.
+
+    Args:
+        path: allStar FITS (``hdu`` holds the table), ``.csv`` or ``.parquet``.
+        labels: label columns, e.g. ``("TEFF", "LOGG", "FE_H", "MG_FE")``.
+        columns: extra columns returned in ``.columns`` (e.g. ``"TELESCOPE"``, ``"FIELD"``,
+            ``"SNR"``, ``"EXTRATARG"``).
+        error_suffix: label error column = label + suffix (allStar: ``TEFF_ERR``).
+        hdu: FITS extension with the table.
+
+    Returns:
+        :class:`AllStarTable`; -9999 (or less) and NaN/inf both become MISSING (-9999.0).
+        APOGEE_ID is required; ASPCAPFLAG/STARFLAG are 0 and label errors MISSING when the
+        columns are absent.
+
+    Raises:
+        InputFileError: missing/unreadable file, no table in ``hdu``, or a named label /
+            column / APOGEE_ID absent (the message lists what the file has).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, "allStar file does not exist")
+    label_names = tuple(str(n).upper() for n in labels)
+    kind = _table_kind(p)
+
+    def build(cols: _Columns) -> AllStarTable:
+        wanted = ["APOGEE_ID", *label_names, *(str(c).upper() for c in columns)]
+        absent = [n for n in wanted if not cols.has(n)]
+        if absent:
+            have = sorted(cols.all_names)
+            shown = ", ".join(have[:40]) + (" …" if len(have) > 40 else "")
+            raise InputFileError(p, f"column(s) {absent} not in the table; it has: {shown}")
+        n = cols.n_rows
+        lab = np.full((n, len(label_names)), MISSING)
+        err = np.full((n, len(label_names)), MISSING)
+        missing_err = []
+        for j, name in enumerate(label_names):
+            lab[:, j] = _missing_to_sentinel(cols.get(name))
+            if cols.has(name + error_suffix):
+                err[:, j] = _missing_to_sentinel(cols.get(name + error_suffix))
+            else:
+                missing_err.append(name + error_suffix)
+
+        def flags(name: str) -> np.ndarray:
+            if not cols.has(name):
+                return np.zeros(n, np.int64)
+            v = cols.get(name)
+            if v.dtype.kind == "f":
+                v = np.where(np.isfinite(v), v, 0)
+            return v.astype(np.int64)
+
+        extra = {}
+        for c in columns:
+            v = cols.get(str(c))
+            extra[str(c).upper()] = _to_str(v) if v.dtype.kind in "SUO" else _native(v)
+        return AllStarTable(
+            labels=lab,
+            label_errors=err,
+            label_names=label_names,
+            apogee_id=_to_str(cols.get("APOGEE_ID")),
+            aspcapflag=flags("ASPCAPFLAG"),
+            starflag=flags("STARFLAG"),
+            columns=extra,
+            meta={"FILE": str(p), "N_ROWS": n, "MISSING_ERROR_COLUMNS": missing_err},
+        )
+
+    if kind == "fits":
+        from astropy.io import fits
+
+        with _open_fits(p, "allStar") as hdul:
+            if hdu >= len(hdul) or not isinstance(hdul[hdu], fits.BinTableHDU | fits.TableHDU):
+                raise InputFileError(p, f"HDU{hdu} is not a table (file has {len(hdul)} HDUs)")
+            try:
+                data = hdul[hdu].data
+                names = list(hdul[hdu].columns.names)
+                n = 0 if data is None else len(data)
+                return build(_Columns(names, (lambda c: data.field(c)) if n else
+                                      (lambda c: np.zeros(0)), n))
+            except InputFileError:
+                raise
+            except Exception as e:
+                raise InputFileError(p, f"cannot read the table ({type(e).__name__}: {e})") from e
+
+    import pandas as pd
+
+    wanted_upper = {"APOGEE_ID", "ASPCAPFLAG", "STARFLAG", *label_names,
+                    *(n + error_suffix for n in label_names), *(str(c).upper() for c in columns)}
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(p).names
+            df = pd.read_parquet(p, columns=[c for c in names if c.upper() in wanted_upper])
+            all_names = names
+        else:
+            all_names = list(pd.read_csv(p, nrows=0).columns)
+            df = pd.read_csv(p, usecols=lambda c: str(c).upper() in wanted_upper)
+    except Exception as e:
+        raise InputFileError(p, f"cannot read as {kind} ({type(e).__name__}: {e})") from e
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].fillna("").astype(str)
+    cols = _Columns([str(c) for c in df.columns], lambda c: df[c].to_numpy(), len(df))
+    cols.all_names = [str(c) for c in all_names]
+    return build(cols)
