@@ -1,0 +1,368 @@
+"""Batched predictive uncertainties: Monte-Carlo dropout, noise realisations, delta method.
+
+Every function here works on a :class:`PhysicalNetwork` — the trained network wrapped with the
+spectrum scaler in front and the label scaler behind it — so its input is the *preprocessed* flux
+(the network's own grid, before the spectrum scaler) and its outputs are in **physical label
+units** (K, dex). Realisations and passes ride in the batch dimension (a spectrum repeated
+``n_samples`` times is one block of rows), chunked so one forward pass never sees more than
+``batch_size`` rows; there is no Python loop over spectra or realisations.
+
+Methods (all return ``(mean, parts)`` with ``mean`` (N, L) and ``parts`` a dict of (N, L)
+*variances*, physical units squared):
+
+``mc_dropout``  astroNN §2.2, eq. 3: N stochastic passes with dropout on; total variance =
+                variance of the pass means (``"epistemic"``) + mean of the predicted variances
+                (``"aleatoric"``, only for networks with a variance head).
+``noise``       APOGEE Net §3.5: N copies of each spectrum with Gaussian noise drawn from its
+                per-pixel errors, errors capped at ``error_cap`` (5) × the spectrum's mean error;
+                the scatter of the predictions is ``"noise"`` (+ mean ``"aleatoric"`` if any).
+``delta``       first-order propagation σ_k² = Σ_i (∂y_k/∂x_i)² σ_i² (``"delta"``), with the
+                Jacobian from autograd: one forward and one batched backward pass per label for
+                a whole chunk of spectra, network in eval mode.
+
+Pixel errors (both ``noise`` and ``delta``) go through :func:`effective_errors`: pixels that
+preprocessing rejected (error ≥ ``bad_error`` ≈ the inflated ``BAD_PIXEL_ERROR``, or non-finite)
+carry **no** noise — their network input is a fixed fill value, not a measurement — and the rest are
+capped at ``error_cap`` × the mean error of the good pixels. So a masked pixel with a 1e10 error is
+zero-weighted and never blows the delta-method variance up.
+
+Where the delta method breaks down (measured by ``bench/predict_throughput.py``, see its report):
+
+- **low SNR**: the noise moves the input further than the region where the network is linear;
+  the noise scatter then includes second-order terms the delta method drops, and the two diverge
+  (typically below SNR ≈ 20 for a smooth network, earlier for ReLU networks);
+- **non-linear regimes**: near the edges of the training set or where the labels saturate, the
+  local gradient is not representative of the response to finite noise;
+- **ReLU kinks / max-pooling switches**: the Jacobian of a ReLU network is piecewise constant, so
+  the delta estimate is the slope of the single linear piece at the input; noise of realistic
+  amplitude crosses many kinks and averages slopes. It usually agrees on average, but individual
+  stars can differ by more than the sampling noise of 100 realisations;
+- **masked pixels**: handled by zero weight (see above) — the delta method then measures the
+  sensitivity to the *measured* pixels only, as the noise method does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from starlabels.errors import InputDataError, StarlabelsError
+from starlabels.preprocess.masking import BAD_PIXEL_ERROR
+
+#: Errors at or above this (preprocessed flux units) mark pixels that preprocessing rejected
+#: (they carry BAD_PIXEL_ERROR = 1e10; the margin survives float32 rounding and scaling).
+BAD_ERROR: float = 0.01 * BAD_PIXEL_ERROR
+
+#: Default error cap of the noise realisations (APOGEE Net §3.5): 5 × the spectrum's mean error.
+ERROR_CAP: float = 5.0
+
+METHODS = ("mc_dropout", "noise", "delta")
+
+
+class PhysicalNetwork(nn.Module):
+    """The network with its input scaler and label scaler folded in, as one differentiable map.
+
+    ``forward(flux)``: ``flux`` (B, P) float32 preprocessed flux on the network's grid
+    → ``(mean, var)``: ``mean`` (B, L) in physical units, ``var`` (B, L) physical units² from the
+    variance head (``exp(log_var)`` × label scale²) or ``None`` for networks without one.
+
+    Both scalers must be per-pixel/per-label affine maps (``x' = offset + slope·x``); they are
+    given as tensors so autograd applies the chain rule through them (the delta method needs
+    ∂y/∂flux = ∂y/∂x' · slope).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        in_offset: torch.Tensor,
+        in_slope: torch.Tensor,
+        out_offset: torch.Tensor,
+        out_slope: torch.Tensor,
+    ):
+        super().__init__()
+        self.network = network
+        self.register_buffer("in_offset", torch.as_tensor(in_offset, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer("in_slope", torch.as_tensor(in_slope, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer("out_offset", torch.as_tensor(out_offset, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer("out_slope", torch.as_tensor(out_slope, dtype=torch.float32).reshape(1, -1))
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.in_offset.shape[1])
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.out_offset.shape[1])
+
+    def forward(self, flux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = (flux * self.in_slope + self.in_offset).unsqueeze(1)
+        out = self.network(x)
+        mean, log_var = out if isinstance(out, tuple) else (out, None)
+        mean = mean * self.out_slope + self.out_offset
+        var = None if log_var is None else torch.exp(log_var) * self.out_slope**2
+        return mean, var
+
+
+def effective_errors(
+    error: torch.Tensor, *, error_cap: float | None = ERROR_CAP, bad_error: float = BAD_ERROR
+) -> torch.Tensor:
+    """Per-pixel 1σ errors used for noise realisations and the delta method.
+
+    ``error`` (B, P) preprocessed flux errors → (B, P): 0 where the pixel was rejected
+    (error ≥ ``bad_error``, non-finite or ≤ 0), else ``min(error, error_cap × mean good error)``
+    (no cap when ``error_cap`` is None). A spectrum without any good pixel gets all zeros.
+    """
+    good = torch.isfinite(error) & (error > 0) & (error < bad_error)
+    e = torch.where(good, error, torch.zeros((), dtype=error.dtype, device=error.device))
+    if error_cap is not None:
+        n_good = good.sum(dim=1, keepdim=True).clamp_min(1)
+        mean = e.sum(dim=1, keepdim=True) / n_good
+        e = torch.minimum(e, error_cap * mean)
+    return e
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+_RNG_LOCK = threading.RLock()
+
+
+def fresh_seed() -> int:
+    """A random 63-bit seed from the OS (leaves torch's global RNG alone)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Fork torch's global RNG (CPU and ``device``) and seed it, so dropout masks are reproducible.
+
+    Holds a process-wide lock: threads sharing the process (Dask workers with processes=False)
+    would otherwise reseed each other's global RNG mid-run.
+    """
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def has_active_dropout(module: nn.Module) -> bool:
+    """True when ``module`` holds at least one dropout layer with p > 0."""
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and float(m.p) > 0 for m in module.modules()
+    )
+
+
+def _rows_per_chunk(batch_size: int, n_samples: int) -> int:
+    """How many spectra fit in one forward pass of ``batch_size`` rows with ``n_samples`` copies."""
+    return max(1, int(batch_size) // max(1, int(n_samples)))
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def point(
+    fn: PhysicalNetwork, flux: torch.Tensor, *, batch_size: int = 256
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Deterministic prediction (eval mode): ``mean`` (N, L), parts ``{"aleatoric"}`` if any."""
+    means, variances = [], []
+    with _eval_mode(fn), torch.inference_mode():
+        for sl in _chunks(flux.shape[0], max(1, batch_size)):
+            m, v = fn(flux[sl])
+            means.append(m)
+            if v is not None:
+                variances.append(v)
+    mean = _cat(means, flux, fn.n_labels)
+    parts = {"aleatoric": torch.cat(variances)} if variances else {}
+    return mean, parts
+
+
+def mc_dropout(
+    fn: PhysicalNetwork,
+    flux: torch.Tensor,
+    *,
+    n_samples: int = 100,
+    batch_size: int = 256,
+    seed: int | None = None,
+    dropout_context: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Monte-Carlo dropout (astroNN eq. 3), ``n_samples`` passes per spectrum in the batch dimension.
+
+    ``flux`` (N, P) → ``mean`` (N, L) = mean of the passes; parts ``"epistemic"`` (N, L) = population
+    variance of the pass means, ``"aleatoric"`` (N, L) = mean of the predicted variances (networks
+    with a variance head only). ``dropout_context(network)`` keeps dropout on and the rest in eval
+    mode (default :func:`starlabels.models.layers.mc_dropout`). Raises :class:`StarlabelsError` for a
+    network without dropout (it would report zero model uncertainty).
+    """
+    _check_samples(n_samples)
+    if not has_active_dropout(fn.network):
+        raise StarlabelsError(
+            "MC-dropout uncertainties need a network with dropout (p > 0); this one has none — "
+            "use uncertainty='noise' or 'delta'"
+        )
+    if dropout_context is None:
+        from starlabels.models.layers import mc_dropout as dropout_context
+    n, L = flux.shape[0], fn.n_labels
+    mean = flux.new_empty((n, L))
+    epi = flux.new_empty((n, L))
+    ale = None
+    with _seeded(seed, flux.device), dropout_context(fn.network), torch.inference_mode():
+        for sl in _chunks(n, _rows_per_chunk(batch_size, n_samples)):
+            b = sl.stop - sl.start
+            rep = flux[sl].repeat_interleave(n_samples, dim=0)  # (b·S, P), spectrum-major
+            m, v = fn(rep)
+            m = m.reshape(b, n_samples, L)
+            mean[sl] = m.mean(dim=1)
+            epi[sl] = m.var(dim=1, unbiased=False)
+            if v is not None:
+                if ale is None:
+                    ale = flux.new_empty((n, L))
+                ale[sl] = v.reshape(b, n_samples, L).mean(dim=1)
+    parts = {"epistemic": epi}
+    if ale is not None:
+        parts["aleatoric"] = ale
+    return mean, parts
+
+
+def noise_realisations(
+    fn: PhysicalNetwork,
+    flux: torch.Tensor,
+    error: torch.Tensor,
+    *,
+    n_samples: int = 100,
+    batch_size: int = 256,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    error_cap: float | None = ERROR_CAP,
+    bad_error: float = BAD_ERROR,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """APOGEE Net §3.5: scatter of the predictions over ``n_samples`` noisy copies per spectrum.
+
+    ``flux``, ``error`` (N, P) preprocessed → ``mean`` (N, L) over the realisations; parts
+    ``"noise"`` (N, L) = their (unbiased) variance, ``"aleatoric"`` = mean predicted variance if the
+    network has a variance head. Errors pass through :func:`effective_errors` (capped at
+    ``error_cap`` × mean, rejected pixels noise-free). Network in eval mode. Noise comes from
+    ``generator`` (else a new one seeded with ``seed``).
+    """
+    _check_samples(n_samples)
+    if n_samples < 2:
+        raise InputDataError("noise realisations need n_samples >= 2 to measure a scatter")
+    sigma = effective_errors(error, error_cap=error_cap, bad_error=bad_error)
+    n, P, L = flux.shape[0], flux.shape[1], fn.n_labels
+    gen = generator
+    if gen is None:
+        gen = torch.Generator(device=flux.device)
+        gen.manual_seed(int(seed) if seed is not None else fresh_seed())
+    mean = flux.new_empty((n, L))
+    var = flux.new_empty((n, L))
+    ale = None
+    with _eval_mode(fn), torch.inference_mode():
+        for sl in _chunks(n, _rows_per_chunk(batch_size, n_samples)):
+            b = sl.stop - sl.start
+            eps = torch.randn((b, n_samples, P), generator=gen, device=flux.device, dtype=flux.dtype)
+            rep = (flux[sl].unsqueeze(1) + eps * sigma[sl].unsqueeze(1)).reshape(b * n_samples, P)
+            m, v = fn(rep)
+            m = m.reshape(b, n_samples, L)
+            mean[sl] = m.mean(dim=1)
+            var[sl] = m.var(dim=1, unbiased=True)
+            if v is not None:
+                if ale is None:
+                    ale = flux.new_empty((n, L))
+                ale[sl] = v.reshape(b, n_samples, L).mean(dim=1)
+    parts = {"noise": var}
+    if ale is not None:
+        parts["aleatoric"] = ale
+    return mean, parts
+
+
+def delta_method(
+    fn: PhysicalNetwork,
+    flux: torch.Tensor,
+    error: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    error_cap: float | None = ERROR_CAP,
+    bad_error: float = BAD_ERROR,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """First-order propagation of the flux errors: σ_k² = Σ_i (∂y_k/∂x_i)² σ_i².
+
+    ``flux``, ``error`` (N, P) preprocessed → ``mean`` (N, L) the point prediction, parts
+    ``"delta"`` (N, L) the propagated variance in physical units² (the chain rule through the
+    spectrum and label scalers is part of :class:`PhysicalNetwork`'s graph) and ``"aleatoric"`` when
+    the network has a variance head. Per chunk of ``batch_size`` spectra: one forward pass and one
+    backward pass per label (batched with ``is_grads_batched`` when the network supports it).
+    Spectra are independent in eval mode, so ∂(Σ_b y_bk)/∂x_b = ∂y_bk/∂x_b.
+    """
+    sigma2 = effective_errors(error, error_cap=error_cap, bad_error=bad_error) ** 2
+    n, L = flux.shape[0], fn.n_labels
+    means, deltas, ales = [], [], []
+    with _eval_mode(fn), torch.enable_grad():
+        for sl in _chunks(n, max(1, batch_size)):
+            x = flux[sl].detach().clone().requires_grad_(True)
+            m, v = fn(x)
+            grads = _label_gradients(m, x)  # (L, b, P)
+            deltas.append((grads.square() * sigma2[sl].unsqueeze(0)).sum(dim=2).T)
+            means.append(m.detach())
+            if v is not None:
+                ales.append(v.detach())
+    mean = _cat(means, flux, L)
+    parts = {"delta": _cat(deltas, flux, L)}
+    if ales:
+        parts["aleatoric"] = torch.cat(ales)
+    return mean, parts
+
+
+def _label_gradients(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(L, b, P): ∂m[:, k]/∂x for every label k — one backward pass per label."""
+    L = m.shape[1]
+    eye = torch.eye(L, dtype=m.dtype, device=m.device).unsqueeze(1).expand(L, m.shape[0], L)
+    try:
+        (g,) = torch.autograd.grad(
+            m, x, grad_outputs=eye, is_grads_batched=True, retain_graph=True
+        )
+        return g
+    except RuntimeError:  # an op without a batching rule: plain loop over the (few) labels
+        out = []
+        for k in range(L):
+            (g,) = torch.autograd.grad(m[:, k].sum(), x, retain_graph=k < L - 1)
+            out.append(g)
+        return torch.stack(out)
+
+
+def _check_samples(n_samples: int) -> None:
+    if int(n_samples) < 1:
+        raise InputDataError(f"n_samples must be >= 1, got {n_samples}")
+
+
+def _cat(chunks: list[torch.Tensor], like: torch.Tensor, n_labels: int) -> torch.Tensor:
+    if chunks:
+        return torch.cat(chunks)
+    return like.new_empty((0, n_labels))
+
+
+def total_variance(parts: dict[str, torch.Tensor | np.ndarray]):
+    """Sum of the variance parts (elementwise), or ``None`` when there are none."""
+    vals = list(parts.values())
+    if not vals:
+        return None
+    out = vals[0]
+    for v in vals[1:]:
+        out = out + v
+    return out
