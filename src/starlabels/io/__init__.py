@@ -20,6 +20,16 @@ from starlabels.io.apogee import (
     resample_to_apstar,
 )
 from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.sas import (
+    DownloadError,
+    allstar_path,
+    apstar_path,
+    aspcapstar_path,
+    cache_path,
+    download,
+    fetch,
+    sas_url,
+)
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -27,13 +37,21 @@ __all__ = [
     "ApStarSpectrum",
     "ApVisitSpectrum",
     "AspcapSpectrum",
+    "DownloadError",
+    "allstar_path",
+    "apstar_path",
+    "aspcapstar_path",
     "atomic_write_hdulist",
+    "cache_path",
+    "download",
+    "fetch",
     "flag_nonfinite",
     "read_allstar",
     "read_apstar",
     "read_apvisit",
     "read_aspcapstar",
     "resample_to_apstar",
+    "sas_url",
     "write_apstar",
     "write_aspcapstar",
 ]
