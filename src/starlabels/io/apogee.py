@@ -23,7 +23,7 @@ So ``row="combined"`` is always file row 0, and ``row="visits"`` is rows 2: when
 them, or the single combined row (shape (1, 8575)) when ``NVISITS == 1``.
 
 Real DR17 files carry NaN flux *and* NaN error outside each detector's useful range (774
-pixels in the example file: [0:202], [3324:3537], [6130:6294], [8382:8575]) with bitmask 0.
+pixels in the example file: [0:202], [3324:3538], [6130:6295], [8382:8575]) with bitmask 0.
 The readers keep those values as read (NaN) and set the BADPIX bit (0) on every pixel whose
 flux or error is not finite, so preprocessing (which rejects BADPIX) never does arithmetic on
 them. Zero errors (e.g. the placeholder row) are *not* flagged.
