@@ -1,1 +1,37 @@
-"""starlabels.data"""
+"""Datasets: HDF5 spectra files, ingest of apStar files, splits, synthetic spectra.
+
+Names are imported lazily from their modules on first use (``starlabels.data.SpectraDataset``),
+so ``import starlabels.data`` stays cheap. To export a new name, add it to ``_LAZY``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: exported name -> module that defines it
+_LAZY: dict[str, str] = {
+    "DatasetWriter": "starlabels.data.hdf5",
+    "SpectraDataset": "starlabels.data.hdf5",
+    "SpectraBatch": "starlabels.data.hdf5",
+    "read_dataset_info": "starlabels.data.hdf5",
+    "random_split": "starlabels.data.splits",
+    "group_split": "starlabels.data.splits",
+    "SyntheticGenerator": "starlabels.data.synthetic",
+    "SyntheticSpectra": "starlabels.data.synthetic",
+    "write_apstar_files": "starlabels.data.synthetic",
+    "ingest_files": "starlabels.data.ingest",
+    "write_label_catalog": "starlabels.data.synthetic",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'starlabels.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

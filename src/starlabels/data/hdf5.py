@@ -428,6 +428,11 @@ class DatasetWriter:
         f.flush()
         return n1
 
+    @property
+    def meta_names(self) -> tuple[str, ...]:
+        """Names of the meta columns written so far."""
+        return tuple(sorted(self._meta_kinds))
+
     def read_meta(self, name: str) -> np.ndarray:
         """(n_rows,) values of a meta column written so far (str columns as Python str)."""
         if name not in self._file["meta"]:

@@ -747,8 +747,9 @@ def write_label_catalog(
     for j, (name, unit) in enumerate(zip(spectra.label_names, spectra.label_units, strict=True)):
         t[name] = spectra.labels[:, j]
         t[f"{name}_ERR"] = np.full(len(spectra), errs.get(name, 0.03))
-        if unit:
+        if unit and unit != "dex":  # FITS has no native "dex" unit: leave it in the description
             t[name].unit = t[f"{name}_ERR"].unit = unit
+        t[name].description = t[f"{name}_ERR"].description = unit
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fmt = "ascii.csv" if p.suffix.lower() == ".csv" else "fits"
