@@ -321,7 +321,7 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
         if len(hdul) < 4:
             raise InputFileError(
                 path, f"not an apStar file: {len(hdul)} HDU(s), expected at least 4 "
-                      "(header, flux, error, bitmask)"
+                      "(header, flux, error, bitmask); or the file is truncated"
             )
         arrays = [_image(hdul, i, path, n) for i, n in ((1, "flux"), (2, "error"), (3, "bitmask"))]
         shapes = {a.shape for a in arrays}
