@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Keep torch to the machine's 2 cores and deterministic across tests."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """Keep torch to the machine's cores; only when a test has imported torch (saves ~4 s)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
