@@ -1,0 +1,151 @@
+"""Bayesian CNN with a predictive-variance head: astroNN's ``ApogeeBCNN`` (Leung & Bovy 2019).
+
+Architecture (astroNN v1 ``ApogeeBCNN``; defaults reproduce it)::
+
+    Conv1d(1→2, k=8, "same") → ReLU → MCDropout
+    Conv1d(2→4, k=8, "same") → ReLU → MaxPool(4) → Flatten → MCDropout
+    Dense(196) → ReLU → MCDropout → Dense(96) → ReLU ─┬→ Dense(n_labels)  mean
+                                                      └→ Dense(n_labels)  log-variance
+
+The dropout layers are ordinary ``nn.Dropout``; they act as Monte-Carlo dropout when the network is
+sampled inside :func:`starlabels.models.layers.mc_dropout`. The variance head predicts
+``log_var = ln σ²_predictive`` in standardised label units (astroNN eq. 5, ``s_i`` without the label
+error), trained with :func:`starlabels.losses.robust_mse`.
+
+astroNN's Gaussian prior on the weights is Keras L2 with λ = 5·10⁻⁹ (``loss += λ Σ w²``). The same
+prior as torch's coupled ``weight_decay`` (gradient ``+ wd · w``) is ``wd = 2λ = 1·10⁻⁸``: see
+:attr:`BayesianCNN.recommended_weight_decay`; applying it is the optimiser's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from starlabels.models.layers import LabelNetwork
+
+__all__ = ["ASTRONN_L2", "BayesianCNN", "bcnn_trunk"]
+
+#: astroNN's Keras L2 coefficient λ (loss += λ Σ w²).
+ASTRONN_L2 = 5e-9
+
+
+def bcnn_trunk(
+    n_pixels: int,
+    filters: Sequence[int],
+    kernel_size: int,
+    pool: int,
+    hidden: Sequence[int],
+    dropout: float,
+) -> nn.Sequential:
+    """The astroNN Bayesian-CNN feature extractor: (N, 1, n_pixels) → (N, hidden[-1]).
+
+    Two "same"-padded convolutions (ReLU, dropout after the first), max-pool ``pool``, flatten,
+    dropout, then dense layers ``hidden`` with ReLU and dropout between them (none after the last,
+    which feeds the output heads directly, as in astroNN).
+    """
+    if len(filters) != 2:
+        raise ValueError(f"filters must have 2 entries, got {list(filters)}")
+    if not hidden:
+        raise ValueError("hidden must list at least one dense layer size")
+    n_pool = int(n_pixels) // int(pool)
+    if n_pool < 1:
+        raise ValueError(f"n_pixels={n_pixels} is shorter than the pool size {pool}")
+    f1, f2 = (int(f) for f in filters)
+    k = int(kernel_size)
+    same = ((k - 1) // 2, k // 2)  # Keras/TF "same": the extra pixel of an even kernel goes right
+    layers: list[nn.Module] = [
+        nn.ConstantPad1d(same, 0.0),
+        nn.Conv1d(1, f1, k),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.ConstantPad1d(same, 0.0),
+        nn.Conv1d(f1, f2, k),
+        nn.ReLU(),
+        nn.MaxPool1d(pool),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+    ]
+    n_in = f2 * n_pool
+    for i, h in enumerate(hidden):
+        layers += [nn.Linear(n_in, int(h)), nn.ReLU()]
+        if i < len(hidden) - 1:
+            layers.append(nn.Dropout(dropout))
+        n_in = int(h)
+    return nn.Sequential(*layers)
+
+
+def _check_dropout(dropout: float, who: str) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
+    return float(dropout)
+
+
+class BayesianCNN(LabelNetwork):
+    """astroNN ``ApogeeBCNN``: label means and per-label predictive log-variances.
+
+    Parameters
+    ----------
+    n_labels:
+        Number of labels L.
+    n_pixels:
+        Input length P (7514 on the ASPCAP grid).
+    dropout:
+        MC-dropout probability (astroNN: 0.3).
+    filters, kernel_size, pool:
+        Convolution filters (2, 4), kernel length 8, max-pool size 4 (astroNN).
+    hidden:
+        Dense layer sizes (astroNN: 196, 96).
+
+    ``forward(x)`` maps ``(N, 1, P)`` to ``(mean, log_var)``, both ``(N, L)`` in standardised units.
+    """
+
+    name: ClassVar[str] = "bcnn"
+    has_variance: ClassVar[bool] = True
+    recommended_weight_decay: ClassVar[float] = 2 * ASTRONN_L2
+
+    def __init__(
+        self,
+        n_labels: int,
+        n_pixels: int,
+        dropout: float = 0.3,
+        filters: Sequence[int] = (2, 4),
+        kernel_size: int = 8,
+        pool: int = 4,
+        hidden: Sequence[int] = (196, 96),
+    ) -> None:
+        super().__init__()
+        if n_labels < 1:
+            raise ValueError(f"BayesianCNN: n_labels must be >= 1, got {n_labels}")
+        self.n_labels = int(n_labels)
+        self.n_pixels = int(n_pixels)
+        self.dropout = _check_dropout(dropout, "BayesianCNN")
+        self.filters = [int(f) for f in filters]
+        self.kernel_size = int(kernel_size)
+        self.pool = int(pool)
+        self.hidden = [int(h) for h in hidden]
+        self.trunk = bcnn_trunk(
+            self.n_pixels, self.filters, self.kernel_size, self.pool, self.hidden, self.dropout
+        )
+        self.mean_head = nn.Linear(self.hidden[-1], self.n_labels)
+        self.log_var_head = nn.Linear(self.hidden[-1], self.n_labels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 1, P) → ``(mean, log_var)``, each (N, n_labels), standardised label space."""
+        self.check_input(x)
+        h = self.trunk(x)
+        return self.mean_head(h), self.log_var_head(h)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_labels": self.n_labels,
+            "n_pixels": self.n_pixels,
+            "dropout": self.dropout,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "pool": self.pool,
+            "hidden": list(self.hidden),
+        }
