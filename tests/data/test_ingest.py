@@ -54,9 +54,8 @@ def archive(gen, tmp_path_factory):
 
 
 def _dataset_arrays(path):
-    ds = SpectraDataset(path)
-    b = ds.read()
-    return b, {name: ds.meta(name) for name in ds.meta_names}
+    with SpectraDataset(path) as ds:  # closed again, so a later ingest can open it for writing
+        return ds.read(), {name: ds.meta(name) for name in ds.meta_names}
 
 
 def test_ingest_directory_with_bad_files(archive, tmp_path, gen):
@@ -175,3 +174,23 @@ def test_find_files_and_bad_catalog(archive, tmp_path):
         ingest_files([archive["root"]], tmp_path / "x.h5", labels=archive["catalog"],
                      label_names=["TEFF", "XX_FE"])
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_ingest_real_dr17_file(shared_data, tmp_path):
+    from starlabels.io import read_apstar
+    from starlabels.preprocess.bitmask import PIXMASK_BITS
+
+    real = shared_data / "real" / "apStar-dr17-2M19485057+5005279.fits"
+    out = tmp_path / "real.h5"
+    res = ingest_files([real], out)
+    assert res.rows_total == 1 and not res.skipped
+    ds = SpectraDataset(out)
+    b = ds.read()
+    r = read_apstar(real)
+    np.testing.assert_array_equal(b.flux[0], r.flux.astype(np.float32))  # NaN kept where the file has NaN
+    np.testing.assert_array_equal(b.bitmask[0], r.bitmask)
+    nan = np.isnan(b.flux[0])
+    assert nan.sum() > 0 and np.all(b.bitmask[0][nan] & (1 << PIXMASK_BITS["BADPIX"]))
+    assert ds.meta("apogee_id").tolist() == ["2M19485057+5005279"]
+    assert ds.meta("snr")[0] == pytest.approx(137.489, abs=1e-3)
+    assert ds.meta("nvisits").tolist() == [1]
