@@ -155,3 +155,24 @@ def test_emulator_survey_masks_pixels_outside_the_payne_grid(shared_data):
     assert (s.flux[:, ~outside] > 0).mean() > 0.99
     lo, hi = sim.source.label_box
     assert ((s.true_labels >= lo) & (s.true_labels <= hi)).all()
+
+
+def test_generator_source_and_hdf5_round_trip(tmp_path):
+    from starlabels.data.hdf5 import SpectraDataset
+
+    sim = survey.SurveySimulator(
+        survey.GeneratorSource.default(), survey.SurveyConfig(n_stars=12, seed=5, missing_fraction=0.1)
+    )
+    s = sim.simulate()
+    assert s.label_names[:3] == ("TEFF", "LOGG", "FE_H") and len(s.label_names) > 3
+    lo, hi = sim.source.label_box
+    assert ((s.true_labels >= lo) & (s.true_labels <= hi)).all()
+    path = s.write_hdf5(tmp_path / "survey.h5")
+    ds = SpectraDataset(path)
+    assert len(ds) == 12 and list(ds.label_names) == list(s.label_names)
+    batch = ds.read(np.arange(12))
+    np.testing.assert_array_equal(batch.flux, s.flux)
+    np.testing.assert_array_equal(batch.bitmask, s.bitmask)
+    np.testing.assert_array_equal(batch.labels, s.labels)
+    np.testing.assert_allclose(ds.meta("true_TEFF"), s.true_labels[:, 0])
+    assert list(ds.meta("group")) == list(s.group)

@@ -22,6 +22,11 @@ _LAZY: dict[str, str] = {
     "write_apstar_files": "starlabels.data.synthetic",
     "ingest_files": "starlabels.data.ingest",
     "write_label_catalog": "starlabels.data.synthetic",
+    "PayneEmulator": "starlabels.data.emulator",
+    "load_emulator": "starlabels.data.emulator",
+    "SurveyConfig": "starlabels.data.survey",
+    "SurveySimulator": "starlabels.data.survey",
+    "SimulatedSurvey": "starlabels.data.survey",
 }
 
 __all__ = sorted(_LAZY)

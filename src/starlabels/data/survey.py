@@ -135,7 +135,7 @@ class GeneratorSource:
         return np.asarray(lo, float), np.asarray(hi, float)
 
     def noiseless(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flux = np.asarray(self.generator.normalised_flux(labels), dtype=np.float64)
+        flux = np.asarray(self.generator.line_spectrum(labels), dtype=np.float64)
         covered = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
         covered[grids.ASPCAP.apstar_index] = True
         return np.where(covered, flux, 0.0), np.broadcast_to(covered, flux.shape)

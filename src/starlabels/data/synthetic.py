@@ -626,6 +626,11 @@ class SyntheticGenerator:
 
     # -- masks for the networks ----------------------------------------------------------------
 
+    @property
+    def label_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) (L,) arrays: the label range the generator is meant for (DEFAULT_RANGES)."""
+        return self._box(None)
+
     def _box(self, ranges: Mapping[str, tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
         r = dict(self.DEFAULT_RANGES)
         r.update(ranges or {})
