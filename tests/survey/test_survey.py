@@ -176,3 +176,26 @@ def test_generator_source_and_hdf5_round_trip(tmp_path):
     np.testing.assert_array_equal(batch.labels, s.labels)
     np.testing.assert_allclose(ds.meta("true_TEFF"), s.true_labels[:, 0])
     assert list(ds.meta("group")) == list(s.group)
+
+
+def test_simulate_cli_writes_a_dataset_and_fits(tmp_path):
+    from click.testing import CliRunner
+
+    from starlabels.cli.main import cli
+    from starlabels.data.hdf5 import SpectraDataset
+    from starlabels.io import read_apstar
+
+    out = tmp_path / "s.h5"
+    res = CliRunner().invoke(cli, ["simulate", "-n", "3", "-o", str(out), "--snr", "uniform:50-60",
+                                   "--fits-dir", str(tmp_path / "fits"), "--seed", "4"])
+    assert res.exit_code == 0, res.output
+    ds = SpectraDataset(out)
+    snr = ds.meta("snr")
+    assert len(ds) == 3 and ((snr >= 50) & (snr <= 60)).all()
+    files = sorted((tmp_path / "fits").glob("*.fits"))
+    assert len(files) == 3
+    spec = read_apstar(files[0])
+    row = list(ds.meta("apogee_id")).index(spec.meta["APOGEE_ID"])
+    np.testing.assert_array_equal(spec.flux, ds.read(np.array([row])).flux[0])
+    bad = CliRunner().invoke(cli, ["simulate", "-o", str(out), "--snr", "gauss:1-2"])
+    assert bad.exit_code == 2 and "loguniform" in bad.output
