@@ -296,3 +296,13 @@ def test_clear_errors():
         m.residual_table(pd.DataFrame({"TEFF": [1.0]}), pd.DataFrame({"TEFF": [1.0]}), ["LOGG"])
     with pytest.raises(InputDataError, match="increasing"):
         m.residuals_by_snr(np.zeros(3), np.zeros(3), "A", snr=np.ones(3), bins=[0, 0, 1])
+
+
+def test_package_exports_resolve():
+    import starlabels.evaluation as ev
+
+    for name in ev.__all__:
+        assert getattr(ev, name) is not None
+    assert ev.sigma_mad is m.sigma_mad
+    with pytest.raises(AttributeError):
+        _ = ev.no_such_function

@@ -1,1 +1,47 @@
-"""starlabels.evaluation"""
+"""starlabels.evaluation: metrics, science checks and figures for predicted stellar labels.
+
+- :mod:`~starlabels.evaluation.metrics` — residual statistics (median, σ_MAD) per label, group
+  and bin; z-score calibration tables; APOGEE Net Tables 1–3; Markdown/CSV writers.
+- :mod:`~starlabels.evaluation.diagnostics` — visit-vs-combined self-consistency, cluster
+  homogeneity, the ∂label/∂flux sensitivity, Brackett lines and element windows.
+- :mod:`~starlabels.evaluation.plots` — Kiel diagrams with isochrones, uncertainty vs SNR,
+  predicted vs reference, binned residuals, the young-star selection, sensitivity figures.
+- :mod:`~starlabels.evaluation.isochrones` — PARSEC isochrones from a FITS grid.
+
+The most used functions are importable from here; submodules load on first use (plots imports
+matplotlib, sensitivity imports torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "metrics": (
+        "sigma_mad", "residual_table", "residuals_by_snr", "residuals_by_label_value",
+        "zscore_table", "apogee_net_tables", "match_reference", "to_markdown", "write_table",
+    ),
+    "diagnostics": (
+        "self_consistency", "cluster_homogeneity", "cluster_summary", "sensitivity",
+        "BRACKETT_LINES", "load_element_windows", "element_window_mask",
+    ),
+    "plots": (
+        "plot_kiel", "plot_kiel_panels", "plot_uncertainty_vs_snr", "plot_pred_vs_ref",
+        "plot_binned_residuals", "plot_young_selection", "plot_sensitivity",
+        "plot_cluster_homogeneity", "plot_zscore_histograms", "save_figure",
+    ),
+    "isochrones": ("load_isochrones", "select_isochrones", "Isochrone"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+_SUBMODULES = set(_EXPORTS)
+
+__all__ = sorted([*_WHERE, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"starlabels.evaluation.{_WHERE[name]}"), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"starlabels.evaluation.{name}")
+    raise AttributeError(f"module 'starlabels.evaluation' has no attribute {name!r}")
