@@ -1,0 +1,221 @@
+"""Which pixels to reject, and what rejected pixels look like after preprocessing.
+
+A pixel is *rejected* when any of these holds:
+
+* its APOGEE_PIXMASK value has one of the reject bits set (default
+  :data:`~starlabels.preprocess.bitmask.DEFAULT_REJECT_BITS`: bits 0–7 and SIG_SKYLINE, as astroNN;
+  configurable by name or number);
+* its flux or error is not finite (NaN/inf), or its error is ≤ 0;
+* its error is ≥ :data:`BAD_PIXEL_ERROR` (so preprocessed output, whose rejected pixels carry that
+  error, is recognised again when it is fed back in).
+
+After preprocessing, rejected pixels never hold NaN: their flux is a neutral value (1 on the
+continuum-normalised path, a detector median on the raw path) and their error is the large finite
+constant :data:`BAD_PIXEL_ERROR`, i.e. weight ≈ 0 for any inverse-variance use.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+
+from starlabels.errors import InputDataError
+from starlabels.preprocess.bitmask import bad_pixels
+from starlabels.preprocess.grids import APSTAR, ASPCAP
+
+#: Error given to rejected pixels after preprocessing (same units as the flux). Large but finite,
+#: and representable in float32, so it survives casting and never produces NaN/inf.
+BAD_PIXEL_ERROR: float = 1e10
+
+
+def as_batch(
+    flux, error, bitmask=None, *, n_pixels: Iterable[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """Validate and reshape spectra to 2-D.
+
+    Parameters
+    ----------
+    flux, error:
+        (P,) or (N, P) real arrays (flux in any units, error in the same units).
+    bitmask:
+        ``None`` or an integer array of the same shape (APOGEE_PIXMASK values).
+    n_pixels:
+        Allowed values of P (e.g. ``(8575, 7514)``); ``None`` allows any.
+
+    Returns
+    -------
+    flux, error:
+        (N, P) arrays (views where possible; not copied, dtype unchanged).
+    bitmask:
+        (N, P) integer array or ``None``.
+    was_1d:
+        True when the input was a single spectrum (callers then return 1-D output).
+
+    Raises
+    ------
+    InputDataError
+        Shapes differ, more than two dimensions, a non-numeric dtype, or a pixel count not in
+        ``n_pixels``.
+    """
+    f = np.asarray(flux)
+    e = np.asarray(error)
+    for name, a in (("flux", f), ("error", e)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise InputDataError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+        if a.ndim not in (1, 2):
+            raise InputDataError(f"{name} must be 1-D (P,) or 2-D (N, P), got shape {a.shape}")
+    if f.shape != e.shape:
+        raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
+    b = None
+    if bitmask is not None:
+        b = np.asarray(bitmask)
+        if b.shape != f.shape:
+            raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
+        if not (np.issubdtype(b.dtype, np.integer) or b.dtype == np.bool_):
+            raise InputDataError(f"bitmask must be an integer array, got dtype {b.dtype}")
+    if n_pixels is not None:
+        allowed = tuple(int(n) for n in n_pixels)
+        if f.shape[-1] not in allowed:
+            raise InputDataError(
+                f"spectra have {f.shape[-1]} pixels; expected one of {allowed} "
+                "(8575 = apStar grid, 7514 = ASPCAP grid)"
+            )
+    was_1d = f.ndim == 1
+    if was_1d:
+        f, e = f[None, :], e[None, :]
+        b = None if b is None else b[None, :]
+    return f, e, b, was_1d
+
+
+def rejected_pixels(
+    flux, error, bitmask=None, bits: Iterable[str | int] | None = None
+) -> np.ndarray:
+    """Boolean array (same shape as ``flux``), True for pixels to reject.
+
+    ``flux``, ``error`` (and ``bitmask``) must have the same shape (any shape). ``bits`` are
+    APOGEE_PIXMASK bit names or numbers (default ``DEFAULT_REJECT_BITS``); an empty list rejects
+    on values only.
+    """
+    f = np.asarray(flux)
+    e = np.asarray(error)
+    if f.shape != e.shape:
+        raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(f) | ~np.isfinite(e) | (e <= 0) | (e >= BAD_PIXEL_ERROR)
+    if bitmask is not None:
+        b = np.asarray(bitmask)
+        if b.shape != f.shape:
+            raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
+        bits = None if bits is None else list(bits)
+        if bits is None or bits:
+            try:
+                bad |= bad_pixels(b, bits)
+            except ValueError as exc:
+                raise InputDataError(str(exc)) from None
+    return bad
+
+
+def is_rejected_error(error) -> np.ndarray:
+    """True where a *preprocessed* error marks a rejected pixel (error ≥ ``BAD_PIXEL_ERROR``).
+
+    Consumers that perturb spectra by their errors (noise realisations) must skip these pixels.
+    """
+    return np.asarray(error) >= BAD_PIXEL_ERROR
+
+
+def fill_rejected(flux: np.ndarray, error: np.ndarray, rejected: np.ndarray, fill) -> None:
+    """In place: ``flux[rejected] = fill`` (scalar or array broadcast to ``flux``) and
+    ``error[rejected] = BAD_PIXEL_ERROR``."""
+    if np.ndim(fill) == 0:
+        flux[rejected] = fill
+    else:
+        np.copyto(flux, np.broadcast_to(fill, flux.shape), where=rejected)
+    error[rejected] = BAD_PIXEL_ERROR
+
+
+def check_has_valid_pixels(rejected: np.ndarray) -> None:
+    """Raise ``InputDataError`` naming the first spectra (rows of the (N, P) ``rejected`` array)
+    whose every pixel is rejected (e.g. NaN-only spectra)."""
+    empty = np.flatnonzero(rejected.all(axis=-1))
+    if empty.size:
+        shown = ", ".join(str(i) for i in empty[:10]) + (" …" if empty.size > 10 else "")
+        raise InputDataError(
+            f"{empty.size} spectrum/spectra have no usable pixel (every flux/error is non-finite, "
+            f"non-positive or masked): index {shown}"
+        )
+
+
+#: Column ranges on the apStar grid that count as each detector for the raw path's median repair:
+#: the ASPCAP detector ranges widened to the middle of the gaps and to the array ends.
+APSTAR_RAW_REGIONS: tuple[tuple[int, int], ...] = ((0, 3429), (3429, 6212), (6212, 8575))
+
+
+def _regions(n_pixels: int) -> tuple[tuple[int, int], ...]:
+    if n_pixels == APSTAR.n_pixels:
+        return APSTAR_RAW_REGIONS
+    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
+
+
+def raw_flux(
+    flux,
+    error,
+    bitmask=None,
+    error_cap: float | None = 5.0,
+    *,
+    bits: Iterable[str | int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """APOGEE Net's input (Olney et al. 2020): raw flux with rejected pixels repaired, errors capped.
+
+    Parameters
+    ----------
+    flux, error:
+        (N, 8575) apStar-grid spectra (or (8575,); the ASPCAP grid, 7514, is accepted too and kept),
+        flux in the file's units (1e-17 erg/s/cm²/Å), error (1σ) in the same units.
+    bitmask:
+        Optional APOGEE_PIXMASK array of the same shape.
+    error_cap:
+        Usable pixels' errors are capped at ``error_cap`` × the spectrum's mean error, the mean
+        taken over its usable pixels (APOGEE Net: 5). ``None`` disables the cap.
+    bits:
+        APOGEE_PIXMASK bits that reject a pixel (default ``DEFAULT_REJECT_BITS``).
+
+    Returns
+    -------
+    flux, error:
+        Same shape as the input, dtype float32 for float32 input, else float64. Rejected pixels
+        (see module docstring) get the median flux of the usable pixels of their detector (apStar
+        columns split at the middle of the detector gaps: :data:`APSTAR_RAW_REGIONS`; a detector
+        with no usable pixel takes the whole spectrum's median) and error ``BAD_PIXEL_ERROR``.
+        Never NaN.
+
+    Raises
+    ------
+    InputDataError
+        Wrong shapes, or a spectrum without any usable pixel (e.g. NaN-only).
+    """
+    if error_cap is not None and not error_cap > 0:
+        raise InputDataError(f"error_cap must be > 0 or None, got {error_cap!r}")
+    f, e, b, was_1d = as_batch(flux, error, bitmask, n_pixels=(APSTAR.n_pixels, ASPCAP.n_pixels))
+    dtype = np.result_type(f.dtype, np.float32)
+    rej = rejected_pixels(f, e, b, bits)
+    check_has_valid_pixels(rej)
+    out_f = f.astype(dtype, copy=True)
+    out_e = e.astype(dtype, copy=True)
+    masked = np.where(rej, np.nan, f.astype(np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # detectors without usable pixels
+        spectrum_median = np.nanmedian(masked, axis=1)
+        fill = np.empty_like(masked)
+        for a0, a1 in _regions(f.shape[1]):
+            med = np.nanmedian(masked[:, a0:a1], axis=1)
+            fill[:, a0:a1] = np.where(np.isnan(med), spectrum_median, med)[:, None]
+    if error_cap is not None:
+        ev = np.where(rej, 0.0, e.astype(np.float64))
+        mean_err = ev.sum(axis=1) / np.count_nonzero(~rej, axis=1)
+        np.minimum(out_e, (error_cap * mean_err)[:, None].astype(dtype), out=out_e, where=~rej)
+    fill_rejected(out_f, out_e, rej, fill.astype(dtype))
+    if was_1d:
+        return out_f[0], out_e[0]
+    return out_f, out_e
