@@ -249,3 +249,20 @@ def test_cluster_and_zscore_figures(tmp_path, catalog):
     for ax, (_, row) in zip(fig.axes, z.iterrows(), strict=True):
         assert f"{row['z_sigma_mad']:.3f}" in ax.texts[0].get_text()
     assert fig.axes[0].get_ylabel() == "probability density"
+
+
+def test_young_selection_without_constants_draws_plain_kiel(monkeypatch, catalog):
+    cat, _ = catalog
+    monkeypatch.setattr(pl, "young_star_constants", lambda: (None, None, None))
+    with pytest.warns(UserWarning, match="no young-star polygon"):
+        fig = pl.plot_young_selection(cat)
+    ax = fig.axes[0]
+    assert not [p for p in ax.patches if isinstance(p, Polygon)]
+    assert ax.get_legend() is None and ax.get_xlim()[0] > ax.get_xlim()[1]
+
+
+def test_kiel_from_arrays_without_colour():
+    rng = np.random.default_rng(1)
+    fig = pl.plot_kiel(teff=rng.uniform(3500, 6000, 50), logg=rng.uniform(1, 5, 50))
+    assert len(fig.axes) == 1  # no colour bar
+    assert fig.axes[0].texts[0].get_text() == "N = 50"

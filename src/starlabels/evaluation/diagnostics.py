@@ -426,6 +426,9 @@ def sensitivity(
         derivatives are divided by it to refer to the unscaled flux.
     wavelength
         (P,) Å; default the APOGEE grid with P pixels when there is one.
+    batch_size, device
+        Stars per forward/backward pass, and where the batches go (default: the device of the
+        model's parameters; the model itself is not moved).
 
     Returns
     -------
@@ -450,9 +453,10 @@ def sensitivity(
     if np.any(counts == 0):
         empty = [k for k, c in zip(subsets, counts, strict=True) if c == 0]
         raise InputDataError(f"subsets with no stars: {empty}")
-    dev = get_device(device)
     was_training = model.training
     params = list(model.parameters())
+    model_device = params[0].device if params else get_device(None)
+    dev = model_device if device is None else torch.device(device)
     model_dtype = params[0].dtype if params else torch.float32
     used = np.flatnonzero(masks.any(axis=0))
     acc: torch.Tensor | None = None

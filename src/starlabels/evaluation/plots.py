@@ -188,7 +188,8 @@ def plot_kiel(
     """Kiel diagram: log g (dex) against Teff (K), both axes decreasing as astronomers draw them.
 
     ``color`` is a column (``"FE_H"``, ``"LOGG_ERR"``…) or an (N,) array (name it with
-    ``color_name`` for the colour-bar label), or None for plain points. Colour limits default to
+    ``color_name`` for the colour-bar label), or None for plain points (also when only arrays
+    and no catalog are given). Colour limits default to
     the 2nd–98th percentiles. Points are drawn in order of increasing colour value so extreme
     values stay visible. ``isochrones`` (from
     :func:`starlabels.evaluation.isochrones.select_isochrones`) are overlaid — coloured with the
@@ -198,6 +199,8 @@ def plot_kiel(
     g = _values(data, logg, "logg")
     if t is None or g is None or t.shape != g.shape:
         raise InputDataError("teff and logg must be columns or arrays of the same length")
+    if data is None and isinstance(color, str):
+        color = None  # plain arrays and a column name: nothing to colour by
     c = _values(data, color, "color")
     cname = color_name or _name(color, "value")
     if ax is None:
@@ -534,8 +537,7 @@ def plot_young_selection(
         else list(age_bin_labels)
     fig = plot_kiel(data, teff=teff, logg=logg, color=None, ax=ax)
     ax = ax or fig.axes[0]
-    for coll in ax.collections:
-        coll.set_color("0.7")
+    ax.collections[-1].set_color("0.7")  # all stars in grey
     if poly is None:
         warnings.warn("starlabels.labels.young provides no young-star polygon; drawing the Kiel "
                       "diagram without the selection", stacklevel=2)
