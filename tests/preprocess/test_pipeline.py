@@ -1,0 +1,107 @@
+"""PreprocessConfig: JSON round trip, validation, and apply == the functions it names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from starlabels.errors import InputDataError
+from starlabels.preprocess import PreprocessConfig, continuum_normalize, raw_flux
+from starlabels.preprocess.bitmask import DEFAULT_REJECT_BITS, PIXMASK_BITS, bits_to_value
+from starlabels.preprocess.grids import APSTAR, ASPCAP
+
+
+def _json_round_trip(cfg: PreprocessConfig) -> PreprocessConfig:
+    return PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+
+
+def test_defaults_and_grids():
+    cfg = PreprocessConfig()
+    assert cfg.kind == "continuum" and cfg.degree == 2
+    assert cfg.reject_bits == list(DEFAULT_REJECT_BITS)
+    assert cfg.output_grid == "aspcap" and cfg.n_pixels == ASPCAP.n_pixels
+    raw = PreprocessConfig(kind="raw")
+    assert raw.output_grid == "apstar" and raw.n_pixels == APSTAR.n_pixels
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["continuum", "raw"]),
+    degree=st.integers(0, 5),
+    bits=st.lists(st.one_of(st.sampled_from(sorted(PIXMASK_BITS)), st.integers(0, 31)), max_size=6),
+    pixels=st.one_of(st.none(), st.lists(st.integers(0, ASPCAP.n_pixels - 1), max_size=50)),
+    cap=st.one_of(st.none(), st.floats(0.1, 100)),
+    on_failure=st.sampled_from(["raise", "reject"]),
+)
+def test_json_round_trip(kind, degree, bits, pixels, cap, on_failure):
+    cfg = PreprocessConfig(kind=kind, degree=degree, reject_bits=bits, continuum_pixels=pixels,
+                           error_cap=cap, on_failure=on_failure)
+    back = _json_round_trip(cfg)
+    assert back == cfg
+    assert back.to_dict() == cfg.to_dict()
+    assert PreprocessConfig.from_json(cfg.to_json()) == cfg
+    # bits are stored as names where they have one, and mean the same bits
+    assert bits_to_value(back.reject_bits) == bits_to_value(bits)
+    if pixels is not None:
+        assert back.continuum_pixels == sorted(set(pixels))
+
+
+def test_mask_and_file_constructors(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = rng.random(ASPCAP.n_pixels) < 0.07
+    cfg = PreprocessConfig.from_mask(mask, degree=3)
+    assert cfg.continuum_pixels == np.flatnonzero(mask).tolist()
+    np.testing.assert_array_equal(cfg.continuum_mask, mask)
+    np.save(tmp_path / "m.npy", mask)
+    assert PreprocessConfig.from_mask(tmp_path / "m.npy", degree=3) == cfg
+    assert PreprocessConfig(continuum_pixels=mask).continuum_pixels == cfg.continuum_pixels
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"kind": "normalised"}, "kind"), ({"degree": -1}, "degree"), ({"degree": 1.5}, "degree"),
+     ({"reject_bits": ["NOPE"]}, "unknown"), ({"reject_bits": [40]}, "out of range"),
+     ({"continuum_pixels": [7514]}, r"\[0, 7514\)"), ({"error_cap": 0}, "error_cap"),
+     ({"on_failure": "skip"}, "on_failure")],
+)
+def test_invalid_configs_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PreprocessConfig(**kwargs)
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown preprocessing config keys"):
+        PreprocessConfig.from_dict({"kind": "raw", "typo": 1})
+    assert PreprocessConfig.from_dict({"kind": "raw"}) == PreprocessConfig(kind="raw")
+
+
+def test_apply_continuum_equals_continuum_normalize_in_float32(synth):
+    s = synth.spectra(5, seed=20)
+    bitmask = np.zeros(s["flux"].shape, dtype=np.int32)
+    bitmask[:, 1000:1010] = 1 << PIXMASK_BITS["PERSIST_HIGH"]
+    cfg = _json_round_trip(
+        PreprocessConfig.from_mask(s["mask"], reject_bits=["BADPIX", "PERSIST_HIGH"])
+    )
+    f, e = cfg.apply(s["flux"], s["error"], bitmask)
+    rf, re = continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], 2,
+                                 bits=["BADPIX", "PERSIST_HIGH"])
+    assert f.dtype == e.dtype == np.float32 and f.shape == (5, cfg.n_pixels)
+    np.testing.assert_array_equal(f, rf.astype(np.float32))
+    np.testing.assert_array_equal(e, re.astype(np.float32))
+    assert np.all(f[:, (ASPCAP.apstar_index >= 1000) & (ASPCAP.apstar_index < 1010)] == 1.0)
+
+
+def test_apply_raw_equals_raw_flux(synth):
+    s = synth.spectra(3, seed=21)
+    cfg = _json_round_trip(PreprocessConfig(kind="raw", error_cap=3.0))
+    f, e = cfg.apply(s["flux"], s["error"])
+    rf, re = raw_flux(s["flux"], s["error"], error_cap=3.0)
+    assert f.dtype == np.float32 and f.shape == (3, APSTAR.n_pixels)
+    np.testing.assert_array_equal(f, rf.astype(np.float32))
+    np.testing.assert_array_equal(e, re.astype(np.float32))
+    with pytest.raises(InputDataError, match="apStar"):
+        cfg.apply(s["flux"][:, ASPCAP.apstar_index], s["error"][:, ASPCAP.apstar_index])
