@@ -1,1 +1,39 @@
-"""starlabels.labels"""
+"""Training labels beyond the spectroscopic catalog (APOGEE Net §2.3-2.4, §4).
+
+- :func:`mdwarf_labels` (:mod:`.mdwarf`): photometric Teff, log g, [Fe/H] for M dwarfs.
+- :mod:`.yso`: synthetic PARSEC population (:func:`synthetic_population`) and the photometric CNN
+  that labels young stars (:func:`train_yso_network`, :class:`YSOLabeler`).
+- :func:`assemble_labels` (:mod:`.assemble`): one training table from Payne/ASPCAP, M-dwarf and
+  YSO labels with a ``group`` column.
+- :mod:`.young`: the (Teff, log g) young-star polygon (:func:`in_young_polygon`) and the log g
+  age bins (:func:`logg_age_bin`).
+
+Names are imported lazily, so ``import starlabels.labels`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "mdwarf_labels": "starlabels.labels.mdwarf",
+    "MDwarfFlag": "starlabels.labels.mdwarf",
+    "synthetic_population": "starlabels.labels.yso",
+    "load_isochrones": "starlabels.labels.yso",
+    "train_yso_network": "starlabels.labels.yso",
+    "YSOLabeler": "starlabels.labels.yso",
+    "assemble_labels": "starlabels.labels.assemble",
+    "in_young_polygon": "starlabels.labels.young",
+    "logg_age_bin": "starlabels.labels.young",
+    "YOUNG_POLYGON": "starlabels.labels.young",
+    "LOGG_AGE_BIN_EDGES": "starlabels.labels.young",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'starlabels.labels' has no attribute {name!r}")
