@@ -653,7 +653,7 @@ def plot_sensitivity(
     ax.set_xlim(lo, hi)
     ax.set_xlabel("Vacuum wavelength (Å)")
     if y_label is None:
-        unit = label_unit(name) if "label units" in sens.units else "standardised"
+        unit = label_unit(name) if "label units" in sens.units else "standardised units"
         per = "unit flux" if "flux" in sens.units else "unit input"
         y_label = rf"$\partial${label_display(name)}/$\partial f_\lambda$ ({unit} per {per})"
     ax.set_ylabel(y_label)
