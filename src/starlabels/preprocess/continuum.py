@@ -263,6 +263,13 @@ def _gather_chunk(
     return fa.astype(dtype, copy=False), ea.astype(dtype, copy=False), ba
 
 
+def _input_segments(n_pixels: int) -> tuple[tuple[int, int], ...]:
+    """Column range of each detector in an input array of ``n_pixels`` (apStar or ASPCAP grid)."""
+    if n_pixels == APSTAR.n_pixels:
+        return ASPCAP.segments
+    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
+
+
 def _good_pixels(fa: np.ndarray, ea: np.ndarray, ba: np.ndarray | None, reject_value: int) -> np.ndarray:
     """Bool array, True for usable pixels: the complement of
     :func:`starlabels.preprocess.masking.rejected_pixels` (same rule, fewer passes)."""
@@ -388,6 +395,7 @@ def _run(
     reject_value = _reject_value(bits)
     design = _ChebDesign(_resolve_mask(continuum_mask), degree)
     n = f.shape[0]
+    segments = _input_segments(f.shape[1])
     dtype = np.result_type(f.dtype, np.float32)
     out_f = np.empty((n, ASPCAP.n_pixels), dtype=dtype)
     out_e = np.empty((n, ASPCAP.n_pixels), dtype=dtype)
@@ -398,8 +406,11 @@ def _run(
     step = design.chunk_rows
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
-        fa, ea, ba = _gather_chunk(f, e, b, rows, dtype)
-        good = _good_pixels(fa, ea, ba, reject_value)
+        fa, ea, _ = _gather_chunk(f, e, None, rows, dtype)
+        good = _good_pixels(fa, ea, None, reject_value)
+        if b is not None and reject_value:  # straight from views of the bitmask, no copy
+            for sl, (a0, a1) in zip(design.slices, segments, strict=True):
+                good[:, sl] &= (b[rows, a0:a1] & reject_value) == 0
         cols = design.fit_cols
         coef = _fit_chunk(
             fa[:, cols].astype(np.float64), ea[:, cols].astype(np.float64), good[:, cols], design,
@@ -410,11 +421,10 @@ def _run(
         for d, sl in enumerate(design.slices):
             cont = _mm(c[:, d], design.Vt[d])  # (n, n_d) float64
             good[:, sl] &= cont > 0
-            with np.errstate(divide="ignore"):
-                inv = np.divide(1.0, cont, dtype=dtype)
-            with np.errstate(invalid="ignore", over="ignore"):
-                np.multiply(fa[:, sl], inv, out=of[:, sl])
-                np.multiply(ea[:, sl], inv, out=oe[:, sl])
+            cd = cont.astype(dtype, copy=False)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                np.divide(fa[:, sl], cd, out=of[:, sl])
+                np.divide(ea[:, sl], cd, out=oe[:, sl])
             if keep_fit:
                 cont[np.isnan(coef[:, d, 0])] = np.nan
                 conts[rows, sl] = cont
