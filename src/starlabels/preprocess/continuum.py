@@ -7,15 +7,17 @@ normalised separately: a Chebyshev polynomial of degree ``degree`` (2 by default
 least squares, each squared residual weighted by ``1/σ²`` (rejected pixels: weight 0); flux and
 error are then divided by it.
 
-The fit is batched: for one detector with design matrix ``A`` (n_continuum, k), weights ``W``
-(N, n_continuum) and fluxes ``F`` the normal equations of all N spectra are
+The fit is batched: for one detector with Chebyshev design matrix ``A[p, j] = T_j(x_p)``
+(n_continuum, k), weights ``W`` (N, n_continuum) and fluxes ``F`` the normal equations of all N
+spectra, ``M[s] c[s] = b[s]``, are
 
-    M[s] = Σ_p W[s, p] · A[p]ᵀ A[p]      (one GEMM:  W @ (A ⊗ A), (N, k²))
-    b[s] = Σ_p W[s, p] · F[s, p] · A[p]   (one GEMM:  (W·F) @ A)
+    M[s] = Σ_p W[s, p] · A[p]ᵀ A[p]       built from the moments m[s, q] = Σ_p W[s, p] T_q(x_p),
+                                           q ≤ 2·degree (one GEMM), as M_ij = (m_{i+j} + m_{|i−j|})/2
+    b[s] = Σ_p W[s, p] · F[s, p] · A[p]    (one GEMM: (W·F) @ A)
 
-solved with one batched ``np.linalg.solve``. Spectra are processed in row chunks (vectorised within
-a chunk, sized so the temporaries stay in cache and BLAS stays single-threaded); there is no
-per-spectrum Python loop.
+and all detectors of all spectra are solved by one batched ``np.linalg.solve``. Spectra are
+processed in row chunks (vectorised within a chunk, sized so the temporaries stay in cache and BLAS
+stays single-threaded); there is no per-spectrum Python loop.
 
 Continuum pixels come from a file (:func:`load_continuum_mask`, e.g. the DR17 mask
 ``continuum_mask_dr17_7514.npy``) or from the data (:func:`select_continuum_pixels`).
@@ -49,8 +51,8 @@ __all__ = [
 
 #: Rows per chunk are chosen so that every matrix product of a chunk has m·n·k ≤ this: OpenBLAS
 #: runs such products single-threaded. Multithreading gains nothing on these skinny products and,
-#: on a busy machine, spinning BLAS threads made them 10–100× slower (measured). Small chunks also
-#: keep the temporaries in cache.
+#: on a busy machine, spinning BLAS threads made the whole run 3–10× slower (measured). Small
+#: chunks also keep the temporaries in cache.
 BLAS_SINGLE_THREAD_MNK = 2**18
 #: Bounds on the rows per chunk.
 CHUNK_ROWS_MIN, CHUNK_ROWS_MAX = 4, 64
@@ -233,7 +235,12 @@ class _ChebDesign:
         if failed.any():
             M[failed] = np.eye(k)
             rhs[failed] = 0.0
-        coef = np.linalg.solve(M, rhs[..., None])[..., 0]
+        with np.errstate(all="ignore"):
+            try:
+                coef = np.linalg.solve(M, rhs[..., None])[..., 0]
+            except np.linalg.LinAlgError:  # an exactly singular system (degenerate weights)
+                coef = (np.linalg.pinv(M) @ rhs[..., None])[..., 0]
+        failed |= ~np.isfinite(coef).all(axis=-1)
         coef[failed] = np.nan
         return coef, n_used
 
@@ -285,14 +292,15 @@ def _good_pixels(fa: np.ndarray, ea: np.ndarray, ba: np.ndarray | None, reject_v
 def _failure_message(bad: np.ndarray, n_used: np.ndarray, k: int, row0: int, what: str) -> str:
     rows, dets = np.nonzero(bad)
     parts = [
-        f"spectrum {row0 + r}, {DETECTORS[d]} detector ({n_used[r, d]} usable {what} pixels)"
+        f"spectrum {row0 + r}, {DETECTORS[d]} detector ({n_used[r, d]} usable {what} pixels"
+        + (", degenerate weights" if n_used[r, d] >= k else "") + ")"
         for r, d in zip(rows[:5], dets[:5], strict=True)
     ]
     more = f" and {rows.size - 5} more" if rows.size > 5 else ""
     return (
-        f"continuum fit impossible, fewer than degree+1 = {k} usable {what} pixels in: "
+        f"continuum fit impossible (needs at least degree+1 = {k} usable {what} pixels) in: "
         + "; ".join(parts) + more
-        + " (every such pixel is masked, non-finite or has error ≤ 0; pass on_failure='reject' "
+        + " (unusable pixels are masked, non-finite or have error ≤ 0; pass on_failure='reject' "
         "to get that detector flagged as rejected pixels instead)"
     )
 
@@ -314,11 +322,15 @@ def _fit_chunk(
     marks the usable ones. Returns ``coef`` (n, 3, k), NaN for detectors whose fit is impossible
     (raises ``InputDataError`` instead when ``on_failure == "raise"``).
     """
+    # weights 1/σ², scaled per spectrum by its smallest σ² (the solution does not change; the
+    # scaling keeps tiny or huge errors from overflowing)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        w = np.where(gc, 1.0 / (ec * ec), 0.0)
+        e_min = np.min(np.where(gc, ec, np.inf), axis=1, keepdims=True)
+        r = np.where(gc, e_min / ec, 0.0)
+    w = r * r
     fz = np.where(gc, fc, 0.0)
     coef, n_used = design.fit(fz, w)
-    failed = n_used < design.k
+    failed = np.isnan(coef[..., 0])
     if failed.any() and on_failure == "raise":
         raise InputDataError(_failure_message(failed, n_used, design.k, row0, what))
     if clip is not None:
