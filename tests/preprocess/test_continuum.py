@@ -390,3 +390,16 @@ def test_tiny_errors_do_not_overflow_the_weights(synth):
     flux, err = cn.continuum_normalize(s["flux"], s["error"] * 1e-170, continuum_mask=s["mask"])
     np.testing.assert_allclose(flux, ref, rtol=1e-9)
     assert np.isfinite(err).all() and (err > 0).all()
+
+
+def test_float32_overflow_is_rejected_not_inf():
+    f = np.full((1, ASPCAP.n_pixels), 0.5, dtype=np.float32)
+    e = np.full_like(f, 0.01)
+    mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
+    mask[::10] = True
+    f[0, 5] = 3e38  # not a continuum pixel; 3e38 / 0.5 overflows float32
+    flux, err = cn.continuum_normalize(f, e, continuum_mask=mask)
+    assert flux.dtype == np.float32
+    assert np.isfinite(flux).all() and np.isfinite(err).all()
+    assert flux[0, 5] == 1.0 and err[0, 5] == BAD_PIXEL_ERROR
+    np.testing.assert_allclose(np.delete(flux[0], 5), 1.0, rtol=1e-6)

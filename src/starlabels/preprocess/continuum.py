@@ -434,9 +434,15 @@ def _run(
             cont = _mm(c[:, d], design.Vt[d])  # (n, n_d) float64
             good[:, sl] &= cont > 0
             cd = cont.astype(dtype, copy=False)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                np.divide(fa[:, sl], cd, out=of[:, sl])
-                np.divide(ea[:, sl], cd, out=oe[:, sl])
+            try:  # overflow (a continuum ~0 under a finite flux) is rare: check only when it happens
+                with np.errstate(divide="ignore", invalid="ignore", over="raise"):
+                    np.divide(fa[:, sl], cd, out=of[:, sl])
+                    np.divide(ea[:, sl], cd, out=oe[:, sl])
+            except FloatingPointError:
+                with np.errstate(all="ignore"):
+                    np.divide(fa[:, sl], cd, out=of[:, sl])
+                    np.divide(ea[:, sl], cd, out=oe[:, sl])
+                good[:, sl] &= np.isfinite(of[:, sl]) & np.isfinite(oe[:, sl])
             if keep_fit:
                 cont[np.isnan(coef[:, d, 0])] = np.nan
                 conts[rows, sl] = cont
@@ -490,7 +496,8 @@ def continuum_normalize(
         (N, 7514) on the ASPCAP grid ((7514,) for 1-D input), dtype float32 for float32 input and
         float64 otherwise; flux is dimensionless (continuum = 1), error in the same relative units.
         Rejected pixels (see :mod:`starlabels.preprocess.masking`; also pixels where the fitted
-        continuum is ≤ 0) have flux 1 and error ``BAD_PIXEL_ERROR``. Never NaN.
+        continuum is ≤ 0 or the ratio overflows the dtype) have flux 1 and error
+        ``BAD_PIXEL_ERROR``. Never NaN or inf.
     """
     out_f, out_e, was_1d, _ = _run(
         flux, error, bitmask, continuum_mask, degree, bits, on_failure, None, "continuum"
