@@ -7,6 +7,8 @@
 - :mod:`~starlabels.evaluation.plots` — Kiel diagrams with isochrones, uncertainty vs SNR,
   predicted vs reference, binned residuals, the young-star selection, sensitivity figures.
 - :mod:`~starlabels.evaluation.isochrones` — PARSEC isochrones from a FITS grid.
+- :mod:`~starlabels.evaluation.report` — the HTML report (model card, metrics tables, figures)
+  behind ``starlabels report``.
 
 The most used functions are importable from here; submodules load on first use (plots imports
 matplotlib, sensitivity imports torch).
@@ -32,6 +34,7 @@ _EXPORTS = {
         "plot_cluster_homogeneity", "plot_zscore_histograms", "save_figure",
     ),
     "isochrones": ("load_isochrones", "select_isochrones", "Isochrone"),
+    "report": ("build_report", "read_model_card", "read_table", "ModelCard", "ReportResult"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 _SUBMODULES = set(_EXPORTS)
