@@ -105,3 +105,14 @@ def test_apply_raw_equals_raw_flux(synth):
     np.testing.assert_array_equal(e, re.astype(np.float32))
     with pytest.raises(InputDataError, match="apStar"):
         cfg.apply(s["flux"][:, ASPCAP.apstar_index], s["error"][:, ASPCAP.apstar_index])
+
+
+def test_from_dict_reads_a_mask_file(tmp_path):
+    mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
+    mask[[3, 300, 3000, 7000]] = True
+    np.save(tmp_path / "m.npy", mask)
+    cfg = PreprocessConfig.from_dict({"kind": "continuum", "continuum_mask": str(tmp_path / "m.npy")})
+    assert cfg.continuum_pixels == [3, 300, 3000, 7000]
+    assert "continuum_mask" not in cfg.to_dict()
+    with pytest.raises(ValueError, match="not both"):
+        PreprocessConfig.from_dict({"continuum_mask": str(tmp_path / "m.npy"), "continuum_pixels": [1]})

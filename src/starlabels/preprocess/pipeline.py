@@ -117,13 +117,25 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``.
+
+        For hand-written configs (e.g. a training TOML) the key ``continuum_mask`` may name a
+        ``.npy``/``.npz`` mask file instead of listing ``continuum_pixels``; it is read here, so
+        :meth:`to_dict` then holds the pixel indices and no longer depends on the file.
+        """
         if not isinstance(d, dict):
             raise ValueError(f"preprocessing config must be a dict, got {type(d).__name__}")
+        d = dict(d)
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - names - {"continuum_mask"})
         if unknown:
             raise ValueError(f"unknown preprocessing config keys {unknown}; known: {sorted(names)}")
+        if "continuum_mask" in d:
+            path = d.pop("continuum_mask")
+            if d.get("continuum_pixels") is not None:
+                raise ValueError("give either continuum_mask (a file) or continuum_pixels, not both")
+            if path is not None:
+                d["continuum_pixels"] = np.flatnonzero(load_continuum_mask(path)).tolist()
         return cls(**d)
 
     @classmethod
