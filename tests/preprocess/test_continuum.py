@@ -335,8 +335,12 @@ def test_select_continuum_pixels_finds_line_free_pixels(synth):
     assert per_det == expected
     assert line_free[mask].mean() > 0.95
     # the selected pixels normalise the spectra well
-    flux, _ = cn.continuum_normalize(f, e, continuum_mask=mask)
+    flux, err = cn.continuum_normalize(f, e, continuum_mask=mask)
     assert abs(np.median(flux[:, line_free]) - 1) < 5e-3
+    # already-normalised input skips the pseudo-continuum step and agrees
+    again = cn.select_continuum_pixels(flux, err, labels, fraction=0.05, normalized=True)
+    assert line_free[again].mean() > 0.95
+    assert (again & mask).sum() > 0.5 * mask.sum()
 
 
 def test_select_continuum_pixels_ignores_missing_labels_and_validates(synth):
