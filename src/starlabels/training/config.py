@@ -56,7 +56,10 @@ holding the file. Every section and key is optional except ``[data] files`` and
     large_group = "payne"
     fraction = 0.05
     max_rounds = 20
-    round_patience = 1
+    round_patience = 1                   # stop after this many rounds without focus improvement
+    epochs = 30                          # maximum epochs per round (default: [training] epochs)
+    criterion = "balanced"               # per-round early stopping: "balanced", "focus" or "dev"
+    large_tolerance = 0.2                # optional: large group's dev loss may rise at most 20%
 
     [output]
     folder = "models/bcnn"               # the TrainedModel folder (checkpoint.pt lives there too)
@@ -242,9 +245,17 @@ class StratifiedConfig:
     max_rounds: int = 20
     round_patience: int = 1
     epochs: int | None = None
+    criterion: str = "balanced"
+    large_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         self.focus_groups = [str(g) for g in self.focus_groups]
+        if self.criterion not in ("balanced", "focus", "dev"):
+            raise ConfigError(
+                f"[stratified] criterion must be 'balanced', 'focus' or 'dev', got {self.criterion!r}"
+            )
+        if self.large_tolerance is not None and not self.large_tolerance >= 0:
+            raise ConfigError(f"[stratified] large_tolerance must be >= 0, got {self.large_tolerance}")
         if not self.focus_groups or not self.large_group:
             raise ConfigError("[stratified] needs focus_groups and large_group")
         if self.large_group in self.focus_groups:

@@ -1118,5 +1118,6 @@ def train_from_config(cfg: TrainConfig, *, resume: bool = False, distributed: An
 
         s = cfg.stratified
         adapt(trainer, s.focus_groups, s.large_group, fraction=s.fraction, max_rounds=s.max_rounds,
-              round_patience=s.round_patience, epochs=s.epochs)
+              round_patience=s.round_patience, epochs=s.epochs, criterion=s.criterion,
+              large_tolerance=s.large_tolerance)
     return trainer.finish()
