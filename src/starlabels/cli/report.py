@@ -21,6 +21,7 @@ import click
               help="Folder for index.html (+ figures/ and tables/).")
 @click.option("--embed", is_flag=True,
               help="Embed the figures in index.html (base64 PNG) instead of writing figures/*.png.")
+@click.option("--no-figures", is_flag=True, help="Tables only (quick).")
 @click.option("--isochrones", type=click.Path(dir_okay=False), default=None,
               help="PARSEC isochrone grid (default: the shared-data folder's, when found).")
 @click.option("--no-isochrones", is_flag=True, help="Draw no isochrones on the Kiel diagrams.")
@@ -31,7 +32,7 @@ import click
 @click.option("--id-column", default="APOGEE_ID", show_default=True,
               help="Star id column used to match the reference.")
 @click.option("--title", default=None, help="Page title.")
-def command(model: str, catalog: str, reference: str | None, out: str, embed: bool,
+def command(model: str, catalog: str, reference: str | None, out: str, embed: bool, no_figures: bool,
             isochrones: str | None, no_isochrones: bool, ages: tuple[float, ...],
             group_column: str | None, id_column: str, title: str | None) -> None:
     """Write OUT/index.html for the model folder MODEL and its CATALOG (FITS, CSV or Parquet).
@@ -48,7 +49,7 @@ def command(model: str, catalog: str, reference: str | None, out: str, embed: bo
         raise click.UsageError("--isochrones and --no-isochrones exclude each other")
     try:
         res = build_report(
-            model, catalog, out, reference=reference, embed=embed,
+            model, catalog, out, reference=reference, embed=embed, figures=not no_figures,
             isochrones=False if no_isochrones else isochrones,
             isochrone_ages=ages or DEFAULT_ISOCHRONE_AGES, group_column=group_column,
             id_column=id_column, title=title,

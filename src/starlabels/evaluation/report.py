@@ -381,7 +381,7 @@ def _load_reference(
                                      f"reference columns ({spellings})")
             return None
         R = np.full((len(catalog), len(labels)), np.nan)
-        E = np.full_like(R, np.nan) if errs else None
+        E = np.zeros_like(R) if errs else None  # labels without reference errors: σ_ref = 0
         for j, x in enumerate(labels):
             if x in cols:
                 R[:, j] = M.get_column(catalog, cols[x])
@@ -414,7 +414,7 @@ def _load_reference(
         if n_matched == 0:
             raise InputFileError(rpath, f"no {id_column} in common with the catalog")
         R = np.full((len(catalog), len(labels)), np.nan)
-        E = np.full_like(R, np.nan) if errs else None
+        E = np.zeros_like(R) if errs else None  # labels without reference errors: σ_ref = 0
         for j, x in enumerate(labels):
             if x in cols:
                 R[:, j] = matched[x].to_numpy()
@@ -1034,6 +1034,7 @@ def build_report(
     *,
     reference: str | os.PathLike | None = None,
     embed: bool = False,
+    figures: bool = True,
     isochrones: str | os.PathLike | bool | None = None,
     isochrone_ages: Sequence[float] = DEFAULT_ISOCHRONE_AGES,
     group_column: str | None = None,
@@ -1057,6 +1058,8 @@ def build_report(
         in the catalog are used when present.
     embed
         Embed the figures in the page as base64 PNG instead of writing ``figures/``.
+    figures
+        ``False`` leaves the figures out (tables only; quick).
     isochrones
         PARSEC grid path; ``None`` looks in the shared-data folder (skipped with a note when
         absent); ``False`` draws none.
@@ -1096,8 +1099,11 @@ def build_report(
     metrics_html = _metrics(cat, labels, units, ref, tables, skipped)
 
     figs = _Figures(out, embed)
-    _make_figures(figs, card, cat, labels, ref, isochrones, isochrone_ages, notes)
-    if embed and fig_dir.is_dir() and not any(fig_dir.iterdir()):
+    if figures:
+        _make_figures(figs, card, cat, labels, ref, isochrones, isochrone_ages, notes)
+    else:
+        figs.skip("Figures", "left out on request (figures=False / --no-figures)")
+    if fig_dir.is_dir() and not any(fig_dir.iterdir()):
         fig_dir.rmdir()
 
     model_html = _model_card_html(card, labels, tables)  # adds model_labels / calibration tables
@@ -1147,10 +1153,12 @@ def _metrics(cat: pd.DataFrame, labels: list[str], units: Mapping[str, str], ref
         resid, "table-residuals", _csv_link("residuals")))
     if ref.groups is not None:
         grp = M.residual_table(P, R, names, err=err, units=u, groups=ref.groups)
+        grp = grp[grp["n"] > 0].reset_index(drop=True)
         tables["residuals_by_group"] = grp
         out.append(_section_tables(
             "Residuals per group", "groups",
-            f"The same statistics per group (column {_e(ref.group_column)}); “all” is the whole sample.",
+            f"The same statistics per group (column {_e(ref.group_column)}); “all” is the whole "
+            "sample; groups without a matched star are left out.",
             grp, "table-groups", _csv_link("residuals_by_group")))
     else:
         skipped.append(("Residuals per group", "no GROUP column in the reference or the catalog"))
