@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-N_PIXELS = 1024
+N_PIXELS = 512
 N_MAIN = 3
-ELEMENT_LINES = {"MG": (300.0, 700.0), "AL": (500.0, 900.0)}  # line centres (pixels)
+ELEMENT_LINES = {"MG": (0.3, 0.7), "AL": (0.5, 0.9)}  # line centres (fractions of the length)
 HALF_WINDOW = 10
 
 
@@ -41,7 +41,8 @@ def make_synthetic(n: int = 64, n_pixels: int = N_PIXELS, seed: int = 0) -> Synt
         flux -= depth[:, None] * np.exp(-0.5 * ((x - c) / width) ** 2)
     windows = np.zeros((len(names), n_pixels), dtype=bool)
     for e, name in enumerate(names):
-        for c in ELEMENT_LINES[name]:
+        for frac in ELEMENT_LINES[name]:
+            c = round(frac * n_pixels) + 0.5
             depth = 0.25 + 0.15 * labels[:, N_MAIN + e] + 0.05 * labels[:, 2]
             flux -= depth[:, None] * np.exp(-0.5 * ((x - c) / 2.5) ** 2)
             windows[e, int(c) - HALF_WINDOW : int(c) + HALF_WINDOW + 1] = True
