@@ -1,0 +1,122 @@
+"""``starlabels train CONFIG.toml``: train a label network described by a TOML file.
+
+The file has the sections ``[data]`` (HDF5 dataset path(s), label names, group column, streaming
+and ``[data.split]``), ``[model]`` (architecture + ``[model.kwargs]``, spectrum scaling),
+``[preprocess]`` (a :class:`~starlabels.preprocess.pipeline.PreprocessConfig`; omit it for
+already-preprocessed files), ``[optimiser]`` (adam/sgd, learning rate, weight decay, plateau
+schedule), ``[training]`` (loss, epochs, patience, batch size, seed, device), optional
+``[stratified]`` (APOGEE Net §3.4 adaptation) and ``[output]`` (the model folder). Relative paths
+are relative to the config file. Example (all keys: ``starlabels.training.config``; a complete
+file: ``examples/train_bcnn.toml``)::
+
+    [data]
+    files = ["train.h5"]
+    label_names = ["TEFF", "LOGG", "FE_H"]
+    group_column = "group"
+    [data.split]
+    method = "group"
+    [data.split.groups]
+    payne = [0.8, 0.1, 0.1]
+    mdwarf = [0.6, 0.2, 0.2]
+    yso = [0.6, 0.2, 0.2]
+
+    [model]
+    architecture = "apogee_net"
+    [model.kwargs]
+    dropout = 0.1
+
+    [preprocess]
+    kind = "raw"
+
+    [optimiser]
+    name = "sgd"
+    learning_rate = 0.001
+
+    [training]
+    loss = "mse"
+    epochs = 100
+    patience = 5
+    batch_size = 128
+    seed = 0
+
+    [output]
+    folder = "models/apogee_net"
+
+The run writes the model folder (``config.json``, ``weights.safetensors``, ``history.csv``,
+``splits.npz``) and ``checkpoint.pt`` after every epoch; ``--resume`` continues an interrupted
+run from it (and reproduces the uninterrupted result). Under ``torchrun`` (``WORLD_SIZE`` > 1)
+the command trains with DistributedDataParallel, one rank per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from the output folder's checkpoint.pt.")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if the output folder holds a model.")
+@click.option("--device", default=None, help="Override [training] device (cpu, cuda, cuda:1, auto).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override [training] epochs.")
+@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Override [output] folder.")
+def command(config: str, resume: bool, overwrite: bool, device: str | None, epochs: int | None,
+            output: str | None) -> None:
+    """Train a network on HDF5 spectra as described by CONFIG (a TOML file).
+
+    Sections: [data] (files, label_names, group_column, [data.split]), [model] (architecture,
+    [model.kwargs]), [preprocess], [optimiser], [training] (loss, epochs, patience, batch_size,
+    seed, device), [stratified] (optional) and [output] (folder). See `examples/train_bcnn.toml`
+    and the docstring of starlabels.training.config for every key.
+    """
+    from starlabels.errors import StarlabelsError
+    from starlabels.training.config import load_config
+
+    try:
+        cfg = load_config(config)
+        if device is not None:
+            cfg.training = dataclasses.replace(cfg.training, device=device)
+        if epochs is not None:
+            cfg.training = dataclasses.replace(cfg.training, epochs=epochs)
+        if output is not None:
+            cfg.output = dataclasses.replace(cfg.output, folder=output)
+        if overwrite:
+            cfg.output = dataclasses.replace(cfg.output, overwrite=True)
+        if resume and overwrite:
+            raise click.UsageError("--resume and --overwrite exclude each other")
+        model = _run(cfg, resume)
+    except StarlabelsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if model is None:  # a non-zero rank of a distributed run
+        return
+    t = model.training
+    stages = t["epochs"]["stages"]
+    main = stages.get("main", {})
+    click.echo(
+        f"trained {model.architecture!r} on {t['sizes']['train']} spectra "
+        f"(dev {t['sizes']['dev']}, test {t['sizes']['test']}): {t['epochs']['run']} epochs, "
+        f"best dev loss {main.get('best_loss', float('nan')):.4g} at epoch {main.get('best_epoch')}"
+    )
+    if "stratified" in t:
+        s = t["stratified"]
+        click.echo(f"stratified adaptation: {len(s['rounds'])} rounds, best round {s['best_round']}")
+    click.echo(f"model saved to {cfg.output.folder}")
+
+
+def _run(cfg, resume: bool):
+    from starlabels.training.distributed import init_distributed, launched_by_torchrun, shutdown
+    from starlabels.training.trainer import train_from_config
+
+    if not launched_by_torchrun():
+        return train_from_config(cfg, resume=resume)
+    ctx = init_distributed(device=cfg.training.torch_device)
+    try:
+        model = train_from_config(cfg, resume=resume, distributed=ctx)
+    finally:
+        shutdown()
+    return model if ctx.rank == 0 else None
