@@ -171,6 +171,7 @@ def test_every_figure_is_a_file_beside_the_page_and_not_blank(report_files, h):
     text = (report_files / "index.html").read_text(encoding="utf-8")
     assert "Everything could be shown." in text
     assert "PARSEC isochrones from iso.fits" in text and "Lines: PARSEC isochrones" in text
+    assert "<h3>Predicted vs reference (2 of 2)</h3>" in text  # 5 labels: 3 + 2 panels
 
 
 def test_odd_strings_are_escaped(report_files, report_embed, h):
@@ -359,4 +360,6 @@ def test_catalog_and_reference_errors_are_clear(tmp_path, inputs, h):
     res = h.run_cli(inputs.model, inputs.catalog, "-o", tmp_path / "o", "--no-isochrones",
                     "--isochrones", inputs.isochrones)
     assert res.exit_code == 2 and "exclude each other" in res.output
+    res = h.run_cli(inputs.model, inputs.catalog, "-o", tmp_path / "o", "--isochrones", tmp_path / "i.fits")
+    assert res.exit_code == 1 and "i.fits: isochrone file does not exist" in res.output
     assert not (tmp_path / "o").exists()  # nothing written on error

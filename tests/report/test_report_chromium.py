@@ -76,13 +76,9 @@ def test_report_with_figure_files_renders_and_every_image_loads(chromium, report
     assert len(srcs) >= 10
     img, pdf = render(chromium, report_files / "index.html", tmp_path)
     assert_page_rendered(img)
+    # each figure is in the PDF at its own pixel size (so it loaded; a missing file would be a
+    # 14×16 broken-image icon, below min_width)
     assert pdf_image_sizes(pdf) == png_sizes([imread(report_files / s) for s in srcs])
-    # the same page without its figures/ folder: no figure in the PDF, only broken-image icons
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    shutil.copy(report_files / "index.html", bare / "index.html")
-    _, pdf_bare = render(chromium, bare / "index.html", tmp_path / "b")
-    assert pdf_image_sizes(pdf_bare) == []
 
 
 def test_embedded_report_renders_with_its_images(chromium, report_embed, h, tmp_path):

@@ -76,8 +76,8 @@ REFERENCE_PATTERNS: tuple[str, ...] = ("{}_REF", "REF_{}", "TRUE_{}", "{}_TRUE")
 PARTS: tuple[str, ...] = ("EPISTEMIC", "ALEATORIC", "NOISE", "DELTA")
 #: Default isochrone age (log10 yr; 4 Gyr) drawn on the Kiel diagrams.
 DEFAULT_ISOCHRONE_AGES: tuple[float, ...] = (9.6,)
-#: Labels per figure for the multi-panel figures (keeps panels readable).
-PANELS_PER_FIGURE = 4
+#: Labels per figure for the multi-panel figures (keeps panels readable at page width).
+PANELS_PER_FIGURE = 3
 
 _NON_LABEL_COLUMNS = {"APOGEE_ID", "RA", "DEC", "SNR", "SOURCE", "FLAG", "MODEL_NAME", "MODEL_VERSION"}
 
@@ -379,6 +379,8 @@ def _load_reference(
                 spellings = ", ".join(p.format("X") for p in REFERENCE_PATTERNS)
                 raise InputFileError(catalog_path, "was given as its own reference but has no "
                                      f"reference columns ({spellings})")
+            if group_column:
+                notes.append(f"group column {group_column!r} not used: there are no reference labels")
             return None
         R = np.full((len(catalog), len(labels)), np.nan)
         E = np.zeros_like(R) if errs else None  # labels without reference errors: σ_ref = 0
@@ -574,8 +576,12 @@ class _Figures:
         self.add(key, title, caption, fig)
 
 
-def _chunks(items: Sequence[str], size: int = PANELS_PER_FIGURE) -> list[list[str]]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+def _chunks(items: Sequence[str], title: str, size: int = PANELS_PER_FIGURE
+            ) -> list[tuple[int, str, list[str]]]:
+    """``(k, title, labels)`` per figure of at most ``size`` labels; titles say "(k of n)"."""
+    parts = [list(items[i:i + size]) for i in range(0, len(items), size)]
+    n = len(parts)
+    return [(k, f"{title} ({k} of {n})" if n > 1 else title, chunk) for k, chunk in enumerate(parts, 1)]
 
 
 def _isochrones(spec: str | os.PathLike | bool | None, feh: np.ndarray | None,
@@ -707,8 +713,8 @@ def _make_figures(
     elif not has_snr:
         figs.skip("Uncertainty vs SNR", "the catalog has no positive SNR values")
     else:
-        for k, chunk in enumerate(_chunks(has_err), 1):
-            figs.attempt(f"uncertainty_vs_snr_{k}", "Uncertainty vs SNR",
+        for k, title, chunk in _chunks(has_err, "Uncertainty vs SNR"):
+            figs.attempt(f"uncertainty_vs_snr_{k}", title,
                          "Reported (calibrated) uncertainty against SNR, with the running median and "
                          "the 16–84 % band: " + ", ".join(M.label_display(x, tex=False) for x in chunk) + ".",
                          lambda chunk=chunk: pl.plot_uncertainty_vs_snr(catalog, chunk))
@@ -727,9 +733,9 @@ def _make_figures(
             figs.skip(t, "no star has both a prediction and a reference value")
         return
     idx = {x: j for j, x in enumerate(labels)}
-    for k, chunk in enumerate(_chunks(both), 1):
+    for k, title, chunk in _chunks(both, "Predicted vs reference"):
         js = [idx[x] for x in chunk]
-        figs.attempt(f"pred_vs_ref_{k}", "Predicted vs reference",
+        figs.attempt(f"pred_vs_ref_{k}", title,
                      "Predicted against reference label (dashed 1:1), residuals below with the running "
                      "median" + (", coloured by SNR" if has_snr else "") + ": "
                      + ", ".join(M.label_display(x, tex=False) for x in chunk) + ".",
@@ -750,9 +756,9 @@ def _make_figures(
     if zl:
         js = [idx[x] for x in zl]
         Er = None if ref.E is None else ref.E[:, js]
-        for k, chunk in enumerate(_chunks(zl), 1):
+        for k, title, chunk in _chunks(zl, "z-score histograms"):
             cj = [zl.index(x) for x in chunk]
-            figs.attempt(f"zscores_{k}", "z-score histograms",
+            figs.attempt(f"zscores_{k}", title,
                          "z = (predicted − reference)/σ against the unit Gaussian; calibrated "
                          "uncertainties give σ_MAD(z) ≈ 1 and 68.3 % within |z| ≤ 1.",
                          lambda cj=cj, chunk=chunk: pl.plot_zscore_histograms(
@@ -880,6 +886,10 @@ def _table_html(df: pd.DataFrame, table_id: str, *, digits: int = 4,
     return table
 
 
+#: Values of a long list shown in the model card (the folder's config.json has them all).
+LIST_SHOWN = 200
+
+
 def _value_html(v: Any, depth: int = 0) -> str:
     """A config value: nested mappings as nested tables, long lists folded, scalars escaped."""
     if isinstance(v, Mapping):
@@ -892,7 +902,9 @@ def _value_html(v: Any, depth: int = 0) -> str:
         if all(not isinstance(x, Mapping | list | tuple) for x in v):
             text = ", ".join(_scalar_text(x) for x in v)
             if len(v) > 12 or len(text) > 400:
-                return (f"<details><summary>{len(v)} values</summary><code>{_e(text)}</code>"
+                shown = ", ".join(_scalar_text(x) for x in v[:LIST_SHOWN])
+                more = f", … ({len(v) - LIST_SHOWN} more)" if len(v) > LIST_SHOWN else ""
+                return (f"<details><summary>{len(v)} values</summary><code>{_e(shown + more)}</code>"
                         "</details>")
             return _e(text)
         items = "".join(f"<li>{_value_html(x, depth + 1)}</li>" for x in v)
@@ -1076,6 +1088,8 @@ def build_report(
     """
     out = Path(out_dir)
     catalog_path = Path(catalog)
+    if figures and isinstance(isochrones, str | os.PathLike) and not Path(isochrones).is_file():
+        raise InputFileError(isochrones, "isochrone file does not exist")
     card = read_model_card(model)
     cat = read_table(catalog_path, "catalog")
     notes = list(card.notes)
