@@ -65,6 +65,8 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "dev_loss", "lr", "seconds")
 
 #: spectra read from a source are float32; errors of rejected pixels stay finite
 _FLOAT = np.float32
+#: rows further apart than this start a new HDF5 read
+_RUN_GAP = 32
 
 
 class TrainingError(StarlabelsError):
@@ -260,10 +262,14 @@ class TrainingData:
                 a, b = np.searchsorted(rows, [offsets[k], offsets[k + 1]])
                 if a == b:
                     continue
-                batch = ds.read(rows[a:b] - offsets[k])
-                fl.append(batch.flux)
-                er.append(batch.error)
-                bm.append(batch.bitmask)
+                local = rows[a:b] - offsets[k]
+                # one read per run of nearby rows: h5py reads a contiguous slab much faster than
+                # a scattered selection spanning several chunks (~5x on a 2-chunk block)
+                for run in np.split(local, np.flatnonzero(np.diff(local) > _RUN_GAP) + 1):
+                    batch = ds.read(run)
+                    fl.append(batch.flux)
+                    er.append(batch.error)
+                    bm.append(batch.bitmask)
             if not fl:
                 p = first.n_pixels
                 return np.zeros((0, p), _FLOAT), np.zeros((0, p), _FLOAT), np.zeros((0, p), np.int32)
@@ -642,6 +648,9 @@ class Trainer:
                     )
             self.label_scaler = self._fit_label_scaler()
             self.spectrum_scaler = self._fit_spectrum_scaler(spectrum_scaling)
+            # dropout etc. draw from the global generators: seed them (per rank) for a fresh run;
+            # a resumed run restores them from the checkpoint instead
+            seed_everything(self.seed + 7919 * self.rank)
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -755,6 +764,8 @@ class Trainer:
             need = np.unique(np.concatenate(mine))
             flux, _ = self._preprocess_block(*self.data.read(need))
             x_all = self._to_input(flux)
+            if self.device.type == "cuda":
+                x_all = x_all.pin_memory()  # lets the host→GPU copies run asynchronously
             y_all, e_all = self._targets(need)
             for glob, b in zip(batches, mine, strict=True):
                 pos = np.searchsorted(need, b)
