@@ -35,7 +35,8 @@ import click
 def command(model: str, catalog: str, reference: str | None, out: str, embed: bool, no_figures: bool,
             isochrones: str | None, no_isochrones: bool, ages: tuple[float, ...],
             group_column: str | None, id_column: str, title: str | None) -> None:
-    """Write OUT/index.html for the model folder MODEL and its CATALOG (FITS, CSV or Parquet).
+    """Write index.html into the folder given with -o for the model folder MODEL and its CATALOG
+    (FITS, CSV or Parquet).
 
     The page has the model card (architecture, labels and units, normalisation, preprocessing,
     calibration, training provenance), catalog statistics (flags, label ranges, uncertainties),
