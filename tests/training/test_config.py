@@ -79,3 +79,12 @@ def test_missing_and_malformed_files(tmp_path):
     wrong.write_text('[data]\nfiles = ["x.h5"]\nlabel_names = ["teff"]\n[training]\nbatch_size = 0\n')
     with pytest.raises(ConfigError, match=r"wrong\.toml.*batch_size"):
         load_config(wrong)
+
+
+def test_reading_a_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, starlabels.training.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
