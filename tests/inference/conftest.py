@@ -95,3 +95,59 @@ def nets():
         Counting = CountingNet
 
     return N
+
+
+def build_model(arch: str = "bcnn", n_pixels: int = 256, *, preprocessing=None, dropout: float = 0.2,
+                seed: int = 0, training=None):
+    """A real TrainedModel with random weights: ``arch`` "bcnn" or "apogee_net", labels
+    TEFF/LOGG/FE_H, label scaler (5000 ± 500 K, 3 ± 1, 0 ± 0.3), spectrum scaler "none"."""
+    from starlabels.data.normalization import LabelScaler, SpectrumScaler
+    from starlabels.models import build_network
+    from starlabels.models.folder import TrainedModel
+
+    torch.manual_seed(seed)
+    net = build_network(arch, n_labels=3, n_pixels=n_pixels, dropout=dropout)
+    net.eval()
+    return TrainedModel(
+        net, ["TEFF", "LOGG", "FE_H"], LabelScaler([5000.0, 3.0, 0.0], [500.0, 1.0, 0.3]),
+        SpectrumScaler("none"), ["K", "dex", "dex"], preprocessing=preprocessing, training=training,
+    )
+
+
+@pytest.fixture
+def make_model():
+    """Factory of small real TrainedModels (see :func:`build_model`)."""
+    return build_model
+
+
+@pytest.fixture(scope="session")
+def raw_model_folder(tmp_path_factory):
+    """A saved BayesianCNN model on the raw apStar grid (raw-flux preprocessing)."""
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    tm = build_model("bcnn", 8575, preprocessing=PreprocessConfig(kind="raw").to_dict(), seed=1)
+    folder = tmp_path_factory.mktemp("models") / "bcnn_raw"
+    tm.save(folder)
+    return folder
+
+
+def raw_spectra(n: int, *, snr: float = 100.0, seed: int = 0):
+    """(flux, error, bitmask) of n apStar-grid spectra: a smooth continuum ~100 with absorption
+    lines whose depths vary per star, Gaussian noise at the given SNR."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, 8575)
+    depth = rng.uniform(0.05, 0.5, (n, 1))
+    lines = np.exp(-0.5 * ((x[None, :] % 0.01 - 0.005) / 0.0008) ** 2)
+    flux = 100.0 * (1 + 0.1 * x[None, :]) * (1 - depth * lines)
+    error = flux / snr
+    flux = flux + rng.normal(size=flux.shape) * error
+    bitmask = np.zeros(flux.shape, np.int64)
+    return flux, error, bitmask
+
+
+@pytest.fixture
+def spectra():
+    """Factory of synthetic raw apStar-grid spectra (see :func:`raw_spectra`)."""
+    return raw_spectra

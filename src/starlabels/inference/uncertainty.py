@@ -308,12 +308,16 @@ def delta_method(
     spectrum and label scalers is part of :class:`PhysicalNetwork`'s graph) and ``"aleatoric"`` when
     the network has a variance head. Per chunk of ``batch_size`` spectra: one forward pass and one
     backward pass per label (batched with ``is_grads_batched`` when the network supports it).
-    Spectra are independent in eval mode, so ∂(Σ_b y_bk)/∂x_b = ∂y_bk/∂x_b.
+    Spectra are independent in eval mode, so ∂(Σ_b y_bk)/∂x_b = ∂y_bk/∂x_b. ``StopGrad`` layers are
+    bypassed (their Jacobian is the identity; they only shape training).
     """
+    from starlabels.models.layers import bypass_stopgrad
+
     sigma2 = effective_errors(error, error_cap=error_cap, bad_error=bad_error) ** 2
     n, L = flux.shape[0], fn.n_labels
     means, deltas, ales = [], [], []
-    with _eval_mode(fn), torch.enable_grad():
+    # StopGrad layers block gradients for *training* only; the sensitivity needs the full Jacobian
+    with _eval_mode(fn), bypass_stopgrad(fn.network), torch.enable_grad():
         for sl in _chunks(n, max(1, batch_size)):
             x = flux[sl].detach().clone().requires_grad_(True)
             m, v = fn(x)

@@ -1,0 +1,197 @@
+"""starlabels.predict: the public API, preprocessing, bad input, flags, calibration switch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import starlabels
+from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
+from starlabels.inference import flags as F
+from starlabels.inference.predict import Prediction, inference_network, resolve
+
+
+def test_public_predict_shapes_and_parts(raw_model_folder, spectra):
+    flux, error, bitmask = spectra(4)
+    expected_parts = {
+        None: {"aleatoric"}, "mc_dropout": {"epistemic", "aleatoric"},
+        "noise": {"noise", "aleatoric"}, "delta": {"delta", "aleatoric"},
+    }
+    model = starlabels.load_model(raw_model_folder)
+    for method, parts in expected_parts.items():
+        p = starlabels.predict(model, flux, error, uncertainty=method, n_samples=4, bitmask=bitmask, seed=0)
+        assert isinstance(p, Prediction)
+        assert p.mean.shape == p.std.shape == (4, 3)
+        assert p.label_names == ["TEFF", "LOGG", "FE_H"]
+        assert set(p.parts) == parts
+        assert p.flags.shape == (4,) and p.flags.dtype == np.int32
+        assert np.isfinite(p.mean).all() and (p.std > 0).all()
+        # total variance is the sum of the parts (astroNN eq. 3 for MC dropout)
+        np.testing.assert_allclose(p.std**2, sum(p.parts.values()), rtol=1e-10)
+        assert (p.flags & F.bit("UNCALIBRATED")).all()  # this model has no calibration yet
+    # the folder path gives the same numbers as the loaded model
+    a = starlabels.predict(raw_model_folder, flux, error, uncertainty="delta")
+    b = starlabels.predict(model, flux, error, uncertainty="delta")
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.std, b.std)
+
+
+def test_model_preprocessing_is_applied_automatically(raw_model_folder, spectra):
+    flux, error, bitmask = spectra(4, seed=3)
+    bitmask[:, 100:140] = 1  # BADPIX: rejected and repaired by the raw preprocessing
+    model = starlabels.load_model(raw_model_folder)
+    x, xe = model.preprocess_config().apply(flux, error, bitmask)
+    raw = starlabels.predict(model, flux, error, bitmask=bitmask, uncertainty="delta")
+    pre = starlabels.predict(model, x, xe, preprocessed=True, uncertainty="delta")
+    np.testing.assert_allclose(raw.mean, pre.mean, rtol=1e-6)
+    np.testing.assert_allclose(raw.std, pre.std, rtol=1e-5)
+    # and it matches the TrainedModel's own deterministic pass
+    mean, sigma = model.predict_preprocessed(x)
+    np.testing.assert_allclose(raw.mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt(raw.parts["aleatoric"]), sigma, rtol=1e-5)
+    np.testing.assert_allclose(raw.masked_fraction, 40 / 8575)
+
+
+def test_wrong_grid_length_is_a_clear_error(make_model, raw_model_folder, spectra):
+    flux, error, _ = spectra(2)
+    with pytest.raises(InputDataError, match=r"apStar grid \(8575 pixels\)"):
+        starlabels.predict(raw_model_folder, flux[:, :7514], error[:, :7514])
+    small = make_model("bcnn", 256)
+    with pytest.raises(InputDataError, match="pass preprocessed=True"):
+        starlabels.predict(small, np.ones((2, 256)))
+    with pytest.raises(InputDataError, match="network takes 256"):
+        starlabels.predict(small, np.ones((2, 300)), preprocessed=True)
+    with pytest.raises(InputDataError, match="error shape"):
+        starlabels.predict(raw_model_folder, flux, error[:1])
+    with pytest.raises(InputDataError, match="uncertainty must be one of"):
+        starlabels.predict(raw_model_folder, flux, error, uncertainty="bootstrap")
+
+
+def test_nan_only_spectrum_keeps_its_row_flagged_with_nan_values(raw_model_folder, spectra):
+    flux, error, bitmask = spectra(5, seed=1)
+    flux[2] = np.nan
+    error[4] = np.inf  # no usable error anywhere: also invalid
+    p = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask, uncertainty="noise",
+                           n_samples=10, seed=0)
+    assert p.mean.shape == (5, 3)
+    for i in (2, 4):
+        assert np.isnan(p.mean[i]).all() and np.isnan(p.std[i]).all()
+        assert all(np.isnan(v[i]).all() for v in p.parts.values())
+        assert p.flags[i] & F.bit("INVALID_SPECTRUM")
+    good = [0, 1, 3]
+    assert not (p.flags[good] & F.bit("INVALID_SPECTRUM")).any()
+    assert np.isfinite(p.mean[good]).all()
+    # the valid rows are exactly what they are without the invalid ones around
+    alone = starlabels.predict(raw_model_folder, flux[good], error[good], uncertainty="delta")
+    with_bad = starlabels.predict(raw_model_folder, flux, error, uncertainty="delta")
+    np.testing.assert_array_equal(with_bad.mean[good], alone.mean)
+
+
+def test_model_folder_without_config_is_a_model_format_error(tmp_path, raw_model_folder, spectra):
+    flux, error, _ = spectra(1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "weights.safetensors").write_bytes((raw_model_folder / "weights.safetensors").read_bytes())
+    with pytest.raises(ModelFormatError, match=r"config\.json"):
+        starlabels.predict(broken, flux, error)
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        starlabels.predict(tmp_path / "nowhere", flux, error)
+
+
+def test_methods_that_need_errors_or_dropout_say_so(make_model):
+    m = make_model("bcnn", 256)
+    with pytest.raises(InputDataError, match="needs per-pixel errors"):
+        starlabels.predict(m, np.ones((2, 256)), preprocessed=True, uncertainty="delta")
+    no_dropout = make_model("apogee_net", 256, dropout=0.0)
+    with pytest.raises(StarlabelsError, match="dropout"):
+        starlabels.predict(no_dropout, np.ones((2, 256)), preprocessed=True, uncertainty="mc_dropout")
+    # no variance head and no method: σ is NaN and flagged, never a made-up number
+    p = starlabels.predict(no_dropout, np.ones((2, 256)), preprocessed=True)
+    assert np.isnan(p.std).all() and (p.flags & F.bit("NO_UNCERTAINTY")).all()
+
+
+def test_seeded_stochastic_methods_are_reproducible_and_chunking_does_not_change_results(make_model):
+    m = make_model("bcnn", 256, dropout=0.3)
+    rng = np.random.default_rng(0)
+    x = 1 + 0.1 * rng.normal(size=(9, 256))
+    e = np.full_like(x, 0.02)
+    for method in ("mc_dropout", "noise"):
+        a = starlabels.predict(m, x, e, preprocessed=True, uncertainty=method, n_samples=16, seed=4)
+        b = starlabels.predict(m, x, e, preprocessed=True, uncertainty=method, n_samples=16, seed=4)
+        c = starlabels.predict(m, x, e, preprocessed=True, uncertainty=method, n_samples=16, seed=5)
+        np.testing.assert_array_equal(a.std, b.std)
+        assert not np.array_equal(a.std, c.std)
+    whole = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
+    chunked = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", chunk_size=4, batch_size=8)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(chunked.std, whole.std, rtol=1e-5)
+
+
+def test_calibration_is_applied_by_default_and_can_be_switched_off(make_model):
+    m = make_model("bcnn", 256)
+    x = 1 + 0.1 * np.random.default_rng(1).normal(size=(4, 256))
+    e = np.full_like(x, 0.02)
+    raw = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
+    m.calibration = {"TEFF": 2.0, "LOGG": 0.5, "FE_H": 1.0}  # a bare {label: scale}
+    cal = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
+    off = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", calibrated=False)
+    np.testing.assert_allclose(cal.std, raw.std * [2.0, 0.5, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(cal.std**2, sum(cal.parts.values()), rtol=1e-10)
+    np.testing.assert_array_equal(off.std, raw.std)
+    assert cal.calibrated and not off.calibrated
+    assert not (cal.flags & F.bit("UNCALIBRATED")).any() and (off.flags & F.bit("UNCALIBRATED")).all()
+
+
+def test_snr_masking_and_range_flags(make_model, spectra, raw_model_folder):
+    flux, error, bitmask = spectra(3, snr=100)
+    error[1] *= 20  # SNR 5
+    bitmask[2, :3000] = 1  # 35 % masked
+    p = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask)
+    np.testing.assert_allclose(p.snr[0], 100, rtol=0.05)
+    assert [bool(v & F.bit("LOW_SNR")) for v in p.flags] == [False, True, False]
+    assert [bool(v & F.bit("MANY_MASKED_PIXELS")) for v in p.flags] == [False, False, True]
+    # header SNR (e.g. from apStar files) wins where given
+    q = starlabels.predict(raw_model_folder, flux, error, snr=[10.0, np.nan, 200.0])
+    assert [bool(v & F.bit("LOW_SNR")) for v in q.flags] == [True, True, False]
+    # the training range recorded in the provenance: a range that excludes every prediction
+    m = make_model("bcnn", 256, training={"label_range": {"min": [9000, 9, 9], "max": [9999, 10, 10]}})
+    r = starlabels.predict(m, np.ones((2, 256)), preprocessed=True)
+    assert (r.flags & F.bit("LABEL_OUT_OF_RANGE")).all()
+    m2 = make_model("bcnn", 256)  # fallback: label scaler mean ± 4 std
+    lo, hi = resolve(m2).label_range
+    np.testing.assert_allclose(lo, [3000, -1, -1.2])
+    np.testing.assert_allclose(hi, [7000, 7, 1.2])
+
+
+def test_inference_network_is_identical_and_swaps_relu_and_pool(make_model):
+    for arch in ("apogee_net", "bcnn"):
+        m = make_model(arch, 512, dropout=0.1)
+        fast = inference_network(m.network)
+        assert fast is not m.network
+        x = torch.randn(5, 1, 512)
+        with torch.inference_mode():
+            a, b = m.network(x), fast(x)
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+        kinds = [type(mod).__name__ for mod in fast.modules()]
+        pool_then_relu = any(k1 == "MaxPool1d" and k2 == "ReLU" for k1, k2 in itertools.pairwise(kinds))
+        assert pool_then_relu
+        assert all(mod.inplace for mod in fast.modules() if isinstance(mod, torch.nn.ReLU))
+        # the model's own network is untouched
+        assert not any(mod.inplace for mod in m.network.modules() if isinstance(mod, torch.nn.ReLU))
+
+
+def test_prediction_parts_as_errors_and_label_lookup(make_model):
+    m = make_model("bcnn", 256)
+    p = starlabels.predict(m, np.ones((2, 256)), np.full((2, 256), 0.01), preprocessed=True,
+                           uncertainty="delta")
+    np.testing.assert_allclose(p.errors()["delta"], np.sqrt(p.parts["delta"]))
+    mean, std = p.label("LOGG")
+    np.testing.assert_array_equal(mean, p.mean[:, 1])
+    np.testing.assert_array_equal(std, p.std[:, 1])
+    with pytest.raises(KeyError, match="TEFF"):
+        p.label("VMICRO")
+    json.dumps({k: v.tolist() for k, v in p.parts.items()})  # plain arrays
