@@ -44,7 +44,7 @@ def make_model(kind: str, rng: np.random.Generator) -> TrainedModel:
         spectrum_scaler=SpectrumScaler("none" if kind == "apogee_net" else "centered").fit(flux),
         preprocessing={"kind": "continuum", "degree": 2, "reject_bits": [0, 1, 2]},
         calibration={"TEFF": 1.3, "MG_FE": 0.9},
-        training={"files": ["train.h5"], "seed": 0, "epochs": 3},
+        training={"files": ["train.h5"], "seed": 0, "epochs": 3, "best_dev_loss": 0.9},
         history=[
             {"epoch": 1, "train_loss": 1.5, "dev_loss": 1.6, "lr": 1e-3, "seconds": 2.5},
             {"epoch": 2, "train_loss": 0.7, "dev_loss": 0.9, "lr": 5e-4, "seconds": 2.4},
@@ -95,6 +95,11 @@ def test_config_json_layout_and_physical_units(tmp_path):
     assert set(cfg["normalisation"]["labels"]) >= {"mean", "std"}
     for key in ("created", "preprocessing", "calibration", "training"):
         assert key in cfg
+    # provenance with numpy values, NaN and non-JSON objects still saves (NaN → null, str())
+    model.training = {"sizes": np.array([3, 4]), "loss": float("nan"), "when": np.datetime64("2024-01-02")}
+    model.save(tmp_path / "m")
+    training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
+    assert training == {"sizes": [3, 4], "loss": None, "when": "2024-01-02"}
     header = (tmp_path / "m" / "history.csv").read_text().splitlines()[0]
     assert header == "epoch,train_loss,dev_loss,lr,seconds"
     # physical units: mean = z·std + mean, std = exp(½ log_var)·std

@@ -61,7 +61,8 @@ def _now() -> str:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Recursively convert numpy/torch scalars and arrays, tuples and Paths to JSON types."""
+    """Recursively convert numpy/torch scalars and arrays, tuples and Paths to JSON types;
+    non-finite floats become ``null`` (JSON has no NaN)."""
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -72,6 +73,8 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 
@@ -296,7 +299,8 @@ class TrainedModel:
                 if not overwrite:
                     raise FileExistsError(f"{folder}: model folder exists (pass overwrite=True)")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        config_text = json.dumps(self.config_dict(), indent=2, allow_nan=False)
+        # provenance may hold odd objects (dates, enums): stored as their str()
+        config_text = json.dumps(self.config_dict(), indent=2, allow_nan=False, default=str)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         moved: list[str] = []
         backup: Path | None = None
