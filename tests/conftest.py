@@ -25,8 +25,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Keep torch to the machine's cores; only when a test has imported torch (saves ~4 s)."""
+    """One torch thread: the tests use small tensors, where threads cost more than they give."""
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)
     yield
