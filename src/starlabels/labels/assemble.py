@@ -33,6 +33,8 @@ from starlabels.labels.mdwarf import column_as_float, column_as_str, find_column
 #: Label columns of the assembled table (allStar names: K, dex, dex).
 LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H")
 LABEL_UNITS: dict[str, str] = {"TEFF": "K", "LOGG": "dex", "FE_H": "dex"}
+#: Units attached to the table columns (dex is not a FITS unit, so it goes in the description).
+_TABLE_UNITS: dict[str, str] = {"TEFF": "K"}
 #: Group names, highest precedence first.
 PRECEDENCE: tuple[str, ...] = ("yso", "mdwarf", "payne")
 #: The spectroscopic labels are used where TEFF > PAYNE_TEFF_MIN or LOGG < PAYNE_LOGG_MAX.
@@ -170,12 +172,12 @@ def assemble_labels(
     out[id_column] = out_ids.astype(str)
     for j, lab in enumerate(labels):
         out[lab] = vals[:, j]
-        if lab in LABEL_UNITS:
-            out[lab].unit = LABEL_UNITS[lab]
     for j, lab in enumerate(labels):
         out[f"{lab}_ERR"] = errs[:, j]
-        if lab in LABEL_UNITS:
-            out[f"{lab}_ERR"].unit = LABEL_UNITS[lab]
+    for lab in labels:
+        for c in (lab, f"{lab}_ERR"):
+            out[c].unit = _TABLE_UNITS.get(lab)
+            out[c].description = f"{c} ({LABEL_UNITS.get(lab, '')}; {MISSING:g} = missing)"
     out["group"] = group.astype(str)
     for g in PRECEDENCE:
         out.meta[f"n_{g}"] = int(np.count_nonzero(group == g))

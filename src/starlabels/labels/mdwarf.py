@@ -352,11 +352,16 @@ def mdwarf_labels(
     out = Table()
     for k in keep:
         out[k] = np.asarray(table[k])
+    # dex is not a FITS unit: log quantities carry it in the description
     out["teff"] = teff * u.K
-    out["logg"] = logg * u.dex
-    out["fe_h"] = fe_h * u.dex
+    out["logg"] = logg
+    out["logg"].description = "log g (dex, cgs), Veyette et al. 2017"
+    out["fe_h"] = fe_h
+    out["fe_h"].description = "[Fe/H] (dex), Hejazi et al. 2015"
+    out["teff"].description = "Teff (K), Mann et al. 2015"
     out["abs_k"] = m_k * u.mag
     out["flag"] = flag.astype(np.int32)
+    out["flag"].description = "MDwarfFlag bitmask (starlabels.labels.mdwarf)"
     counts = flag_counts(flag)
     out.meta["flag_counts"] = counts
     out.meta["n_input"] = int(n)
