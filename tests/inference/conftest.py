@@ -7,6 +7,16 @@ import torch
 from torch import nn
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread: on the shared 2-core machine two threads wait on each other (measured
+    30x slower for these tiny networks under load). Runs after the root conftest's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class LinearNet(nn.Module):
     """y = W x + b, log_var = constant ``log_var`` (per label). Input (N, 1, P)."""
 
