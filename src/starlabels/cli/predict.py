@@ -1,0 +1,71 @@
+"""``starlabels predict``: a label catalog for apStar/aspcapStar files, directories or HDF5 datasets."""
+
+from __future__ import annotations
+
+import click
+
+from starlabels.inference.flags import describe as _describe_flags
+
+
+@click.command(
+    "predict",
+    epilog="FLAG bits:\n\n" + "\n\n".join(_describe_flags().splitlines()),
+)
+@click.argument("model", type=click.Path(file_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Catalog file (.fits, .csv or .parquet).")
+@click.option("--uncertainty", type=click.Choice(["none", "mc_dropout", "noise", "delta"]),
+              default="none", show_default=True, help="Uncertainty method.")
+@click.option("--n-samples", type=int, default=100, show_default=True,
+              help="MC-dropout passes / noise realisations per spectrum.")
+@click.option("--format", "fmt", type=click.Choice(["fits", "csv", "parquet"]), default=None,
+              help="Catalog format (default: from the output's extension).")
+@click.option("--workers", type=int, default=None,
+              help="Run on a local Dask cluster with this many worker processes.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--threads-per-worker", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Rows per forward pass.")
+@click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of dropout masks / noise.")
+@click.option("--no-calibration", is_flag=True, help="Report uncalibrated uncertainties.")
+@click.option("--files-per-unit", type=int, default=64, show_default=True,
+              help="FITS files per unit of work (the grain of resuming and distribution).")
+@click.option("--rows-per-unit", type=int, default=1024, show_default=True,
+              help="HDF5 rows per unit of work.")
+@click.option("--overwrite", is_flag=True, help="Discard the parts of an earlier, different run.")
+@click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ after assembling the catalog.")
+def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler, threads_per_worker,
+            batch_size, device, seed, no_calibration, files_per_unit, rows_per_unit, overwrite,
+            keep_parts) -> None:
+    """Predict labels for INPUT... (apStar/aspcapStar files, directories, HDF5 datasets) with the
+    model folder MODEL and write the catalog OUT.
+
+    An interrupted run, started again with the same arguments, resumes where it stopped.
+    Unreadable inputs are listed in OUT.skipped.tsv, never fatal.
+    """
+    from starlabels.errors import StarlabelsError
+
+    kwargs = dict(
+        format=fmt, uncertainty=None if uncertainty == "none" else uncertainty, n_samples=n_samples,
+        seed=seed, batch_size=batch_size, device=device, calibrated=not no_calibration,
+        files_per_unit=files_per_unit, rows_per_unit=rows_per_unit, overwrite=overwrite,
+        keep_parts=keep_parts,
+    )
+    try:
+        if workers or scheduler:
+            from starlabels.inference.distributed import run_distributed
+
+            res = run_distributed(model, inputs, out, workers=workers or 2, scheduler=scheduler,
+                                  threads_per_worker=threads_per_worker, **kwargs)
+        else:
+            from starlabels.inference.catalog import run_catalog
+
+            res = run_catalog(model, inputs, out, **kwargs)
+    except StarlabelsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote {res.n_rows} rows to {res.path} ({res.units_computed} of {res.units_total} units "
+        f"computed now); {len(res.skipped)} input(s) skipped"
+        + (f", listed in {res.skipped_path}" if res.skipped else "")
+    )

@@ -1,0 +1,158 @@
+"""Catalogs: columns and units, bad inputs listed not fatal, resuming, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import starlabels
+from starlabels.errors import StarlabelsError
+from starlabels.inference import catalog as C
+from starlabels.inference import flags as F
+
+
+@pytest.fixture
+def inputs(tmp_path, spectra):
+    """A folder of 5 apStar files (one NaN-only), a truncated file, an apStar of the wrong grid
+    length, an aspcapStar (unusable by a raw-flux model) and a 3-row HDF5 dataset."""
+    from astropy.io import fits
+
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.io import write_apstar, write_aspcapstar
+
+    flux, error, bitmask = spectra(5, seed=7)
+    flux[2] = np.nan
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(5):
+        write_apstar(d / f"apStar-dr17-2M0000000{i}.fits", flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M0000000{i}", "RA": 10.0 + i, "DEC": -5.0, "SNR": 90.0 + i})
+    (d / "apStar-dr17-2M0000000x.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    short = [fits.PrimaryHDU()] + [fits.ImageHDU(np.ones(7514, np.float32)) for _ in range(2)]
+    fits.HDUList([*short, fits.ImageHDU(np.zeros(7514, np.int32))]).writeto(d / "apStar-dr17-2M0000000y.fits")
+    write_aspcapstar(d / "aspcapStar-dr17-2M0000000z.fits", np.ones(8575), np.full(8575, 0.01),
+                     {"APOGEE_ID": "2M0000000z"})
+    with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
+        w.append(flux[:3], error[:3], bitmask[:3], meta={"apogee_id": ["h0", "h1", "h2"], "ra": [1.0, 2, 3]})
+    return d, tmp_path / "rows.h5", (flux, error, bitmask)
+
+
+def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, inputs, tmp_path):
+    d, h5, (flux, error, bitmask) = inputs
+    out = tmp_path / "cat.fits"
+    res = C.run_catalog(raw_model_folder, [d, h5, tmp_path / "missing.fits"], out, uncertainty="delta",
+                        files_per_unit=2, rows_per_unit=2)
+    assert res.n_rows == 8 and res.units_computed == res.units_total == 6  # 8 files / 2 + 3 rows / 2
+    df = C.read_catalog(out)
+    parts = ["ERR", "ERR_ALEATORIC", "ERR_DELTA"]
+    labels = [c for x in ("TEFF", "LOGG", "FE_H") for c in (x, *(f"{x}_{p}" for p in parts))]
+    assert list(df.columns) == ["APOGEE_ID", "RA", "DEC", "SNR", "SOURCE", *labels,
+                                "FLAG", "MODEL_NAME", "MODEL_VERSION"]
+    assert df["APOGEE_ID"].tolist() == [f"2M0000000{i}" for i in range(5)] + ["h0", "h1", "h2"]
+    assert df["SOURCE"].iloc[5].endswith("rows.h5[0]")
+    np.testing.assert_array_equal(df["RA"].to_numpy()[:5], [10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(df["SNR"].to_numpy()[[0, 1, 3]], [90, 91, 93])  # header SNR
+    assert (df["MODEL_NAME"] == raw_model_folder.name).all()
+    # numbers equal a direct prediction on the same arrays
+    ref = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask, uncertainty="delta")
+    good = [0, 1, 3, 4]
+    np.testing.assert_allclose(df["TEFF"].to_numpy()[good], ref.mean[good, 0], rtol=1e-6)
+    np.testing.assert_allclose(df["LOGG_ERR_DELTA"].to_numpy()[good], np.sqrt(ref.parts["delta"][good, 1]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(df["FE_H"].to_numpy()[5:7], ref.mean[:2, 2], rtol=1e-6, atol=1e-6)
+    # the NaN-only star: row kept, NaN labels, flagged
+    for row in (2, 7):
+        assert np.isnan(df.loc[row, ["TEFF", "TEFF_ERR", "LOGG", "FE_H_ERR_DELTA"]].astype(float)).all()
+        assert df.loc[row, "FLAG"] & F.bit("INVALID_SPECTRUM")
+    assert df["FLAG"].dtype == np.int32
+    # units in the FITS header (dex kept although not a FITS-standard unit)
+    from astropy.io import fits
+
+    h = fits.getheader(out, 1)
+    units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
+    assert units["RA"] == "deg" and units["TEFF_ERR_DELTA"] == "K" and units["FE_H"] == "dex"
+    # unusable inputs are listed with a reason, not fatal
+    skipped = pd.read_csv(res.skipped_path, sep="\t")
+    reasons = dict(zip(skipped["path"].map(lambda p: p.rsplit("/", 1)[-1]), skipped["reason"], strict=True))
+    assert set(reasons) == {"apStar-dr17-2M0000000x.fits", "apStar-dr17-2M0000000y.fits",
+                            "aspcapStar-dr17-2M0000000z.fits", "missing.fits"}
+    assert "8575" in reasons["apStar-dr17-2M0000000y.fits"]
+    assert "raw apStar flux" in reasons["aspcapStar-dr17-2M0000000z.fits"]
+    assert reasons["missing.fits"] == "does not exist"
+    assert not C.parts_dir(out).exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_csv_and_parquet_hold_the_same_catalog(raw_model_folder, inputs, tmp_path, fmt):
+    d, _, _ = inputs
+    C.run_catalog(raw_model_folder, [d], tmp_path / "a.fits", files_per_unit=3)
+    C.run_catalog(raw_model_folder, [d], tmp_path / f"b.{fmt}", files_per_unit=3)
+    a, b = C.read_catalog(tmp_path / "a.fits"), C.read_catalog(tmp_path / f"b.{fmt}")
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, rtol=1e-7)
+
+
+def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, inputs, tmp_path,
+                                                             monkeypatch):
+    d, h5, _ = inputs
+    kw = dict(uncertainty="noise", n_samples=6, seed=11, files_per_unit=1, rows_per_unit=1)
+    full = C.run_catalog(raw_model_folder, [d, h5], tmp_path / "full.csv", **kw)
+
+    real, calls = C.run_unit, []
+
+    def crash_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash")
+        calls.append(args[1].name)
+        return real(*args, **kwargs)
+
+    out = tmp_path / "resumed.csv"
+    monkeypatch.setattr(C, "run_unit", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        C.run_catalog(raw_model_folder, [d, h5], out, **kw)
+    assert not out.exists() and len(list(C.parts_dir(out).glob("unit-*.json"))) == 3
+    monkeypatch.setattr(C, "run_unit", real)
+    res = C.run_catalog(raw_model_folder, [d, h5], out, **kw)
+    assert res.units_computed == full.units_total - 3
+    pd.testing.assert_frame_equal(C.read_catalog(out), C.read_catalog(full.path))
+    assert res.skipped == full.skipped
+
+
+def test_resuming_with_other_settings_is_refused_unless_overwrite(raw_model_folder, inputs, tmp_path,
+                                                                 monkeypatch):
+    d, _, _ = inputs
+    out = tmp_path / "c.csv"
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(C, "run_unit", boom)
+    with pytest.raises(RuntimeError):
+        C.run_catalog(raw_model_folder, [d], out, uncertainty="delta")
+    monkeypatch.undo()
+    with pytest.raises(StarlabelsError, match="overwrite"):
+        C.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4)
+    res = C.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4, overwrite=True)
+    assert res.n_rows == 5
+
+
+def test_cli_predict_writes_a_catalog_and_reports_bad_models_cleanly(raw_model_folder, inputs, tmp_path):
+    from starlabels.cli.main import cli
+
+    d, h5, _ = inputs
+    out = tmp_path / "cli.parquet"
+    r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(d), str(h5), "-o", str(out),
+                                 "--uncertainty", "delta", "--files-per-unit", "2"])
+    assert r.exit_code == 0, r.output
+    assert "wrote 8 rows" in r.output and "3 input(s) skipped" in r.output
+    df = C.read_catalog(out)
+    assert "TEFF_ERR_DELTA" in df.columns and len(df) == 8
+
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    r = CliRunner().invoke(cli, ["predict", str(empty), str(d), "-o", str(tmp_path / "x.csv")])
+    assert r.exit_code == 1
+    assert "config.json" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(d), "-o", str(tmp_path / "x.txt")])
+    assert r.exit_code == 1 and "format" in r.output
