@@ -1,1 +1,36 @@
-"""starlabels.inference"""
+"""starlabels.inference: labels, uncertainties, calibration, flags and catalogs at survey scale.
+
+- ``starlabels.predict`` (:func:`starlabels.inference.predict.predict`) → :class:`Prediction`;
+  uncertainties ``"mc_dropout"``, ``"noise"``, ``"delta"`` (:mod:`.uncertainty`).
+- :func:`calibrate` fits per-label σ scale factors on a dev set (:mod:`.calibration`).
+- :data:`FLAG_BITS` — the ``FLAG`` bitmask (:mod:`.flags`).
+- :func:`run_catalog` / :func:`read_catalog` — resumable FITS/CSV/Parquet catalogs from files,
+  directories and HDF5 datasets (:mod:`.catalog`); :func:`run_distributed` the same on Dask
+  (:mod:`.distributed`). Command line: ``starlabels predict``.
+
+Names are imported on first use, so ``import starlabels.inference`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# ``predict`` is not listed: it is the name of a submodule too; use ``starlabels.predict`` or
+# ``from starlabels.inference.predict import predict``.
+_NAMES = {
+    "Prediction": "starlabels.inference.predict",
+    "calibrate": "starlabels.inference.calibration",
+    "FLAG_BITS": "starlabels.inference.flags",
+    "run_catalog": "starlabels.inference.catalog",
+    "read_catalog": "starlabels.inference.catalog",
+    "run_distributed": "starlabels.inference.distributed",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'starlabels.inference' has no attribute {name!r}")
