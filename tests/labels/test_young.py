@@ -27,10 +27,13 @@ def test_points_near_each_edge_fall_on_the_right_side():
     assert _edge_logg(2200, 4.4, 3200, 1.7, 2700) == pytest.approx(3.05)
     # Right edge (4500, 3.9)-(3200, 1.7): at 3850 K, log g = 3.9 - 2.2 * 650/1300 = 2.8.
     assert _edge_logg(4500, 3.9, 3200, 1.7, 3850) == pytest.approx(2.8)
-    teff = np.array([3350, 3350, 2700, 2700, 3850, 3850])
-    logg = np.array([4.14, 4.16, 3.00, 3.10, 2.85, 2.75])
-    # 2700 K: inside needs log g >= 3.05 on the left edge and below the upper edge (4.29)
-    np.testing.assert_array_equal(in_young_polygon(teff, logg), [True, False, False, True, True, False])
+    teff = np.array([3350, 3350, 2700, 2700, 3850, 3850, 3350, 2700, 3850])
+    logg = np.array([4.14, 4.16, 3.00, 3.10, 2.85, 2.75, 4.15, 3.05, 2.8])
+    # 2700 K: inside needs log g >= 3.05 on the left edge and below the upper edge (4.29);
+    # the last three points lie exactly on the edges and count as inside
+    np.testing.assert_array_equal(
+        in_young_polygon(teff, logg), [True, False, False, True, True, False, True, True, True]
+    )
 
 
 def test_typical_objects():
