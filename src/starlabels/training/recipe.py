@@ -1,0 +1,659 @@
+"""APOGEE Net's whole training recipe (Olney et al. 2020, §3.3–3.4, Tables 1–3) in one run.
+
+:func:`run_recipe` (``starlabels recipe apogee-net CONFIG.toml``) does what the paper did:
+
+1. **split per group** — each value of the dataset's group column (``meta/group``: ``payne``,
+   ``mdwarf``, ``yso``) is split into train/dev/test with its own fractions
+   (:func:`starlabels.data.splits.group_split`; the paper: 80/10/10 for the Payne stars, 60/20/20
+   for the M dwarfs and YSOs). Rows with an empty group value or without any label are left out
+   of every split (and counted in the summary);
+2. **train on everything** — APOGEE Net on the raw apStar flux (bad pixels repaired, errors
+   capped: ``[preprocess] kind = "raw"``, the default here for raw apStar-grid datasets) with
+   early stopping on the dev loss (:class:`starlabels.training.trainer.Trainer`);
+3. **stratified adaptation** — rounds of training on the focus groups plus a fresh random 5% of
+   the large group until the focus groups stop improving
+   (:func:`starlabels.training.stratified.adapt`);
+4. **evaluation** — the saved model predicts every row of the three splits
+   (:func:`starlabels.predict`, point estimates) and
+   :func:`starlabels.evaluation.metrics.apogee_net_tables` makes the paper's tables, in its layout:
+
+   - Table 1 (``table1_normalisation``): label, unit, mean, std — the training-set
+     standardisation (the model's label scaler);
+   - Table 2 (``table2_mse``): one row per group (``Full`` = every star first), one column per
+     split (train, dev, test): the combined standardised MSE, the mean over all valid
+     (star, label) entries of ((prediction − label)/std)²;
+   - Table 3 (``table3_scatter``): one row per (group, label), one column per split: the scatter
+     between labels and predictions in the label's units (RMS by default, ``statistic``).
+
+   Each table is written as Markdown (``.md``, 4 significant figures) and CSV (``.csv``, full
+   precision).
+
+Output folder (``[output] folder`` or ``-o``)::
+
+    OUT/
+      model/                     the TrainedModel folder (config.json, weights.safetensors,
+                                 history.csv with a ``stage`` column, splits.npz, checkpoint.pt)
+      table1_normalisation.{md,csv}
+      table2_mse.{md,csv}
+      table3_scatter.{md,csv}
+      predictions.csv            ROW, APOGEE_ID (when the dataset has it), GROUP, SPLIT, each label's
+                                 prediction (<LABEL>) and training label (<LABEL>_REF)
+      recipe.json                rows per group and split, excluded rows, main stage,
+                                 adaptation rounds, table files
+
+Configuration
+-------------
+The file is a training config (:mod:`starlabels.training.config`: ``[data]``, ``[model]``,
+``[preprocess]``, ``[optimiser]``, ``[training]``, ``[output]``; read by the same loader) plus a
+``[recipe]`` section. The split and the adaptation are set *only* in ``[recipe]``, so ``[data]
+group_column`` (unless equal), ``[data.split]`` and ``[stratified]`` are refused. Every
+``[recipe]`` key is optional; the defaults are the paper's::
+
+    [recipe]
+    group_column = "group"                 # meta/<name> holding each row's group
+    default_fractions = [0.8, 0.1, 0.1]    # train/dev/test of groups not in [recipe.fractions]
+    focus_groups = ["mdwarf", "yso"]       # adapted to in the stratified stage
+    large_group = "payne"                  # subsampled each adaptation round
+    split_seed = 0                         # default: [training] seed
+    full_name = "Full"                     # the all-stars row of Tables 2 and 3
+    statistic = "rms"                      # Table 3 scatter: "rms", "std" or "sigma_mad"
+
+    [recipe.fractions]                     # per-group train/dev/test (replaces the default table)
+    payne = [0.8, 0.1, 0.1]
+    mdwarf = [0.6, 0.2, 0.2]
+    yso = [0.6, 0.2, 0.2]
+
+    [recipe.adaptation]                    # starlabels.training.stratified.adapt settings
+    fraction = 0.05                        # of the large group's training rows, fresh each round
+    max_rounds = 20
+    round_patience = 1                     # rounds without focus-group improvement before stopping
+    epochs = 30                            # maximum epochs per round (default: [training] epochs)
+    criterion = "balanced"                 # "balanced", "focus" or "dev" (see adapt)
+    large_tolerance = 0.2                  # optional guard on the large group's dev loss
+
+    [recipe.group_names]                   # names shown in the tables (default below)
+    payne = "Payne"
+    mdwarf = "MStar"
+    yso = "YSO"
+
+``[output] folder`` is the recipe's output folder (the model goes to ``<folder>/model``);
+relative paths are relative to the config file. When ``[preprocess]`` is absent and the
+dataset holds raw apStar-grid spectra, the paper's raw-flux preprocessing (``kind = "raw"``) is
+used; a dataset that is already preprocessed is used as stored. ``examples/recipe_apogee_net.toml``
+is a complete file with the paper's hyperparameters (SGD, learning rate 0.001, dropout 0.1,
+batch size 128, early-stopping patience 5, MSE loss).
+
+From catalogs to the recipe's dataset
+-------------------------------------
+The recipe needs one or more starlabels HDF5 datasets whose rows carry labels and a group
+(``meta/group``). Two ways to get there:
+
+* **one ingest per group** — ``starlabels ingest`` writes the value of ``--group`` into every row
+  it adds; give it the spectra and the label catalogue of one group at a time, into one file per
+  group, and list all of them in ``[data] files``::
+
+      starlabels labels mdwarf allstar_photometry.fits -o mdwarf_labels.fits
+      starlabels ingest payne_spectra/  -o data/payne.h5  --labels payne.fits         --group payne
+      starlabels ingest mdwarf_spectra/ -o data/mdwarf.h5 --labels mdwarf_labels.fits --group mdwarf
+      starlabels ingest yso_spectra/    -o data/yso.h5    --labels yso_labels.fits    --group yso
+
+* **the assemble module** — :func:`starlabels.labels.assemble_labels` merges the Payne,
+  M-dwarf and YSO label tables with the paper's precedence (yso > mdwarf > payne; Payne labels
+  only where Teff > 4000 K or log g < 3.5) into one table with a ``group`` column; write one
+  catalogue per group and ingest each as above::
+
+      from astropy.table import Table
+      from starlabels.labels import assemble_labels
+
+      t = assemble_labels(spectro=Table.read("payne.fits"), mdwarf=Table.read("mdwarf_labels.fits"),
+                          yso=Table.read("yso_labels.fits"))
+      for g in ("payne", "mdwarf", "yso"):
+          t[t["group"] == g].write(f"labels_{g}.fits", overwrite=True)
+      # then: starlabels ingest spectra/ -o data/<g>.h5 --labels labels_<g>.fits --group <g>
+
+  Ingesting a whole spectra folder per group also adds the stars that group does not label; they
+  get MISSING labels and the recipe leaves them out of every split (``recipe.json`` counts them),
+  so the result is the same, only the files are larger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from starlabels.constants import MISSING
+from starlabels.errors import InputFileError
+from starlabels.training.config import (
+    ConfigError,
+    SplitConfig,
+    StratifiedConfig,
+    TrainConfig,
+    config_from_dict,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from starlabels.evaluation.metrics import ApogeeNetTables
+    from starlabels.training.trainer import TrainingData
+
+#: The paper's per-group train/dev/test fractions (§3: 80/10/10 Payne, 60/20/20 M dwarfs and YSOs).
+DEFAULT_FRACTIONS: dict[str, tuple[float, float, float]] = {
+    "payne": (0.8, 0.1, 0.1), "mdwarf": (0.6, 0.2, 0.2), "yso": (0.6, 0.2, 0.2),
+}
+#: Group names as printed in the paper's tables.
+DEFAULT_GROUP_NAMES: dict[str, str] = {"payne": "Payne", "mdwarf": "MStar", "yso": "YSO"}
+#: Keys of ``[recipe]`` (tables ``fractions``, ``adaptation`` and ``group_names`` included).
+RECIPE_KEYS = ("group_column", "default_fractions", "focus_groups", "large_group", "split_seed",
+               "full_name", "statistic", "fractions", "adaptation", "group_names")
+#: ``[recipe.adaptation]`` keys: the StratifiedConfig fields other than the groups.
+ADAPTATION_KEYS = ("fraction", "max_rounds", "round_patience", "epochs", "criterion", "large_tolerance")
+STATISTICS = ("rms", "std", "sigma_mad")
+MODEL_SUBFOLDER = "model"
+SPLITS = ("train", "dev", "test")
+#: Base names of the table files (``.md`` and ``.csv`` each).
+TABLE_FILES = {"table1": "table1_normalisation", "table2": "table2_mse", "table3": "table3_scatter"}
+PREDICTIONS_FILE = "predictions.csv"
+SUMMARY_FILE = "recipe.json"
+#: Spectra read from the dataset and predicted per step during evaluation.
+EVAL_BLOCK = 2048
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeConfig:
+    """A recipe run: the training config (with the group split and the adaptation filled in from
+    ``[recipe]``) and the evaluation settings. Build it with :func:`load_recipe`."""
+
+    train: TrainConfig
+    group_names: dict[str, str] = field(default_factory=dict)
+    full_name: str = "Full"
+    statistic: str = "rms"
+    source: str | None = None
+
+    @property
+    def split(self) -> SplitConfig:
+        """Per-group fractions (``method="group"``) and seed."""
+        return self.train.data.split
+
+    @property
+    def stratified(self) -> StratifiedConfig:
+        """Adaptation settings (focus groups, large group, fraction, rounds, ...)."""
+        assert self.train.stratified is not None
+        return self.train.stratified
+
+    @property
+    def group_column(self) -> str:
+        assert self.train.data.group_column is not None
+        return self.train.data.group_column
+
+    @property
+    def output(self) -> Path:
+        """The recipe's output folder."""
+        return Path(self.train.output.folder)
+
+    @property
+    def model_folder(self) -> Path:
+        """Where the trained model is written: ``<output>/model``."""
+        return self.output / MODEL_SUBFOLDER
+
+    def display_name(self, group: str) -> str:
+        """A group's name in the tables."""
+        return self.group_names.get(group, DEFAULT_GROUP_NAMES.get(group, group))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable copy (stored in ``recipe.json`` and the model's provenance)."""
+        return {"train": self.train.to_dict(), "group_names": dict(self.group_names),
+                "full_name": self.full_name, "statistic": self.statistic, "source": self.source}
+
+
+def _table(values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table, got {type(values).__name__}")
+    return dict(values)
+
+
+def _reword(exc: ConfigError) -> str:
+    """A message of the training-config classes in terms of ``[recipe]``."""
+    msg = str(exc)
+    for old, new in (("[data.split.groups]", "[recipe.fractions]"), ("[data.split]", "[recipe]"),
+                     ("[stratified]", "[recipe.adaptation]")):
+        msg = msg.replace(old, new)
+    return msg
+
+
+def recipe_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None) -> RecipeConfig:
+    """Build a :class:`RecipeConfig` from parsed TOML (format in the module docstring).
+
+    The training sections go through :func:`starlabels.training.config.config_from_dict`, with
+    ``[data] group_column``, ``[data.split]`` and ``[stratified]`` made from ``[recipe]``.
+    Raises :class:`~starlabels.training.config.ConfigError` naming the section and key.
+    """
+    raw = dict(raw)
+    recipe = _table(raw.pop("recipe", {}), "[recipe]")
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise ConfigError(f"[recipe]: unknown key(s) {unknown}; known: {sorted(RECIPE_KEYS)}")
+    if "stratified" in raw:
+        raise ConfigError("the recipe sets the adaptation in [recipe] / [recipe.adaptation]; "
+                          "remove the [stratified] section")
+    data = _table(raw.get("data", {}), "[data]")
+    if "split" in data:
+        raise ConfigError("the recipe splits per group as set in [recipe] / [recipe.fractions]; "
+                          "remove the [data.split] section")
+    group_column = str(recipe.get("group_column", "group"))
+    if data.get("group_column") not in (None, group_column):
+        raise ConfigError(f"[data] group_column {data['group_column']!r} differs from [recipe] "
+                          f"group_column {group_column!r}; set it in [recipe] only")
+
+    fractions = _table(recipe.get("fractions", DEFAULT_FRACTIONS), "[recipe.fractions]")
+    split_raw: dict[str, Any] = {"method": "group", "groups": fractions,
+                                 "fractions": recipe.get("default_fractions", (0.8, 0.1, 0.1)),
+                                 "seed": recipe.get("split_seed")}
+    adaptation = _table(recipe.get("adaptation", {}), "[recipe.adaptation]")
+    unknown = sorted(set(adaptation) - set(ADAPTATION_KEYS))
+    if unknown:
+        raise ConfigError(f"[recipe.adaptation]: unknown key(s) {unknown}; known: {list(ADAPTATION_KEYS)}")
+    strat_raw = {"focus_groups": list(recipe.get("focus_groups", ["mdwarf", "yso"])),
+                 "large_group": str(recipe.get("large_group", "payne")), **adaptation}
+    try:  # validate here so errors name [recipe]
+        SplitConfig(**split_raw)
+        StratifiedConfig(**strat_raw)
+    except ConfigError as exc:
+        raise ConfigError(_reword(exc)) from None
+    except TypeError as exc:
+        raise ConfigError(f"[recipe]: {exc}") from None
+
+    group_names = {str(k): str(v) for k, v in _table(recipe.get("group_names", {}),
+                                                     "[recipe.group_names]").items()}
+    statistic = str(recipe.get("statistic", "rms"))
+    if statistic not in STATISTICS:
+        raise ConfigError(f"[recipe] statistic must be one of {STATISTICS}, got {statistic!r}")
+    full_name = str(recipe.get("full_name", "Full"))
+    shown = [full_name] + [group_names.get(g, DEFAULT_GROUP_NAMES.get(g, g)) for g in
+                           {*fractions, *strat_raw["focus_groups"], strat_raw["large_group"]}]
+    if len(set(shown)) != len(shown):
+        raise ConfigError(f"[recipe] group_names / full_name give two groups the same name: {shown}")
+
+    data = {**data, "group_column": group_column, "split": split_raw}
+    train = config_from_dict({**raw, "data": data, "stratified": strat_raw}, base_dir=base_dir)
+    return RecipeConfig(train=train, group_names=group_names, full_name=full_name, statistic=statistic)
+
+
+def load_recipe(path: str | Path) -> RecipeConfig:
+    """Read a recipe TOML file (format in this module's docstring).
+
+    Raises :class:`~starlabels.errors.InputFileError` when the file is missing or not TOML and
+    :class:`~starlabels.training.config.ConfigError` for bad values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "recipe config file does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"not a valid TOML file: {exc}") from None
+    try:
+        cfg = recipe_from_dict(raw, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg.source = cfg.train.source = str(path.resolve())
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# splitting
+# --------------------------------------------------------------------------------------------
+
+
+def labelled_rows(labels: np.ndarray) -> np.ndarray:
+    """(N,) True where a row has at least one label (not MISSING, not NaN)."""
+    lab = np.asarray(labels, dtype=np.float64)
+    return ((lab != MISSING) & np.isfinite(lab)).any(axis=1)
+
+
+def recipe_split(
+    groups: np.ndarray, labels: np.ndarray, split: SplitConfig, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-group train/dev/test rows of the usable rows, and a description.
+
+    Usable rows have a non-empty group and at least one label; the others are in no split. The
+    usable rows are split with :func:`starlabels.data.splits.group_split` (fractions per group,
+    ``split.fractions`` for groups not listed, seed ``split.seed`` or ``seed``).
+    """
+    from starlabels.data.splits import group_split
+
+    groups = np.asarray(groups).astype(str)
+    has_group = groups != ""
+    has_label = labelled_rows(labels)
+    usable = np.flatnonzero(has_group & has_label)
+    seed = int(split.seed if split.seed is not None else seed)
+    parts = group_split(groups[usable], split.groups, default=split.fractions, seed=seed)
+    rows = {name: usable[p].astype(np.int64) for name, p in zip(SPLITS, parts, strict=True)}
+    names = sorted(set(groups[usable].tolist()))
+    info = {
+        "method": "group", "groups": {k: list(v) for k, v in split.groups.items()},
+        "default": list(split.fractions), "seed": seed,
+        "fractions_used": {g: list(split.groups.get(g, split.fractions)) for g in names},
+        "group_sizes": {part: {g: int(np.count_nonzero(groups[r] == g)) for g in names}
+                        for part, r in rows.items()},
+        "excluded": {"no_group": int(np.count_nonzero(~has_group)),
+                     "no_labels": int(np.count_nonzero(has_group & ~has_label))},
+    }
+    return rows, info
+
+
+def _check_groups(split: Mapping[str, np.ndarray], groups: np.ndarray, s: StratifiedConfig) -> None:
+    """Fail before training when the adaptation could not run on this split."""
+    from starlabels.training.trainer import TrainingError
+
+    train = set(groups[split["train"]].tolist())
+    dev = set(groups[split["dev"]].tolist())
+    missing = [g for g in [*s.focus_groups, s.large_group] if g not in train]
+    if missing:
+        raise TrainingError(f"group(s) {missing} have no training rows; the dataset's groups with "
+                            f"training rows: {sorted(train)} (check [recipe] focus_groups/large_group "
+                            "and the dataset's group column)")
+    no_dev = [g for g in s.focus_groups if g not in dev]
+    if no_dev:
+        raise TrainingError(f"focus group(s) {no_dev} have no dev rows; give them more rows or a "
+                            "larger dev fraction in [recipe.fractions]")
+
+
+# --------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeResult:
+    """What :func:`run_recipe` produced."""
+
+    output: Path
+    model_folder: Path
+    tables: Any  # ApogeeNetTables (display group names)
+    files: dict[str, Path]
+    summary: dict[str, Any]
+
+
+def _preprocess_for(cfg: TrainConfig, data: TrainingData) -> dict[str, Any] | None:
+    """The [preprocess] to train with: the config's, else raw flux for raw apStar-grid data."""
+    if cfg.preprocess is not None:
+        return cfg.preprocess
+    if data.preprocessing is None and data.grid == "apstar":
+        return {"kind": "raw"}
+    return None
+
+
+def run_recipe(
+    cfg: RecipeConfig, *, resume: bool = False, distributed: Any = None
+) -> RecipeResult | None:
+    """Split, train, adapt, evaluate and write the tables (see the module docstring).
+
+    ``resume`` continues an interrupted run from ``<output>/model/checkpoint.pt`` (a finished one
+    is re-evaluated). Under DistributedDataParallel (``distributed``) every rank trains and rank 0
+    evaluates and writes; other ranks return None.
+    """
+    from starlabels.models import build_network
+    from starlabels.preprocess.pipeline import PreprocessConfig
+    from starlabels.training.stratified import adapt
+    from starlabels.training.trainer import Trainer, TrainingData
+    from starlabels.utils import seed_everything
+
+    tc = cfg.train
+    seed = int(tc.training.seed)
+    data = TrainingData.from_hdf5(tc.data.files, tc.data.label_names, group_column=cfg.group_column)
+    assert data.groups is not None
+    split, info = recipe_split(data.groups, data.labels, cfg.split, seed)
+    _check_groups(split, data.groups, cfg.stratified)
+
+    tc = dataclasses.replace(tc, preprocess=_preprocess_for(tc, data))
+    cfg = dataclasses.replace(cfg, train=tc)
+    preprocess = None if tc.preprocess is None else PreprocessConfig.from_dict(dict(tc.preprocess))
+    # the network's input length: as stored, or what the preprocessing makes of raw spectra
+    n_in = data.n_pixels if data.preprocessing is not None or preprocess is None else preprocess.n_pixels
+    seed_everything(seed)
+    network = build_network(tc.model.architecture,
+                            **{"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs})
+    provenance = {"config": _jsonable(tc.to_dict()),
+                  "recipe": {"name": "apogee_net", "source": cfg.source,
+                             "group_names": {g: cfg.display_name(g) for g in info["fractions_used"]}}}
+    trainer = Trainer(
+        network, data, split, optimiser=tc.optimiser, training=tc.training, preprocess=preprocess,
+        spectrum_scaling=tc.model.spectrum_scaling, folder=cfg.model_folder, resume=resume,
+        overwrite=tc.output.overwrite, chunk_rows=tc.data.chunk_rows,
+        buffer_chunks=tc.data.buffer_chunks, shuffle=tc.data.shuffle, split_info=info,
+        provenance=provenance, distributed=distributed,
+    )
+    main = trainer.run_stage("main", trainer.split["train"])
+    s = cfg.stratified
+    adaptation = adapt(trainer, s.focus_groups, s.large_group, fraction=s.fraction,
+                       max_rounds=s.max_rounds, round_patience=s.round_patience, epochs=s.epochs,
+                       criterion=s.criterion, large_tolerance=s.large_tolerance,
+                       min_delta=tc.training.min_delta)
+    trainer.finish()
+    if not trainer.is_main:
+        return None
+    return evaluate_recipe(cfg, data, trainer.split, extra={
+        "split": info, "main": dataclasses.asdict(main), "stratified": adaptation,
+        "epochs_run": int(trainer.state["global_epoch"]),
+    })
+
+
+def predict_rows(
+    model: Any, data: TrainingData, rows: np.ndarray, *, device: str | None = None,
+    block: int = EVAL_BLOCK,
+) -> np.ndarray:
+    """(n, L) point predictions (physical units) of ``model`` for ``rows`` of ``data``.
+
+    Spectra are read ``block`` rows at a time and passed to :func:`starlabels.predict` — raw
+    apStar-grid spectra through the model's own preprocessing, already-preprocessed ones
+    (``data.preprocessing`` set, or a model without preprocessing) as network input. Rows whose
+    spectrum is unusable get NaN.
+    """
+    from starlabels.inference.predict import predict
+    from starlabels.utils import progress
+
+    rows = np.asarray(rows, dtype=np.int64)
+    preprocessed = data.preprocessing is not None or model.preprocessing is None
+    out = np.full((len(rows), len(model.label_names)), np.nan)
+    for a in progress(range(0, len(rows), block), desc="evaluate", unit="block"):
+        flux, error, bitmask = data.read(rows[a:a + block])
+        pred = predict(model, flux, error, bitmask=None if preprocessed else bitmask,
+                       preprocessed=preprocessed, device=device)
+        out[a:a + len(flux)] = pred.mean
+    return out
+
+
+def _ordered_groups(present: Sequence[str], s: StratifiedConfig) -> list[str]:
+    """Table order: the large group, the focus groups, then any others (sorted)."""
+    first = [g for g in [s.large_group, *s.focus_groups] if g in present]
+    return first + sorted(g for g in present if g not in first)
+
+
+def evaluate_recipe(
+    cfg: RecipeConfig, data: TrainingData, split: Mapping[str, np.ndarray],
+    extra: Mapping[str, Any] | None = None,
+) -> RecipeResult:
+    """Predict the split rows with the saved model, make Tables 1–3 and write every output file."""
+    import pandas as pd
+
+    from starlabels.evaluation.metrics import apogee_net_tables
+    from starlabels.models.folder import load_model
+
+    assert data.groups is not None
+    model = load_model(cfg.model_folder)
+    parts = [(name, np.asarray(split[name], dtype=np.int64)) for name in SPLITS]
+    rows = np.concatenate([r for _, r in parts])
+    split_vec = np.concatenate([np.full(len(r), name) for name, r in parts])
+    groups = data.groups[rows]
+    order = _ordered_groups(sorted(set(groups.tolist())), cfg.stratified)
+    rank = {g: i for i, g in enumerate(order)}
+    # rows sorted by (group in table order, row): the tables list groups in order of appearance
+    perm = np.lexsort((rows, np.array([rank[g] for g in groups], dtype=np.int64)))
+    rows, split_vec, groups = rows[perm], split_vec[perm], groups[perm]
+    idx = np.argsort(rows, kind="stable")  # predict in file order (sequential reads)
+    pred = np.empty((len(rows), len(model.label_names)))
+    pred[idx] = predict_rows(model, data, rows[idx], device=cfg.train.training.torch_device)
+    ref = np.asarray(data.labels[rows], dtype=np.float64)
+    ref[(ref == MISSING) | ~np.isfinite(ref)] = np.nan
+    names = list(model.label_names)
+    scaler = model.label_scaler
+    shown = np.array([cfg.display_name(g) for g in groups], dtype=object)
+    tables = apogee_net_tables(
+        pred, ref, names, split=split_vec, groups=shown, label_mean=scaler.mean,
+        label_std=scaler.std, full_name=cfg.full_name, statistic=cfg.statistic,  # type: ignore[arg-type]
+    )
+    out = cfg.output
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_tables(tables, out, names, list(model.label_units))
+
+    pred_table = pd.DataFrame({"ROW": rows})
+    ids = _meta_column(data, "apogee_id")
+    if ids is not None:
+        pred_table["APOGEE_ID"] = ids[rows]
+    pred_table["GROUP"] = groups
+    pred_table["SPLIT"] = split_vec
+    for j, n in enumerate(names):
+        pred_table[n] = pred[:, j]
+    for j, n in enumerate(names):
+        pred_table[f"{n}_REF"] = ref[:, j]
+    pred_table = pred_table.sort_values("ROW", kind="stable")
+    files["predictions"] = out / PREDICTIONS_FILE
+    pred_table.to_csv(files["predictions"], index=False)
+
+    summary = {
+        "recipe": "apogee_net",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.source,
+        "recipe_config": cfg.to_dict(),
+        "model": str(cfg.model_folder),
+        "labels": names,
+        "groups": {g: {"name": cfg.display_name(g),
+                       "rows": {p: int(np.count_nonzero((groups == g) & (split_vec == p))) for p in SPLITS}}
+                   for g in order},
+        **dict(extra or {}),
+        "statistic": cfg.statistic,
+        "table2": _records(tables.table2()),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    files["summary"] = out / SUMMARY_FILE
+    summary["files"]["summary"] = str(files["summary"])
+    files["summary"].write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
+    return RecipeResult(output=out, model_folder=cfg.model_folder, tables=tables, files=files,
+                        summary=summary)
+
+
+def _meta_column(data: TrainingData, name: str) -> np.ndarray | None:
+    """A meta column over all of ``data``'s files (str), or None when a file lacks it."""
+    from starlabels.data.hdf5 import SpectraDataset
+
+    if not data.files:
+        return None
+    cols = []
+    for path in data.files:
+        ds = SpectraDataset(path)
+        try:
+            if name not in ds.meta_names:
+                return None
+            v = np.asarray(ds.meta(name))
+            cols.append(np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v.astype(str))
+        finally:
+            ds.close()
+    return np.concatenate(cols)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+_SPLIT_TITLES = {"train": "Train", "dev": "Dev", "test": "Test"}
+
+
+def _paper_label(name: str, unit: str) -> str:
+    from starlabels.evaluation.metrics import label_display
+
+    text = label_display(name, tex=False)
+    return f"{text} ({unit})" if unit and unit != "dex" else text
+
+
+def write_tables(
+    tables: ApogeeNetTables, folder: str | Path, label_names: Sequence[str],
+    label_units: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Write Tables 1–3 as Markdown and CSV into ``folder``; returns ``{"table2_md": path, ...}``.
+
+    CSV (full precision): ``table1_normalisation.csv`` (label, unit, mean, std),
+    ``table2_mse.csv`` (group, train, dev, test), ``table3_scatter.csv`` (group, label, unit,
+    train, dev, test). Markdown: the same rows with a caption, labels as in the paper
+    (``Teff (K)``, ``log g``, ``[Fe/H]``) and 4 significant figures.
+    """
+    from starlabels.evaluation.metrics import to_markdown, write_table
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    units = dict(zip(label_names, label_units or [""] * len(label_names), strict=True))
+    t1 = tables.normalization.copy()
+    t2 = tables.table2()
+    t3 = tables.table3()
+    wide = {"table1": t1, "table2": t2, "table3": t3}
+    captions = {
+        "table1": "Table 1. Normalisation values of the labels (training set)",
+        "table2": "Table 2. Combined standardised MSE loss",
+        "table3": f"Table 3. Typical scatter ({tables.statistic}) between the input labels and the "
+                  "predictions for each parameter in each group",
+    }
+    md_frames = {
+        "table1": t1.assign(label=[_paper_label(n, units.get(n, u)) for n, u in zip(t1["label"], t1["unit"],
+                                                                                      strict=True)])
+        .drop(columns="unit").rename(columns={"label": "Parameter", "mean": "Mean", "std": "Std"}),
+        "table2": t2.rename(columns={"group": "Group", **_SPLIT_TITLES}),
+        "table3": t3.assign(label=[_paper_label(n, u) for n, u in zip(t3["label"], t3["unit"], strict=True)])
+        .drop(columns="unit").rename(columns={"group": "Group", "label": "Parameter", **_SPLIT_TITLES}),
+    }
+    paths: dict[str, Path] = {}
+    for key, base in TABLE_FILES.items():
+        paths[f"{key}_csv"] = write_table(wide[key], folder / f"{base}.csv")
+        md = folder / f"{base}.md"
+        md.write_text(f"{captions[key]}\n\n{to_markdown(md_frames[key])}", encoding="utf-8")
+        paths[f"{key}_md"] = md
+    return paths
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays converted, non-finite floats as None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, str | int | bool) or obj is None:
+        return obj
+    return str(obj)
