@@ -192,3 +192,25 @@ def test_group_split_fractions(arrays):
     rsplit, rinfo = make_split(data, SplitConfig(fractions=(0.5, 0.25, 0.25)), seed=5)
     assert [len(rsplit[k]) for k in ("train", "dev", "test")] == [250, 125, 125]
     assert rinfo["method"] == "random"
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_optimiser_kernels_agree_and_fused_is_the_default(name, tiny_net):
+    cfg = OptimiserConfig(name=name, learning_rate=0.01, momentum=0.9, weight_decay=1e-3)
+    nets = {}
+    for impl in ("forloop", "fused", "default"):
+        torch.manual_seed(0)
+        net = tiny_net(64, 2)
+        opt = make_optimiser(net.parameters(), cfg, impl=impl)
+        for step in range(3):
+            torch.manual_seed(100 + step)
+            for p in net.parameters():
+                p.grad = torch.randn_like(p)
+            opt.step()
+        nets[impl] = net
+        if impl == "default":
+            assert opt.defaults["fused"] is True
+    for a, b in zip(nets["forloop"].parameters(), nets["fused"].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TrainingError, match="implementation"):
+        make_optimiser(nets["fused"].parameters(), cfg, impl="turbo")

@@ -397,9 +397,11 @@ def per_sample_loss(
     raise TrainingError(f"unknown loss {name!r}; known: mse, mae, robust")
 
 
-#: Optimiser implementation used by default ("forloop", "foreach" or "fused"); None lets torch pick
-#: (foreach on CUDA, for-loop on CPU). Chosen from bench/train_throughput.py.
-DEFAULT_OPTIMISER_IMPL: str | None = None
+#: Optimiser kernel used by default. "fused" (one kernel for the whole update) measured 3.0 ms per
+#: Adam step on ApogeeNet's 4.66 M parameters vs 12.9 ms "foreach" and 50.5 ms "forloop" (torch's
+#: CPU default) — bench/train_throughput.py, 1 CPU thread. Where a device/dtype has no fused
+#: kernel, make_optimiser falls back to "foreach".
+DEFAULT_OPTIMISER_IMPL: str | None = "fused"
 
 
 def make_optimiser(
@@ -408,23 +410,33 @@ def make_optimiser(
     """Adam or SGD from ``cfg`` (learning rate, weight decay, momentum).
 
     ``impl`` picks torch's kernel for the same update rule: ``"forloop"`` (one tensor at a time),
-    ``"foreach"`` (multi-tensor), ``"fused"`` (one fused kernel), None (torch's choice) or
-    ``"default"`` (:data:`DEFAULT_OPTIMISER_IMPL`).
+    ``"foreach"`` (multi-tensor), ``"fused"`` (one fused kernel; falls back to foreach where
+    unsupported), None (torch's choice) or ``"default"`` (:data:`DEFAULT_OPTIMISER_IMPL`). The
+    kernels agree to floating-point rounding.
     """
     params = list(params)
     if impl == "default":
         impl = DEFAULT_OPTIMISER_IMPL
-    flags: dict[str, Any] = {
+    flags: dict[str, Any] | None = {
         None: {}, "forloop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True},
     }.get(impl)  # type: ignore[call-overload]
     if flags is None:
         raise TrainingError(f"unknown optimiser implementation {impl!r}")
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **flags)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, **flags)
-    raise TrainingError(f"unknown optimiser {cfg.name!r}")
+
+    def build(**kw: Any) -> torch.optim.Optimizer:
+        if cfg.name == "adam":
+            return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **kw)
+        if cfg.name == "sgd":
+            return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, **kw)
+        raise TrainingError(f"unknown optimiser {cfg.name!r}")
+
+    if impl == "fused":
+        try:
+            return build(**flags)
+        except (RuntimeError, ValueError):  # no fused kernel for this device/dtype
+            return build(foreach=True)
+    return build(**flags)
 
 
 def make_scheduler(optimiser: torch.optim.Optimizer, cfg: OptimiserConfig):
