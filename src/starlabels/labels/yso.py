@@ -19,9 +19,10 @@ photometry. This module implements that recipe:
    log L are "reported" as Gaia DR2 did only if R > 0.5 Rsun, log L > -1.54 and M_G < 10 (absolute
    G from the isochrone); otherwise both are set to their limiting values 0.5 Rsun and -1.54. The
    distance is an input too. No noise is added.
-3. :func:`train_yso_network` trains :class:`YSOPhotometryCNN` (three conv + max-pool layers, two
-   dense layers) to predict log age, mass, A_V, log Teff and log g; :class:`YSOLabeler` applies it
-   to a table of (real or synthetic) photometry and saves/loads itself.
+3. :func:`train_yso_network` trains the paper's small CNN (three conv1d + max-pool layers over the
+   feature axis, two dense layers; inputs standardised, radius and distance as log10) to predict
+   log age, mass, A_V, log Teff and log g; :class:`YSOLabeler` applies it to a table of (real or
+   synthetic) photometry and saves/loads itself. ``bench/yso_labels.py`` trains it at full size.
 
 The paper says ages are drawn "uniformly from 1 to 100 Myr" without saying in which variable; the
 default here is uniform in log age (``age_sampling="log"``), which puts as many stars in 1-10 Myr
