@@ -214,3 +214,10 @@ def test_optimiser_kernels_agree_and_fused_is_the_default(name, tiny_net):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(TrainingError, match="implementation"):
         make_optimiser(nets["fused"].parameters(), cfg, impl="turbo")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error(arrays, tiny_net):
+    with pytest.raises(TrainingError, match="CUDA is not available"):
+        Trainer(tiny_net(64, 2), _data(arrays, n=60), _split(60, 10, 0),
+                training=TrainingConfig(device="cuda"))

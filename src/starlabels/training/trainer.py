@@ -622,6 +622,8 @@ class Trainer:
         self.device = (
             distributed.device if distributed is not None else get_device(self.training_cfg.torch_device)
         )
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(f"device {self.device} was asked for, but CUDA is not available here")
 
         # ---- preprocessing: stored config wins; raw data gets ours applied per block
         self.preprocess, self._apply_preprocess = self._resolve_preprocess(preprocess)
