@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from starlabels.utils import get_device, progress
 UNCERTAINTY_METHODS: tuple[str | None, ...] = (None, *U.METHODS)
 
 #: Spectra preprocessed and sent to the device per step (bounded memory for any N).
-CHUNK_SIZE = 2048
+CHUNK_SIZE = 256
 
 
 @dataclass
@@ -535,16 +536,22 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
     snr (n,), masked fraction (n,)."""
     from starlabels.preprocess.masking import rejected_pixels
 
-    f = np.asarray(f, np.float64)
-    e = np.asarray(e, np.float64)
+    # keep float32 input float32 (as read from files): float64 copies of a chunk and the
+    # preprocessing temporaries would double the memory of a streaming run
+    f = np.asarray(f) if np.issubdtype(np.asarray(f).dtype, np.floating) else np.asarray(f, np.float64)
+    e = np.asarray(e) if np.issubdtype(np.asarray(e).dtype, np.floating) else np.asarray(e, np.float64)
     rej = rejected_pixels(f, e, b, bits=_reject_bits(im)) if not preprocessed else rejected_pixels(f, e)
     ok = ~rej.all(axis=1)
     masked = rej.mean(axis=1)
     snr = np.full(f.shape[0], np.nan)
     if has_error and ok.any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(rej, np.nan, f / e)
-        snr[ok] = np.nanmedian(ratio[ok], axis=1)
+            ratio = f / e
+        ratio[rej] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of invalid spectra
+            snr = np.nanmedian(ratio, axis=1).astype(np.float64)
+        del ratio
     P = im.n_pixels
     if not ok.any():
         return np.zeros((0, P), np.float32), np.zeros((0, P), np.float32), ok, snr, masked
