@@ -6,8 +6,7 @@ so ``import starlabels.data`` stays cheap. To export a new name, add it to ``_LA
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from starlabels._lazy import lazy_exports
 
 #: exported name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -29,14 +28,4 @@ _LAZY: dict[str, str] = {
     "SimulatedSurvey": "starlabels.data.survey",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'starlabels.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

@@ -13,8 +13,7 @@ Names are imported lazily, so ``import starlabels.labels`` does not import torch
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from starlabels._lazy import lazy_exports
 
 _LAZY = {
     "mdwarf_labels": "starlabels.labels.mdwarf",
@@ -30,10 +29,4 @@ _LAZY = {
     "LOGG_AGE_BIN_EDGES": "starlabels.labels.young",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'starlabels.labels' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)
