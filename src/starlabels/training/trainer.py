@@ -398,7 +398,7 @@ def per_sample_loss(
 
 
 #: Optimiser kernel used by default. "fused" (one kernel for the whole update) measured 3.0 ms per
-#: Adam step on ApogeeNet's 4.66 M parameters vs 12.9 ms "foreach" and 50.5 ms "forloop" (torch's
+#: Adam step on ApogeeNet's 4.66 M parameters vs 13–17 ms "foreach" and 13–50 ms "forloop" (torch's
 #: CPU default) — bench/train_throughput.py, 1 CPU thread. Where a device/dtype has no fused
 #: kernel, make_optimiser falls back to "foreach".
 DEFAULT_OPTIMISER_IMPL: str | None = "fused"
