@@ -66,6 +66,9 @@ def test_training_learns_calls_constraints_and_writes_the_model_folder(tmp_path,
     json.dumps(prov)  # JSON-serialisable
     # the label scaler was fitted on the training rows only
     np.testing.assert_allclose(tr.label_scaler.mean, data.labels[:220].mean(0), rtol=1e-5)
+    # the training label range (for the inference out-of-range flag) covers the training rows only
+    np.testing.assert_allclose(prov["label_range"]["min"], data.labels[:220].min(0), rtol=1e-6)
+    np.testing.assert_allclose(prov["label_range"]["max"], data.labels[:220].max(0), rtol=1e-6)
     # a second run into the same folder must not clobber it silently
     with pytest.raises(TrainingError, match="resume"):
         Trainer(tiny_net(64, 2), data, _split(300), training=TrainingConfig(device="cpu"),
@@ -162,6 +165,10 @@ def test_loss_names_and_missing_labels(arrays, tiny_net):
     # missing labels stay MISSING after scaling (so the losses can skip them)
     y, e = tr._targets(np.arange(0, 9))
     assert np.all(y[::3, 1] == MISSING) and np.all(e[::3, 1] == 0)
+    # the recorded training range ignores MISSING entries
+    train_logg = labels[tr.split["train"], 1]
+    present = train_logg[train_logg != MISSING]
+    assert tr.provenance()["label_range"]["min"][1] == pytest.approx(present.min(), rel=1e-6)
 
 
 def test_sgd_weight_decay_and_nonfinite_loss(arrays, tiny_net):

@@ -45,6 +45,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1021,12 +1022,26 @@ class Trainer:
                        "stages": self.state["stages"]},
             "dates": {"started": self.state["started"], "finished": _now()},
             "seed": self.seed,
+            "label_range": self._label_range(),
             "device": str(self.device),
             "world_size": self.world_size,
             "streaming": {"shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
                           "buffer_chunks": self.buffer_chunks},
             **self.extra_provenance,
         }
+
+    def _label_range(self) -> dict[str, Any]:
+        """Per-label min/max of the training rows' present labels (MISSING/NaN ignored); the
+        inference flags mark predictions outside it (LABEL_OUT_OF_RANGE)."""
+        from starlabels.constants import MISSING
+
+        lab = np.asarray(self.data.labels[self.split["train"]], dtype=np.float64)
+        lab = np.where((lab == MISSING) | ~np.isfinite(lab), np.nan, lab)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing label → NaN → null
+            lo, hi = np.nanmin(lab, axis=0), np.nanmax(lab, axis=0)
+        as_list = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
+        return {"min": as_list(lo), "max": as_list(hi), "source": "training set"}
 
     def finish(self) -> Any:
         """Build the :class:`TrainedModel` (network in eval mode, on the CPU), save it when there is
