@@ -13,8 +13,7 @@ Names are imported on first use, so ``import starlabels.inference`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from starlabels._lazy import lazy_exports
 
 # ``predict`` is not listed: it is the name of a submodule too; use ``starlabels.predict`` or
 # ``from starlabels.inference.predict import predict``.
@@ -27,10 +26,4 @@ _NAMES = {
     "run_distributed": "starlabels.inference.distributed",
 }
 
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    raise AttributeError(f"module 'starlabels.inference' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _NAMES)
