@@ -75,11 +75,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlabels.errors import InputFileError, StarlabelsError
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -344,22 +347,27 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a training TOML file (format in this module's docstring).
+def read_toml(path: str | Path, parse: Callable[..., T], what: str = "training config") -> T:
+    """Read the TOML file ``path`` and build a config with ``parse(raw, base_dir=folder)``.
 
     Raises :class:`~starlabels.errors.InputFileError` when the file is missing or not TOML, and
-    :class:`ConfigError` (naming the section and key) for bad values.
+    :class:`ConfigError` (prefixed with the file name) for bad values.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "training config file does not exist")
+        raise InputFileError(path, f"{what} file does not exist")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(path, f"not a valid TOML file: {exc}") from None
     try:
-        cfg = config_from_dict(raw, base_dir=path.resolve().parent)
+        return parse(raw, base_dir=path.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    cfg.source = str(path.resolve())
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a training TOML file (format in this module's docstring); errors as :func:`read_toml`."""
+    cfg = read_toml(path, config_from_dict)
+    cfg.source = str(Path(path).resolve())
     return cfg

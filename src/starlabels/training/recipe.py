@@ -122,7 +122,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,19 +130,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from starlabels.constants import MISSING
-from starlabels.errors import InputFileError
 from starlabels.training.config import (
     ConfigError,
     SplitConfig,
     StratifiedConfig,
     TrainConfig,
     config_from_dict,
+    read_toml,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the tomli backport
-    import tomli as tomllib
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -299,23 +293,10 @@ def recipe_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None)
 
 
 def load_recipe(path: str | Path) -> RecipeConfig:
-    """Read a recipe TOML file (format in this module's docstring).
-
-    Raises :class:`~starlabels.errors.InputFileError` when the file is missing or not TOML and
-    :class:`~starlabels.training.config.ConfigError` for bad values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "recipe config file does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"not a valid TOML file: {exc}") from None
-    try:
-        cfg = recipe_from_dict(raw, base_dir=path.resolve().parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    cfg.source = cfg.train.source = str(path.resolve())
+    """Read a recipe TOML file (format in this module's docstring); errors as
+    :func:`~starlabels.training.config.read_toml`."""
+    cfg = read_toml(path, recipe_from_dict, what="recipe config")
+    cfg.source = cfg.train.source = str(Path(path).resolve())
     return cfg
 
 
