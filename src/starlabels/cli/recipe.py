@@ -12,8 +12,6 @@ dataset from label catalogs are documented in :mod:`starlabels.training.recipe` 
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 
@@ -58,15 +56,7 @@ def apogee_net(config: str, output: str | None, resume: bool, overwrite: bool, d
         raise click.UsageError("--resume and --overwrite exclude each other")
     try:
         cfg = load_recipe(config)
-        tc = cfg.train
-        if device is not None:
-            tc.training = dataclasses.replace(tc.training, device=device)
-        if epochs is not None:
-            tc.training = dataclasses.replace(tc.training, epochs=epochs)
-        if output is not None:
-            tc.output = dataclasses.replace(tc.output, folder=output)
-        if overwrite:
-            tc.output = dataclasses.replace(tc.output, overwrite=True)
+        cfg.train.override(device=device, epochs=epochs, output=output, overwrite=overwrite)
         result = _run(cfg, resume)
     except (StarlabelsError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -50,8 +50,6 @@ the command trains with DistributedDataParallel, one rank per process.
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
 
@@ -76,17 +74,10 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
     from starlabels.training.config import load_config
 
     try:
-        cfg = load_config(config)
-        if device is not None:
-            cfg.training = dataclasses.replace(cfg.training, device=device)
-        if epochs is not None:
-            cfg.training = dataclasses.replace(cfg.training, epochs=epochs)
-        if output is not None:
-            cfg.output = dataclasses.replace(cfg.output, folder=output)
-        if overwrite:
-            cfg.output = dataclasses.replace(cfg.output, overwrite=True)
         if resume and overwrite:
             raise click.UsageError("--resume and --overwrite exclude each other")
+        cfg = load_config(config)
+        cfg.override(device=device, epochs=epochs, output=output, overwrite=overwrite)
         model = _run(cfg, resume)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from None

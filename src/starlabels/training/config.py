@@ -294,6 +294,24 @@ class TrainConfig:
         """JSON-serialisable copy (stored in the model's training provenance)."""
         return asdict(self)
 
+    def override(
+        self,
+        *,
+        device: str | None = None,
+        epochs: int | None = None,
+        output: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Apply command-line overrides in place (None leaves the TOML value)."""
+        if device is not None:
+            self.training = dataclasses.replace(self.training, device=device)
+        if epochs is not None:
+            self.training = dataclasses.replace(self.training, epochs=epochs)
+        if output is not None:
+            self.output = dataclasses.replace(self.output, folder=output)
+        if overwrite:
+            self.output = dataclasses.replace(self.output, overwrite=True)
+
 
 def _build(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
