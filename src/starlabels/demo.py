@@ -313,6 +313,20 @@ def _preprocess_config(source: Any, survey: Any, train_rows: np.ndarray) -> tupl
     return PreprocessConfig.from_mask(mask, degree=2), f"{how} ({int(mask.sum())} pixels)"
 
 
+def _preprocess_pool(pre: Any, survey: Any, n: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` spectra of the survey preprocessed with ``pre``, chunk by chunk into
+    preallocated float32 arrays (no full-size temporaries)."""
+    from starlabels.utils import progress
+
+    flux = np.empty((n, pre.n_pixels), np.float32)
+    error = np.empty((n, pre.n_pixels), np.float32)
+    starts = range(0, n, chunk)
+    for a in progress(starts, desc="continuum", total=len(starts), unit="chunk"):
+        b = min(n, a + chunk)
+        flux[a:b], error[a:b] = pre.apply(survey.flux[a:b], survey.error[a:b], survey.bitmask[a:b])
+    return flux, error
+
+
 def _mc_dev_loss(trainer: Any, seed: int, passes: int = 1) -> Callable[[], float]:
     """The dev loss with dropout on (MC dropout), as the network is used at prediction time.
 
@@ -474,11 +488,15 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     pre, pre_text = _preprocess_config(source, survey, train)
     say(f"[2/5] Training a Bayesian CNN (bcnn, robust loss, up to {cfg.epochs} epochs, early stopping "
         f"on the dev loss) on spectra continuum-normalised with {pre_text} ...")
-    pool_slice = slice(0, cfg.n_train)  # views, not copies, of the training pool's spectra
+    pre_flux, pre_error = _preprocess_pool(pre, survey, cfg.n_train)
+    # keep the raw spectra of the dev and test stars only (calibration and prediction take raw
+    # apStar flux, like real data); the training pool's raw spectra are no longer needed
+    raw = {k: (getattr(survey, k)[dev], getattr(survey, k)[test]) for k in ("flux", "error", "bitmask")}
+    survey.flux = survey.error = survey.bitmask = None  # type: ignore[assignment]
     data = TrainingData.from_arrays(
-        survey.flux[pool_slice], survey.labels[pool][:, cols], names, error=survey.error[pool_slice],
-        bitmask=survey.bitmask[pool_slice], label_errors=survey.label_errors[pool][:, cols],
-        label_units=units, groups=survey.group[pool],
+        pre_flux, survey.labels[pool][:, cols], names, error=pre_error,
+        label_errors=survey.label_errors[pool][:, cols], label_units=units, groups=survey.group[pool],
+        grid=pre.output_grid, preprocessing=pre.to_dict(),
     )
     seed_everything(cfg.seed)
     network = build_network("bcnn", n_labels=len(names), n_pixels=pre.n_pixels, dropout=cfg.dropout)
@@ -513,8 +531,8 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     say(f"[3/5] Calibrating the MC-dropout uncertainties ({cfg.n_samples} passes per spectrum) on the "
         f"{len(dev)} dev stars against their true labels ...")
     entry = calibrate(
-        model, survey.flux[dev], survey.error[dev], survey.true_labels[dev][:, cols],
-        uncertainty="mc_dropout", n_samples=cfg.n_samples, seed=cfg.seed, bitmask=survey.bitmask[dev],
+        model, raw["flux"][0], raw["error"][0], survey.true_labels[dev][:, cols],
+        uncertainty="mc_dropout", n_samples=cfg.n_samples, seed=cfg.seed, bitmask=raw["bitmask"][0],
         device=cfg.device,
     )
     scales = entry["scales"]
@@ -527,8 +545,8 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     say(f"[4/5] Predicting the {len(test)} held-out stars with calibrated MC-dropout uncertainties "
         f"({cfg.n_samples} passes) ...")
     pred = starlabels.predict(
-        model, survey.flux[test], survey.error[test], uncertainty="mc_dropout", n_samples=cfg.n_samples,
-        bitmask=survey.bitmask[test], seed=cfg.seed + 1, snr=survey.snr[test], device=cfg.device,
+        model, raw["flux"][1], raw["error"][1], uncertainty="mc_dropout", n_samples=cfg.n_samples,
+        bitmask=raw["bitmask"][1], seed=cfg.seed + 1, snr=survey.snr[test], device=cfg.device,
     )
     n_flagged = int(np.count_nonzero(pred.flags))
     say(f"      {len(pred)} stars, {n_flagged} with a quality flag set ({_duration(lap('predict', t0))})")
