@@ -88,6 +88,9 @@ ABUNDANCE_NOISE = 0.03
 QUICK: dict[str, int] = {"n_train": 160, "n_test": 40, "epochs": 2, "n_samples": 8}
 #: Smallest dev set (early stopping and calibration need a few stars per label).
 MIN_DEV = 10
+#: Training spectra used to select continuum pixels for an emulator (a linear model per pixel
+#: needs far fewer; more only costs memory: float64 copies of every spectrum).
+CONTINUUM_SELECTION_ROWS = 1000
 #: Stars simulated per step of the progress bar.
 SIM_CHUNK = 150
 
@@ -305,11 +308,11 @@ def _preprocess_config(source: Any, survey: Any, train_rows: np.ndarray) -> tupl
         mask = gen.continuum_pixels("aspcap")
         how = "the generator's known continuum pixels"
     else:
+        rows = train_rows[:CONTINUUM_SELECTION_ROWS]
         mask = select_continuum_pixels(
-            survey.flux[train_rows], survey.error[train_rows], survey.labels[train_rows],
-            survey.bitmask[train_rows],
+            survey.flux[rows], survey.error[rows], survey.labels[rows], survey.bitmask[rows],
         )
-        how = "continuum pixels selected from the training spectra"
+        how = f"continuum pixels selected from {len(rows):,} training spectra"
     return PreprocessConfig.from_mask(mask, degree=2), f"{how} ({int(mask.sum())} pixels)"
 
 
