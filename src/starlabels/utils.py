@@ -48,3 +48,26 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (else set and restore)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_default_permissions(path: os.PathLike | str, *, directory: bool = False) -> None:
+    """chmod ``path`` to what a plain ``open``/``mkdir`` would give (0666/0777 minus the umask).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create owner-only files (0600/0700); atomic writers that
+    rename such a temporary into place call this so the result can be shared like any file.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())

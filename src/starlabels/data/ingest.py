@@ -35,7 +35,7 @@ from starlabels.data.hdf5 import DatasetWriter
 from starlabels.errors import InputFileError
 from starlabels.io import DEFAULT_LABELS, read_allstar, read_apstar
 from starlabels.preprocess.grids import APSTAR_N_PIXELS
-from starlabels.utils import progress
+from starlabels.utils import give_default_permissions, progress
 
 PATTERNS = ("apStar*.fits", "apStar*.fits.gz", "asStar*.fits", "asStar*.fits.gz")
 SPECTRUM_KEYS = frozenset({"flux", "error", "bitmask", "labels", "label_errors"})
@@ -151,6 +151,7 @@ def _write_skipped(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
             w = csv.writer(fh)
             w.writerow(["file", "reason"])
             w.writerows(skipped)
+        give_default_permissions(tmp)  # mkstemp makes it owner-only (0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

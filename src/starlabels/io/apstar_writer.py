@@ -33,6 +33,7 @@ import numpy as np
 
 from starlabels.errors import InputDataError
 from starlabels.preprocess import grids
+from starlabels.utils import give_default_permissions
 
 __all__ = ["atomic_write_hdulist", "write_apstar", "write_aspcapstar"]
 
@@ -93,6 +94,7 @@ def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: boo
             hdul.writeto(fh, output_verify="exception")
             fh.flush()
             os.fsync(fh.fileno())
+        give_default_permissions(tmp)  # mkstemp makes it owner-only (0600)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -36,6 +36,7 @@ from starlabels.data.normalization import LabelScaler, SpectrumScaler
 from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.models import build_network
 from starlabels.models.layers import LabelNetwork
+from starlabels.utils import give_default_permissions
 
 __all__ = [
     "CONFIG_FILE",
@@ -302,6 +303,7 @@ class TrainedModel:
         # provenance may hold odd objects (dates, enums): stored as their str()
         config_text = json.dumps(self.config_dict(), indent=2, allow_nan=False, default=str)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        give_default_permissions(tmp, directory=True)  # mkdtemp makes it owner-only (0700)
         moved: list[str] = []
         backup: Path | None = None
         try:
@@ -309,6 +311,8 @@ class TrainedModel:
             save_file(self.tensors(), str(tmp / WEIGHTS_FILE), metadata={"format": "starlabels"})
             if self.history:
                 _write_history(tmp / HISTORY_FILE, self.history)
+            for written in tmp.iterdir():  # safetensors writes its file owner-only (0600)
+                give_default_permissions(written)
             if folder.exists():
                 for entry in sorted(os.listdir(folder)):
                     if entry not in _OWN_FILES:
