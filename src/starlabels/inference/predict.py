@@ -446,6 +446,16 @@ def predict(
             "uncertainty='mc_dropout' needs a network trained with dropout (p > 0); this model has "
             "none — use uncertainty='noise' or 'delta'"
         )
+    if uncertainty is None and im.trained.network.has_variance and U.has_active_dropout(
+        im.physical.network
+    ):
+        warnings.warn(
+            "this Bayesian network was trained with Monte-Carlo dropout; its predictions with "
+            "dropout off (uncertainty=None) can be much worse than the MC-dropout mean — use "
+            "uncertainty='mc_dropout'",
+            UserWarning,
+            stacklevel=2,
+        )
     f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
     if uncertainty in ("noise", "delta") and not has_error:
         raise InputDataError(f"uncertainty={uncertainty!r} needs per-pixel errors (error=...)")
