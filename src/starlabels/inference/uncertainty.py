@@ -260,6 +260,38 @@ def has_active_dropout(module: nn.Module) -> bool:
     )
 
 
+def _replicated_moments(
+    fn: PhysicalNetwork,
+    flux: torch.Tensor,
+    n_samples: int,
+    batch_size: int,
+    *,
+    unbiased: bool,
+    copies: Callable[[slice], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Mean and variance over ``n_samples`` copies per spectrum, copies riding in the batch.
+
+    ``copies(rows)`` returns the (b·S, P) spectrum-major copies of the spectra ``rows``; chunks
+    of rows keep b·S near ``batch_size``. Returns ``mean``, ``var`` (N, L) over the copies and the
+    mean predicted variance (N, L), or None for a network without a variance head.
+    """
+    n, L = flux.shape[0], fn.n_labels
+    mean = flux.new_empty((n, L))
+    var = flux.new_empty((n, L))
+    ale = None
+    for sl in _chunks(n, _rows_per_chunk(batch_size, n_samples)):
+        b = sl.stop - sl.start
+        m, v = fn(copies(sl))
+        m = m.reshape(b, n_samples, L)
+        mean[sl] = m.mean(dim=1)
+        var[sl] = m.var(dim=1, unbiased=unbiased)
+        if v is not None:
+            if ale is None:
+                ale = flux.new_empty((n, L))
+            ale[sl] = v.reshape(b, n_samples, L).mean(dim=1)
+    return mean, var, ale
+
+
 def _rows_per_chunk(batch_size: int, n_samples: int) -> int:
     """How many spectra fit in one forward pass of ``batch_size`` rows with ``n_samples`` copies."""
     return max(1, int(batch_size) // max(1, int(n_samples)))
@@ -311,22 +343,11 @@ def mc_dropout(
         )
     if dropout_context is None:
         from starlabels.models.layers import mc_dropout as dropout_context
-    n, L = flux.shape[0], fn.n_labels
-    mean = flux.new_empty((n, L))
-    epi = flux.new_empty((n, L))
-    ale = None
     with _seeded(seed, flux.device), dropout_context(fn.network), torch.inference_mode():
-        for sl in _chunks(n, _rows_per_chunk(batch_size, n_samples)):
-            b = sl.stop - sl.start
-            rep = flux[sl].repeat_interleave(n_samples, dim=0)  # (b·S, P), spectrum-major
-            m, v = fn(rep)
-            m = m.reshape(b, n_samples, L)
-            mean[sl] = m.mean(dim=1)
-            epi[sl] = m.var(dim=1, unbiased=False)
-            if v is not None:
-                if ale is None:
-                    ale = flux.new_empty((n, L))
-                ale[sl] = v.reshape(b, n_samples, L).mean(dim=1)
+        mean, epi, ale = _replicated_moments(
+            fn, flux, n_samples, batch_size, unbiased=False,
+            copies=lambda sl: flux[sl].repeat_interleave(n_samples, dim=0),  # spectrum-major
+        )
     parts = {"epistemic": epi}
     if ale is not None:
         parts["aleatoric"] = ale
@@ -357,27 +378,20 @@ def noise_realisations(
     if n_samples < 2:
         raise InputDataError("noise realisations need n_samples >= 2 to measure a scatter")
     sigma = effective_errors(error, error_cap=error_cap, bad_error=bad_error)
-    n, P, L = flux.shape[0], flux.shape[1], fn.n_labels
+    P = flux.shape[1]
     gen = generator
     if gen is None:
         gen = torch.Generator(device=flux.device)
         gen.manual_seed(int(seed) if seed is not None else fresh_seed())
-    mean = flux.new_empty((n, L))
-    var = flux.new_empty((n, L))
-    ale = None
+
+    def noisy_copies(sl: slice) -> torch.Tensor:
+        b = sl.stop - sl.start
+        eps = torch.randn((b, n_samples, P), generator=gen, device=flux.device, dtype=flux.dtype)
+        return (flux[sl].unsqueeze(1) + eps * sigma[sl].unsqueeze(1)).reshape(b * n_samples, P)
+
     with _eval_mode(fn), torch.inference_mode():
-        for sl in _chunks(n, _rows_per_chunk(batch_size, n_samples)):
-            b = sl.stop - sl.start
-            eps = torch.randn((b, n_samples, P), generator=gen, device=flux.device, dtype=flux.dtype)
-            rep = (flux[sl].unsqueeze(1) + eps * sigma[sl].unsqueeze(1)).reshape(b * n_samples, P)
-            m, v = fn(rep)
-            m = m.reshape(b, n_samples, L)
-            mean[sl] = m.mean(dim=1)
-            var[sl] = m.var(dim=1, unbiased=True)
-            if v is not None:
-                if ale is None:
-                    ale = flux.new_empty((n, L))
-                ale[sl] = v.reshape(b, n_samples, L).mean(dim=1)
+        mean, var, ale = _replicated_moments(fn, flux, n_samples, batch_size, unbiased=True,
+                                             copies=noisy_copies)
     parts = {"noise": var}
     if ale is not None:
         parts["aleatoric"] = ale
