@@ -34,18 +34,13 @@ from starlabels.constants import MISSING
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.preprocess import bitmask as bm
 from starlabels.preprocess import grids
+from starlabels.units import label_unit
 
 #: Default label box names of the two emulators shipped in ../shared/data/emulators.
 KURUCZ_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M")
 DWARF_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M", "VMACRO")
-LABEL_UNITS = {"TEFF": "K", "LOGG": "dex", "VMACRO": "km/s"}
 DEFAULT_LABEL_NOISE = {"TEFF": 30.0, "LOGG": 0.05, "FE_H": 0.02, "ALPHA_M": 0.02, "VMACRO": 0.5}
 POPULATIONS = ("giants", "dwarfs", "cool_dwarfs")
-
-
-def label_unit(name: str) -> str:
-    """Unit of a label name (dex for abundances)."""
-    return LABEL_UNITS.get(name.upper(), "dex")
 
 
 # --------------------------------------------------------------------------------------------

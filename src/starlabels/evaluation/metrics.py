@@ -39,6 +39,8 @@ import pandas as pd
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
+from starlabels.units import base_name as _base_name
+from starlabels.units import label_unit
 
 #: Scale factor from the median absolute deviation to a Gaussian σ (astroNN eq. 9).
 MAD_TO_SIGMA = 1.4826
@@ -56,24 +58,7 @@ TableLike = Any  # astropy Table | pandas DataFrame | Mapping[str, array] | stru
 # label names, units and display strings
 # --------------------------------------------------------------------------------------------
 
-_UNITS = {"TEFF": "K", "LOGG": "dex", "VMICRO": "km/s", "VMACRO": "km/s", "VSINI": "km/s",
-          "VHELIO": "km/s", "SNR": ""}
 _ELEMENT_SPELLING = {"TIII": "TiII", "CI": "CI", "ALPHA": "α", "M": "M"}
-
-
-def _base_name(name: str) -> str:
-    """``TEFF_ERR_NOISE`` → ``TEFF``: strip the uncertainty suffixes of catalog columns."""
-    return re.sub(r"_ERR(_[A-Z]+)?$", "", name.upper())
-
-
-def label_unit(name: str) -> str:
-    """Unit of a label (or of its ``_ERR`` columns): ``TEFF`` → ``"K"``, abundances → ``"dex"``."""
-    base = _base_name(name)
-    if base in _UNITS:
-        return _UNITS[base]
-    if base == "FE_H" or re.fullmatch(r"[A-Z]+_(FE|H|M)", base):
-        return "dex"
-    return ""
 
 
 def element_name(symbol: str) -> str:

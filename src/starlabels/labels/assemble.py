@@ -29,10 +29,10 @@ import numpy as np
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 from starlabels.labels.mdwarf import column_as_float, column_as_str, find_column, table_columns
+from starlabels.units import label_unit
 
 #: Label columns of the assembled table (allStar names: K, dex, dex).
 LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H")
-LABEL_UNITS: dict[str, str] = {"TEFF": "K", "LOGG": "dex", "FE_H": "dex"}
 #: Units attached to the table columns (dex is not a FITS unit, so it goes in the description).
 _TABLE_UNITS: dict[str, str] = {"TEFF": "K"}
 #: Group names, highest precedence first.
@@ -177,7 +177,7 @@ def assemble_labels(
     for lab in labels:
         for c in (lab, f"{lab}_ERR"):
             out[c].unit = _TABLE_UNITS.get(lab)
-            out[c].description = f"{c} ({LABEL_UNITS.get(lab, '')}; {MISSING:g} = missing)"
+            out[c].description = f"{c} ({label_unit(lab)}; {MISSING:g} = missing)"
     out["group"] = group.astype(str)
     for g in PRECEDENCE:
         out.meta[f"n_{g}"] = int(np.count_nonzero(group == g))
