@@ -103,30 +103,33 @@ class _InterruptError(Exception):
     pass
 
 
-def _resume_setup(tmp_path, arrays, tiny_net, name, callbacks=(), resume=False):
+def _resume_setup(tmp_path, arrays, tiny_net, name, callbacks=(), resume=False, **training):
     data = _data(arrays, n=260, seed=2)
     torch.manual_seed(7)
     net = tiny_net(64, 2, dropout=0.3)
     return Trainer(net, data, _split(260, 40, 20),
                    optimiser=OptimiserConfig(learning_rate=5e-3, lr_patience=1),
-                   training=TrainingConfig(epochs=5, patience=10, batch_size=16, seed=11, device="cpu"),
+                   training=TrainingConfig(epochs=5, patience=10, batch_size=16, seed=11, device="cpu",
+                                           **training),
                    spectrum_scaling="centered", folder=tmp_path / name, callbacks=callbacks, resume=resume)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, arrays, tiny_net):
-    full = _resume_setup(tmp_path, arrays, tiny_net, "full")
+@pytest.mark.parametrize("training", [{}, {"augment": {"snr": [5, 50]}, "dev_mc_samples": 2}],
+                         ids=["plain", "augmented-mc-dev"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, arrays, tiny_net, training):
+    full = _resume_setup(tmp_path, arrays, tiny_net, "full", **training)
     full.fit()
 
     def stop_after_two(trainer, row):
         if row["epoch"] == 2:
             raise _InterruptError
 
-    part = _resume_setup(tmp_path, arrays, tiny_net, "part", callbacks=[stop_after_two])
+    part = _resume_setup(tmp_path, arrays, tiny_net, "part", callbacks=[stop_after_two], **training)
     with pytest.raises(_InterruptError):
         part.fit()
     torch.manual_seed(12345)  # a resumed process starts with unrelated RNG state
     np.random.seed(99)
-    resumed = _resume_setup(tmp_path, arrays, tiny_net, "part", resume=True)
+    resumed = _resume_setup(tmp_path, arrays, tiny_net, "part", resume=True, **training)
     assert resumed.state["epoch"] == 2 and len(resumed.history) == 2
     resumed.fit()
     keys = ("epoch", "train_loss", "dev_loss", "lr")

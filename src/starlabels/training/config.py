@@ -50,6 +50,11 @@ holding the file. Every section and key is optional except ``[data] files`` and
     batch_size = 64
     seed = 0
     device = "auto"                      # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+    dev_mc_samples = 0                   # > 0: dev loss with dropout on, mean over this many passes
+    [training.augment]                   # optional noise augmentation (starlabels.data.augment)
+    snr = [15, 400]                      # target SNR, log-uniform; noisier spectra are left as they are
+    fraction = 0.8                       # share of each batch's rows degraded
+    dev = true                           # dev loss on one fixed degraded copy of the dev rows
 
     [stratified]                         # optional: APOGEE Net §3.4 adaptation after training
     focus_groups = ["mdwarf", "yso"]
@@ -215,7 +220,14 @@ class OptimiserConfig:
 
 @dataclass
 class TrainingConfig:
-    """Loop settings: loss name, epochs (maximum), early-stopping patience, batch size, seed, device."""
+    """Loop settings: loss name, epochs (maximum), early-stopping patience, batch size, seed, device.
+
+    ``augment``: noise augmentation of the training batches, ``{"snr": [lo, hi], "fraction": p,
+    "dev": bool}`` (:class:`starlabels.data.augment.NoiseAugmentation`; ``dev`` also scores the
+    dev loss on one fixed degraded copy of the dev rows), or None. ``dev_mc_samples`` > 0 computes
+    the dev loss with dropout on (the mean loss over that many passes with fixed masks), as a
+    Monte-Carlo-dropout network is used at prediction time; 0 runs it in eval mode.
+    """
 
     loss: str = "mse"
     epochs: int = 100
@@ -224,6 +236,8 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     min_delta: float = 0.0
+    augment: dict[str, Any] | None = None
+    dev_mc_samples: int = 0
 
     def __post_init__(self) -> None:
         self.loss = self.loss.lower()
@@ -231,6 +245,19 @@ class TrainingConfig:
             raise ConfigError(f"[training] loss must be one of {LOSSES}, got {self.loss!r}")
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ConfigError("[training] epochs, patience and batch_size must be >= 1")
+        if self.dev_mc_samples < 0:
+            raise ConfigError("[training] dev_mc_samples must be >= 0")
+        if self.augment is not None:
+            try:
+                self.augment = self.noise_augmentation().to_dict()  # type: ignore[union-attr]
+            except (TypeError, KeyError, ValueError) as exc:
+                raise ConfigError(f"[training.augment] {exc}") from None
+
+    def noise_augmentation(self) -> Any:
+        """The :class:`~starlabels.data.augment.NoiseAugmentation` of ``augment`` (or None)."""
+        from starlabels.data.augment import NoiseAugmentation
+
+        return NoiseAugmentation.from_value(None if self.augment is None else dict(self.augment))
 
     @property
     def torch_device(self) -> str | None:

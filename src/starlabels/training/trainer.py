@@ -37,6 +37,7 @@ Use :func:`train_from_config` for a TOML-described run (``starlabels train``) or
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import io
@@ -620,6 +621,7 @@ class Trainer:
             shuffle = "full" if data.random_access else "chunks"
         self.shuffle = shuffle
         self.seed = int(self.training_cfg.seed)
+        self.augment = self.training_cfg.noise_augmentation()
         self.device = (
             distributed.device if distributed is not None else get_device(self.training_cfg.torch_device)
         )
@@ -758,6 +760,20 @@ class Trainer:
         x = np.asarray(self.spectrum_scaler.transform(flux), dtype=_FLOAT)
         return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
 
+    def _read(self, rows: np.ndarray, rng: np.random.Generator | None):
+        """``data.read(rows)``, noise-augmented with ``rng`` when augmentation is configured.
+
+        Augmentation acts on the spectra as stored (raw, or already preprocessed when the data
+        say so or were preprocessed in memory), before the per-block preprocessing.
+        """
+        flux, error, bitmask = self.data.read(rows)
+        if self.augment is None or rng is None:
+            return flux, error, bitmask
+        if error is None:
+            raise TrainingError("noise augmentation needs flux errors; the training data have none")
+        flux, error = self.augment(flux, error, rng, bitmask)
+        return flux, error, bitmask
+
     def iter_batches(self, rows: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
         """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``.
 
@@ -777,7 +793,7 @@ class Trainer:
             batches = [order[i * bs:(i + 1) * bs] for i in range(b0, min(b0 + per_block, n_batches))]
             mine = [shard(b, self.rank, self.world_size) for b in batches]
             need = np.unique(np.concatenate(mine))
-            flux, _ = self._preprocess_block(*self.data.read(need))
+            flux, _ = self._preprocess_block(*self._read(need, rng))
             x_all = self._to_input(flux)
             if self.device.type == "cuda":
                 x_all = x_all.pin_memory()  # lets the host→GPU copies run asynchronously
@@ -822,25 +838,46 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, rows: np.ndarray, by_group: bool = False) -> float | dict[str, float]:
-        """Mean per-sample loss over ``rows`` (eval mode), or ``{group: loss}`` with ``by_group``."""
+        """Mean per-sample loss over ``rows``, or ``{group: loss}`` with ``by_group``.
+
+        Eval mode, or with dropout on averaged over ``dev_mc_samples`` passes (fixed masks, drawn
+        without touching the training's random stream) when that is > 0 and the network has
+        dropout. With noise augmentation whose ``dev`` is set, the rows are scored on one fixed
+        degraded copy (the same noise at every call).
+        """
+        from starlabels.inference.uncertainty import has_active_dropout
+        from starlabels.models.layers import mc_dropout
+
         self.network.eval()
+        passes = int(self.training_cfg.dev_mc_samples)
+        mc = passes > 0 and has_active_dropout(self.network)
+        passes = passes if mc else 1
+        aug_rng = np.random.default_rng([self.seed, 104729]) if self.augment and self.augment.dev else None
         rows = np.asarray(rows, dtype=np.int64)
         mine = rows[self.rank::self.world_size]
         losses_out = np.zeros(len(mine), dtype=np.float64)
         k = 0
-        for a in range(0, len(mine), self.chunk_rows * self.buffer_chunks):
-            blk = mine[a:a + self.chunk_rows * self.buffer_chunks]
-            flux, _ = self._preprocess_block(*self.data.read(blk))
-            x_all = self._to_input(flux)
-            y_all, e_all = self._targets(blk)
-            for i in range(0, len(blk), self.eval_batch_size):
-                x = x_all[i:i + self.eval_batch_size].to(self.device)
-                y = torch.from_numpy(y_all[i:i + self.eval_batch_size]).to(self.device)
-                e = torch.from_numpy(e_all[i:i + self.eval_batch_size]).to(self.device)
-                mean, log_var = self._forward(self.network, x)
-                per = per_sample_loss(self.training_cfg.loss, mean, log_var, y, e)
-                losses_out[k:k + per.shape[0]] = per.double().cpu().numpy()
-                k += per.shape[0]
+        forked = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked, enabled=mc), \
+                (mc_dropout(self.network) if mc else contextlib.nullcontext()):
+            if mc:
+                torch.manual_seed(self.seed + 7)
+            for a in range(0, len(mine), self.chunk_rows * self.buffer_chunks):
+                blk = mine[a:a + self.chunk_rows * self.buffer_chunks]
+                flux, _ = self._preprocess_block(*self._read(blk, aug_rng))
+                x_all = self._to_input(flux)
+                y_all, e_all = self._targets(blk)
+                for i in range(0, len(blk), self.eval_batch_size):
+                    x = x_all[i:i + self.eval_batch_size].to(self.device)
+                    y = torch.from_numpy(y_all[i:i + self.eval_batch_size]).to(self.device)
+                    e = torch.from_numpy(e_all[i:i + self.eval_batch_size]).to(self.device)
+                    loss = self.training_cfg.loss
+                    per = sum(
+                        per_sample_loss(loss, *self._forward(self.network, x), y, e).double()
+                        for _ in range(passes)
+                    ) / passes
+                    losses_out[k:k + per.shape[0]] = per.cpu().numpy()
+                    k += per.shape[0]
         if not by_group:
             s = self._all_sum(torch.tensor([losses_out.sum(), float(len(mine))], dtype=torch.float64,
                                             device=self.device))
