@@ -645,10 +645,11 @@ def _finish(
         flags[valid] |= F.bit("NO_UNCERTAINTY")
     else:
         if calibrated and entry is not None:
-            scales = np.array([float(entry["scales"].get(k, 1.0)) for k in im.label_names])
+            from starlabels.inference.calibration import apply_calibration
+
+            parts, scales = apply_calibration(parts, list(im.label_names), entry)
             applied = True
-            parts = {k: v * scales**2 for k, v in parts.items()}
-            total = total * scales**2
+            total = U.total_variance(parts)
         else:
             flags[valid] |= F.bit("UNCALIBRATED")
         std = np.sqrt(total)
