@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -192,3 +193,31 @@ def test_kaiming_init_and_standardising_scaler(acc):
     assert np.allclose(x.mean(axis=0), 0.0, atol=1e-5)
     assert np.allclose(x.std(axis=0)[:5], 1.0, atol=1e-4)
     assert np.all(x[:, 5] == 0.0)
+
+
+def test_calibration_set_degrades_the_dev_spectra_and_calibration_text(acc):
+    from starlabels.data.augment import spectrum_snr
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    @dataclasses.dataclass
+    class Survey:
+        flux: np.ndarray
+        error: np.ndarray
+        bitmask: np.ndarray
+        snr: np.ndarray
+        true_labels: np.ndarray
+
+    rng = np.random.default_rng(0)
+    flux = 100 + 10 * rng.random((300, 500))
+    dev = Survey(flux, flux / 300.0, np.zeros(flux.shape, np.int32), np.full(300, 300.0), np.zeros((300, 4)))
+    pp = PreprocessConfig(kind="raw")
+    assert acc.calibration_set(dev, {}, pp) is dev
+    cal = acc.calibration_set(dev, {"snr": [15, 150]}, pp)
+    snr = spectrum_snr(cal.flux, cal.error)
+    assert snr.min() > 14 and snr.max() < 152 and np.median(snr) < 60
+    np.testing.assert_allclose(cal.snr, snr, rtol=0.03)
+    np.testing.assert_array_equal(cal.true_labels, dev.true_labels)
+    assert acc.calibration_text({"scales": {"TEFF": 1.234}}, "TEFF") == "×1.23"
+    assert acc.calibration_text({"scales": {"TEFF": 2.0}, "floor": {"TEFF": 15.0}}, "TEFF") == "×2.00 ⊕ 15.0"
+    parts = {"scales": {"LOGG": 1.0}, "part_scales": {"LOGG": {"epistemic": 0.3, "aleatoric": 0.9}}}
+    assert acc.calibration_text(parts, "LOGG") == "epistemic ×0.30, aleatoric ×0.90"

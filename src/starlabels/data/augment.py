@@ -28,6 +28,7 @@ import numpy as np
 
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import bad_pixels
+from starlabels.preprocess.masking import is_rejected_error
 
 #: APOGEE_PIXMASK bits by name or number; None: the library's default rejection bits.
 Bits = Sequence[str | int] | None
@@ -38,7 +39,7 @@ __all__ = ["NoiseAugmentation", "degrade_snr", "spectrum_snr"]
 def _usable(
     flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | None, reject_bits: Bits, max_error_ratio: float
 ) -> np.ndarray:
-    ok = np.isfinite(flux) & np.isfinite(error) & (error > 0)
+    ok = np.isfinite(flux) & np.isfinite(error) & (error > 0) & ~is_rejected_error(error)
     if bitmask is not None:
         ok &= ~bad_pixels(bitmask, reject_bits)
     med = np.median(np.where(ok, error, np.inf), axis=-1, keepdims=True)  # inf sorts last
