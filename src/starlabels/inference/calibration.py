@@ -69,6 +69,8 @@ CALIBRATION_FORMAT = 1
 PERCENTILE = 99.0
 #: Calibration models of :func:`fit_scales` (module docstring).
 CALIBRATION_MODELS = ("scale", "parts", "floor")
+#: Variance parts a calibration never scales.
+UNSCALED_PARTS = ("coverage",)
 #: Key of the calibration details in the model's ``training`` provenance.
 INFO_KEY = "uncertainty_calibration"
 
@@ -227,18 +229,22 @@ def apply_calibration(
     """Calibrated variance parts ((N, L) each) and the (L,) overall ``scales`` of an entry.
 
     Each part is multiplied by (scale × its part scale)²; a floor adds a part ``"floor"`` (f²
-    where the other parts are finite).
+    where the other parts are finite). The label-coverage part (``"coverage"``,
+    :mod:`starlabels.inference.coverage`) is left as it is: it is ~0 where calibrations are fitted.
     """
     scales = np.array([float(entry["scales"].get(k, 1.0)) for k in label_names])
     ps = entry.get("part_scales") or {}
     out = {}
     for p, v in parts.items():
+        if p in UNSCALED_PARTS:
+            out[p] = v
+            continue
         factor = np.array([float((ps.get(k) or {}).get(p, 1.0)) for k in label_names])
         out[p] = v * (scales * factor) ** 2
     floor = entry.get("floor") or {}
     if floor and parts:
         f2 = np.array([float(floor.get(k, 0.0)) for k in label_names]) ** 2
-        finite = np.all([np.isfinite(v) for v in parts.values()], axis=0)
+        finite = np.all([np.isfinite(v) for p, v in parts.items() if p not in UNSCALED_PARTS], axis=0)
         out["floor"] = np.where(finite, f2, np.nan)
     return out, scales
 
@@ -290,7 +296,7 @@ def calibrate(
     im = resolve(model)
     tm = im.trained
     pred = predict(im, dev_flux, dev_error, uncertainty=uncertainty, n_samples=n_samples,
-                   calibrated=False, seed=seed, **predict_kwargs)
+                   calibrated=False, seed=seed, coverage=False, **predict_kwargs)
     labels = np.asarray(dev_labels, np.float64)
     if labels.ndim == 1:
         labels = labels[:, None] if len(im.label_names) == 1 else labels[None, :]

@@ -122,6 +122,7 @@ class InferenceModel:
     name: str
     version: str
     folder: Path | None = None
+    coverage: Any = None
 
     @property
     def calibration(self) -> dict:
@@ -170,6 +171,7 @@ def resolve(model: Any) -> InferenceModel:
         return model
     folder = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
     tm = load(model)
+    folder = folder or getattr(tm, "source_folder", None)
     net = tm.network
     n_pixels = int(net.n_pixels)
     n_labels = int(net.n_labels)
@@ -192,11 +194,17 @@ def resolve(model: Any) -> InferenceModel:
             f"the model's preprocessing gives {preprocessing.n_pixels} pixels but its network "
             f"takes {n_pixels}"
         )
+    cov = getattr(tm, "coverage", None)
+    if cov is None and folder is not None:
+        from starlabels.inference.coverage import load_coverage
+
+        cov = load_coverage(folder, net, names)
+        tm.coverage = cov
     return InferenceModel(
         trained=tm, physical=physical, label_names=names, label_units=units,
         preprocessing=preprocessing, n_pixels=n_pixels, label_range=_label_range(tm, n_labels),
         name=folder.name if folder is not None else str(getattr(tm, "architecture", type(net).__name__)),
-        version=_model_version(tm), folder=folder,
+        version=_model_version(tm), folder=folder, coverage=cov,
     )
 
 
@@ -386,6 +394,7 @@ def predict(
     max_masked_fraction: float = F.MAX_MASKED_FRACTION,
     ood_factor: float = F.OOD_FACTOR,
     chunk_size: int = CHUNK_SIZE,
+    coverage: bool = True,
 ) -> Prediction:
     """Predict labels (and uncertainties) for spectra.
 
@@ -426,6 +435,9 @@ def predict(
         Flag thresholds (see :mod:`starlabels.inference.flags`).
     chunk_size:
         Spectra preprocessed per step.
+    coverage:
+        Add the label-coverage variance part ``"coverage"`` when the model has one fitted
+        (:func:`starlabels.inference.coverage.fit_coverage`; with any ``uncertainty``).
 
     Returns
     -------
@@ -488,6 +500,11 @@ def predict(
             xt = torch.from_numpy(x).to(dev)
             et = torch.from_numpy(xe).to(dev) if has_error else None
             m, p = _run(phys, xt, et, method, n_samples, batch_size, gen, error_cap)
+            if coverage and im.coverage is not None:
+                from starlabels.inference.coverage import embed_input
+
+                p["coverage"] = im.coverage.variance(embed_input(im, xt, batch_size=batch_size),
+                                                     snr_c[ok] if has_error else None)
             rows = np.arange(sl.start, sl.stop)[ok]
             mean[rows] = m
             for k, v in p.items():

@@ -93,5 +93,10 @@ class ApogeeNet(LabelNetwork):
         self.check_input(x)
         return self.head(self.features(x)), None
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, P) → (N, HIDDEN): the input of the output layer (after the last ReLU)."""
+        self.check_input(x)
+        return self.head[:-1](self.features(x))
+
     def config(self) -> dict[str, Any]:
         return {"n_labels": self.n_labels, "n_pixels": self.n_pixels, "dropout": self.dropout}

@@ -139,6 +139,11 @@ class BayesianCNN(LabelNetwork):
         h = self.trunk(x)
         return self.mean_head(h), self.log_var_head(h)
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, P) → (N, hidden[-1]): the trunk's last hidden layer (read by both heads)."""
+        self.check_input(x)
+        return self.trunk(x)
+
     def config(self) -> dict[str, Any]:
         return {
             "n_labels": self.n_labels,

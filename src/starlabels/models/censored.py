@@ -376,6 +376,11 @@ class CensoredBayesianCNN(LabelNetwork):
         el_mean, el_log_var = self.element_forward(x, self.bridge(h, main_mean))
         return torch.cat([main_mean, el_mean], dim=1), torch.cat([main_log_var, el_log_var], dim=1)
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, P) → (N, hidden[-1]): the main branch's last hidden layer."""
+        self.check_input(x)
+        return self.trunk(x)
+
     def apply_constraints(self) -> None:
         """Max-norm on the latent layer: ‖w_j‖₂ ≤ ``max_norm`` for each latent unit j."""
         self.latent_constraint(self.latent.weight)

@@ -454,4 +454,5 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
         raise ModelFormatError(f"{cfg_path}: inconsistent model description: {exc}") from None
     model.to(device)
     network.eval()
+    model.source_folder = folder.resolve()  # where extra files (e.g. coverage.safetensors) are
     return model

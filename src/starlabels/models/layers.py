@@ -175,6 +175,11 @@ class LabelNetwork(nn.Module):
     def apply_constraints(self) -> None:
         """Enforce weight constraints in place; the trainer calls this after every optimiser step."""
 
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, n_pixels) → (N, D): the last hidden layer the label outputs are read from (the
+        label-coverage uncertainty, :mod:`starlabels.inference.coverage`, measures distances there)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define an embedding")
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`~starlabels.errors.InputDataError` unless ``x`` is (N, 1, n_pixels)."""
         if x.ndim != 3 or x.shape[1] != 1 or x.shape[2] != self.n_pixels:
