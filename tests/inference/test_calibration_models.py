@@ -11,6 +11,7 @@ from starlabels.errors import InputDataError
 from starlabels.inference.calibration import (
     apply_calibration,
     calibrate,
+    fit_power,
     fit_scales,
     fit_two_parts,
     sigma_mad,
@@ -74,7 +75,7 @@ def test_parts_entry_is_applied_as_fitted():
     with pytest.raises(InputDataError, match="two variance parts"):
         fit_scales(_prediction({"noise": epi}, mean), true, model="parts")
     with pytest.raises(InputDataError, match="model must be"):
-        fit_scales(pred, true, model="power")
+        fit_scales(pred, true, model="cubic")
 
 
 def test_floor_calibration_round_trip_through_the_model_folder(make_model, tmp_path):
@@ -100,3 +101,33 @@ def test_floor_calibration_round_trip_through_the_model_folder(make_model, tmp_p
     np.testing.assert_allclose(cal.std**2, (s * pred.std) ** 2 + f**2, rtol=1e-9)
     np.testing.assert_allclose(cal.parts["floor"], np.broadcast_to(f**2, cal.std.shape), rtol=1e-12)
     assert cal.calibrated
+
+
+def test_power_model_recovers_the_exponent_and_auto_picks_the_right_model():
+    rng = np.random.default_rng(4)
+    n = 4000
+    sigma = 10 ** rng.uniform(-2, 0, n)
+    snr = 1.0 / sigma  # the noise regime: σ falls with SNR
+    r = rng.normal(size=n) * 0.5 * sigma**1.5
+    s, g = fit_power(r, sigma, snr)
+    assert g == pytest.approx(1.5, abs=0.06)
+    m = np.median(sigma)
+    assert s * m ** (1 - g) == pytest.approx(0.5, rel=0.15)  # s·m·(σ/m)^γ = 0.5 σ^1.5
+    # through fit_scales/apply_calibration, with "auto" choosing per label
+    mean = np.column_stack([r, rng.normal(size=n) * 2.0 * sigma])  # LOGG: a plain scale of 2
+    pred = _prediction({"aleatoric": np.column_stack([sigma, sigma]) ** 2}, mean)
+    pred.snr = snr
+    entry = fit_scales(pred, np.zeros((n, 2)), model="auto")
+    assert entry["models"]["TEFF"] == "power"
+    assert entry["power"]["TEFF"]["exponent"] == pytest.approx(1.5, abs=0.06)
+    parts, _ = apply_calibration(pred.parts, ["TEFF", "LOGG"], entry)
+    std = np.sqrt(parts["aleatoric"])
+    p = entry["power"]["TEFF"]
+    expect = entry["scales"]["TEFF"] * p["pivot"] * (sigma / p["pivot"]) ** p["exponent"]
+    np.testing.assert_allclose(std[:, 0], expect, rtol=1e-9)
+    for lo, hi in ((0, n // 5), (4 * n // 5, n)):  # the noisiest and the cleanest fifth both unit-normal
+        order = np.argsort(snr)[lo:hi]
+        assert sigma_mad(mean[order, 0] / std[order, 0]) == pytest.approx(1.0, abs=0.1)
+    if entry["models"]["LOGG"] == "power":  # a plain scale may be fitted as γ ≈ 1
+        assert entry["power"]["LOGG"]["exponent"] == pytest.approx(1.0, abs=0.06)
+    assert sigma_mad(mean[:, 1] / std[:, 1]) == pytest.approx(1.0, abs=0.02)

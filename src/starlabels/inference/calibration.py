@@ -19,11 +19,21 @@ outliers every survey has, so the calibration makes the *bulk* of the z-distribu
     error, which does not shrink with the noise; f_k is that SNR-independent floor (a variance
     part ``"floor"`` in the calibrated prediction).
 
+``"power"``
+    σ → s_k m (σ/m)^γ_k (m: the dev set's median σ): when σ grows too slowly (γ > 1) or too fast
+    (γ < 1) with the noise — measured on the accuracy benchmark's BCNN, whose [Fe/H] z-widths
+    were 0.79 at SNR 100–200 and 1.28 at 20–60 after the best ``parts`` fit (its MC-dropout factor
+    went to 0: the variance head already covers the dropout noise it was trained with).
+``"auto"``
+    fits each applicable model per label and keeps the one with the lowest SNR-binned objective
+    (``entry["models"]`` says which).
+
 The two-parameter models are fitted on a dev set that spans the SNRs the model will see (e.g. dev
-spectra degraded with :func:`starlabels.data.augment.degrade_snr`): the dev rows are sorted by
-the share of the second part (``parts``) or by σ (``floor``), cut into ``bins`` equal-count bins,
-and the parameters minimise Σ_bins log²σ_MAD(z_bin) + log²σ_MAD(z_all) on a logarithmic grid
-refined three times — every bin, from the noisiest to the cleanest, unit-normal at once.
+spectra degraded with :func:`starlabels.data.augment.degrade_snr`): the dev rows are sorted by SNR
+(or, when all have the same SNR, by the share of the second part for ``parts`` and by σ
+otherwise), cut into ``bins`` equal-count bins, and the parameters minimise Σ_bins
+log²σ_MAD(z_bin) + log²σ_MAD(z_all) on grids refined around the best — every bin, from the
+noisiest to the cleanest, unit-normal at once.
 
 Storage (``config.json`` of the model folder):
 
@@ -44,7 +54,8 @@ Storage (``config.json`` of the model folder):
      "label_range": {"min": [...], "max": [...], "source": "dev set"}}   # only if none is known
 
 ``part_scales`` (model ``parts``; the factor of each variance part, times ``scales``, which is 1
-there) and ``floor`` (model ``floor``, in label units) are absent for the ``scale`` model.
+there), ``floor`` (model ``floor``, in label units) and ``power`` (``{label: {"exponent": γ,
+"pivot": m}}``) are present only for labels calibrated with those models.
 ``sigma_reference`` is the ``percentile``-th percentile of the calibrated σ over the dev set, the
 reference of the HIGH_UNCERTAINTY (out-of-distribution) flag. :func:`starlabels.predict` applies the
 scales of its method by default (``calibrated=False`` turns them off; the UNCALIBRATED flag marks
@@ -68,7 +79,7 @@ from starlabels.inference.predict import Prediction, predict, resolve
 CALIBRATION_FORMAT = 1
 PERCENTILE = 99.0
 #: Calibration models of :func:`fit_scales` (module docstring).
-CALIBRATION_MODELS = ("scale", "parts", "floor")
+CALIBRATION_MODELS = ("scale", "parts", "floor", "power", "auto")
 #: Variance parts a calibration never scales.
 UNSCALED_PARTS = ("coverage",)
 #: Key of the calibration details in the model's ``training`` provenance.
@@ -151,31 +162,93 @@ def fit_two_parts(
     return a * c, b * c
 
 
+def fit_power(
+    resid: np.ndarray, sigma: np.ndarray, order: np.ndarray, *, bins: int = 5
+) -> tuple[float, float]:
+    """(s, γ) of σ → s·m·(σ/m)^γ (m = median σ) minimising the binned σ_MAD objective; s makes
+    σ_MAD of all the z-scores 1. γ on a grid of 0–4 in steps of 0.05, refined to 0.005."""
+    resid, sigma = np.asarray(resid, np.float64), np.asarray(sigma, np.float64)
+    m = float(np.median(sigma))
+    u = sigma / m
+    n_bins = int(max(1, min(bins, len(resid) // 20)))
+    bin_rows = np.array_split(np.argsort(order, kind="stable"), n_bins) if n_bins > 1 else []
+    best_g = 1.0
+    for grid in (np.arange(0.0, 4.0001, 0.05), None):
+        if grid is None:
+            grid = np.arange(best_g - 0.05, best_g + 0.0501, 0.005)
+        base = m * u[None, :] ** grid[:, None]  # (G, n) σ before the common factor
+        z0 = resid[None, :] / base
+        med = np.median(z0, axis=1, keepdims=True)
+        c = 1.4826 * np.median(np.abs(z0 - med), axis=1)
+        obj = _binned_sigma_mad(resid, (base * c[:, None]) ** 2, bin_rows)
+        best_g = float(grid[int(np.argmin(obj))])
+    sc = sigma_mad(resid / (m * u**best_g))
+    return sc, best_g
+
+
+def _objective(resid: np.ndarray, var: np.ndarray, order: np.ndarray, bins: int) -> float:
+    n_bins = int(max(1, min(bins, len(resid) // 20)))
+    bin_rows = np.array_split(np.argsort(order, kind="stable"), n_bins) if n_bins > 1 else []
+    return float(_binned_sigma_mad(resid, var[None, :], bin_rows)[0])
+
+
+def _fit_label(
+    model: str, resid: np.ndarray, parts: dict[str, np.ndarray], order: np.ndarray | None, bins: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One label's calibration: (params, calibrated variance (n,)). ``order``: the SNR (or None:
+    each model's own regime variable)."""
+    v = sum(parts.values())
+    sigma = np.sqrt(v)
+    if model == "scale":
+        sc = sigma_mad(resid / sigma)
+        return {"scale": sc}, v * sc * sc
+    if model == "parts":
+        (p1, v1), (p2, v2) = parts.items()
+        a, b = fit_two_parts(resid, v1, v2, v2 / (v1 + v2) if order is None else order, bins=bins)
+        return {"scale": 1.0, "parts": {p1: a, p2: b}}, a * a * v1 + b * b * v2
+    if model == "floor":
+        unit = float(np.median(v))  # the floor in units of the median σ: a well-scaled grid
+        a, b = fit_two_parts(resid, v, np.full_like(v, unit), v if order is None else order, bins=bins,
+                             allow_zero_second=True)
+        f = b * np.sqrt(unit)
+        return {"scale": a, "floor": f}, a * a * v + f * f
+    sc, g = fit_power(resid, sigma, sigma if order is None else order, bins=bins)
+    m = float(np.median(sigma))
+    return {"scale": sc, "power": g, "pivot": m}, (sc * m * (sigma / m) ** g) ** 2
+
+
 def fit_scales(
     pred: Prediction, labels: np.ndarray, *, percentile: float = PERCENTILE, model: str = "scale",
     bins: int = 5,
 ) -> dict[str, Any]:
     """Fit the calibration of an *uncalibrated* prediction against the true labels.
 
-    ``model``: ``"scale"``, ``"parts"`` (needs exactly two variance parts) or ``"floor"`` (see the
-    module docstring); ``bins``: regime bins of the two-parameter fits. Returns the calibration
-    entry for the prediction's method. Raises :class:`InputDataError` for a label with fewer than
-    5 usable dev rows, or a model the prediction cannot support.
+    ``model``: ``"scale"``, ``"parts"`` (needs exactly two variance parts), ``"floor"``,
+    ``"power"`` or ``"auto"`` (see the module docstring); ``bins``: regime bins of the
+    two-parameter fits (by SNR when the dev rows' SNRs differ). Returns the calibration entry for
+    the prediction's method. Raises :class:`InputDataError` for a label with fewer than 5 usable
+    dev rows, or a model the prediction cannot support.
     """
     if pred.calibrated:
         raise InputDataError("fit_scales needs an uncalibrated prediction (predict(..., calibrated=False))")
     if model not in CALIBRATION_MODELS:
         raise InputDataError(f"calibration model must be one of {CALIBRATION_MODELS}, got {model!r}")
-    part_names = list(pred.parts)
+    part_names = [p for p in pred.parts if p not in UNSCALED_PARTS]
     if model == "parts" and len(part_names) != 2:
         raise InputDataError(
             f"the 'parts' calibration needs two variance parts, this prediction has {part_names}"
         )
+    candidates = [model] if model != "auto" else [
+        m for m in ("scale", "parts", "floor", "power") if m != "parts" or len(part_names) == 2
+    ]
     lab = np.asarray(labels, np.float64)
     z = z_scores(pred, labels)
+    snr = np.asarray(getattr(pred, "snr", np.full(len(lab), np.nan)), np.float64)
     scales, before, after, n_dev, ref = {}, {}, {}, {}, {}
     part_scales: dict[str, dict[str, float]] = {}
     floors: dict[str, float] = {}
+    powers: dict[str, dict[str, float]] = {}
+    chosen: dict[str, str] = {}
     for k, name in enumerate(pred.label_names):
         use = np.isfinite(z[:, k])
         zk = z[:, k][use]
@@ -190,22 +263,21 @@ def fit_scales(
         before[name] = s
         n_dev[name] = int(zk.size)
         resid = pred.mean[use, k] - lab[use, k]
-        if model == "scale":
-            scales[name] = s
-            var = (pred.std[use, k] * s) ** 2
-        elif model == "parts":
-            v1, v2 = (pred.parts[p][use, k] for p in part_names)
-            a, b = fit_two_parts(resid, v1, v2, v2 / (v1 + v2), bins=bins)
-            scales[name] = 1.0
-            part_scales[name] = {part_names[0]: a, part_names[1]: b}
-            var = a * a * v1 + b * b * v2
-        else:
-            v1 = pred.std[use, k] ** 2
-            unit = float(np.median(v1))  # the floor in units of the median σ: a well-scaled grid
-            a, b = fit_two_parts(resid, v1, np.full_like(v1, unit), v1, bins=bins, allow_zero_second=True)
-            f = b * np.sqrt(unit)
-            scales[name], floors[name] = a, f
-            var = a * a * v1 + f * f
+        parts = {p: pred.parts[p][use, k] for p in part_names}
+        sn = snr[use]
+        order = sn if np.isfinite(sn).all() and np.ptp(sn) > 0 else None
+        common = order if order is not None else np.sqrt(sum(parts.values()))
+        fits = {m: _fit_label(m, resid, parts, order, bins) for m in candidates}
+        best = min(fits, key=lambda m: _objective(resid, fits[m][1], common, bins))
+        params, var = fits[best]
+        chosen[name] = best
+        scales[name] = float(params["scale"])
+        if "parts" in params:
+            part_scales[name] = params["parts"]
+        if "floor" in params:
+            floors[name] = float(params["floor"])
+        if "power" in params:
+            powers[name] = {"exponent": float(params["power"]), "pivot": float(params["pivot"])}
         after[name] = sigma_mad(resid / np.sqrt(var))
         sk = np.sqrt(var)
         sk = sk[np.isfinite(sk)]
@@ -216,10 +288,14 @@ def fit_scales(
         "n_samples": int(pred.n_samples),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if model == "auto":
+        entry["models"] = chosen
     if part_scales:
         entry["part_scales"] = part_scales
     if floors:
         entry["floor"] = floors
+    if powers:
+        entry["power"] = powers
     return entry
 
 
@@ -234,13 +310,21 @@ def apply_calibration(
     """
     scales = np.array([float(entry["scales"].get(k, 1.0)) for k in label_names])
     ps = entry.get("part_scales") or {}
+    power = entry.get("power") or {}
+    row_factor = 1.0
+    if power and parts:  # σ → s·m·(σ/m)^γ: variances × (σ²/m²)^(γ−1) row by row
+        total = sum(v for p, v in parts.items() if p not in UNSCALED_PARTS)
+        g = np.array([float((power.get(k) or {}).get("exponent", 1.0)) for k in label_names])
+        m = np.array([float((power.get(k) or {}).get("pivot", 1.0)) for k in label_names])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            row_factor = np.where(g != 1.0, (total / m**2) ** (g - 1.0), 1.0)
     out = {}
     for p, v in parts.items():
         if p in UNSCALED_PARTS:
             out[p] = v
             continue
         factor = np.array([float((ps.get(k) or {}).get(p, 1.0)) for k in label_names])
-        out[p] = v * (scales * factor) ** 2
+        out[p] = v * (scales * factor) ** 2 * row_factor
     floor = entry.get("floor") or {}
     if floor and parts:
         f2 = np.array([float(floor.get(k, 0.0)) for k in label_names]) ** 2
