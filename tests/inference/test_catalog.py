@@ -156,3 +156,39 @@ def test_cli_predict_writes_a_catalog_and_reports_bad_models_cleanly(raw_model_f
     assert "config.json" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(d), "-o", str(tmp_path / "x.txt")])
     assert r.exit_code == 1 and "format" in r.output
+
+
+def test_floor_and_coverage_parts_get_columns_and_add_up(raw_model_folder, spectra, tmp_path):
+    """A model with a floor calibration and a fitted label coverage: the catalog carries
+    X_ERR_FLOOR and X_ERR_COVERAGE, and X_ERR² = Σ parts² row by row."""
+    import shutil
+
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.inference.calibration import attach
+    from starlabels.inference.coverage import fit_coverage
+
+    folder = tmp_path / "model"
+    shutil.copytree(raw_model_folder, folder)
+    tm = starlabels.load_model(folder)
+    names = ["TEFF", "LOGG", "FE_H"]
+    entry = {"scales": dict.fromkeys(names, 1.5), "floor": {"TEFF": 40.0, "LOGG": 0.05, "FE_H": 0.02}}
+    attach(tm, {"format": 1, "method": "delta", "methods": {"delta": entry}})
+    tm.save(folder)
+    flux, error, bitmask = spectra(40, seed=3)
+    labels = np.column_stack([np.full(40, 5000.0), np.full(40, 3.0), np.zeros(40)])
+    labels[:20, 1] = -9999.0
+    dev_f, dev_e, dev_b = spectra(20, seed=4)
+    fit_coverage(folder, flux, error, labels, dev_f, dev_e, labels[20:],
+                 train_bitmask=bitmask, dev_bitmask=dev_b, k=3, save=True)
+    f, e, b = spectra(6, seed=5)
+    with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
+        w.append(f, e, b, meta={"apogee_id": [f"s{i}" for i in range(6)]})
+    out = tmp_path / "cat.csv"
+    C.run_catalog(folder, [tmp_path / "rows.h5"], out, uncertainty="delta")
+    df = C.read_catalog(out)
+    for x in names:
+        parts = [f"{x}_ERR_{p}" for p in ("ALEATORIC", "DELTA", "FLOOR", "COVERAGE")]
+        assert set(parts) <= set(df.columns)
+        total = sum(df[c].to_numpy() ** 2 for c in parts)
+        np.testing.assert_allclose(df[f"{x}_ERR"].to_numpy() ** 2, total, rtol=1e-6)
+    np.testing.assert_allclose(df["LOGG_ERR_FLOOR"], 0.05, rtol=1e-6)
