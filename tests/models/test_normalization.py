@@ -118,3 +118,26 @@ def test_spectrum_scaler_none_is_identity_and_state_round_trip():
         SpectrumScaler("standardise")
     with pytest.raises(InputDataError, match="not fitted"):
         SpectrumScaler("centered").transform(flux)
+
+
+def test_standardised_scaler_matches_numpy_and_round_trips():
+    rng = np.random.default_rng(5)
+    flux = rng.normal(5.0, 3.0, (500, 7)).astype(np.float32)
+    flux[:, 6] = 2.0  # no scatter: std 1, not a division by zero
+    error = np.full_like(flux, 0.1)
+    error[:50, 0] = 1e10  # rejected pixels are not counted
+    flux[:50, 0] = 1e6
+    a = SpectrumScaler("standardised").fit(flux[:200], error[:200])
+    b = SpectrumScaler("standardised").partial_fit(flux[:120], error[:120]).partial_fit(
+        flux[120:200], error[120:200]).finalize()  # chunked = one call
+    np.testing.assert_allclose(a.std.numpy(), b.std.numpy(), rtol=1e-6)
+    kept = flux[50:200, 0]
+    np.testing.assert_allclose(a.mean.numpy()[0], kept.mean(), rtol=1e-5)
+    np.testing.assert_allclose(a.std.numpy()[0], kept.std(), rtol=1e-4)
+    np.testing.assert_allclose(a.std.numpy()[1:6], flux[:200, 1:6].std(axis=0), rtol=1e-4)
+    assert a.std.numpy()[6] == 1.0
+    x = a.transform(flux[200:])
+    np.testing.assert_allclose(x[:, 3], (flux[200:, 3] - a.mean.numpy()[3]) / a.std.numpy()[3], rtol=1e-5)
+    back = SpectrumScaler.from_state(a.to_dict(), a.state_dict())
+    assert back.mode == "standardised"
+    np.testing.assert_array_equal(back.transform(flux[200:]), x)

@@ -116,3 +116,29 @@ def test_from_dict_reads_a_mask_file(tmp_path):
     assert "continuum_mask" not in cfg.to_dict()
     with pytest.raises(ValueError, match="not both"):
         PreprocessConfig.from_dict({"continuum_mask": str(tmp_path / "m.npy"), "continuum_pixels": [1]})
+
+
+def test_median_scaled_raw_path_is_raw_flux_divided_by_the_median():
+    rng = np.random.default_rng(3)
+    n = APSTAR.n_pixels
+    brightness = np.array([50.0, 800.0, 3000.0])[:, None]
+    flux = brightness * (1 + 0.05 * rng.normal(size=(3, n)))
+    error = 0.01 * flux
+    bitmask = np.zeros((3, n), np.int32)
+    bitmask[1, 100:110] = 1  # BADPIX: repaired, error BAD_PIXEL_ERROR
+    cfg = PreprocessConfig(kind="raw", scale="median")
+    f, e = cfg.apply(flux, error, bitmask)
+    rf, re = raw_flux(flux, error, bitmask, error_cap=cfg.error_cap)
+    usable = re < 1e9
+    med = np.array([np.median(rf[i][usable[i]]) for i in range(3)])[:, None]
+    np.testing.assert_allclose(f, rf / med, rtol=1e-6)
+    np.testing.assert_allclose(e[usable], (re / med)[usable], rtol=1e-6)
+    np.testing.assert_array_equal(e[~usable], re[~usable])  # the rejection marker is kept
+    # brightness is gone: the same star 60x brighter gives the same input
+    f2, _ = cfg.apply(60 * flux[:1], 60 * error[:1], bitmask[:1])
+    np.testing.assert_allclose(f2, f[:1], rtol=1e-5)
+    assert _json_round_trip(cfg) == cfg
+    with pytest.raises(ValueError, match="raw preprocessing only"):
+        PreprocessConfig(kind="continuum", scale="median")
+    with pytest.raises(ValueError, match="scale"):
+        PreprocessConfig(kind="raw", scale="mean")

@@ -28,7 +28,7 @@ from starlabels.errors import InputDataError
 
 __all__ = ["SPECTRUM_MODES", "LabelScaler", "SpectrumScaler"]
 
-SPECTRUM_MODES = ("centered", "none")
+SPECTRUM_MODES = ("centered", "standardised", "none")
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
 
@@ -194,7 +194,9 @@ class SpectrumScaler:
     """Per-pixel spectrum normalisation: ``(flux − mean) / std``.
 
     ``mode="centered"`` (astroNN): ``mean`` is the per-pixel mean flux over the training set, ``std``
-    is 1. ``mode="none"`` (APOGEE Net raw flux): identity, no tensors. Fit in one call
+    is 1. ``mode="standardised"``: also divided by the per-pixel standard deviation over the
+    training set (1 where a pixel does not vary) — for raw-flux input, whose pixels differ in scale
+    and scatter. ``mode="none"`` (APOGEE Net raw flux as published): identity, no tensors. Fit in one call
     (:meth:`fit`) or in chunks (:meth:`partial_fit`, for datasets read lazily).
     """
 
@@ -212,6 +214,7 @@ class SpectrumScaler:
         self._sum: np.ndarray | None = None
         self._count: np.ndarray | None = None
         self._sum_all: np.ndarray | None = None
+        self._sum_sq: np.ndarray | None = None
         self._rows = 0
         if mean is not None:
             self.mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32).clone()
@@ -233,7 +236,7 @@ class SpectrumScaler:
 
     def fit(self, flux: ArrayLike, error: ArrayLike | None = None) -> SpectrumScaler:
         """Fit on (N, P) training flux (and optional errors to leave rejected pixels out)."""
-        self._sum = self._count = self._sum_all = None
+        self._sum = self._count = self._sum_all = self._sum_sq = None
         self._rows = 0
         self.partial_fit(flux, error)
         return self.finalize()
@@ -260,20 +263,24 @@ class SpectrumScaler:
             raise InputDataError(
                 f"SpectrumScaler.partial_fit: {f.shape[1]} pixels, earlier chunks had {self._sum.shape[0]}"
             )
-        s = np.where(ok, f, 0.0).sum(axis=0)
+        fo = np.where(ok, f, 0.0)
+        s = fo.sum(axis=0)
+        sq = (fo * fo).sum(axis=0)
         c = ok.sum(axis=0)
         sa = np.where(np.isfinite(f), f, 0.0).sum(axis=0)
         if self._sum is None:
-            self._sum, self._count, self._sum_all = s, c, sa
+            self._sum, self._count, self._sum_all, self._sum_sq = s, c, sa, sq
         else:
             self._sum += s
             self._count += c
             self._sum_all += sa
+            self._sum_sq += sq
         self._rows += f.shape[0]
         return self
 
     def finalize(self) -> SpectrumScaler:
-        """Turn the accumulated sums into ``mean`` (float32, (P,)) and ``std`` (ones)."""
+        """Turn the accumulated sums into ``mean`` (float32, (P,)) and ``std`` (ones, or the
+        per-pixel standard deviation of the counted values for ``"standardised"``)."""
         if self.mode == "none":
             return self
         if self._sum is None or self._rows == 0:
@@ -284,7 +291,14 @@ class SpectrumScaler:
         )
         self.mean = torch.as_tensor(mean, dtype=torch.float32)
         self.std = torch.ones_like(self.mean)
-        self._sum = self._count = self._sum_all = None
+        if self.mode == "standardised":
+            assert self._sum_sq is not None
+            n = np.maximum(self._count, 1)
+            var = self._sum_sq / n - (self._sum / n) ** 2
+            std = np.sqrt(np.clip(var, 0.0, None))
+            ok = (self._count > 1) & (std > 1e-12 * np.maximum(np.abs(mean), 1e-30))
+            self.std = torch.as_tensor(np.where(ok, std, 1.0), dtype=torch.float32)
+        self._sum = self._count = self._sum_all = self._sum_sq = None
         self._rows = 0
         return self
 

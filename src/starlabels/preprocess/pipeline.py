@@ -69,6 +69,11 @@ class PreprocessConfig:
     on_failure:
         ``"raise"`` or ``"reject"`` for detectors without enough usable continuum pixels
         (continuum only; see ``continuum_normalize``).
+    scale:
+        Raw only: ``None`` (flux in the file's units, as APOGEE Net) or ``"median"`` (each
+        spectrum's flux and usable errors divided by the median flux of its usable pixels, after
+        the repair: brightness carries no label information, and a network should not have to
+        learn that over a ~100× range of fluxes; the continuum shape is kept).
     """
 
     kind: str = "continuum"
@@ -77,6 +82,7 @@ class PreprocessConfig:
     continuum_pixels: list[int] | None = None
     error_cap: float | None = 5.0
     on_failure: str = "raise"
+    scale: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -102,6 +108,10 @@ class PreprocessConfig:
             self.error_cap = float(self.error_cap)
         if self.on_failure not in ("raise", "reject"):
             raise ValueError(f"on_failure must be 'raise' or 'reject', got {self.on_failure!r}")
+        if self.scale not in (None, "median"):
+            raise ValueError(f"scale must be None or 'median', got {self.scale!r}")
+        if self.scale is not None and self.kind != "raw":
+            raise ValueError("scale applies to the raw preprocessing only")
 
     # ------------------------------------------------------------------ constructors
 
@@ -186,4 +196,34 @@ class PreprocessConfig:
                     f"the raw preprocessing needs apStar-grid spectra ({APSTAR.n_pixels} pixels), got {n}"
                 )
             f, e = raw_flux(flux, error, bitmask, error_cap=self.error_cap, bits=self.reject_bits)
+            if self.scale == "median":
+                f, e = median_scale(f, e)
         return f.astype(np.float32, copy=False), e.astype(np.float32, copy=False)
+
+
+def median_scale(flux: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Divide (N, P) raw-path flux and errors by each spectrum's median usable flux.
+
+    Usable: error below ``BAD_PIXEL_ERROR`` (the repair's marker); rejected pixels keep that error.
+    A spectrum whose median is not positive and finite is left as it is.
+    """
+    from starlabels.preprocess.masking import is_rejected_error
+
+    f = np.asarray(flux)
+    e = np.asarray(error)
+    squeeze = f.ndim == 1
+    f2, e2 = np.atleast_2d(f), np.atleast_2d(e)
+    rej = is_rejected_error(e2)
+    med = np.median(f2, axis=-1) if not rej.any() else _nanmedian_rows(f2, rej)
+    med = np.where(np.isfinite(med) & (med > 0), med, 1.0).astype(f2.dtype)[:, None]
+    out_f = f2 / med
+    out_e = np.where(rej, e2, e2 / med).astype(e2.dtype, copy=False)
+    return (out_f[0], out_e[0]) if squeeze else (out_f, out_e)
+
+
+def _nanmedian_rows(f: np.ndarray, rej: np.ndarray) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with every pixel rejected
+        return np.nanmedian(np.where(rej, np.nan, f), axis=-1)

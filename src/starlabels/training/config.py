@@ -25,7 +25,8 @@ holding the file. Every section and key is optional except ``[data] files`` and
 
     [model]
     architecture = "bcnn"                # name for starlabels.models.build_network
-    spectrum_scaling = "centered"        # "centered" (per-pixel mean, astroNN) or "none"
+    spectrum_scaling = "centered"        # "centered" (per-pixel mean, astroNN), "standardised" or "none"
+    init = "default"                     # "default" (torch) or "kaiming" (He-normal; see models.init)
     [model.kwargs]                       # passed to the network (n_labels/n_pixels are filled in)
     dropout = 0.3
 
@@ -178,11 +179,15 @@ class ModelConfig:
     architecture: str = "apogee_net"
     kwargs: dict[str, Any] = field(default_factory=dict)
     spectrum_scaling: str = "none"
+    init: str = "default"
 
     def __post_init__(self) -> None:
-        if self.spectrum_scaling not in ("none", "centered"):
+        if self.init not in ("default", "kaiming"):
+            raise ConfigError(f"[model] init must be 'default' or 'kaiming', got {self.init!r}")
+        if self.spectrum_scaling not in ("none", "centered", "standardised"):
             raise ConfigError(
-                f"[model] spectrum_scaling must be 'none' or 'centered', got {self.spectrum_scaling!r}"
+                "[model] spectrum_scaling must be 'none', 'centered' or 'standardised', "
+                f"got {self.spectrum_scaling!r}"
             )
 
 

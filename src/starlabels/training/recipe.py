@@ -414,6 +414,10 @@ def run_recipe(
     seed_everything(seed)
     network = build_network(tc.model.architecture,
                             **{"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs})
+    if tc.model.init == "kaiming":
+        from starlabels.models.init import kaiming_init
+
+        kaiming_init(network)
     provenance = {"config": _jsonable(tc.to_dict()),
                   "recipe": {"name": "apogee_net", "source": cfg.source,
                              "group_names": {g: cfg.display_name(g) for g in info["fractions_used"]}}}

@@ -551,7 +551,8 @@ class Trainer:
         block of raw spectra; None when ``data`` is already network input. When ``data`` says it
         was preprocessed, its own config is stored in the model instead and nothing is re-applied.
     spectrum_scaling
-        ``"centered"`` (subtract the training set's per-pixel mean) or ``"none"``.
+        ``"centered"`` (subtract the training set's per-pixel mean), ``"standardised"`` (and
+        divide by its per-pixel standard deviation) or ``"none"``.
     folder
         Output folder (model + ``checkpoint.pt``); None trains without writing anything.
     resume
@@ -1176,6 +1177,10 @@ def trainer_from_config(
     kwargs = {"n_labels": len(cfg.data.label_names), "n_pixels": n_in, **cfg.model.kwargs}
     seed_everything(seed)
     network = build_network(cfg.model.architecture, **kwargs)
+    if cfg.model.init == "kaiming":
+        from starlabels.models.init import kaiming_init
+
+        kaiming_init(network)
     return Trainer(
         network, data, split, optimiser=cfg.optimiser, training=cfg.training, preprocess=preprocess,
         spectrum_scaling=cfg.model.spectrum_scaling,
