@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -71,6 +72,7 @@ SCRIPT = textwrap.dedent(
             torch.distributed.broadcast(ref, 0)
             assert torch.equal(w, ref)
         D.shutdown()
+        print('rank done', flush=True)
 
 
     main(sys.argv[1])
@@ -78,9 +80,21 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(cmd, env):
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+# A rare (~1 in 10 runs on a loaded 2-core machine, never reproduced in isolation) abort of one
+# gloo rank: "terminate called without an active exception" (a C++ thread torn down while still
+# joinable), which the launcher reports as SIGABRT. It is the transport, not the training being
+# tested, so a launch that dies that way is tried once more; any other failure fails at once.
+_GLOO_ABORT = "terminate called without an active exception"
+
+
+def _run(cmd, env, *, retry_gloo_abort=False):
+    for attempt in range(2 if retry_gloo_abort else 1):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        output = proc.stdout[-3000:] + proc.stderr[-3000:]
+        if proc.returncode == 0 or _GLOO_ABORT not in proc.stdout + proc.stderr:
+            break
+        warnings.warn(f"gloo rank aborted (attempt {attempt + 1}); relaunching:\n{output}", stacklevel=2)
+    assert proc.returncode == 0, output
 
 
 @pytest.mark.slow
@@ -92,7 +106,7 @@ def test_two_gloo_ranks_match_single_process_training(tmp_path):
     env.pop("WORLD_SIZE", None)
     _run([sys.executable, str(script), str(tmp_path / "single.pt")], env)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-          str(script), str(tmp_path / "ddp.pt")], env)
+          str(script), str(tmp_path / "ddp.pt")], env, retry_gloo_abort=True)
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     assert single["world"] == 1 and ddp["world"] == 2
