@@ -143,6 +143,23 @@ def test_giants_follow_the_dr17_sample(shared_data):
     assert set(group) == {"giants"}
 
 
+def test_analytic_giants_fill_their_log_g_range_without_a_pile_at_its_edges():
+    """Without the DR17 sample the giants come from an analytic branch; stars drawn past its log g
+    range are redrawn, not clipped, so no value repeats at the edges (the demo's Kiel diagram
+    once showed ~5% of its giants on a line at log g = 3.5)."""
+    rng = np.random.default_rng(1)
+    lab, group = survey.sample_labels(6000, FlatSource(), rng, {"giants": 1.0}, None)
+    lo, hi = survey.GIANT_LOGG_RANGE
+    logg = lab[:, 1]
+    assert len(lab) == 6000 and set(group) == {"giants"}
+    assert np.all((logg >= lo) & (logg <= hi)) and np.isfinite(lab).all()
+    assert np.sum(logg == hi) == 0 and np.sum(logg == lo) == 0
+    # a truncated, not clipped, distribution: the top 0.1 dex holds about what its neighbour does
+    top = np.sum(logg > hi - 0.1)
+    below = np.sum((logg > hi - 0.2) & (logg <= hi - 0.1))
+    assert 0.5 * below < top < 1.2 * below
+
+
 def test_emulator_survey_masks_pixels_outside_the_payne_grid(shared_data):
     sim = survey.SurveySimulator.from_emulator(
         shared_data / "emulators" / "payne_kurucz_4label.npz",

@@ -41,6 +41,8 @@ KURUCZ_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M")
 DWARF_LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M", "VMACRO")
 DEFAULT_LABEL_NOISE = {"TEFF": 30.0, "LOGG": 0.05, "FE_H": 0.02, "ALPHA_M": 0.02, "VMACRO": 0.5}
 POPULATIONS = ("giants", "dwarfs", "cool_dwarfs")
+#: log g range (dex) of the analytic giants drawn when no DR17 label sample is given
+GIANT_LOGG_RANGE = (0.5, 3.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,9 +146,12 @@ def _giants_from_dr17(n: int, rng: np.random.Generator, labels_path: Path | None
     from scipy.spatial import cKDTree
 
     if labels_path is None or not Path(labels_path).is_file():
-        # Fallback when ../shared is absent: a red-clump/RGB-like analytic distribution.
+        # Fallback when ../shared is absent: a red-clump/RGB-like analytic distribution. Stars
+        # outside the giant branch's log g range get NaN, which the caller's label-box test
+        # rejects and redraws: clipping them would pile ~5% of the giants onto log g = 3.5.
         teff = rng.normal(4700, 300, n)
-        logg = np.clip(2.5 + (teff - 4700) / 600 + rng.normal(0, 0.35, n), 0.5, 3.5)
+        logg = 2.5 + (teff - 4700) / 600 + rng.normal(0, 0.35, n)
+        logg[(logg < GIANT_LOGG_RANGE[0]) | (logg > GIANT_LOGG_RANGE[1])] = np.nan
         fe_h = rng.normal(-0.25, 0.3, n)
         alpha = np.clip(-0.2 * fe_h + rng.normal(0.05, 0.06, n), -0.2, 0.5)
         return np.column_stack([teff, logg, fe_h, alpha])
