@@ -67,6 +67,8 @@ BINS: tuple[str, ...] = ("test", "visits")
 BIN_TITLES = {"test": "SNR 100–200", "visits": "visits SNR 20–60"}
 NETWORKS: tuple[str, ...] = ("apogee_net", "bcnn")
 METHOD_TITLES = {"apogee_net": "APOGEE Net", "bcnn": "BCNN", "cannon": "The Cannon"}
+# the hand-written discussion beside the report, which the report links to (full runs only)
+DISCUSSION_NAME = "accuracy_discussion.md"
 MAD_TO_SIGMA = 1.4826
 MISSING = -9999.0
 #: preprocessed errors at or above this mark rejected pixels (they carry ~1e10)
@@ -204,29 +206,6 @@ def z_widths(
         z = (np.asarray(pred, np.float64) - np.asarray(true, np.float64)) / s
     z = np.where(s > 0, z, np.nan)
     return np.asarray(sigma_mad(z, axis=0))
-
-
-def median_normalise(
-    flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Divide each spectrum (flux and error) by the median flux of its usable pixels.
-
-    APOGEE Net's raw-flux input keeps the continuum shape but should not have to learn that a
-    star's brightness (a 10× range here, ~100× in APOGEE) carries no label information. Rejected
-    pixels (``starlabels.preprocess.masking.rejected_pixels``) keep their values, so preprocessing
-    still rejects them. Returns ``(flux, error, median)`` with float32 arrays and (N,) medians.
-    """
-    from starlabels.preprocess.masking import rejected_pixels
-
-    f = np.asarray(flux, np.float64)
-    e = np.asarray(error, np.float64)
-    rej = rejected_pixels(f, e, bitmask)
-    with _Quiet():
-        med = np.nanmedian(np.where(rej, np.nan, f), axis=1)
-    med = np.where(np.isfinite(med) & (med > 0), med, 1.0)
-    out_f = np.where(rej, f, f / med[:, None]).astype(np.float32)
-    out_e = np.where(rej, e, e / med[:, None]).astype(np.float32)
-    return out_f, out_e, med
 
 
 def cannon_ivar(error: np.ndarray) -> np.ndarray:
@@ -465,11 +444,8 @@ def simulate(cfg: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, An
 
 
 def network_inputs(name: str, ncfg: Mapping[str, Any], survey: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(flux, error) as this network is given them: raw apStar arrays, median-normalised for
-    APOGEE Net when configured (the bitmask is passed unchanged)."""
-    if name == "apogee_net" and ncfg.get("median_normalise", False):
-        f, e, _ = median_normalise(survey.flux, survey.error, survey.bitmask)
-        return f, e
+    """(flux, error) as both networks are given them: the raw apStar arrays (each model's
+    ``PreprocessConfig`` does the rest, so its folder takes raw apStar input)."""
     return survey.flux, survey.error
 
 
@@ -478,44 +454,9 @@ def preprocess_config(name: str, cfg: Mapping[str, Any]) -> Any:
     from starlabels.preprocess.pipeline import PreprocessConfig
 
     if name == "apogee_net":
-        return PreprocessConfig(kind="raw")
+        scale = "median" if cfg["apogee_net"].get("median_normalise", False) else None
+        return PreprocessConfig(kind="raw", scale=scale)
     return PreprocessConfig.from_mask(cfg["data"]["continuum_mask"])
-
-
-def kaiming_init(network: Any) -> None:
-    """He (Kaiming-normal, fan-in, ReLU) weights and zero biases for every convolution and hidden
-    dense layer; the output layers (dense layers with ``network.n_labels`` outputs, else the last
-    dense layer) keep torch's default.
-
-    torch's default initialisation shrinks the signal variance ~6× per ReLU layer: after APOGEE
-    Net's twelve convolutions O(1) inputs move the outputs by ~1e-8–1e-6 (standardised label
-    units, measured) and training barely starts; He initialisation keeps the variance through
-    ReLU layers.
-    It is also astroNN's choice for its Bayesian CNN (Keras ``he_normal`` kernels, zero biases).
-    """
-    from torch import nn
-
-    layers = [m for m in network.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
-    linear = [m for m in layers if isinstance(m, nn.Linear)]
-    n_out = getattr(network, "n_labels", None)
-    outputs = [m for m in linear if m.out_features == n_out] or linear[-1:]
-    for m in layers:
-        if any(m is o for o in outputs):
-            continue
-        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-
-def standardising_scaler(flux: np.ndarray) -> Any:
-    """A ``SpectrumScaler`` that subtracts the per-pixel mean and divides by the per-pixel standard
-    deviation of ``flux`` (N, P) (pixels without scatter: std 1). Stored with the model and folded
-    into inference like the "centered" scaler."""
-    from starlabels.data.normalization import SpectrumScaler
-
-    f = np.asarray(flux, np.float64)
-    std = f.std(axis=0)
-    return SpectrumScaler("centered", mean=f.mean(axis=0), std=np.where(std > 0, std, 1.0))
 
 
 def train_network(
@@ -544,6 +485,8 @@ def train_network(
     network = build_network(arch, n_labels=len(LABELS), n_pixels=pp.n_pixels, dropout=float(ncfg["dropout"]))
     init = str(ncfg.get("init", "default"))
     if init == "kaiming":
+        from starlabels.models.init import kaiming_init
+
         kaiming_init(network)
     elif init != "default":
         raise BenchError(f"[{name}] init must be 'default' or 'kaiming', got {init!r}")
@@ -571,18 +514,14 @@ def train_network(
                                 patience=int(ncfg["patience"]), batch_size=int(ncfg["batch_size"]),
                                 seed=seed, augment=ncfg.get("augment"),
                                 dev_mc_samples=int(ncfg.get("dev_mc_samples", 0))),
-        preprocess=pp, spectrum_scaling="none" if scaling == "none" else "centered", folder=folder,
+        preprocess=pp, spectrum_scaling=scaling, folder=folder,
         overwrite=True,
         split_info={"method": "random", "fractions": [1 - cfg["survey"]["dev_fraction"],
                                                       cfg["survey"]["dev_fraction"], 0.0], "seed": seed},
         provenance={"benchmark": "bench/accuracy.py", "init": init, "spectrum_scaling": scaling,
-                    "median_normalised_input": bool(kind == "apogee_net" and ncfg.get("median_normalise"))},
+                    "median_scaled_input": pp.kind == "raw" and pp.scale == "median"},
         callbacks=[on_epoch],
     )
-    if scaling == "standardised":  # the trainer's data are preprocessed in memory by now
-        x, _, _ = trainer.data.read(np.asarray(trainer.split["train"]))
-        trainer.spectrum_scaler = standardising_scaler(x)
-        del x
     model = trainer.fit()
     seconds = time.perf_counter() - t0
     stage = trainer.state["stages"]["main"]
@@ -862,6 +801,12 @@ def write_report(path: Path, ctx: Mapping[str, Any]) -> str:
     ]
     lines += ["## Sizes and timings", "", ctx["sizes_md"], "", ctx["timings_md"], ""]
     lines += ["## Method notes", "", *ctx["notes"], ""]
+    discussion = path.with_name(DISCUSSION_NAME)
+    if ctx["mode"] == "full" and discussion.exists():
+        lines += ["## Discussion", "",
+                  f"What changed between full runs, the side runs behind the configuration, and the "
+                  f"caveats are written by hand in [{DISCUSSION_NAME}]({DISCUSSION_NAME}) (kept apart "
+                  "so that a new run does not overwrite them).", ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -1059,9 +1004,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           for n in NETWORKS if cfg[n].get("augment")],
         *[f"- {METHOD_TITLES[n]}: dev loss with dropout on (`dev_mc_samples` = {cfg[n]['dev_mc_samples']})."
           for n in NETWORKS if int(cfg[n].get("dev_mc_samples", 0))],
-        "- APOGEE Net input: raw apStar flux (`PreprocessConfig(kind=\"raw\")`, errors capped at 5× the mean)"
-        + (" after the bench divides every spectrum (flux and error) by the median of its usable pixels"
-           if cfg["apogee_net"].get("median_normalise") else "")
+        "- APOGEE Net input: raw apStar flux (`PreprocessConfig(kind=\"raw\""
+        + (", scale=\"median\")`: errors capped at 5× the mean, then flux and error divided by the "
+           "median of the usable pixels" if cfg["apogee_net"].get("median_normalise")
+           else ")`, errors capped at 5× the mean")
         + f"; spectrum scaling `{cfg['apogee_net']['spectrum_scaling']}`. No variance head, so its σ is "
         f"`{cfg['apogee_net']['uncertainty']}` propagation of the flux errors, calibrated on the dev set.",
         "- BCNN input: DR17 continuum mask, degree-2 Chebyshev per detector (ASPCAP grid), per-pixel "

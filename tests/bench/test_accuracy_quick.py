@@ -82,24 +82,6 @@ def test_z_widths_before_and_after_scaling(acc):
     assert np.isnan(acc.z_widths(pred, zero, true)[1])
 
 
-def test_median_normalise_divides_good_pixels_only(acc):
-    from starlabels.preprocess.bitmask import PIXMASK_BITS
-
-    n = 8575
-    flux = np.full((2, n), 200.0)
-    flux[1] *= 5.0
-    error = np.full((2, n), 2.0)
-    bitmask = np.zeros((2, n), np.int32)
-    bitmask[:, :10] = 1 << PIXMASK_BITS["BADPIX"]
-    flux[:, :10] = 1e6  # rejected: must neither set the median nor be rescaled
-    f, e, med = acc.median_normalise(flux, error, bitmask)
-    assert med.tolist() == [200.0, 1000.0]
-    assert np.allclose(f[:, 10:], 1.0)
-    assert np.allclose(e[:, 10:], [[0.01], [0.002]])
-    assert np.all(f[:, :10] == 1e6)
-    assert f.dtype == np.float32
-
-
 def test_cannon_ivar_zero_for_rejected_pixels(acc):
     err = np.array([[0.5, 1e10, np.inf, 0.0, np.nan, 0.1]])
     ivar = acc.cannon_ivar(err)
@@ -161,38 +143,6 @@ def test_markdown_table_and_fmt(acc):
     assert lines[1].startswith("|---") and lines[1].endswith(":|")
     assert "12.3" in lines[2] and "—" in lines[3]
     assert acc.fmt(0.01234, "LOGG", signed=True) == "+0.012"
-
-
-def test_kaiming_init_and_standardising_scaler(acc):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(1, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 98, 256),
-                        nn.ReLU(), nn.Linear(256, 3))
-    out_w = net[5].weight.detach().clone()
-    acc.kaiming_init(net)
-    assert torch.equal(net[5].weight, out_w)  # the output layer keeps its default init
-    assert float(net[3].bias.detach().abs().max()) == 0.0
-    assert float(net[3].weight.detach().std()) == pytest.approx((2 / (64 * 98)) ** 0.5, rel=0.05)
-
-    from starlabels.models import BayesianCNN
-
-    bcnn = BayesianCNN(n_labels=3, n_pixels=64, hidden=(16, 8))
-    heads = [bcnn.mean_head.weight.detach().clone(), bcnn.log_var_head.weight.detach().clone()]
-    acc.kaiming_init(bcnn)
-    assert torch.equal(bcnn.mean_head.weight, heads[0]) and torch.equal(bcnn.log_var_head.weight, heads[1])
-    hidden = [m for m in bcnn.trunk if isinstance(m, nn.Linear)]
-    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in hidden)
-
-    rng = np.random.default_rng(2)
-    flux = rng.normal(5.0, 3.0, (400, 6)).astype(np.float32)
-    flux[:, 5] = 1.0  # no scatter: std 1, not a division by zero
-    scaler = acc.standardising_scaler(flux)
-    x = scaler.transform(flux)
-    assert np.allclose(x.mean(axis=0), 0.0, atol=1e-5)
-    assert np.allclose(x.std(axis=0)[:5], 1.0, atol=1e-4)
-    assert np.all(x[:, 5] == 0.0)
 
 
 def test_calibration_set_degrades_the_dev_spectra_and_calibration_text(acc):
