@@ -111,7 +111,9 @@ class DemoConfig:
     output: str | os.PathLike[str] = DEFAULT_OUTPUT
     n_train: int = 4000
     n_test: int = 300
-    epochs: int = 15
+    #: 20: the dev loss still fell at every one of 15 epochs; 20 gave log g σ_MAD 0.17 against
+    #: 0.25 dex at ~3 min wall on 2 cores (of the 5-minute budget)
+    epochs: int = 20
     seed: int = 0
     emulator: str | os.PathLike[str] | None = None
     n_samples: int = 50
