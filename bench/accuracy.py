@@ -443,12 +443,6 @@ def simulate(cfg: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, An
 # ============================================================================================
 
 
-def network_inputs(name: str, ncfg: Mapping[str, Any], survey: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(flux, error) as both networks are given them: the raw apStar arrays (each model's
-    ``PreprocessConfig`` does the rest, so its folder takes raw apStar input)."""
-    return survey.flux, survey.error
-
-
 def preprocess_config(name: str, cfg: Mapping[str, Any]) -> Any:
     """APOGEE Net: raw flux; BCNN: continuum-normalised with the DR17 mask."""
     from starlabels.preprocess.pipeline import PreprocessConfig
@@ -474,9 +468,9 @@ def train_network(
     from starlabels.utils import seed_everything
 
     kind = "apogee_net" if arch == "apogee_net" else "bcnn"
-    flux, error = network_inputs(kind, ncfg, survey)
+    # both networks take the raw apStar arrays: each model's PreprocessConfig does the rest
     data = TrainingData.from_arrays(
-        flux, survey.labels, LABELS, error=error, bitmask=survey.bitmask,
+        survey.flux, survey.labels, LABELS, error=survey.error, bitmask=survey.bitmask,
         label_errors=survey.label_errors, label_units=[UNITS[k] for k in LABELS], groups=survey.group,
     )
     pp = preprocess_config(kind, cfg)
@@ -565,9 +559,8 @@ def evaluate_network(
     ccfg = dict(ncfg.get("calibration") or {})
     t0 = time.perf_counter()
     cal_set = calibration_set(dev, ccfg, preprocess_config(name, cfg))
-    f, e = network_inputs(name, ncfg, cal_set)
-    entry = calibrate(model, f, e, cal_set.true_labels, uncertainty=method, n_samples=n_samples,
-                      bitmask=cal_set.bitmask, seed=0, save=folder,
+    entry = calibrate(model, cal_set.flux, cal_set.error, cal_set.true_labels, uncertainty=method,
+                      n_samples=n_samples, bitmask=cal_set.bitmask, seed=0, save=folder,
                       model_kind=str(ccfg.get("model", "scale")))
     scales = np.array([entry["scales"][k] for k in LABELS])
     out: dict[str, Any] = {"method": method, "n_samples": n_samples, "scales": scales, "entry": entry,
@@ -576,8 +569,7 @@ def evaluate_network(
                            "n_dev": len(dev), "calibrate_seconds": time.perf_counter() - t0, "pred": {}}
     t0 = time.perf_counter()
     for b, s in sets.items():
-        f, e = network_inputs(name, ncfg, s)
-        p = predict(model, f, e, bitmask=s.bitmask, uncertainty=method, n_samples=n_samples,
+        p = predict(model, s.flux, s.error, bitmask=s.bitmask, uncertainty=method, n_samples=n_samples,
                     calibrated=False, seed=1)
         cal_parts, _ = apply_calibration(p.parts, list(LABELS), entry)
         std_cal = np.sqrt(sum(cal_parts.values()))
