@@ -60,7 +60,7 @@ def test_round_trip(tmp_path):
     assert ds.meta("nvisits").dtype == np.int32
     assert ds.meta("source").tolist() == ["file0.fits"] * 5 + ["file1.fits"] + ["file2.fits"] * 12
     with h5py.File(path) as f:
-        np.testing.assert_allclose(f["wavelength"][:], get_grid("payne").wavelength())
+        np.testing.assert_allclose(f["wavelength"][:], get_grid("payne").wavelength)
         assert f["flux"].chunks[0] == 16 and f["flux"].compression == "gzip"
 
 

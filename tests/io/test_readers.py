@@ -158,7 +158,7 @@ def test_aspcapstar_round_trip_and_grid(tmp_path, n, grid):
     np.testing.assert_array_equal(s.error, error)
     np.testing.assert_array_equal(s.model, model)
     assert s.bitmask[10] & BADPIX and s.bitmask.sum() == 1
-    idx = grids.get_grid(grid).apstar_index
+    idx = grids.index_in(grids.get_grid(grid), "apstar")
     np.testing.assert_allclose(s.wavelength, 10.0 ** (4.179 + 6e-6 * idx), rtol=1e-13)
     assert s.meta["APOGEE_ID"] == meta["APOGEE_ID"] and s.meta["TEFF"] == 4800.5
     assert s.meta["ASPCAPFLAG"] == 7 and s.meta["TELESCOPE"] == "apo25m" and s.meta["GRID"] == grid

@@ -105,7 +105,7 @@ class EmulatorSource:
         flux = self.emulator(labels).numpy().astype(np.float64)
         full = grids.convert(flux, grids.PAYNE, grids.APSTAR, fill=0.0)
         covered = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
-        covered[grids.PAYNE.apstar_index] = True
+        covered[grids.index_in(grids.PAYNE, "apstar")] = True
         return full, np.broadcast_to(covered, full.shape)
 
 
@@ -134,7 +134,7 @@ class GeneratorSource:
     def noiseless(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         flux = np.asarray(self.generator.line_spectrum(labels), dtype=np.float64)
         covered = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
-        covered[grids.ASPCAP.apstar_index] = True
+        covered[grids.index_in(grids.ASPCAP, "apstar")] = True
         return np.where(covered, flux, 0.0), np.broadcast_to(covered, flux.shape)
 
 
@@ -268,7 +268,7 @@ def snr_distribution(n: int, rng: np.random.Generator, kind: str | tuple = "apog
 def sky_line_pixels(n_lines: int = 80, half_width: int = 2, seed: int = 2024) -> np.ndarray:
     """(8575,) bool: fixed pixels affected by bright OH sky lines (same for every star)."""
     rng = np.random.default_rng(seed)
-    centres = rng.choice(grids.ASPCAP.apstar_index, size=n_lines, replace=False)
+    centres = rng.choice(grids.index_in(grids.ASPCAP, "apstar"), size=n_lines, replace=False)
     mask = np.zeros(grids.APSTAR_N_PIXELS, dtype=bool)
     for off in range(-half_width, half_width + 1):
         mask[np.clip(centres + off, 0, grids.APSTAR_N_PIXELS - 1)] = True

@@ -506,7 +506,7 @@ def sensitivity(
         from starlabels.preprocess.grids import get_grid
 
         try:
-            wavelength = get_grid(p).wavelength()
+            wavelength = get_grid(p).wavelength
         except ValueError:
             wavelength = None
     elif np.asarray(wavelength).shape != (p,):

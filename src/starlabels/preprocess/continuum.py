@@ -1,6 +1,6 @@
 """Continuum normalisation of APOGEE spectra (astroNN §3, after The Cannon 2, Casey et al. 2016).
 
-Each detector (blue, green, red; :attr:`starlabels.preprocess.grids.ASPCAP.detector_slices`) is
+Each detector (blue, green, red; :attr:`starlabels.preprocess.grids.ASPCAP.segment_slices`) is
 normalised separately: a Chebyshev polynomial of degree ``degree`` (2 by default) in the coordinate
 ``x = linspace(-1, 1, n)`` over the detector's ASPCAP-grid pixels (log-linear in wavelength, so
 ``x`` is ``log λ`` scaled to [−1, 1]) is fitted to the flux of the *continuum pixels* by weighted
@@ -36,7 +36,7 @@ from numpy.polynomial import chebyshev
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, bits_to_value
-from starlabels.preprocess.grids import APSTAR, ASPCAP, DETECTORS, GRIDS, convert
+from starlabels.preprocess.grids import APSTAR, ASPCAP, DETECTORS, GRIDS, convert, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR, as_batch, is_rejected_error
 
 __all__ = [
@@ -189,7 +189,7 @@ class _ChebDesign:
             raise InputDataError(f"degree must be a non-negative integer, got {degree!r}")
         self.degree = int(degree)
         self.k = k = self.degree + 1
-        self.slices = ASPCAP.detector_slices
+        self.slices = ASPCAP.segment_slices
         cols, self.Vt, self.Vf, self.Vm, self.bounds = [], [], [], [], [0]
         for sl in self.slices:
             x = np.linspace(-1.0, 1.0, sl.stop - sl.start)
@@ -260,7 +260,7 @@ def _gather_chunk(
         n = len(range(*rows.indices(f.shape[0])))
         fa, ea = np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype)
         ba = None if b is None else np.empty((n, ASPCAP.n_pixels), b.dtype)
-        for sl, (a0, a1) in zip(ASPCAP.detector_slices, ASPCAP.segments, strict=True):
+        for sl, (a0, a1) in zip(ASPCAP.segment_slices, pixel_ranges(APSTAR), strict=True):
             fa[:, sl] = f[rows, a0:a1]
             ea[:, sl] = e[rows, a0:a1]
             if ba is not None:
@@ -273,8 +273,8 @@ def _gather_chunk(
 def _input_segments(n_pixels: int) -> tuple[tuple[int, int], ...]:
     """Column range of each detector in an input array of ``n_pixels`` (apStar or ASPCAP grid)."""
     if n_pixels == APSTAR.n_pixels:
-        return ASPCAP.segments
-    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
+        return pixel_ranges(APSTAR)
+    return tuple((sl.start, sl.stop) for sl in ASPCAP.segment_slices)
 
 
 def _good_pixels(fa: np.ndarray, ea: np.ndarray, ba: np.ndarray | None, reject_value: int) -> np.ndarray:
@@ -672,7 +672,7 @@ def select_continuum_pixels(
         score = np.where(np.abs(theta[:, 0] - 1.0) <= max_offset, score, np.nan)
     score = np.where(np.isfinite(score), score, np.inf)
 
-    slices = ASPCAP.detector_slices
+    slices = ASPCAP.segment_slices
     if n_per_detector is None:
         wanted = [round(fraction * (sl.stop - sl.start)) for sl in slices]
     elif isinstance(n_per_detector, (int, np.integer)):

@@ -155,7 +155,7 @@ APSTAR_RAW_REGIONS: tuple[tuple[int, int], ...] = ((0, 3429), (3429, 6212), (621
 def _regions(n_pixels: int) -> tuple[tuple[int, int], ...]:
     if n_pixels == APSTAR.n_pixels:
         return APSTAR_RAW_REGIONS
-    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
+    return tuple((sl.start, sl.stop) for sl in ASPCAP.segment_slices)
 
 
 def raw_flux(
