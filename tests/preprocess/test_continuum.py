@@ -159,7 +159,7 @@ def test_mismatched_arrays_raise_input_data_error():
 def test_nan_only_spectrum_raises_naming_the_spectrum(synth):
     s = synth.spectra(3, seed=9)
     s["flux"][1] = np.nan
-    with pytest.raises(InputDataError, match=r"spectrum 1, blue detector \(0 usable"):
+    with pytest.raises(InputDataError, match=r"spectrum 1, blue segment \(0 usable"):
         cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
 
 
@@ -168,7 +168,7 @@ def test_all_masked_detector_raises_or_is_rejected(synth):
     bitmask = np.zeros(s["flux"].shape, dtype=np.int32)
     a0, a1 = pixel_ranges(APSTAR)[1]
     bitmask[33, a0:a1] = BADPIX  # row 33: in the second chunk, green detector
-    with pytest.raises(InputDataError, match="spectrum 33, green detector") as info:
+    with pytest.raises(InputDataError, match="spectrum 33, green segment") as info:
         cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
     assert "blue" not in str(info.value) and "on_failure" in str(info.value)
     flux, err = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], on_failure="reject")
@@ -189,7 +189,7 @@ def test_too_few_continuum_pixels_in_the_mask_raise(synth):
     mask = s["mask"].copy()
     mask[ASPCAP.segment_slices[2]] = False
     mask[ASPCAP.segment_slices[2].start + 5] = True  # one pixel cannot fix a quadratic
-    with pytest.raises(InputDataError, match="red detector"):
+    with pytest.raises(InputDataError, match="red segment"):
         cn.continuum_normalize(s["flux"], s["error"], continuum_mask=mask)
     # a line (degree 1) through 2 pixels is possible
     mask[ASPCAP.segment_slices[2].start + 500] = True

@@ -23,9 +23,9 @@ def test_defaults_and_grids():
     cfg = PreprocessConfig()
     assert cfg.kind == "continuum" and cfg.degree == 2
     assert cfg.reject_bits == list(DEFAULT_REJECT_BITS)
-    assert cfg.output_grid == "aspcap" and cfg.n_pixels == ASPCAP.n_pixels
+    assert cfg.output_grid is ASPCAP and cfg.n_pixels == ASPCAP.n_pixels
     raw = PreprocessConfig(kind="raw")
-    assert raw.output_grid == "apstar" and raw.n_pixels == APSTAR.n_pixels
+    assert raw.output_grid is APSTAR and raw.n_pixels == APSTAR.n_pixels
 
 
 @settings(max_examples=40, deadline=None)
@@ -103,7 +103,7 @@ def test_apply_raw_equals_raw_flux(synth):
     assert f.dtype == np.float32 and f.shape == (3, APSTAR.n_pixels)
     np.testing.assert_array_equal(f, rf.astype(np.float32))
     np.testing.assert_array_equal(e, re.astype(np.float32))
-    with pytest.raises(InputDataError, match="apStar"):
+    with pytest.raises(InputDataError, match="'apstar' \\(8575 px"):
         cfg.apply(s["flux"][:, index_in(ASPCAP, "apstar")], s["error"][:, index_in(ASPCAP, "apstar")])
 
 
