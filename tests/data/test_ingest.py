@@ -89,7 +89,7 @@ def test_ingest_directory_with_bad_files(archive, tmp_path, gen):
     np.testing.assert_allclose(meta["snr"], 60.0)
     np.testing.assert_allclose(meta["ra"], s.meta["RA"][k])
     assert meta["source"].tolist() == sorted(str(p.resolve()) for p in archive["paths"])
-    assert SpectraDataset(out).grid == "apstar"
+    assert SpectraDataset(out).grid.name == "apstar"
 
     # a second run finds everything present and adds nothing
     again = ingest_files([archive["root"]], out, labels=archive["catalog"], label_names=NAMES)
