@@ -1,8 +1,11 @@
-"""starlabels.io: read and write SDSS APOGEE files, build SAS paths and download them.
+"""starlabels.io: read and write SDSS spectra and catalogues, build SAS paths and download them.
 
-Readers (``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
-:func:`read_allstar`. Writers (``apstar_writer.py``): :func:`write_apstar`,
-:func:`write_aspcapstar`. SDSS Science Archive Server (``sas.py``): :func:`apstar_path`,
+:class:`Spectrum` (``spectrum.py``) is what the spectrum readers return. APOGEE DR14–17
+(``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
+:func:`read_allstar`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
+:func:`read_apstar_spectra`. Writers (``apstar_writer.py``, ``mwm_writer.py``):
+:func:`write_apstar`, :func:`write_aspcapstar`, :func:`write_mwm_star`, :func:`write_mwm_visit`.
+SDSS Science Archive Server (``sas.py``): :func:`apstar_path`,
 :func:`aspcapstar_path`, :func:`allstar_path`, :func:`sas_url`, :func:`download`.
 """
 
@@ -20,6 +23,7 @@ from starlabels.io.apogee import (
     resample_to_apstar,
 )
 from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.mwm_writer import write_mwm_star, write_mwm_visit
 from starlabels.io.sas import (
     DownloadError,
     allstar_path,
@@ -30,6 +34,8 @@ from starlabels.io.sas import (
     fetch,
     sas_url,
 )
+from starlabels.io.sdss_v import read_apstar_spectra, read_mwm
+from starlabels.io.spectrum import Spectrum
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -38,6 +44,7 @@ __all__ = [
     "ApVisitSpectrum",
     "AspcapSpectrum",
     "DownloadError",
+    "Spectrum",
     "allstar_path",
     "apstar_path",
     "aspcapstar_path",
@@ -48,10 +55,14 @@ __all__ = [
     "flag_nonfinite",
     "read_allstar",
     "read_apstar",
+    "read_apstar_spectra",
     "read_apvisit",
     "read_aspcapstar",
+    "read_mwm",
     "resample_to_apstar",
     "sas_url",
     "write_apstar",
     "write_aspcapstar",
+    "write_mwm_star",
+    "write_mwm_visit",
 ]
