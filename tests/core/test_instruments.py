@@ -21,7 +21,8 @@ def test_builtin_instruments_are_the_published_grids():
     np.testing.assert_allclose(np.log10(boss.wavelength), 3.5523 + 1e-4 * np.arange(4648), rtol=1e-14)
     assert list(apogee.segments) == ["blue", "green", "red"] and list(boss.segments) == ["blue", "red"]
     # the detectors hold exactly ASPCAP's apStar pixel ranges
-    assert [(s.start, s.stop) for s in apogee.grid.segment_slices] == [(246, 3274), (3585, 6080), (6344, 8335)]
+    ranges = [(s.start, s.stop) for s in apogee.grid.segment_slices]
+    assert ranges == [(246, 3274), (3585, 6080), (6344, 8335)]
     assert apogee.get_grid("aspcap").n_pixels == 7514 and apogee.get_grid("payne").n_pixels == 7214
     assert boss.bitmask().value(["NOPLUG", "NODATA"]) == 1 | (1 << 24)
     assert instruments.available()[:2] == ["apogee", "boss"]
@@ -66,8 +67,8 @@ def _segment_spectra(grid, degree, rng, n=5):
 
 def test_continuum_per_segment_on_boss_and_a_custom_grid():
     rng = np.random.default_rng(3)
-    custom = instruments.from_wavelength(np.linspace(4700, 6700, 900),
-                                         segments={"b1": (4700, 4910), "b2": (5640, 5880), "b3": (6470, 6740)})
+    segments = {"b1": (4700, 4910), "b2": (5640, 5880), "b3": (6470, 6740)}
+    custom = instruments.from_wavelength(np.linspace(4700, 6700, 900), segments=segments)
     for grid in (instruments.get("boss").grid, custom.grid):
         flux, err, cont = _segment_spectra(grid, 2, rng)
         f, e = continuum_normalize(flux, err, grid=grid, degree=2)
@@ -96,7 +97,7 @@ def test_preprocess_config_on_boss_round_trips_and_refuses_other_grids():
     x, _ = cfg.apply(flux, err)
     assert x.shape == (40, 4648) and np.isfinite(x).all()
     apogee = instruments.get("apogee")
-    with pytest.raises(InputDataError, match="'boss' .*'apstar'|'apstar'.*'boss'"):
+    with pytest.raises(InputDataError, match=r"'boss' .*'apstar'|'apstar'.*'boss'"):
         cfg.apply(np.ones((1, apogee.n_pixels)), np.ones((1, apogee.n_pixels)), grid=apogee.grid)
     with pytest.raises(InputDataError, match="8575 pixels"):
         cfg.apply(np.ones((1, apogee.n_pixels)), np.ones((1, apogee.n_pixels)))

@@ -46,7 +46,7 @@ def test_flux_conserving_keeps_the_integral_and_a_constant(grids):
     f_const, _, _ = resample(np.full(src.n_pixels, 7.0), np.ones(src.n_pixels), source=src, target=coarse,
                              method="flux-conserving")
     np.testing.assert_allclose(f_const, 7.0, rtol=1e-12)
-    W, covered = resampling_matrix(src, coarse, "flux-conserving")
+    _W, covered = resampling_matrix(src, coarse, "flux-conserving")
     assert covered.all()
     # ∫ over the target bins = ∫ of the source over the same wavelength range (bins split exactly)
     def edges(w):
@@ -68,7 +68,7 @@ def test_masks_and_bad_pixels_propagate(grids):
     bitmask = np.zeros(src.n_pixels, np.int64)
     bitmask[100] = 1 << 12
     err[200] = 0.0  # unusable source pixel
-    f, e, b = resample(flux, err, bitmask, source=src, target=dst, method="linear")
+    _f, e, b = resample(flux, err, bitmask, source=src, target=dst, method="linear")
     W, _ = resampling_matrix(src, dst, "linear")
     uses = lambda i: np.asarray(W[:, i].todense()).ravel() > 0  # noqa: E731
     assert (b[uses(100)] & (1 << 12)).all() and not (b[~uses(100)] & (1 << 12)).any()
@@ -77,7 +77,7 @@ def test_masks_and_bad_pixels_propagate(grids):
 
 def test_boss_onto_apogee_is_all_uncovered_and_bad_grid_lengths_raise():
     boss, apogee = instruments.get("boss"), instruments.get("apogee")
-    f, e, b = resample(np.ones(boss.n_pixels), np.ones(boss.n_pixels), source=boss.grid, target=apogee.grid)
+    _f, e, _b = resample(np.ones(boss.n_pixels), np.ones(boss.n_pixels), source=boss.grid, target=apogee.grid)
     assert np.isinf(e).all()  # BOSS ends at 10,400 Å, APOGEE starts at 15,100 Å
     with pytest.raises(InputDataError, match="source grid"):
         resample(np.ones(10), np.ones(10), source=boss.grid, target=apogee.grid)
