@@ -95,9 +95,9 @@ def load_continuum_mask(path: str | Path, key: str | None = None, grid: Grid | s
     Parameters
     ----------
     path:
-        File holding a 1-D boolean (or 0/1) array on the ASPCAP (7514), apStar (8575) or Payne (7214)
-        grid. For ``.npz`` the array is ``key``, else the only array in the file, else the only
-        1-D array of a known grid length.
+        File holding a 1-D boolean (or 0/1) array on ``grid`` or on a built-in grid that is a sub- or
+        super-grid of it (for APOGEE: the ASPCAP, apStar or Payne grid). For ``.npz`` the array is
+        ``key``, else the only array in the file, else the only 1-D array of a known grid length.
     key:
         Name of the array inside an ``.npz`` file.
 
@@ -437,7 +437,7 @@ class ContinuumFit(tuple):
 
     @property
     def continuum(self) -> np.ndarray:
-        """(N, 7514) float64 fitted continuum on the ASPCAP grid (flux units); NaN over detectors
+        """(N, P_out) float64 fitted continuum on the output grid (flux units); NaN over segments
         whose fit was impossible."""
         return self[0]
 
@@ -449,7 +449,7 @@ class ContinuumFit(tuple):
 
     @property
     def rejected(self) -> np.ndarray:
-        """(N, 7514) bool: rejected pixels (bitmask, bad values, failed detector, continuum ≤ 0)."""
+        """(N, P_out) bool: rejected pixels (bitmask, bad values, failed segment, continuum ≤ 0)."""
         return self[2]
 
 
@@ -544,12 +544,13 @@ def continuum_normalize(
     Parameters
     ----------
     flux, error:
-        (N, 8575) apStar-grid or (N, 7514) ASPCAP-grid arrays (or one spectrum, (P,)); flux in any
+        (N, P) arrays on ``grid`` (default: APOGEE's apStar or ASPCAP grid), or one spectrum (P,); flux in any
         units, error (1σ) in the same units.
     bitmask:
         Optional APOGEE_PIXMASK array of the same shape.
     continuum_mask:
-        Continuum pixels: a bool array on the ASPCAP grid (7514; 8575/7214 are converted), or a
+        Continuum pixels: a bool array on the output grid (APOGEE: ASPCAP; masks on the apStar or Payne
+        grid are converted), or a
         path to a ``.npy``/``.npz`` mask (:func:`load_continuum_mask`). ``None`` fits every usable
         pixel of a detector (absorption lines then pull the continuum low; for tests and quick
         looks only).
@@ -573,7 +574,8 @@ def continuum_normalize(
     Returns
     -------
     flux, error:
-        (N, 7514) on the ASPCAP grid ((7514,) for 1-D input), dtype float32 for float32 input and
+        (N, P_out) on the output grid (:func:`output_grid`; APOGEE: ASPCAP), 1-D for 1-D input, dtype
+        float32 for float32 input and
         float64 otherwise; flux is dimensionless (continuum = 1), error in the same relative units.
         Rejected pixels (see :mod:`starlabels.preprocess.masking`; also pixels where the fitted
         continuum is ≤ 0 or the ratio overflows the dtype) have flux 1 and error
@@ -603,7 +605,7 @@ def fit_continuum(
     """The continuum :func:`continuum_normalize` divides by, with its coefficients.
 
     Same arguments as :func:`continuum_normalize`. Returns a :class:`ContinuumFit`
-    ``(continuum (N, 7514) float64, coefficients (N, 3, degree+1), rejected (N, 7514) bool)``;
+    ``(continuum (N, P_out) float64, coefficients (N, n_segments, degree+1), rejected (N, P_out) bool)``;
     always 2-D. The coefficients are Chebyshev coefficients (``numpy.polynomial.chebyshev``
     convention) in ``x = linspace(-1, 1, n_detector)`` over each detector's ASPCAP-grid pixels.
     """
@@ -697,7 +699,7 @@ def select_continuum_pixels(
     Parameters
     ----------
     flux, error, bitmask:
-        (N, 8575) or (N, 7514) spectra as for :func:`continuum_normalize` (N ≥ L + 2).
+        (N, P) spectra as for :func:`continuum_normalize` (N ≥ L + 2).
     labels:
         (N, L) (or (N,)) labels in any units; rows with MISSING/NaN labels are not used.
     fraction, n_per_detector:
@@ -712,7 +714,7 @@ def select_continuum_pixels(
 
     Returns
     -------
-    (7514,) bool continuum mask on the ASPCAP grid.
+    (P_out,) bool continuum mask on the output grid (APOGEE: ASPCAP).
 
     Raises
     ------

@@ -45,7 +45,7 @@ def as_batch(
     bitmask:
         ``None`` or an integer array of the same shape (APOGEE_PIXMASK values).
     n_pixels:
-        Allowed values of P (e.g. ``(8575, 7514)``); ``None`` allows any.
+        Allowed values of P; ``None`` allows any.
 
     Returns
     -------
@@ -160,7 +160,7 @@ def raw_regions(grid: Grid) -> tuple[tuple[int, int], ...]:
     return tuple((cuts[i], cuts[i + 1]) for i in range(len(ranges)))
 
 
-#: apStar columns of APOGEE's detectors for the raw repair: ((0, 3429), (3429, 6212), (6212, 8575)).
+#: apStar columns of APOGEE's detectors for the raw repair (split at the middle of the gaps).
 APSTAR_RAW_REGIONS: tuple[tuple[int, int], ...] = raw_regions(APSTAR)
 
 
@@ -193,7 +193,7 @@ def raw_flux(
     Parameters
     ----------
     flux, error:
-        (N, 8575) apStar-grid spectra (or (8575,); the ASPCAP grid, 7514, is accepted too and kept),
+        (N, P) spectra on ``grid`` (default: APOGEE's apStar grid; its ASPCAP grid is accepted too),
         flux in the file's units (1e-17 erg/s/cm²/Å), error (1σ) in the same units.
     bitmask:
         Optional APOGEE_PIXMASK array of the same shape.

@@ -180,7 +180,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray | str | Path, degree: int = 2, **kwargs: Any) -> PreprocessConfig:
-        """Continuum config from a bool mask on the output grid (APOGEE: (7514,)) or a
+        """Continuum config from a bool mask on the output grid (APOGEE: the ASPCAP grid) or a
         ``.npy``/``.npz`` mask file; ``kwargs`` (e.g. ``instrument``, ``input_grid``) as the constructor."""
         probe = cls(kind="continuum", degree=degree, **kwargs)
         out = probe.output_grid
