@@ -379,8 +379,12 @@ def _preprocess_for(cfg: TrainConfig, data: TrainingData) -> dict[str, Any] | No
     """The [preprocess] to train with: the config's, else raw flux for raw apStar-grid data."""
     if cfg.preprocess is not None:
         return cfg.preprocess
-    if data.preprocessing is None and data.grid == "apstar":
-        return {"kind": "raw"}
+    if data.preprocessing is None and data.grid is not None:
+        from starlabels.core import find_grid
+
+        hit = find_grid(data.grid)
+        if hit is not None and hit[0].name == "apogee" and hit[0].grid.same_as(data.grid):
+            return {"kind": "raw"}
     return None
 
 

@@ -99,7 +99,8 @@ class TrainingData:
     groups
         (N,) str or None (e.g. ``"payne"``, ``"mdwarf"``, ``"yso"``).
     grid
-        Grid name of the stored spectra (``"apstar"``, ``"aspcap"``, ...), or None.
+        Wavelength grid of the stored spectra (a :class:`~starlabels.core.Grid` or a built-in
+        grid's name such as ``"apstar"``, ``"boss"``), or None when unknown.
     preprocessing
         ``PreprocessConfig.to_dict()`` the stored spectra already went through, or None (raw).
     files
@@ -118,7 +119,7 @@ class TrainingData:
         label_errors: np.ndarray | None = None,
         label_units: Sequence[str] | None = None,
         groups: np.ndarray | None = None,
-        grid: str | None = None,
+        grid: Any = None,
         preprocessing: dict[str, Any] | None = None,
         files: Sequence[str] = (),
         random_access: bool = False,
@@ -148,7 +149,16 @@ class TrainingData:
         )
         self.groups = groups
         self.n_pixels = int(n_pixels)
+        if grid is not None:
+            from starlabels.data.hdf5 import as_grid
+
+            grid = as_grid(grid)
         self.grid = grid
+        if self.grid is not None and self.grid.n_pixels != self.n_pixels:
+            raise InputDataError(
+                f"spectra have {self.n_pixels} pixels but grid {self.grid.describe()} has "
+                f"{self.grid.n_pixels}"
+            )
         self.preprocessing = preprocessing
         self.files = [str(f) for f in files]
         self.random_access = bool(random_access)
@@ -184,7 +194,7 @@ class TrainingData:
         label_errors: np.ndarray | None = None,
         label_units: Sequence[str] | None = None,
         groups: Sequence[str] | np.ndarray | None = None,
-        grid: str | None = None,
+        grid: Any = None,
         preprocessing: dict[str, Any] | None = None,
     ) -> TrainingData:
         """In-memory data: flux/error/bitmask (N, P), labels/label_errors (N, L) physical units."""
@@ -235,10 +245,9 @@ class TrainingData:
         labels, errors, groups = [], [], []
         units: list[str] = []
         for p, ds in zip(paths, datasets, strict=True):
-            if ds.n_pixels != first.n_pixels or ds.grid != first.grid:
+            if not ds.grid.same_as(first.grid):
                 raise InputFileError(
-                    p, f"grid {ds.grid!r} ({ds.n_pixels} px) differs from {paths[0]}'s "
-                    f"{first.grid!r} ({first.n_pixels} px)"
+                    p, f"grid {ds.grid.describe()} differs from {paths[0]}'s {first.grid.describe()}"
                 )
             if ds.preprocessing != first.preprocessing:
                 raise InputFileError(p, f"its preprocessing differs from {paths[0]}'s")
@@ -1094,6 +1103,7 @@ class Trainer:
             label_scaler=self.label_scaler,
             spectrum_scaler=self.spectrum_scaler,
             preprocessing=None if self.preprocess is None else self.preprocess.to_dict(),
+            grid=self.data.grid if self.preprocess is None else self.preprocess.output_grid,
             training=self.provenance(),
             history=[{k: r[k] for k in (*HISTORY_COLUMNS, "stage")} for r in self.history],
         )
