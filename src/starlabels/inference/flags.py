@@ -24,6 +24,11 @@ bit    name                    set when
                                label (and its σ) is set to NaN.
 7      NO_UNCERTAINTY          no uncertainty was computed (``uncertainty=None`` on a network
                                without a variance head): σ is NaN.
+8      RESAMPLED               the spectrum was on another grid and was resampled onto the
+                               model's (``resample="linear"``/``"flux-conserving"``).
+9      WRONG_GRID              the spectrum is on another grid than the model's and was not
+                               resampled (catalog runs without ``resample``): labels are NaN;
+                               the file and HDU are listed in the run's skipped file.
 =====  ======================  ==================================================================
 
 A row with ``FLAG == 0`` passed every check. ``decode(flag)`` lists the names of the set bits.
@@ -43,6 +48,8 @@ FLAG_BITS: dict[str, int] = {
     "UNCALIBRATED": 5,
     "NONFINITE_OUTPUT": 6,
     "NO_UNCERTAINTY": 7,
+    "RESAMPLED": 8,
+    "WRONG_GRID": 9,
 }
 
 #: One-line descriptions, same keys as :data:`FLAG_BITS` (written into catalog headers).
@@ -55,6 +62,8 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "UNCALIBRATED": "uncertainty not calibrated for this method",
     "NONFINITE_OUTPUT": "network returned a non-finite value; that label is NaN",
     "NO_UNCERTAINTY": "no uncertainty computed; sigma is NaN",
+    "RESAMPLED": "spectrum resampled from another grid onto the model's",
+    "WRONG_GRID": "spectrum on another grid and not resampled; labels are NaN",
 }
 
 SNR_MIN: float = 30.0

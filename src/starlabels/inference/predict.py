@@ -1,13 +1,18 @@
 """``starlabels.predict``: labels, uncertainties and quality flags for arrays of spectra.
 
 The trained model's own preprocessing (``PreprocessConfig``), spectrum scaler and label scaler are
-applied automatically, so the input is raw apStar-grid flux (N, 8575) as read from apStar files —
-or, with ``preprocessed=True``, flux already on the network's input grid. Spectra are processed in
-chunks of ``chunk_size`` rows (preprocessing + network), so memory stays bounded for any N.
+applied automatically, so the input is raw flux on the model's input grid (APOGEE models: the apStar
+grid, as read from apStar files) — or, with ``preprocessed=True``, flux already on the network's input
+grid. Spectra on another grid are given with their grid (``wavelength=``/``grid=``, or as
+:class:`~starlabels.io.Spectrum` objects from :func:`starlabels.io.read_spectra`) and are resampled
+onto the model's grid when ``resample`` asks for it, else refused naming both grids
+(:mod:`starlabels.inference.grid_input`). Spectra are processed in chunks of ``chunk_size`` rows
+(preprocessing + network), so memory stays bounded for any N.
 
 Bad input never yields a silent wrong number:
 
-- wrong pixel count, mismatched shapes, non-numeric arrays → :class:`~starlabels.errors.InputDataError`;
+- wrong pixel count, mismatched shapes, non-numeric arrays, spectra on another grid without
+  ``resample`` → :class:`~starlabels.errors.InputDataError`;
 - a spectrum without a usable pixel (NaN-only, no finite positive error, fully masked) → its row is
   kept with NaN labels and flag ``INVALID_SPECTRUM``;
 - a non-finite network output → NaN and flag ``NONFINITE_OUTPUT``;
@@ -31,8 +36,8 @@ from torch import nn
 
 from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
 from starlabels.inference import flags as F
+from starlabels.inference import grid_input as G
 from starlabels.inference import uncertainty as U
-from starlabels.preprocess.grids import APSTAR_N_PIXELS
 from starlabels.utils import get_device, progress
 
 #: Accepted values of ``uncertainty``.
@@ -395,6 +400,9 @@ def predict(
     ood_factor: float = F.OOD_FACTOR,
     chunk_size: int = CHUNK_SIZE,
     coverage: bool = True,
+    wavelength: Any = None,
+    grid: Any = None,
+    resample: str | None = None,
 ) -> Prediction:
     """Predict labels (and uncertainties) for spectra.
 
@@ -403,9 +411,12 @@ def predict(
     model:
         A :class:`~starlabels.models.folder.TrainedModel` or the path of a model folder.
     flux, error:
-        (N, 8575) raw apStar-grid flux and 1σ errors (or (8575,) for one spectrum); with
-        ``preprocessed=True``, (N, P) network input (P = the network's ``n_pixels``). ``error`` is
-        required for ``"noise"``/``"delta"``; without it SNR is unknown.
+        (N, P) raw flux and 1σ errors (or (P,) for one spectrum) on the model's input grid
+        (``model.input_grid``; APOGEE: the apStar grid), or on the grid given by ``wavelength`` /
+        ``grid``; with ``preprocessed=True``, (N, P) network input (P = the network's ``n_pixels``).
+        ``error`` is required for ``"noise"``/``"delta"``; without it SNR is unknown. ``flux`` may
+        instead be a :class:`~starlabels.io.Spectrum` (or a specutils spectrum) or a list of them:
+        their errors, bitmasks and wavelengths are used (give no ``error``/``bitmask``/``grid``).
     uncertainty:
         ``None`` (point estimate; σ from the variance head if the network has one),
         ``"mc_dropout"`` (astroNN eq. 3), ``"noise"`` (APOGEE Net §3.5) or ``"delta"``
@@ -413,7 +424,7 @@ def predict(
     n_samples:
         Passes / noise realisations per spectrum (default 100).
     bitmask:
-        (N, 8575) APOGEE_PIXMASK values (raw input only).
+        (N, P) pixel flags of the spectra's instrument (APOGEE_PIXMASK, …; raw input only).
     batch_size:
         Rows per network forward pass (realisations count as rows).
     device:
@@ -438,6 +449,15 @@ def predict(
     coverage:
         Add the label-coverage variance part ``"coverage"`` when the model has one fitted
         (:func:`starlabels.inference.coverage.fit_coverage`; with any ``uncertainty``).
+    wavelength, grid:
+        The spectra's grid: a (P,) vacuum wavelength array in Å, or a :class:`~starlabels.core.Grid`
+        / built-in grid name (``"apstar"``, ``"boss"``, …). Default: the model's own grid, checked
+        by pixel count only.
+    resample:
+        ``None`` (spectra on another grid than the model's are refused, naming both grids),
+        ``"linear"`` or ``"flux-conserving"``: resample them onto the model's grid
+        (:func:`starlabels.preprocess.resample.resample`; errors and masks propagated, uncovered
+        pixels rejected). Resampled rows carry the ``RESAMPLED`` flag.
 
     Returns
     -------
@@ -468,7 +488,9 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
+    f, e, b, has_error, in_grid, resampled = _inputs(
+        im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
+    )
     if uncertainty in ("noise", "delta") and not has_error:
         raise InputDataError(f"uncertainty={uncertainty!r} needs per-pixel errors (error=...)")
     n, L = f.shape[0], len(im.label_names)
@@ -492,7 +514,7 @@ def predict(
         for start in progress(steps, desc="predict", total=len(steps), unit="chunk"):
             sl = slice(start, min(n, start + int(chunk_size)))
             x, xe, ok, snr_c, masked_c = _prepare(
-                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error
+                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error, in_grid
             )
             valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
             if not ok.any():
@@ -512,16 +534,84 @@ def predict(
 
     if snr_given is not None:  # given values win; NaN entries fall back to the computed SNR
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
-    return _finish(
+    pred = _finish(
         im, mean, parts, valid, snr_all, masked,
         uncertainty=uncertainty, n_samples=n_samples if uncertainty in ("mc_dropout", "noise") else 0,
         calibrated=calibrated, snr_min=snr_min, max_masked_fraction=max_masked_fraction,
         ood_factor=ood_factor,
     )
+    pred.flags[resampled] |= F.bit("RESAMPLED")
+    return pred
 
 
-def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool):
-    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays."""
+def _inputs(im: InferenceModel, flux, error, bitmask, preprocessed: bool, *, wavelength, grid, resample):
+    """The input as 2-D arrays on the model's grid: (flux, error, bitmask|None, has_error, grid|None,
+    resampled (N,) bool). See :mod:`starlabels.inference.grid_input`."""
+    if resample not in G.RESAMPLE_METHODS:
+        raise InputDataError(f"resample must be one of {G.RESAMPLE_METHODS}, got {resample!r}")
+    if G.is_spectra(flux):
+        if error is not None or bitmask is not None or wavelength is not None or grid is not None:
+            raise InputDataError(
+                "give Spectrum objects alone: their own errors, bitmasks and wavelengths are used "
+                "(no error=, bitmask=, wavelength= or grid=)"
+            )
+        return _spectra_inputs(im, G.as_spectrum_list(flux), preprocessed, resample)
+    if wavelength is not None and grid is not None:
+        raise InputDataError("give the spectra's grid either as wavelength= or as grid=, not both")
+    if wavelength is None and grid is None:
+        f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
+        return f, e, b, has_error, None, np.zeros(f.shape[0], bool)
+    source = _source_grid(wavelength, grid)
+    f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed, n_pixels=source.n_pixels)
+    gi = G.onto_model_grid(im, f, e if has_error else None, b, source, preprocessed=preprocessed,
+                           resample=resample)
+    e_out = gi.error if has_error else np.ones_like(gi.flux, dtype=np.float64)
+    return gi.flux, e_out, gi.bitmask, has_error, gi.grid, gi.resampled
+
+
+def _source_grid(wavelength, grid):
+    from starlabels.core.grid import from_wavelength
+    from starlabels.preprocess.grids import get_grid
+
+    if wavelength is not None:
+        return from_wavelength(np.asarray(wavelength, np.float64), name="input")
+    try:
+        return get_grid(grid)
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
+
+
+def _spectra_inputs(im: InferenceModel, spectra: list, preprocessed: bool, resample):
+    """Spectrum objects (any mix of grids and instruments) → arrays on the model's grid, in order."""
+    from starlabels.preprocess.grids import convert
+
+    if preprocessed:
+        raise InputDataError("Spectrum objects hold spectra as read; they cannot be preprocessed=True")
+    parts = [
+        (g, G.onto_model_grid(im, g.flux, g.error, g.bitmask, g.grid, preprocessed=False,
+                              resample=resample, instrument=g.instrument, where=g.where))
+        for g in G.from_spectra(spectra)
+    ]
+    target = G.expected_grid(im, preprocessed) or parts[0][1].grid
+    n, P = len(spectra), target.n_pixels
+    f, e = np.empty((n, P)), np.empty((n, P))
+    b = np.zeros((n, P), np.int64)
+    resampled = np.zeros(n, bool)
+    for g, gi in parts:
+        gf, ge, gb = gi.flux, gi.error, gi.bitmask
+        if not gi.grid.same_as(target):  # a continuum model's gap-free input among full-grid input
+            gf = convert(gf, gi.grid, target, fill=np.nan)
+            ge = convert(ge, gi.grid, target, fill=np.inf)
+            gb = None if gb is None else convert(gb, gi.grid, target, fill=0)
+        f[g.rows], e[g.rows], resampled[g.rows] = gf, ge, gi.resampled
+        if gb is not None:
+            b[g.rows] = gb
+    return f, e, b, True, target, resampled
+
+
+def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool, n_pixels: int | None = None):
+    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays. ``n_pixels``: the
+    pixel count of the spectra's given grid (default: the model's grid's)."""
     f = np.asarray(flux)
     if f.dtype == object or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
         raise InputDataError(f"flux must be a real numeric array, got dtype {f.dtype}")
@@ -529,19 +619,33 @@ def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool):
         f = f[None, :]
     if f.ndim != 2:
         raise InputDataError(f"flux must be (P,) or (N, P), got shape {np.shape(flux)}")
-    expected = im.n_pixels if preprocessed else APSTAR_N_PIXELS
+    model_grid = G.expected_grid(im, preprocessed)
+    if n_pixels is not None:
+        expected = int(n_pixels)
+    elif preprocessed or model_grid is None:
+        expected = im.n_pixels
+    else:
+        expected = model_grid.n_pixels
+    if not preprocessed and im.preprocessing is None:
+        raise InputDataError(
+            f"this model has no preprocessing: its input is the network input ({im.n_pixels} pixels) — "
+            "pass preprocessed=True"
+        )
     if f.shape[1] != expected:
+        if n_pixels is not None:
+            raise InputDataError(f"flux has {f.shape[1]} pixels but the given grid has {expected}")
         if preprocessed:
             raise InputDataError(
                 f"preprocessed flux has {f.shape[1]} pixels but the network takes {im.n_pixels}"
             )
         hint = (
             f"; it matches the network input ({im.n_pixels}) — pass preprocessed=True"
-            if f.shape[1] == im.n_pixels else ""
+            if f.shape[1] == im.n_pixels else
+            "; for spectra on another grid give wavelength= or grid= (and resample= to resample them)"
         )
+        where = model_grid.describe() if model_grid is not None else f"({im.n_pixels} pixels)"
         raise InputDataError(
-            f"flux has {f.shape[1]} pixels; raw input must be on the apStar grid "
-            f"({APSTAR_N_PIXELS} pixels){hint}"
+            f"flux has {f.shape[1]} pixels; raw input must be on the model's input grid {where}{hint}"
         )
     has_error = error is not None
     e = np.ones_like(f, dtype=np.float64) if error is None else np.asarray(error)
@@ -568,16 +672,21 @@ def _reject_bits(im: InferenceModel):
     return None if bits is None else list(bits)
 
 
-def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
-    """Preprocess one chunk. Returns (x, xe) float32 (n_ok, P) for the valid rows, ``ok`` (n,) bool,
-    snr (n,), masked fraction (n,)."""
+def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, grid=None):
+    """Preprocess one chunk (``grid``: the spectra's grid when known, checked by the preprocessing).
+    Returns (x, xe) float32 (n_ok, P) for the valid rows, ``ok`` (n,) bool, snr (n,), masked
+    fraction (n,)."""
     from starlabels.preprocess.masking import rejected_pixels
 
     # keep float32 input float32 (as read from files): float64 copies of a chunk and the
     # preprocessing temporaries would double the memory of a streaming run
     f = np.asarray(f) if np.issubdtype(np.asarray(f).dtype, np.floating) else np.asarray(f, np.float64)
     e = np.asarray(e) if np.issubdtype(np.asarray(e).dtype, np.floating) else np.asarray(e, np.float64)
-    rej = rejected_pixels(f, e, b, bits=_reject_bits(im)) if not preprocessed else rejected_pixels(f, e)
+    if preprocessed:
+        rej = rejected_pixels(f, e)
+    else:
+        rej = rejected_pixels(f, e, b, bits=_reject_bits(im),
+                              bitmask_def=getattr(im.preprocessing, "bitmask", None))
     ok = ~rej.all(axis=1)
     masked = rej.mean(axis=1)
     snr = np.full(f.shape[0], np.nan)
@@ -597,7 +706,7 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
     else:
         if im.preprocessing is None:
             raise ModelFormatError("the model has no preprocessing config; pass preprocessed=True input")
-        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok])
+        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok], grid=grid)
         x, xe = np.asarray(x), np.asarray(xe)
         if x.shape[1] != P:
             raise ModelFormatError(
