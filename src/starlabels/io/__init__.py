@@ -1,5 +1,7 @@
 """starlabels.io: read and write SDSS spectra and catalogues, build SAS paths and download them.
 
+Start with :func:`read_spectra` (any supported file, recognised by content → list of
+:class:`Spectrum`) and :func:`scan_inputs` (files/folders → readable files + skipped with reasons).
 :class:`Spectrum` (``spectrum.py``) is what the spectrum readers return. APOGEE DR14–17
 (``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
 :func:`read_allstar`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
@@ -23,7 +25,9 @@ from starlabels.io.apogee import (
     resample_to_apstar,
 )
 from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.boss import read_boss_spec
 from starlabels.io.mwm_writer import write_mwm_star, write_mwm_visit
+from starlabels.io.read import FORMATS, identify_format, read_spectra, scan_inputs
 from starlabels.io.sas import (
     DownloadError,
     allstar_path,
@@ -36,9 +40,11 @@ from starlabels.io.sas import (
 )
 from starlabels.io.sdss_v import read_apstar_spectra, read_mwm
 from starlabels.io.spectrum import Spectrum
+from starlabels.io.table import read_table_spectra
 
 __all__ = [
     "DEFAULT_LABELS",
+    "FORMATS",
     "AllStarTable",
     "ApStarSpectrum",
     "ApVisitSpectrum",
@@ -53,14 +59,19 @@ __all__ = [
     "download",
     "fetch",
     "flag_nonfinite",
+    "identify_format",
     "read_allstar",
     "read_apstar",
     "read_apstar_spectra",
     "read_apvisit",
     "read_aspcapstar",
+    "read_boss_spec",
     "read_mwm",
+    "read_spectra",
+    "read_table_spectra",
     "resample_to_apstar",
     "sas_url",
+    "scan_inputs",
     "write_apstar",
     "write_aspcapstar",
     "write_mwm_star",
