@@ -52,6 +52,17 @@ DEFAULT_LABEL_NOISE = {"TEFF": 30.0, "LOGG": 0.05, "FE_H": 0.02, "ALPHA_M": 0.02
 POPULATIONS = ("giants", "dwarfs", "cool_dwarfs")
 #: A/F main-sequence stars (6,900–9,800 K), only drawn when asked for (BOSS's default population)
 HOT_DWARFS = "hot_dwarfs"
+#: default population fractions per instrument (others: APOGEE's)
+DEFAULT_POPULATIONS: dict[str, dict[str, float]] = {
+    "apogee": {"giants": 0.7, "dwarfs": 0.2, "cool_dwarfs": 0.1},
+    "boss": {"giants": 0.5, "dwarfs": 0.25, "cool_dwarfs": 0.1, HOT_DWARFS: 0.15},
+}
+
+
+def default_population(instrument: str | Instrument = "apogee") -> dict[str, float]:
+    """A copy of the instrument's default population fractions (:data:`DEFAULT_POPULATIONS`)."""
+    name = instrument.name if isinstance(instrument, Instrument) else str(instrument).lower()
+    return dict(DEFAULT_POPULATIONS.get(name, DEFAULT_POPULATIONS["apogee"]))
 #: log g range (dex) of the analytic giants drawn when no DR17 label sample is given
 GIANT_LOGG_RANGE = (0.5, 3.5)
 
