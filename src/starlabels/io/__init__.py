@@ -4,7 +4,8 @@ Start with :func:`read_spectra` (any supported file, recognised by content → l
 :class:`Spectrum`) and :func:`scan_inputs` (files/folders → readable files + skipped with reasons).
 :class:`Spectrum` (``spectrum.py``) is what the spectrum readers return. APOGEE DR14–17
 (``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
-:func:`read_allstar`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
+:func:`read_allstar`; any label table, allStar or SDSS-V astraAllStar (``astra.py``):
+:func:`read_label_table`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
 :func:`read_apstar_spectra`. Writers (``apstar_writer.py``, ``mwm_writer.py``):
 :func:`write_apstar`, :func:`write_aspcapstar`, :func:`write_mwm_star`, :func:`write_mwm_visit`.
 SDSS Science Archive Server (``sas.py``): :func:`apstar_path`,
@@ -25,6 +26,7 @@ from starlabels.io.apogee import (
     resample_to_apstar,
 )
 from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.astra import is_astra_table, read_astra_allstar, read_label_table
 from starlabels.io.boss import read_boss_spec
 from starlabels.io.mwm_writer import write_mwm_star, write_mwm_visit
 from starlabels.io.read import FORMATS, identify_format, read_spectra, scan_inputs
@@ -60,12 +62,15 @@ __all__ = [
     "fetch",
     "flag_nonfinite",
     "identify_format",
+    "is_astra_table",
     "read_allstar",
     "read_apstar",
     "read_apstar_spectra",
     "read_apvisit",
     "read_aspcapstar",
+    "read_astra_allstar",
     "read_boss_spec",
+    "read_label_table",
     "read_mwm",
     "read_spectra",
     "read_table_spectra",

@@ -157,6 +157,9 @@ class AllStarTable:
         aspcapflag, starflag: (N,) int64 bit flags (0 when the column is absent).
         columns: the extra columns asked for, by upper-case name (arrays as read).
         meta: ``FILE``, ``N_ROWS``, ``MISSING_ERROR_COLUMNS``.
+        key_column: the identifier that joins the table to spectra: ``"APOGEE_ID"`` (allStar) or
+            ``"SDSS_ID"`` (SDSS-V astraAllStar tables, :func:`starlabels.io.read_label_table`).
+        keys: (N,) the identifiers of ``key_column`` (None → ``apogee_id``); use :attr:`key`.
     """
 
     labels: np.ndarray
@@ -167,9 +170,27 @@ class AllStarTable:
     starflag: np.ndarray
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    key_column: str = "APOGEE_ID"
+    keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def key(self) -> np.ndarray:
+        """(N,) identifiers of :attr:`key_column` (str APOGEE_IDs, or int64 SDSS_IDs)."""
+        return self.apogee_id if self.keys is None else self.keys
+
+    def lookup(self, ids: Any) -> np.ndarray:
+        """Row index of each id in ``ids`` (−1 when absent; first row for duplicated keys).
+
+        Ids are compared as stripped strings, so ``"12345"`` and ``12345`` find the same SDSS_ID.
+        """
+        keys = np.char.strip(np.asarray(self.key).astype(str))
+        uniq, first = np.unique(keys, return_index=True)
+        index = dict(zip(uniq.tolist(), first.tolist(), strict=True))
+        wanted = np.atleast_1d(np.asarray(ids)).astype(str)
+        return np.array([index.get(str(i).strip(), -1) for i in wanted], dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------
