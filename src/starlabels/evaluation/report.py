@@ -79,7 +79,8 @@ DEFAULT_ISOCHRONE_AGES: tuple[float, ...] = (9.6,)
 #: Labels per figure for the multi-panel figures (keeps panels readable at page width).
 PANELS_PER_FIGURE = 3
 
-_NON_LABEL_COLUMNS = {"APOGEE_ID", "RA", "DEC", "SNR", "SOURCE", "FLAG", "MODEL_NAME", "MODEL_VERSION"}
+_NON_LABEL_COLUMNS = {"SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE", "FLAG",
+                      "MODEL_NAME", "MODEL_VERSION"}
 
 
 # --------------------------------------------------------------------------------------------

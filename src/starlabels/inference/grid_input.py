@@ -219,13 +219,13 @@ def from_spectra(spectra: Sequence[Any]) -> list[SpectraInput]:
             flux=np.stack([spectra[i].flux for i in rows]),
             error=np.stack([spectra[i].error for i in rows]),
             bitmask=np.stack([spectra[i].bitmask for i in rows]),
-            grid=_named_grid(first.wavelength, inst), instrument=inst, rows=np.asarray(rows),
+            grid=named_grid(first.wavelength, inst), instrument=inst, rows=np.asarray(rows),
             where=spectrum_where(first),
         ))
     return out
 
 
-def _named_grid(wavelength: np.ndarray, instrument: str) -> Grid:
+def named_grid(wavelength: np.ndarray, instrument: str) -> Grid:
     """The instrument's own grid when the wavelengths are its (for messages and segments), else a
     grid made from the wavelengths."""
     grid = from_wavelength(wavelength, name=f"{instrument}-input")
