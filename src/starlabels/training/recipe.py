@@ -376,15 +376,19 @@ class RecipeResult:
 
 
 def _preprocess_for(cfg: TrainConfig, data: TrainingData) -> dict[str, Any] | None:
-    """The [preprocess] to train with: the config's, else raw flux for raw apStar-grid data."""
+    """The [preprocess] to train with: the config's, else the raw-flux repair for raw spectra on a
+    built-in instrument grid (apStar, BOSS, …)."""
     if cfg.preprocess is not None:
         return cfg.preprocess
     if data.preprocessing is None and data.grid is not None:
         from starlabels.core import find_grid
 
-        hit = find_grid(data.grid)
-        if hit is not None and hit[0].name == "apogee" and hit[0].grid.same_as(data.grid):
-            return {"kind": "raw"}
+        hit = find_grid(data.grid)  # raw spectra on an instrument's grid: its raw-flux repair
+        if hit is not None:
+            inst, name = hit
+            if inst.name == "apogee" and inst.grid.same_as(data.grid):
+                return {"kind": "raw"}  # as before grids were data (same config.json)
+            return {"kind": "raw", "instrument": inst.name, "input_grid": name}
     return None
 
 
