@@ -26,9 +26,6 @@ bit    name                    set when
                                without a variance head): σ is NaN.
 8      RESAMPLED               the spectrum was on another grid and was resampled onto the
                                model's (``resample="linear"``/``"flux-conserving"``).
-9      WRONG_GRID              the spectrum is on another grid than the model's and was not
-                               resampled (catalog runs without ``resample``): labels are NaN;
-                               the file and HDU are listed in the run's skipped file.
 =====  ======================  ==================================================================
 
 A row with ``FLAG == 0`` passed every check. ``decode(flag)`` lists the names of the set bits.
@@ -49,7 +46,6 @@ FLAG_BITS: dict[str, int] = {
     "NONFINITE_OUTPUT": 6,
     "NO_UNCERTAINTY": 7,
     "RESAMPLED": 8,
-    "WRONG_GRID": 9,
 }
 
 #: One-line descriptions, same keys as :data:`FLAG_BITS` (written into catalog headers).
@@ -63,7 +59,6 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "NONFINITE_OUTPUT": "network returned a non-finite value; that label is NaN",
     "NO_UNCERTAINTY": "no uncertainty computed; sigma is NaN",
     "RESAMPLED": "spectrum resampled from another grid onto the model's",
-    "WRONG_GRID": "spectrum on another grid and not resampled; labels are NaN",
 }
 
 SNR_MIN: float = 30.0
