@@ -21,6 +21,10 @@ DR17
 ``LOCATION_ID`` for DR14 (DR14 aspcapStar folders have no telescope level). Spectra from the
 southern telescope (``lco25m``, DR16+) are named ``asStar-…`` instead of ``apStar-…``.
 
+DR19 and DR20 (SDSS-V): mwmStar, mwmVisit, apStar on HEALPix paths, BOSS specFull/spec-lite and
+the astraAllStar<Pipeline> tables; see :mod:`starlabels.io.sdss_v_paths`. :func:`file_path`
+dispatches on the kind for every release.
+
 The cache (argument ``cache``, else ``$STARLABELS_CACHE``, else ``~/.cache/starlabels``) mirrors
 the SAS path; the base URL comes from ``base_url``, else ``$STARLABELS_SAS_URL``.
 :func:`download` writes ``<file>.part`` and renames it only after the size (Content-Length /
@@ -48,6 +52,7 @@ from typing import Any, BinaryIO
 
 from starlabels import __version__
 from starlabels.errors import InputFileError
+from starlabels.io import sdss_v_paths as v5
 from starlabels.utils import progress_enabled
 
 try:  # advisory lock so two processes never append to the same .part (POSIX only)
@@ -59,6 +64,7 @@ __all__ = [
     "DEFAULT_SAS_URL",
     "KINDS",
     "RELEASES",
+    "SDSSV_KINDS",
     "TELESCOPES",
     "DownloadError",
     "Release",
@@ -76,7 +82,10 @@ __all__ = [
 
 DEFAULT_SAS_URL = "https://data.sdss.org/sas"
 TELESCOPES: tuple[str, ...] = ("apo25m", "lco25m", "apo1m")
-KINDS: tuple[str, ...] = ("apstar", "aspcapstar", "allstar")
+KINDS: tuple[str, ...] = ("apstar", "aspcapstar", "allstar", "mwmstar", "mwmvisit", "specfull", "speclite",
+                          "astraallstar")
+#: Kinds that exist only in the SDSS-V releases (DR19, DR20).
+SDSSV_KINDS: tuple[str, ...] = ("mwmstar", "mwmvisit", "specfull", "speclite", "astraallstar")
 _RETRY_HTTP = {408, 429}
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 _HASH_BY_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
@@ -176,18 +185,53 @@ def allstar_path(release: str = "dr17", *, lite: bool = False) -> str:
     return f"{rel.aspcap}/{rel.allstar}"
 
 
-def file_path(kind: str, apogee_id: str | None = None, *, release: str = "dr17",
-              telescope: str = "apo25m", field: str | int | None = None, lite: bool = False) -> str:
-    """Dispatch on ``kind`` (``"apstar"``, ``"aspcapstar"``, ``"allstar"``) to the path builders."""
+def file_path(kind: str, identifier: str | int | None = None, *, release: str = "dr17",
+              telescope: str = "apo25m", field: str | int | None = None, lite: bool = False,
+              healpix: int | str | None = None, v_astra: str | None = None, apred: str | None = None,
+              run2d: str | None = None, mjd: int | str | None = None, pipeline: str | None = None) -> str:
+    """SAS path of ``kind`` for any release.
+
+    DR14–DR17: ``"apstar"``, ``"aspcapstar"`` (``identifier`` = APOGEE_ID, ``telescope``, ``field``),
+    ``"allstar"`` (``lite``). DR19/DR20: ``"apstar"`` (``identifier`` = APOGEE object name,
+    ``healpix``, ``telescope``, ``apred``), ``"mwmstar"``/``"mwmvisit"`` (``identifier`` = SDSS_ID,
+    ``v_astra``), ``"specfull"``/``"speclite"`` (``identifier`` = CATALOGID, ``field``, ``mjd``,
+    ``run2d``), ``"astraallstar"`` (``pipeline``, e.g. ``"ASPCAP"``; ``v_astra``).
+    """
     kind = kind.lower()
-    if kind == "allstar":
-        return allstar_path(release, lite=lite)
     if kind not in KINDS:
         raise ValueError(f"unknown file kind {kind!r}; known: {list(KINDS)}")
-    if not apogee_id:
-        raise ValueError(f"{kind} needs an APOGEE_ID")
+    sdss_v = str(release).lower() in v5.SDSSV_RELEASES
+    if kind in SDSSV_KINDS and not sdss_v:
+        raise ValueError(f"{kind} files exist in the SDSS-V releases {sorted(v5.SDSSV_RELEASES)}, "
+                         f"not in {release!r}")
+    if kind == "astraallstar":
+        if not pipeline:
+            raise ValueError("astraallstar needs a pipeline (e.g. ASPCAP, BossNet)")
+        return v5.astra_allstar_path(pipeline, release=release, v_astra=v_astra)
+    if kind == "allstar":
+        if sdss_v:
+            raise ValueError(f"{release} has no allStar file; use astraallstar with a pipeline")
+        return allstar_path(release, lite=lite)
+    if identifier is None or str(identifier).strip() == "":
+        what = {"mwmstar": "an SDSS_ID", "mwmvisit": "an SDSS_ID", "specfull": "a CATALOGID",
+                "speclite": "a CATALOGID"}.get(kind, "an APOGEE_ID")
+        raise ValueError(f"{kind} needs {what}")
+    if kind in ("mwmstar", "mwmvisit"):
+        return v5.mwm_path(identifier, kind=kind[3:], release=release, v_astra=v_astra)
+    if kind in ("specfull", "speclite"):
+        if field is None or mjd is None:
+            raise ValueError(f"{kind} needs the field and mjd of the coadd")
+        return v5.boss_spec_path(identifier, field=field, mjd=mjd, release=release, run2d=run2d,
+                                 lite=kind == "speclite")
+    if kind == "apstar" and sdss_v:
+        if healpix is None:
+            raise ValueError(f"{release} apStar files are on HEALPix paths: give the star's healpix")
+        return v5.sdss_v_apstar_path(str(identifier), healpix=healpix, telescope=telescope, release=release,
+                                     apred=apred)
+    if kind == "aspcapstar" and sdss_v:
+        raise ValueError(f"{release} has no aspcapStar files; use astraallstar (ASPCAP) for labels")
     build = apstar_path if kind == "apstar" else aspcapstar_path
-    return build(apogee_id, release=release, telescope=telescope, field=field)
+    return build(str(identifier), release=release, telescope=telescope, field=field)
 
 
 def sas_base_url(base_url: str | None = None) -> str:
@@ -450,15 +494,21 @@ def download(
 
 def fetch(
     kind: str,
-    apogee_id: str | None = None,
+    identifier: str | int | None = None,
     *,
     release: str = "dr17",
     telescope: str = "apo25m",
     field: str | int | None = None,
     lite: bool = False,
+    healpix: int | str | None = None,
+    v_astra: str | None = None,
+    apred: str | None = None,
+    run2d: str | None = None,
+    mjd: int | str | None = None,
+    pipeline: str | None = None,
     **download_kwargs: Any,
 ) -> Path:
-    """Build the SAS path of ``kind`` for a star (or the allStar) and :func:`download` it."""
-    path = file_path(kind, apogee_id, release=release, telescope=telescope, field=field, lite=lite)
+    """Build the SAS path of ``kind`` (see :func:`file_path`) and :func:`download` it."""
+    path = file_path(kind, identifier, release=release, telescope=telescope, field=field, lite=lite,
+                     healpix=healpix, v_astra=v_astra, apred=apred, run2d=run2d, mjd=mjd, pipeline=pipeline)
     return download(path, **download_kwargs)
-
