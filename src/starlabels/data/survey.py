@@ -100,7 +100,7 @@ def _emulator_grid(path: str | Path, emu: object, inst: Instrument, grid: str | 
     """The emulator's pixel grid: ``grid`` (a Grid or a name of ``inst``'s grids), else the file's
     ``wavelength`` array, else the one grid of ``inst`` (native, sub-grids, gap-deleted segment
     grid) with the emulator's pixel count."""
-    from starlabels.core import from_wavelength
+    from starlabels.core.grid import from_wavelength
 
     n = emu.n_pixels
     if isinstance(grid, Grid):
