@@ -191,10 +191,11 @@ def read_spectra_unit(
     target = G.expected_grid(im, preprocessed=False)
     network_grid = G.expected_grid(im, preprocessed=True)
     kind = str(getattr(im.preprocessing, "kind", "") or "")
+    own = G.model_instrument(im)
     order = 0
     for it in unit.items:  # one file at a time: this is I/O, the compute is batched per block
         try:
-            spectra = read_spectra(it.path)
+            spectra = read_spectra(it.path, instrument=own)  # tables without one: the model's
         except (StarlabelsError, OSError, ValueError) as exc:
             skipped.append((it.path, _reason(exc)))
             continue
