@@ -12,7 +12,7 @@ from scipy.stats import median_abs_deviation
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 from starlabels.evaluation import diagnostics as d
-from starlabels.preprocess.grids import ASPCAP, index_in
+from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
 
@@ -295,6 +295,16 @@ def test_element_windows_from_a_user_file(tmp_path):
 
     with pytest.raises(InputFileError, match=r"bad\.npz"):
         d.load_element_windows(bad)
+    # onto a grid given by its wavelengths (a plot's): the same as onto the named grid
+    from starlabels.core.grid import from_wavelength
+
+    on_wave = d.element_window_mask("TIII_FE", wins, grid=from_wavelength(APSTAR.wavelength))
+    np.testing.assert_array_equal(on_wave, apstar)
+    # windows of a length no grid of the instrument has, and an instrument without windows
+    with pytest.raises(InputDataError, match="fit no grid"):
+        d.element_window_mask("MG", {"Mg": np.ones(100, bool)})
+    with pytest.raises(InputDataError, match="defines no element windows"):
+        d.load_element_windows(instrument="boss")
 
 
 @pytest.mark.shared_data

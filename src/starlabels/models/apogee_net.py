@@ -4,8 +4,8 @@ Twelve ``Conv1d(k=3, padding=1)`` layers with 8-8-16-16-16-16-32-32-32-32-64-64 
 each, max-pool 2 after every second convolution, flatten, then dense 512 → 512 → ``n_labels``. As in
 the paper's code, dropout acts on the *pre-activation* of the two hidden dense layers
 (``relu(dropout(fc(x)))``) and is not applied to the output layer. The flatten size is computed from
-``n_pixels`` (64 × 133 for the 8575-pixel apStar grid, as printed in the paper): each max-pool
-floors, as ``F.max_pool1d``, so any length ≥ 64 works (e.g. the 4648-pixel BOSS grid: 64 × 72).
+``n_pixels`` (64 × 133 on the apStar grid, as printed in the paper): each max-pool floors, as
+``F.max_pool1d``, so any length ≥ 64 works (64 × ⌊P/64⌋; on the BOSS grid 64 × 72).
 
 The layers are kept in two ``nn.Sequential`` blocks (``features``, ``head``) whose parameters come in
 the same order as the paper's ``conv1 … conv12, fc1, fc2, fc3``, so weights map one-to-one and the

@@ -98,8 +98,8 @@ def ranges_to_windows(ranges: Sequence[Sequence[Sequence[int]]], n_pixels: int) 
 
 
 def load_windows(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an .npz with ``windows`` (E, P) bool and ``elements`` (E,) names (e.g.
-    ``aspcap_element_windows_dr14_7514.npz``)."""
+    """Read an .npz with ``windows`` (E, P) bool and ``elements`` (E,) names (e.g. APOGEE's ASPCAP
+    DR14 windows, ``starlabels.instruments.get("apogee").element_windows["dr14"].path()``)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "element-window file does not exist")
@@ -162,7 +162,7 @@ class CensoredBayesianCNN(LabelNetwork):
     ----------
     windows:
         Element windows: an (E, P) boolean array/tensor, a path to an .npz with ``windows`` and
-        ``elements`` (e.g. ``aspcap_element_windows_dr14_7514.npz``; ``element_names`` then picks
+        ``elements`` (e.g. APOGEE's ASPCAP DR14 windows file; ``element_names`` then picks
         and orders elements, matched case-insensitively with ``_FE``/``_H`` suffixes ignored, so
         ``["MG_FE", "AL_FE"]`` works), or the ``{"n_pixels", "ranges"}`` dict of :meth:`config`.
         Stored as the buffer ``windows`` (saved with the weights).
