@@ -134,3 +134,24 @@ def test_read_bintable_equals_astropy(tmp_path):
                 assert ours[name].shape == theirs.shape, name
                 np.testing.assert_array_equal(ours[name], theirs, err_msg=name)
         np.testing.assert_array_equal(read_bintable(h, 1, path)["in_stack"], [False, True, False])
+
+
+def test_truncated_and_degenerate_files(tmp_path):
+    from starlabels.io import read_spectra
+
+    path = write_mwm_star(tmp_path / "m.fits", [_spectrum("apogee", 8)], {"SDSS_ID": 1})
+    data = path.read_bytes()
+    (tmp_path / "cut.fits").write_bytes(data[: len(data) - 1000])
+    with pytest.raises(InputFileError, match=r"cut\.fits: truncated FITS file"):
+        read_spectra(tmp_path / "cut.fits")
+    (tmp_path / "cut2.fits").write_bytes(data[: len(data) - 2880 * 40])  # whole blocks: inside the data
+    with pytest.raises(InputFileError, match=r"cut2\.fits: (truncated|cannot open)"):
+        read_spectra(tmp_path / "cut2.fits")
+    (tmp_path / "text.fits").write_text("not a FITS file at all\n")
+    with pytest.raises(InputFileError, match=r"text\.fits: not a spectrum file"):
+        read_spectra(tmp_path / "text.fits")
+    with fits.open(path) as h:
+        h[3].header["CDELT"] = 0.0  # every pixel at one wavelength
+        h.writeto(tmp_path / "flat.fits")
+    with pytest.raises(InputFileError, match=r"flat\.fits: HDU APOGEE/APO: wavelength is not monotonic"):
+        read_spectra(tmp_path / "flat.fits")

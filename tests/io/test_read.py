@@ -355,3 +355,18 @@ def test_spectrum_validation():
         Spectrum("x", np.array([1.0, 2.0]), np.ones(3), np.ones(3), np.zeros(3, int))
     with pytest.raises(InputDataError, match="non-integer"):
         Spectrum("x", np.array([1.0, 2.0]), np.ones(2), np.ones(2), np.array([0.5, 1.0]))
+
+
+def test_committed_mwm_layouts_are_what_the_script_derives(datamodel):
+    """resources/mwm_layouts.json == scripts/mwm_layouts.py run on the data-model YAMLs."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("mwm_layouts_script", root / "scripts" / "mwm_layouts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    committed = json.loads((root / "src/starlabels/resources/mwm_layouts.json").read_text())
+    for kind in ("mwmStar", "mwmVisit"):
+        assert committed[kind] == json.loads(json.dumps(script.layout(datamodel.folder / f"{kind}.yaml")))
