@@ -700,6 +700,13 @@ class Trainer:
                     f"{stored_cfg.to_dict()}, which differs from the requested {preprocess.to_dict()}"
                 )
             return stored_cfg, None
+        grid = self.data.grid
+        if preprocess is not None and grid is not None and not preprocess.accepts(grid):
+            raise TrainingError(
+                f"the training spectra are on grid {grid.describe()}, but the preprocessing takes "
+                f"{preprocess.grid.describe()}; ingest them onto it (resample) or set [preprocess] "
+                "instrument/input_grid to match"
+            )
         return preprocess, preprocess
 
     def _preprocess_block(self, flux: np.ndarray, error: np.ndarray | None, bitmask: np.ndarray | None):
@@ -708,7 +715,7 @@ class Trainer:
             return flux, error
         if error is None:
             raise TrainingError("preprocessing needs flux errors; the training data have none")
-        f, e = self._apply_preprocess.apply(flux, error, bitmask)
+        f, e = self._apply_preprocess.apply(flux, error, bitmask, grid=self.data.grid)
         return np.asarray(f, dtype=_FLOAT), np.asarray(e, dtype=_FLOAT)
 
     def _preprocess_in_memory(self, data: TrainingData) -> TrainingData:
