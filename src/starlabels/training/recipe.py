@@ -404,7 +404,7 @@ def run_recipe(
     from starlabels.models import build_network
     from starlabels.preprocess.pipeline import PreprocessConfig
     from starlabels.training.stratified import adapt
-    from starlabels.training.trainer import Trainer, TrainingData
+    from starlabels.training.trainer import Trainer, TrainingData, network_kwargs
     from starlabels.utils import seed_everything
 
     tc = cfg.train
@@ -420,8 +420,10 @@ def run_recipe(
     # the network's input length: as stored, or what the preprocessing makes of raw spectra
     n_in = data.n_pixels if data.preprocessing is not None or preprocess is None else preprocess.n_pixels
     seed_everything(seed)
-    network = build_network(tc.model.architecture,
-                            **{"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs})
+    kwargs = network_kwargs(tc.model.architecture,
+                            {"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs},
+                            data, preprocess)
+    network = build_network(tc.model.architecture, **kwargs)
     if tc.model.init == "kaiming":
         from starlabels.models.init import kaiming_init
 

@@ -1173,6 +1173,32 @@ def make_split(data: TrainingData, cfg: Any, seed: int) -> tuple[dict[str, np.nd
     return split, info
 
 
+def network_kwargs(architecture: str, kwargs: dict[str, Any], data: TrainingData, preprocess: Any) -> dict:
+    """``kwargs`` for :func:`~starlabels.models.build_network`, with a censored network's element
+    ``windows`` (a file, or the name of the instrument's windows such as ``"dr14"``) moved onto the
+    grid of the network input (the preprocessing's output grid, or the data's)."""
+    if str(architecture).lower().replace("-", "_") != "bcnn_censored" or "windows" not in kwargs:
+        return kwargs
+    from starlabels.core import find_grid
+    from starlabels.models.censored import windows_on_grid
+
+    stored = data.preprocessing
+    if stored is not None:
+        from starlabels.preprocess.pipeline import PreprocessConfig
+
+        preprocess = PreprocessConfig.from_dict(dict(stored))
+    grid = preprocess.output_grid if preprocess is not None else data.grid
+    if grid is None:
+        return kwargs
+    if preprocess is not None:
+        instrument = preprocess.instrument
+    else:
+        hit = find_grid(grid)
+        instrument = hit[0].name if hit is not None else "apogee"
+    w, names = windows_on_grid(kwargs["windows"], kwargs.get("element_names"), grid, instrument)
+    return {**kwargs, "windows": w, "element_names": names}
+
+
 def trainer_from_config(
     cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
     callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
@@ -1191,7 +1217,8 @@ def trainer_from_config(
         n_in = preprocess.n_pixels
     else:
         n_in = data.n_pixels
-    kwargs = {"n_labels": len(cfg.data.label_names), "n_pixels": n_in, **cfg.model.kwargs}
+    kwargs = network_kwargs(cfg.model.architecture, {"n_labels": len(cfg.data.label_names), "n_pixels": n_in,
+                                                     **cfg.model.kwargs}, data, preprocess)
     seed_everything(seed)
     network = build_network(cfg.model.architecture, **kwargs)
     if cfg.model.init == "kaiming":
