@@ -86,10 +86,18 @@ def test_folder_scanned_by_content_and_a_boss_model_on_the_same_files(raw_model_
     """Given the folder, files are found by content (the text file is listed as skipped, not
     ignored). A model on the BOSS grid reads the BOSS rows of the same files and skips the APOGEE
     ones; an APOGEE spectrum resampled onto it would cover none of it either."""
+    from astropy.io import fits
+
+    # an mwmStar whose HDUs are all empty: listed with the file named, the run goes on
+    with fits.open(sdss5_folder / "mwmStar-0.8.1-103.fits") as h:
+        hdus = [h[0].copy()] + [fits.BinTableHDU(data=h[i].data[:0], header=h[i].header) for i in range(1, 5)]
+        fits.HDUList(hdus).writeto(sdss5_folder / "mwmStar-0.8.1-105.fits")
     res = C.run_catalog(raw_model_folder, [sdss5_folder], tmp_path / "a.csv")
     assert res.n_rows == 2
     reasons = dict(res.skipped)
     assert any(p.endswith("notes.txt") for p in reasons)
+    assert "all of its extensions" in reasons[str(sdss5_folder / "mwmStar-0.8.1-105.fits")]
+    (sdss5_folder / "mwmStar-0.8.1-105.fits").unlink()
 
     from starlabels.preprocess.pipeline import PreprocessConfig
 
