@@ -136,6 +136,7 @@ def test_read_bintable_equals_astropy(tmp_path):
         np.testing.assert_array_equal(read_bintable(h, 1, path)["in_stack"], [False, True, False])
 
 
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
 def test_truncated_and_degenerate_files(tmp_path):
     from starlabels.io import read_spectra
 

@@ -38,9 +38,9 @@ import numpy as np
 
 from starlabels.errors import InputFileError
 from starlabels.io.apogee import read_apvisit, read_aspcapstar
-from starlabels.io.boss import is_boss_spec, read_boss_spec
+from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
-from starlabels.io.sdss_v import mwm_kind, read_apstar_spectra, read_mwm
+from starlabels.io.sdss_v import mwm_from_hdul, mwm_kind, read_apstar_spectra
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra, table_kind
 
@@ -185,11 +185,14 @@ def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True
 
         raise InputDataError(f"read_spectra takes a path or spectra, got {type(source).__name__}")
     path = Path(source)
+    if path.is_file() and is_fits(path):
+        with open_fits(path, "spectrum") as hdul:  # one open for the SDSS-V tables
+            fmt = _identify_fits(hdul)
+            if fmt in ("mwmStar", "mwmVisit"):
+                return mwm_from_hdul(hdul, path)
+            if fmt == "boss-spec":
+                return boss_from_hdul(hdul, path)
     fmt = identify_format(path)
-    if fmt in ("mwmStar", "mwmVisit"):
-        return read_mwm(path)
-    if fmt == "boss-spec":
-        return read_boss_spec(path)
     if fmt in ("apStar", "apStar-sdss5"):
         return read_apstar_spectra(path, rows=rows)
     if fmt == "aspcapStar":

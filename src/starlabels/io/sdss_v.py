@@ -41,7 +41,7 @@ from starlabels.io.apogee import read_apstar
 from starlabels.io.fits_file import open_fits, read_bintable
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
-__all__ = ["MWM_EXTENSIONS", "mwm_kind", "read_apstar_spectra", "read_mwm"]
+__all__ = ["MWM_EXTENSIONS", "mwm_from_hdul", "mwm_kind", "read_apstar_spectra", "read_mwm"]
 
 #: Extension names of mwmStar/mwmVisit files, in file order (HDU1–4).
 MWM_EXTENSIONS: tuple[str, ...] = ("BOSS/APO", "BOSS/LCO", "APOGEE/APO", "APOGEE/LCO")
@@ -119,72 +119,78 @@ def read_mwm(path: str | os.PathLike[str], *, extensions: tuple[str, ...] | None
         InputFileError: not an mwm file; all extensions empty; an extension without CRVAL/CDELT/
             NPIXELS or whose arrays are not NPIXELS long; pixel flags that are not integers.
     """
+    with open_fits(path, "mwmStar/mwmVisit") as hdul:
+        return mwm_from_hdul(hdul, path, extensions=extensions)
+
+
+def mwm_from_hdul(hdul: Any, path: str | os.PathLike[str], *,
+                  extensions: tuple[str, ...] | None = None) -> list[Spectrum]:
+    """:func:`read_mwm` on an already open file (``hdul`` from :func:`~starlabels.io.fits_file.open_fits`)."""
     out: list[Spectrum] = []
     wanted = None if extensions is None else {e.upper() for e in extensions}
-    with open_fits(path, "mwmStar/mwmVisit") as hdul:
-        kind = mwm_kind(hdul)
-        if kind is None:
-            raise InputFileError(path, "not an mwmStar/mwmVisit file (needs V_ASTRA in HDU0 and "
-                                       f"binary tables named {', '.join(MWM_EXTENSIONS)})")
-        primary = hdul[0].header
-        file_meta = {"FILE": str(path), "FORMAT": kind}
-        for key in ("V_ASTRA", "SDSS_ID", "RA", "DEC"):
-            v = _header_scalar(primary, key)
-            if v is not None and v != "":
-                file_meta[key] = v
-        apogee_id = _header_scalar(primary, "APOGEEID")
-        n_rows_total = 0
-        for index, hdu in enumerate(hdul):
-            name = str(hdu.header.get("EXTNAME", "")).upper()
-            if name not in MWM_EXTENSIONS:
-                continue
-            n_rows = int(hdu.header.get("NAXIS2", 0))
-            n_rows_total += n_rows
-            if n_rows == 0 or (wanted is not None and name not in wanted):
-                continue
-            h = hdu.header
-            missing = [k for k in ("CRVAL", "CDELT", "NPIXELS") if k not in h]
-            if missing:
-                raise InputFileError(path, f"HDU {name}: no wavelength solution (missing {missing})")
-            n_pix = int(h["NPIXELS"])
-            crpix = float(h.get("CRPIX", 1))
-            wave = 10.0 ** (float(h["CRVAL"]) + float(h["CDELT"]) * (np.arange(n_pix) + 1 - crpix))
-            order = monotonic_order(wave, path, name)
-            try:
-                data = {k.lower(): v for k, v in read_bintable(hdul, index, path).items()}
-                flux = data["flux"].astype(np.float64)
-                ivar = data["ivar"].astype(np.float64)
-                flags = data["pixel_flags"] if "pixel_flags" in data else np.zeros(flux.shape, int)
-            except (KeyError, TypeError, ValueError, OSError) as e:
-                raise InputFileError(path, f"HDU {name}: cannot read flux/ivar/pixel_flags "
-                                           f"({type(e).__name__}: {e}); truncated?") from e
-            flux, ivar, flags = (np.reshape(a, (n_rows, -1)) for a in (flux, ivar, flags))
-            if flux.shape[1] != n_pix or ivar.shape != flux.shape or flags.shape != flux.shape:
-                raise InputFileError(path, f"HDU {name}: flux {flux.shape}, ivar {ivar.shape}, pixel_flags "
-                                           f"{flags.shape}; expected ({n_rows}, NPIXELS={n_pix})")
-            bits = _int_flags(flags, path, name)
-            error = error_from_ivar(ivar)
-            instrument = str(h.get("INSTRMNT", name.split("/")[0])).strip().lower()
-            observatory = str(h.get("OBSRVTRY", name.split("/")[-1])).strip().upper()
-            columns = {c: v for c, v in data.items() if c not in _ARRAY_COLUMNS and v.ndim == 1}
-            for i in range(n_rows):
-                meta = dict(file_meta)
-                for c, col in columns.items():
-                    v = col[i]
-                    if np.ndim(v) == 0:
-                        meta.setdefault(c.upper(), _scalar(v))
-                meta["HDU"] = name
-                meta["ROW"] = i
-                meta["OBSERVATORY"] = observatory
-                if not meta.get("TELESCOPE"):
-                    meta["TELESCOPE"] = _TELESCOPE_OF.get(observatory, observatory.lower())
-                if instrument == "apogee" and (meta.get("OBJ") or apogee_id):
-                    meta["APOGEE_ID"] = str(meta.get("OBJ") or apogee_id)
-                out.append(Spectrum(instrument, wave[order], flux[i][order], error[i][order], bits[i][order],
-                                    meta))
-        if n_rows_total == 0:
-            raise InputFileError(path, f"{kind} has no spectra: all of its extensions "
-                                       f"({', '.join(MWM_EXTENSIONS)}) are empty")
+    kind = mwm_kind(hdul)
+    if kind is None:
+        raise InputFileError(path, "not an mwmStar/mwmVisit file (needs V_ASTRA in HDU0 and "
+                                   f"binary tables named {', '.join(MWM_EXTENSIONS)})")
+    primary = hdul[0].header
+    file_meta = {"FILE": str(path), "FORMAT": kind}
+    for key in ("V_ASTRA", "SDSS_ID", "RA", "DEC"):
+        v = _header_scalar(primary, key)
+        if v is not None and v != "":
+            file_meta[key] = v
+    apogee_id = _header_scalar(primary, "APOGEEID")
+    n_rows_total = 0
+    for index, hdu in enumerate(hdul):
+        name = str(hdu.header.get("EXTNAME", "")).upper()
+        if name not in MWM_EXTENSIONS:
+            continue
+        n_rows = int(hdu.header.get("NAXIS2", 0))
+        n_rows_total += n_rows
+        if n_rows == 0 or (wanted is not None and name not in wanted):
+            continue
+        h = hdu.header
+        missing = [k for k in ("CRVAL", "CDELT", "NPIXELS") if k not in h]
+        if missing:
+            raise InputFileError(path, f"HDU {name}: no wavelength solution (missing {missing})")
+        n_pix = int(h["NPIXELS"])
+        crpix = float(h.get("CRPIX", 1))
+        wave = 10.0 ** (float(h["CRVAL"]) + float(h["CDELT"]) * (np.arange(n_pix) + 1 - crpix))
+        order = monotonic_order(wave, path, name)
+        try:
+            data = {k.lower(): v for k, v in read_bintable(hdul, index, path).items()}
+            flux = data["flux"].astype(np.float64)
+            ivar = data["ivar"].astype(np.float64)
+            flags = data["pixel_flags"] if "pixel_flags" in data else np.zeros(flux.shape, int)
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            raise InputFileError(path, f"HDU {name}: cannot read flux/ivar/pixel_flags "
+                                       f"({type(e).__name__}: {e}); truncated?") from e
+        flux, ivar, flags = (np.reshape(a, (n_rows, -1)) for a in (flux, ivar, flags))
+        if flux.shape[1] != n_pix or ivar.shape != flux.shape or flags.shape != flux.shape:
+            raise InputFileError(path, f"HDU {name}: flux {flux.shape}, ivar {ivar.shape}, pixel_flags "
+                                       f"{flags.shape}; expected ({n_rows}, NPIXELS={n_pix})")
+        bits = _int_flags(flags, path, name)
+        error = error_from_ivar(ivar)
+        instrument = str(h.get("INSTRMNT", name.split("/")[0])).strip().lower()
+        observatory = str(h.get("OBSRVTRY", name.split("/")[-1])).strip().upper()
+        columns = {c: v for c, v in data.items() if c not in _ARRAY_COLUMNS and v.ndim == 1}
+        for i in range(n_rows):
+            meta = dict(file_meta)
+            for c, col in columns.items():
+                v = col[i]
+                if np.ndim(v) == 0:
+                    meta.setdefault(c.upper(), _scalar(v))
+            meta["HDU"] = name
+            meta["ROW"] = i
+            meta["OBSERVATORY"] = observatory
+            if not meta.get("TELESCOPE"):
+                meta["TELESCOPE"] = _TELESCOPE_OF.get(observatory, observatory.lower())
+            if instrument == "apogee" and (meta.get("OBJ") or apogee_id):
+                meta["APOGEE_ID"] = str(meta.get("OBJ") or apogee_id)
+            out.append(Spectrum(instrument, wave[order], flux[i][order], error[i][order], bits[i][order],
+                                meta))
+    if n_rows_total == 0:
+        raise InputFileError(path, f"{kind} has no spectra: all of its extensions "
+                                   f"({', '.join(MWM_EXTENSIONS)}) are empty")
     return out
 
 
