@@ -8,8 +8,9 @@ Start with :func:`read_spectra` (any supported file, recognised by content → l
 :func:`read_label_table`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
 :func:`read_apstar_spectra`. Writers (``apstar_writer.py``, ``mwm_writer.py``):
 :func:`write_apstar`, :func:`write_aspcapstar`, :func:`write_mwm_star`, :func:`write_mwm_visit`.
-SDSS Science Archive Server (``sas.py``): :func:`apstar_path`,
-:func:`aspcapstar_path`, :func:`allstar_path`, :func:`sas_url`, :func:`download`.
+SDSS Science Archive Server (``sas.py``, ``sdss_v_paths.py``): :func:`apstar_path`,
+:func:`aspcapstar_path`, :func:`allstar_path`, :func:`mwm_path`, :func:`sdss_v_apstar_path`,
+:func:`boss_spec_path`, :func:`astra_allstar_path`, :func:`sas_url`, :func:`download`.
 """
 
 from starlabels.io.apogee import (
@@ -41,6 +42,7 @@ from starlabels.io.sas import (
     sas_url,
 )
 from starlabels.io.sdss_v import read_apstar_spectra, read_mwm
+from starlabels.io.sdss_v_paths import astra_allstar_path, boss_spec_path, mwm_path, sdss_v_apstar_path
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra
 
@@ -56,13 +58,16 @@ __all__ = [
     "allstar_path",
     "apstar_path",
     "aspcapstar_path",
+    "astra_allstar_path",
     "atomic_write_hdulist",
+    "boss_spec_path",
     "cache_path",
     "download",
     "fetch",
     "flag_nonfinite",
     "identify_format",
     "is_astra_table",
+    "mwm_path",
     "read_allstar",
     "read_apstar",
     "read_apstar_spectra",
@@ -77,6 +82,7 @@ __all__ = [
     "resample_to_apstar",
     "sas_url",
     "scan_inputs",
+    "sdss_v_apstar_path",
     "write_apstar",
     "write_aspcapstar",
     "write_mwm_star",
