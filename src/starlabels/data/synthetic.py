@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -91,6 +90,9 @@ from starlabels.data.synthetic_io import (
     write_label_catalog,
     write_mwm_star_files,
 )
+from starlabels.data.synthetic_masks import LOGG0, GeneratorMasks
+from starlabels.data.synthetic_spectra import SyntheticSpectra
+from starlabels.data.synthetic_spectra import apogee_id as _apogee_id
 from starlabels.errors import InputDataError
 
 __all__ = [
@@ -101,7 +103,6 @@ __all__ = [
 ]
 
 C_KMS = 299792.458
-LOGG0 = 2.5
 HC_K = 1.438777e8  # hc/k in Å·K
 #: f_λ (1e-17 erg/s/cm²/Å) of a 0-mag star at 5,500 Å (Vega-like), for the optical flux scale
 F0_5500 = 3.63e8
@@ -117,86 +118,6 @@ BAD_ERROR = 1.0e13  # error of APOGEE BADPIX pixels, as DR17 apStar files (~1e13
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-@dataclass
-class SyntheticSpectra:
-    """Synthetic spectra on an instrument's native grid, with their true labels.
-
-    Shapes: N stars, P pixels of the grid (APOGEE 8575, BOSS 4648), L labels, V visits.
-
-    Attributes:
-        flux: (N, P) float32 observed flux (noise, defects, gaps) in "1e-17 erg/s/cm²/Å"
-            (APOGEE ~1e2–1e3; BOSS ~1–1e3 for G = 13–17.5).
-        error: (N, P) float32 1-σ error of ``flux`` (APOGEE: BAD_ERROR on BADPIX pixels and gaps;
-            BOSS: inf where there is no information, as ivar = 0 in SDSS-V files).
-        bitmask: (N, P) int32, the instrument's default bitmask (APOGEE_PIXMASK, SPPIXMASK).
-        clean_flux: (N, P) float64 noise- and defect-free flux (gaps included).
-        continuum: (N, P) float64 the continuum of ``clean_flux`` (no lines).
-        labels: (N, L) float64 true labels (TEFF K, LOGG dex, FE_H and X_FE dex).
-        label_names, label_units: the L names and units.
-        snr: (N,) median S/N over good pixels (the requested SNR when no visits).
-        meta: ``{name: (N,) array}`` header values. APOGEE: APOGEE_ID, RA, DEC (deg), SNR, VHELIO
-            (km/s), NVISITS, J, H, K (mag). BOSS: SDSS_ID, RA, DEC, SNR, VHELIO, NVISITS, G (mag),
-            A_V (mag of the reddening), TELESCOPE.
-        defects: ``{"gap", "badpix", "cosmic", "sky", "persistence": (N, P) bool}`` where each
-            kind of defect was put.
-        visits: None, or ``{"flux", "error", "bitmask": (N, V, P)}`` the individual visits.
-        instrument: the instrument whose grid and bitmask these are (None: APOGEE).
-    """
-
-    flux: np.ndarray
-    error: np.ndarray
-    bitmask: np.ndarray
-    clean_flux: np.ndarray
-    continuum: np.ndarray
-    labels: np.ndarray
-    label_names: tuple[str, ...]
-    label_units: tuple[str, ...]
-    snr: np.ndarray
-    meta: dict[str, np.ndarray]
-    defects: dict[str, np.ndarray] = field(default_factory=dict)
-    visits: dict[str, np.ndarray] | None = None
-    instrument: Instrument | None = None
-
-    def __post_init__(self) -> None:
-        if self.instrument is None:
-            self.instrument = get_instrument("apogee")
-
-    def __len__(self) -> int:
-        return int(self.flux.shape[0])
-
-    @property
-    def grid(self) -> Grid:
-        """The native grid of :attr:`instrument`."""
-        return self.instrument.grid
-
-    @property
-    def wavelength(self) -> np.ndarray:
-        """(P,) vacuum Å of the instrument's native grid."""
-        return self.instrument.wavelength
-
-    @property
-    def normalized_clean(self) -> np.ndarray:
-        """(N, P) noise-free flux divided by its continuum (1 = no absorption)."""
-        return self.clean_flux / self.continuum
-
-    def star_meta(self, i: int) -> dict[str, Any]:
-        """Header values of star ``i`` as Python scalars (for ``write_apstar``)."""
-        return {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in self.meta.items()}
-
-    def subset(self, index: Any) -> SyntheticSpectra:
-        """The stars at ``index`` (int array, slice or bool mask)."""
-        idx = np.arange(len(self))[index]
-        return SyntheticSpectra(
-            flux=self.flux[idx], error=self.error[idx], bitmask=self.bitmask[idx],
-            clean_flux=self.clean_flux[idx], continuum=self.continuum[idx], labels=self.labels[idx],
-            label_names=self.label_names, label_units=self.label_units, snr=self.snr[idx],
-            meta={k: v[idx] for k, v in self.meta.items()},
-            defects={k: v[idx] for k, v in self.defects.items()},
-            visits=None if self.visits is None else {k: v[idx] for k, v in self.visits.items()},
-            instrument=self.instrument,
-        )
 
 
 def _sub_pixel_log(grid: Grid, k: int) -> tuple[np.ndarray, float]:
@@ -216,7 +137,7 @@ def _sub_pixel_log(grid: Grid, k: int) -> tuple[np.ndarray, float]:
     return sub, float(np.median(step)) / k
 
 
-class SyntheticGenerator:
+class SyntheticGenerator(GeneratorMasks):
     """Parametric spectra whose lines respond to Teff, log g, [Fe/H] and [X/Fe], on any instrument.
 
     A test/demo generator, not a stellar atmosphere model (see the module docstring).
@@ -668,107 +589,3 @@ class SyntheticGenerator:
         """Sample ``n`` label sets and generate their spectra, all from one ``seed``."""
         rng = np.random.default_rng(seed)
         return self.generate(self.sample_labels(n, rng, population), snr, rng, **kwargs)
-
-    # -- masks for the networks ----------------------------------------------------------------
-
-    @property
-    def label_box(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) (L,) arrays: the label range the generator is meant for (:attr:`default_ranges`)."""
-        return self._box(None)
-
-    def _box(self, ranges: Mapping[str, tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
-        r = dict(self.default_ranges)
-        r.update(ranges or {})
-        lo = [r["TEFF"][0], r["LOGG"][0], r["FE_H"][0]]
-        hi = [r["TEFF"][1], r["LOGG"][1], r["FE_H"][1]]
-        for name in self.label_names[3:]:
-            a, b = r.get(name, r["X_FE"])
-            lo.append(a)
-            hi.append(b)
-        return np.array(lo), np.array(hi)
-
-    def _max_depth(self, select: np.ndarray, ranges: Mapping[str, tuple[float, float]] | None) -> np.ndarray:
-        """(P,) upper bound of 1 − normalised flux over the label box, from the lines ``select``."""
-        lo, hi = self._box(ranges)
-        ln = self.lines
-        # log τ is linear in log g and [X/H] and linear (or, for hydrogen in the optical, concave
-        # quadratic) in θ: its maximum over the box is at a corner or at the parabola's vertex
-        theta = 5040.0 / np.array([hi[0], lo[0]])
-        a, q = ln["teff_coef"], ln["teff_coef2"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vertex = np.where(q < 0, THETA0 - a / (2 * np.where(q < 0, q, -1.0)), theta[0])
-        cand = np.column_stack([np.broadcast_to(theta, (len(a), 2)), np.clip(vertex, theta[0], theta[1])])
-        dth = np.max(a[:, None] * (cand - THETA0) + q[:, None] * (cand - THETA0) ** 2, axis=1)
-        dg = np.max(ln["logg_coef"][:, None] * (np.array([lo[1], hi[1]])[None, :] - LOGG0), axis=1)
-        xh_max = np.zeros(len(self.species))
-        xh_max[1] = hi[2]
-        xh_max[2:] = hi[3:] + hi[2]
-        xh = np.where(ln["species"] == 0, 0.0, xh_max[ln["species"]])
-        tau = 10.0 ** (ln["log_strength"] + xh + dth + dg)
-        wing_max = ln["wing_weight"] * 10.0 ** np.max(
-            ln["wing_logg_coef"][:, None] * (np.array([lo[1], hi[1]])[None, :] - LOGG0), axis=1)
-        tau = np.where(select, tau, 0.0)
-        # the bound on τ per line may come from different corners: still an upper bound
-        return 1.0 - self._absorb(tau[None, :], (tau * wing_max)[None, :])[0]
-
-    def _on_grid(self, array: np.ndarray, grid: str | Grid | None) -> np.ndarray:
-        """Native-grid columns of ``array`` (…, P) taken at the pixels of ``grid`` (None: the
-        segment grid, gaps deleted — APOGEE's 7514-pixel ASPCAP grid; a name of the instrument's
-        grids; or a Grid that is a subset of the native grid)."""
-        if grid is None:
-            target = self.grid.segment_grid()
-        elif isinstance(grid, Grid):
-            target = grid
-        else:
-            try:
-                target = self.instrument.get_grid(grid)
-            except ValueError as exc:
-                raise InputDataError(str(exc)) from None
-        pos = target.positions_in(self.grid)
-        if pos is None:
-            raise InputDataError(
-                f"grid {target.describe()} is not a subset of {self.instrument.name}'s grid "
-                f"{self.grid.describe()}"
-            )
-        return array[..., pos]
-
-    def continuum_pixels(
-        self, grid: str | Grid | None = None, threshold: float = 1e-3,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
-    ) -> np.ndarray:
-        """(P,) bool on ``grid`` (default: the segment grid, for APOGEE the 7514-pixel ASPCAP grid,
-        also by name ``"aspcap"``): pixels no line makes deeper than ``threshold`` anywhere in the
-        label box ``ranges`` (``{"TEFF": (lo, hi), "LOGG": …, "FE_H": …, "X_FE" or "<X>_FE": …}``,
-        default :attr:`default_ranges`); pixels without data (gaps) are never continuum."""
-        depth = self._max_depth(np.ones(len(self.lines), bool), ranges)
-        mask = (depth < threshold) & self._detector
-        return self._on_grid(mask, grid)
-
-    def element_windows(
-        self, grid: str | Grid | None = None, threshold: float = 0.01,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
-    ) -> tuple[tuple[str, ...], np.ndarray]:
-        """Each element's line pixels: ``(names, windows)``, ``windows`` (E, P) bool on ``grid``
-        (as :meth:`continuum_pixels`).
-
-        ``names`` are element symbols, upper case: ``"FE"`` then :attr:`elements` (label
-        ``FE_H`` for ``"FE"``, ``<X>_FE`` otherwise). A pixel is in an element's window where
-        that element's lines alone can absorb more than ``threshold`` in the label box.
-        """
-        names = ("FE", *self.elements)
-        sp = self.lines["species"]
-        rows = [self._max_depth(sp == self.species.index(e), ranges) > threshold for e in names]
-        win = np.array(rows) & self._detector[None, :]
-        return names, self._on_grid(win, grid)
-
-
-def _apogee_id(ra: float, dec: float) -> str:
-    """A 2MASS-style designation ``2MHHMMSSss+DDMMSSs`` from RA/Dec in degrees."""
-    h = ra / 15.0
-    hh, mm = int(h), int((h * 60) % 60)
-    ss = (h * 3600) % 60
-    sign = "+" if dec >= 0 else "-"
-    d = abs(dec)
-    dd, dm = int(d), int((d * 60) % 60)
-    ds = (d * 3600) % 60
-    return f"2M{hh:02d}{mm:02d}{int(ss * 100):04d}{sign}{dd:02d}{dm:02d}{int(ds * 10):03d}"

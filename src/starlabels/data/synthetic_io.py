@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from starlabels.data.synthetic import SyntheticSpectra
+    from starlabels.data.synthetic_spectra import SyntheticSpectra
 
 __all__ = ["NOMINAL_ERRORS", "write_apstar_files", "write_label_catalog", "write_mwm_star_files"]
 
