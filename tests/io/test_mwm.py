@@ -3,6 +3,8 @@ and bad files. These tests build their files with starlabels.io.mwm_writer and n
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -67,6 +69,11 @@ def test_mwm_visit_round_trip_many_rows(tmp_path, layout):
     with fits.open(path) as h:  # empty extensions have no rows, like SDSS files
         assert [h[i].header["NAXIS2"] for i in range(1, 5)] == [0, 1, 3, 0]
         assert all("DATASUM" in h[i].header for i in range(5))
+    with warnings.catch_warnings():  # astropy verifies CHECKSUM/DATASUM and the FITS structure
+        warnings.simplefilter("error")
+        with fits.open(path, checksum=True) as h:
+            h.verify("exception")
+            assert all(h[i].data is None or len(h[i].data) >= 0 for i in range(5))
 
 
 def test_error_from_arbitrary_sigma_to_float32_precision(tmp_path):

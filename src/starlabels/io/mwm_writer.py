@@ -34,10 +34,12 @@ precision, relative 6e-8).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -47,8 +49,9 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputDataError
-from starlabels.io.apstar_writer import atomic_write_hdulist
+from starlabels.io.fits_write import hdu_bytes
 from starlabels.io.spectrum import Spectrum, ivar_from_error
+from starlabels.utils import give_default_permissions
 
 __all__ = ["LAYOUTS", "mwm_layout", "mwm_wavelength", "write_mwm_star", "write_mwm_visit"]
 
@@ -128,51 +131,103 @@ def _meta_value(name: str, spectrum_meta: Mapping[str, Any], file_meta: Mapping[
     return None
 
 
-def _column(name: str, base: str, kind: str, rows: list[Spectrum], n_pix: int, fixed: dict[str, Any],
-            file_meta: Mapping[str, Any]) -> Any:
-    from astropy.io import fits
+_FITS_CODE = {"float32": "E", "float64": "D", "int16": "I", "int32": "J", "int64": "K", "bool": "L"}
+_BIG_ENDIAN = {"float32": ">f4", "float64": ">f8", "int16": ">i2", "int32": ">i4", "int64": ">i8",
+               "bool": "S1"}
 
+
+def _column_values(name: str, base: str, kind: str, rows: list[Spectrum], n_pix: int,
+                   fixed: dict[str, Any], file_meta: Mapping[str, Any]) -> np.ndarray:
+    """(n,) scalars or strings, or (n, width) arrays, of one column for the rows of one extension."""
     n = len(rows)
     values = _default(base, kind, n, n_pix)
     if name == "flux":
-        values = np.array([s.flux for s in rows], np.float32).reshape(n, n_pix)
-    elif name == "ivar":
-        values = np.array([ivar_from_error(s.error) for s in rows], np.float32).reshape(n, n_pix)
-    elif name == "pixel_flags":
+        return np.array([s.flux for s in rows], np.float32).reshape(n, n_pix)
+    if name == "ivar":
+        return np.array([ivar_from_error(s.error) for s in rows], np.float32).reshape(n, n_pix)
+    if name == "pixel_flags":
         bits = np.array([s.bitmask for s in rows], np.int64).reshape(n, n_pix)
-        values = _exact_float32(bits, "pixel_flags") if base.startswith("float") else bits.astype(base)
-    elif name == "wavelength":
-        values = np.array([s.wavelength for s in rows], np.float32).reshape(n, n_pix)
-    elif kind in ("scalar", "string"):
-        for i, s in enumerate(rows):
-            v = _meta_value(name, s.meta, {}) if name not in fixed else None
-            if v is None:
-                v = fixed.get(name, _meta_value(name, {}, file_meta))
-            if v is None:
-                continue
-            if kind == "string":
-                values = values.astype(object)
-                values[i] = str(v)
-            else:
-                try:
-                    values[i] = v
-                except (TypeError, ValueError) as e:
-                    raise InputDataError(f"column {name}: cannot store {v!r} as {base} ({e})") from None
+        return _exact_float32(bits, "pixel_flags") if base.startswith("float") else bits.astype(base)
+    if name == "wavelength":
+        return np.array([s.wavelength for s in rows], np.float32).reshape(n, n_pix)
+    if kind not in ("scalar", "string"):
+        return values
+    strings: list[str] = [""] * n
+    for i, s in enumerate(rows):
+        v = _meta_value(name, s.meta, {}) if name not in fixed else None
+        if v is None:
+            v = fixed.get(name, _meta_value(name, {}, file_meta))
+        if v is None:
+            continue
         if kind == "string":
-            strings = [str(x) for x in values.tolist()]
-            width = max([1, *(len(x) for x in strings)])
-            values = np.array(strings, dtype=f"U{width}")
+            strings[i] = str(v)
+            continue
+        try:
+            values[i] = v
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InputDataError(f"column {name}: cannot store {v!r} as {base} ({e})") from None
     if kind == "string":
-        width = max(1, int(values.dtype.itemsize // 4)) if n else 1
-        return fits.Column(name=name, format=f"{width}A", array=values)
-    if values.ndim == 2:
-        width = values.shape[1] if n else 0
-        fmt = {"float32": "E", "float64": "D", "int16": "I", "int32": "J", "int64": "K", "bool": "L"}[base]
-        col = fits.Column(name=name, format=f"{width}{fmt}", array=values if n else None,
-                          dim=f"({width})")
-        return col
-    fmt = {"float32": "E", "float64": "D", "int16": "I", "int32": "J", "int64": "K", "bool": "L"}[base]
-    return fits.Column(name=name, format=fmt, array=values)
+        width = max([1, *(len(x) for x in strings)])
+        return np.array(strings, dtype=f"U{width}")
+    return values
+
+
+def _table(columns: list[tuple[str, str, np.ndarray]],
+           n_rows: int) -> tuple[list[tuple[str, Any, str]], bytes]:
+    """Header cards of the table structure (TTYPE/TFORM/TDIM) and the big-endian row bytes."""
+    fields: list[tuple[Any, ...]] = []
+    cards: list[tuple[str, Any, str]] = []
+    for i, (name, base, values) in enumerate(columns, start=1):
+        cards.append((f"TTYPE{i}", name, ""))
+        if values.dtype.kind == "U":
+            width = max(1, values.dtype.itemsize // 4)
+            cards.append((f"TFORM{i}", f"{width}A", ""))
+            fields.append((name, f"S{width}"))
+        elif values.ndim == 2:
+            width = values.shape[1] if n_rows else 0
+            cards.append((f"TFORM{i}", f"{width}{_FITS_CODE[base]}", ""))
+            cards.append((f"TDIM{i}", f"({width})", ""))
+            fields.append((name, _BIG_ENDIAN[base], (width,)))
+        else:
+            cards.append((f"TFORM{i}", _FITS_CODE[base], ""))
+            fields.append((name, _BIG_ENDIAN[base]))
+    table = np.zeros(n_rows, dtype=np.dtype(fields))
+    for name, base, values in columns:
+        if not n_rows:
+            continue
+        if values.dtype.kind == "U":
+            table[name] = np.char.encode(values, "ascii", errors="replace")
+        elif base == "bool":
+            table[name] = np.where(values.astype(bool), b"T", b"F")
+        else:
+            table[name] = values
+    structure = [("XTENSION", "BINTABLE", "binary table extension"), ("BITPIX", 8, "array data type"),
+                 ("NAXIS", 2, "number of array dimensions"),
+                 ("NAXIS1", table.dtype.itemsize, "length of dimension 1"),
+                 ("NAXIS2", n_rows, "length of dimension 2"), ("PCOUNT", 0, "number of group parameters"),
+                 ("GCOUNT", 1, "number of groups"), ("TFIELDS", len(columns), "number of table fields")]
+    return structure + cards, table.tobytes()
+
+
+def _write_bytes(data: bytes, path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p}: exists; pass overwrite=True to replace it")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        give_default_permissions(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return p
 
 
 def _header_value(v: Any) -> Any:
@@ -189,8 +244,6 @@ def _header_value(v: Any) -> Any:
 
 def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
            meta: Mapping[str, Any] | None, layout: str, overwrite: bool) -> Path:
-    from astropy.io import fits
-
     lay = mwm_layout(kind, layout)
     meta = dict(meta or {})
     if "APOGEEID" not in meta and "APOGEE_ID" in meta:
@@ -206,14 +259,16 @@ def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
         rows[_extension_for(s, lay["hdus"])].append(s)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%y-%m-%d %H:%M:%S")
 
-    primary = fits.PrimaryHDU()
     counts = {"N_BOSS": sum(len(r) for r, h in zip(rows, lay["hdus"], strict=True)
                             if _cards(h)["INSTRMNT"] == "BOSS"),
               "N_APOGEE": sum(len(r) for r, h in zip(rows, lay["hdus"], strict=True)
                               if _cards(h)["INSTRMNT"] == "APOGEE")}
+    primary: list[tuple[str, Any, str]] = [("SIMPLE", True, "conforms to FITS standard"),
+                                           ("BITPIX", 8, "array data type"),
+                                           ("NAXIS", 0, "number of array dimensions"), ("EXTEND", True, "")]
     for key, value, comment in lay["primary"]:
         if key in ("", "COMMENT"):
-            primary.header.append((key, value if value is not None else "", comment), end=True)
+            primary.append((key, "" if value is None else str(value), ""))
             continue
         if key == "V_ASTRA":
             v = value
@@ -223,9 +278,8 @@ def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
             v = _header_value(meta.get(key))
             if v is None and key in counts and kind == "mwmVisit":
                 v = counts[key]
-        primary.header.append(fits.Card(key, v, comment), end=True)
-
-    hdus: list[Any] = [primary]
+        primary.append((key, v, comment))
+    parts = [hdu_bytes(primary, b"")]
     for ext_rows, ext in zip(rows, lay["hdus"], strict=True):
         cards = _cards(ext)
         n_pix = int(cards["NPIXELS"])
@@ -240,7 +294,7 @@ def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
                     f"(log10 λ = {cards['CRVAL']} + {cards['CDELT']}·i, {n_pix} px); resample it first"
                 )
         fixed = {"sdss_id": meta.get("SDSS_ID"), "release": "sdss5", "filetype": kind,
-                 "v_astra": lay["v_astra"], "telescope": None, "healpix": meta.get("HEALPIX")}
+                 "v_astra": lay["v_astra"], "healpix": meta.get("HEALPIX")}
         fixed = {k: v for k, v in fixed.items() if v is not None}
         if kind == "mwmStar" and ext_rows:
             fixed.setdefault("n_visits", 1)
@@ -249,17 +303,14 @@ def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
             if name == "telescope":
                 tel = [str(s.meta.get("TELESCOPE") or _TELESCOPE[cards["OBSRVTRY"]]) for s in ext_rows]
                 width = max([1, *(len(t) for t in tel)])
-                columns.append(fits.Column(name=name, format=f"{width}A", array=np.array(tel, f"U{width}")))
+                columns.append((name, "str", np.array(tel, f"U{width}")))
                 continue
-            columns.append(_column(name, base, col_kind, ext_rows, n_pix, fixed, meta))
-        hdu = fits.BinTableHDU.from_columns(columns, nrows=len(ext_rows))
-        for key, value, comment in ext["header"]:
-            hdu.header[key] = (created if key == "CREATED" else value, comment)
-        hdus.append(hdu)
-    hdul = fits.HDUList(hdus)
-    for h in hdul:
-        h.add_checksum()
-    return atomic_write_hdulist(hdul, path, overwrite=overwrite)
+            columns.append((name, base, _column_values(name, base, col_kind, ext_rows, n_pix, fixed, meta)))
+        header, data = _table(columns, len(ext_rows))
+        header += [(key, created if key == "CREATED" else value, comment)
+                   for key, value, comment in ext["header"]]
+        parts.append(hdu_bytes(header, data))
+    return _write_bytes(b"".join(parts), path, overwrite)
 
 
 def write_mwm_star(path: str | os.PathLike[str], spectra: Sequence[Spectrum],
