@@ -1,9 +1,10 @@
 """Writing FITS HDUs as bytes: header cards, padding and the CHECKSUM / DATASUM convention.
 
 :mod:`starlabels.io.mwm_writer` assembles its files from these pieces because building them
-through astropy's ``BinTableHDU.from_columns`` (a Column object per column, header verification)
-cost ≈ 0.3 s per mwm file, more than a simulator spends on the spectrum. Card images still come
-from :class:`astropy.io.fits.Card` (cached), so their formatting is astropy's.
+through astropy's ``BinTableHDU.from_columns`` (a Column object for each of the ~50 columns of
+each of the four extensions, then header verification) dominated the cost of writing an mwm file.
+Card images still come from :class:`astropy.io.fits.Card` (cached), so their formatting is
+astropy's.
 
 The checksum is the FITS checksum convention (Seaman, Pence & Rots 2012; FITS standard 4.0
 appendix J): DATASUM is the 32-bit ones'-complement sum of the data unit as big-endian words;
