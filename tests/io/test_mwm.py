@@ -3,6 +3,7 @@ and bad files. These tests build their files with starlabels.io.mwm_writer and n
 
 from __future__ import annotations
 
+import gzip
 import warnings
 
 import numpy as np
@@ -66,6 +67,12 @@ def test_mwm_visit_round_trip_many_rows(tmp_path, layout):
         np.testing.assert_array_equal(s.error, want.error)
         np.testing.assert_array_equal(s.bitmask, want.bitmask)
         assert s.meta["FORMAT"] == "mwmVisit" and s.meta["SDSS_ID"] == 42
+    gz = tmp_path / "mwmVisit.fits.gz"  # the compressed file reads the same (through astropy)
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    for a, b in zip(read_mwm(gz), got, strict=True):
+        np.testing.assert_array_equal(a.flux, b.flux)
+        np.testing.assert_array_equal(a.bitmask, b.bitmask)
+        assert a.meta["MJD"] == b.meta["MJD"] and a.meta["HDU"] == b.meta["HDU"]
     with fits.open(path) as h:  # empty extensions have no rows, like SDSS files
         assert [h[i].header["NAXIS2"] for i in range(1, 5)] == [0, 1, 3, 0]
         assert all("DATASUM" in h[i].header for i in range(5))
