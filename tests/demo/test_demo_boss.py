@@ -83,3 +83,28 @@ def test_unknown_instrument_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "--instrument" in result.output
     with pytest.raises(InputDataError, match="instrument"):
         DemoConfig(instrument="lamost")
+
+
+@pytest.mark.slow
+def test_boss_quick_demo_with_an_emulator_on_the_boss_grid(tmp_path):
+    # a small dense Payne-format emulator on the whole BOSS grid (matched by its 4648 pixels):
+    # the continuum pixels are then selected from the training spectra on the BOSS grid
+    rng = np.random.default_rng(0)
+    n = BOSS.n_pixels
+    path = tmp_path / "boss_emulator.npz"
+    np.savez(path, w_array_0=rng.normal(0, 0.5, (8, 4)), b_array_0=rng.normal(0, 0.1, 8),
+             w_array_1=rng.normal(0, 0.5, (8, 8)), b_array_1=rng.normal(0, 0.1, 8),
+             w_array_2=rng.normal(0, 0.05, (n, 8)), b_array_2=np.full(n, 1.0),
+             x_min=np.array([3500.0, 0.0, -1.0, -0.2]), x_max=np.array([7000.0, 5.0, 0.5, 0.4]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--instrument", "boss", "--emulator", str(path),
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "selected from" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == ["TEFF", "LOGG", "FE_H", "ALPHA_M"]
+    import starlabels
+
+    pre = starlabels.load_model(out / "model").preprocess_config()
+    assert pre.instrument == "boss" and pre.grid.same_as(BOSS.grid)
+    assert len(read_catalog(out / "catalog.fits")) == QUICK["n_test"]
