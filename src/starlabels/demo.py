@@ -4,7 +4,10 @@
 
 1. **Simulate** a survey with known true labels (:mod:`starlabels.data.survey`): the built-in
    synthetic generator (:class:`~starlabels.data.survey.GeneratorSource`; a test/demo generator,
-   not an atmosphere model) or, with ``emulator=PATH``, a Payne-format emulator. Labels follow
+   not an atmosphere model) or, with ``emulator=PATH``, a Payne-format emulator, on the grid of
+   ``instrument``: ``"apogee"`` (H band, the apStar grid) or ``"boss"`` (optical, the 4648-pixel
+   BOSS coadd grid; BOSS-like SNR, SPPIXMASK defects, A/F dwarfs added to the population, labels
+   :data:`BOSS_GENERATOR_LABELS`). Labels follow
    APOGEE-like giant/dwarf populations, spectra get a continuum, reddening, photon noise with an
    APOGEE-like SNR distribution, sky residuals and bad pixels; the training labels get Gaussian
    noise of known σ (their label errors). The first ``n_train`` stars are the training pool
