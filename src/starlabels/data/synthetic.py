@@ -67,7 +67,7 @@ from scipy import sparse
 from scipy.ndimage import gaussian_filter1d
 
 from starlabels.constants import MISSING
-from starlabels.core import Grid, Instrument
+from starlabels.core import Grid, Instrument, PixelBitmask
 from starlabels.core import get as get_instrument
 from starlabels.data.line_lists import (
     CO_BANDHEADS,
@@ -213,7 +213,7 @@ class SyntheticGenerator(GeneratorMasks):
         return self._detector.copy()
 
     @property
-    def bitmask_definition(self):
+    def bitmask_definition(self) -> PixelBitmask:
         """The instrument's default :class:`~starlabels.core.PixelBitmask` (the bits of ``bitmask``)."""
         return self.observing.bitmask
 
