@@ -84,6 +84,10 @@ def test_linear_resampling_matches_an_independent_interpolation(raw_model_folder
     np.testing.assert_allclose(got.std, ref.std, rtol=1e-6)
     np.testing.assert_allclose(got.masked_fraction, 1 / APOGEE.n_pixels)
     assert (got.flags & F.bit("RESAMPLED")).all() and not (ref.flags & F.bit("RESAMPLED")).any()
+    # without errors the uncovered pixel is still rejected (never fed to the network as flux 0)
+    no_err = starlabels.predict(model, flux, wavelength=ws, resample="linear")
+    np.testing.assert_allclose(no_err.masked_fraction, 1 / APOGEE.n_pixels)
+    assert np.isnan(no_err.snr).all()
     # flux-conserving: another method, close to linear for equal pixel widths, not identical
     fc = starlabels.predict(model, flux, error, wavelength=ws, resample="flux-conserving")
     assert np.isfinite(fc.mean).all() and not np.array_equal(fc.mean, got.mean)

@@ -565,7 +565,8 @@ def _inputs(im: InferenceModel, flux, error, bitmask, preprocessed: bool, *, wav
     f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed, n_pixels=source.n_pixels)
     gi = G.onto_model_grid(im, f, e if has_error else None, b, source, preprocessed=preprocessed,
                            resample=resample)
-    e_out = gi.error if has_error else np.ones_like(gi.flux, dtype=np.float64)
+    # without errors: σ = 1, but inf where resampling found no coverage (those pixels are rejected)
+    e_out = gi.error if gi.error is not None else np.ones_like(gi.flux, dtype=np.float64)
     return gi.flux, e_out, gi.bitmask, has_error, gi.grid, gi.resampled
 
 
