@@ -1,4 +1,5 @@
-"""Per-file cost of reading SDSS-V files: specutils' ``sdss_v`` loaders vs our direct astropy readers.
+"""Per-file cost of reading SDSS-V files: specutils' ``sdss_v`` loaders vs our direct astropy readers
+(and of writing an mwmStar file: our byte-level writer vs astropy's table writer).
 
 Issue 13 asks to use specutils (≥ 2.4) for mwmStar/mwmVisit/BOSS spec files where its loaders give
 the right arrays, unless its measured per-file cost over ≥ 500 files exceeds 1.5× a direct astropy
@@ -113,6 +114,43 @@ def _compare(ours: list[Spectrum], theirs) -> str:
             f"(max relative wavelength difference {wmax:.1e})")
 
 
+def _writer_costs(folder: Path, n_files: int) -> tuple[float, float]:
+    """ms per mwmStar file (APOGEE + BOSS, DR20): ``write_mwm_star`` vs astropy writing the same
+    HDUs (``BinTableHDU.from_columns`` from the same columns and header cards, ``add_checksum``,
+    ``writeto``), alternated file by file."""
+    import io
+
+    from astropy.io import fits
+
+    pair = [_spectrum("apogee", 1, TELESCOPE="apo25m"), _spectrum("boss", 2, TELESCOPE="lco25m")]
+    template = write_mwm_star(folder / "template.fits", pair, {"SDSS_ID": 1}, layout="dr20")
+    with fits.open(template) as h:
+        parts = [(h[0].header.copy(), None)]
+        parts += [(h[i].header.copy(), [(c.name, c.format, c.dim) for c in h[i].columns])
+                  for i in range(1, 5)]
+        arrays = [None] + [{c.name: np.array(h[i].data[c.name]) if len(h[i].data) else None
+                            for c in h[i].columns} for i in range(1, 5)]
+    t_ours, t_astropy = [], []
+    for k in range(n_files):
+        t0 = time.perf_counter()
+        write_mwm_star(folder / f"w{k}.fits", pair, {"SDSS_ID": k}, layout="dr20", overwrite=True)
+        t1 = time.perf_counter()
+        hdus = [fits.PrimaryHDU(header=parts[0][0])]
+        for (header, cols), data in zip(parts[1:], arrays[1:], strict=True):
+            columns = [fits.Column(name, fmt, dim=dim, array=data[name]) for name, fmt, dim in cols]
+            hdus.append(fits.BinTableHDU.from_columns(columns, header=header))
+        hdul = fits.HDUList(hdus)
+        for hdu in hdul:
+            hdu.add_checksum()
+        buffer = io.BytesIO()
+        hdul.writeto(buffer)
+        (folder / f"a{k}.fits").write_bytes(buffer.getvalue())
+        t2 = time.perf_counter()
+        t_ours.append(t1 - t0)
+        t_astropy.append(t2 - t1)
+    return 1e3 * statistics.fmean(t_ours), 1e3 * statistics.fmean(t_astropy)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=500, help="files per format (≥ 500 for the issue's rule)")
@@ -154,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((name, su, di, co, su / di, arrays))
             print(f"{name}: specutils {su:.2f} ms/file, direct astropy {di:.2f} ms/file, read_spectra "
                   f"{co:.2f} ms/file; specutils / direct = {su / di:.2f}; arrays: {arrays}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="starlabels-bench-writers-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w_ours, w_astropy = _writer_costs(Path(tmp), max(20, args.files // 5))
+    print(f"writing an mwmStar: write_mwm_star {w_ours:.2f} ms/file, astropy from_columns+writeto "
+          f"{w_astropy:.2f} ms/file; astropy / ours = {w_astropy / w_ours:.2f}", flush=True)
     lines.append(f"Files per format: {args.files} (copies of one template each); 1 process, 1 thread; "
                  f"Python {platform.python_version()}, numpy {np.__version__}, specutils "
                  f"{specutils.__version__}, {platform.machine()}; page cache warm; readers alternated "
@@ -165,6 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     lines.append("|---|---|---|---|---|---|")
     for name, su, di, co, ratio, arrays in rows:
         lines.append(f"| {name} | {su:.2f} | {di:.2f} | {co:.2f} | {ratio:.2f} | {arrays} |")
+    lines.append("")
+    lines.append(f"Writing ({max(20, args.files // 5)} mwmStar files, APOGEE + BOSS, DR20 layout, "
+                 "alternated): "
+                 f"`write_mwm_star` {w_ours:.2f} ms/file; astropy writing the same HDUs "
+                 f"(`BinTableHDU.from_columns`, `add_checksum`, `writeto`) {w_astropy:.2f} ms/file; "
+                 f"ratio astropy / ours = {w_astropy / w_ours:.2f}.")
     table = "\n".join(lines)
     print(table)
     if args.out is not None:
