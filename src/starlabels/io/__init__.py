@@ -4,7 +4,7 @@ Start with :func:`read_spectra` (any supported file, recognised by content → l
 :class:`Spectrum`) and :func:`scan_inputs` (files/folders → readable files + skipped with reasons).
 :class:`Spectrum` (``spectrum.py``) is what the spectrum readers return. APOGEE DR14–17
 (``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
-:func:`read_allstar`; any label table, allStar or SDSS-V astraAllStar (``astra.py``):
+:func:`read_allstar` (``allstar.py``); any label table, allStar or SDSS-V astraAllStar (``astra.py``):
 :func:`read_label_table`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
 :func:`read_apstar_spectra`. Writers (``apstar_writer.py``, ``mwm_writer.py``):
 :func:`write_apstar`, :func:`write_aspcapstar`, :func:`write_mwm_star`, :func:`write_mwm_visit`.
@@ -13,14 +13,12 @@ SDSS Science Archive Server (``sas.py``, ``sdss_v_paths.py``): :func:`apstar_pat
 :func:`boss_spec_path`, :func:`astra_allstar_path`, :func:`sas_url`, :func:`download`.
 """
 
+from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
 from starlabels.io.apogee import (
-    DEFAULT_LABELS,
-    AllStarTable,
     ApStarSpectrum,
     ApVisitSpectrum,
     AspcapSpectrum,
     flag_nonfinite,
-    read_allstar,
     read_apstar,
     read_apvisit,
     read_aspcapstar,

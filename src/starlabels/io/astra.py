@@ -43,7 +43,7 @@ import numpy as np
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputFileError
-from starlabels.io.apogee import DEFAULT_LABELS, AllStarTable, read_allstar
+from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
 from starlabels.io.fits_file import is_fits, native, open_fits
 
 __all__ = ["is_astra_table", "read_astra_allstar", "read_label_table"]
