@@ -370,3 +370,30 @@ def test_committed_mwm_layouts_are_what_the_script_derives(datamodel):
     committed = json.loads((root / "src/starlabels/resources/mwm_layouts.json").read_text())
     for kind in ("mwmStar", "mwmVisit"):
         assert committed[kind] == json.loads(json.dumps(script.layout(datamodel.folder / f"{kind}.yaml")))
+
+
+def test_specutils_loaded_mwm_converts_to_the_same_spectra(tmp_path):
+    """An mwmVisit read by specutils' own SDSS-V loader and handed to read_spectra gives our arrays
+    (flux, σ, instrument; the loader keeps only a boolean mask, which becomes bit 0)."""
+    import warnings
+
+    from specutils import SpectrumList
+
+    from starlabels.io import write_mwm_visit
+
+    rng = np.random.default_rng(8)
+    spectra = [Spectrum("apogee", APOGEE_WAVE, rng.normal(1, 0.1, 8575), rng.uniform(0.5, 1, 8575),
+                        rng.integers(0, 4, 8575), {"MJD": 60000 + i}) for i in range(2)]
+    path = write_mwm_visit(tmp_path / "v.fits", spectra, {"SDSS_ID": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = SpectrumList.read(path, format="SDSS-V mwm")
+    ours = read_spectra(path)
+    theirs = read_spectra(list(loaded))
+    assert len(theirs) == len(ours) == 2
+    for a, b in zip(theirs, ours, strict=True):
+        assert a.instrument == b.instrument == "apogee"
+        np.testing.assert_array_equal(a.wavelength, b.wavelength)
+        np.testing.assert_array_equal(a.flux, b.flux)
+        np.testing.assert_allclose(a.error, b.error, rtol=1e-7)
+        np.testing.assert_array_equal(a.bitmask, (b.bitmask != 0).astype(int))

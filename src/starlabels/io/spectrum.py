@@ -191,7 +191,7 @@ class Spectrum:
         error = np.broadcast_to(np.atleast_2d(error), flux.shape)
         meta_in = dict(spectrum.meta or {})
         bits = meta_in.pop("bitmask", None)
-        inst = instrument or meta_in.pop("instrument", None) or "custom"
+        inst = instrument or str(meta_in.pop("instrument", None) or "custom").strip().lower()
         meta_in.pop("instrument", None)
         if bits is not None and np.shape(bits)[-1:] == flux.shape[-1:]:
             bitmask = np.broadcast_to(np.atleast_2d(np.asarray(bits)), flux.shape).astype(np.int64)
