@@ -397,3 +397,29 @@ def test_specutils_loaded_mwm_converts_to_the_same_spectra(tmp_path):
         np.testing.assert_array_equal(a.flux, b.flux)
         np.testing.assert_allclose(a.error, b.error, rtol=1e-7)
         np.testing.assert_array_equal(a.bitmask, (b.bitmask != 0).astype(int))
+
+
+@pytest.mark.parametrize("release", ["DR17", "DR19"])
+def test_apvisit_from_data_model_velocity(tmp_path, datamodel, release):
+    """DR17 apVisit files keep VREL in the HDU11 visit table (not the header); DR19 ones have no
+    velocity, so the rest frame needs one given — never a silent observed-frame spectrum."""
+    edges = [(16480.0, 16940.0), (15870.0, 16420.0), (15160.0, 15790.0)]
+    wave = np.stack([np.linspace(hi, lo, 4096) for lo, hi in edges])
+    flux = (1.0 + 0.01 * (wave - 15000.0)).astype(np.float32)
+    images = {1: flux, 2: np.full(flux.shape, 0.1, np.float32), 3: np.zeros(flux.shape, np.int16), 4: wave}
+    values = {11: {"VREL": np.array([-44.0], np.float32), "BC": np.array([3.0], np.float32)}} \
+        if release == "DR17" else {}
+    path = tmp_path / f"apVisit-{release}.fits"
+    datamodel.hdulist("apVisit", release, rows={11: 1}, images=images, values=values).writeto(path)
+    assert identify_format(path) == "apVisit"
+    lam = 10.0 ** (4.179 + 6e-6 * np.arange(8575))
+    if release == "DR17":
+        (s,) = read_spectra(path)
+        assert s.meta["REST_FRAME_VELOCITY"] == -44.0 and s.meta["BC"] == 3.0
+    else:
+        with pytest.raises(InputFileError, match=r"needs a velocity.*pass velocity="):
+            read_spectra(path)
+        (s,) = read_spectra(path, velocity=-44.0)
+    ok = np.isfinite(s.flux)
+    assert ok.sum() > 7000
+    np.testing.assert_allclose(s.flux[ok], 1.0 + 0.01 * (lam[ok] * (1 - 44.0 / C_KM_S) - 15000.0), rtol=1e-6)

@@ -432,6 +432,26 @@ def resample_to_apstar(
     return out_f, out_e, flag_nonfinite(out_f, out_e, out_m)
 
 
+def _velocities_from_table(hdul: Any) -> dict[str, float]:
+    """VREL (→ ``VRAD``), VHELIO and BC from the first row of a table HDU that has them: DR17
+    apVisit files keep the visit's velocities in HDU11, not in the primary header."""
+    from astropy.io import fits
+
+    for hdu in hdul[1:]:
+        if not isinstance(hdu, fits.BinTableHDU) or int(hdu.header.get("NAXIS2", 0)) < 1:
+            continue
+        names = {n.upper(): n for n in hdu.columns.names}
+        if "VREL" not in names:
+            continue
+        row = hdu.data[0]
+        out = {}
+        for key, name in (("VREL", "VRAD"), ("VHELIO", "VHELIO"), ("BC", "BC")):
+            if key in names and np.ndim(row[names[key]]) == 0:
+                out[name] = float(row[names[key]])
+        return out
+    return {}
+
+
 def read_apvisit(
     path: str | os.PathLike[str],
     resample: bool = False,
@@ -449,9 +469,11 @@ def read_apvisit(
             OR-ed from the two neighbours, uncovered pixels NaN + BADPIX).
         rest_frame: with ``resample`` (default True), shift to the stellar rest frame like the
             apStar visit combination, as models trained on apStar/aspcapStar spectra expect:
-            the visit is sampled at λ_grid·(1 + v/c), v = ``velocity`` or the header's
-            VREL/VRAD (km/s). ``False`` keeps the observed frame (until issue 13 this was the
-            default; at −44 and −67 km/s it moved a model's labels by up to 361 K and 0.77 dex).
+            the visit is sampled at λ_grid·(1 + v/c), v = ``velocity``, else the header's
+            VREL/VRAD, else the VREL column of the visit table (HDU11 of DR17 files), km/s.
+            SDSS-V (DR19) apVisit files carry no velocity: pass ``velocity``. ``False`` keeps
+            the observed frame (until issue 13 this was the default; at −44 and −67 km/s it
+            moved a model's labels by up to 361 K and 0.77 dex).
         velocity: radial velocity in km/s overriding the header value.
 
     Raises:
@@ -500,6 +522,8 @@ def read_apvisit(
             "STARFLAG": _header_int(h, "STARFLAG", 0),
             "FILE": str(path),
         }
+        if not np.isfinite(meta["VRAD"]):
+            meta.update(_velocities_from_table(hdul))
     mask = flag_nonfinite(flux, error, mask)
     if not resample:
         return ApVisitSpectrum(flux, error, mask, wave, meta, resampled=False)
@@ -509,7 +533,8 @@ def read_apvisit(
         v = meta["VRAD"] if velocity is None else float(velocity)
         if not np.isfinite(v):
             raise InputFileError(
-                path, "resampling to the rest frame needs a velocity, but the header has no VREL/VRAD; "
+                path, "resampling to the rest frame needs a velocity, but the file has none (no VREL/VRAD "
+                      "in the header or its visit table); "
                       "pass velocity=… (km/s) or rest_frame=False for the observed frame"
             )
         target = target * (1.0 + v / _C_KM_S)

@@ -142,8 +142,8 @@ def _from_objects(source: Any) -> list[Spectrum] | None:
     return None
 
 
-def _apvisit(path: Path, rest_frame: bool) -> list[Spectrum]:
-    v = read_apvisit(path, resample=True, rest_frame=rest_frame)
+def _apvisit(path: Path, rest_frame: bool, velocity: float | None) -> list[Spectrum]:
+    v = read_apvisit(path, resample=True, rest_frame=rest_frame, velocity=velocity)
     meta = dict(v.meta)
     meta.update(HDU=1, FORMAT="apVisit", REST_FRAME=rest_frame)
     if not meta.get("TELESCOPE"):
@@ -159,7 +159,7 @@ def _aspcapstar(path: Path) -> list[Spectrum]:
 
 
 def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True,
-                 instrument: str | None = None) -> list[Spectrum]:
+                 velocity: float | None = None, instrument: str | None = None) -> list[Spectrum]:
     """Read every spectrum in ``source``, whatever its format (see the module docstring).
 
     Args:
@@ -168,6 +168,8 @@ def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True
         rows: apStar files: ``"combined"`` (default) or ``"visits"``.
         rest_frame: apVisit files: resample onto the apStar grid in the rest frame (default) or,
             with False, in the observed frame.
+        velocity: apVisit files: the radial velocity (km/s) for the rest frame, overriding the
+            file's VREL (SDSS-V apVisit files carry none; see :func:`~starlabels.io.read_apvisit`).
         instrument: name given to spectra from generic tables that do not name their instrument.
 
     Returns:
@@ -198,7 +200,7 @@ def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True
     if fmt == "aspcapStar":
         return _aspcapstar(path)
     if fmt == "apVisit":
-        return _apvisit(path, rest_frame)
+        return _apvisit(path, rest_frame, velocity)
     return read_table_spectra(path, instrument=instrument)
 
 
