@@ -488,7 +488,7 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    f, e, b, has_error, in_grid, resampled = _inputs(
+    f, e, b, has_error, in_grid, resampled = G.model_inputs(
         im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
     )
     if uncertainty in ("noise", "delta") and not has_error:
@@ -542,130 +542,6 @@ def predict(
     )
     pred.flags[resampled] |= F.bit("RESAMPLED")
     return pred
-
-
-def _inputs(im: InferenceModel, flux, error, bitmask, preprocessed: bool, *, wavelength, grid, resample):
-    """The input as 2-D arrays on the model's grid: (flux, error, bitmask|None, has_error, grid|None,
-    resampled (N,) bool). See :mod:`starlabels.inference.grid_input`."""
-    if resample not in G.RESAMPLE_METHODS:
-        raise InputDataError(f"resample must be one of {G.RESAMPLE_METHODS}, got {resample!r}")
-    if G.is_spectra(flux):
-        if error is not None or bitmask is not None or wavelength is not None or grid is not None:
-            raise InputDataError(
-                "give Spectrum objects alone: their own errors, bitmasks and wavelengths are used "
-                "(no error=, bitmask=, wavelength= or grid=)"
-            )
-        return _spectra_inputs(im, G.as_spectrum_list(flux), preprocessed, resample)
-    if wavelength is not None and grid is not None:
-        raise InputDataError("give the spectra's grid either as wavelength= or as grid=, not both")
-    if wavelength is None and grid is None:
-        f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
-        return f, e, b, has_error, None, np.zeros(f.shape[0], bool)
-    source = _source_grid(wavelength, grid)
-    f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed, n_pixels=source.n_pixels)
-    gi = G.onto_model_grid(im, f, e if has_error else None, b, source, preprocessed=preprocessed,
-                           resample=resample)
-    # without errors: σ = 1, but inf where resampling found no coverage (those pixels are rejected)
-    e_out = gi.error if gi.error is not None else np.ones_like(gi.flux, dtype=np.float64)
-    return gi.flux, e_out, gi.bitmask, has_error, gi.grid, gi.resampled
-
-
-def _source_grid(wavelength, grid):
-    from starlabels.core.grid import from_wavelength
-    from starlabels.preprocess.grids import get_grid
-
-    if wavelength is not None:
-        return from_wavelength(np.asarray(wavelength, np.float64), name="input")
-    try:
-        return get_grid(grid)
-    except ValueError as exc:
-        raise InputDataError(str(exc)) from None
-
-
-def _spectra_inputs(im: InferenceModel, spectra: list, preprocessed: bool, resample):
-    """Spectrum objects (any mix of grids and instruments) → arrays on the model's grid, in order."""
-    from starlabels.preprocess.grids import convert
-
-    if preprocessed:
-        raise InputDataError("Spectrum objects hold spectra as read; they cannot be preprocessed=True")
-    parts = [
-        (g, G.onto_model_grid(im, g.flux, g.error, g.bitmask, g.grid, preprocessed=False,
-                              resample=resample, instrument=g.instrument, where=g.where))
-        for g in G.from_spectra(spectra)
-    ]
-    target = G.expected_grid(im, preprocessed) or parts[0][1].grid
-    n, P = len(spectra), target.n_pixels
-    f, e = np.empty((n, P)), np.empty((n, P))
-    b = np.zeros((n, P), np.int64)
-    resampled = np.zeros(n, bool)
-    for g, gi in parts:
-        gf, ge, gb = gi.flux, gi.error, gi.bitmask
-        if not gi.grid.same_as(target):  # a continuum model's gap-free input among full-grid input
-            gf = convert(gf, gi.grid, target, fill=np.nan)
-            ge = convert(ge, gi.grid, target, fill=np.inf)
-            gb = None if gb is None else convert(gb, gi.grid, target, fill=0)
-        f[g.rows], e[g.rows], resampled[g.rows] = gf, ge, gi.resampled
-        if gb is not None:
-            b[g.rows] = gb
-    return f, e, b, True, target, resampled
-
-
-def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool, n_pixels: int | None = None):
-    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays. ``n_pixels``: the
-    pixel count of the spectra's given grid (default: the model's grid's)."""
-    f = np.asarray(flux)
-    if f.dtype == object or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
-        raise InputDataError(f"flux must be a real numeric array, got dtype {f.dtype}")
-    if f.ndim == 1:
-        f = f[None, :]
-    if f.ndim != 2:
-        raise InputDataError(f"flux must be (P,) or (N, P), got shape {np.shape(flux)}")
-    model_grid = G.expected_grid(im, preprocessed)
-    if n_pixels is not None:
-        expected = int(n_pixels)
-    elif preprocessed or model_grid is None:
-        expected = im.n_pixels
-    else:
-        expected = model_grid.n_pixels
-    if not preprocessed and im.preprocessing is None:
-        raise InputDataError(
-            f"this model has no preprocessing: its input is the network input ({im.n_pixels} pixels) — "
-            "pass preprocessed=True"
-        )
-    if f.shape[1] != expected:
-        if n_pixels is not None:
-            raise InputDataError(f"flux has {f.shape[1]} pixels but the given grid has {expected}")
-        if preprocessed:
-            raise InputDataError(
-                f"preprocessed flux has {f.shape[1]} pixels but the network takes {im.n_pixels}"
-            )
-        hint = (
-            f"; it matches the network input ({im.n_pixels}) — pass preprocessed=True"
-            if f.shape[1] == im.n_pixels else
-            "; for spectra on another grid give wavelength= or grid= (and resample= to resample them)"
-        )
-        where = model_grid.describe() if model_grid is not None else f"({im.n_pixels} pixels)"
-        raise InputDataError(
-            f"flux has {f.shape[1]} pixels; raw input must be on the model's input grid {where}{hint}"
-        )
-    has_error = error is not None
-    e = np.ones_like(f, dtype=np.float64) if error is None else np.asarray(error)
-    if e.ndim == 1:
-        e = e[None, :]
-    if e.shape != f.shape:
-        raise InputDataError(f"error shape {np.shape(error)} differs from flux shape {np.shape(flux)}")
-    b = None
-    if bitmask is not None:
-        if preprocessed:
-            raise InputDataError("bitmask applies to raw apStar input, not to preprocessed=True")
-        b = np.asarray(bitmask)
-        if b.ndim == 1:
-            b = b[None, :]
-        if b.shape != f.shape:
-            raise InputDataError(
-                f"bitmask shape {np.shape(bitmask)} differs from flux shape {np.shape(flux)}"
-            )
-    return f, e, b, has_error
 
 
 def _reject_bits(im: InferenceModel):
