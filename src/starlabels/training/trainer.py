@@ -57,6 +57,9 @@ import torch
 from torch import nn
 
 from starlabels.constants import MISSING
+from starlabels.core.bitmask import PixelBitmask
+from starlabels.core.grid import Grid
+from starlabels.core.instrument import find_grid
 from starlabels.errors import InputDataError, InputFileError, StarlabelsError
 from starlabels.training.config import OptimiserConfig, TrainConfig, TrainingConfig
 from starlabels.utils import get_device, progress, seed_everything
@@ -788,8 +791,17 @@ class Trainer:
             return flux, error, bitmask
         if error is None:
             raise TrainingError("noise augmentation needs flux errors; the training data have none")
-        flux, error = self.augment(flux, error, rng, bitmask)
+        flux, error = self.augment(flux, error, rng, bitmask, bitmask_def=self._bitmask_definition())
         return flux, error, bitmask
+
+    def _bitmask_definition(self) -> PixelBitmask | None:
+        """The bitmask definition of the stored spectra: the preprocessing's instrument's, else the
+        instrument owning the data's grid, else None (APOGEE_PIXMASK)."""
+        if self.preprocess is not None:
+            return self.preprocess.bitmask
+        grid = getattr(self.data, "grid", None)
+        known = find_grid(grid) if isinstance(grid, Grid) else None
+        return None if known is None else known[0].bitmask()
 
     def iter_batches(self, rows: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
         """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``.
