@@ -74,6 +74,10 @@ class PreprocessConfig:
         spectrum's flux and usable errors divided by the median flux of its usable pixels, after
         the repair: brightness carries no label information, and a network should not have to
         learn that over a ~100× range of fluxes; the continuum shape is kept).
+    continuum_weights:
+        Continuum only: ``"ivar"`` (default: squared residuals weighted by 1/σ², rejected pixels
+        left out) or ``"astronn"`` (astroNN's ``apogee_continuum`` exactly, for imported astroNN
+        models: weights 1/(σ²+1e-8)², see :mod:`starlabels.preprocess.astronn_continuum`).
     """
 
     kind: str = "continuum"
@@ -83,6 +87,7 @@ class PreprocessConfig:
     error_cap: float | None = 5.0
     on_failure: str = "raise"
     scale: str | None = None
+    continuum_weights: str = "ivar"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -112,6 +117,14 @@ class PreprocessConfig:
             raise ValueError(f"scale must be None or 'median', got {self.scale!r}")
         if self.scale is not None and self.kind != "raw":
             raise ValueError("scale applies to the raw preprocessing only")
+        if self.continuum_weights not in ("ivar", "astronn"):
+            raise ValueError(
+                f"continuum_weights must be 'ivar' or 'astronn', got {self.continuum_weights!r}"
+            )
+        if self.continuum_weights == "astronn" and (
+            self.kind != "continuum" or self.continuum_pixels is None
+        ):
+            raise ValueError("continuum_weights='astronn' needs kind='continuum' and continuum_pixels")
 
     # ------------------------------------------------------------------ constructors
 
@@ -184,7 +197,14 @@ class PreprocessConfig:
 
         The continuum kind also accepts 7514-pixel ASPCAP-grid input; the raw kind needs apStar.
         """
-        if self.kind == "continuum":
+        if self.kind == "continuum" and self.continuum_weights == "astronn":
+            from starlabels.preprocess.astronn_continuum import astronn_continuum_normalize
+
+            f, e = astronn_continuum_normalize(
+                flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
+                bits=self.reject_bits,
+            )
+        elif self.kind == "continuum":
             f, e = continuum_normalize(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits, on_failure=self.on_failure,  # type: ignore[arg-type]
