@@ -295,3 +295,26 @@ def test_cli_failure_writes_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["import-astronn", str(folder), "-o", str(parent / "m")])
     assert result.exit_code != 0 and "Galaxy10CNN" in result.output
     assert list(parent.iterdir()) == []
+
+
+def test_astronn_predict_rule(censored):
+    from starlabels.models.astronn_import import astronn_predict
+
+    folder, m, windows = censored
+    model = from_astronn(folder, element_windows=windows)
+    x = _spectra(4)
+    state = torch.get_rng_state()
+    mean, sig = astronn_predict(model, x, 50, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+    again = astronn_predict(model, x, 50, seed=3)
+    np.testing.assert_array_equal(again[0], mean)
+    np.testing.assert_allclose(sig["total"] ** 2, sig["model"] ** 2 + sig["predictive"] ** 2, rtol=1e-12)
+    assert np.all(sig["model"] > 0)
+    for layer in model.network.modules():  # dropout off: one deterministic network
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+    mean0, sig0 = astronn_predict(model, x, 5, seed=3)
+    ref_mean, ref_sigma = _expected(m, folder, x)
+    np.testing.assert_allclose(mean0, ref_mean, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(sig0["predictive"], ref_sigma, rtol=2e-5)
+    assert np.all(sig0["model"] < 1e-6 * np.abs(ref_mean).max())

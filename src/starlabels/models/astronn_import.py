@@ -38,12 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from starlabels.errors import InputFileError, ModelFormatError
 from starlabels.models.astronn_keras import AstroNNFolder, read_folder
 from starlabels.models.astronn_networks import ALIASES, build_bcnn, build_censored, n_pixels_of, read_trunk
 
-__all__ = ["ASTRONN_DR14_ELEMENTS", "SUPPORTED", "astronn_label_name", "from_astronn", "load_astronn_windows"]
+__all__ = [
+    "ASTRONN_DR14_ELEMENTS",
+    "SUPPORTED",
+    "astronn_label_name",
+    "astronn_predict",
+    "from_astronn",
+    "load_astronn_windows",
+]
 
 #: Input length of astroNN's APOGEE networks: the gap-deleted 7514-pixel grid.
 ASTRONN_N_PIXELS = 7514
@@ -329,3 +337,50 @@ def from_astronn(
         preprocessing=preprocessing,
         training=provenance,
     )
+
+
+@torch.no_grad()
+def astronn_predict(
+    model: Any, flux: Any, n_samples: int = 100, *, seed: int | None = None, batch_size: int = 1024
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """astroNN's ``model.test(flux)`` with its own MC-dropout aggregation, on an imported model.
+
+    ``flux``: (N, P) preprocessed spectra (astroNN's continuum-normalised input). ``n_samples``
+    passes with dropout on; returns ``(mean, {"total", "model", "predictive"})``, each (N, L), in
+    physical units: the mean of the passes, σ_model = their population standard deviation,
+    σ_predictive = sqrt(exp(mean of the passes' log-variances)) · label std (astroNN's rule; the
+    ``"aleatoric"`` part of :func:`starlabels.predict` is the mean of exp(log-variance) instead,
+    a little larger), σ_total = sqrt(σ_model² + σ_predictive²).
+    """
+    from starlabels.models.layers import mc_dropout
+
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    x = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+    net = model.network
+    std = torch.as_tensor(model.label_scaler.std, dtype=torch.float64)
+    mu = torch.as_tensor(model.label_scaler.mean, dtype=torch.float64)
+    rows = max(1, int(batch_size) // int(n_samples))
+    out = {k: [] for k in ("mean", "model", "predictive")}
+    state = torch.get_rng_state()  # dropout draws from the global generator: restored after
+    try:
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        with mc_dropout(net):
+            for start in range(0, x.shape[0], rows):
+                xb = model.network_input(x[start : start + rows], device="cpu")
+                b = xb.shape[0]
+                m, lv = net(xb.repeat_interleave(int(n_samples), dim=0))
+                m = m.double().reshape(b, int(n_samples), -1)
+                lv = lv.double().reshape(b, int(n_samples), -1)
+                out["mean"].append(m.mean(dim=1) * std + mu)
+                out["model"].append(m.var(dim=1, unbiased=False) * std**2)
+                out["predictive"].append(torch.exp(lv.mean(dim=1)) * std**2)
+    finally:
+        torch.set_rng_state(state)
+    mean, var_model, var_pred = (torch.cat(out[k]).numpy() for k in ("mean", "model", "predictive"))
+    return mean, {
+        "total": np.sqrt(var_model + var_pred),
+        "model": np.sqrt(var_model),
+        "predictive": np.sqrt(var_pred),
+    }
