@@ -36,6 +36,7 @@ import tensorflow as tf
 if not hasattr(tf.keras, "__version__"):  # astroNN records it as metadata; TF >= 2.13 dropped it
     tf.keras.__version__ = tf.__version__
 
+import astroNN
 from astroNN.apogee import apogee_continuum
 from astroNN.models import ApogeeBCNN, ApogeeBCNNCensored, load_folder
 from astroNN.nn.layers import MCDropout
@@ -94,9 +95,10 @@ def run(cls, labels, folder, d, out, key, targetname=None):
     out[f"{key}_sigma_model_dropout_off"] = sig["model"]
     out[f"{key}_raw_mean"] = mean
 
+    on = _reload(folder, dropout=True, mc_num=mc_num, batch_size=batch)
     for i in (1, 2):
-        tf.random.set_seed(int(d["seed"]) + 1000 * i)  # independent dropout masks per run
-        on = _reload(folder, dropout=True, mc_num=mc_num, batch_size=batch)
+        # each test() traces anew: without a new global seed both runs would draw the same masks
+        tf.random.set_seed(int(d["seed"]) + 1000 * i)
         m, s = on.test(out["test_flux"])
         out[f"{key}_mc{i}_mean"] = m
         out[f"{key}_mc{i}_total"] = s["total"]
@@ -123,6 +125,7 @@ def main(inp, workdir):
     names = [str(t) for t in d["targetname_bcnn"]]
     run(ApogeeBCNN, d["train_labels_bcnn"], os.path.join(workdir, "bcnn"), d, out, "bcnn", names)
     run(ApogeeBCNNCensored, d["train_labels_censored"], os.path.join(workdir, "censored"), d, out, "censored")
+    out["tf_version"], out["astronn_version"] = np.array(tf.__version__), np.array(astroNN.__version__)
     del out["train_flux"]  # the kept mask stays: train_keep
     np.savez(os.path.join(workdir, "astronn_out.npz"), **out)
 

@@ -308,6 +308,7 @@ def test_astronn_predict_rule(censored):
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
     again = astronn_predict(model, x, 50, seed=3)
     np.testing.assert_array_equal(again[0], mean)
+    assert not np.array_equal(astronn_predict(model, x, 50)[0], astronn_predict(model, x, 50)[0])
     np.testing.assert_allclose(sig["total"] ** 2, sig["model"] ** 2 + sig["predictive"] ** 2, rtol=1e-12)
     assert np.all(sig["model"] > 0)
     for layer in model.network.modules():  # dropout off: one deterministic network

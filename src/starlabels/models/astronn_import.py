@@ -358,26 +358,25 @@ def astronn_predict(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     x = np.atleast_2d(np.asarray(flux, dtype=np.float32))
     net = model.network
-    std = torch.as_tensor(model.label_scaler.std, dtype=torch.float64)
-    mu = torch.as_tensor(model.label_scaler.mean, dtype=torch.float64)
+    device = model.device
+    std = torch.as_tensor(model.label_scaler.std, dtype=torch.float64, device=device)
+    mu = torch.as_tensor(model.label_scaler.mean, dtype=torch.float64, device=device)
     rows = max(1, int(batch_size) // int(n_samples))
-    out = {k: [] for k in ("mean", "model", "predictive")}
-    state = torch.get_rng_state()  # dropout draws from the global generator: restored after
-    try:
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("mean", "model", "predictive")}
+    # dropout draws from torch's global generators: with a seed they are restored afterwards
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, enabled=seed is not None), mc_dropout(net):
         if seed is not None:
             torch.manual_seed(int(seed))
-        with mc_dropout(net):
-            for start in range(0, x.shape[0], rows):
-                xb = model.network_input(x[start : start + rows], device="cpu")
-                b = xb.shape[0]
-                m, lv = net(xb.repeat_interleave(int(n_samples), dim=0))
-                m = m.double().reshape(b, int(n_samples), -1)
-                lv = lv.double().reshape(b, int(n_samples), -1)
-                out["mean"].append(m.mean(dim=1) * std + mu)
-                out["model"].append(m.var(dim=1, unbiased=False) * std**2)
-                out["predictive"].append(torch.exp(lv.mean(dim=1)) * std**2)
-    finally:
-        torch.set_rng_state(state)
+        for start in range(0, x.shape[0], rows):
+            xb = model.network_input(x[start : start + rows])
+            b = xb.shape[0]
+            m, lv = net(xb.repeat_interleave(int(n_samples), dim=0))
+            m = m.double().reshape(b, int(n_samples), -1)
+            lv = lv.double().reshape(b, int(n_samples), -1)
+            out["mean"].append((m.mean(dim=1) * std + mu).cpu())
+            out["model"].append((m.var(dim=1, unbiased=False) * std**2).cpu())
+            out["predictive"].append((torch.exp(lv.mean(dim=1)) * std**2).cpu())
     mean, var_model, var_pred = (torch.cat(out[k]).numpy() for k in ("mean", "model", "predictive"))
     return mean, {
         "total": np.sqrt(var_model + var_pred),
