@@ -26,7 +26,7 @@
 
 Usage::
 
-    .venv/bin/python bench/astronn_agreement.py            # ~6 min on 2 cores once the venv exists
+    .venv/bin/python bench/astronn_agreement.py            # 5–10 min on 2 cores once the venv exists
     .venv/bin/python bench/astronn_agreement.py --quick --workdir /tmp/x --out /tmp/x/report.md
 """
 
