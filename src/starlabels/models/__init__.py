@@ -41,6 +41,7 @@ __all__ = [
     "TrainedModel",
     "build_network",
     "bypass_stopgrad",
+    "from_astronn",
     "load_model",
     "mc_dropout",
     "n_parameters",
@@ -71,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from starlabels.models import folder
 
         return getattr(folder, name)
+    if name == "from_astronn":  # reads astroNN folders with h5py; imported on first use
+        from starlabels.models.astronn_import import from_astronn
+
+        return from_astronn
     raise AttributeError(f"module 'starlabels.models' has no attribute {name!r}")

@@ -29,7 +29,10 @@ batch 64, 26 DR14 windows, element part only, forward + backward): size classes 
 elements 7.6–10 ms, one dense masked (union-pixels × E·32) matmul 80 ms (it multiplies zeros).
 
 Differences from astroNN v1: every element uses the same ``element_hidden`` sizes (astroNN gives C
-and N 8× / 4× wider layers); outputs are the main labels first, then the elements in the order given.
+and N 8× / 4× wider layers); outputs are the main labels first, then the elements in the order given,
+unless ``output_order`` permutes them (astroNN puts [Fe/H] among the elements, after Mn).
+An astroNN network is represented exactly by :func:`starlabels.models.astronn_import.from_astronn`:
+wider layers for every element with the extra units' weights zero, and ``output_order``.
 """
 
 from __future__ import annotations
@@ -213,9 +216,13 @@ class CensoredBayesianCNN(LabelNetwork):
         Block abundance gradients from reaching the main trunk through the latent layer (default).
     n_labels, n_pixels:
         Optional, checked against ``n_main_labels + E`` and the windows' P (the trainer passes them).
+    output_order:
+        Optional permutation of ``range(n_main_labels + E)``: output column j is internal label
+        ``output_order[j]`` (internal order: main labels, then the elements). ``None`` (default):
+        no reordering.
 
     ``forward(x)``: (N, 1, P) → ``(mean, log_var)``, each (N, n_main_labels + E): main labels first,
-    then the elements in order, standardised label space.
+    then the elements in order (or as ``output_order`` says), standardised label space.
     """
 
     name: ClassVar[str] = "bcnn_censored"
@@ -238,6 +245,7 @@ class CensoredBayesianCNN(LabelNetwork):
         latent_stop_grad: bool = True,
         n_labels: int | None = None,
         n_pixels: int | None = None,
+        output_order: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         w, names = _resolve_windows(windows, element_names)
@@ -275,6 +283,15 @@ class CensoredBayesianCNN(LabelNetwork):
         self.n_latent = int(n_latent)
         self.max_norm = float(max_norm)
         self.latent_stop_grad = bool(latent_stop_grad)
+        self.output_order: list[int] | None = None
+        if output_order is not None:
+            order = [int(i) for i in output_order]
+            if sorted(order) != list(range(self.n_labels)):
+                raise InputDataError(
+                    f"output_order must be a permutation of range({self.n_labels}), got {order}"
+                )
+            self.output_order = order
+            self.register_buffer("_output_index", torch.tensor(order), persistent=False)
 
         # --- main branch ------------------------------------------------------------------------
         self.trunk = bcnn_trunk(
@@ -405,7 +422,11 @@ class CensoredBayesianCNN(LabelNetwork):
         self.check_input(x)
         main_mean, main_log_var, h = self.main_forward(x)
         el_mean, el_log_var = self.element_forward(x, self.bridge(h, main_mean))
-        return torch.cat([main_mean, el_mean], dim=1), torch.cat([main_log_var, el_log_var], dim=1)
+        mean = torch.cat([main_mean, el_mean], dim=1)
+        log_var = torch.cat([main_log_var, el_log_var], dim=1)
+        if self.output_order is None:
+            return mean, log_var
+        return mean.index_select(1, self._output_index), log_var.index_select(1, self._output_index)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, P) → (N, hidden[-1]): the main branch's last hidden layer."""
@@ -426,6 +447,7 @@ class CensoredBayesianCNN(LabelNetwork):
         ]
 
     def config(self) -> dict[str, Any]:
+        extra = {} if self.output_order is None else {"output_order": list(self.output_order)}
         return {
             "windows": {
                 "n_pixels": self.n_pixels,
@@ -444,6 +466,7 @@ class CensoredBayesianCNN(LabelNetwork):
             "latent_stop_grad": self.latent_stop_grad,
             "n_labels": self.n_labels,
             "n_pixels": self.n_pixels,
+            **extra,
         }
 
     def _load_from_state_dict(  # type: ignore[override]

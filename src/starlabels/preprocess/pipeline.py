@@ -122,6 +122,10 @@ class PreprocessConfig:
         The grid the raw spectra must be on: ``None`` (the instrument's native grid), a grid name
         of the instrument, a :class:`~starlabels.core.grid.Grid`, or a stored reference. Stored as
         :func:`grid_reference` (instrument, name and checksum, or the whole grid).
+    continuum_weights:
+        Continuum only: ``"ivar"`` (default: squared residuals weighted by 1/σ², rejected pixels
+        left out) or ``"astronn"`` (astroNN's ``apogee_continuum`` exactly, for imported astroNN
+        models: weights 1/(σ²+1e-8)², see :mod:`starlabels.preprocess.astronn_continuum`).
     """
 
     kind: str = "continuum"
@@ -133,6 +137,7 @@ class PreprocessConfig:
     scale: str | None = None
     instrument: str = "apogee"
     input_grid: Any = None
+    continuum_weights: str = "ivar"
 
     def __post_init__(self) -> None:
         try:
@@ -175,6 +180,18 @@ class PreprocessConfig:
             raise ValueError(f"scale must be None or 'median', got {self.scale!r}")
         if self.scale is not None and self.kind != "raw":
             raise ValueError("scale applies to the raw preprocessing only")
+        if self.continuum_weights not in ("ivar", "astronn"):
+            raise ValueError(
+                f"continuum_weights must be 'ivar' or 'astronn', got {self.continuum_weights!r}"
+            )
+        if self.continuum_weights == "astronn" and (
+            self.kind != "continuum" or self.continuum_pixels is None
+        ):
+            raise ValueError("continuum_weights='astronn' needs kind='continuum' and continuum_pixels")
+        if self.continuum_weights == "astronn" and self.instrument != "apogee":
+            raise ValueError(
+                "continuum_weights='astronn' is astroNN's APOGEE continuum; it needs instrument='apogee'"
+            )
 
     # ------------------------------------------------------------------ constructors
 
@@ -182,8 +199,8 @@ class PreprocessConfig:
     def from_mask(cls, mask: np.ndarray | str | Path, degree: int = 2, **kwargs: Any) -> PreprocessConfig:
         """Continuum config from a bool mask on the output grid (APOGEE: the ASPCAP grid) or a
         ``.npy``/``.npz`` mask file; ``kwargs`` (e.g. ``instrument``, ``input_grid``) as the constructor."""
-        probe = cls(kind="continuum", degree=degree, **kwargs)
-        out = probe.output_grid
+        grid_kwargs = {k: kwargs[k] for k in ("instrument", "input_grid") if k in kwargs}
+        out = cls(kind="continuum", degree=degree, **grid_kwargs).output_grid
         if isinstance(mask, (str, Path)):
             mask = load_continuum_mask(mask, grid=out)
         m = np.asarray(mask)
@@ -211,8 +228,8 @@ class PreprocessConfig:
             if d.get("continuum_pixels") is not None:
                 raise ValueError("give either continuum_mask (a file) or continuum_pixels, not both")
             if path is not None:
-                probe = cls(**{k: v for k, v in d.items() if k != "continuum_pixels"})
-                mask = load_continuum_mask(path, grid=probe.output_grid)
+                grid_kwargs = {k: d[k] for k in ("kind", "instrument", "input_grid") if k in d}
+                mask = load_continuum_mask(path, grid=cls(**grid_kwargs).output_grid)
                 d["continuum_pixels"] = np.flatnonzero(mask).tolist()
         return cls(**d)
 
@@ -294,7 +311,14 @@ class PreprocessConfig:
         """
         n = np.shape(flux)[-1] if np.ndim(flux) else 0
         g = self.input_grid_for(n, grid)
-        if self.kind == "continuum":
+        if self.kind == "continuum" and self.continuum_weights == "astronn":
+            from starlabels.preprocess.astronn_continuum import astronn_continuum_normalize
+
+            f, e = astronn_continuum_normalize(
+                flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
+                bits=self.reject_bits,
+            )
+        elif self.kind == "continuum":
             f, e = continuum_normalize(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits, on_failure=self.on_failure,  # type: ignore[arg-type]
