@@ -123,6 +123,9 @@ class InferenceModel:
     version: str
     folder: Path | None = None
     coverage: Any = None
+    #: ``None`` for a network; the :class:`~starlabels.models.method.LabelMethod`'s ``method``
+    #: (``"cannon"``, ``"payne"``) otherwise (``physical`` is then None).
+    method: str | None = None
 
     @property
     def calibration(self) -> dict:
@@ -133,7 +136,7 @@ class InferenceModel:
 
     @property
     def has_variance(self) -> bool:
-        return bool(getattr(self.trained.network, "has_variance", False))
+        return bool(getattr(getattr(self.trained, "network", None), "has_variance", False))
 
     @property
     def preprocessing_kind(self) -> str | None:
@@ -141,15 +144,21 @@ class InferenceModel:
 
 
 def load(model: Any) -> Any:
-    """A ``TrainedModel`` from a ``TrainedModel``, an :class:`InferenceModel` or a model folder path."""
+    """A ``TrainedModel`` (or :class:`~starlabels.models.method.LabelMethod`) from one, an
+    :class:`InferenceModel` or a model folder path."""
+    from starlabels.models.method import LabelMethod
+
     if isinstance(model, InferenceModel):
         return model.trained
     if isinstance(model, (str, os.PathLike)):
         from starlabels.models.folder import load_model
 
         return load_model(Path(model), device="cpu")
-    if not hasattr(model, "network"):
-        raise TypeError(f"model must be a TrainedModel or a model folder path, got {type(model).__name__}")
+    if not (hasattr(model, "network") or isinstance(model, LabelMethod)):
+        raise TypeError(
+            f"model must be a TrainedModel, a LabelMethod (CannonModel, PayneModel) or a model folder "
+            f"path, got {type(model).__name__}"
+        )
     return model
 
 
@@ -169,9 +178,13 @@ def resolve(model: Any) -> InferenceModel:
     as is; anything else is resolved afresh (cheap: one copy of the weights for the fast path)."""
     if isinstance(model, InferenceModel):
         return model
+    from starlabels.models.method import LabelMethod
+
     folder = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
     tm = load(model)
     folder = folder or getattr(tm, "source_folder", None)
+    if isinstance(tm, LabelMethod):
+        return _resolve_method(tm, folder)
     net = tm.network
     n_pixels = int(net.n_pixels)
     n_labels = int(net.n_labels)
@@ -208,6 +221,29 @@ def resolve(model: Any) -> InferenceModel:
     )
 
 
+def _resolve_method(tm: Any, folder: Path | None) -> InferenceModel:
+    """An :class:`InferenceModel` around a LabelMethod (no network; ``physical`` None).
+
+    ``name`` (the catalog's ``MODEL_NAME``) is ``"<method>:<folder name>"`` so every catalog row
+    says which method made it."""
+    n_labels = len(tm.label_names)
+    units = list(getattr(tm, "label_units", None) or [""] * n_labels)
+    preprocessing = tm.preprocess_config()
+    n_pixels = int(tm.n_pixels)
+    if preprocessing is not None and int(preprocessing.n_pixels) != n_pixels:
+        raise ModelFormatError(
+            f"the {tm.method} model's preprocessing gives {preprocessing.n_pixels} pixels but it "
+            f"takes {n_pixels}"
+        )
+    base = folder.name if folder is not None else "unsaved"
+    return InferenceModel(
+        trained=tm, physical=None, label_names=list(tm.label_names), label_units=units,  # type: ignore[arg-type]
+        preprocessing=preprocessing, n_pixels=n_pixels, label_range=_label_range(tm, n_labels),
+        name=f"{tm.method}:{base}", version=_model_version(tm), folder=folder, coverage=None,
+        method=str(tm.method),
+    )
+
+
 #: Fallback training range when the model records none: label-scaler mean ± this many std.
 RANGE_SIGMA = 4.0
 
@@ -224,7 +260,7 @@ def _label_range(tm: Any, n_labels: int) -> tuple[np.ndarray, np.ndarray] | None
             hi = np.asarray(rng["max"], np.float64).reshape(-1)
             if lo.shape == hi.shape == (n_labels,):
                 return lo, hi
-    ls = tm.label_scaler
+    ls = getattr(tm, "label_scaler", None)
     if getattr(ls, "mean", None) is not None and getattr(ls, "std", None) is not None:
         m, s = np.asarray(ls.mean, np.float64), np.asarray(ls.std, np.float64)
         return m - RANGE_SIGMA * s, m + RANGE_SIGMA * s
@@ -401,7 +437,13 @@ def predict(
     Parameters
     ----------
     model:
-        A :class:`~starlabels.models.folder.TrainedModel` or the path of a model folder.
+        A :class:`~starlabels.models.folder.TrainedModel`, a
+        :class:`~starlabels.models.method.LabelMethod` (``CannonModel``, ``PayneModel``) or the
+        path of a model folder. A LabelMethod computes its own labels and σ
+        (``uncertainty=None`` = its ``default_uncertainty``, e.g. ``"fisher"``; ``n_samples``,
+        ``batch_size``, ``error_cap`` and ``coverage`` do not apply; ``error`` is required); the
+        calibration, flags and Prediction are the same as for networks. Without a
+        ``preprocessing`` it takes its own input grid (``n_pixels``) as raw input, bitmask included.
     flux, error:
         (N, 8575) raw apStar-grid flux and 1σ errors (or (8575,) for one spectrum); with
         ``preprocessed=True``, (N, P) network input (P = the network's ``n_pixels``). ``error`` is
@@ -444,11 +486,17 @@ def predict(
     Prediction
         ``.mean``/``.std`` (N, L) physical units, ``.parts``, ``.flags`` (N,), ``.label_names``.
     """
+    im = resolve(model)
+    if im.method is not None:
+        return _predict_method(
+            im, flux, error, uncertainty=uncertainty, bitmask=bitmask, device=device,
+            preprocessed=preprocessed, calibrated=calibrated, seed=seed, snr=snr, snr_min=snr_min,
+            max_masked_fraction=max_masked_fraction, ood_factor=ood_factor, chunk_size=chunk_size,
+        )
     if uncertainty not in UNCERTAINTY_METHODS:
         raise InputDataError(f"uncertainty must be one of {UNCERTAINTY_METHODS}, got {uncertainty!r}")
     if uncertainty is not None and int(n_samples) < 1:
         raise InputDataError(f"n_samples must be >= 1, got {n_samples}")
-    im = resolve(model)
     tune_allocator()
     if error_cap == "auto":
         already = im.preprocessing_kind == "raw" and getattr(im.preprocessing, "error_cap", None)
@@ -520,8 +568,9 @@ def predict(
     )
 
 
-def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool):
-    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays."""
+def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool, raw_pixels: int | None = None):
+    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays. ``raw_pixels``:
+    the raw input's pixel count (default: the apStar grid's)."""
     f = np.asarray(flux)
     if f.dtype == object or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
         raise InputDataError(f"flux must be a real numeric array, got dtype {f.dtype}")
@@ -529,7 +578,8 @@ def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool):
         f = f[None, :]
     if f.ndim != 2:
         raise InputDataError(f"flux must be (P,) or (N, P), got shape {np.shape(flux)}")
-    expected = im.n_pixels if preprocessed else APSTAR_N_PIXELS
+    raw_n = APSTAR_N_PIXELS if raw_pixels is None else int(raw_pixels)
+    expected = im.n_pixels if preprocessed else raw_n
     if f.shape[1] != expected:
         if preprocessed:
             raise InputDataError(
@@ -540,8 +590,8 @@ def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool):
             if f.shape[1] == im.n_pixels else ""
         )
         raise InputDataError(
-            f"flux has {f.shape[1]} pixels; raw input must be on the apStar grid "
-            f"({APSTAR_N_PIXELS} pixels){hint}"
+            f"flux has {f.shape[1]} pixels; raw input must be on the "
+            f"{'apStar grid' if raw_pixels is None else 'model input grid'} ({raw_n} pixels){hint}"
         )
     has_error = error is not None
     e = np.ones_like(f, dtype=np.float64) if error is None else np.asarray(error)
@@ -614,6 +664,102 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
         np.ascontiguousarray(np.minimum(xe, 3e38), np.float32),
         ok, snr, masked,
     )
+
+
+def _predict_method(
+    im: InferenceModel, flux, error, *, uncertainty, bitmask, device, preprocessed, calibrated, seed,
+    snr, snr_min, max_masked_fraction, ood_factor, chunk_size,
+) -> Prediction:
+    """:func:`predict` for a :class:`~starlabels.models.method.LabelMethod`: preprocessing,
+    validation and flags as for networks, ``predict_moments`` per chunk instead of a network."""
+    tm = im.trained
+    unc = uncertainty or tm.default_uncertainty
+    if unc not in tm.uncertainty_methods:
+        raise InputDataError(
+            f"a {im.method} model computes uncertainty {tuple(tm.uncertainty_methods)} (or None for "
+            f"{tm.default_uncertainty!r}), got {uncertainty!r}"
+        )
+    if error is None:
+        raise InputDataError(f"a {im.method} model needs per-pixel errors (error=...)")
+    as_given = im.preprocessing is None  # the method's own grid is its raw input
+    f, e, b, _ = _as_arrays(flux, error, bitmask, im, preprocessed and not as_given,
+                            raw_pixels=im.n_pixels if as_given else None)
+    n, L = f.shape[0], len(im.label_names)
+    snr_given = None if snr is None else np.asarray(snr, np.float64).reshape(-1)
+    if snr_given is not None and snr_given.shape[0] != n:
+        raise InputDataError(f"snr has {snr_given.shape[0]} values for {n} spectra")
+    mean = np.full((n, L), np.nan)
+    parts: dict[str, np.ndarray] = {}
+    valid = np.zeros(n, bool)
+    snr_all = np.full(n, np.nan)
+    masked = np.ones(n)
+    steps = range(0, n, max(1, int(chunk_size)))
+    for start in progress(steps, desc=f"predict ({im.method})", total=len(steps), unit="chunk"):
+        sl = slice(start, min(n, start + int(chunk_size)))
+        x, xe, bm, ok, snr_c, masked_c = _prepare_method(
+            im, f[sl], e[sl], None if b is None else b[sl], preprocessed or as_given
+        )
+        valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
+        if not ok.any():
+            continue
+        m, p = tm.predict_moments(x, xe, bm, device=device, seed=seed)
+        m = np.asarray(m, np.float64)
+        if m.shape != (int(ok.sum()), L):
+            raise ModelFormatError(
+                f"{type(tm).__name__}.predict_moments returned means of shape {m.shape}, expected "
+                f"{(int(ok.sum()), L)}"
+            )
+        rows = np.arange(sl.start, sl.stop)[ok]
+        mean[rows] = m
+        for k, v in p.items():
+            parts.setdefault(k, np.full((n, L), np.nan))[rows] = np.asarray(v, np.float64)
+    if snr_given is not None:
+        snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
+    return _finish(
+        im, mean, parts, valid, snr_all, masked, uncertainty=unc, n_samples=0, calibrated=calibrated,
+        snr_min=snr_min, max_masked_fraction=max_masked_fraction, ood_factor=ood_factor,
+    )
+
+
+def _prepare_method(im: InferenceModel, f, e, b, as_given: bool):
+    """One chunk for a LabelMethod → (x, xe) float64 (n_ok, P) with ``xe = inf`` on unused pixels
+    (x there 0), the bitmask rows (as-given input only, else None), ``ok`` (n,), snr (n,), masked
+    fraction (n,)."""
+    from starlabels.preprocess.masking import is_rejected_error, rejected_pixels
+
+    f = np.asarray(f, np.float64)
+    e = np.asarray(e, np.float64)
+    rej = rejected_pixels(f, e, b, bits=_reject_bits(im)) if b is not None else rejected_pixels(f, e)
+    ok = ~rej.all(axis=1)
+    masked = rej.mean(axis=1)
+    snr = np.full(f.shape[0], np.nan)
+    if ok.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = f / e
+        ratio[rej] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            snr = np.nanmedian(ratio, axis=1)
+    P = im.n_pixels
+    if not ok.any():
+        return np.zeros((0, P)), np.zeros((0, P)), None, ok, snr, masked
+    if as_given:
+        x, xe = f[ok], np.where(rej[ok], np.inf, e[ok])
+    else:
+        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok])
+        x, xe = np.asarray(x, np.float64), np.asarray(xe, np.float64)
+        if x.shape[1] != P:
+            raise ModelFormatError(f"the model's preprocessing gives {x.shape[1]} pixels but it takes {P}")
+    unused = ~np.isfinite(x) | ~np.isfinite(xe) | (xe <= 0) | is_rejected_error(xe)
+    x = np.where(unused, 0.0, x)
+    xe = np.where(unused, np.inf, xe)
+    usable = ~unused.all(axis=1)
+    if not usable.all():  # preprocessing rejected every pixel of a row: flag it invalid
+        idx = np.flatnonzero(ok)
+        ok[idx[~usable]] = False
+        x, xe = x[usable], xe[usable]
+    bm = b[ok] if (as_given and b is not None) else None
+    return x, xe, bm, ok, snr, masked
 
 
 def _run(phys, x, e, method, n_samples, batch_size, gen, error_cap):
