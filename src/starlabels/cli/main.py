@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "recipe": "starlabels.cli.recipe",
     "labels": "starlabels.cli.labels",
     "report": "starlabels.cli.report",
+    "fit": "starlabels.cli.fit",
 }
 
 

@@ -1,0 +1,230 @@
+"""The Cannon's numerics in torch, batched: the training step over pixels, the test step over spectra.
+
+Definitions follow ``thecannon`` (``annieslasso`` 0.2, ``fitting.py``/``model.py``) exactly:
+
+Training, per pixel p (all pixels at once):
+    θ_p = argmin Σ_n ivar_np (v_n·θ − f_np)² + Λ Σ_{t≥1} |θ_t|   (the constant θ_0 not penalised;
+    ivar *without* the scatter, as ``fit_pixel_fixed_scatter``), solved exactly: the normal
+    equations for Λ = 0, cyclic coordinate descent with soft thresholding for Λ > 0 (the exact L1
+    minimiser; ``thecannon`` runs L-BFGS-B on it). Censored terms are fixed at 0.
+    s²_p: the scatter that makes the median over the training stars of
+    r²·ivar/(1 + ivar·s²) equal to 1 (``_scatter_objective_function``; 0 when the median is
+    already ≤ 1), found by bisection on a bracket from the order statistics.
+    A pixel whose Σ_n ivar_np < N (``thecannon``'s "no pixel information") gets θ = (1, 0, …),
+    s² = inf (it is then unused by the test step).
+
+Test, per spectrum (all spectra × starting points at once):
+    Levenberg–Marquardt on χ²(x) = Σ_p w_p (v(x)·θ_p − f_p)², w = ivar/(1 + ivar·s²), in scaled
+    labels x, from every starting point; the lowest χ² is kept. The label covariance is the
+    inverse Fisher matrix (JᵀWJ)⁻¹ at the solution (``leastsq``'s ``cov_x``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from starlabels.models.cannon_terms import design_derivative, design_matrix
+
+#: Elements per temporary (pixels × terms × stars) block of the normal equations (~256 MB float64).
+BLOCK_ELEMENTS = 1 << 25
+
+
+def normal_equations(
+    design: torch.Tensor, flux: torch.Tensor, ivar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A_p = Dᵀ diag(ivar_p) D`` (P, T, T) and ``b_p = Dᵀ (ivar_p f_p)`` (P, T).
+
+    ``design`` (N, T), ``flux``/``ivar`` (N, P); computed in pixel blocks of bounded memory."""
+    N, T = design.shape
+    P = flux.shape[1]
+    A = torch.empty((P, T, T), dtype=design.dtype, device=design.device)
+    b = torch.empty((P, T), dtype=design.dtype, device=design.device)
+    step = max(1, BLOCK_ELEMENTS // max(1, N * T))
+    dt = design.T.contiguous()
+    for s in range(0, P, step):
+        w = ivar[:, s:s + step].T  # (Pc, N)
+        X = dt[None] * w[:, None, :]  # (Pc, T, N)
+        A[s:s + step] = X @ design
+        b[s:s + step] = torch.einsum("ptn,np->pt", X, flux[:, s:s + step])
+    return A, b
+
+
+def solve_theta(
+    A: torch.Tensor,
+    b: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    regularization: torch.Tensor | float = 0.0,
+    *,
+    tol: float = 1e-12,
+    max_sweeps: int = 10_000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """θ (P, T) minimising θᵀAθ − 2bᵀθ + Λ_p Σ_{t≥1}|θ_t| per pixel, with ``mask`` (P, T) False
+    terms fixed at 0. Returns (θ, converged (P,) bool).
+
+    Λ = 0: one batched linear solve (pseudo-inverse where singular). Λ > 0: cyclic coordinate
+    descent from the Λ = 0 solution until no coefficient moves by more than ``tol`` × (1 + max|θ|).
+    """
+    P, T = b.shape
+    if mask is None:
+        mask = torch.ones((P, T), dtype=torch.bool, device=b.device)
+    m = mask.to(A.dtype)
+    eye = torch.eye(T, dtype=A.dtype, device=A.device)
+    Am = A * m[:, :, None] * m[:, None, :] + eye * (1 - m)[:, None, :]
+    bm = b * m
+    theta, info = torch.linalg.solve_ex(Am, bm[..., None])
+    theta = theta[..., 0]
+    bad = (info != 0) | ~torch.isfinite(theta).all(dim=1)
+    if bad.any():
+        theta[bad] = (torch.linalg.pinv(Am[bad]) @ bm[bad][..., None])[..., 0]
+    converged = torch.isfinite(theta).all(dim=1)
+    lam = torch.as_tensor(regularization, dtype=A.dtype, device=A.device).expand(P)
+    if not bool((lam > 0).any()):
+        return theta * m, converged
+    diag = torch.diagonal(Am, dim1=1, dim2=2)  # (P, T), > 0 on fitted terms
+    half = 0.5 * lam
+    converged = torch.zeros(P, dtype=torch.bool, device=A.device)
+    for _ in range(int(max_sweeps)):
+        old = theta.clone()
+        for j in range(T):
+            c = bm[:, j] - (Am[:, j, :] * theta).sum(dim=1) + diag[:, j] * theta[:, j]
+            if j > 0:
+                c = torch.sign(c) * torch.clamp(c.abs() - half, min=0.0)
+            theta[:, j] = torch.where(mask[:, j], c / diag[:, j], torch.zeros_like(c))
+        change = (theta - old).abs().amax(dim=1)
+        converged = change <= tol * (1.0 + theta.abs().amax(dim=1))
+        if bool(converged.all()):
+            break
+    return theta, converged
+
+
+def _median_rows(values: torch.Tensor) -> torch.Tensor:
+    """numpy-style median along dim 0 (the mean of the two middle values for an even count)."""
+    n = values.shape[0]
+    if n % 2:
+        return torch.kthvalue(values, (n + 1) // 2, dim=0).values
+    lo = torch.kthvalue(values, n // 2, dim=0).values
+    hi = torch.kthvalue(values, n // 2 + 1, dim=0).values
+    return 0.5 * (lo + hi)
+
+
+def fit_scatter(residual_sq: torch.Tensor, ivar: torch.Tensor, *, iterations: int = 60) -> torch.Tensor:
+    """s² (P,) with median_n r²·ivar/(1 + ivar·s²) = 1 (0 where the median is ≤ 1 at s² = 0).
+
+    ``residual_sq``, ``ivar``: (N, P). With t_n = r²_n − 1/ivar_n the root lies between the
+    (N+1)/2-th and the N/2+1-th largest t (exactly the (N+1)/2-th for odd N); bisection on that
+    bracket for even N."""
+    N, P = ivar.shape
+    chi = residual_sq * ivar
+    s2 = torch.zeros(P, dtype=ivar.dtype, device=ivar.device)
+    need = _median_rows(chi) > 1.0
+    if not bool(need.any()):
+        return s2
+    r2, iv = residual_sq[:, need], ivar[:, need]
+    with torch.no_grad():
+        tiny = torch.finfo(iv.dtype).tiny
+        t = torch.where(iv > 0, r2 - 1.0 / iv.clamp(min=tiny), torch.full_like(r2, -1.0))
+    ts = torch.sort(t, dim=0, descending=True).values
+    if N % 2:
+        s2[need] = ts[(N - 1) // 2].clamp(min=0.0)
+        return s2
+    hi = ts[N // 2 - 1].clamp(min=0.0)  # k-th largest (k = N/2): median < 1 or = 1 there
+    lo = ts[N // 2].clamp(min=0.0)  # (k+1)-th largest: median ≥ 1 there
+
+    def g(s: torch.Tensor) -> torch.Tensor:
+        return _median_rows(r2 * iv / (1.0 + iv * s[None])) - 1.0
+
+    for _ in range(int(iterations)):
+        mid = 0.5 * (lo + hi)
+        above = g(mid) > 0
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    s2[need] = 0.5 * (lo + hi)
+    return s2
+
+
+def adjusted_ivar(ivar: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """ivar/(1 + ivar·s²) (N, P) for ivar (N, P), s² (P,); 0 where s² is inf or ivar is 0."""
+    out = ivar / (1.0 + ivar * s2[None])
+    return torch.where(torch.isfinite(out) & (ivar > 0), out, torch.zeros_like(out))
+
+
+def _model_and_jacobian(x, theta_t, exponents, want_jacobian=True):
+    v = design_matrix(x, exponents)  # (B, T)
+    model = v @ theta_t  # (B, P)
+    if not want_jacobian:
+        return model, None
+    dv = design_derivative(x, exponents)  # (B, T, L)
+    jac = torch.einsum("tp,btl->bpl", theta_t, dv)  # (B, P, L)
+    return model, jac
+
+
+def test_step(
+    flux: torch.Tensor,
+    weight: torch.Tensor,
+    theta: torch.Tensor,
+    exponents: torch.Tensor,
+    starts: torch.Tensor,
+    *,
+    max_iter: int = 200,
+    tol: float = 1e-12,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Levenberg–Marquardt fits of scaled labels, batched over spectra and starting points.
+
+    ``flux``, ``weight`` (N, P) (weight = adjusted ivar, 0 = unused pixel), ``theta`` (P, T),
+    ``starts`` (N, K, L) scaled starting labels. Returns the best of the K fits per spectrum:
+    x (N, L) scaled labels, Fisher matrix JᵀWJ (N, L, L) in scaled labels, χ² (N,) and
+    converged (N,) bool (the last accepted step lowered χ² by ≤ ``tol`` relative or moved x by
+    ≤ 1e-12, or no step lowers χ² at the largest damping: a minimum to machine precision).
+    """
+    N, K, L = starts.shape
+    theta_t = theta.T.contiguous()  # (T, P)
+    f = flux.repeat_interleave(K, dim=0)
+    w = weight.repeat_interleave(K, dim=0)
+    x = starts.reshape(N * K, L).clone()
+    B = x.shape[0]
+    lam = torch.full((B,), 1e-3, dtype=x.dtype, device=x.device)
+    done = torch.zeros(B, dtype=torch.bool, device=x.device)
+    converged = torch.zeros(B, dtype=torch.bool, device=x.device)
+    model, jac = _model_and_jacobian(x, theta_t, exponents)
+    chi2 = (w * (model - f) ** 2).sum(dim=1)
+    eye = torch.eye(L, dtype=x.dtype, device=x.device)
+
+    def normal(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        jtw = jac[rows].transpose(1, 2) * w[rows][:, None, :]  # (b, L, P)
+        return jtw @ jac[rows], (jtw @ (model[rows] - f[rows])[..., None])[..., 0]
+
+    all_rows = torch.arange(B, device=x.device)
+    jtj, grad = normal(all_rows)  # cached; recomputed only where a step is accepted
+    for _ in range(int(max_iter)):
+        act = ~done
+        if not bool(act.any()):
+            break
+        idx = torch.nonzero(act).squeeze(1)
+        d = torch.diagonal(jtj[idx], dim1=1, dim2=2).clamp(min=1e-300)
+        A = jtj[idx] + lam[idx, None, None] * torch.diag_embed(d) + 1e-300 * eye
+        step, info = torch.linalg.solve_ex(A, -grad[idx][..., None])
+        step = step[..., 0]
+        xn = x[idx] + step
+        mn, _ = _model_and_jacobian(xn, theta_t, exponents, want_jacobian=False)
+        cn = (w[idx] * (mn - f[idx]) ** 2).sum(dim=1)
+        ok = (info == 0) & torch.isfinite(cn) & (cn <= chi2[idx])
+        rel = (chi2[idx] - cn) / chi2[idx].clamp(min=1e-300)
+        acc = idx[ok]
+        if acc.numel():
+            x[acc] = xn[ok]
+            model[acc] = mn[ok]
+            _, jac[acc] = _model_and_jacobian(x[acc], theta_t, exponents)
+            chi2[acc] = cn[ok]
+            jtj[acc], grad[acc] = normal(acc)
+        lam[idx] = torch.where(ok, lam[idx] * 0.1, lam[idx] * 10.0).clamp(1e-12, 1e12)
+        tiny = step.abs().amax(dim=1) <= 1e-12 * (1 + x[idx].abs().amax(dim=1))
+        stuck = ~ok & (lam[idx] >= 1e12)  # no step lowers χ², even a vanishing one: a minimum
+        newly = (ok & ((rel <= tol) | tiny)) | stuck
+        converged[idx] = converged[idx] | newly
+        done[idx] = done[idx] | newly
+    jtw = jac.transpose(1, 2) * w[:, None, :]
+    fisher = jtw @ jac
+    chi2 = chi2.reshape(N, K)
+    best = torch.nan_to_num(chi2, nan=float("inf")).argmin(dim=1)
+    rows = torch.arange(N, device=x.device) * K + best
+    return x[rows], fisher[rows], chi2.gather(1, best[:, None])[:, 0], converged[rows]
