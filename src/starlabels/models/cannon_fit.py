@@ -25,27 +25,18 @@ import torch
 
 from starlabels.models.cannon_terms import design_derivative, design_matrix
 
-#: Elements per temporary (pixels × terms × stars) block of the normal equations (~256 MB float64).
-BLOCK_ELEMENTS = 1 << 25
-
 
 def normal_equations(
     design: torch.Tensor, flux: torch.Tensor, ivar: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``A_p = Dᵀ diag(ivar_p) D`` (P, T, T) and ``b_p = Dᵀ (ivar_p f_p)`` (P, T).
 
-    ``design`` (N, T), ``flux``/``ivar`` (N, P); computed in pixel blocks of bounded memory."""
+    ``design`` (N, T), ``flux``/``ivar`` (N, P). Two matrix products: A = ivarᵀ (D ⊗ D) with the
+    per-star outer products D_n D_nᵀ flattened to (N, T²), and b = (ivar·f)ᵀ D."""
     N, T = design.shape
-    P = flux.shape[1]
-    A = torch.empty((P, T, T), dtype=design.dtype, device=design.device)
-    b = torch.empty((P, T), dtype=design.dtype, device=design.device)
-    step = max(1, BLOCK_ELEMENTS // max(1, N * T))
-    dt = design.T.contiguous()
-    for s in range(0, P, step):
-        w = ivar[:, s:s + step].T  # (Pc, N)
-        X = dt[None] * w[:, None, :]  # (Pc, T, N)
-        A[s:s + step] = X @ design
-        b[s:s + step] = torch.einsum("ptn,np->pt", X, flux[:, s:s + step])
+    outer = (design[:, :, None] * design[:, None, :]).reshape(N, T * T)
+    A = (ivar.T @ outer).reshape(-1, T, T)
+    b = (ivar * flux).T @ design
     return A, b
 
 
@@ -110,9 +101,9 @@ def _median_rows(values: torch.Tensor) -> torch.Tensor:
 def fit_scatter(residual_sq: torch.Tensor, ivar: torch.Tensor, *, iterations: int = 60) -> torch.Tensor:
     """s² (P,) with median_n r²·ivar/(1 + ivar·s²) = 1 (0 where the median is ≤ 1 at s² = 0).
 
-    ``residual_sq``, ``ivar``: (N, P). With t_n = r²_n − 1/ivar_n the root lies between the
-    (N+1)/2-th and the N/2+1-th largest t (exactly the (N+1)/2-th for odd N); bisection on that
-    bracket for even N."""
+    ``residual_sq``, ``ivar``: (N, P). With t_n = r²_n − 1/ivar_n (h_n = r²·ivar/(1 + ivar·s²)
+    ≥ 1 exactly when s² ≤ t_n), the root is the (N+1)/2-th largest t for odd N; for even N it lies
+    between the N/2-th and the N/2+1-th largest t, found by bisection."""
     N, P = ivar.shape
     chi = residual_sq * ivar
     s2 = torch.zeros(P, dtype=ivar.dtype, device=ivar.device)
@@ -127,13 +118,37 @@ def fit_scatter(residual_sq: torch.Tensor, ivar: torch.Tensor, *, iterations: in
     if N % 2:
         s2[need] = ts[(N - 1) // 2].clamp(min=0.0)
         return s2
-    hi = ts[N // 2 - 1].clamp(min=0.0)  # k-th largest (k = N/2): median < 1 or = 1 there
-    lo = ts[N // 2].clamp(min=0.0)  # (k+1)-th largest: median ≥ 1 there
+    hi = ts[N // 2 - 1]  # k-th largest t (k = N/2): the median is ≤ 1 there
+    lo = ts[N // 2]  # (k+1)-th largest: the median is ≥ 1 there
+    # between them the k stars with t ≥ hi have h > 1 and the others h < 1, so the median is
+    # (min over the first set + max over the others) / 2: no sorting inside the bisection
+    top = t >= hi[None]
+    lo, hi = lo.clamp(min=0.0), hi.clamp(min=0.0)
+    h_num = r2 * iv
+    # only stars whose h can be the smallest of the first set (h(hi) ≤ min h(lo)) or the largest
+    # of the others (h(lo) ≥ max h(hi)) anywhere in [lo, hi] matter: bisect on those alone
+    inf = torch.full_like(h_num, float("inf"))
+    h_lo, h_hi = h_num / (1.0 + iv * lo[None]), h_num / (1.0 + iv * hi[None])
+    cand = (top & (h_hi <= torch.where(top, h_lo, inf).amin(dim=0)[None])) | (
+        ~top & (h_lo >= torch.where(top, -inf, h_hi).amax(dim=0)[None]))
+    k = int(cand.sum(dim=0).max())
+    if 0 < k < N // 4:
+        pick = torch.topk(cand.to(torch.int8), k, dim=0).indices  # (k, P): candidates first
+        keep = torch.gather(cand, 0, pick)
+        h_num = torch.where(keep, torch.gather(h_num, 0, pick), torch.zeros((), dtype=h_num.dtype))
+        iv = torch.gather(iv, 0, pick)
+        top = keep & torch.gather(top, 0, pick)
+        # padding rows (not candidates) are h = 0 outside the first set: never the largest there
 
     def g(s: torch.Tensor) -> torch.Tensor:
-        return _median_rows(r2 * iv / (1.0 + iv * s[None])) - 1.0
+        h = h_num / (1.0 + iv * s[None])
+        smallest_top = torch.where(top, h, torch.full_like(h, float("inf"))).amin(dim=0)
+        largest_rest = torch.where(top, torch.full_like(h, -float("inf")), h).amax(dim=0)
+        return 0.5 * (smallest_top + largest_rest) - 1.0
 
     for _ in range(int(iterations)):
+        if bool(((hi - lo) <= 1e-15 * hi).all()):
+            break
         mid = 0.5 * (lo + hi)
         above = g(mid) > 0
         lo = torch.where(above, mid, lo)
