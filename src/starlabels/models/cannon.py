@@ -33,7 +33,7 @@ from starlabels.models.method import LabelMethod, read_folder, write_folder
 
 __all__ = ["CannonModel"]
 
-#: Elements of the test step's (spectra × starts × pixels × labels) Jacobian per batch.
+#: Elements of the test step's (spectra × pixels) float64 temporaries per batch (×4 of them).
 TEST_BLOCK_ELEMENTS = 1 << 24
 
 
@@ -287,7 +287,6 @@ class CannonModel(LabelMethod):
         starts = np.broadcast_to(starts, (N, *starts.shape[-2:])) if starts.ndim == 2 else starts
         if starts.shape[0] != N or starts.shape[-1] != L:
             raise InputDataError(f"initial_labels shape {starts.shape} does not fit {N} spectra × {L} labels")
-        K = starts.shape[1]
         dev = _device(device if device is not None else self.device)
         dt = torch.float64
         theta = torch.as_tensor(self.theta_, dtype=dt, device=dev)
@@ -297,7 +296,7 @@ class CannonModel(LabelMethod):
         cov = np.full((N, L, L), np.nan)
         chi2 = np.full(N, np.nan)
         conv = np.zeros(N, bool)
-        step = max(1, TEST_BLOCK_ELEMENTS // max(1, K * P * L))
+        step = max(1, TEST_BLOCK_ELEMENTS // max(1, 4 * P))  # (spectra × pixels) temporaries
         for s in range(0, N, step):
             sl = slice(s, min(N, s + step))
             iv = torch.as_tensor(_ivar(e[sl]), dtype=dt, device=dev)
