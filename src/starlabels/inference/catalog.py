@@ -4,9 +4,15 @@ Columns (docs/DESIGN.md, "Catalog columns"): ``APOGEE_ID``, ``RA``, ``DEC`` (deg
 ``SOURCE`` (input file; ``file.h5[row]`` for HDF5 rows), then for each label ``X``: ``X``
 (physical units), ``X_ERR`` (total, calibrated; NaN when no uncertainty was computed) and the
 parts that were computed, ``X_ERR_EPISTEMIC``, ``X_ERR_ALEATORIC``, ``X_ERR_NOISE``,
-``X_ERR_DELTA`` (1σ, calibrated like X_ERR), ``X_ERR_FLOOR`` (a ``floor`` calibration's constant
-part) and ``X_ERR_COVERAGE`` (the label-coverage part), so X_ERR² = Σ parts²; then ``FLAG``
-(int32, bits in :mod:`starlabels.inference.flags`), ``MODEL_NAME``, ``MODEL_VERSION``.
+``X_ERR_DELTA``, ``X_ERR_FISHER`` (The Cannon), ``X_ERR_JACOBIAN`` (a Payne fit) (1σ, calibrated
+like X_ERR), ``X_ERR_FLOOR`` (a ``floor`` calibration's constant part) and ``X_ERR_COVERAGE`` (the
+label-coverage part), so X_ERR² = Σ parts²; then ``FLAG`` (int32, bits in
+:mod:`starlabels.inference.flags`), ``MODEL_NAME`` (the model folder's name; ``cannon:<folder>`` /
+``payne:<folder>`` for a :class:`~starlabels.models.method.LabelMethod`, so each row says which
+method made it) and ``MODEL_VERSION``.
+
+Any model works: a network's :class:`~starlabels.models.folder.TrainedModel`, a Cannon or a Payne
+fitter (a LabelMethod), or the folder of any of them.
 
 Inputs are apStar/asStar files, aspcapStar files (continuum-normalised: used as preprocessed input
 by models with continuum preprocessing, skipped by raw-flux models), directories of them (searched
@@ -52,7 +58,10 @@ from starlabels.utils import progress
 
 FORMATS: tuple[str, ...] = ("fits", "csv", "parquet")
 #: Part names in catalog order and their column suffixes.
-PART_ORDER: tuple[str, ...] = ("epistemic", "aleatoric", "noise", "delta", "floor", "coverage")
+#: variance parts written as ``<LABEL>_ERR_<PART>`` columns (networks; "fisher": The Cannon;
+#: "jacobian": a Payne fit)
+PART_ORDER: tuple[str, ...] = ("epistemic", "aleatoric", "noise", "delta", "fisher", "jacobian", "floor",
+                               "coverage")
 FITS_PATTERNS: tuple[str, ...] = ("apStar-*.fits", "asStar-*.fits", "aspcapStar-*.fits",
                                   "apStar-*.fits.gz", "asStar-*.fits.gz", "aspcapStar-*.fits.gz")
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
