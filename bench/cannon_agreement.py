@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         f"| training ({n_train} spectra × {f_tr.shape[1]} pixels) | {ours_train:.2f} s | "
         f"{peer_train:.1f} s | "
-        f"{peer_train / ours_train:.0f}× |",
+        f"{peer_train / ours_train:.1f}× |",
         f"| test step ({n_test} spectra × {len(model.initial_labels_)} starts) | {ours_test:.2f} s | "
-        f"{peer_test:.1f} s | {peer_test / ours_test:.0f}× |",
+        f"{peer_test:.1f} s | {peer_test / ours_test:.1f}× |",
         f"| test step per spectrum | {1e3 * ours_test / n_test:.1f} ms | "
         f"{1e3 * peer_test / n_test:.0f} ms | |",
         "",
