@@ -26,7 +26,8 @@ class FitOptions:
     velocities in km/s scanned before the descent (None → start at 0); ``rv_margin``: how far (km/s)
     the descent may leave the scanned range; ``label_bounds``: scaled-label box (The Payne: ±0.5);
     ``max_iter`` LM iterations; ``tol``: stop when an accepted step lowers χ² by less than
-    ``tol · (1 + χ²)``.
+    ``tol · (1 + χ²)``; ``refine_rv``: half-width (km/s) of the fine velocity rescan at the
+    fitted labels, followed by a second descent where it finds a lower χ² (0 = none).
     """
 
     starts: np.ndarray
@@ -34,7 +35,8 @@ class FitOptions:
     rv_margin: float = 10.0
     label_bounds: tuple[float, float] = (-0.5, 0.5)
     max_iter: int = 100
-    tol: float = 1e-9
+    tol: float = 1e-8
+    refine_rv: float = 6.0
 
 
 @dataclass
@@ -64,11 +66,14 @@ class FitResult:
 
 
 def fit_spectra(
-    spectrum_model: SpectrumModel, flux: np.ndarray, error: np.ndarray, options: FitOptions
+    spectrum_model: SpectrumModel, flux: np.ndarray, error: np.ndarray, options: FitOptions,
+    theta0: np.ndarray | None = None,
 ) -> FitResult:
     """Fit N spectra (N, P) on the emulator grid; ``error`` inf/NaN/≤0 or flux NaN = unused pixel.
 
-    Rows with no usable pixel come back with NaN parameters and ``converged = False``.
+    ``theta0`` (N, K): one start per spectrum (e.g. an earlier fit) instead of ``options.starts``
+    and the velocity scan. Rows with no usable pixel come back with NaN parameters and
+    ``converged = False``.
     """
     sm = spectrum_model
     dt, dev = sm.dtype, sm.device
@@ -84,6 +89,11 @@ def fit_spectra(
     n_spec = y.shape[0]
     n_pix = good.sum(1)
 
+    if theta0 is not None:
+        start = torch.as_tensor(np.asarray(theta0, dtype=np.float64), dtype=dt, device=dev)
+        if start.shape != (n_spec, sm.n_params):
+            raise InputDataError(f"theta0 must be ({n_spec}, {sm.n_params}), got {tuple(start.shape)}")
+        return _descend(sm, start, y, weight, n_pix, 1, options, options.rv_margin)
     starts = torch.as_tensor(np.atleast_2d(options.starts), dtype=dt, device=dev)
     n_start = starts.shape[0]
     if starts.shape[1] != sm.n_labels:
@@ -97,11 +107,67 @@ def fit_spectra(
     shifted0, _, _ = sm.shifted(flux0, v0)
     c0 = sm.continuum_fit(shifted0, rows_y, rows_w)
     theta = torch.cat([s0, v0[:, None], c0], 1)
+    result = _descend(sm, theta, y, weight, n_pix, n_start, options, (v_lo, v_hi))
+    if options.refine_rv > 0:
+        result = _refine_velocity(sm, result, y, weight, n_pix, options)
+    return result
 
+
+def _refine_velocity(sm: SpectrumModel, result: FitResult, y, weight, n_pix,
+                     options: FitOptions) -> FitResult:
+    """Rescan the velocity finely (±``refine_rv`` km/s, steps of a tenth of that) at the fitted
+    labels and descend again where that finds a lower χ²: linear interpolation makes χ²(v) kinked
+    at whole-pixel shifts, and labels can compensate a wrong velocity in a local minimum."""
+    theta = torch.as_tensor(result.theta, dtype=sm.dtype, device=y.device)
+    ok = torch.isfinite(theta).all(1)
+    if not bool(ok.any()):
+        return result
+    idx = torch.nonzero(ok).flatten()
+    s, v, _ = sm.split(theta[idx])
+    flux, _ = sm.rest_frame(s, jacobian=False)
+    yy, ww = y[idx], weight[idx]
+    chi2_fit = torch.as_tensor(result.chi2, dtype=sm.dtype, device=y.device)[idx]
+    best_chi2, best_v = chi2_fit.clone(), v.clone()
+    best_c = theta[idx, sm.n_labels + 1:].clone()
+    for dv in np.linspace(-options.refine_rv, options.refine_rv, 21):
+        vv = v + float(dv)
+        shifted, _, _ = sm.shifted(flux, vv)
+        c = sm.continuum_fit(shifted, yy, ww)
+        chi2 = (ww * (yy - (c @ sm.basis.T) * shifted) ** 2).sum(1)
+        better = chi2 < best_chi2
+        best_chi2 = torch.where(better, chi2, best_chi2)
+        best_v = torch.where(better, vv, best_v)
+        best_c = torch.where(better[:, None], c, best_c)
+    redo = best_chi2 < chi2_fit * (1.0 - 1e-9) - 1e-12
+    if not bool(redo.any()):
+        return result
+    rows = idx[redo]
+    start = torch.cat([s[redo], best_v[redo, None], best_c[redo]], 1)
+    again = _descend(sm, start, y[rows], weight[rows], n_pix[rows], 1, options, options.rv_margin)
+    keep = again.chi2 < result.chi2[rows.cpu().numpy()]
+    take = rows.cpu().numpy()[keep]
+    for k in FitResult.__dataclass_fields__:
+        if k != "start":
+            getattr(result, k)[take] = getattr(again, k)[keep]
+    return result
+
+
+def _descend(sm: SpectrumModel, theta, y, weight, n_pix, n_start: int, options: FitOptions,
+             rv_bounds) -> FitResult:
+    """LM from ``theta`` (N·S, K); keep the best of each spectrum's S starts."""
+    dev = theta.device
+    n_spec = y.shape[0]
+    rows_y = y.repeat_interleave(n_start, 0)
+    rows_w = weight.repeat_interleave(n_start, 0)
     lo = torch.full_like(theta, -torch.inf)
     hi = torch.full_like(theta, torch.inf)
     lo[:, :sm.n_labels], hi[:, :sm.n_labels] = options.label_bounds
-    lo[:, sm.n_labels], hi[:, sm.n_labels] = v_lo, v_hi
+    if isinstance(rv_bounds, tuple):
+        lo[:, sm.n_labels], hi[:, sm.n_labels] = rv_bounds
+    else:  # a margin around each start's velocity
+        v = theta[:, sm.n_labels]
+        lo[:, sm.n_labels], hi[:, sm.n_labels] = v - rv_bounds, v + rv_bounds
+    theta = torch.minimum(torch.maximum(theta, lo), hi)
 
     theta, chi2, normal, converged, n_iter = _levenberg_marquardt(
         sm, theta, rows_y, rows_w, lo, hi, options
@@ -186,6 +252,10 @@ def _levenberg_marquardt(sm: SpectrumModel, theta, y, w, lo, hi, options: FitOpt
         a = normal[idx]
         damped = a + torch.diag_embed(lam[idx, None] * torch.diagonal(a, dim1=1, dim2=2))
         step = solve_guarded(damped, grad[idx])
+        # a parameter on a bound whose step leaves the box is held there (active set)
+        blocked = ((theta[idx] <= lo[idx]) & (step < 0)) | ((theta[idx] >= hi[idx]) & (step > 0))
+        if blocked.any():
+            step = solve_guarded(damped, grad[idx], blocked)
         trial = torch.minimum(torch.maximum(theta[idx] + step, lo[idx]), hi[idx])
         trial_chi2 = _chi2(sm, trial, y[idx], w[idx])
         ok = torch.isfinite(trial_chi2) & (trial_chi2 < chi2[idx])

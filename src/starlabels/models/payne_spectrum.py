@@ -32,19 +32,22 @@ C_KM_S = 299792.458
 
 
 def emulator_and_jacobian(
-    emulator: PayneEmulator, s: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emulator flux (N, P) and its derivative with respect to the scaled labels (N, P, L).
+    emulator: PayneEmulator, s: torch.Tensor, jacobian: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Emulator flux (N, P) and (when ``jacobian``) its derivative with respect to the scaled
+    labels (N, P, L), else None.
 
-    ``s``: (N, L) scaled labels (see module doc), any float dtype (weights are cast to it).
+    ``s``: (N, L) scaled labels (see module doc), of the emulator's dtype.
     Both layouts of :class:`~starlabels.data.emulator.PayneEmulator` are supported analytically.
     """
-    w = {k: v.to(s.dtype) for k, v in emulator.weights.items()}
+    w = emulator.weights
     if emulator.layout == "per_pixel":
-        z = torch.einsum("phl,nl->nph", w["w_array_0"], s) + w["b_array_0"]
-        a = torch.sigmoid(z)
+        w0 = w["w_array_0"]
+        a = torch.sigmoid(torch.einsum("phl,nl->nph", w0, s) + w["b_array_0"])
         flux = torch.einsum("ph,nph->np", w["w_array_1"], a) + w["b_array_1"]
-        jac = torch.einsum("nph,phl->npl", w["w_array_1"] * a * (1.0 - a), w["w_array_0"])
+        if not jacobian:
+            return flux, None
+        jac = torch.einsum("nph,phl->npl", w["w_array_1"] * a * (1.0 - a), w0)
         return flux, jac
     if emulator.layout == "dense":
         slope = 0.01
@@ -53,6 +56,8 @@ def emulator_and_jacobian(
         z2 = a1 @ w["w_array_1"].T + w["b_array_1"]
         a2 = torch.nn.functional.leaky_relu(z2, slope)
         flux = a2 @ w["w_array_2"].T + w["b_array_2"]
+        if not jacobian:
+            return flux, None
         g1 = torch.where(z1 > 0, 1.0, slope).to(s.dtype)
         g2 = torch.where(z2 > 0, 1.0, slope).to(s.dtype)
         da1 = g1[:, :, None] * w["w_array_0"]                         # (N, H1, L)
@@ -118,6 +123,11 @@ class SpectrumModel:
             raise InputDataError(
                 f"wavelength has shape {lam.shape}; the emulator has {self.emulator.n_pixels} pixels"
             )
+        emu = self.emulator
+        if any(v.dtype != self.dtype or v.device != torch.device(self.device)
+               for v in emu.weights.values()):
+            weights = {k: v.to(device=self.device, dtype=self.dtype) for k, v in emu.weights.items()}
+            self.emulator = PayneEmulator(weights, emu.layout, emu.label_names, emu.path, self.dtype)
         self.loglam = torch.as_tensor(np.log(lam), dtype=self.dtype, device=self.device)
         basis = np.zeros((lam.size, self.n_continuum))
         for i, (a, b) in enumerate(self.segments):
@@ -173,9 +183,7 @@ class SpectrumModel:
 
     def rest_frame(self, s: torch.Tensor, jacobian: bool = True):
         """Emulator flux (N, P) and, when asked, its label Jacobian (N, P, L) at scaled labels s."""
-        if jacobian:
-            return emulator_and_jacobian(self.emulator, s)
-        return emulator_and_jacobian(self.emulator, s)[0], None
+        return emulator_and_jacobian(self.emulator, s, jacobian)
 
     def shifted(self, flux: torch.Tensor, v: torch.Tensor, jac: torch.Tensor | None = None):
         """Doppler-shift ``flux`` (N, P) (and ``jac`` (N, P, L)) by ``v`` (N,) km/s; returns
@@ -220,11 +228,15 @@ class SpectrumModel:
         return solve_guarded(normal, rhs)
 
 
-def solve_guarded(normal: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+def solve_guarded(normal: torch.Tensor, rhs: torch.Tensor, fixed: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """Solve ``normal x = rhs`` (N, K, K)·(N, K) where parameters with no information (a zero
-    diagonal, e.g. the continuum of a fully masked segment) are held at 0."""
+    diagonal, e.g. the continuum of a fully masked segment) or marked ``fixed`` (N, K) bool are
+    held at 0."""
     diag = torch.diagonal(normal, dim1=1, dim2=2)
     dead = diag <= diag.amax(1, keepdim=True) * 1e-14
+    if fixed is not None:
+        dead = dead | fixed
     eye = torch.diag_embed(dead.to(normal.dtype))
     keep = (~dead).to(normal.dtype)
     a = normal * keep[:, :, None] * keep[:, None, :] + eye
