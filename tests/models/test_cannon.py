@@ -260,3 +260,24 @@ def test_bad_input_is_refused_with_clear_errors():
         starlabels.predict(m, flux, preprocessed=True)
     with pytest.raises(InputDataError, match="fisher"):
         starlabels.predict(m, flux, error, preprocessed=True, uncertainty="mc_dropout")
+
+
+def test_censors_from_element_windows(tmp_path):
+    from starlabels.models.cannon import censors_from_windows
+
+    windows = np.zeros((3, 20), bool)
+    windows[0, :5], windows[1, 5:12], windows[2, 12:] = True, True, True
+    path = tmp_path / "windows.npz"
+    np.savez(path, windows=windows, elements=np.array(["Mg", "Fe", "Al"]))
+    c = censors_from_windows(["TEFF", "LOGG", "FE_H", "MG_FE", "AL_FE", "K_FE"], path)
+    assert sorted(c) == ["AL_FE", "MG_FE"]  # FE_H shapes every pixel; K has no window
+    np.testing.assert_array_equal(c["MG_FE"], windows[0])
+    np.testing.assert_array_equal(c["AL_FE"], windows[2])
+    labels, flux, error, _ = _known_model(n=300, n_pixels=20, seed=9, noise=0.01)
+    names = ["TEFF", "LOGG", "MG_FE"]
+    m = CannonModel(names, censors=censors_from_windows(names, windows, ["Mg", "Fe", "Al"])).fit(
+        flux, error, labels)
+    with_mg = np.array(["MG_FE" in t for t in m.terms_])
+    assert np.all(m.theta_[~windows[0]][:, with_mg] == 0) and np.all(m.theta_[windows[0]][:, with_mg] != 0)
+    with pytest.raises(InputDataError, match="element name"):
+        censors_from_windows(names, windows, ["Mg"])

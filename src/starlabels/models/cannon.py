@@ -31,7 +31,10 @@ from starlabels.models import cannon_fit as fit_
 from starlabels.models.cannon_terms import design_matrix, term_exponents, term_mask, term_names
 from starlabels.models.method import LabelMethod, read_folder, write_folder
 
-__all__ = ["CannonModel"]
+__all__ = ["DEFAULT_UNCENSORED", "CannonModel", "censors_from_windows"]
+
+#: Labels that shape every pixel when censoring from element windows (Casey et al. 2016).
+DEFAULT_UNCENSORED = ("TEFF", "LOGG", "FE_H", "M_H", "ALPHA_M", "VMICRO", "VSINI")
 
 #: Elements of the test step's (spectra × pixels) float64 temporaries per batch (×4 of them).
 TEST_BLOCK_ELEMENTS = 1 << 24
@@ -48,6 +51,33 @@ def _ivar(error: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         iv = 1.0 / (error * error)
     return np.where(np.isfinite(error) & (error > 0) & np.isfinite(iv), iv, 0.0)
+
+
+def censors_from_windows(
+    label_names: Sequence[str], windows: Any, element_names: Sequence[str] | None = None, *,
+    uncensored: Sequence[str] = DEFAULT_UNCENSORED,
+) -> dict[str, np.ndarray]:
+    """Censoring masks from element windows: each label whose element has a window (``MG_FE`` →
+    ``Mg``, matched by :func:`starlabels.models.censored.element_key`) may shape only the pixels of
+    its window; labels in ``uncensored`` (and labels without a window) shape every pixel.
+
+    ``windows``: the path of an ``.npz`` with ``windows`` (E, P) bool and ``elements`` (E,) (e.g.
+    ``aspcap_element_windows_dr14_7514.npz``), or an (E, P) bool array with ``element_names``.
+    Returns ``{label: (P,) bool}`` for :class:`CannonModel` ``censors``.
+    """
+    from starlabels.models.censored import element_key, load_windows
+
+    if isinstance(windows, (str, Path)):
+        w, names = load_windows(windows)
+    else:
+        w = np.asarray(windows, bool)
+        names = list(element_names or [])
+        if w.ndim != 2 or w.shape[0] != len(names):
+            raise InputDataError(f"windows {w.shape} need one element name per row, got {len(names)}")
+    by_key = {element_key(n): w[i] for i, n in enumerate(names)}
+    keep = {str(u).upper() for u in uncensored}
+    return {lab: by_key[element_key(lab)] for lab in label_names
+            if lab.upper() not in keep and element_key(lab) in by_key}
 
 
 class CannonModel(LabelMethod):

@@ -54,7 +54,7 @@ def read_rows(data: Any, rows: np.ndarray, preprocess: Any) -> tuple[np.ndarray,
 def train_cannon_from_config(cfg: TrainConfig) -> Any:
     """Train, calibrate and save The Cannon described by ``cfg``; returns the CannonModel."""
     from starlabels.inference.calibration import calibrate
-    from starlabels.models.cannon import CannonModel
+    from starlabels.models.cannon import CannonModel, censors_from_windows
     from starlabels.preprocess.pipeline import PreprocessConfig
     from starlabels.training.trainer import SPLITS_NAME, TrainingData, make_split
 
@@ -76,7 +76,9 @@ def train_cannon_from_config(cfg: TrainConfig) -> Any:
         raise ConfigError("The Cannon needs continuum-normalised flux: add [preprocess] kind = 'continuum' "
                           "(the files hold raw spectra)")
     kwargs = dict(cfg.model.kwargs)
-    censors = {k: np.load(p).astype(bool) for k, p in kwargs.pop("censors", {}).items()}
+    windows = kwargs.pop("censor_windows", None)
+    censors = {} if windows is None else censors_from_windows(cfg.data.label_names, windows)
+    censors.update({k: np.load(p).astype(bool) for k, p in kwargs.pop("censors", {}).items()})
     train_rows = complete_rows(data.labels, np.sort(split["train"]))
     if len(train_rows) == 0:
         raise InputDataError("no training row has every label; The Cannon needs complete label rows")

@@ -82,6 +82,9 @@ The Cannon instead of a network (``[model] name = "cannon"``; :class:`starlabels
     regularization = 0.0                 # L1 strength Λ (Casey et al. 2016)
     n_starts = 5                         # test-step starting points (median + k-means medians)
     censors = { FE_H = "fe_h_pixels.npy" }   # (P,) bool .npy per label: True = may shape the pixel
+    censor_windows = "aspcap_element_windows_dr14_7514.npz"   # or: element labels (MG_FE, ...) only
+                                         # in their element's windows (TEFF, LOGG, FE_H, M_H, ALPHA_M
+                                         # everywhere; Casey et al. 2016); censors entries win
 
     [preprocess]                         # must give continuum-normalised flux (kind = "continuum"),
     kind = "continuum"                   # or omit it for files already preprocessed that way
@@ -195,7 +198,7 @@ class DataConfig:
 #: Label methods ``[model] name`` selects (``"network"``: the ``architecture``).
 MODEL_NAMES = ("network", "cannon")
 #: ``[model.kwargs]`` keys of ``name = "cannon"``.
-CANNON_KWARGS = ("order", "regularization", "n_starts", "censors")
+CANNON_KWARGS = ("order", "regularization", "n_starts", "censors", "censor_windows")
 
 
 @dataclass
@@ -430,6 +433,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
         stratified=None if stratified is None else _build(StratifiedConfig, stratified, "[stratified]"),
         output=output,
     )
+    windows = cfg.model.kwargs.get("censor_windows")
+    if cfg.model.name == "cannon" and base is not None and isinstance(windows, str):
+        cfg.model.kwargs["censor_windows"] = str(windows if Path(windows).is_absolute() else base / windows)
     if cfg.model.name == "cannon" and base is not None and "censors" in cfg.model.kwargs:
         cfg.model.kwargs["censors"] = {
             str(k): str(p if Path(p).is_absolute() else base / p)
