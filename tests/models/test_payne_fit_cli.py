@@ -26,6 +26,12 @@ def apstar_model(**kwargs) -> PayneModel:
                       pixel_index=COLUMNS, n_input_pixels=8575, n_starts=2, **kwargs)
 
 
+def truth(model: PayneModel, n: int, seed: int) -> np.ndarray:
+    """(n, 3) physical labels of ``spectra(model, n, seed)``."""
+    lo, hi = model.emulator.label_range
+    return (np.random.default_rng(seed).uniform(-0.3, 0.3, (n, 3)) + 0.5) * (hi - lo) + lo
+
+
 def spectra(model: PayneModel, n: int, seed: int):
     rng = np.random.default_rng(seed)
     sm = model.spectrum_model()
@@ -93,3 +99,19 @@ def test_fit_cli_label_count_mismatch_names_the_file(tmp_path, n_labels):
     res = CliRunner().invoke(cli, ["fit", str(emu), str(tmp_path), "-o", str(tmp_path / "c.csv"),
                                    "--labels", ",".join(LABELS[:n_labels])])
     assert res.exit_code != 0 and "emu.npz" in res.output and "3 labels" in res.output
+
+
+def test_jacobian_sigma_is_calibrated_like_the_networks(tmp_path):
+    """σ passed to the fit understated 2×: calibrate finds scales ≈ 2, kept in the model folder."""
+    from starlabels.inference.calibration import calibrate
+
+    model = apstar_model()
+    flux, error, _ = spectra(model, 60, 2)
+    entry = calibrate(model, flux, error / 2, truth(model, 60, 2), save=tmp_path / "cal")
+    assert entry["uncertainty"] == "jacobian"
+    scales = np.asarray([entry["scales"][n] for n in LABELS]) if isinstance(entry["scales"], dict) \
+        else np.asarray(entry["scales"])
+    assert np.all((scales > 1.6) & (scales < 2.5)), scales
+    raw = starlabels.predict(model, flux[:5], error[:5] / 2, calibrated=False)
+    cal = starlabels.predict(starlabels.load_model(tmp_path / "cal"), flux[:5], error[:5] / 2)
+    np.testing.assert_allclose(cal.std / raw.std, np.broadcast_to(scales, raw.std.shape), rtol=1e-6)
