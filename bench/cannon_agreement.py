@@ -161,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     th_p, s2_p = peer["theta"], peer["s2"]
     both = (np.all(np.isfinite(th_p), axis=1) & np.isfinite(s2_p) & model.converged_ & model.pixel_used_)
     coef = relative_norm(model.theta_[both], th_p[both])
+    # the training objective χ² + Λ‖θ₁…‖₁ per pixel (ivar without the scatter, as both define it)
+    from starlabels.models.cannon_terms import design_matrix
+
+    rows = np.all(np.isfinite(labels), axis=1)
+    scaled = torch.as_tensor((labels[rows] - model.offsets_) / model.scales_)
+    D = design_matrix(scaled, model.exponents_).numpy()
+
+    def objective(theta: np.ndarray) -> np.ndarray:
+        chi2 = (iv_tr[rows] * (D @ theta.T - f_tr[rows]) ** 2).sum(axis=0)
+        return chi2 + args.regularization * np.abs(theta[:, 1:]).sum(axis=1)
+
+    obj_o, obj_p = objective(model.theta_)[both], objective(np.nan_to_num(th_p))[both]
+    obj_rel = (obj_o - obj_p) / obj_p
     pos = both & (s2_p > 0) & (model.s2_ > 0)
     s2_rel = np.abs(model.s2_[pos] - s2_p[pos]) / s2_p[pos]
     s2_pol = peer["s2_polished"]
@@ -203,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'yes' if same_offsets else 'no'} |",
         f"| θ per pixel ‖Δθ‖/‖θ‖ ({both.sum()} of {len(both)} pixels fitted by both) | {quantiles(coef)} | "
         f"≤ {COEF_TARGET:g} | {'yes' if coef_met else 'no'} |",
+        f"| training objective χ² + Λ‖θ₁…‖₁ per pixel, (ours − peer) / peer | min {obj_rel.min():.2e}, "
+        f"median {np.median(obj_rel):.2e}, max {obj_rel.max():.2e} (negative: ours lower) | ≤ 0 | "
+        f"{'yes' if obj_rel.max() <= 1e-12 else 'no'} |",
         f"| s² relative, peer's `train` output, pixels with s² > 0 in both ({pos.sum()}) | "
         f"{quantiles(s2_rel)} "
         "| (limited by the peer's fmin xtol) | — |",
@@ -243,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
         log(f"wrote {output}")
-    np.savez(args.work / "agreement.npz", coef=coef, s2_rel=s2_rel, s2_polished_rel=s2_pol_rel, dz=dz,
+    np.savez(args.work / "agreement.npz", coef=coef, objective_rel=obj_rel, s2_rel=s2_rel,
+             s2_polished_rel=s2_pol_rel, dz=dz,
              ours_train=ours_train,
              ours_test=ours_test, peer_train=peer_train, peer_test=peer_test)
     return 0
