@@ -106,10 +106,10 @@ def solve_theta(
         kkt &= ((torch.sign(tp) == sign) | ~S | (torch.arange(T, device=A.device) == 0)).all(dim=1)
         kkt &= (~off | (resid.abs() <= ha + slack)).all(dim=1)
         th = torch.where(kkt[:, None], tp, th)
-        finished = kkt | done
+        broken = ~torch.isfinite(th).all(dim=1)  # no data for a fitted term: never converges
         theta[active] = th
-        converged[active] = finished
-        active = active[~finished]
+        converged[active] = (kkt | done) & ~broken
+        active = active[~(kkt | done | broken)]
     return theta, converged
     return theta, converged
 
