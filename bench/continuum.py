@@ -32,7 +32,7 @@ from numpy.polynomial import chebyshev
 from starlabels.preprocess import continuum as _continuum
 from starlabels.preprocess.bitmask import PIXMASK_BITS, bits_to_value
 from starlabels.preprocess.continuum import continuum_normalize
-from starlabels.preprocess.grids import APSTAR, ASPCAP, apstar_wavelength
+from starlabels.preprocess.grids import APSTAR, ASPCAP, apstar_wavelength, index_in, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
 
@@ -60,7 +60,7 @@ def make_spectra(
     absorption = np.exp(-(labels @ tau))  # (N, 8575)
     # smooth continuum: overall scale × a random quadratic per detector
     continuum = np.empty((n, APSTAR.n_pixels))
-    for a, b in ASPCAP.segments:
+    for a, b in pixel_ranges(APSTAR):
         lo, hi = (0 if a == 246 else a), (APSTAR.n_pixels if b == 8335 else b)
         x = np.linspace(-1, 1, b - a)
         full_x = np.interp(np.arange(lo, hi), np.arange(a, b), x, left=-1.0, right=1.0)
@@ -82,10 +82,10 @@ def make_spectra(
     flux[:, :246] = np.nan  # like real apStar edges and gaps
     flux[:, 8335:] = np.nan
     # continuum pixels: line-free in both templates, thinned to ~7% of each detector
-    line_free = ASPCAP.apstar_index[(tau[:, ASPCAP.apstar_index].max(0) < 1e-3)]
+    line_free = index_in(ASPCAP, "apstar")[(tau[:, index_in(ASPCAP, "apstar")].max(0) < 1e-3)]
     mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
-    pos = np.flatnonzero(np.isin(ASPCAP.apstar_index, line_free))
-    for sl in ASPCAP.detector_slices:
+    pos = np.flatnonzero(np.isin(index_in(ASPCAP, "apstar"), line_free))
+    for sl in ASPCAP.segment_slices:
         cand = pos[(pos >= sl.start) & (pos < sl.stop)]
         take = min(cand.size, round(0.07 * (sl.stop - sl.start)))
         mask[rng.choice(cand, take, replace=False)] = True
@@ -100,8 +100,8 @@ def normalize_loop(
         ["BADPIX", "CRPIX", "SATPIX", "UNFIXABLE", "BADDARK", "BADFLAT", "BADERR", "NOSKY",
          "SIG_SKYLINE"]
     )
-    idx = ASPCAP.apstar_index
-    xs = [np.linspace(-1, 1, sl.stop - sl.start) for sl in ASPCAP.detector_slices]
+    idx = index_in(ASPCAP, "apstar")
+    xs = [np.linspace(-1, 1, sl.stop - sl.start) for sl in ASPCAP.segment_slices]
     out_f = np.empty((flux.shape[0], ASPCAP.n_pixels), dtype=np.result_type(flux, np.float32))
     out_e = np.empty_like(out_f)
     for i in range(flux.shape[0]):
@@ -109,7 +109,7 @@ def normalize_loop(
         e = error[i, idx].astype(np.float64)
         with np.errstate(invalid="ignore"):
             good = np.isfinite(f) & (e > 0) & (e < BAD_PIXEL_ERROR) & ((bitmask[i, idx] & reject) == 0)
-        for sl, x in zip(ASPCAP.detector_slices, xs, strict=True):
+        for sl, x in zip(ASPCAP.segment_slices, xs, strict=True):
             use = good[sl] & mask[sl]
             coef = chebyshev.chebfit(x[use], f[sl][use], degree, w=1.0 / e[sl][use])
             cont = chebyshev.chebval(x, coef)
@@ -135,8 +135,8 @@ def fits_batched(fc: np.ndarray, ec: np.ndarray, gc: np.ndarray, mask: np.ndarra
 
 def fits_loop(fc: np.ndarray, ec: np.ndarray, gc: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Only the fits, one spectrum and detector at a time with chebfit."""
-    xs = [np.linspace(-1, 1, sl.stop - sl.start)[mask[sl]] for sl in ASPCAP.detector_slices]
-    bounds = np.cumsum([0] + [int(mask[sl].sum()) for sl in ASPCAP.detector_slices])
+    xs = [np.linspace(-1, 1, sl.stop - sl.start)[mask[sl]] for sl in ASPCAP.segment_slices]
+    bounds = np.cumsum([0] + [int(mask[sl].sum()) for sl in ASPCAP.segment_slices])
     out = np.empty((fc.shape[0], 3, 3))
     for i in range(fc.shape[0]):
         for d, x in enumerate(xs):
@@ -150,7 +150,7 @@ def memory_floor(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> No
     """What any implementation must do: read flux, error and bitmask, write (N, 7514) outputs."""
     out_f = np.empty((flux.shape[0], ASPCAP.n_pixels), np.result_type(flux, np.float32))
     out_e = np.empty_like(out_f)
-    for sl, (a, b) in zip(ASPCAP.detector_slices, ASPCAP.segments, strict=True):
+    for sl, (a, b) in zip(ASPCAP.segment_slices, pixel_ranges(APSTAR), strict=True):
         out_f[:, sl] = flux[:, a:b]
         out_e[:, sl] = error[:, a:b]
         _ = (bitmask[:, a:b] & 4351) == 0
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     rel_e = float(np.abs(be.astype(np.float64) / le.astype(np.float64) - 1).max())
 
     # the fits alone, on the continuum pixels gathered once
-    cols = ASPCAP.apstar_index[mask]
+    cols = index_in(ASPCAP, "apstar")[mask]
     fc, ec = flux[:, cols].astype(np.float64), error[:, cols].astype(np.float64)
     with np.errstate(invalid="ignore"):
         gc = np.isfinite(fc) & (ec > 0) & (ec < BAD_PIXEL_ERROR) & ((bitmask[:, cols] & 4351) == 0)

@@ -10,7 +10,7 @@ def test_grid_sizes_match_the_published_ones():
     assert grids.APSTAR.n_pixels == 8575
     assert grids.ASPCAP.n_pixels == 7514
     assert grids.PAYNE.n_pixels == 7214
-    assert [s.stop - s.start for s in grids.PAYNE.detector_slices] == [2920, 2400, 1894]
+    assert [s.stop - s.start for s in grids.PAYNE.segment_slices] == [2920, 2400, 1894]
 
 
 def test_apstar_wavelength_is_log_linear():
@@ -30,7 +30,7 @@ def test_wavelength_from_header_honours_crpix():
 
 def test_payne_grid_matches_the_reference_wavelengths(shared_data):
     ref = np.load(shared_data / "apogee" / "aspcap_wavelength_7214.npz")["wavelength"]
-    np.testing.assert_allclose(grids.PAYNE.wavelength(), ref, rtol=1e-10)
+    np.testing.assert_allclose(grids.PAYNE.wavelength, ref, rtol=1e-10)
 
 
 @pytest.mark.parametrize("small,large", [("aspcap", "apstar"), ("payne", "apstar"), ("payne", "aspcap")])
@@ -46,7 +46,7 @@ def test_round_trip_small_large_small_is_exact(small, large):
 
 def test_convert_places_pixels_at_their_wavelengths():
     w_aspcap = grids.convert(grids.apstar_wavelength(), "apstar", "aspcap")
-    np.testing.assert_allclose(w_aspcap, grids.ASPCAP.wavelength())
+    np.testing.assert_allclose(w_aspcap, grids.ASPCAP.wavelength)
     back = grids.convert(w_aspcap, "aspcap", "apstar")
     ok = ~np.isnan(back)
     np.testing.assert_allclose(back[ok], grids.apstar_wavelength()[ok])
@@ -65,7 +65,7 @@ def test_convert_rejects_wrong_length_and_keeps_int_dtype():
 def test_get_grid_by_size_and_name():
     assert grids.get_grid(7514) is grids.ASPCAP
     assert grids.get_grid("PAYNE") is grids.PAYNE
-    with pytest.raises(ValueError, match="no APOGEE grid"):
+    with pytest.raises(ValueError, match="no built-in grid"):
         grids.get_grid(123)
 
 

@@ -4,7 +4,10 @@
 
 1. **Simulate** a survey with known true labels (:mod:`starlabels.data.survey`): the built-in
    synthetic generator (:class:`~starlabels.data.survey.GeneratorSource`; a test/demo generator,
-   not an atmosphere model) or, with ``emulator=PATH``, a Payne-format emulator. Labels follow
+   not an atmosphere model) or, with ``emulator=PATH``, a Payne-format emulator, on the grid of
+   ``instrument``: ``"apogee"`` (H band, the apStar grid) or ``"boss"`` (optical, the 4648-pixel
+   BOSS coadd grid; BOSS-like SNR, SPPIXMASK defects, A/F dwarfs added to the population, labels
+   :data:`BOSS_GENERATOR_LABELS`). Labels follow
    APOGEE-like giant/dwarf populations, spectra get a continuum, reddening, photon noise with an
    APOGEE-like SNR distribution, sky residuals and bad pixels; the training labels get Gaussian
    noise of known σ (their label errors). The first ``n_train`` stars are the training pool
@@ -61,6 +64,7 @@ import numpy as np
 from starlabels.errors import InputDataError
 
 __all__ = [
+    "BOSS_GENERATOR_LABELS",
     "CATALOG_FORMATS",
     "DEFAULT_OUTPUT",
     "FIGURE_LABELS",
@@ -80,6 +84,9 @@ CATALOG_FORMATS = ("fits", "csv")
 #: and three α elements. With a few thousand training spectra the network learns little of the
 #: weaker elements (measured), so they are left out; an emulator's labels are all learnt.
 GENERATOR_LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H", "O_FE", "MG_FE", "SI_FE")
+#: The same for BOSS (``instrument="boss"``): the stellar parameters and the two elements with the
+#: strongest optical features in the generator (Mg b and MgH; Ca II H&K, the Ca triplet, Ca I 4227).
+BOSS_GENERATOR_LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H", "MG_FE", "CA_FE")
 #: Labels shown in the predicted-vs-true figure (those the model has, in this order; at most 4).
 FIGURE_LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H", "MG_FE", "ALPHA_M")
 #: σ of the Gaussian noise on the training labels (their label errors), per label; abundances
@@ -125,6 +132,8 @@ class DemoConfig:
     catalog_format: str = "fits"
     device: str | None = None
     threads: int | None = 1
+    #: ``"apogee"`` (apStar grid, H band) or ``"boss"`` (the 4648-pixel optical coadd grid)
+    instrument: str = "apogee"
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_test", "epochs", "n_samples", "batch_size", "patience"):
@@ -148,6 +157,11 @@ class DemoConfig:
         if not 0.0 < self.dropout < 1.0:
             raise InputDataError(f"dropout must be in (0, 1) for MC-dropout, got {self.dropout}")
         self.seed = int(self.seed)
+        from starlabels.instruments import available
+
+        self.instrument = str(self.instrument).lower()
+        if self.instrument not in available():
+            raise InputDataError(f"instrument must be one of {available()}, got {self.instrument!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or int(self.threads) < 1):
             raise InputDataError(f"threads must be a positive integer or None, got {self.threads!r}")
 
@@ -258,8 +272,12 @@ def _source(cfg: DemoConfig) -> tuple[Any, str]:
     from starlabels.data.survey import EmulatorSource, GeneratorSource
 
     if cfg.emulator is None:
-        return GeneratorSource.default(seed=0), "the built-in synthetic generator"
-    return EmulatorSource.from_path(cfg.emulator), f"the emulator {cfg.emulator}"
+        text = "the built-in synthetic generator"
+        if cfg.instrument != "apogee":
+            text += f" ({cfg.instrument.upper()} grid)"
+        return GeneratorSource.default(seed=0, instrument=cfg.instrument), text
+    return (EmulatorSource.from_path(cfg.emulator, instrument=cfg.instrument),
+            f"the emulator {cfg.emulator}")
 
 
 def _simulate(source: Any, cfg: DemoConfig) -> Any:
@@ -269,6 +287,7 @@ def _simulate(source: Any, cfg: DemoConfig) -> Any:
         SimulatedSurvey,
         SurveyConfig,
         SurveySimulator,
+        default_population,
         sample_labels,
     )
     from starlabels.utils import progress
@@ -277,7 +296,8 @@ def _simulate(source: Any, cfg: DemoConfig) -> Any:
     noise = {**DEFAULT_LABEL_NOISE, **LABEL_NOISE}
     noise = {n: noise.get(n, ABUNDANCE_NOISE) for n in names}
     n = cfg.n_train + cfg.n_test
-    scfg = SurveyConfig(n_stars=n, seed=cfg.seed, label_noise=noise)
+    scfg = SurveyConfig(n_stars=n, seed=cfg.seed, label_noise=noise,
+                        population=default_population(source.instrument))
     sim = SurveySimulator(source, scfg)
     rng = np.random.default_rng([cfg.seed, 2024])
     labels, group = sample_labels(n, source, rng, scfg.population, None)
@@ -294,7 +314,7 @@ def _simulate(source: Any, cfg: DemoConfig) -> Any:
             arrays[k][a:b] = v
     for k in ("group", "apogee_id"):
         arrays[k] = arrays[k].astype(str)
-    return SimulatedSurvey(label_names=tuple(source.label_names), **arrays)
+    return SimulatedSurvey(label_names=tuple(source.label_names), instrument=source.instrument, **arrays)
 
 
 _SURVEY_ARRAYS = ("flux", "error", "bitmask", "labels", "label_errors", "true_labels", "snr", "group",
@@ -307,17 +327,20 @@ def _preprocess_config(source: Any, survey: Any, train_rows: np.ndarray) -> tupl
     from starlabels.preprocess.continuum import select_continuum_pixels
     from starlabels.preprocess.pipeline import PreprocessConfig
 
+    inst = source.instrument
     gen = getattr(source, "generator", None)
     if gen is not None and hasattr(gen, "continuum_pixels"):
-        mask = gen.continuum_pixels("aspcap")
+        mask = gen.continuum_pixels()  # on the segment grid (APOGEE: the 7514-pixel ASPCAP grid)
         how = "the generator's known continuum pixels"
     else:
         rows = train_rows[:CONTINUUM_SELECTION_ROWS]
+        extra = {} if inst.name == "apogee" else {"grid": inst.grid, "bitmask_def": inst.bitmask()}
         mask = select_continuum_pixels(
-            survey.flux[rows], survey.error[rows], survey.labels[rows], survey.bitmask[rows],
+            survey.flux[rows], survey.error[rows], survey.labels[rows], survey.bitmask[rows], **extra,
         )
         how = f"continuum pixels selected from {len(rows):,} training spectra"
-    return PreprocessConfig.from_mask(mask, degree=2), f"{how} ({int(mask.sum())} pixels)"
+    extra = {} if inst.name == "apogee" else {"instrument": inst.name}
+    return PreprocessConfig.from_mask(mask, degree=2, **extra), f"{how} ({int(mask.sum())} pixels)"
 
 
 def _preprocess_pool(pre: Any, survey: Any, n: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -434,7 +457,8 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
         f"with {source_text} ...")
     survey = _simulate(source, cfg)
     all_names = list(survey.label_names)
-    names = [x for x in GENERATOR_LABELS if x in all_names] if cfg.emulator is None else all_names
+    wanted = BOSS_GENERATOR_LABELS if cfg.instrument == "boss" else GENERATOR_LABELS
+    names = [x for x in wanted if x in all_names] if cfg.emulator is None else all_names
     cols = [all_names.index(x) for x in names]
     units = [survey.label_units[j] for j in cols]
     pool = np.arange(cfg.n_train)
@@ -522,6 +546,8 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
         "DEC": np.full(len(test), np.nan), "SNR": pred.snr,
         "SOURCE": [f"simulated survey (seed {cfg.seed}) row {i}" for i in test],
     }
+    if cfg.instrument != "apogee":  # SDSS-V style: an integer SDSS_ID and the telescope
+        meta.update(SDSS_ID=test + 1, TELESCOPE=np.full(len(test), "apo25m"))
     version = f"{starlabels.__version__}:demo-seed{cfg.seed}"
     frame = catalog_frame(pred, meta, "starlabels-demo-bcnn", version)
     catalog_path = out / cfg.catalog_name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -42,13 +44,14 @@ def test_round_trip(tmp_path):
     path = tmp_path / "d.h5"
     flux, error, bitmask, labels, errors, ids = _write(path, rng, [5, 1, 12])
     info = read_dataset_info(path)
-    assert (info.n_rows, info.n_pixels, info.grid) == (18, P, "payne")
+    assert (info.n_rows, info.n_pixels, info.grid.name) == (18, P, "payne")
+    assert info.grid.same_as(get_grid("payne")) and info.instrument == "apogee"
     assert info.label_names == tuple(NAMES) and info.label_units == ("K", "dex", "dex")
-    assert info.preprocessing is None and info.format_version == 1
+    assert info.preprocessing is None and info.format_version == 2
     assert set(info.meta_names) == {"apogee_id", "snr", "nvisits", "source"}
 
     ds = SpectraDataset(path)
-    assert len(ds) == 18 and ds.grid == "payne" and ds.label_names == tuple(NAMES)
+    assert len(ds) == 18 and ds.grid.name == "payne" and ds.label_names == tuple(NAMES)
     b = ds.read()
     np.testing.assert_array_equal(b.flux, flux.astype(np.float32))
     np.testing.assert_array_equal(b.error, error.astype(np.float32))
@@ -60,7 +63,7 @@ def test_round_trip(tmp_path):
     assert ds.meta("nvisits").dtype == np.int32
     assert ds.meta("source").tolist() == ["file0.fits"] * 5 + ["file1.fits"] + ["file2.fits"] * 12
     with h5py.File(path) as f:
-        np.testing.assert_allclose(f["wavelength"][:], get_grid("payne").wavelength())
+        np.testing.assert_allclose(f["wavelength"][:], get_grid("payne").wavelength)
         assert f["flux"].chunks[0] == 16 and f["flux"].compression == "gzip"
 
 
@@ -196,8 +199,101 @@ def test_bad_inputs_and_files(tmp_path):
     with pytest.raises(InputFileError, match="not a starlabels"):
         read_dataset_info(other)
     with h5py.File(path, "r+") as h:
-        h.attrs["format_version"] = 2
-    with pytest.raises(InputFileError, match="format_version 2"):
+        h.attrs["format_version"] = 3
+    with pytest.raises(InputFileError, match="format_version 3"):
         SpectraDataset(path)
     with pytest.raises(InputFileError, match="does not exist"):
         read_dataset_info(tmp_path / "nope.h5")
+
+
+def test_grid_travels_with_the_data_boss_and_custom(tmp_path):
+    """A BOSS dataset and one on a user's grid store the grid itself (wavelengths, segments,
+    checksum) and the instrument; reading gives back the same grid; resuming with another grid,
+    even of the same length, is refused."""
+    from starlabels.core.grid import from_wavelength
+    from starlabels.instruments import get
+
+    boss = get("boss").grid
+    rng = np.random.default_rng(8)
+    path = tmp_path / "boss.h5"
+    flux = rng.normal(10.0, 1.0, (3, boss.n_pixels))
+    with DatasetWriter(path, None, boss, ["TEFF"]) as w:
+        w.append(flux, np.ones_like(flux))
+    info = read_dataset_info(path)
+    assert info.grid.same_as(boss) and info.instrument == "boss" and info.grid.name == "boss"
+    assert dict(info.grid.segments) == dict(boss.segments)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["wavelength"][:], boss.wavelength)
+    np.testing.assert_array_equal(SpectraDataset(path).read().flux, flux.astype(np.float32))
+    # a grid of the same length but other wavelengths is another grid
+    shifted = from_wavelength(boss.wavelength * 1.0001, name="boss")
+    with pytest.raises(InputFileError, match="existing dataset differs: grid"):
+        DatasetWriter(path, None, shifted, ["TEFF"])
+
+    # a user's grid (e.g. LAMOST-like, not log-linear): the wavelengths are stored in the attribute
+    wave = np.linspace(3700.0, 9100.0, 501) + 0.1 * np.sin(np.arange(501))
+    custom = from_wavelength(wave, segments={"b": (3700.0, 5800.0), "r": (5800.0, 9200.0)}, name="lamost")
+    cpath = tmp_path / "custom.h5"
+    with DatasetWriter(cpath, 501, custom, [], instrument="lamost") as w:
+        w.append(rng.normal(1, 0.1, (2, 501)), np.full((2, 501), 0.1))
+    ci = read_dataset_info(cpath)
+    assert ci.grid.same_as(custom) and ci.instrument == "lamost"
+    np.testing.assert_array_equal(ci.grid.wavelength, wave)
+    assert list(ci.grid.segments) == ["b", "r"]
+    with pytest.raises(InputDataError, match="501 pixels, n_pixels=500"):
+        DatasetWriter(tmp_path / "y.h5", 500, custom, [])
+
+
+def test_grid_checksum_mismatch_is_refused(tmp_path):
+    path = tmp_path / "d.h5"
+    rng = np.random.default_rng(9)
+    f, e, m, lab, _ = _rows(rng, 2)
+    with DatasetWriter(path, P, "payne", NAMES) as w:
+        w.append(f, e, m, lab)
+    with h5py.File(path, "r+") as h:
+        d = json.loads(h.attrs["grid"])
+        d["checksum"] = "0" * 16
+        h.attrs["grid"] = json.dumps(d)
+    with pytest.raises(InputFileError, match="checksum") as info:
+        SpectraDataset(path)
+    assert str(path) in str(info.value)
+    # a wavelength array that disagrees with the stored grid
+    with h5py.File(path, "r+") as h:
+        h.attrs["grid"] = json.dumps(get_grid("payne").to_dict())
+        h["wavelength"][0] = 1.0
+    with pytest.raises(InputFileError, match="'wavelength' array does not match"):
+        read_dataset_info(path)
+
+
+def test_old_format_version_1_files_still_load(tmp_path):
+    """A version 1 file (grid attribute = a built-in grid's name, no instrument) written by hand
+    exactly as the old writer did is read as that grid; it can be resumed too."""
+    rng = np.random.default_rng(10)
+    grid = get_grid("apstar")
+    n, p = 3, grid.n_pixels
+    flux = rng.normal(1000.0, 30.0, (n, p)).astype(np.float32)
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as h:
+        h.attrs["format"] = "starlabels-spectra"
+        h.attrs["format_version"] = 1
+        h.attrs["grid"] = "apstar"
+        h.attrs["label_names"] = json.dumps(["TEFF"])
+        h.attrs["label_units"] = json.dumps(["K"])
+        h.attrs["created"] = "2026-01-01T00:00:00+00:00"
+        h.attrs["preprocessing"] = "null"
+        h.attrs["n_rows"] = n
+        for name, arr in (("flux", flux), ("error", np.ones_like(flux)),
+                          ("bitmask", np.zeros((n, p), np.int32))):
+            h.create_dataset(name, data=arr, maxshape=(None, p), chunks=(16, p))
+        for name in ("labels", "label_errors"):
+            h.create_dataset(name, data=np.full((n, 1), 4500.0, np.float32), maxshape=(None, 1),
+                             chunks=(256, 1))
+        h.create_dataset("wavelength", data=10.0 ** (4.179 + 6e-6 * np.arange(p)))
+        h.create_group("meta")
+    ds = SpectraDataset(path)
+    assert ds.grid.same_as(grid) and ds.instrument == "apogee" and ds.info.format_version == 1
+    np.testing.assert_array_equal(ds.read().flux, flux)
+    ds.close()
+    with DatasetWriter(path, None, "apstar", ["TEFF"]) as w:  # resuming an old file appends
+        w.append(flux[:1], np.ones_like(flux[:1]))
+        assert w.n_rows == n + 1

@@ -13,7 +13,7 @@ from starlabels.cli.main import cli
 from starlabels.constants import MISSING
 from starlabels.data import ingest as ingest_mod
 from starlabels.data.hdf5 import SpectraDataset
-from starlabels.data.ingest import find_apstar_files, ingest_files
+from starlabels.data.ingest import find_spectrum_files, ingest_files
 from starlabels.data.synthetic import SyntheticGenerator, write_apstar_files, write_label_catalog
 from starlabels.errors import InputFileError
 
@@ -65,7 +65,11 @@ def test_ingest_directory_with_bad_files(archive, tmp_path, gen):
     assert res.files_added == 7 and res.rows_added == 7 and res.rows_total == 7
     assert res.rows_unlabelled == 1
     reasons = dict(res.skipped)
-    assert set(reasons) == {str(archive["trunc"].resolve()), str(archive["other"].resolve())}
+    # found by content: notes.txt is listed as not a spectrum, not silently ignored
+    notes = str((archive["root"] / "apo25m" / "notes.txt").resolve())
+    table = str(archive["catalog"].resolve())  # the label CSV sits in the same folder
+    assert set(reasons) == {str(archive["trunc"].resolve()), str(archive["other"].resolve()), notes, table}
+    assert "not a spectrum" in reasons[notes] and "not a spectrum" in reasons[table]
     assert "truncated" in reasons[str(archive["trunc"].resolve())].lower() or \
         "short" in reasons[str(archive["trunc"].resolve())].lower()
     assert "apstar" in reasons[str(archive["other"].resolve())].lower()
@@ -89,12 +93,12 @@ def test_ingest_directory_with_bad_files(archive, tmp_path, gen):
     np.testing.assert_allclose(meta["snr"], 60.0)
     np.testing.assert_allclose(meta["ra"], s.meta["RA"][k])
     assert meta["source"].tolist() == sorted(str(p.resolve()) for p in archive["paths"])
-    assert SpectraDataset(out).grid == "apstar"
+    assert SpectraDataset(out).grid.name == "apstar"
 
     # a second run finds everything present and adds nothing
     again = ingest_files([archive["root"]], out, labels=archive["catalog"], label_names=NAMES)
     assert again.files_added == 0 and again.files_present == 7 and again.rows_total == 7
-    assert len(again.skipped) == 2
+    assert len(again.skipped) == 4
 
 
 def test_interrupted_ingest_resumes_to_the_same_dataset(archive, tmp_path, monkeypatch):
@@ -102,19 +106,19 @@ def test_interrupted_ingest_resumes_to_the_same_dataset(archive, tmp_path, monke
     ingest_files([archive["root"]], full, labels=archive["catalog"], label_names=NAMES, batch_size=2)
 
     part = tmp_path / "part.h5"
-    real = ingest_mod.read_apstar
+    real = ingest_mod.read_spectra
     calls = {"n": 0}
 
-    def flaky(path, row="combined"):
+    def flaky(path, **kw):
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of a batch
-        return real(path, row=row)
+        return real(path, **kw)
 
-    monkeypatch.setattr(ingest_mod, "read_apstar", flaky)
+    monkeypatch.setattr(ingest_mod, "read_spectra", flaky)
     with pytest.raises(KeyboardInterrupt):
         ingest_files([archive["root"]], part, labels=archive["catalog"], label_names=NAMES, batch_size=2)
-    monkeypatch.setattr(ingest_mod, "read_apstar", real)
+    monkeypatch.setattr(ingest_mod, "read_spectra", real)
     b_mid, _ = _dataset_arrays(part)
     assert 0 < len(b_mid.rows) < 7  # some batches were committed before the interruption
 
@@ -166,10 +170,13 @@ def test_visits_and_cli(gen, tmp_path):
 
 
 def test_find_files_and_bad_catalog(archive, tmp_path):
-    files, missing = find_apstar_files([archive["root"], archive["paths"][0], tmp_path / "nope"])
-    assert len(files) == 9  # 7 good + truncated + non-APOGEE; notes.txt ignored; duplicate merged
+    files, problems = find_spectrum_files([archive["root"], archive["paths"][0], tmp_path / "nope"])
+    assert len(files) == 7  # by content: the 7 good files; the duplicate merged
     assert files == sorted(files, key=str)
-    assert missing == [(str(tmp_path / "nope"), "no such file or directory")]
+    assert (str(tmp_path / "nope"), "no such file or directory") in problems
+    listed = {p for p, _ in problems}
+    assert {str(archive["trunc"].resolve()), str(archive["other"].resolve())} <= listed
+    assert str((archive["root"] / "apo25m" / "notes.txt").resolve()) in listed
     with pytest.raises(InputFileError, match="XX_FE"):
         ingest_files([archive["root"]], tmp_path / "x.h5", labels=archive["catalog"],
                      label_names=["TEFF", "XX_FE"])

@@ -117,7 +117,7 @@ def test_noise_matches_error_array(gen):
 def test_defects_are_flagged(gen):
     s = gen.generate(gen.sample_labels(25, 3), 100.0, rng=4)
     d, m = s.defects, s.bitmask
-    gap = ~np.isin(np.arange(m.shape[1]), grids.ASPCAP.apstar_index)
+    gap = ~np.isin(np.arange(m.shape[1]), grids.index_in(grids.ASPCAP, "apstar"))
     assert np.all(d["gap"][:, gap]) and not d["gap"][:, ~gap].any()
     assert np.all(s.flux[:, gap] == 0) and np.all(m[:, gap] & BIT["BADPIX"])
     assert np.all(s.error[:, gap] == BAD_ERROR)
@@ -172,7 +172,7 @@ def test_masks_for_networks(gen):
     assert depth[:, ~cont].max() > 0.5
     names, win = gen.element_windows("aspcap")
     assert names[0] == "FE" and names[1:] == gen.elements and win.shape == (len(names), 7514)
-    aspcap_pos = {int(p): k for k, p in enumerate(grids.ASPCAP.apstar_index)}
+    aspcap_pos = {int(p): k for k, p in enumerate(grids.index_in(grids.ASPCAP, "apstar"))}
     for el in ("MG", "AL", "K"):
         _, pix = _isolated_line(gen, el)
         e = names.index(el)

@@ -12,7 +12,7 @@ from scipy.stats import median_abs_deviation
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 from starlabels.evaluation import diagnostics as d
-from starlabels.preprocess.grids import ASPCAP
+from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
 
@@ -253,7 +253,7 @@ def test_sensitivity_passes_through_stopgrad_when_available():
 def test_sensitivity_wavelength_from_apogee_grid():
     net = LinearNet(ASPCAP.n_pixels, 1)
     s = d.sensitivity(net, torch.zeros(2, ASPCAP.n_pixels))
-    np.testing.assert_allclose(s.wavelength, ASPCAP.wavelength())
+    np.testing.assert_allclose(s.wavelength, ASPCAP.wavelength)
 
 
 # ---------------------------------------------------------------------- lines and windows
@@ -286,7 +286,7 @@ def test_element_windows_from_a_user_file(tmp_path):
     np.testing.assert_array_equal(d.element_window_mask("MG_FE", wins), w[0])
     apstar = d.element_window_mask("TIII_FE", wins, grid="apstar")
     assert apstar.shape == (8575,) and apstar.sum() == 40
-    np.testing.assert_array_equal(np.flatnonzero(apstar), ASPCAP.apstar_index[3000:3040])
+    np.testing.assert_array_equal(np.flatnonzero(apstar), index_in(ASPCAP, "apstar")[3000:3040])
     with pytest.raises(InputDataError, match="no element windows"):
         d.element_window_mask("NA_FE", wins)
     bad = tmp_path / "bad.npz"
@@ -295,6 +295,16 @@ def test_element_windows_from_a_user_file(tmp_path):
 
     with pytest.raises(InputFileError, match=r"bad\.npz"):
         d.load_element_windows(bad)
+    # onto a grid given by its wavelengths (a plot's): the same as onto the named grid
+    from starlabels.core.grid import from_wavelength
+
+    on_wave = d.element_window_mask("TIII_FE", wins, grid=from_wavelength(APSTAR.wavelength))
+    np.testing.assert_array_equal(on_wave, apstar)
+    # windows of a length no grid of the instrument has, and an instrument without windows
+    with pytest.raises(InputDataError, match="fit no grid"):
+        d.element_window_mask("MG", {"Mg": np.ones(100, bool)})
+    with pytest.raises(InputDataError, match="defines no element windows"):
+        d.load_element_windows(instrument="boss")
 
 
 @pytest.mark.shared_data
@@ -302,6 +312,6 @@ def test_aspcap_windows_from_shared_data(shared_data):
     wins = d.load_element_windows(shared_data / "apogee" / "aspcap_element_windows_dr14_7514.npz")
     mg = d.element_window_mask("MG_FE", wins)
     assert mg.shape == (7514,) and 50 < mg.sum() < 500
-    wl = ASPCAP.wavelength()[mg]
+    wl = ASPCAP.wavelength[mg]
     # the strong Mg I lines at 15745–15770 Å (vacuum) are in the Mg windows
     assert np.any((wl > 15740) & (wl < 15775))

@@ -44,12 +44,15 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     out = tmp_path / "cat.fits"
     res = C.run_catalog(raw_model_folder, [d, h5, tmp_path / "missing.fits"], out, uncertainty="delta",
                         files_per_unit=2, rows_per_unit=2)
-    assert res.n_rows == 8 and res.units_computed == res.units_total == 6  # 8 files / 2 + 3 rows / 2
+    # the truncated and the 7514-pixel "apStar" are recognised as no spectrum at planning:
+    # 6 spectrum files / 2 + 3 HDF5 rows / 2
+    assert res.n_rows == 8 and res.units_computed == res.units_total == 5
     df = C.read_catalog(out)
     parts = ["ERR", "ERR_ALEATORIC", "ERR_DELTA"]
     labels = [c for x in ("TEFF", "LOGG", "FE_H") for c in (x, *(f"{x}_{p}" for p in parts))]
-    assert list(df.columns) == ["APOGEE_ID", "RA", "DEC", "SNR", "SOURCE", *labels,
-                                "FLAG", "MODEL_NAME", "MODEL_VERSION"]
+    assert list(df.columns) == ["SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE",
+                                *labels, "FLAG", "MODEL_NAME", "MODEL_VERSION"]
+    assert (df["SDSS_ID"] == -1).all()  # DR17 apStar files and this dataset carry no SDSS_ID
     assert df["APOGEE_ID"].tolist() == [f"2M0000000{i}" for i in range(5)] + ["h0", "h1", "h2"]
     assert df["SOURCE"].iloc[5].endswith("rows.h5[0]")
     np.testing.assert_array_equal(df["RA"].to_numpy()[:5], [10, 11, 12, 13, 14])
@@ -77,9 +80,9 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     skipped = pd.read_csv(res.skipped_path, sep="\t")
     reasons = dict(zip(skipped["path"].map(lambda p: p.rsplit("/", 1)[-1]), skipped["reason"], strict=True))
     assert set(reasons) == {"apStar-dr17-2M0000000x.fits", "apStar-dr17-2M0000000y.fits",
-                            "aspcapStar-dr17-2M0000000z.fits", "missing.fits"}
-    assert "8575" in reasons["apStar-dr17-2M0000000y.fits"]
-    assert "raw apStar flux" in reasons["aspcapStar-dr17-2M0000000z.fits"]
+                            "aspcapStar-dr17-2M0000000z.fits[1]", "missing.fits"}
+    assert "no known spectrum format" in reasons["apStar-dr17-2M0000000y.fits"]
+    assert "model takes raw flux" in reasons["aspcapStar-dr17-2M0000000z.fits[1]"]
     assert reasons["missing.fits"] == "does not exist"
     assert not C.parts_dir(out).exists()
 

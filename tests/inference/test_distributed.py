@@ -47,3 +47,35 @@ def test_local_cluster_with_two_workers_matches_the_single_process_run(
     assert dist.skipped == single.skipped and len(dist.skipped) == 1
     # each worker loaded the model once, however many partitions it ran
     assert 1 <= len(D.LOAD_COUNTS) <= 2 and set(D.LOAD_COUNTS.values()) == {1}
+
+
+def test_dask_on_sdss5_files_and_another_grid_with_resample(raw_model_folder, apstar_dir, tmp_path):
+    """The same folder plus an mwmStar file (APOGEE and BOSS HDUs) and a table spectrum on a shifted
+    grid, resample='linear': Dask gives the single-process catalog, SDSS_ID/TELESCOPE/HDU included,
+    the BOSS HDU listed as skipped by both."""
+    from starlabels.instruments import get
+    from starlabels.io import Spectrum, write_mwm_star
+
+    apogee, boss = get("apogee"), get("boss")
+    rng = np.random.default_rng(1)
+    flux = 100 + rng.normal(0, 1, apogee.n_pixels)
+    write_mwm_star(apstar_dir / "mwmStar-0.8.1-7.fits",
+                   [Spectrum("apogee", apogee.wavelength, flux, np.ones_like(flux), np.zeros(flux.size, int),
+                             {"TELESCOPE": "lco25m"}),
+                    Spectrum("boss", boss.wavelength, np.ones(boss.n_pixels), np.ones(boss.n_pixels),
+                             np.zeros(boss.n_pixels, int), {})], {"SDSS_ID": 7})
+    crval, cdelt = apogee.grid.log_linear
+    shifted = 10 ** (crval + cdelt * (np.arange(apogee.n_pixels) + 0.3))
+    np.savez(apstar_dir / "shifted.npz", wavelength=shifted, flux=flux, error=np.ones_like(flux))
+    kw = dict(seed=2, files_per_unit=3, resample="linear")
+    single = C.run_catalog(raw_model_folder, [apstar_dir], tmp_path / "single.parquet", **kw)
+    dist = D.run_distributed(raw_model_folder, [apstar_dir], tmp_path / "dist.parquet", workers=2,
+                             processes=False, threads_per_worker=1, **kw)
+    a, b = C.read_catalog(single.path), C.read_catalog(dist.path)
+    pd.testing.assert_frame_equal(b, a)
+    assert len(a) == 9 and a["SDSS_ID"].tolist().count(7) == 1
+    row = a[a["SDSS_ID"] == 7].iloc[0]
+    assert row["TELESCOPE"] == "lco25m" and row["HDU"] == "APOGEE/LCO"
+    assert (a["SOURCE"].str.endswith("shifted.npz") & (a["FLAG"] & (1 << 8) > 0)).sum() == 1  # RESAMPLED
+    assert dist.skipped == single.skipped
+    assert any(p.endswith("[BOSS/APO]") for p, _ in single.skipped)

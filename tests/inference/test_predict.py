@@ -59,7 +59,7 @@ def test_model_preprocessing_is_applied_automatically(raw_model_folder, spectra)
 
 def test_wrong_grid_length_is_a_clear_error(make_model, raw_model_folder, spectra):
     flux, error, _ = spectra(2)
-    with pytest.raises(InputDataError, match=r"apStar grid \(8575 pixels\)"):
+    with pytest.raises(InputDataError, match=r"input grid .apstar. \(8575 px"):
         starlabels.predict(raw_model_folder, flux[:, :7514], error[:, :7514])
     small = make_model("bcnn", 256)
     with pytest.raises(InputDataError, match="pass preprocessed=True"):

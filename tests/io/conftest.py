@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 
 @dataclass
@@ -114,3 +115,144 @@ def star() -> dict:
     meta = {"APOGEE_ID": "2M00000001+0000001", "RA": 12.5, "DEC": -3.25, "SNR": 95.5,
             "VHELIO": -12.75, "J": 11.0, "H": 10.5, "K": 10.25, "FIELD": "TEST_FLD"}
     return {"flux": flux, "error": error, "bitmask": bitmask, "meta": meta}
+
+
+# ------------------------------------------------------------------------------------------------
+# Files written from the SDSS data-model YAMLs (../shared/data/sdss-datamodel): every HDU, header
+# card and column as the YAML describes it for a release, so the readers are tested on the
+# authoritative layouts rather than on layouts we invented.
+# ------------------------------------------------------------------------------------------------
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "TFIELDS",
+               "CHECKSUM", "DATASUM", "BSCALE", "BZERO", "EXTNAME"}
+_STRUCTURAL_PREFIX = re.compile(r"^(NAXIS\d+|TTYPE\d+|TFORM\d+|TDIM\d+|TUNIT\d+|TNULL\d+|TZERO\d+|TSCAL\d+)$")
+_YAML_TYPE = re.compile(r"^(?P<base>[a-z]+)(?P<bits>\d*)(?:\[(?P<n>\d+)\])?$")
+_FITS_CODE = {("int", "16"): "I", ("int", "32"): "J", ("int", "64"): "K", ("float", "32"): "E",
+              ("float", "64"): "D", ("bool", ""): "L", ("uint", "8"): "B"}
+_NUMPY = {"I": np.int16, "J": np.int32, "K": np.int64, "E": np.float32, "D": np.float64, "L": bool,
+          "B": np.uint8}
+
+
+class DataModel:
+    """Builds FITS files from ``<name>.yaml`` of the SDSS data model.
+
+    ``hdulist(name, release, rows={hdu: n}, values={hdu: {column: array}}, images={hdu: array})``:
+    HDU0's cards come from the YAML with its example values; image HDUs get the YAML's shape and
+    BITPIX (or the given array); tables get every YAML column with its YAML type, ``rows[hdu]``
+    rows (default the YAML's NAXIS2) and zeros / empty strings unless ``values`` gives data.
+    Array columns typed ``[0]`` in an empty example HDU take the length the same column has in a
+    non-empty HDU of the same file (any release): NPIXELS of the HDU when that is what it was.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+        self._cache: dict[str, dict] = {}
+
+    def spec(self, name: str) -> dict:
+        """The parsed YAML (cached; releases refer to each other through YAML anchors)."""
+        if name not in self._cache:
+            import yaml
+
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # specFull.yaml has 131k lines
+            self._cache[name] = yaml.load((self.folder / f"{name}.yaml").read_text(), Loader=loader)
+        return self._cache[name]
+
+    def hdus(self, name: str, release: str) -> list[dict]:
+        hdus = self.spec(name)["releases"][release]["hdus"]
+        return [hdus[k] for k in sorted(hdus, key=lambda k: int(k[3:]))]
+
+    @staticmethod
+    def cards(hdu: dict) -> dict:
+        return {c["key"]: c["value"] for c in hdu.get("header", []) if c["key"]}
+
+    def _array_lengths(self, name: str) -> dict[str, tuple[int, bool]]:
+        """column → (length, is_per_pixel) from non-empty array types anywhere in the file's YAML."""
+        out: dict[str, tuple[int, bool]] = {}
+        for release in self.spec(name)["releases"]:
+            for hdu in self.hdus(name, release):
+                npix = self.cards(hdu).get("NPIXELS")
+                for col in (hdu.get("columns") or {}).values():
+                    m = _YAML_TYPE.match(col["type"])
+                    if m and m.group("n") and int(m.group("n")) > 0:
+                        n = int(m.group("n"))
+                        out.setdefault(col["name"], (n, npix is not None and n == int(npix)))
+        return out
+
+    def _header(self, header, hdu: dict) -> None:
+        for c in hdu.get("header", []):
+            key, value, comment = c["key"] or "", c["value"], c.get("comment") or ""
+            if key in _STRUCTURAL or _STRUCTURAL_PREFIX.match(key):
+                continue
+            if key in ("", "COMMENT", "HISTORY"):
+                header.append((key, "" if value is None else str(value)), end=True)
+            else:
+                header.append((key, value, comment[:40]), end=True)
+
+    def hdulist(self, name: str, release: str, rows: dict | None = None, values: dict | None = None,
+                images: dict | None = None) -> fits.HDUList:
+        rows, values, images = rows or {}, values or {}, images or {}
+        lengths = self._array_lengths(name)
+        out = []
+        for i, hdu in enumerate(self.hdus(name, release)):
+            cards = self.cards(hdu)
+            if i == 0:
+                h = fits.PrimaryHDU()
+                self._header(h.header, hdu)
+                out.append(h)
+                continue
+            if hdu.get("columns") is None and cards.get("XTENSION", "IMAGE") == "IMAGE":
+                data = images.get(i)
+                if data is None and int(cards.get("NAXIS", 0) or 0) > 0:
+                    shape = tuple(int(cards[f"NAXIS{k}"]) for k in range(int(cards["NAXIS"]), 0, -1))
+                    dtype = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32,
+                             -64: np.float64}[int(cards["BITPIX"])]
+                    data = np.zeros(shape, dtype)
+                h = fits.ImageHDU(data)
+            else:
+                n_rows = int(rows.get(i, cards.get("NAXIS2", 0) or 0))
+                given = values.get(i, {})
+                columns = []
+                for col in (hdu.get("columns") or {}).values():
+                    m = _YAML_TYPE.match(col["type"])
+                    assert m, col["type"]
+                    base, bits, n = m.group("base"), m.group("bits"), m.group("n")
+                    cname = col["name"]
+                    if base == "char":
+                        v = np.asarray(given.get(cname, [""] * n_rows)).astype(str)
+                        width = max([int(n or 1), *(len(x) for x in v.tolist())])
+                        columns.append(fits.Column(cname, f"{width}A", array=v))
+                        continue
+                    code = _FITS_CODE[(base, bits)]
+                    if n is None:
+                        v = np.asarray(given.get(cname, np.zeros(n_rows, _NUMPY[code])))
+                        columns.append(fits.Column(cname, code, array=v))
+                        continue
+                    length = int(n)
+                    if length == 0 and n_rows:
+                        known, per_pixel = lengths.get(cname, (1, False))
+                        length = int(cards["NPIXELS"]) if per_pixel and "NPIXELS" in cards else known
+                    v = given.get(cname)
+                    if v is None:
+                        v = np.zeros((n_rows, length), _NUMPY[code])
+                    v = np.asarray(v).reshape(n_rows, length)
+                    columns.append(fits.Column(cname, f"{length}{code}", array=v if n_rows else None,
+                                               dim=f"({length})"))
+                h = fits.BinTableHDU.from_columns(columns, nrows=n_rows)
+                if n_rows == 0:
+                    h = fits.BinTableHDU(data=h.data[:0], header=h.header)
+            if hdu.get("name") and hdu["name"] != "PRIMARY":
+                h.header["EXTNAME"] = hdu["name"]
+            self._header(h.header, hdu)
+            out.append(h)
+        hdul = fits.HDUList(out)
+        for h in hdul:
+            h.add_checksum()
+        return hdul
+
+
+@pytest.fixture(scope="session")
+def datamodel(shared_data) -> DataModel:
+    """Builder of files in the SDSS data-model layouts (skips without ../shared/data)."""
+    folder = shared_data / "sdss-datamodel"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    return DataModel(folder)

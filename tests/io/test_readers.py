@@ -54,7 +54,7 @@ def test_apvisit_raw_is_as_stored(small_visit):
 
 def test_apvisit_resampled_interpolates_linearly(small_visit):
     path, wave, flux, _error, _mask = small_visit
-    v = read_apvisit(path, resample=True)
+    v = read_apvisit(path, resample=True, rest_frame=False)  # observed frame
     lam = 10.0 ** (4.179 + 6e-6 * np.arange(8575))
     assert v.resampled and v.flux.shape == (8575,)
     np.testing.assert_allclose(v.wavelength, lam, rtol=1e-13)
@@ -108,7 +108,7 @@ def test_apvisit_real_file(shared_data):
     assert raw.wavelength[0, 0] > raw.wavelength[2, 0]  # red chip first
     assert raw.meta["APOGEE_ID"] == "2M00242666+5341178" and raw.meta["FIBERID"] == 104
     assert raw.meta["MJD"] == 57729 and raw.meta["VRAD"] == pytest.approx(-67.472)
-    r = read_apvisit(path, resample=True)
+    r = read_apvisit(path, resample=True, rest_frame=False)
     lam = grids.apstar_wavelength()
     w = raw.wavelength.astype(np.float64)
     covered = np.zeros(8575, bool)
@@ -133,11 +133,11 @@ def test_apvisit_bad_files(tmp_path):
     _write_apvisit(tmp_path / "bad.fits", w, np.ones((3, 10)), np.ones((3, 10)), np.zeros((3, 10)))
     assert read_apvisit(tmp_path / "bad.fits").flux.shape == (3, 10)  # raw reading is fine
     with pytest.raises(InputFileError, match=r"chip 0.*monotonic"):
-        read_apvisit(tmp_path / "bad.fits", resample=True)
+        read_apvisit(tmp_path / "bad.fits", resample=True, rest_frame=False)
     w[0, 5] = 15055.0
     _write_apvisit(tmp_path / "norv.fits", w, np.ones((3, 10)), np.ones((3, 10)), np.zeros((3, 10)))
     with pytest.raises(InputFileError, match="VREL/VRAD"):
-        read_apvisit(tmp_path / "norv.fits", resample=True, rest_frame=True)
+        read_apvisit(tmp_path / "norv.fits", resample=True)  # rest frame by default
 
 
 # --- aspcapStar ---------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_aspcapstar_round_trip_and_grid(tmp_path, n, grid):
     np.testing.assert_array_equal(s.error, error)
     np.testing.assert_array_equal(s.model, model)
     assert s.bitmask[10] & BADPIX and s.bitmask.sum() == 1
-    idx = grids.get_grid(grid).apstar_index
+    idx = grids.index_in(grids.get_grid(grid), "apstar")
     np.testing.assert_allclose(s.wavelength, 10.0 ** (4.179 + 6e-6 * idx), rtol=1e-13)
     assert s.meta["APOGEE_ID"] == meta["APOGEE_ID"] and s.meta["TEFF"] == 4800.5
     assert s.meta["ASPCAPFLAG"] == 7 and s.meta["TELESCOPE"] == "apo25m" and s.meta["GRID"] == grid

@@ -232,3 +232,38 @@ def test_aspcap_dr14_windows_file(shared_data):
     assert net.element_w1.shape == (int(expected.sum()), 32)  # one weight row per window pixel
     mean, log_var = net.eval()(torch.randn(2, 1, 7514))
     assert mean.shape == log_var.shape == (2, 6)
+
+
+def test_windows_onto_the_network_grid(tmp_path, monkeypatch):
+    """Windows on the ASPCAP grid (a file) onto the apStar grid of a raw-flux network: the same
+    pixels, gaps False; windows already of the network's length unchanged; a length no APOGEE grid
+    has is refused; the instrument's windows by name ("dr14") are found in STARLABELS_REFERENCE_DIR."""
+    from starlabels.instruments import get
+    from starlabels.models.censored import windows_on_grid
+    from starlabels.preprocess.grids import index_in
+    from starlabels.training.trainer import TrainingData, network_kwargs
+
+    apogee = get("apogee")
+    aspcap = apogee.get_grid("aspcap")
+    w = np.zeros((2, aspcap.n_pixels), bool)
+    w[0, 5:9] = w[1, 3000:3100] = True
+    path = tmp_path / "win.npz"
+    np.savez(path, windows=w, elements=np.array(["Mg", "Al"]))
+    on_apstar, names = windows_on_grid(str(path), ["AL_FE"], apogee.grid)
+    assert names == ["Al"] and on_apstar.shape == (1, apogee.n_pixels)
+    np.testing.assert_array_equal(np.flatnonzero(on_apstar[0]), index_in(aspcap, apogee.grid)[3000:3100])
+    same, _ = windows_on_grid(w, ["Mg", "Al"], aspcap)
+    np.testing.assert_array_equal(same, w)
+    with pytest.raises(InputDataError, match="fit neither"):
+        windows_on_grid(np.ones((1, 100), bool), ["Mg"], apogee.grid)
+    # by name, through the training config path: raw apStar data, no preprocessing
+    monkeypatch.setenv("STARLABELS_REFERENCE_DIR", str(tmp_path))
+    ref_name = apogee.element_windows["dr14"].filename
+    np.savez(tmp_path / ref_name, windows=w, elements=np.array(["Mg", "Al"]))
+    data = TrainingData.from_arrays(np.ones((2, apogee.n_pixels)), np.zeros((2, 5)),
+                                    ["TEFF", "LOGG", "FE_H", "MG_FE", "AL_FE"], grid=apogee.grid)
+    kw = network_kwargs("bcnn_censored", {"n_labels": 5, "n_pixels": apogee.n_pixels, "windows": "dr14",
+                                          "element_names": ["MG_FE", "AL_FE"]}, data, None)
+    assert kw["windows"].shape == (2, apogee.n_pixels) and kw["element_names"] == ["Mg", "Al"]
+    net = CensoredBayesianCNN(**{**kw, "hidden": [8, 4], "element_hidden": [4, 2]})
+    assert net.n_pixels == apogee.n_pixels and net.windows.sum() == 104

@@ -210,3 +210,50 @@ def test_lazy_public_entry_point_and_validation():
         TrainedModel(model.network, NAMES, model.label_scaler, calibration={"VSINI": 1.0})
     with pytest.raises(InputDataError, match="256 pixels"):
         model.network_input(np.ones((2, P + 1)))
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parents[1] / "fixtures" / "apogee_reference"
+
+
+def test_grid_is_stored_and_round_trips(tmp_path):
+    """A model on a user's grid (not a built-in one, not log-linear) stores the grid itself; the
+    loaded model has the same wavelengths, segments and checksum, and input_grid is that grid
+    (no preprocessing)."""
+    from starlabels.core.grid import from_wavelength
+
+    wave = np.cumsum(np.linspace(1.0, 2.0, P)) + 4000.0
+    grid = from_wavelength(wave, segments={"b": (4000.0, 4200.0), "r": (4200.0, 5000.0)}, name="mine")
+    torch.manual_seed(0)
+    model = TrainedModel(BayesianCNN(2, P, hidden=[8, 4]), ["TEFF", "LOGG"],
+                         LabelScaler().fit(np.array([[4000.0, 1.0], [5000.0, 3.0]])), grid=grid)
+    model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["grid"]["checksum"] == grid.checksum and len(cfg["grid"]["wavelength"]) == P
+    back = load_model(tmp_path / "m", device="cpu")
+    assert back.grid.same_as(grid) and back.input_grid.same_as(grid)
+    np.testing.assert_array_equal(back.grid.wavelength, wave)
+    assert dict(back.grid.segments) == dict(grid.segments)
+    # a grid of another length than the network's input is refused when given
+    with pytest.raises(InputDataError, match="the network takes"):
+        TrainedModel(BayesianCNN(2, P + 1, hidden=[8, 4]), ["TEFF", "LOGG"],
+                     LabelScaler().fit(np.array([[4000.0, 1.0], [5000.0, 3.0]])), grid=grid)
+    # a tampered grid (checksum no longer matching the wavelengths) is a format error
+    cfg["grid"]["wavelength"][3] += 0.5
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="checksum"):
+        load_model(tmp_path / "m", device="cpu")
+
+
+def test_old_model_folders_load_with_their_apogee_grids():
+    """The committed fixture folders were written before grids were stored (no "grid" entry):
+    the continuum model's network grid is ASPCAP, the raw model's apStar; both take apStar input."""
+    from starlabels.instruments import get
+
+    apogee = get("apogee")
+    for kind, network_grid in (("continuum", apogee.get_grid("aspcap")), ("raw", apogee.grid)):
+        folder = FIXTURES / f"model_{kind}"
+        assert "grid" not in json.loads((folder / "config.json").read_text())
+        model = load_model(folder, device="cpu")
+        assert model.grid.same_as(network_grid), kind
+        assert model.input_grid.same_as(apogee.grid), kind
+        assert model.config_dict()["grid"]["checksum"] == network_grid.checksum

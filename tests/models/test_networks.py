@@ -121,3 +121,32 @@ def test_registry_and_errors():
     with pytest.raises(InputDataError):
         net(torch.randn(2, 1, 127))
     net.apply_constraints()  # no constraints: a no-op that exists for the trainer
+
+
+@pytest.mark.parametrize("n_pixels", [4648, 4647, 1001, 257])
+def test_every_network_runs_on_any_length(n_pixels):
+    """APOGEE Net, the BCNN and the censored BCNN on the BOSS grid's length and odd lengths: the
+    dense input equals what the pooling leaves (floors: 64 · ⌊P/64⌋ for APOGEE Net's six pools of 2,
+    4 · ⌊P/4⌋ for the BCNN's pool of 4), the forward pass gives (N, L), and a gradient reaches the
+    input."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, n_pixels, requires_grad=True)
+    net = ApogeeNet(2, n_pixels=n_pixels)
+    assert net.head[0].in_features == 64 * (n_pixels // 64)
+    bcnn = BayesianCNN(2, n_pixels, hidden=[8, 4])
+    dense = next(m for m in bcnn.trunk if isinstance(m, torch.nn.Linear))
+    assert dense.in_features == 4 * (n_pixels // 4)
+    windows = torch.zeros(2, n_pixels, dtype=torch.bool)
+    windows[0, 5:40] = windows[1, n_pixels - 30:] = True  # a window touching the last pixel
+    cens = CensoredBayesianCNN(windows, ["MG", "AL"], hidden=[8, 4], element_hidden=[4, 2])
+    for model, n_out in ((net, 2), (bcnn, 2), (cens, 5)):
+        mean, _ = model(x)
+        assert mean.shape == (3, n_out)
+        (grad,) = torch.autograd.grad(mean.sum(), x)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_apogee_net_default_length_is_the_apogee_grid():
+    from starlabels.instruments import get
+
+    assert ApogeeNet(3).n_pixels == get("apogee").n_pixels

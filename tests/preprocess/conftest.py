@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from numpy.polynomial import chebyshev
 
-from starlabels.preprocess.grids import APSTAR, ASPCAP
+from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
 
 def detector_x() -> list[np.ndarray]:
     """The fit coordinate of each detector: linspace(-1, 1) over its ASPCAP-grid pixels."""
-    return [np.linspace(-1.0, 1.0, sl.stop - sl.start) for sl in ASPCAP.detector_slices]
+    return [np.linspace(-1.0, 1.0, sl.stop - sl.start) for sl in ASPCAP.segment_slices]
 
 
 def known_continuum(coef: np.ndarray) -> np.ndarray:
     """(N, 3, k) Chebyshev coefficients → (N, 7514) continuum on the ASPCAP grid (independent of
     the package: numpy's chebval per detector)."""
     out = np.empty((coef.shape[0], ASPCAP.n_pixels))
-    for d, (sl, x) in enumerate(zip(ASPCAP.detector_slices, detector_x(), strict=True)):
+    for d, (sl, x) in enumerate(zip(ASPCAP.segment_slices, detector_x(), strict=True)):
         out[:, sl] = chebyshev.chebval(x, coef[:, d].T)
     return out
 
@@ -79,8 +79,8 @@ def spectra(
     if apstar:
         f = np.full((n, APSTAR.n_pixels), np.nan)
         e = np.full((n, APSTAR.n_pixels), np.nan)
-        f[:, ASPCAP.apstar_index] = flux
-        e[:, ASPCAP.apstar_index] = err
+        f[:, index_in(ASPCAP, "apstar")] = flux
+        e[:, index_in(ASPCAP, "apstar")] = err
         out.update(flux=f, error=e)
     else:
         out.update(flux=flux, error=err)

@@ -11,7 +11,7 @@ from numpy.polynomial import chebyshev
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.preprocess import continuum as cn
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, PIXMASK_BITS
-from starlabels.preprocess.grids import APSTAR, ASPCAP, PAYNE
+from starlabels.preprocess.grids import APSTAR, ASPCAP, PAYNE, index_in, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
 BADPIX = 1 << PIXMASK_BITS["BADPIX"]
@@ -25,7 +25,7 @@ def _damage(s: dict, seed: int = 1) -> np.ndarray:
     bitmask = np.zeros(f.shape, dtype=np.int32)
     bitmask[rng.random(f.shape) < 0.03] |= BADPIX
     bitmask[rng.random(f.shape) < 0.03] |= PERSIST_LOW  # not a default reject bit
-    cols = ASPCAP.apstar_index
+    cols = index_in(ASPCAP, "apstar")
     f[rng.random(f.shape) < 0.01] = np.nan
     e[:, cols[rng.choice(cols.size, 20)]] = 0.0
     e[:, cols[rng.choice(cols.size, 5)]] = -1.0
@@ -35,15 +35,15 @@ def _damage(s: dict, seed: int = 1) -> np.ndarray:
 
 def _reference(flux, error, bitmask, mask, degree):
     """Per-spectrum, per-detector reference with numpy's chebfit (w = 1/σ)."""
-    fa, ea = flux[:, ASPCAP.apstar_index], error[:, ASPCAP.apstar_index]
-    ba = bitmask[:, ASPCAP.apstar_index]
+    fa, ea = flux[:, index_in(ASPCAP, "apstar")], error[:, index_in(ASPCAP, "apstar")]
+    ba = bitmask[:, index_in(ASPCAP, "apstar")]
     n = fa.shape[0]
     coef = np.empty((n, 3, degree + 1))
     out = np.empty_like(fa)
     for i in range(n):
         with np.errstate(invalid="ignore"):
             good = np.isfinite(fa[i]) & np.isfinite(ea[i]) & (ea[i] > 0) & ((ba[i] & BADPIX) == 0)
-        for d, sl in enumerate(ASPCAP.detector_slices):
+        for d, sl in enumerate(ASPCAP.segment_slices):
             x = np.linspace(-1, 1, sl.stop - sl.start)
             use = good[sl] & mask[sl]
             coef[i, d] = chebyshev.chebfit(x[use], fa[i, sl][use], degree, w=1 / ea[i, sl][use])
@@ -70,7 +70,7 @@ def test_known_polynomial_continuum_times_lines_is_recovered(synth):
     np.testing.assert_allclose(fit.continuum, s["continuum"], rtol=1e-10)
     flux, err = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
     np.testing.assert_allclose(flux, s["absorption"], rtol=1e-10, atol=1e-12)
-    ea = s["error"][:, ASPCAP.apstar_index]
+    ea = s["error"][:, index_in(ASPCAP, "apstar")]
     np.testing.assert_allclose(err, ea / s["continuum"], rtol=1e-10)
 
 
@@ -93,8 +93,8 @@ def test_rejected_pixels_get_flux_one_and_the_bad_pixel_error(synth):
     s = synth.spectra(5, seed=6)
     bitmask = _damage(s)
     flux, err = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
-    fa, ea = s["flux"][:, ASPCAP.apstar_index], s["error"][:, ASPCAP.apstar_index]
-    ba = bitmask[:, ASPCAP.apstar_index]
+    fa, ea = s["flux"][:, index_in(ASPCAP, "apstar")], s["error"][:, index_in(ASPCAP, "apstar")]
+    ba = bitmask[:, index_in(ASPCAP, "apstar")]
     with np.errstate(invalid="ignore"):
         rejected = ~np.isfinite(fa) | ~np.isfinite(ea) | (ea <= 0) | ((ba & BADPIX) != 0)
     assert rejected.any() and (ba & PERSIST_LOW).any()
@@ -114,7 +114,7 @@ def test_rejected_pixels_get_flux_one_and_the_bad_pixel_error(synth):
 def test_aspcap_and_1d_input_give_the_same_result(synth):
     s = synth.spectra(4, seed=7)
     bitmask = _damage(s)
-    idx = ASPCAP.apstar_index
+    idx = index_in(ASPCAP, "apstar")
     full = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
     small = cn.continuum_normalize(s["flux"][:, idx], s["error"][:, idx], bitmask[:, idx], s["mask"])
     one = cn.continuum_normalize(s["flux"][2], s["error"][2], bitmask[2], s["mask"])
@@ -159,21 +159,21 @@ def test_mismatched_arrays_raise_input_data_error():
 def test_nan_only_spectrum_raises_naming_the_spectrum(synth):
     s = synth.spectra(3, seed=9)
     s["flux"][1] = np.nan
-    with pytest.raises(InputDataError, match=r"spectrum 1, blue detector \(0 usable"):
+    with pytest.raises(InputDataError, match=r"spectrum 1, blue segment \(0 usable"):
         cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
 
 
 def test_all_masked_detector_raises_or_is_rejected(synth):
     s = synth.spectra(40, seed=10)
     bitmask = np.zeros(s["flux"].shape, dtype=np.int32)
-    a0, a1 = ASPCAP.segments[1]
+    a0, a1 = pixel_ranges(APSTAR)[1]
     bitmask[33, a0:a1] = BADPIX  # row 33: in the second chunk, green detector
-    with pytest.raises(InputDataError, match="spectrum 33, green detector") as info:
+    with pytest.raises(InputDataError, match="spectrum 33, green segment") as info:
         cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
     assert "blue" not in str(info.value) and "on_failure" in str(info.value)
     flux, err = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], on_failure="reject")
     good, _ = cn.continuum_normalize(s["flux"], s["error"], None, s["mask"])
-    green = ASPCAP.detector_slices[1]
+    green = ASPCAP.segment_slices[1]
     assert np.all(flux[33, green] == 1.0) and np.all(err[33, green] == BAD_PIXEL_ERROR)
     others = np.ones(ASPCAP.n_pixels, dtype=bool)
     others[green] = False
@@ -187,12 +187,12 @@ def test_all_masked_detector_raises_or_is_rejected(synth):
 def test_too_few_continuum_pixels_in_the_mask_raise(synth):
     s = synth.spectra(2, seed=11)
     mask = s["mask"].copy()
-    mask[ASPCAP.detector_slices[2]] = False
-    mask[ASPCAP.detector_slices[2].start + 5] = True  # one pixel cannot fix a quadratic
-    with pytest.raises(InputDataError, match="red detector"):
+    mask[ASPCAP.segment_slices[2]] = False
+    mask[ASPCAP.segment_slices[2].start + 5] = True  # one pixel cannot fix a quadratic
+    with pytest.raises(InputDataError, match="red segment"):
         cn.continuum_normalize(s["flux"], s["error"], continuum_mask=mask)
     # a line (degree 1) through 2 pixels is possible
-    mask[ASPCAP.detector_slices[2].start + 500] = True
+    mask[ASPCAP.segment_slices[2].start + 500] = True
     flux, _ = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=mask, degree=1)
     assert np.isfinite(flux).all()
 
@@ -222,7 +222,7 @@ def test_an_exact_polynomial_normalises_to_one_and_scale_drops_out(scale, coef):
     c[0, :, 0] = 1.0
     c[0, :, 1:] = np.reshape(coef, (3, 2))  # |c1| + |c2| ≤ 0.6 < 1: positive continuum
     cont = np.empty((1, ASPCAP.n_pixels))
-    for d, sl in enumerate(ASPCAP.detector_slices):
+    for d, sl in enumerate(ASPCAP.segment_slices):
         cont[0, sl] = chebyshev.chebval(np.linspace(-1, 1, sl.stop - sl.start), c[0, d])
     err = 0.01 * cont
     mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
@@ -265,7 +265,7 @@ def test_load_continuum_mask_from_npy_npz_and_other_grids(tmp_path):
     payne = rng.random(PAYNE.n_pixels) < 0.1
     np.save(tmp_path / "p.npy", payne)
     got = cn.load_continuum_mask(tmp_path / "p.npy")
-    assert set(ASPCAP.apstar_index[got]) == set(PAYNE.apstar_index[payne])
+    assert set(index_in(ASPCAP, "apstar")[got]) == set(index_in(PAYNE, "apstar")[payne])
 
 
 @pytest.mark.parametrize(
@@ -305,7 +305,7 @@ def test_pseudo_normalize_reaches_the_upper_envelope(synth):
     assert abs(np.median(flux[line_free]) - 1) < 3e-3
     plain = cn.fit_continuum(s["flux"], s["error"]).continuum  # unclipped: biased low
     assert np.median(plain / s["continuum"]) < np.median(
-        s["flux"][:, ASPCAP.apstar_index] / flux / s["continuum"]
+        s["flux"][:, index_in(ASPCAP, "apstar")] / flux / s["continuum"]
     )
 
 
@@ -319,19 +319,19 @@ def _labelled_set(synth, n, seed):
     depth = np.column_stack([1 + 0.3 * z[:, 0], 1 + 0.3 * z[:, 1], np.ones(n)])
     absorption = np.exp(-depth @ tau)
     s = synth.spectra(n, seed=seed, snr=150, continuum_mask=none, n_lines=0)
-    f = s["continuum"] * absorption + s["error"][:, ASPCAP.apstar_index] * rng.standard_normal(
+    f = s["continuum"] * absorption + s["error"][:, index_in(ASPCAP, "apstar")] * rng.standard_normal(
         absorption.shape
     )
     line_free = tau.max(0) < 1e-3
-    return f, s["error"][:, ASPCAP.apstar_index], labels, line_free
+    return f, s["error"][:, index_in(ASPCAP, "apstar")], labels, line_free
 
 
 def test_select_continuum_pixels_finds_line_free_pixels(synth):
     f, e, labels, line_free = _labelled_set(synth, 120, seed=13)
     assert 0.2 < line_free.mean() < 0.6  # a random choice would be mostly wrong
     mask = cn.select_continuum_pixels(f, e, labels, fraction=0.05)
-    per_det = [mask[sl].sum() for sl in ASPCAP.detector_slices]
-    expected = [round(0.05 * (sl.stop - sl.start)) for sl in ASPCAP.detector_slices]
+    per_det = [mask[sl].sum() for sl in ASPCAP.segment_slices]
+    expected = [round(0.05 * (sl.stop - sl.start)) for sl in ASPCAP.segment_slices]
     assert per_det == expected
     assert line_free[mask].mean() > 0.95
     # the selected pixels normalise the spectra well
@@ -375,11 +375,11 @@ def test_real_apstar_with_the_dr17_mask(shared_data):
     assert np.isfinite(flux).all() and np.isfinite(err).all()
     # its NaN pixels (edges and gaps) are outside the ASPCAP grid; flagged pixels are inside
     assert (~np.isfinite(spec.flux)).sum() > 0
-    flagged = (spec.bitmask[ASPCAP.apstar_index] & DEFAULT_REJECT_VALUE) != 0
+    flagged = (spec.bitmask[index_in(ASPCAP, "apstar")] & DEFAULT_REJECT_VALUE) != 0
     assert flagged.sum() > 100
     assert np.all(flux[flagged] == 1.0) and np.all(err[flagged] == BAD_PIXEL_ERROR)
     usable = mask & (err < BAD_PIXEL_ERROR)
-    for sl in ASPCAP.detector_slices:
+    for sl in ASPCAP.segment_slices:
         m = usable[sl]
         assert abs(np.median(flux[sl][m]) - 1) < 0.01
     assert abs(np.median(flux[usable]) - 1) < 0.01

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from starlabels.errors import InputDataError
 from starlabels.preprocess import masking
 from starlabels.preprocess.bitmask import PIXMASK_BITS
-from starlabels.preprocess.grids import APSTAR, ASPCAP
+from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR, raw_flux, rejected_pixels
 
 
@@ -80,7 +80,7 @@ def test_raw_flux_options_and_shapes():
     f32, _ = raw_flux(flux.astype(np.float32), error.astype(np.float32))
     assert f32.dtype == np.float32
     # the ASPCAP grid is accepted and kept
-    fa, _ = raw_flux(flux[:, ASPCAP.apstar_index], error[:, ASPCAP.apstar_index])
+    fa, _ = raw_flux(flux[:, index_in(ASPCAP, "apstar")], error[:, index_in(ASPCAP, "apstar")])
     assert fa.shape == (2, ASPCAP.n_pixels)
     with pytest.raises(InputDataError, match="error_cap"):
         raw_flux(flux, error, error_cap=0)

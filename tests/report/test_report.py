@@ -363,3 +363,41 @@ def test_catalog_and_reference_errors_are_clear(tmp_path, inputs, h):
     res = h.run_cli(inputs.model, inputs.catalog, "-o", tmp_path / "o", "--isochrones", tmp_path / "i.fits")
     assert res.exit_code == 1 and "i.fits: isochrone file does not exist" in res.output
     assert not (tmp_path / "o").exists()  # nothing written on error
+
+
+def test_sdss5_catalog_matched_on_sdss_id_and_the_grids_on_the_card(tmp_path):
+    """A catalog of SDSS-V files (SDSS_ID, no APOGEE_ID for BOSS stars) against an astra-style
+    reference with a lower-case sdss_id: matched on SDSS_ID (id "auto"); the model card names the
+    raw input grid and the network grid (Grid.describe()) instead of listing the stored grid."""
+    from starlabels.instruments import get
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    model = write_partial_model(tmp_path / "model")
+    cfg = json.loads((model / "config.json").read_text())
+    boss = get("boss").grid
+    cfg["preprocessing"] = PreprocessConfig(kind="raw", instrument="boss").to_dict()
+    cfg["grid"] = boss.to_dict()
+    (model / "config.json").write_text(json.dumps(cfg))
+    cat = small_catalog_with_truth().drop(columns=["TRUE_TEFF", "logg_true"])
+    cat.insert(0, "SDSS_ID", np.arange(len(cat)) + 1000)
+    cat["APOGEE_ID"] = ""  # BOSS stars have none
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    truth = small_catalog_with_truth()
+    rev = slice(None, None, -1)  # the reference in another order
+    ref = pd.DataFrame({"sdss_id": (np.arange(len(cat)) + 1000)[rev],
+                        "TEFF": truth["TRUE_TEFF"].to_numpy()[rev],
+                        "LOGG": truth["logg_true"].to_numpy()[rev]})
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    res = build_report(model, tmp_path / "cat.csv", tmp_path / "out", reference=tmp_path / "ref.csv",
+                       figures=False)
+    P = cat[["TEFF", "LOGG"]].to_numpy()
+    R = truth[["TRUE_TEFF", "logg_true"]].to_numpy()
+    expected = m.residual_table(P, R, ["TEFF", "LOGG"], err=cat[["TEFF_ERR", "LOGG_ERR"]].to_numpy())
+    pd.testing.assert_frame_equal(res.tables["residuals"], expected)
+    text = html.unescape(res.path.read_text(encoding="utf-8"))
+    assert f"Input grid (raw spectra, instrument boss): {boss.describe()}" in text
+    assert f"Network input grid: {boss.describe()}" in text
+    assert boss.checksum in text and "'checksum'" not in text
+    with pytest.raises(InputFileError, match=r"no 'APOGEE_ID' column"):
+        build_report(model, tmp_path / "cat.csv", tmp_path / "o2", reference=tmp_path / "ref.csv",
+                     id_column="APOGEE_ID", figures=False)

@@ -24,7 +24,7 @@ class FlatSource:
 
     def noiseless(self, labels):
         covered = np.zeros(grids.APSTAR_N_PIXELS, bool)
-        covered[grids.ASPCAP.apstar_index] = True
+        covered[grids.index_in(grids.ASPCAP, "apstar")] = True
         flux = np.broadcast_to(covered.astype(float), (len(labels), covered.size)).copy()
         return flux, np.broadcast_to(covered, flux.shape)
 
@@ -58,7 +58,7 @@ def test_noise_matches_error_array_and_snr():
     snr = np.full(40, 80.0)
     noisy = sim.observe(labels, group, ids, snr=snr, rng=np.random.default_rng(9))
     clean = sim.observe(labels, group, ids, snr=np.full(40, 1e12), rng=np.random.default_rng(9))
-    cov = grids.ASPCAP.apstar_index
+    cov = grids.index_in(grids.ASPCAP, "apstar")
     z = (noisy.flux[:, cov] - clean.flux[:, cov]) / noisy.error[:, cov]
     assert z.std() == pytest.approx(1.0, abs=0.01)
     assert abs(z.mean()) < 0.01
@@ -93,7 +93,7 @@ def test_label_noise_has_the_stated_sigma():
 def test_bitmask_bits_mark_the_defects():
     s = _sim(n_stars=100, bad_pixel_fraction=0.01).simulate()
     covered = np.zeros(grids.APSTAR_N_PIXELS, bool)
-    covered[grids.ASPCAP.apstar_index] = True
+    covered[grids.index_in(grids.ASPCAP, "apstar")] = True
     sky = survey.sky_line_pixels() & covered
     has = lambda name: (s.bitmask & (1 << bm.PIXMASK_BITS[name])) != 0  # noqa: E731
     assert has("SIG_SKYLINE")[:, sky].all() and not has("SIG_SKYLINE")[:, ~sky].any()
@@ -167,7 +167,7 @@ def test_emulator_survey_masks_pixels_outside_the_payne_grid(shared_data):
     )
     s = sim.simulate()
     outside = np.ones(grids.APSTAR_N_PIXELS, bool)
-    outside[grids.PAYNE.apstar_index] = False
+    outside[grids.index_in(grids.PAYNE, "apstar")] = False
     assert bm.bad_pixels(s.bitmask)[:, outside].all()
     assert (s.flux[:, ~outside] > 0).mean() > 0.99
     lo, hi = sim.source.label_box

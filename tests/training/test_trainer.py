@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from starlabels.constants import MISSING
+from starlabels.errors import InputDataError
 from starlabels.training.config import OptimiserConfig, SplitConfig, TrainingConfig
 from starlabels.training.trainer import (
     CHECKPOINT_NAME,
@@ -231,3 +232,42 @@ def test_asking_for_cuda_without_it_is_a_clear_error(arrays, tiny_net):
     with pytest.raises(TrainingError, match="CUDA is not available"):
         Trainer(tiny_net(64, 2), _data(arrays, n=60), _split(60, 10, 0),
                 training=TrainingConfig(device="cuda"))
+
+
+def test_the_trained_model_records_the_grid_of_its_input(tmp_path, arrays, tiny_net):
+    """Data on a user's 64-pixel grid (no preprocessing): the saved model's network grid is that
+    grid, by checksum, and survives the folder round trip."""
+    from starlabels.core import Grid
+    from starlabels.core.grid import from_wavelength
+
+    grid = from_wavelength(np.geomspace(4000.0, 4100.0, 64), name="tiny")
+    data = _data(arrays, grid=grid)
+    assert data.grid is grid
+    tr = Trainer(tiny_net(64, 2), data, _split(300),
+                 training=TrainingConfig(epochs=1, batch_size=64, seed=0, device="cpu"),
+                 folder=tmp_path / "m")
+    assert tr.fit().grid.same_as(grid)
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())["grid"]
+    assert Grid.from_dict(stored).same_as(grid) and stored["name"] == "tiny"
+    with pytest.raises(InputDataError, match="65 pixels"):
+        _data(arrays, p=65, grid=grid)
+
+
+def test_training_on_the_boss_grid_and_a_grid_mismatch(arrays, tiny_net):
+    """Raw BOSS-grid spectra with the BOSS raw-flux preprocessing train and the model records the
+    BOSS grid; the APOGEE preprocessing on the same data is refused naming both grids."""
+    from starlabels.instruments import get
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    boss = get("boss").grid
+    flux, error, labels = arrays(n=80, n_pixels=boss.n_pixels, seed=1)
+    data = TrainingData.from_arrays(100.0 * flux, labels, ["TEFF", "LOGG"], error=100.0 * error, grid=boss)
+    cfg = TrainingConfig(epochs=1, batch_size=40, seed=0, device="cpu")
+    split = _split(80, 20, 10)
+    with pytest.raises(TrainingError, match=r"'boss' \(4648 px.*'apstar' \(8575 px"):
+        Trainer(tiny_net(boss.n_pixels, 2), data, split, training=cfg,
+                preprocess=PreprocessConfig(kind="raw"))
+    pre = PreprocessConfig(kind="raw", instrument="boss", scale="median")
+    model = Trainer(tiny_net(boss.n_pixels, 2), data, split, training=cfg, preprocess=pre).fit()
+    assert model.grid.same_as(boss) and model.input_grid.same_as(boss)
+    assert model.preprocess_config().instrument == "boss"

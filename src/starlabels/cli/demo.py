@@ -22,6 +22,7 @@ def _sizes(name: str) -> str:
     "  starlabels demo                      # ~2-3 min on 2 CPU cores, writes ./demo_output/\n"
     "  starlabels demo --quick -o /tmp/d    # tiny sizes: checks every step in seconds\n"
     "  starlabels demo --emulator payne_kurucz_4label.npz\n"
+    "  starlabels demo --instrument boss     # BOSS-like optical spectra (R ~ 2,000, 3,600-10,400 A)\n"
     "\b\nOutputs (in --output): model/ (trained model folder), catalog.fits (held-out stars),\n"
     "truth.csv (their true labels), kiel.png, pred_vs_true.png, accuracy.md, summary.json.",
 )
@@ -40,6 +41,9 @@ def _sizes(name: str) -> str:
 @click.option("--emulator", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Simulate with a Payne-format emulator (.npz) instead of the built-in generator, e.g. "
                    "payne_kurucz_4label.npz.")
+@click.option("--instrument", type=click.Choice(["apogee", "boss"]), default="apogee", show_default=True,
+              help="Simulate APOGEE-like H-band spectra on the apStar grid, or BOSS-like optical spectra "
+                   "on the 4648-pixel coadd grid (labels Teff, log g, [Fe/H], [Mg/Fe], [Ca/Fe]).")
 @click.option("--format", "catalog_format", type=click.Choice(["fits", "csv"]), default="fits",
               show_default=True, help="Catalog format.")
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
@@ -47,11 +51,12 @@ def _sizes(name: str) -> str:
               help="Torch CPU threads (0: torch's default). One is fastest on a busy 2-core machine.")
 @click.option("--quick", is_flag=True, help="Tiny sizes for a smoke test (seconds; accuracy meaningless).")
 def command(output: str, n_train: int | None, n_test: int | None, epochs: int | None,
-            n_samples: int | None, seed: int, emulator: str | None, catalog_format: str,
+            n_samples: int | None, seed: int, emulator: str | None, instrument: str, catalog_format: str,
             device: str | None, threads: int, quick: bool) -> None:
     """Run the whole pipeline on a simulated survey and print an accuracy table.
 
-    Simulates APOGEE-like spectra with known labels (built-in generator, no data needed), trains
+    Simulates APOGEE-like (or, with --instrument boss, BOSS-like) spectra with known labels
+    (built-in generator, no data needed), trains
     a Bayesian CNN on continuum-normalised spectra with early stopping, calibrates its MC-dropout
     uncertainties on the dev set, predicts the held-out stars and writes the catalog, a Kiel diagram
     and a predicted-vs-true figure. Prints the median and sigma_MAD of the residuals per label and
@@ -63,7 +68,7 @@ def command(output: str, n_train: int | None, n_test: int | None, epochs: int | 
     try:
         base = (DemoConfig.quick if quick else DemoConfig)(
             output=output, seed=seed, emulator=emulator, catalog_format=catalog_format, device=device,
-            threads=threads or None,
+            threads=threads or None, instrument=instrument,
         )
         cfg = with_sizes(base, n_train=n_train, n_test=n_test, epochs=epochs, n_samples=n_samples)
         run_demo(cfg, echo=click.echo)

@@ -1,10 +1,14 @@
-"""``starlabels download``: fetch APOGEE apStar, aspcapStar or allStar files from the SDSS SAS."""
+"""``starlabels download``: fetch SDSS files from the SAS — APOGEE apStar, aspcapStar, allStar (DR14–17);
+mwmStar, mwmVisit, HEALPix apStar, BOSS specFull/spec-lite, astraAllStar tables (DR19, DR20)."""
 
 from __future__ import annotations
 
 import sys
 
 import click
+
+#: starlabels.io.sas.KINDS (not imported here: the CLI loads the library only when a command runs)
+KINDS = ("apstar", "aspcapstar", "allstar", "mwmstar", "mwmvisit", "specfull", "speclite", "astraallstar")
 
 
 @click.command(
@@ -14,25 +18,39 @@ import click
     "  starlabels download allstar --release dr17 --lite\n"
     "  starlabels download apstar --release dr17 --telescope apo25m \\\n"
     "      --field K04_083+13 2M19485057+5005279\n"
-    "  starlabels download aspcapstar --from-allstar stars.csv\n\n"
-    "Files go to the cache (--cache, $STARLABELS_CACHE or ~/.cache/starlabels) under their SAS "
-    "path; complete cached files are not downloaded again. The local path of every file is "
-    "printed, one per line.",
+    "  starlabels download aspcapstar --from-allstar stars.csv\n"
+    "  starlabels download mwmstar --release dr20 103020000 99560000\n"
+    "  starlabels download apstar --release dr19 --healpix 10105 2M13593121+6335074\n"
+    "  starlabels download specfull --release dr19 --field 112360 --mjd 60000 27021598150202075\n"
+    "  starlabels download astraallstar --release dr20 --pipeline ASPCAP\n\n"
+    "IDS are APOGEE_IDs (apstar, aspcapstar), SDSS_IDs (mwmstar, mwmvisit) or CATALOGIDs "
+    "(specfull, speclite). Files go to the cache (--cache, $STARLABELS_CACHE or ~/.cache/starlabels) "
+    "under their SAS path; complete cached files are not downloaded again. The local path of every "
+    "file is printed, one per line.",
 )
-@click.argument("kind", type=click.Choice(["apstar", "aspcapstar", "allstar"], case_sensitive=False))
-@click.argument("apogee_ids", nargs=-1)
+@click.argument("kind", type=click.Choice(list(KINDS), case_sensitive=False))
+@click.argument("ids", nargs=-1)
 @click.option("--release", default="dr17", show_default=True,
-              type=click.Choice(["dr14", "dr16", "dr17"], case_sensitive=False), help="SDSS data release.")
+              type=click.Choice(["dr14", "dr16", "dr17", "dr19", "dr20"], case_sensitive=False),
+              help="SDSS data release (mwm*, spec*, astraallstar: dr19 or dr20).")
 @click.option("--telescope", default="apo25m", show_default=True,
               type=click.Choice(["apo25m", "lco25m", "apo1m"], case_sensitive=False),
-              help="Telescope of the spectra (lco25m files are named asStar).")
+              help="Telescope of APOGEE spectra (DR14–17 lco25m files are named asStar).")
 @click.option("--field", default=None,
-              help="allStar FIELD of the stars (DR14: LOCATION_ID). Needed for spectra unless "
-                   "--from-allstar gives it per star.")
+              help="DR14–17: allStar FIELD (DR14: LOCATION_ID), needed for spectra unless --from-allstar "
+                   "gives it per star. specfull/speclite: the BOSS field id.")
+@click.option("--healpix", default=None, type=click.IntRange(0), help="DR19/DR20 apstar: the star's HEALPix.")
+@click.option("--mjd", default=None, type=click.IntRange(0), help="specfull/speclite: MJD of the coadd.")
+@click.option("--pipeline", default=None,
+              help="astraallstar: pipeline, e.g. ASPCAP, AstroNN, BossNet, ThePayne.")
+@click.option("--v-astra", "v_astra", default=None,
+              help="SDSS-V astra version (default: the release's, 0.6.0 for DR19, 0.8.1 for DR20).")
+@click.option("--apred", default=None, help="SDSS-V APOGEE reduction version of apStar files.")
+@click.option("--run2d", default=None, help="BOSS reduction version (default: the release's).")
 @click.option("--from-allstar", "catalog", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="allStar-like table (FITS/CSV/Parquet) with APOGEE_ID, TELESCOPE and FIELD "
-                   "(DR14: LOCATION_ID) columns; downloads the listed APOGEE_IDs, or every row "
-                   "when none are given.")
+              help="DR14–17 apstar/aspcapstar: allStar-like table (FITS/CSV/Parquet) with APOGEE_ID, "
+                   "TELESCOPE and FIELD (DR14: LOCATION_ID) columns; downloads the listed APOGEE_IDs, or "
+                   "every row when none are given.")
 @click.option("--lite", is_flag=True, help="allstar: the DR17 allStarLite file.")
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Cache folder (default $STARLABELS_CACHE or ~/.cache/starlabels).")
@@ -45,28 +63,35 @@ import click
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Socket timeout per attempt, seconds.")
 @click.option("--dry-run", is_flag=True, help="Print the URLs that would be fetched and exit.")
-def command(kind: str, apogee_ids: tuple[str, ...], release: str, telescope: str, field: str | None,
-            catalog: str | None, lite: bool, cache: str | None, base_url: str | None,
-            checksum: str | None, retries: int, timeout: float, dry_run: bool) -> None:
-    """Download APOGEE files: KIND is apstar, aspcapstar or allstar; APOGEE_IDS name the stars."""
+def command(kind: str, ids: tuple[str, ...], release: str, telescope: str, field: str | None,
+            healpix: int | None, mjd: int | None, pipeline: str | None, v_astra: str | None,
+            apred: str | None, run2d: str | None, catalog: str | None, lite: bool, cache: str | None,
+            base_url: str | None, checksum: str | None, retries: int, timeout: float, dry_run: bool) -> None:
+    """Download SDSS files: KIND is the file type; IDS name the stars (see the examples)."""
     from starlabels.io import sas
 
     kind = kind.lower()
+    release = release.lower()
     jobs: list[tuple[str, str]] = []  # (label, SAS path)
+    single = kind in ("allstar", "astraallstar")
     try:
-        if kind == "allstar":
-            if apogee_ids or catalog:
-                raise click.UsageError("allstar takes no APOGEE_IDs or --from-allstar")
-            jobs.append(("allStar", sas.allstar_path(release, lite=lite)))
+        if single:
+            if ids or catalog:
+                raise click.UsageError(f"{kind} takes no IDS or --from-allstar")
+            jobs.append((kind, sas.file_path(kind, release=release, lite=lite, pipeline=pipeline,
+                                             v_astra=v_astra)))
         else:
             if lite:
-                raise click.UsageError("--lite applies to allstar only")
-            stars = _stars(apogee_ids, catalog, release, telescope, field)
+                raise click.UsageError("--lite applies to allstar only (use speclite for BOSS spec-lite)")
+            if catalog is not None and (release in ("dr19", "dr20") or kind not in ("apstar", "aspcapstar")):
+                raise click.UsageError("--from-allstar applies to DR14–17 apstar/aspcapstar")
+            stars = _stars(ids, catalog, release, telescope, field)
             if not stars:
-                raise click.UsageError("name at least one APOGEE_ID (or give --from-allstar)")
-            for apogee_id, tel, fld in stars:
-                jobs.append((apogee_id, sas.file_path(kind, apogee_id, release=release,
-                                                      telescope=tel, field=fld)))
+                raise click.UsageError("name at least one ID (or give --from-allstar)")
+            for ident, tel, fld in stars:
+                jobs.append((ident, sas.file_path(kind, ident, release=release, telescope=tel, field=fld,
+                                                  healpix=healpix, v_astra=v_astra, apred=apred,
+                                                  run2d=run2d, mjd=mjd)))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if checksum and len(jobs) != 1:
@@ -92,7 +117,7 @@ def command(kind: str, apogee_ids: tuple[str, ...], release: str, telescope: str
 
 def _stars(apogee_ids: tuple[str, ...], catalog: str | None, release: str, telescope: str,
            field: str | None) -> list[tuple[str, str, str | None]]:
-    """(APOGEE_ID, telescope, field) for each star to fetch."""
+    """(ID, telescope, field) for each file to fetch."""
     if catalog is None:
         return [(i, telescope, field) for i in apogee_ids]
     from starlabels.io import read_allstar

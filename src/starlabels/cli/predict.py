@@ -1,4 +1,5 @@
-"""``starlabels predict``: a label catalog for apStar/aspcapStar files, directories or HDF5 datasets."""
+"""``starlabels predict``: a label catalog for spectrum files (any format, by content), folders or HDF5
+datasets."""
 
 from __future__ import annotations
 
@@ -33,16 +34,22 @@ from starlabels.inference.flags import describe as _describe_flags
               help="FITS files per unit of work (the grain of resuming and distribution).")
 @click.option("--rows-per-unit", type=int, default=1024, show_default=True,
               help="HDF5 rows per unit of work.")
+@click.option("--resample", type=click.Choice(["linear", "flux-conserving"]), default=None,
+              help="Resample spectra on another grid onto the model's (default: skip them, listed "
+                   "with file and HDU in OUT.skipped.tsv).")
 @click.option("--overwrite", is_flag=True, help="Discard the parts of an earlier, different run.")
 @click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ after assembling the catalog.")
 def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler, threads_per_worker,
-            batch_size, device, seed, no_calibration, files_per_unit, rows_per_unit, overwrite,
+            batch_size, device, seed, no_calibration, files_per_unit, rows_per_unit, resample, overwrite,
             keep_parts) -> None:
-    """Predict labels for INPUT... (apStar/aspcapStar files, directories, HDF5 datasets) with the
-    model folder MODEL and write the catalog OUT.
+    """Predict labels for INPUT... (spectrum files of any format — mwmStar/mwmVisit, apStar,
+    aspcapStar, apVisit, BOSS spec, tables —, folders scanned by content, HDF5 datasets) with the
+    model folder MODEL and write the catalog OUT (keyed on SDSS_ID when the files have it, with the
+    TELESCOPE and HDU each row came from).
 
     An interrupted run, started again with the same arguments, resumes where it stopped.
-    Unreadable inputs are listed in OUT.skipped.tsv, never fatal.
+    Unreadable inputs, and spectra on another grid than the model's without --resample, are listed
+    in OUT.skipped.tsv, never fatal.
     """
     from starlabels.errors import StarlabelsError
 
@@ -50,7 +57,7 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
         format=fmt, uncertainty=None if uncertainty == "none" else uncertainty, n_samples=n_samples,
         seed=seed, batch_size=batch_size, device=device, calibrated=not no_calibration,
         files_per_unit=files_per_unit, rows_per_unit=rows_per_unit, overwrite=overwrite,
-        keep_parts=keep_parts,
+        keep_parts=keep_parts, resample=resample,
     )
     try:
         if workers or scheduler:

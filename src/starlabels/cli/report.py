@@ -29,8 +29,9 @@ import click
               help="log10(age/yr) of an isochrone to draw (repeatable; default 9.6 = 4 Gyr).")
 @click.option("--groups", "group_column", default=None,
               help="Column with each star's group for the per-group table (default: GROUP if present).")
-@click.option("--id-column", default="APOGEE_ID", show_default=True,
-              help="Star id column used to match the reference.")
+@click.option("--id-column", default="auto", show_default=True,
+              help="Star id column used to match the reference (auto: SDSS_ID for catalogs of SDSS-V "
+                   "files when the reference has it, else APOGEE_ID).")
 @click.option("--title", default=None, help="Page title.")
 def command(model: str, catalog: str, reference: str | None, out: str, embed: bool, no_figures: bool,
             isochrones: str | None, no_isochrones: bool, ages: tuple[float, ...],

@@ -1,4 +1,5 @@
-"""``starlabels simulate``: a simulated APOGEE-like survey written as an HDF5 dataset (and FITS)."""
+"""``starlabels simulate``: a simulated survey (APOGEE-like, BOSS-like or any registered instrument)
+written as an HDF5 dataset (and FITS files)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ def _parse_population(text: str) -> dict[str, float]:
 
 
 def _parse_snr(text: str) -> str | tuple:
-    if text in ("apogee", "visit"):
+    if text in ("apogee", "visit", "boss"):
         return text
     kind, _, rng = text.partition(":")
     lo, _, hi = rng.partition("-")
     if kind not in ("uniform", "loguniform") or not hi:
-        raise click.BadParameter("use apogee, visit, uniform:LO-HI or loguniform:LO-HI")
+        raise click.BadParameter("use apogee, boss, visit, uniform:LO-HI or loguniform:LO-HI")
     return (kind, float(lo), float(hi))
 
 
@@ -32,44 +33,63 @@ def _parse_snr(text: str) -> str | tuple:
     "  starlabels simulate -n 2000 -o survey.h5\n"
     "  starlabels simulate -n 5000 --emulator payne_kurucz_4label.npz "
     "--dr17-labels apogee_dr17_giant_labels.npz --snr loguniform:200-400 -o train.h5\n"
-    "  starlabels simulate -n 50 -o s.h5 --fits-dir spectra/   # also apStar-layout FITS",
+    "  starlabels simulate -n 50 -o s.h5 --fits-dir spectra/   # also apStar-layout FITS\n"
+    "  starlabels simulate --instrument boss -n 50 -o boss.h5 --fits-dir boss/   # BOSS, mwmStar files",
 )
 @click.option("-n", "--n-stars", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="HDF5 dataset to write (true labels kept as meta/true_<LABEL>).")
+              help="HDF5 dataset to write (true labels kept as meta/true_<LABEL>, the grid stored).")
+@click.option("--instrument", default="apogee", show_default=True,
+              help="apogee (apStar grid, H band), boss (4648-pixel coadd grid, 3,600-10,400 Å) or a "
+                   "registered instrument: spectra on its native grid with its bitmask bits.")
 @click.option("--emulator", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Payne-format emulator .npz [default: the built-in generator].")
+              help="Payne-format emulator .npz on one of the instrument's grids (or with a wavelength "
+                   "array) [default: the built-in generator].")
 @click.option("--dr17-labels", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Real DR17 giant label sample (.npz) for the giants' label distribution.")
-@click.option("--population", default="giants=0.7,dwarfs=0.2,cool_dwarfs=0.1", show_default=True,
-              help="Fractions of giants, dwarfs, cool_dwarfs.")
-@click.option("--snr", default="apogee", show_default=True,
-              help="apogee, visit, uniform:LO-HI or loguniform:LO-HI.")
+@click.option("--population", default=None,
+              help="Fractions of giants, dwarfs, cool_dwarfs (and hot_dwarfs) [default: apogee "
+                   "giants=0.7,dwarfs=0.2,cool_dwarfs=0.1; boss "
+                   "giants=0.5,dwarfs=0.25,cool_dwarfs=0.1,hot_dwarfs=0.15].")
+@click.option("--snr", default=None,
+              help="apogee, boss, visit, uniform:LO-HI or loguniform:LO-HI [default: the instrument's].")
 @click.option("--missing-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--fits-dir", type=click.Path(file_okay=False), default=None,
-              help="Also write one apStar-layout FITS file per star here.")
-def command(n_stars: int, output: str, emulator: str | None, dr17_labels: str | None,
-            population: str, snr: str, missing_fraction: float, seed: int,
-            fits_dir: str | None) -> None:
+              help="Also write one FITS file per star here: apStar layout for APOGEE, SDSS-V mwmStar "
+                   "otherwise.")
+@click.option("--layout", type=click.Choice(["dr19", "dr20"]), default="dr20", show_default=True,
+              help="mwmStar layout of --fits-dir files (not APOGEE).")
+def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr17_labels: str | None,
+            population: str | None, snr: str | None, missing_fraction: float, seed: int,
+            fits_dir: str | None, layout: str) -> None:
     """Simulate a survey with known true labels (a test/benchmark tool, not real stars)."""
-    from starlabels.data.survey import GeneratorSource, SurveyConfig, SurveySimulator
+    from starlabels.data.survey import GeneratorSource, SurveyConfig, SurveySimulator, default_population
     from starlabels.errors import StarlabelsError
+    from starlabels.instruments import available, get
 
+    try:
+        inst = get(instrument)
+    except ValueError:
+        raise click.BadParameter(f"unknown instrument {instrument!r}; known: {', '.join(available())}",
+                                 param_hint="--instrument") from None
     cfg = SurveyConfig(
-        n_stars=n_stars, seed=seed, population=_parse_population(population), snr=_parse_snr(snr),
-        missing_fraction=missing_fraction, dr17_labels=dr17_labels,
+        n_stars=n_stars, seed=seed,
+        population=_parse_population(population) if population else default_population(inst),
+        snr=_parse_snr(snr) if snr else None, missing_fraction=missing_fraction, dr17_labels=dr17_labels,
     )
     try:
         if emulator:
-            sim = SurveySimulator.from_emulator(emulator, cfg)
+            sim = SurveySimulator.from_emulator(emulator, cfg, instrument=inst)
         else:
-            sim = SurveySimulator(GeneratorSource.default(seed), cfg)
+            sim = SurveySimulator(GeneratorSource.default(seed, instrument=inst), cfg)
         survey = sim.simulate()
         path = survey.write_hdf5(output)
         if fits_dir:
-            survey.write_apstar(fits_dir)
+            survey.write_fits(fits_dir, layout=layout)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {len(survey)} simulated spectra with labels {', '.join(survey.label_names)} "
-               f"to {path}" + (f" and FITS files to {fits_dir}" if fits_dir else ""))
+    kind = "apStar" if inst.name == "apogee" else f"mwmStar ({layout})"
+    click.echo(f"wrote {len(survey)} simulated {inst.name} spectra with labels "
+               f"{', '.join(survey.label_names)} to {path}"
+               + (f" and {kind} files to {fits_dir}" if fits_dir else ""))

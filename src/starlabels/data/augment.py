@@ -13,7 +13,9 @@ variance σ_i²(k² − 1), so that the total noise is k σ_i: the error spectru
 lines, throughput, bad regions). Spectra already at or below the target are left unchanged (k = 1).
 
 Usable pixels: finite flux and error, error > 0, error ≤ ``max_error_ratio`` × the spectrum's
-median error and, when a bitmask is given, none of the rejection bits set. Other pixels (the huge
+median error and, when a bitmask is given, none of the rejection bits set (bits of
+``bitmask_def``, the instrument's :class:`~starlabels.core.PixelBitmask`, e.g. BOSS SPPIXMASK;
+APOGEE_PIXMASK when not given). Other pixels (the huge
 placeholder errors APOGEE gives dead pixels, NaN pixels, flagged pixels) are passed through
 unchanged: they are rejected later by preprocessing, and adding noise of their size would only
 inject garbage.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from starlabels.core import PixelBitmask
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import bad_pixels
 from starlabels.preprocess.masking import is_rejected_error
@@ -37,11 +40,15 @@ __all__ = ["NoiseAugmentation", "degrade_snr", "spectrum_snr"]
 
 
 def _usable(
-    flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | None, reject_bits: Bits, max_error_ratio: float
+    flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | None, reject_bits: Bits,
+    max_error_ratio: float, bitmask_def: PixelBitmask | None = None,
 ) -> np.ndarray:
     ok = np.isfinite(flux) & np.isfinite(error) & (error > 0) & ~is_rejected_error(error)
     if bitmask is not None:
-        ok &= ~bad_pixels(bitmask, reject_bits)
+        if bitmask_def is None:
+            ok &= ~bad_pixels(bitmask, reject_bits)
+        else:
+            ok &= ~bitmask_def.rejected(bitmask, None if reject_bits is None else list(reject_bits))
     med = np.median(np.where(ok, error, np.inf), axis=-1, keepdims=True)  # inf sorts last
     # a spectrum with fewer than half its pixels usable has an infinite "median": use its usable max
     med = np.where(np.isfinite(med), med, np.max(np.where(ok, error, 0.0), axis=-1, keepdims=True))
@@ -50,12 +57,12 @@ def _usable(
 
 def spectrum_snr(
     flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | None = None, *, reject_bits: Bits = None,
-    max_error_ratio: float = 100.0,
+    max_error_ratio: float = 100.0, bitmask_def: PixelBitmask | None = None,
 ) -> np.ndarray:
     """Median f/σ over each spectrum's usable pixels: (N, P) → (N,) (NaN without usable pixels)."""
     f = np.asarray(flux, np.float64)
     e = np.asarray(error, np.float64)
-    return _snr(f, e, _usable(f, e, bitmask, reject_bits, max_error_ratio))
+    return _snr(f, e, _usable(f, e, bitmask, reject_bits, max_error_ratio, bitmask_def))
 
 
 def _snr(f: np.ndarray, e: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -77,6 +84,7 @@ def degrade_snr(
     bitmask: np.ndarray | None = None,
     reject_bits: Bits = None,
     max_error_ratio: float = 100.0,
+    bitmask_def: PixelBitmask | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noisier copies of spectra: each spectrum's SNR lowered to its ``target_snr``.
 
@@ -90,9 +98,10 @@ def degrade_snr(
     rng
         numpy Generator for the noise (N × P standard normals are drawn whatever the targets, so
         the stream does not depend on them).
-    bitmask, reject_bits
-        Optional (N, P) APOGEE_PIXMASK bitmask; pixels with any of ``reject_bits`` (names or
-        numbers; default the preprocessing's default rejection bits) are left unchanged.
+    bitmask, reject_bits, bitmask_def
+        Optional (N, P) bitmask of the instrument ``bitmask_def`` (default APOGEE_PIXMASK); pixels
+        with any of ``reject_bits`` (names or numbers; default the bitmask's default rejection
+        bits) are left unchanged.
 
     Returns
     -------
@@ -107,7 +116,7 @@ def degrade_snr(
     target = np.broadcast_to(np.asarray(target_snr, np.float64), (f.shape[0],))
     if np.any(~(target > 0)):
         raise InputDataError("target SNRs must be > 0")
-    ok = _usable(f, e, bitmask, reject_bits, max_error_ratio)
+    ok = _usable(f, e, bitmask, reject_bits, max_error_ratio, bitmask_def)
     snr = _snr(f, e, ok)
     k = np.where(np.isfinite(snr) & (snr > target), snr / target, 1.0)
     extra = np.sqrt(k * k - 1.0).astype(f.dtype)[:, None]
@@ -167,8 +176,11 @@ class NoiseAugmentation:
         return np.where(keep, np.inf, snr)
 
     def __call__(
-        self, flux: np.ndarray, error: np.ndarray, rng: np.random.Generator, bitmask: np.ndarray | None = None
+        self, flux: np.ndarray, error: np.ndarray, rng: np.random.Generator,
+        bitmask: np.ndarray | None = None, bitmask_def: PixelBitmask | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented (flux, error) for a block of spectra (N, P)."""
+        """Augmented (flux, error) for a block of spectra (N, P); ``bitmask_def`` is the instrument's
+        bitmask that ``bitmask`` holds (default APOGEE_PIXMASK)."""
         return degrade_snr(flux, error, self.targets(len(flux), rng), rng, bitmask=bitmask,
-                           reject_bits=self.reject_bits, max_error_ratio=self.max_error_ratio)
+                           reject_bits=self.reject_bits, max_error_ratio=self.max_error_ratio,
+                           bitmask_def=bitmask_def)

@@ -1,8 +1,11 @@
 """Spectral emulators in The Payne's format (Ting et al. 2019; El-Badry et al. 2018), in torch.
 
-Two layouts are read from an ``.npz`` file; both map labels to flux on the 7214-pixel Payne grid
-(:data:`starlabels.preprocess.grids.PAYNE`) after scaling the labels to
-``s = (labels − x_min)/(x_max − x_min) − 0.5``:
+Two layouts are read from an ``.npz`` file; both map labels to flux on the emulator's own pixel
+grid (P pixels; The Payne's APOGEE emulators use the 7214-pixel Payne grid) after scaling the
+labels to ``s = (labels − x_min)/(x_max − x_min) − 0.5``. An optional ``wavelength`` (P,) array
+(vacuum Å) in the file names the grid (:attr:`PayneEmulator.wavelength`); without it the survey
+simulator matches the pixel count to one of the instrument's grids
+(:class:`starlabels.data.survey.EmulatorSource`).
 
 ``per_pixel`` (one hidden layer per pixel, sigmoid): keys ``w_array_0`` (P, H, L), ``b_array_0``
     (P, H), ``w_array_1`` (P, H), ``b_array_1`` (P,)::
@@ -44,6 +47,8 @@ class PayneEmulator:
     label_names: tuple[str, ...]
     path: str | None = None
     dtype: torch.dtype = torch.float32
+    #: (P,) vacuum Å of the emulator's pixels when the file has a ``wavelength`` array, else None
+    wavelength: np.ndarray | None = None
     _pixel_chunk: int = field(default=2048, repr=False)
 
     @classmethod
@@ -85,7 +90,17 @@ class PayneEmulator:
             raise InputDataError(f"{path}: emulator has {n_labels} labels, got names {label_names}")
         keys = DENSE_KEYS if layout == "dense" else PER_PIXEL_KEYS
         weights = {k: torch.as_tensor(arrays[k], dtype=dtype, device=device) for k in keys}
-        return cls(weights, layout, tuple(label_names), str(path), dtype)
+        n_pixels = weights["b_array_1" if layout == "per_pixel" else "b_array_2"].shape[0]
+        wavelength = None
+        if "wavelength" in arrays:
+            wavelength = np.asarray(arrays["wavelength"], dtype=np.float64)
+            if wavelength.shape != (n_pixels,):
+                raise InputFileError(
+                    path, f"wavelength has shape {wavelength.shape}, the emulator has {n_pixels} pixels"
+                )
+            if not (np.all(np.isfinite(wavelength)) and np.all(np.diff(wavelength) > 0)):
+                raise InputFileError(path, "wavelength is not finite and strictly increasing")
+        return cls(weights, layout, tuple(label_names), str(path), dtype, wavelength)
 
     @property
     def n_labels(self) -> int:

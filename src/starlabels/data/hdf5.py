@@ -1,13 +1,13 @@
 """The starlabels HDF5 spectra dataset: an appendable writer and a lazy torch ``Dataset``.
 
-Format (``format = "starlabels-spectra"``, ``format_version = 1``; see docs/DESIGN.md):
+Format (``format = "starlabels-spectra"``, ``format_version = 2``; see docs/DESIGN.md):
 
 ==================  =====================  ===============================================
 path                shape, dtype           meaning
 ==================  =====================  ===============================================
 ``flux``, ``error`` (N, P) float32         spectra on grid ``attrs["grid"]`` (flux units as
                                            read, e.g. 1e-17 erg/s/cm²/Å for apStar)
-``bitmask``         (N, P) int32           APOGEE_PIXMASK
+``bitmask``         (N, P) int32           the instrument's pixel flags (APOGEE_PIXMASK, …)
 ``labels``          (N, L) float32         label values in ``label_units``; MISSING (-9999)
 ``label_errors``    (N, L) float32         1-σ errors, same units; MISSING where absent
 ``wavelength``      (P,) float64           vacuum wavelength, Å
@@ -16,13 +16,21 @@ path                shape, dtype           meaning
                                            (float64), ``nvisits`` (int32), any others given
 ==================  =====================  ===============================================
 
-File attributes: ``grid``, ``label_names``, ``label_units`` (JSON lists), ``created`` (ISO
-time), ``preprocessing`` (JSON, ``"null"`` for spectra as read) and ``n_rows``: the number of
-*complete* rows. :class:`DatasetWriter` resizes every dataset, writes the rows, then updates
-``n_rows`` and flushes, so a write interrupted part-way leaves ``n_rows`` at the last complete
-append; rows beyond it are dropped when the file is reopened for writing and ignored when read.
+File attributes: ``grid`` (the wavelength grid itself, JSON of
+:meth:`starlabels.core.Grid.to_dict`: name, segments, checksum and the wavelengths or their
+log-linear solution), ``instrument`` (e.g. ``"apogee"``, ``"boss"``, ``"custom"``),
+``label_names``, ``label_units`` (JSON lists), ``created`` (ISO time), ``preprocessing`` (JSON,
+``"null"`` for spectra as read) and ``n_rows``: the number of *complete* rows.
+:class:`DatasetWriter` resizes every dataset, writes the rows, then updates ``n_rows`` and
+flushes, so a write interrupted part-way leaves ``n_rows`` at the last complete append; rows
+beyond it are dropped when the file is reopened for writing and ignored when read.
 With no labels (L = 0) the ``labels``/``label_errors`` datasets are not stored (HDF5 cannot chunk
 a zero-width axis) and read back as (n, 0) arrays.
+
+Version 1 files (written before grids were data) store ``grid`` as the name of a built-in APOGEE
+grid (``"apstar"``, ``"aspcap"``, ``"payne"``); they are read as that grid. A version 2 file whose
+stored grid does not match its own checksum, its ``wavelength`` array or its pixel count is refused
+(:class:`~starlabels.errors.InputFileError` naming the file).
 
 Row-chunked storage (``chunk_rows`` rows per chunk, default 16), gzip level 4 with the byte
 shuffle filter. Measured on 256 synthetic apStar spectra (flux, error, bitmask at S/N 100): gzip-4
@@ -47,11 +55,15 @@ import h5py
 import numpy as np
 
 from starlabels.constants import MISSING
+from starlabels.core import Grid, find_grid
+from starlabels.core import available as available_instruments
+from starlabels.core import get as get_instrument
 from starlabels.errors import InputDataError, InputFileError
-from starlabels.preprocess.grids import get_grid
 
 FORMAT = "starlabels-spectra"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this module reads (1: ``grid`` attribute is a built-in grid's name).
+READABLE_VERSIONS = (1, 2)
 SPECTRA = ("flux", "error", "bitmask")
 #: dtype of the standard meta columns; others are inferred from the first values given.
 META_DTYPES: dict[str, str] = {
@@ -62,6 +74,32 @@ META_DTYPES: dict[str, str] = {
 _STR = h5py.string_dtype("utf-8")
 #: chunk cache of each HDF5 dataset opened for reading (bytes); a chunk of 16 apStar rows is ~0.5 MB.
 CHUNK_CACHE_BYTES = 16 * 2**20
+
+
+def as_grid(grid: Grid | str) -> Grid:
+    """A :class:`~starlabels.core.Grid` from a Grid or the name of a built-in/registered grid
+    (``"apstar"``, ``"aspcap"``, ``"payne"``, ``"boss"``, or an instrument's name for its native grid)."""
+    if isinstance(grid, Grid):
+        return grid
+    if not isinstance(grid, str):
+        raise InputDataError(f"grid must be a starlabels.core.Grid or a grid name, got {type(grid).__name__}")
+    key = grid.strip().lower()
+    names = []
+    for inst_name in available_instruments():
+        inst = get_instrument(inst_name)
+        if key == inst.name.lower():
+            return inst.grid
+        for g in inst.grids():
+            if g.name.lower() == key:
+                return g
+            names.append(g.name)
+    raise InputDataError(f"unknown grid {grid!r}; known grids: {sorted(set(names))}")
+
+
+def instrument_of(grid: Grid) -> str:
+    """Name of the built-in/registered instrument ``grid`` belongs to, else ``"custom"``."""
+    hit = find_grid(grid)
+    return hit[0].name if hit is not None else "custom"
 
 
 def _default_units(name: str) -> str:
@@ -126,9 +164,10 @@ def _check_format(f: h5py.File, path: str | Path) -> None:
     if fmt != FORMAT:
         raise _file_error(path, f"not a starlabels spectra dataset (format attribute {fmt!r})")
     version = int(f.attrs.get("format_version", -1))
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise _file_error(
-            path, f"dataset format_version {version}; this starlabels reads version {FORMAT_VERSION}"
+            path, f"dataset format_version {version}; this starlabels reads versions "
+                  f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     for name in (*SPECTRA, "wavelength"):
         if name not in f:
@@ -136,6 +175,32 @@ def _check_format(f: h5py.File, path: str | Path) -> None:
     for key in ("grid", "label_names", "label_units", "n_rows"):
         if key not in f.attrs:
             raise _file_error(path, f"dataset has no {key!r} attribute")
+
+
+def _stored_grid(f: h5py.File, path: str | Path) -> Grid:
+    """The file's grid: JSON ``Grid.to_dict()`` (version 2) or a built-in grid name (version 1),
+    checked against the pixel count and the ``wavelength`` array."""
+    raw = f.attrs["grid"]
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    raw = str(raw)
+    if raw.lstrip().startswith("{"):
+        try:
+            grid = Grid.from_dict(json.loads(raw))
+        except (ValueError, InputDataError) as exc:
+            raise _file_error(path, f"attribute 'grid' is not a valid grid ({exc})") from None
+    else:
+        try:
+            grid = as_grid(raw)
+        except InputDataError as exc:
+            raise _file_error(path, f"attribute 'grid': {exc}") from None
+    n_pixels = int(f["flux"].shape[1])
+    if grid.n_pixels != n_pixels:
+        raise _file_error(path, f"grid {grid.describe()} does not match the {n_pixels}-pixel spectra")
+    wave = np.asarray(f["wavelength"][:], np.float64)
+    if wave.shape != grid.wavelength.shape or not np.allclose(wave, grid.wavelength, rtol=1e-9, atol=0):
+        raise _file_error(path, f"the 'wavelength' array does not match the stored grid {grid.describe()}")
+    return grid
 
 
 def _json_attr(f: h5py.File, key: str, path: str | Path) -> Any:
@@ -155,7 +220,7 @@ class DatasetInfo:
     path: str
     n_rows: int
     n_pixels: int
-    grid: str
+    grid: Grid
     label_names: tuple[str, ...]
     label_units: tuple[str, ...]
     meta_names: tuple[str, ...]
@@ -164,6 +229,11 @@ class DatasetInfo:
     format_version: int
     compression: str | None
     stored_rows: int = field(default=0)
+    instrument: str = "custom"
+
+    @property
+    def grid_name(self) -> str:
+        return self.grid.name
 
 
 def read_dataset_info(path: str | Path) -> DatasetInfo:
@@ -181,11 +251,16 @@ def read_dataset_info(path: str | Path) -> DatasetInfo:
         stored = int(f["flux"].shape[0])
         if n_rows > stored:
             raise InputFileError(path, f"n_rows attribute {n_rows} exceeds the {stored} stored rows")
+        grid = _stored_grid(f, path)
+        inst = f.attrs.get("instrument")
+        if isinstance(inst, bytes):
+            inst = inst.decode()
         return DatasetInfo(
             path=str(path),
             n_rows=n_rows,
             n_pixels=int(f["flux"].shape[1]),
-            grid=str(f.attrs["grid"]),
+            grid=grid,
+            instrument=str(inst) if inst is not None else instrument_of(grid),
             label_names=tuple(_json_attr(f, "label_names", path)),
             label_units=tuple(_json_attr(f, "label_units", path)),
             meta_names=tuple(sorted(f["meta"].keys())) if "meta" in f else (),
@@ -200,7 +275,7 @@ def read_dataset_info(path: str | Path) -> DatasetInfo:
 class DatasetWriter:
     """Append spectra (and labels, meta) to a starlabels HDF5 dataset; a context manager.
 
-    Opening an existing file resumes it: the grid, pixel count and label names must match, and
+    Opening an existing file resumes it: the grid (by checksum) and label names must match, and
     rows beyond the last complete append (``attrs["n_rows"]``) are dropped. A different or
     unreadable existing file raises :class:`InputFileError` and is left untouched, unless
     ``overwrite=True``.
@@ -210,15 +285,20 @@ class DatasetWriter:
     path
         Output ``.h5`` file.
     n_pixels
-        P, pixels per spectrum; must equal the grid's length.
+        P, pixels per spectrum; must equal the grid's length (``None``: the grid's).
     grid
-        ``"apstar"`` (8575), ``"aspcap"`` (7514) or ``"payne"`` (7214).
+        The spectra's wavelength grid: a :class:`~starlabels.core.Grid` (e.g.
+        ``starlabels.instruments.get("boss").grid``) or a built-in grid's name (``"apstar"``,
+        ``"aspcap"``, ``"payne"``, ``"boss"``); stored in the file.
     label_names
         Label columns, e.g. ``["TEFF", "LOGG", "FE_H"]`` (may be empty).
     label_units
         Units beside each name (default: K for TEFF, dex for LOGG and abundances, else "").
     preprocessing
         JSON-serialisable description of how the spectra were processed; ``None`` = as read.
+    instrument
+        Instrument name stored beside the grid (default: the instrument the grid belongs to,
+        ``"custom"`` for a grid of none).
     compression, compression_opts, shuffle, chunk_rows
         HDF5 storage of the spectra (default gzip level 4 with shuffle, 16 rows per chunk).
     """
@@ -226,12 +306,13 @@ class DatasetWriter:
     def __init__(
         self,
         path: str | Path,
-        n_pixels: int,
-        grid: str,
+        n_pixels: int | None,
+        grid: Grid | str,
         label_names: Sequence[str] = (),
         label_units: Sequence[str] | None = None,
         *,
         preprocessing: Any = None,
+        instrument: str | None = None,
         compression: str | None = "gzip",
         compression_opts: int | None = 4,
         shuffle: bool = True,
@@ -239,11 +320,12 @@ class DatasetWriter:
         overwrite: bool = False,
     ):
         self.path = Path(path)
-        g = get_grid(grid)
-        if int(n_pixels) != g.n_pixels:
-            raise InputDataError(f"grid {g.name!r} has {g.n_pixels} pixels, n_pixels={n_pixels}")
-        self.grid = g.name
+        g = as_grid(grid)
+        if n_pixels is not None and int(n_pixels) != g.n_pixels:
+            raise InputDataError(f"grid {g.describe()} has {g.n_pixels} pixels, n_pixels={n_pixels}")
+        self.grid = g
         self.n_pixels = g.n_pixels
+        self.instrument = str(instrument) if instrument else instrument_of(g)
         self.label_names = tuple(str(n) for n in label_names)
         if label_units is None:
             label_units = [_default_units(n) for n in self.label_names]
@@ -281,7 +363,8 @@ class DatasetWriter:
         try:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["grid"] = self.grid
+            f.attrs["grid"] = json.dumps(self.grid.to_dict())
+            f.attrs["instrument"] = self.instrument
             f.attrs["label_names"] = json.dumps(list(self.label_names))
             f.attrs["label_units"] = json.dumps(list(self.label_units))
             f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -296,7 +379,7 @@ class DatasetWriter:
                 for name in ("labels", "label_errors"):
                     f.create_dataset(name, shape=(0, L), maxshape=(None, L), chunks=(max(c, 256), L),
                                      dtype="float32", fillvalue=MISSING)
-            f.create_dataset("wavelength", data=get_grid(self.grid).wavelength())
+            f.create_dataset("wavelength", data=self.grid.wavelength)
             f.create_group("meta")
         except BaseException:
             f.close()
@@ -309,8 +392,8 @@ class DatasetWriter:
     def _resume(self) -> h5py.File:
         info = read_dataset_info(self.path)  # InputFileError for anything not a dataset
         problems = []
-        if info.grid != self.grid or info.n_pixels != self.n_pixels:
-            problems.append(f"grid {info.grid!r} ({info.n_pixels} px), asked {self.grid!r}")
+        if not info.grid.same_as(self.grid):
+            problems.append(f"grid {info.grid.describe()}, asked {self.grid.describe()}")
         if info.label_names != self.label_names:
             problems.append(f"label_names {list(info.label_names)}, asked {list(self.label_names)}")
         if problems:
@@ -526,8 +609,13 @@ class SpectraDataset(_TorchDataset):  # type: ignore[misc]
         return self.info.label_units
 
     @property
-    def grid(self) -> str:
+    def grid(self) -> Grid:
+        """The spectra's wavelength grid (:class:`~starlabels.core.Grid`)."""
         return self.info.grid
+
+    @property
+    def instrument(self) -> str:
+        return self.info.instrument
 
     @property
     def n_pixels(self) -> int:
@@ -545,7 +633,7 @@ class SpectraDataset(_TorchDataset):  # type: ignore[misc]
         return len(self.rows)
 
     def __repr__(self) -> str:
-        return (f"SpectraDataset({str(self.path)!r}, {len(self)} rows, grid={self.grid!r}, "
+        return (f"SpectraDataset({str(self.path)!r}, {len(self)} rows, grid={self.grid.name!r}, "
                 f"labels={list(self.label_names)})")
 
     # -- file handle ---------------------------------------------------------------------------

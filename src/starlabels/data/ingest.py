@@ -1,21 +1,32 @@
-"""Ingest apStar files (and an optional label catalogue) into one starlabels HDF5 dataset.
+"""Ingest spectrum files (and an optional label table) into one starlabels HDF5 dataset.
 
 :func:`ingest_files` streams the files in batches into a :class:`~starlabels.data.hdf5.DatasetWriter`:
 
-* inputs are files or directories (searched recursively for ``apStar*.fits[.gz]`` and the LCO
-  ``asStar*.fits[.gz]``), sorted by path, duplicates removed;
-* each file is read with :func:`starlabels.io.read_apstar` — its combined spectrum, or every
-  visit with ``visits=True`` (meta column ``visit`` = 0, 1, …) — onto the 8575-pixel apStar grid,
-  as read (``preprocessing = null``);
-* labels come from an allStar-like catalogue (FITS table, CSV or Parquet, read with
-  :func:`starlabels.io.read_allstar`) matched by APOGEE_ID; a star missing from it gets MISSING
-  labels. When the catalogue lists a star more than once, the row with the most labels present
-  is used (the first such row on a tie);
+* inputs are files or folders; folders are scanned *by content* (:func:`starlabels.io.scan_inputs`),
+  so any file :func:`starlabels.io.read_spectra` reads is used whatever its name (apStar DR14–17 and
+  SDSS-V, mwmStar/mwmVisit DR19/DR20, apVisit, BOSS spec, tables), and every other file is listed
+  as skipped with the reason; files are sorted by path, duplicates removed;
+* the dataset holds the spectra of one ``instrument`` (default ``"apogee"``) on one ``grid``
+  (default the instrument's native grid; stored in the file): each spectrum of that instrument in a
+  file is a row — the combined spectrum, or every visit with ``visits=True`` (meta column ``visit``
+  = 0, 1, …) —, as read (``preprocessing = null``). A spectrum on another grid is cut to the
+  dataset's pixels when its grid holds them, resampled with ``resample="linear"|"flux-conserving"``
+  (:func:`starlabels.preprocess.resample.resample`), and otherwise skipped, listed as ``FILE[HDU]``
+  with both grids named; spectra of other instruments in the same file (the BOSS HDUs of an
+  mwmStar file in an APOGEE dataset) and continuum-normalised aspcapStar spectra are listed too;
+* labels come from a label table read with :func:`starlabels.io.read_label_table`: an allStar-like
+  catalogue (FITS, CSV or Parquet) joined on APOGEE_ID, or an SDSS-V ``astraAllStar<Pipeline>``
+  table joined on ``sdss_id`` (its quality cuts: rows with ``flag_bad`` dropped, per-label flags
+  masked, the best-SNR row per star; the pipeline's ``result_flags`` are stored as meta column
+  ``label_flags``). A star missing from the table gets MISSING labels. When a table lists a star
+  more than once, the row with the most labels present is used (the first such row on a tie);
+* meta columns: ``apogee_id``, ``sdss_id`` (-1 when absent), ``telescope``, ``hdu``, ``source``,
+  ``ra``, ``dec``, ``snr``, ``vhelio``, ``nvisits`` (and ``visit``, ``group``, ``label_flags``);
 * the run is resumable: files whose path is already in the dataset's ``meta/source`` are skipped,
   and a batch interrupted before it was committed is simply read again;
-* a file that cannot be read (truncated, not FITS, not apStar layout, no valid pixels, …) is
-  skipped with its reason and never stops the run; the skipped files are listed in
-  ``<OUT stem>.skipped.csv`` (columns ``file``, ``reason``) beside the output.
+* a file that cannot be read (truncated, not a spectrum, no valid pixels, …) is skipped with its
+  reason and never stops the run; the skipped files are listed in ``<OUT stem>.skipped.csv``
+  (columns ``file``, ``reason``) beside the output.
 """
 
 from __future__ import annotations
@@ -31,14 +42,17 @@ from typing import Any
 import numpy as np
 
 from starlabels.constants import MISSING
-from starlabels.data.hdf5 import DatasetWriter
-from starlabels.errors import InputFileError
-from starlabels.io import DEFAULT_LABELS, read_allstar, read_apstar
-from starlabels.preprocess.grids import APSTAR_N_PIXELS
+from starlabels.core import Grid
+from starlabels.core import get as get_instrument
+from starlabels.core.grid import from_wavelength
+from starlabels.data.hdf5 import DatasetWriter, as_grid
+from starlabels.errors import InputDataError, InputFileError
+from starlabels.io import DEFAULT_LABELS, read_label_table
+from starlabels.io.read import read_spectra, scan_inputs
 from starlabels.utils import give_default_permissions, progress
 
-PATTERNS = ("apStar*.fits", "apStar*.fits.gz", "asStar*.fits", "asStar*.fits.gz")
 SPECTRUM_KEYS = frozenset({"flux", "error", "bitmask", "labels", "label_errors"})
+RESAMPLE_METHODS = ("linear", "flux-conserving")
 
 
 @dataclass
@@ -79,36 +93,39 @@ class IngestResult:
         return "\n".join(lines)
 
 
-def find_apstar_files(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to ingest from files/directories: ``(sorted unique paths, [(input, problem)])``.
+def find_spectrum_files(
+    inputs: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Spectrum files from files/folders, by content: ``(sorted unique paths, [(path, problem)])``.
 
-    Directories are searched recursively for :data:`PATTERNS`; named files are taken as they are
-    (whatever their name); inputs that do not exist are returned as problems.
+    Folders are walked recursively; a file that is not a spectrum file (or does not exist) is
+    returned as a problem with the reason, never silently ignored.
     """
     found: dict[str, Path] = {}
-    missing: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            for pattern in PATTERNS:
-                for f in p.rglob(pattern):
-                    if f.is_file():
-                        found.setdefault(str(f.resolve()), f.resolve())
-        elif p.is_file():
-            found.setdefault(str(p.resolve()), p.resolve())
-        else:
-            missing.append((str(p), "no such file or directory"))
-    return [found[k] for k in sorted(found)], missing
+        if not p.exists():
+            problems.append((str(p), "no such file or directory"))
+            continue
+        readable, skipped = scan_inputs([p])
+        for f in readable:
+            found.setdefault(str(f.resolve()), f.resolve())
+        problems += [(str(Path(f).resolve()), reason) for f, reason in skipped]
+    return [found[k] for k in sorted(found)], sorted(set(problems))
 
 
 class LabelCatalog:
-    """Labels by APOGEE_ID from an allStar-like catalogue (see :func:`starlabels.io.read_allstar`)."""
+    """Labels by identifier from an allStar-like catalogue (by APOGEE_ID) or an SDSS-V astraAllStar
+    table (by SDSS_ID), read with :func:`starlabels.io.read_label_table`."""
 
     def __init__(self, path: str | os.PathLike[str], label_names: Sequence[str] = DEFAULT_LABELS):
-        table = read_allstar(path, labels=list(label_names))
+        table = read_label_table(path, labels=list(label_names))
         self.path = Path(path)
         self.label_names = table.label_names
-        ids = np.asarray(table.apogee_id).astype(str)
+        #: the spectrum meta key joining the table to spectra: "APOGEE_ID" or "SDSS_ID"
+        self.key_column = str(table.key_column)
+        ids = np.char.strip(np.asarray(table.key).astype(str))
         present = (table.labels != MISSING).sum(axis=1)
         order = np.lexsort((np.arange(len(ids)), -present))  # most labels first, then file order
         uniq, first = np.unique(ids[order], return_index=True)
@@ -117,30 +134,74 @@ class LabelCatalog:
         self._index = dict(zip(uniq.tolist(), rows.tolist(), strict=True))
         self._labels = table.labels
         self._errors = table.label_errors
+        self._flags = np.asarray(table.aspcapflag, np.int64)
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def lookup(self, apogee_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(L,) labels and errors of a star, or None when the catalogue lacks it."""
-        row = self._index.get(str(apogee_id).strip())
+    def lookup(self, key: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(L,) labels, errors and the pipeline's result flags of a star, or None when absent."""
+        if key is None:
+            return None
+        row = self._index.get(str(key).strip())
         if row is None:
             return None
-        return self._labels[row], self._errors[row]
+        return self._labels[row], self._errors[row], int(self._flags[row])
 
 
-def _read_one(path: Path, visits: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """(n, 8575) flux, error, bitmask and the file meta; raises for anything unusable."""
-    spec = read_apstar(path, row="visits" if visits else "combined")
-    flux = np.atleast_2d(spec.flux)
-    error = np.atleast_2d(spec.error)
-    bitmask = np.atleast_2d(spec.bitmask)
-    if flux.shape[-1] != APSTAR_N_PIXELS:
-        raise InputFileError(path, f"spectrum has {flux.shape[-1]} pixels, expected {APSTAR_N_PIXELS}")
-    usable = np.isfinite(flux) & np.isfinite(error) & (error > 0) & (flux != 0)
-    if not usable.any(axis=1).all():
-        raise InputFileError(path, "spectrum has no valid pixels (all flux zero or non-finite)")
-    return flux, error, bitmask, spec.meta
+def _onto_grid(s: Any, grid: Grid, resample: str | None, where: str) -> tuple[np.ndarray, ...]:
+    """(flux, error, bitmask) of Spectrum ``s`` on the dataset's ``grid``: as is, the grid's pixels
+    cut from a wider grid, or resampled; InputDataError naming both grids otherwise."""
+    src = from_wavelength(s.wavelength, name=f"{s.instrument} spectrum")
+    if src.n_pixels == grid.n_pixels and src.positions_in(grid) is not None:
+        return s.flux, s.error, s.bitmask
+    pos = grid.positions_in(src)
+    if pos is not None:
+        return s.flux[pos], s.error[pos], s.bitmask[pos]
+    if resample is None:
+        raise InputDataError(f"{where}: spectrum on grid {src.describe()}, not the dataset's "
+                             f"{grid.describe()}; pass resample='linear' or 'flux-conserving' to resample it")
+    from starlabels.preprocess.resample import resample as resample_arrays
+
+    try:
+        bitmask_def = get_instrument(s.instrument).bitmask()
+    except ValueError:
+        bitmask_def = None
+    return resample_arrays(s.flux, s.error, s.bitmask, source=src, target=grid, method=resample,
+                           bitmask_def=bitmask_def)
+
+
+def _read_one(
+    path: Path, visits: bool, instrument: str, grid: Grid, resample: str | None
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]], list[tuple[str, str]]]:
+    """The usable spectra of ``instrument`` in a file on ``grid`` as (flux, error, bitmask, meta), and
+    (``FILE[HDU]``, reason) for the others; raises for a file that gives nothing usable."""
+    # tables that do not name their instrument are taken to hold the dataset's
+    spectra = read_spectra(path, rows="visits" if visits else "combined", instrument=instrument)
+    rows, skipped = [], []
+    for s in spectra:
+        where = f"{path}[{s.meta.get('HDU', '')}]"
+        if s.instrument != instrument:
+            skipped.append((where, f"{s.instrument} spectrum; this dataset holds {instrument} spectra"))
+            continue
+        if s.meta.get("NORMALISED"):
+            skipped.append((where, "continuum-normalised spectrum (aspcapStar); datasets hold spectra "
+                                   "as read"))
+            continue
+        try:
+            flux, error, bitmask = _onto_grid(s, grid, resample, f"{path} HDU {s.meta.get('HDU')}")
+        except InputDataError as exc:
+            skipped.append((where, str(exc)))
+            continue
+        usable = np.isfinite(flux) & np.isfinite(error) & (error > 0) & (flux != 0)
+        if not usable.any():
+            skipped.append((where, "spectrum has no valid pixels (all flux zero or non-finite)"))
+            continue
+        rows.append((flux, error, bitmask, s.meta))
+    if not rows:
+        reasons = "; ".join(sorted({r for _, r in skipped})) or "no spectra"
+        raise InputFileError(path, reasons)
+    return rows, skipped
 
 
 def _write_skipped(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
@@ -164,6 +225,13 @@ def skipped_csv_path(output: str | os.PathLike[str]) -> Path:
     return out.with_name(out.stem + ".skipped.csv")
 
 
+def _number(meta: dict[str, Any], key: str, default: float = np.nan) -> float:
+    try:
+        return float(meta.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
 def ingest_files(
     inputs: Iterable[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -173,32 +241,44 @@ def ingest_files(
     visits: bool = False,
     group: str | None = None,
     batch_size: int = 64,
+    instrument: str = "apogee",
+    grid: Grid | str | None = None,
+    resample: str | None = None,
 ) -> IngestResult:
-    """Ingest apStar files/directories into the HDF5 dataset ``output`` (created or resumed).
+    """Ingest spectrum files/folders into the HDF5 dataset ``output`` (created or resumed).
 
     Args:
-        inputs: apStar files and/or directories (searched recursively).
+        inputs: spectrum files and/or folders (searched recursively, by content).
         output: dataset file; an existing one with the same grid and label names is resumed.
-        labels: optional allStar-like catalogue (FITS/CSV/Parquet) matched by APOGEE_ID.
+        labels: optional label table: allStar-like (FITS/CSV/Parquet, joined on APOGEE_ID) or an
+            SDSS-V astraAllStar<Pipeline> table (joined on SDSS_ID).
         label_names: label columns (default TEFF, LOGG, FE_H with a catalogue, none without).
         visits: one row per visit spectrum instead of the combined spectrum.
         group: optional value for every added row's ``meta/group`` (e.g. ``"payne"``).
         batch_size: rows buffered per append (each append is one committed step).
+        instrument: whose spectra the dataset holds (``"apogee"``, ``"boss"``, a registered one).
+        grid: the dataset's grid (a Grid or a built-in grid's name; default the instrument's).
+        resample: ``None`` (spectra on another grid are skipped), ``"linear"`` or
+            ``"flux-conserving"`` (resampled onto the dataset's grid).
 
     Returns:
         :class:`IngestResult`. Raises :class:`InputFileError` only for an unusable catalogue or
         an output that exists but is not a compatible dataset (nothing is written then).
     """
     output = Path(output)
+    if resample not in (None, *RESAMPLE_METHODS):
+        raise InputDataError(f"resample must be None or one of {RESAMPLE_METHODS}, got {resample!r}")
+    inst = get_instrument(instrument)
+    target = inst.grid if grid is None else as_grid(grid)
     if label_names is None:
         label_names = DEFAULT_LABELS if labels is not None else ()
     label_names = tuple(str(n).strip().upper() for n in label_names if str(n).strip())
     catalog = LabelCatalog(labels, label_names) if labels is not None else None
-    files, problems = find_apstar_files(inputs)
+    files, problems = find_spectrum_files(inputs)
     result = IngestResult(output=output, skipped=list(problems), skipped_csv=skipped_csv_path(output))
     L = len(label_names)
 
-    with DatasetWriter(output, APSTAR_N_PIXELS, "apstar", label_names) as writer:
+    with DatasetWriter(output, None, target, label_names, instrument=inst.name) as writer:
         done = set(writer.read_meta("source").tolist()) if "source" in writer.meta_names else set()
         todo = [f for f in files if str(f) not in done]
         result.files_present = len(files) - len(todo)
@@ -211,9 +291,9 @@ def ingest_files(
             if n_buf:
                 meta = {k: np.concatenate(v) for k, v in buf.items() if k not in SPECTRUM_KEYS}
                 writer.append(
-                    np.concatenate(buf["flux"]), np.concatenate(buf["error"]), np.concatenate(buf["bitmask"]),
-                    labels=np.concatenate(buf["labels"]) if L else None,
-                    label_errors=np.concatenate(buf["label_errors"]) if L else None,
+                    np.stack(buf["flux"]), np.stack(buf["error"]), np.stack(buf["bitmask"]),
+                    labels=np.stack(buf["labels"]) if L else None,
+                    label_errors=np.stack(buf["label_errors"]) if L else None,
                     meta=meta,
                 )
                 result.rows_added += n_buf
@@ -222,37 +302,42 @@ def ingest_files(
 
         for path in progress(todo, desc="ingest", unit="file"):
             try:
-                flux, error, bitmask, meta = _read_one(path, visits)
+                rows, partial = _read_one(path, visits, inst.name, target, resample)
             except Exception as exc:  # one bad file never stops the run
                 reason = exc.problem if isinstance(exc, InputFileError) else f"{type(exc).__name__}: {exc}"
                 result.skipped.append((str(path), reason))
                 continue
-            n = flux.shape[0]
-            lab = np.full((n, L), MISSING)
-            lab_err = np.full((n, L), MISSING)
-            if catalog is not None:
-                hit = catalog.lookup(meta["APOGEE_ID"])
-                if hit is None:
-                    result.rows_unlabelled += n
-                else:
-                    lab[:], lab_err[:] = hit
-            elif L:
-                result.rows_unlabelled += n
-            row = {
-                "flux": flux, "error": error, "bitmask": bitmask, "labels": lab, "label_errors": lab_err,
-                "apogee_id": np.full(n, str(meta["APOGEE_ID"]), dtype=object),
-                "source": np.full(n, str(path), dtype=object),
-                "ra": np.full(n, meta["RA"], float), "dec": np.full(n, meta["DEC"], float),
-                "snr": np.full(n, meta["SNR"], float), "vhelio": np.full(n, meta["VHELIO"], float),
-                "nvisits": np.full(n, meta["NVISITS"], np.int32),
-            }
-            if visits:
-                row["visit"] = np.arange(n, dtype=np.int32)
-            if group is not None:
-                row["group"] = np.full(n, str(group), dtype=object)
-            for k, v in row.items():
-                buf.setdefault(k, []).append(v)
-            n_buf += n
+            result.skipped += partial
+            for k, (flux, error, bitmask, meta) in enumerate(rows):
+                lab = np.full(L, MISSING)
+                lab_err = np.full(L, MISSING)
+                flags = -1
+                if catalog is not None:
+                    hit = catalog.lookup(meta.get(catalog.key_column))
+                    if hit is None:
+                        result.rows_unlabelled += 1
+                    else:
+                        lab, lab_err, flags = hit
+                elif L:
+                    result.rows_unlabelled += 1
+                row = {
+                    "flux": flux, "error": error, "bitmask": bitmask, "labels": lab, "label_errors": lab_err,
+                    "apogee_id": _text(meta.get("APOGEE_ID")), "sdss_id": _int(_sdss_id(meta.get("SDSS_ID"))),
+                    "telescope": _text(meta.get("TELESCOPE")), "hdu": _text(meta.get("HDU")),
+                    "source": _text(path),
+                    "ra": np.array([_number(meta, "RA")]), "dec": np.array([_number(meta, "DEC")]),
+                    "snr": np.array([_number(meta, "SNR")]), "vhelio": np.array([_number(meta, "VHELIO")]),
+                    "nvisits": _int(int(_number(meta, "NVISITS", -1)), np.int32),
+                }
+                if visits:
+                    row["visit"] = _int(k, np.int32)
+                if group is not None:
+                    row["group"] = _text(group)
+                if catalog is not None:
+                    row["label_flags"] = _int(flags)
+                for key, v in row.items():
+                    buf.setdefault(key, []).append(v)
+                n_buf += 1
             buf_files += 1
             if n_buf >= batch_size:
                 flush()
@@ -261,3 +346,18 @@ def ingest_files(
     _write_skipped(result.skipped_csv, result.skipped)
     return result
 
+
+def _text(v: Any) -> np.ndarray:
+    """A one-row str meta column ("" for None)."""
+    return np.array(["" if v is None else str(v)], dtype=object)
+
+
+def _int(v: int, dtype: Any = np.int64) -> np.ndarray:
+    return np.array([v], dtype)
+
+
+def _sdss_id(v: Any) -> int:
+    try:
+        return int(v) if v is not None and str(v).strip() != "" else -1
+    except (TypeError, ValueError):
+        return -1

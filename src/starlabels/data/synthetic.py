@@ -1,56 +1,65 @@
-"""starlabels' own synthetic APOGEE-like spectra, for tests, demos and benchmarks.
+"""starlabels' own synthetic spectra on any instrument's grid, for tests, demos and benchmarks.
 
 **This is a test/demo generator, not a stellar atmosphere model.** Line strengths follow a
 simple parametric recipe chosen so that every label leaves a smooth, known imprint on the
 spectrum; nothing here is fitted to real stars or suitable for science. It needs no external
 data.
 
-Spectra are made on the 8575-pixel apStar grid (vacuum Å, ``grids.apstar_wavelength()``):
+One class, :class:`SyntheticGenerator`, parameterised by an instrument
+(``starlabels.instruments.get("apogee" | "boss")`` or any :class:`~starlabels.core.Instrument`):
+spectra are made on its native grid (APOGEE: the 8575-pixel apStar grid; BOSS: the 4648-pixel
+coadd grid, 3,566–10,399 Å, of which 3,600–10,400 Å has data), its defects flagged with its own
+bitmask (:mod:`starlabels.data.observing`), with the line list of its band
+(:mod:`starlabels.data.line_lists`; fixed by ``seed``):
 
 * **Lines.** Each line *i* of species *s* has a peak optical depth
-  ``log10 τ_i = log_s_i + [X/H]_s + a_i (θ − θ0) + b_i (log g − 2.5)`` with θ = 5040 K / Teff,
-  θ0 = 5040/4750, ``[X/H] = X_FE + FE_H`` for an element, ``FE_H`` for iron and 0 for
-  hydrogen. Profiles are a Gaussian core (intrinsic width ``sigma_v`` km/s) plus a Lorentzian
-  wing whose weight grows with log g (pressure broadening), both tapered to zero at a finite
-  distance. The flux is ``exp(−Σ τ φ)`` on a 3× oversampled log-linear grid, convolved with a
-  Gaussian instrumental profile of resolving power R (22,500) and averaged back to pixels.
-* **Species.** Atomic lines of Fe and of each element in ``elements``: real-ish H-band
-  wavelengths where known (e.g. Mg I 15740/15749/15766, Al I 16719/16751/16763, K I
-  15163/15168, Ca I 16137–16197 Å; air values converted to vacuum) plus deterministic
-  pseudo-random lines per element drawn from ``seed``. Molecular lines strengthen steeply as
-  Teff falls: CO band heads (Δv = 3, 15582–16610 Å, belonging to C), OH doublets (O) and CN
-  (N). Brackett hydrogen lines (n = 11…20 → 4; 16811, 16412, 16114, 15885, 15705 Å, …) grow
-  with Teff and broaden with log g. Every line depends on exactly one element, so each element
-  has its own lines (:meth:`SyntheticGenerator.element_windows`).
-* **Continuum.** A blackbody slope at Teff times a per-detector throughput with a per-star
+  ``log10 τ_i = log_s_i + [X/H]_s + a_i (θ − θ0) + q_i (θ − θ0)² + b_i (log g − 2.5)`` with
+  θ = 5040 K / Teff, θ0 = 5040/4750, ``[X/H] = X_FE + FE_H`` for an element, ``FE_H`` for iron and
+  0 for hydrogen (``q`` ≠ 0 only for optical hydrogen lines, which peak near 9,500 K). Profiles are
+  a Gaussian core (intrinsic width ``sigma_v`` km/s) plus a Lorentzian wing whose weight grows
+  with log g (pressure broadening), both tapered to zero at a finite distance. The flux is
+  ``exp(−Σ τ φ)`` (optical: ``f + (1 − f) exp(−Σ τ φ)`` with a residual ``f`` = 0.15, so strong
+  cores are not black) on an oversampled grid, convolved with a Gaussian instrumental profile of
+  resolving power R (APOGEE 22,500, BOSS 2,000) and averaged back to pixels.
+* **H band (APOGEE).** Atomic lines of Fe and of each element in ``elements``: real-ish H-band
+  wavelengths where known plus deterministic pseudo-random lines per element; CO band heads (C),
+  OH (O), CN (N) strengthening steeply as Teff falls; Brackett lines growing with Teff.
+* **Optical (BOSS).** Balmer and Paschen series (strongest near 9,500 K, weaker in cooler
+  stars, wings growing with log g), Ca II H&K, the Ca II triplet (cores stronger at low log g,
+  wings at high log g, all scaling with [Ca/H]), Mg b and Na D (pressure wings growing with
+  log g), a pseudo-random metal-line forest denser in the blue, and molecular bands (TiO, CH, CN,
+  MgH).
+* **Continuum.** APOGEE: a blackbody slope at Teff times a per-detector throughput with a per-star
   random quadratic ripple, scaled by the star's H magnitude to apStar-like flux (~1e2–1e3,
-  "1e-17 erg/s/cm²/Å").
-* **Noise.** Photon-like: σ ∝ sqrt(flux), scaled so that the median S/N over detector pixels
-  equals the requested SNR; flux = noise-free flux + σ·N(0, 1) with the same σ as the
-  ``error`` array.
-* **Defects, flagged with APOGEE_PIXMASK bits** (``starlabels.preprocess.bitmask``):
-  detector gaps (apStar pixels outside ASPCAP's three ranges) flux ``gap_value`` (0, as in
-  DR12–DR14 files; DR17 files have NaN there) and BADPIX; bad-pixel clusters (BADPIX: flux
-  linearly interpolated over, error ~1e13, as DR17); cosmic rays (CRPIX: positive spikes);
-  sky-line residuals (SIG_SKYLINE at sky-line positions shifted by −VHELIO into the star's rest
-  frame: inflated error and residual flux); persistence in the blue detector of some stars
-  (PERSIST_LOW/MED/HIGH: excess flux, not rejected by default).
+  "1e-17 erg/s/cm²/Å"). BOSS (flux calibrated): a blackbody slope normalised at 5,500 Å,
+  reddened by A_λ = A_H (λ/16,500 Å)^−1.6 (A_V up to ~0.9 mag, in ``meta["A_V"]``), a ~2 % per-arm
+  calibration ripple, scaled by a G magnitude (13–17.5).
+* **Noise.** Photon-like: σ ∝ sqrt(flux) (BOSS: of the detected counts, flux × the two-arm
+  throughput, plus sky background, so the noise grows at the ends and at the dichroic), scaled
+  so that the median S/N over pixels with data equals the requested SNR; flux = noise-free flux
+  + σ·N(0, 1) with the same σ as the ``error`` array.
+* **Defects, flagged with the instrument's bits.** Gaps (APOGEE: apStar pixels outside the three
+  detectors, flux ``gap_value``, BADPIX; BOSS: below 3,600 Å, NODATA, error inf), bad-pixel
+  clusters (BADPIX / FULLREJECT: flux linearly interpolated over, error 1e13 / inf), cosmic rays
+  (CRPIX / COMBINEREJ: positive spikes), sky-line residuals at sky lines shifted by −VHELIO into
+  the star's rest frame (SIG_SKYLINE / BRIGHTSKY, inflated error and residual flux; BOSS: the
+  bright optical lines and an OH forest past 6,800 Å, flagged where the residual exceeds 3σ), and
+  for APOGEE persistence in the blue detector of some stars (PERSIST_LOW/MED/HIGH, not rejected
+  by default).
 
 With ``n_visits > 0`` each star is also observed as separate visits (each at SNR/√n_visits,
 sky lines at each visit's own velocity) and the combined spectrum is their inverse-variance
 mean over unrejected visit pixels, with the OR of the visit bitmasks.
 
 Everything is vectorised over stars (stars are processed in chunks, lines through sparse
-profile matrices); no Python loop runs per star except when writing files.
+profile matrices); no Python loop runs per star except when writing files
+(:mod:`starlabels.data.synthetic_io`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,15 +67,45 @@ from scipy import sparse
 from scipy.ndimage import gaussian_filter1d
 
 from starlabels.constants import MISSING
+from starlabels.core import Grid, Instrument, PixelBitmask
+from starlabels.core import get as get_instrument
+from starlabels.data.line_lists import (
+    CO_BANDHEADS,
+    KIND_ATOMIC,
+    KIND_HYDROGEN,
+    KIND_MOLECULAR,
+    REAL_LINES_AIR,
+    STRENGTH_OFFSET,
+    THETA0,
+    air_to_vacuum,
+    balmer_wavelength,
+    brackett_wavelength,
+    build_lines,
+    paschen_wavelength,
+)
+from starlabels.data.observing import ObservingModel, boss_throughput, observing_model
+from starlabels.data.synthetic_io import (
+    NOMINAL_ERRORS,
+    write_apstar_files,
+    write_label_catalog,
+    write_mwm_star_files,
+)
+from starlabels.data.synthetic_masks import LOGG0, GeneratorMasks
+from starlabels.data.synthetic_spectra import SyntheticSpectra
+from starlabels.data.synthetic_spectra import apogee_id as _apogee_id
 from starlabels.errors import InputDataError
-from starlabels.preprocess import grids
-from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, PIXMASK_BITS
+
+__all__ = [
+    "ALPHA_ELEMENTS", "BAD_ERROR", "CO_BANDHEADS", "DEFAULT_ELEMENTS", "KIND_ATOMIC", "KIND_HYDROGEN",
+    "KIND_MOLECULAR", "NOMINAL_ERRORS", "REAL_LINES_AIR", "STRENGTH_OFFSET", "SyntheticGenerator",
+    "SyntheticSpectra", "air_to_vacuum", "balmer_wavelength", "brackett_wavelength", "paschen_wavelength",
+    "write_apstar_files", "write_label_catalog", "write_mwm_star_files",
+]
 
 C_KMS = 299792.458
-THETA0 = 5040.0 / 4750.0
-LOGG0 = 2.5
-R_H_CM = 109677.583  # Rydberg constant for hydrogen, cm^-1 (vacuum wavenumbers)
 HC_K = 1.438777e8  # hc/k in Å·K
+#: f_λ (1e-17 erg/s/cm²/Å) of a 0-mag star at 5,500 Å (Vega-like), for the optical flux scale
+F0_5500 = 3.63e8
 
 #: default elements; each gives a label ``<X>_FE``
 DEFAULT_ELEMENTS: tuple[str, ...] = (
@@ -74,143 +113,51 @@ DEFAULT_ELEMENTS: tuple[str, ...] = (
 )
 #: rough α-elements (enhanced at low [Fe/H] in :meth:`SyntheticGenerator.sample_labels`)
 ALPHA_ELEMENTS = frozenset({"O", "MG", "SI", "S", "CA", "TI"})
-
-#: real-ish H-band atomic lines, air wavelengths in Å (converted to vacuum on use)
-REAL_LINES_AIR: dict[str, tuple[float, ...]] = {
-    "FE": (15194.49, 15207.53, 15395.72, 15490.34, 15648.51, 15964.87, 16040.65, 16153.25,
-           16165.03, 16486.67),
-    "MG": (15740.72, 15748.99, 15765.84, 15879.57, 15886.26, 15954.48),
-    "AL": (16718.96, 16750.56, 16763.36),
-    "K": (15163.07, 15168.38),
-    "SI": (15888.41, 15960.06, 16060.01, 16094.79, 16215.69, 16680.77),
-    "CA": (16136.82, 16150.76, 16155.24, 16157.36, 16197.07),
-    "TI": (15543.76, 15602.84, 15715.57, 16635.16),
-    "MN": (15159.10, 15217.70, 15262.50),
-    "NI": (15605.68, 16584.44, 16589.30, 16673.71),
-    "NA": (16373.85, 16388.85),
-    "S": (15422.28, 15469.82, 15478.48),
-    "V": (15924.80,),
-    "CR": (15680.06, 15860.21),
-    "CO": (16757.64,),
-    "C": (16021.70, 16890.40),
-    "CU": (16005.70,),
-    "P": (15711.50,),
-    "CE": (15784.80,),
-    "RB": (15289.50,),
-}
-#: per-element strength offset (dex) of its atomic lines: abundant, strong-lined elements high
-STRENGTH_OFFSET: dict[str, float] = {
-    "FE": 0.0, "MG": 0.3, "SI": 0.2, "AL": 0.3, "K": -0.2, "CA": -0.1, "TI": -0.4, "MN": -0.4,
-    "NI": -0.3, "CR": -0.6, "V": -0.9, "CO": -0.8, "NA": -0.7, "S": -0.5, "C": -0.5,
-}
-#: CO Δv=3 band heads (3-0 … 8-5), vacuum Å
-CO_BANDHEADS = (15582.0, 15780.0, 15982.0, 16189.0, 16397.0, 16610.0)
-BAD_ERROR = 1.0e13  # error of BADPIX pixels, as DR17 apStar files (~1e13)
-
-KIND_ATOMIC, KIND_MOLECULAR, KIND_HYDROGEN = 0, 1, 2
-_BIT = {name: 1 << b for name, b in PIXMASK_BITS.items()}
-
-
-def air_to_vacuum(wavelength_air: Any) -> np.ndarray:
-    """Vacuum wavelength (Å) from air wavelength (Å), VALD/Piskunov formula."""
-    w = np.asarray(wavelength_air, dtype=float)
-    s2 = (1e4 / w) ** 2
-    n = (1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2)
-         + 0.0001599740894897 / (38.92568793293 - s2))
-    return w * n
-
-
-def brackett_wavelength(n_upper: Any) -> np.ndarray:
-    """Vacuum wavelength (Å) of the hydrogen Brackett line n_upper → 4 (Rydberg formula)."""
-    n = np.asarray(n_upper, dtype=float)
-    return 1e8 / (R_H_CM * (1.0 / 16.0 - 1.0 / n**2))
+BAD_ERROR = 1.0e13  # error of APOGEE BADPIX pixels, as DR17 apStar files (~1e13)
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-@dataclass
-class SyntheticSpectra:
-    """Synthetic spectra on the apStar grid, with their true labels.
-
-    Shapes: N stars, P = 8575 pixels, L labels, V visits.
-
-    Attributes:
-        flux: (N, P) float32 observed flux (noise, defects, gaps), ~1e2–1e3 "1e-17 erg/s/cm²/Å".
-        error: (N, P) float32 1-σ error of ``flux`` (BAD_ERROR on BADPIX pixels and gaps).
-        bitmask: (N, P) int32 APOGEE_PIXMASK.
-        clean_flux: (N, P) float64 noise- and defect-free flux (gaps included).
-        continuum: (N, P) float64 the continuum of ``clean_flux`` (no lines).
-        labels: (N, L) float64 true labels (TEFF K, LOGG dex, FE_H and X_FE dex).
-        label_names, label_units: the L names and units.
-        snr: (N,) median S/N over good detector pixels (the requested SNR when no visits).
-        meta: ``{name: (N,) array}`` header values: APOGEE_ID, RA, DEC (deg), SNR, VHELIO
-            (km/s), NVISITS, J, H, K (mag).
-        defects: ``{"gap", "badpix", "cosmic", "sky", "persistence": (N, P) bool}`` where each
-            kind of defect was put.
-        visits: None, or ``{"flux", "error", "bitmask": (N, V, P)}`` the individual visits.
-    """
-
-    flux: np.ndarray
-    error: np.ndarray
-    bitmask: np.ndarray
-    clean_flux: np.ndarray
-    continuum: np.ndarray
-    labels: np.ndarray
-    label_names: tuple[str, ...]
-    label_units: tuple[str, ...]
-    snr: np.ndarray
-    meta: dict[str, np.ndarray]
-    defects: dict[str, np.ndarray] = field(default_factory=dict)
-    visits: dict[str, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return int(self.flux.shape[0])
-
-    @property
-    def wavelength(self) -> np.ndarray:
-        """(P,) vacuum Å of the apStar grid."""
-        return grids.apstar_wavelength()
-
-    @property
-    def normalized_clean(self) -> np.ndarray:
-        """(N, P) noise-free flux divided by its continuum (1 = no absorption)."""
-        return self.clean_flux / self.continuum
-
-    def star_meta(self, i: int) -> dict[str, Any]:
-        """Header values of star ``i`` as Python scalars (for ``write_apstar``)."""
-        return {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in self.meta.items()}
-
-    def subset(self, index: Any) -> SyntheticSpectra:
-        """The stars at ``index`` (int array, slice or bool mask)."""
-        idx = np.arange(len(self))[index]
-        return SyntheticSpectra(
-            flux=self.flux[idx], error=self.error[idx], bitmask=self.bitmask[idx],
-            clean_flux=self.clean_flux[idx], continuum=self.continuum[idx], labels=self.labels[idx],
-            label_names=self.label_names, label_units=self.label_units, snr=self.snr[idx],
-            meta={k: v[idx] for k, v in self.meta.items()},
-            defects={k: v[idx] for k, v in self.defects.items()},
-            visits=None if self.visits is None else {k: v[idx] for k, v in self.visits.items()},
-        )
+def _sub_pixel_log(grid: Grid, k: int) -> tuple[np.ndarray, float]:
+    """log10 λ of ``k`` sub-pixels per pixel (centred on the pixels) and the mean sub-pixel step
+    in log10 λ. Exact for a log-linear grid; interpolated in log λ for any other."""
+    n = grid.n_pixels
+    frac = np.arange(n * k) / k - (k - 1) / (2 * k)
+    if grid.log_linear is not None:
+        crval, cdelt = grid.log_linear
+        return crval + cdelt * frac, cdelt / k
+    log_w = np.log10(grid.wavelength)
+    step = np.diff(log_w)
+    # linear extrapolation by half a pixel at both ends
+    sub = np.interp(frac, np.arange(n), log_w)
+    sub = np.where(frac < 0, log_w[0] + frac * step[0], sub)
+    sub = np.where(frac > n - 1, log_w[-1] + (frac - n + 1) * step[-1], sub)
+    return sub, float(np.median(step)) / k
 
 
-class SyntheticGenerator:
-    """Parametric H-band spectra whose lines respond to Teff, log g, [Fe/H] and [X/Fe].
+class SyntheticGenerator(GeneratorMasks):
+    """Parametric spectra whose lines respond to Teff, log g, [Fe/H] and [X/Fe], on any instrument.
 
     A test/demo generator, not a stellar atmosphere model (see the module docstring).
 
     Parameters:
-        elements: element symbols (upper case); each adds a label ``<X>_FE``. C owns the CO
-            lines, N the CN lines and O the OH lines when present.
+        elements: element symbols (upper case); each adds a label ``<X>_FE``. C owns the CO/CH
+            lines, N the CN lines, O the OH lines and Ti the TiO bands when present.
         seed: fixes the pseudo-random line list and sky-line positions (not the stars: those
             come from the ``rng`` given to :meth:`sample_labels` and :meth:`generate`).
-        resolution: instrumental resolving power R = λ/FWHM.
-        lines_per_element: pseudo-random atomic lines added per element (Fe gets 5×).
-        oversample: sub-pixels per apStar pixel for the line computation.
+        instrument: ``"apogee"`` (default), ``"boss"``, or any :class:`~starlabels.core.Instrument`
+            (``starlabels.instruments.from_wavelength``): spectra are made on its native grid with
+            its bitmask's bits for defects and the line recipe of its band
+            (:mod:`starlabels.data.line_lists`).
+        resolution: instrumental resolving power R = λ/FWHM (default: the instrument's).
+        lines_per_element: pseudo-random atomic lines added per element (Fe gets more).
+        oversample: sub-pixels per pixel for the line computation (default: APOGEE 3, BOSS 5).
     """
 
-    #: label box used by :meth:`continuum_pixels` and :meth:`element_windows` (X_FE for all X)
+    #: APOGEE label box used by :meth:`continuum_pixels` and :meth:`element_windows` (X_FE for all
+    #: X); other instruments change TEFF (:attr:`default_ranges`, BOSS 3,500–10,000 K)
     DEFAULT_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "TEFF": (3500.0, 7000.0), "LOGG": (0.0, 5.2), "FE_H": (-2.0, 0.5), "X_FE": (-0.5, 0.8),
     }
@@ -220,94 +167,57 @@ class SyntheticGenerator:
         elements: Sequence[str] = DEFAULT_ELEMENTS,
         seed: int = 0,
         *,
-        resolution: float = 22500.0,
+        instrument: str | Instrument = "apogee",
+        resolution: float | None = None,
         lines_per_element: int = 8,
-        oversample: int = 3,
+        oversample: int | None = None,
     ):
         self.elements = tuple(str(e).upper() for e in elements)
         if len(set(self.elements)) != len(self.elements) or "FE" in self.elements or "H" in self.elements:
             raise InputDataError(f"elements must be distinct and exclude FE and H, got {elements}")
+        try:
+            self.instrument: Instrument = get_instrument(instrument)
+        except ValueError as exc:
+            raise InputDataError(str(exc)) from None
+        self.observing: ObservingModel = observing_model(self.instrument)
+        obs = self.observing
         self.seed = int(seed)
-        self.resolution = float(resolution)
-        self.oversample = int(oversample)
+        self.resolution = float(resolution or self.instrument.resolving_power or obs.default_resolution)
+        self.oversample = int(oversample or obs.oversample)
         self.species = ("H", "FE", *self.elements)
         self.label_names: tuple[str, ...] = ("TEFF", "LOGG", "FE_H", *(f"{e}_FE" for e in self.elements))
         self.label_units: tuple[str, ...] = ("K", *(["dex"] * (len(self.label_names) - 1)))
-        self.wavelength = grids.apstar_wavelength()
-        n = grids.APSTAR_N_PIXELS
+        self.default_ranges: dict[str, tuple[float, float]] = {**self.DEFAULT_RANGES, "TEFF": obs.teff_range}
+        self.grid: Grid = self.instrument.grid
+        self.wavelength = self.grid.wavelength
         k = self.oversample
-        self._sub_log = grids.APSTAR_CRVAL1 + grids.APSTAR_CDELT1 * (
-            np.arange(n * k) / k - (k - 1) / (2 * k)
-        )
+        self._sub_log, sub_step = _sub_pixel_log(self.grid, k)
         self.sub_wavelength = 10.0**self._sub_log
         # instrumental Gaussian σ in sub-pixels: FWHM = λ/R in ln λ
         self._sigma_inst_sub = (1.0 / self.resolution / (2 * np.sqrt(2 * np.log(2)))) / (
-            np.log(10) * grids.APSTAR_CDELT1 / k
+            np.log(10) * sub_step
         )
-        self.lines = self._build_lines(int(lines_per_element))
+        self._detector = obs.usable()
+        if not self._detector.any():
+            raise InputDataError(f"instrument {self.instrument.name!r}: no pixel inside its segments")
+        self.lines = build_lines(obs.recipe, self.grid, self._detector, self.species,
+                                 int(lines_per_element), self.seed)
         self._phi_core, self._phi_wing = self._profile_matrices()
-        srng = np.random.default_rng([self.seed, 1])
-        lo, hi = self.wavelength[246], self.wavelength[8334]
-        self.sky_wavelength = np.sort(srng.uniform(lo, hi, 48))
-        self.sky_strength = srng.lognormal(0.0, 0.7, 48)
-        self._detector = np.zeros(n, bool)
-        for a, b in grids.APSTAR_DETECTOR_SEGMENTS:
-            self._detector[a:b] = True
+        self.sky_wavelength, self.sky_strength = obs.sky_lines(self.seed)
+        # relative throughput shaping the noise of flux-calibrated spectra (BOSS); None: flat
+        self._throughput = boss_throughput(self.wavelength) if obs.recipe == "optical" else None
+
+    @property
+    def covered(self) -> np.ndarray:
+        """(P,) bool: native-grid pixels with data (inside a segment and the instrument's coverage)."""
+        return self._detector.copy()
+
+    @property
+    def bitmask_definition(self) -> PixelBitmask:
+        """The instrument's default :class:`~starlabels.core.PixelBitmask` (the bits of ``bitmask``)."""
+        return self.observing.bitmask
 
     # -- line list -----------------------------------------------------------------------------
-
-    def _build_lines(self, per_element: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, 0])
-        lo, hi = self.wavelength[246] + 2.0, self.wavelength[8334] - 2.0
-        rows: list[tuple] = []  # (wl, species, kind, log_s, a, b, sigma_v, hwhm, w0, c)
-        sp = {s: i for i, s in enumerate(self.species)}
-
-        def atomic(el: str, wl: np.ndarray, log_s: np.ndarray, a: np.ndarray) -> None:
-            b = rng.uniform(-0.15, 0.05, len(wl))
-            for w, s, ai, bi in zip(wl, log_s, a, b, strict=True):
-                rows.append((w, sp[el], KIND_ATOMIC, s, ai, bi, 2.5, 0.08, 0.4, 0.25))
-
-        for el in ("FE", *self.elements):
-            n_rand = per_element * (5 if el == "FE" else 1)
-            off = STRENGTH_OFFSET.get(el, -0.5)
-            real = air_to_vacuum(REAL_LINES_AIR.get(el, ()))
-            wl = np.concatenate([real, rng.uniform(lo, hi, n_rand)])
-            log_s = off + rng.uniform(-1.0, 0.3, len(wl))
-            a = rng.uniform(0.5, 2.0, len(wl))
-            if el == "C":  # high-excitation C I: stronger in warmer stars
-                a = np.full(len(wl), -1.5)
-            if el == "K":  # low ionisation potential: very temperature sensitive
-                a = a + 1.5
-            atomic(el, wl, log_s, a)
-        if "C" in sp:  # CO band heads: R-branch-like lines piling up at each head
-            j = np.arange(1, 41)
-            pop = np.log10((2 * j + 1) * np.exp(-j * (j + 1) / (2 * 15.0**2)))
-            pop -= pop.max()
-            for v, head in enumerate(CO_BANDHEADS):
-                wl = head + 0.045 * j**2
-                log_s = 0.1 - 0.2 * v + pop + rng.normal(0, 0.05, len(j))
-                a = rng.uniform(4.5, 5.5, len(j))
-                for w, s, ai in zip(wl, log_s, a, strict=True):
-                    rows.append((w, sp["C"], KIND_MOLECULAR, s, ai, -0.1, 2.0, 0.0, 0.0, 0.0))
-        if "O" in sp:  # OH doublets
-            centres = rng.uniform(lo, hi, 40)
-            split = rng.uniform(0.6, 3.0, 40)
-            for c, d in zip(centres, split, strict=True):
-                s, a = rng.uniform(-0.6, 0.3), rng.uniform(5.5, 6.5)
-                for w in (c - d / 2, c + d / 2):
-                    rows.append((w, sp["O"], KIND_MOLECULAR, s, a, 0.05, 2.0, 0.0, 0.0, 0.0))
-        if "N" in sp:  # CN: many weak lines
-            for w in rng.uniform(lo, hi, 120):
-                rows.append((w, sp["N"], KIND_MOLECULAR, rng.uniform(-1.4, -0.5), rng.uniform(3.5, 4.5),
-                             -0.1, 2.0, 0.0, 0.0, 0.0))
-        for n_up in range(11, 21):  # Brackett series
-            rows.append((float(brackett_wavelength(n_up)), sp["H"], KIND_HYDROGEN, -1.8 - 0.08 * (n_up - 11),
-                         -4.0, 0.0, 8.0, 2.5, 0.3, 0.4))
-        dtype = [("wavelength", "f8"), ("species", "i4"), ("kind", "i4"), ("log_strength", "f8"),
-                 ("teff_coef", "f8"), ("logg_coef", "f8"), ("sigma_v", "f8"), ("wing_hwhm", "f8"),
-                 ("wing_weight", "f8"), ("wing_logg_coef", "f8")]
-        lines = np.array(rows, dtype=dtype)
-        return lines[np.argsort(lines["wavelength"], kind="stable")]
 
     def line_element(self) -> np.ndarray:
         """(n_lines,) species name of each line in :attr:`lines` (``"H"``, ``"FE"``, ``"MG"``…)."""
@@ -360,7 +270,8 @@ class SyntheticGenerator:
         self, n: int, rng: np.random.Generator | int | None = None, population: str = "giants"
     ) -> np.ndarray:
         """(n, L) plausible labels: ``"giants"`` (red giant branch + clump), ``"dwarfs"`` (main
-        sequence 3600–6800 K) or ``"mixed"`` (each star a giant or a dwarf with probability ½).
+        sequence 3600–6800 K; to 200 K below the box's top for a wider box, e.g. 9,800 K for BOSS)
+        or ``"mixed"`` (each star a giant or a dwarf with probability ½).
 
         [Fe/H] ~ N(−0.2, 0.35) clipped to [−2, 0.5]; α elements +0.3 dex at [Fe/H] < −1 tapering
         to 0 at solar, plus a high-α sequence; giants have C depleted and N enhanced (mixing);
@@ -384,11 +295,12 @@ class SyntheticGenerator:
         logg_g = np.where(clump, rng.normal(2.45, 0.08, n), logg_g)
         teff_g = np.where(clump, rng.normal(4750, 90, n) - 150.0 * feh, teff_g)
         # dwarfs: main sequence
-        teff_d = rng.uniform(3600.0, 6800.0, n)
+        teff_lo, teff_hi = self.default_ranges["TEFF"]
+        teff_d = rng.uniform(3600.0, teff_hi - 200.0 if teff_hi > 7000.0 else 6800.0, n)
         logg_d = 4.44 + (5777.0 - teff_d) * 1.7e-4 + rng.normal(0, 0.08, n)
         teff = np.where(giant, teff_g, teff_d)
         logg = np.clip(np.where(giant, logg_g, logg_d), 0.0, 5.2)
-        teff = np.clip(teff, 3500.0, 7000.0)
+        teff = np.clip(teff, teff_lo, teff_hi)
         alpha = np.clip(-0.3 * feh, 0.0, 0.3) + np.where(
             (feh > -1.0) & (feh < 0.0) & (rng.random(n) < 0.3), 0.2, 0.0
         )
@@ -418,6 +330,8 @@ class SyntheticGenerator:
         log_tau = (ln["log_strength"] + xh[:, ln["species"]]
                    + ln["teff_coef"] * (5040.0 / teff[:, None] - THETA0)
                    + ln["logg_coef"] * (logg[:, None] - LOGG0))
+        if np.any(ln["teff_coef2"]):
+            log_tau = log_tau + ln["teff_coef2"] * (5040.0 / teff[:, None] - THETA0) ** 2
         tau = 10.0**log_tau
         wing = tau * ln["wing_weight"] * 10.0 ** (ln["wing_logg_coef"] * (logg[:, None] - LOGG0))
         return tau, wing
@@ -425,36 +339,57 @@ class SyntheticGenerator:
     def _absorb(self, tau_core: np.ndarray, tau_wing: np.ndarray) -> np.ndarray:
         """(N, P) normalised line spectrum from per-line optical depths (N, n_lines)."""
         opacity = np.asarray((self._phi_core.T @ tau_core.T).T + (self._phi_wing.T @ tau_wing.T).T)
-        sub_flux = gaussian_filter1d(np.exp(-opacity), self._sigma_inst_sub, axis=1, mode="nearest",
-                                     truncate=4.0)
+        transmitted = np.exp(-opacity)
+        floor = self.observing.line_floor
+        if floor:
+            transmitted = floor + (1.0 - floor) * transmitted
+        sub_flux = gaussian_filter1d(transmitted, self._sigma_inst_sub, axis=1, mode="nearest", truncate=4.0)
         return sub_flux.reshape(len(sub_flux), -1, self.oversample).mean(axis=2)
 
     def line_spectrum(self, labels: Any, chunk: int = 128) -> np.ndarray:
         """(N, P) noise-free continuum-normalised spectra (1 = continuum) for labels (N, L)."""
         lab = self._check_labels(labels)
-        out = np.empty((len(lab), grids.APSTAR_N_PIXELS))
+        out = np.empty((len(lab), self.grid.n_pixels))
         for s in range(0, len(lab), chunk):  # chunks of stars bound the (chunk, 3·P) temporaries
             out[s:s + chunk] = self._absorb(*self._line_strengths(lab[s:s + chunk]))
         return out
 
-    def _continuum(self, teff: np.ndarray, hmag: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _continuum(
+        self, teff: np.ndarray, mag: np.ndarray, rng: np.random.Generator, a_h: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(N, P) continuum: a blackbody slope at Teff times, in the H band, a per-detector throughput
+        with a per-star ripple scaled by the H magnitude (``mag``); for flux-calibrated optical
+        spectra, the reddening 10^(−0.4 A_λ) (``a_h``: A_H per star) and a per-arm calibration
+        ripple of ~2 %, scaled by the G magnitude (``mag``) at 5,500 Å."""
         wl = self.wavelength
+        ref = self.observing.blackbody_reference
         x = HC_K / (wl[None, :] * teff[:, None])
-        x0 = HC_K / (16000.0 * teff[:, None])
-        bb = (16000.0 / wl[None, :]) ** 5 * np.expm1(x0) / np.expm1(x)
+        x0 = HC_K / (ref * teff[:, None])
+        bb = (ref / wl[None, :]) ** 5 * np.expm1(x0) / np.expm1(x)
+        segs = [(sl.start, sl.stop) for sl in self.grid.segment_slices]
+        if self.observing.recipe != "hband":
+            cal = np.ones((len(teff), len(wl)))
+            for a, b in segs:
+                u = np.linspace(-1, 1, b - a)
+                ripple = rng.normal(0, 0.02, (len(teff), 2))
+                cal[:, a:b] = 1 + ripple[:, :1] * u + ripple[:, 1:] * (u**2 - 1 / 3)
+            a_lambda = (np.zeros(len(teff)) if a_h is None else a_h)[:, None] * (
+                wl[None, :] / 16500.0) ** -self.observing.extinction_exponent
+            scale = F0_5500 * 10.0 ** (-0.4 * mag)
+            return scale[:, None] * bb * cal * 10.0 ** (-0.4 * a_lambda)
         thr = np.ones((len(teff), len(wl)))
-        for (a, b), level in zip(grids.APSTAR_DETECTOR_SEGMENTS, (0.85, 1.0, 0.92), strict=True):
+        levels = itertools.cycle((0.85, 1.0, 0.92))
+        for (a, b), level in zip(segs, levels, strict=False):
             u = np.linspace(-1, 1, b - a)
             ripple = rng.normal(0, 0.04, (len(teff), 2))
             thr[:, a:b] = level * (1 - 0.12 * u**2 + ripple[:, :1] * u + ripple[:, 1:] * (u**2 - 1 / 3))
-        segs = grids.APSTAR_DETECTOR_SEGMENTS
         # gaps and ends: continue smoothly between detectors
         thr[:, :segs[0][0]] = thr[:, segs[0][0]:segs[0][0] + 1]
         for (_, b0), (a1, _) in itertools.pairwise(segs):
             t = np.linspace(0, 1, a1 - b0)
             thr[:, b0:a1] = thr[:, b0 - 1:b0] * (1 - t) + thr[:, a1:a1 + 1] * t
         thr[:, segs[-1][1]:] = thr[:, segs[-1][1] - 1:segs[-1][1]]
-        scale = 656.0 * 10.0 ** (-0.4 * (hmag - 10.58))
+        scale = 656.0 * 10.0 ** (-0.4 * (mag - 10.58))
         return scale[:, None] * bb * thr
 
     def _observe(
@@ -464,8 +399,16 @@ class SyntheticGenerator:
         """Noise and defects for M rows: returns flux, error, bitmask (M, P), defect masks."""
         M, P = clean.shape
         det = self._detector
-        med = np.median(clean[:, det], axis=1)
-        err = np.sqrt(np.clip(clean, 1e-3 * med[:, None], None) * med[:, None]) / snr[:, None]
+        obs = self.observing
+        bad_error = obs.bad_error
+        if self._throughput is None:
+            med = np.median(clean[:, det], axis=1)
+            err = np.sqrt(np.clip(clean, 1e-3 * med[:, None], None) * med[:, None]) / snr[:, None]
+        else:  # flux-calibrated: photon noise of the detected counts (flux × throughput) and sky
+            counts = clean * self._throughput
+            med = np.median(counts[:, det], axis=1)[:, None]
+            var = np.clip(counts, 1e-3 * med, None) * med + obs.sky_background * med**2
+            err = np.sqrt(var) / self._throughput / snr[:, None]
         err *= np.median(clean[:, det] / err[:, det], axis=1)[:, None] / snr[:, None]
         bitmask = np.zeros((M, P), np.int32)
         masks = {k: np.zeros((M, P), bool) for k in ("gap", "badpix", "cosmic", "sky", "persistence")}
@@ -476,19 +419,18 @@ class SyntheticGenerator:
         det_idx = np.flatnonzero(det)
         if defects:
             # sky lines, shifted into the star's rest frame
-            centre = (np.log10(self.sky_wavelength[None, :] * (1 + sky_v[:, None] / C_KMS))
-                      - grids.APSTAR_CRVAL1) / grids.APSTAR_CDELT1  # (M, K) fractional pixels
+            centre = self._fractional_pixel(self.sky_wavelength[None, :] * (1 + sky_v[:, None] / C_KMS))
             off = np.arange(-3, 4)
             pix = np.rint(centre)[:, :, None].astype(int) + off  # (M, K, 7)
             prof = np.exp(-0.5 * ((pix - centre[:, :, None]) / 1.0) ** 2)
-            level = rng.uniform(3.0, 30.0, (M, 1)) * self.sky_strength[None, :]  # in units of err
+            level = rng.uniform(*obs.sky_level, (M, 1)) * self.sky_strength[None, :]  # in units of err
             amp = level[:, :, None] * prof
             ok = (pix >= 0) & (pix < P) & (prof > 0.05)
             r = np.broadcast_to(rows_all[:, None, None], pix.shape)[ok]
             p = pix[ok]
             np.maximum.at(sky_sigma, (r, p), amp[ok])
             sky_sigma *= err
-            masks["sky"] = (sky_sigma > 0) & det
+            masks["sky"] = (sky_sigma > obs.sky_flag_sigma * err) & det
             # cosmic rays: Poisson(1) per spectrum, 1–2 pixels, spike of 10–100 σ
             n_cr = rng.poisson(1.0, M)
             r = np.repeat(rows_all, n_cr)
@@ -497,23 +439,25 @@ class SyntheticGenerator:
             r, p = np.concatenate([r, r[two]]), np.concatenate([p, np.minimum(p[two] + 1, P - 1)])
             extra[r, p] += rng.uniform(10.0, 100.0, len(r)) * err[r, p]
             masks["cosmic"][r, p] = True
-            # persistence: excess flux over the first 60 % of the blue detector of ~15 % of stars
-            a0, b0 = grids.APSTAR_DETECTOR_SEGMENTS[0]
-            pers_end = a0 + int(0.6 * (b0 - a0))
-            hit = rng.random(M) < 0.15
-            lvl = np.where(hit, rng.uniform(0.002, 0.03, M), 0.0)
-            extra[:, a0:pers_end] += lvl[:, None] * continuum[:, a0:pers_end]
-            masks["persistence"][hit, a0:pers_end] = True
-            pbits = np.where(lvl > 0.02, _BIT["PERSIST_HIGH"],
-                             np.where(lvl > 0.008, _BIT["PERSIST_MED"], _BIT["PERSIST_LOW"]))
-            bitmask[:, a0:pers_end] |= np.where(hit, pbits, 0)[:, None].astype(np.int32)
+            if obs.persistence:  # APOGEE: excess flux on the first 60 % of the blue detector, ~15 % of stars
+                bits = obs.bitmask
+                first = self.grid.segment_slices[0]
+                a0, b0 = first.start, first.stop
+                pers_end = a0 + int(0.6 * (b0 - a0))
+                hit = rng.random(M) < 0.15
+                lvl = np.where(hit, rng.uniform(0.002, 0.03, M), 0.0)
+                extra[:, a0:pers_end] += lvl[:, None] * continuum[:, a0:pers_end]
+                masks["persistence"][hit, a0:pers_end] = True
+                high, med_, low = (bits.value([f"PERSIST_{x}"]) for x in ("HIGH", "MED", "LOW"))
+                pbits = np.where(lvl > 0.02, high, np.where(lvl > 0.008, med_, low))
+                bitmask[:, a0:pers_end] |= np.where(hit, pbits, 0)[:, None].astype(np.int32)
         err_tot = np.sqrt(err**2 + sky_sigma**2)
         flux = clean + err_tot * rng.standard_normal((M, P)) + extra
         if defects:
             # sky residual: a systematic over/under-subtraction per line, mostly positive
             flux += sky_sigma * rng.normal(0.5, 0.5, (M, 1))
-            bitmask[masks["sky"]] |= _BIT["SIG_SKYLINE"]
-            bitmask[masks["cosmic"]] |= _BIT["CRPIX"]
+            bitmask[masks["sky"]] |= obs.bit("sky")
+            bitmask[masks["cosmic"]] |= obs.bit("cosmic")
             # bad-pixel clusters (3–8 px): flux interpolated across, huge error
             n_bad = rng.poisson(2.0, M)
             r = np.repeat(rows_all, n_bad)
@@ -529,12 +473,20 @@ class SyntheticGenerator:
             flux[r[k], pp] = left[k] + (right[k] - left[k]) * t
             masks["badpix"][r[k], pp] = True
             masks["badpix"] &= det[None, :]
-            err_tot[masks["badpix"]] = BAD_ERROR
-            bitmask[masks["badpix"]] |= _BIT["BADPIX"]
+            err_tot[masks["badpix"]] = bad_error
+            bitmask[masks["badpix"]] |= obs.bit("badpix")
         flux[:, ~det] = gap_value
-        err_tot[:, ~det] = BAD_ERROR
-        bitmask[:, ~det] |= _BIT["BADPIX"]
+        err_tot[:, ~det] = bad_error
+        bitmask[:, ~det] |= obs.bit("gap")
         return flux, err_tot, bitmask, masks
+
+    def _fractional_pixel(self, wavelength: np.ndarray) -> np.ndarray:
+        """Fractional native-grid pixel index of wavelengths (Å), any shape."""
+        if self.grid.log_linear is not None:
+            crval, cdelt = self.grid.log_linear
+            return (np.log10(wavelength) - crval) / cdelt
+        log_w = np.log10(self.wavelength)
+        return np.interp(np.log10(wavelength), log_w, np.arange(len(log_w)))
 
     def generate(
         self,
@@ -565,23 +517,37 @@ class SyntheticGenerator:
         # header values
         ra = rng.uniform(0.0, 360.0, N)
         dec = np.degrees(np.arcsin(rng.uniform(-0.5, 1.0, N)))
-        hmag = rng.uniform(9.0, 12.2, N)
-        theta = 5040.0 / lab[:, 0]
-        jk = np.clip(1.62 * theta - 1.04, 0.1, 1.4)
-        vhelio = rng.normal(0.0, 40.0, N)
-        hdr: dict[str, np.ndarray] = {
-            "APOGEE_ID": np.array([_apogee_id(a, d) for a, d in zip(ra, dec, strict=True)]),
-            "RA": ra, "DEC": dec, "SNR": snr_arr.copy(), "VHELIO": vhelio,
-            "NVISITS": np.full(N, max(V, 1), np.int32),
-            "J": hmag + 0.75 * jk, "H": hmag, "K": hmag - 0.25 * jk,
-        }
+        hband = self.observing.recipe == "hband"
+        a_h = None
+        if hband:
+            mag = rng.uniform(9.0, 12.2, N)
+            theta = 5040.0 / lab[:, 0]
+            jk = np.clip(1.62 * theta - 1.04, 0.1, 1.4)
+            vhelio = rng.normal(0.0, 40.0, N)
+            hdr: dict[str, np.ndarray] = {
+                "APOGEE_ID": np.array([_apogee_id(a, d) for a, d in zip(ra, dec, strict=True)]),
+                "RA": ra, "DEC": dec, "SNR": snr_arr.copy(), "VHELIO": vhelio,
+                "NVISITS": np.full(N, max(V, 1), np.int32),
+                "J": mag + 0.75 * jk, "H": mag, "K": mag - 0.25 * jk,
+            }
+        else:  # optical (flux calibrated): G magnitude, reddening, SDSS-V style identifiers
+            mag = rng.uniform(13.0, 17.5, N)
+            vhelio = rng.normal(0.0, 40.0, N)
+            a_h = rng.uniform(0.0, self.observing.max_extinction_h, N)
+            hdr = {
+                "SDSS_ID": rng.integers(10**8, 10**9, N).astype(np.int64),
+                "RA": ra, "DEC": dec, "SNR": snr_arr.copy(), "VHELIO": vhelio,
+                "NVISITS": np.full(N, max(V, 1), np.int32), "G": mag,
+                "A_V": a_h * (5500.0 / 16500.0) ** -self.observing.extinction_exponent,
+                "TELESCOPE": np.full(N, "apo25m"),
+            }
         for k, v in (meta or {}).items():
             a = np.asarray(v)
             if a.shape != (N,):
                 raise InputDataError(f"meta[{k!r}] has shape {a.shape}, expected ({N},)")
             hdr[k.upper()] = a
 
-        continuum = self._continuum(lab[:, 0], hmag, rng)
+        continuum = self._continuum(lab[:, 0], mag, rng, a_h)
         clean = self.line_spectrum(lab, chunk=chunk) * continuum
         if V <= 0:
             flux, error, bitmask, masks = self._observe(clean, continuum, snr_arr, -vhelio, rng, defects,
@@ -594,14 +560,14 @@ class SyntheticGenerator:
             vf, ve, vm, vmasks = self._observe(clean[rep], continuum[rep], snr_arr[rep] / np.sqrt(V),
                                                -vhelio[rep] + bary, rng, defects, gap_value)
             vf, ve, vm = (a.reshape(N, V, -1) for a in (vf, ve, vm))
-            good = (vm & DEFAULT_REJECT_VALUE) == 0
+            good = (vm & self.bitmask_definition.value()) == 0
             w = np.where(good, 1.0 / ve**2, 0.0)
             wsum = w.sum(axis=1)
             have = wsum > 0
             flux = np.where(have, (w * vf).sum(axis=1) / np.where(have, wsum, 1.0), vf.mean(axis=1))
-            error = np.where(have, 1.0 / np.sqrt(np.where(have, wsum, 1.0)), BAD_ERROR)
+            error = np.where(have, 1.0 / np.sqrt(np.where(have, wsum, 1.0)), self.observing.bad_error)
             bitmask = np.bitwise_or.reduce(vm, axis=1)
-            bitmask[~have] |= _BIT["BADPIX"]
+            bitmask[~have] |= self.observing.bit("badpix")
             masks = {k: v.reshape(N, V, -1).any(axis=1) for k, v in vmasks.items()}
             visits = {"flux": vf.astype(np.float32), "error": ve.astype(np.float32), "bitmask": vm}
             gp = (bitmask == 0)
@@ -613,7 +579,7 @@ class SyntheticGenerator:
             flux=flux.astype(np.float32), error=error.astype(np.float32), bitmask=bitmask.astype(np.int32),
             clean_flux=clean, continuum=continuum, labels=lab, label_names=self.label_names,
             label_units=self.label_units, snr=np.asarray(snr_out, float), meta=hdr, defects=masks,
-            visits=visits,
+            visits=visits, instrument=self.instrument,
         )
 
     def simulate(
@@ -623,140 +589,3 @@ class SyntheticGenerator:
         """Sample ``n`` label sets and generate their spectra, all from one ``seed``."""
         rng = np.random.default_rng(seed)
         return self.generate(self.sample_labels(n, rng, population), snr, rng, **kwargs)
-
-    # -- masks for the networks ----------------------------------------------------------------
-
-    @property
-    def label_box(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) (L,) arrays: the label range the generator is meant for (DEFAULT_RANGES)."""
-        return self._box(None)
-
-    def _box(self, ranges: Mapping[str, tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
-        r = dict(self.DEFAULT_RANGES)
-        r.update(ranges or {})
-        lo = [r["TEFF"][0], r["LOGG"][0], r["FE_H"][0]]
-        hi = [r["TEFF"][1], r["LOGG"][1], r["FE_H"][1]]
-        for name in self.label_names[3:]:
-            a, b = r.get(name, r["X_FE"])
-            lo.append(a)
-            hi.append(b)
-        return np.array(lo), np.array(hi)
-
-    def _max_depth(self, select: np.ndarray, ranges: Mapping[str, tuple[float, float]] | None) -> np.ndarray:
-        """(P,) upper bound of 1 − normalised flux over the label box, from the lines ``select``."""
-        lo, hi = self._box(ranges)
-        ln = self.lines
-        # log τ is linear in θ, log g and [X/H]: its maximum over the box is at a corner
-        theta = 5040.0 / np.array([hi[0], lo[0]])
-        dth = np.max(ln["teff_coef"][:, None] * (theta[None, :] - THETA0), axis=1)
-        dg = np.max(ln["logg_coef"][:, None] * (np.array([lo[1], hi[1]])[None, :] - LOGG0), axis=1)
-        xh_max = np.zeros(len(self.species))
-        xh_max[1] = hi[2]
-        xh_max[2:] = hi[3:] + hi[2]
-        xh = np.where(ln["species"] == 0, 0.0, xh_max[ln["species"]])
-        tau = 10.0 ** (ln["log_strength"] + xh + dth + dg)
-        wing_max = ln["wing_weight"] * 10.0 ** np.max(
-            ln["wing_logg_coef"][:, None] * (np.array([lo[1], hi[1]])[None, :] - LOGG0), axis=1)
-        tau = np.where(select, tau, 0.0)
-        # the bound on τ per line may come from different corners: still an upper bound
-        return 1.0 - self._absorb(tau[None, :], (tau * wing_max)[None, :])[0]
-
-    def continuum_pixels(
-        self, grid: str = "aspcap", threshold: float = 1e-3,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
-    ) -> np.ndarray:
-        """(P,) bool on ``grid``: pixels no line makes deeper than ``threshold`` anywhere in the
-        label box ``ranges`` (``{"TEFF": (lo, hi), "LOGG": …, "FE_H": …, "X_FE" or "<X>_FE": …}``,
-        default :attr:`DEFAULT_RANGES`); detector-gap pixels are never continuum."""
-        depth = self._max_depth(np.ones(len(self.lines), bool), ranges)
-        mask = (depth < threshold) & self._detector
-        return grids.convert(mask, "apstar", grid, fill=0).astype(bool)
-
-    def element_windows(
-        self, grid: str = "aspcap", threshold: float = 0.01,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
-    ) -> tuple[tuple[str, ...], np.ndarray]:
-        """Each element's line pixels: ``(names, windows)``, ``windows`` (E, P) bool on ``grid``.
-
-        ``names`` are element symbols, upper case: ``"FE"`` then :attr:`elements` (label
-        ``FE_H`` for ``"FE"``, ``<X>_FE`` otherwise). A pixel is in an element's window where
-        that element's lines alone can absorb more than ``threshold`` in the label box.
-        """
-        names = ("FE", *self.elements)
-        sp = self.lines["species"]
-        rows = [self._max_depth(sp == self.species.index(e), ranges) > threshold for e in names]
-        win = np.array(rows) & self._detector[None, :]
-        return names, grids.convert(win, "apstar", grid, fill=0).astype(bool)
-
-
-def _apogee_id(ra: float, dec: float) -> str:
-    """A 2MASS-style designation ``2MHHMMSSss+DDMMSSs`` from RA/Dec in degrees."""
-    h = ra / 15.0
-    hh, mm = int(h), int((h * 60) % 60)
-    ss = (h * 3600) % 60
-    sign = "+" if dec >= 0 else "-"
-    d = abs(dec)
-    dd, dm = int(d), int((d * 60) % 60)
-    ds = (d * 3600) % 60
-    return f"2M{hh:02d}{mm:02d}{int(ss * 100):04d}{sign}{dd:02d}{dm:02d}{int(ds * 10):03d}"
-
-
-def write_apstar_files(
-    directory: str | os.PathLike[str],
-    spectra: SyntheticSpectra,
-    *,
-    prefix: str = "apStar-synth-",
-    overwrite: bool = False,
-) -> list[Path]:
-    """Write each star as a real-layout apStar FITS file ``<prefix><APOGEE_ID>.fits``.
-
-    Uses :func:`starlabels.io.write_apstar` (atomic writes; visits included when
-    ``spectra.visits`` is set). Returns the paths, in star order.
-    """
-    from starlabels.io import write_apstar
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(len(spectra)):  # one file per star: I/O bound
-        meta = spectra.star_meta(i)
-        visits = None
-        if spectra.visits is not None:
-            visits = tuple(spectra.visits[k][i] for k in ("flux", "error", "bitmask"))
-        p = d / f"{prefix}{meta['APOGEE_ID']}.fits"
-        paths.append(write_apstar(p, spectra.flux[i], spectra.error[i], spectra.bitmask[i], meta,
-                                  visits=visits, overwrite=overwrite))
-    return paths
-
-
-#: nominal 1-σ errors written by :func:`write_label_catalog` (labels themselves are exact)
-NOMINAL_ERRORS: dict[str, float] = {"TEFF": 30.0, "LOGG": 0.05, "FE_H": 0.02}
-
-
-def write_label_catalog(
-    path: str | os.PathLike[str], spectra: SyntheticSpectra, errors: Mapping[str, float] | None = None
-) -> Path:
-    """Write an allStar-like catalogue (FITS table, or CSV for a ``.csv`` name) of the true labels.
-
-    Columns: APOGEE_ID, RA, DEC, SNR, each label and ``<label>_ERR`` (nominal errors from
-    ``errors`` or :data:`NOMINAL_ERRORS`, 0.03 dex for abundances), with units.
-    """
-    from astropy.table import Table
-
-    errs = dict(NOMINAL_ERRORS)
-    errs.update(errors or {})
-    t = Table()
-    t["APOGEE_ID"] = spectra.meta["APOGEE_ID"].astype(str)
-    t["RA"], t["DEC"], t["SNR"] = spectra.meta["RA"], spectra.meta["DEC"], spectra.snr
-    t["RA"].unit = t["DEC"].unit = "deg"
-    for j, (name, unit) in enumerate(zip(spectra.label_names, spectra.label_units, strict=True)):
-        t[name] = spectra.labels[:, j]
-        t[f"{name}_ERR"] = np.full(len(spectra), errs.get(name, 0.03))
-        if unit and unit != "dex":  # FITS has no native "dex" unit: leave it in the description
-            t[name].unit = t[f"{name}_ERR"].unit = unit
-        t[name].description = t[f"{name}_ERR"].description = unit
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "ascii.csv" if p.suffix.lower() == ".csv" else "fits"
-    t.write(p, format=fmt, overwrite=True)
-    return p

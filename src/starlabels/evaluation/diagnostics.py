@@ -71,19 +71,31 @@ BRACKETT_LINES: dict[str, float] = {
     if 15100.0 <= brackett_wavelength(n) <= 17000.0
 }
 
-#: Relative path of the ASPCAP DR14 element windows inside a shared-data folder.
-ELEMENT_WINDOWS_FILE = Path("apogee") / "aspcap_element_windows_dr14_7514.npz"
-
-
-def load_element_windows(path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """ASPCAP element windows: element name (e.g. ``"Mg"``) → (7514,) bool mask on the ASPCAP grid.
-
-    The file is an ``.npz`` with ``windows`` (n_elements, 7514) bool and ``elements`` names
-    (the DR14 file of the shared data, found by default like the isochrones).
-    """
+def element_windows_file(instrument: str = "apogee") -> Path:
+    """The instrument's element-window file (APOGEE: the ASPCAP DR14 windows on its gap-free grid):
+    looked up in the shared-data folder (``<instrument>/<file>``, like the isochrones), else where
+    :func:`starlabels.core.find_reference` looks."""
+    from starlabels.core import get
     from starlabels.evaluation.isochrones import find_shared_file
 
-    p = Path(path) if path is not None else find_shared_file(ELEMENT_WINDOWS_FILE)
+    inst = get(instrument)
+    if not inst.element_windows:
+        raise InputDataError(f"instrument {inst.name!r} defines no element windows; pass a windows file")
+    ref = next(iter(inst.element_windows.values()))
+    try:
+        return find_shared_file(Path(inst.name) / ref.filename)
+    except InputFileError:
+        return ref.path()
+
+
+def load_element_windows(path: str | Path | None = None, instrument: str = "apogee") -> dict[str, np.ndarray]:
+    """Element windows: element name (e.g. ``"Mg"``) → (P,) bool mask on the grid of the file
+    (APOGEE's DR14 ASPCAP windows: the gap-free ASPCAP grid).
+
+    The file is an ``.npz`` with ``windows`` (n_elements, P) bool and ``elements`` names; default:
+    the instrument's (:func:`element_windows_file`).
+    """
+    p = Path(path) if path is not None else element_windows_file(instrument)
     try:
         with np.load(p, allow_pickle=False) as d:
             windows = np.asarray(d["windows"], dtype=bool)
@@ -106,20 +118,30 @@ def element_of(label: str) -> str:
 
 def element_window_mask(
     label_or_element: str, windows: Mapping[str, np.ndarray] | None = None, *,
-    grid: str | int = "aspcap",
+    grid: Any = "aspcap", instrument: str = "apogee",
 ) -> np.ndarray:
-    """Bool mask of an element's ASPCAP windows on ``grid`` (``"aspcap"``, ``"apstar"``,
-    ``"payne"`` or a pixel count). ``label_or_element`` is a label (``"MG_FE"``) or an element."""
+    """Bool mask of an element's windows on ``grid`` (a :class:`~starlabels.core.Grid`, a grid
+    name such as ``"aspcap"``/``"apstar"``/``"payne"``, or a built-in grid's pixel count), which must
+    hold the windows' grid or be held by it. The windows' own grid is the ``instrument``'s grid of
+    their length. ``label_or_element`` is a label (``"MG_FE"``) or an element."""
+    from starlabels.core import get
     from starlabels.preprocess.grids import convert, get_grid
 
-    windows = load_element_windows() if windows is None else windows
+    windows = load_element_windows(instrument=instrument) if windows is None else windows
     name = label_or_element if label_or_element in windows else element_of(label_or_element)
     lookup = {k.upper(): k for k in windows}
     if name.upper() not in lookup:
         raise InputDataError(f"no element windows for {label_or_element!r}; have {sorted(windows)}")
     mask = np.asarray(windows[lookup[name.upper()]], dtype=bool)
-    src = get_grid(mask.shape[0])
-    return convert(mask, src, get_grid(grid), fill=0).astype(bool)
+    inst = get(instrument)
+    own = [g for g in inst.grids() if g.n_pixels == mask.shape[0]]
+    if not own:
+        raise InputDataError(f"element windows of {mask.shape[0]} pixels fit no grid of {inst.name!r} "
+                             f"({[g.describe() for g in inst.grids()]})")
+    try:
+        return convert(mask, own[0], get_grid(grid), fill=0).astype(bool)
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,7 +528,7 @@ def sensitivity(
         from starlabels.preprocess.grids import get_grid
 
         try:
-            wavelength = get_grid(p).wavelength()
+            wavelength = get_grid(p).wavelength
         except ValueError:
             wavelength = None
     elif np.asarray(wavelength).shape != (p,):

@@ -609,8 +609,9 @@ def plot_sensitivity(
 ) -> Figure:
     """Mean ∂label/∂flux against vacuum wavelength (Å), one curve per subset of stars.
 
-    ``windows``: a bool mask (n_pixels,) shaded in green, ``"auto"`` for the label's ASPCAP
-    element windows when the element-window file can be found (none for Teff/log g), or None.
+    ``windows``: a bool mask (n_pixels,) shaded in green, ``"auto"`` for the label's element
+    windows (APOGEE's ASPCAP windows) when the file can be found and the wavelengths hold their
+    grid (none for Teff/log g), or None.
     ``lines``: name → wavelength (Å) marked with dotted lines; default the Brackett series.
     """
     from starlabels.evaluation.diagnostics import BRACKETT_LINES, element_window_mask
@@ -626,7 +627,9 @@ def plot_sensitivity(
             raise InputDataError(f"windows must be a mask, 'auto' or None, got {windows!r}")
         if name.upper() not in ("TEFF", "LOGG"):
             try:
-                mask = element_window_mask(name, grid=wl.shape[0])
+                from starlabels.core.grid import from_wavelength
+
+                mask = element_window_mask(name, grid=from_wavelength(wl, name="sensitivity"))
             except Exception as exc:  # file absent, unknown element, or grid mismatch
                 warnings.warn(f"no element windows drawn for {name}: {exc}", stacklevel=2)
     elif windows is not None:

@@ -79,7 +79,8 @@ DEFAULT_ISOCHRONE_AGES: tuple[float, ...] = (9.6,)
 #: Labels per figure for the multi-panel figures (keeps panels readable at page width).
 PANELS_PER_FIGURE = 3
 
-_NON_LABEL_COLUMNS = {"APOGEE_ID", "RA", "DEC", "SNR", "SOURCE", "FLAG", "MODEL_NAME", "MODEL_VERSION"}
+_NON_LABEL_COLUMNS = {"SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE", "FLAG",
+                      "MODEL_NAME", "MODEL_VERSION"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +250,29 @@ def _num(x: Any) -> float:
         return float("nan")
 
 
+def _grid_lines(cfg: Mapping[str, Any]) -> list[str]:
+    """"Input grid: …" / "Network input grid: …" lines (Grid.describe()) from a model config;
+    empty for configs that record no grid and whose preprocessing cannot be read."""
+    from starlabels.preprocess.grids import get_grid
+
+    lines = []
+    pre = cfg.get("preprocessing")
+    if isinstance(pre, Mapping):
+        try:
+            from starlabels.preprocess.pipeline import PreprocessConfig
+
+            c = PreprocessConfig.from_dict(dict(pre))
+            lines.append(f"Input grid (raw spectra, instrument {c.instrument}): {c.grid.describe()}")
+        except Exception:  # a config this version cannot read: the raw entries are listed below
+            pass
+    if isinstance(cfg.get("grid"), Mapping):
+        try:
+            lines.append(f"Network input grid: {get_grid(cfg['grid']).describe()}")
+        except Exception:
+            lines.append("Network input grid: unreadable (checksum or format mismatch)")
+    return lines
+
+
 def read_model_card(model: str | os.PathLike) -> ModelCard:
     """Read a model folder's ``config.json`` (or that file's path) and ``history.csv``.
 
@@ -367,6 +391,30 @@ def _groups_from(table: pd.DataFrame, column: str) -> np.ndarray:
     return g.astype(str).str.strip().to_numpy()
 
 
+def _with_id_column(table: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """``table`` with its id column spelled ``id_column`` (SDSS-V tables write ``sdss_id``)."""
+    if id_column in table.columns:
+        return table
+    same = [c for c in table.columns if str(c).lower() == id_column.lower()]
+    return table.rename(columns={same[0]: id_column}) if same else table
+
+
+def resolve_id_column(id_column: str, catalog: pd.DataFrame, reference: str | os.PathLike | None) -> str:
+    """``"auto"`` → ``SDSS_ID`` when the catalog has SDSS_IDs (SDSS-V files) and the reference, if
+    any, has an sdss_id column; else ``APOGEE_ID``. Any other value is returned as given."""
+    if id_column != "auto":
+        return id_column
+    has = "SDSS_ID" in catalog.columns and bool(
+        (pd.to_numeric(catalog["SDSS_ID"], errors="coerce") > 0).any())
+    if has and reference is not None:
+        try:
+            names = {str(c).lower() for c in read_table(Path(reference), "reference").columns}
+        except InputFileError:
+            names = set()
+        has = "sdss_id" in names
+    return "SDSS_ID" if has else "APOGEE_ID"
+
+
 def _load_reference(
     catalog: pd.DataFrame, catalog_path: Path, reference: str | os.PathLike | None,
     labels: Sequence[str], id_column: str, group_column: str | None, notes: list[str],
@@ -393,7 +441,7 @@ def _load_reference(
                          int(np.isfinite(R).any(axis=1).sum()))
     else:
         rpath = Path(reference)
-        table = read_table(rpath, "reference")
+        table = _with_id_column(read_table(rpath, "reference"), id_column)
         for t, p, what in ((catalog, catalog_path, "catalog"), (table, rpath, "reference")):
             if id_column not in t.columns:
                 raise InputFileError(p, f"the {what} has no {id_column!r} column to match stars by")
@@ -971,12 +1019,18 @@ def _model_card_html(card: ModelCard, labels_shown: Sequence[str], tables: dict[
                                                                            Mapping) else None
     parts.append("<h3>Preprocessing and spectrum scaling</h3>")
     pre = cfg.get("preprocessing")
+    grids = _grid_lines(cfg)
+    if grids:
+        parts.append("<p>" + "<br>".join(html.escape(g) for g in grids) + "</p>")
     if "preprocessing" not in cfg:
         parts.append('<p class="note">Preprocessing not recorded.</p>')
     elif pre is None:
         parts.append("<p>None: the network takes the spectra as stored.</p>")
+    elif isinstance(pre, Mapping):
+        shown = {k: v for k, v in pre.items() if k != "input_grid"}  # described above, not listed
+        parts.append(_kv_html(shown))
     else:
-        parts.append(_kv_html(pre) if isinstance(pre, Mapping) else f"<p>{_value_html(pre)}</p>")
+        parts.append(f"<p>{_value_html(pre)}</p>")
     if isinstance(spectra, Mapping):
         parts.append("<p>Spectrum scaling (network input):</p>" + _kv_html(spectra))
     parts.append("<h3>Uncertainty calibration</h3>")
@@ -1050,7 +1104,7 @@ def build_report(
     isochrones: str | os.PathLike | bool | None = None,
     isochrone_ages: Sequence[float] = DEFAULT_ISOCHRONE_AGES,
     group_column: str | None = None,
-    id_column: str = "APOGEE_ID",
+    id_column: str = "auto",
     title: str | None = None,
 ) -> ReportResult:
     """Write ``out_dir/index.html``: model card, catalog summary, metrics tables and figures.
@@ -1064,6 +1118,9 @@ def build_report(
     out_dir
         Output folder (created); ``index.html``, ``figures/*.png`` and ``tables/*.csv`` inside.
         PNG files left in ``figures/`` by an earlier report are removed.
+    id_column
+        Star id matching the reference: ``"auto"`` (``SDSS_ID`` for catalogs of SDSS-V files when
+        the reference has it, else ``APOGEE_ID``), or a column name.
     reference
         Table of reference labels matched by ``id_column`` (see the module docstring), or the
         catalog's own path to use its ``X_REF``/``TRUE_X`` columns. Without it, reference columns
@@ -1095,6 +1152,7 @@ def build_report(
     notes = list(card.notes)
     labels = _resolve_labels(card, cat, catalog_path, notes)
     units = {x: card.label_units.get(x, M.label_unit(x)) for x in labels}
+    id_column = resolve_id_column(id_column, cat, reference)
     ref = _load_reference(cat, catalog_path, reference, labels, id_column, group_column, notes)
 
     if out.exists() and not out.is_dir():

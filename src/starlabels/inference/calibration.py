@@ -356,8 +356,8 @@ def calibrate(
         TrainedModel, :class:`~starlabels.models.method.LabelMethod` (``CannonModel``,
         ``PayneModel``) or model folder.
     dev_flux, dev_error:
-        Dev spectra as for :func:`starlabels.predict` ((N, 8575) raw, or preprocessed with
-        ``preprocessed=True`` in ``predict_kwargs``).
+        Dev spectra as for :func:`starlabels.predict` ((N, P) raw on the model's input grid, or
+        preprocessed with ``preprocessed=True`` in ``predict_kwargs``).
     dev_labels:
         (N, L) true labels in the model's label order and units; MISSING/NaN are ignored.
     uncertainty, n_samples:

@@ -1,7 +1,9 @@
 """Label catalogs from many input files: FITS, CSV or Parquet, written incrementally and resumable.
 
-Columns (docs/DESIGN.md, "Catalog columns"): ``APOGEE_ID``, ``RA``, ``DEC`` (deg), ``SNR``,
-``SOURCE`` (input file; ``file.h5[row]`` for HDF5 rows), then for each label ``X``: ``X``
+Columns (docs/DESIGN.md, "Catalog columns"): ``SDSS_ID`` (int; -1 when the file has none — SDSS-V
+files have it, DR17 apStar files do not), ``APOGEE_ID``, ``TELESCOPE`` (e.g. ``apo25m``, ``lco25m``)
+and ``HDU`` (the extension the spectrum came from, e.g. ``APOGEE/APO``), ``RA``, ``DEC`` (deg),
+``SNR``, ``SOURCE`` (input file; ``file.h5[row]`` for HDF5 rows), then for each label ``X``: ``X``
 (physical units), ``X_ERR`` (total, calibrated; NaN when no uncertainty was computed) and the
 parts that were computed, ``X_ERR_EPISTEMIC``, ``X_ERR_ALEATORIC``, ``X_ERR_NOISE``,
 ``X_ERR_DELTA``, ``X_ERR_FISHER`` (The Cannon), ``X_ERR_JACOBIAN`` (a Payne fit) (1σ, calibrated
@@ -14,9 +16,10 @@ method made it) and ``MODEL_VERSION``.
 Any model works: a network's :class:`~starlabels.models.folder.TrainedModel`, a Cannon or a Payne
 fitter (a LabelMethod), or the folder of any of them.
 
-Inputs are apStar/asStar files, aspcapStar files (continuum-normalised: used as preprocessed input
-by models with continuum preprocessing, skipped by raw-flux models), directories of them (searched
-recursively) and starlabels HDF5 datasets.
+Inputs are spectrum files of any format :func:`starlabels.io.read_spectra` recognises by content
+(mwmStar/mwmVisit, apStar, aspcapStar, apVisit, BOSS spec, tables), folders of them and starlabels
+HDF5 datasets; a spectrum on another grid than the model's is resampled when ``resample`` is given
+and otherwise listed as skipped, naming its file and HDU (:mod:`starlabels.inference.catalog_inputs`).
 
 How the writing works (the same scheme for every output format):
 
@@ -34,14 +37,14 @@ How the writing works (the same scheme for every output format):
    skipped inputs are listed in ``<OUT>.skipped.tsv`` (``path<TAB>reason``). The parts folder is
    removed unless ``keep_parts``.
 
-Unreadable or unsuitable inputs (missing, truncated, wrong grid length, wrong kind for the model)
-never stop a run: they are listed in the skipped file with the reason. Invalid spectra inside
+Unreadable or unsuitable inputs (missing, truncated, not a spectrum, another grid without
+``resample``, wrong kind for the model) never stop a run: they are listed in the skipped file with
+the reason (``file[HDU]`` for one spectrum of a multi-spectrum file). Invalid spectra inside
 readable files (e.g. NaN-only) keep their row, with NaN labels and the INVALID_SPECTRUM flag.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -52,9 +55,28 @@ from typing import Any
 
 import numpy as np
 
-from starlabels.errors import InputFileError, StarlabelsError
+from starlabels.errors import StarlabelsError
+from starlabels.inference import flags as F
+from starlabels.inference.catalog_inputs import (
+    FILES_PER_UNIT,
+    HDF5_SUFFIXES,
+    ID_COLUMNS,
+    ROWS_PER_UNIT,
+    InputItem,
+    Unit,
+    expand_inputs,
+    plan_units,
+    read_hdf5_unit,
+    read_spectra_unit,
+)
 from starlabels.inference.predict import InferenceModel, Prediction, predict, resolve
 from starlabels.utils import progress
+
+__all__ = [
+    "FILES_PER_UNIT", "FORMATS", "HDF5_SUFFIXES", "ROWS_PER_UNIT", "CatalogResult", "InputItem", "Unit",
+    "assemble", "catalog_columns", "catalog_frame", "expand_inputs", "plan_units", "predict_unit",
+    "read_catalog", "run_catalog", "run_settings",
+]
 
 FORMATS: tuple[str, ...] = ("fits", "csv", "parquet")
 #: Part names in catalog order and their column suffixes.
@@ -62,44 +84,6 @@ FORMATS: tuple[str, ...] = ("fits", "csv", "parquet")
 #: "jacobian": a Payne fit)
 PART_ORDER: tuple[str, ...] = ("epistemic", "aleatoric", "noise", "delta", "fisher", "jacobian", "floor",
                                "coverage")
-FITS_PATTERNS: tuple[str, ...] = ("apStar-*.fits", "asStar-*.fits", "aspcapStar-*.fits",
-                                  "apStar-*.fits.gz", "asStar-*.fits.gz", "aspcapStar-*.fits.gz")
-HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
-FILES_PER_UNIT = 64
-ROWS_PER_UNIT = 1024
-
-
-@dataclass(frozen=True)
-class InputItem:
-    """One input: a FITS file (``kind`` ``"apstar"`` or ``"aspcapstar"``) or rows
-    [``start``, ``stop``) of an HDF5 dataset (``kind`` ``"hdf5"``)."""
-
-    kind: str
-    path: str
-    start: int = 0
-    stop: int = 0
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A unit of work: consecutive items, its position ``index`` and a stable ``key``."""
-
-    index: int
-    items: tuple[InputItem, ...]
-
-    @property
-    def key(self) -> str:
-        text = json.dumps([asdict(i) for i in self.items], sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-    @property
-    def name(self) -> str:
-        return f"unit-{self.index:06d}-{self.key}"
-
-    def seed(self, seed: int) -> int:
-        """The unit's own seed (same wherever the unit runs)."""
-        h = hashlib.sha1(f"{int(seed)}:{self.key}".encode()).hexdigest()
-        return int(h[:15], 16)
 
 
 @dataclass
@@ -112,213 +96,6 @@ class CatalogResult:
     skipped_path: Path | None = None
     units_total: int = 0
     units_computed: int = 0
-
-
-# ----------------------------------------------------------------------------------------------
-# inputs
-
-
-def _fits_kind(path: Path) -> str:
-    return "aspcapstar" if path.name.lower().startswith("aspcapstar") else "apstar"
-
-
-def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[InputItem], list[tuple[str, str]]]:
-    """Expand files and directories into input items (HDF5 rows not split yet).
-
-    Directories are searched recursively for apStar/asStar/aspcapStar FITS files and HDF5
-    datasets, sorted by path. Returns ``(items, skipped)`` with ``skipped`` (path, reason) for
-    inputs that do not exist or have an unknown type.
-    """
-    items: list[InputItem] = []
-    skipped: list[tuple[str, str]] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            found = set()
-            for pat in FITS_PATTERNS:
-                found.update(p.rglob(pat))
-            for suf in HDF5_SUFFIXES:
-                found.update(p.rglob(f"*{suf}"))
-            if not found:
-                skipped.append((str(p), "directory holds no apStar/aspcapStar/HDF5 files"))
-            for f in sorted(found):
-                items.append(_item(f))
-        elif p.is_file():
-            if p.suffix.lower() in HDF5_SUFFIXES:
-                items.append(InputItem("hdf5", str(p)))
-            elif p.name.lower().endswith((".fits", ".fits.gz", ".fit")):
-                items.append(InputItem(_fits_kind(p), str(p)))
-            else:
-                skipped.append((str(p), "unknown input type (expected .fits, .fits.gz, .h5, .hdf5)"))
-        else:
-            skipped.append((str(p), "does not exist"))
-    return items, skipped
-
-
-def _item(f: Path) -> InputItem:
-    if f.suffix.lower() in HDF5_SUFFIXES:
-        return InputItem("hdf5", str(f))
-    return InputItem(_fits_kind(f), str(f))
-
-
-def plan_units(
-    items: Sequence[InputItem], *, files_per_unit: int = FILES_PER_UNIT, rows_per_unit: int = ROWS_PER_UNIT
-) -> tuple[list[Unit], list[tuple[str, str]]]:
-    """Cut items into units: runs of up to ``files_per_unit`` FITS files, and ``rows_per_unit``
-    row ranges of each HDF5 file. Unreadable HDF5 files go to ``skipped``."""
-    from starlabels.data.hdf5 import read_dataset_info
-
-    units: list[Unit] = []
-    skipped: list[tuple[str, str]] = []
-    pending: list[InputItem] = []
-
-    def flush() -> None:
-        if pending:
-            units.append(Unit(len(units), tuple(pending)))
-            pending.clear()
-
-    for it in items:
-        if it.kind == "hdf5":
-            flush()
-            try:
-                n = read_dataset_info(it.path).n_rows
-            except InputFileError as exc:
-                skipped.append((it.path, exc.problem))
-                continue
-            for a in range(0, n, max(1, rows_per_unit)):
-                units.append(Unit(len(units), (InputItem("hdf5", it.path, a, min(n, a + rows_per_unit)),)))
-        else:
-            pending.append(it)
-            if len(pending) >= files_per_unit:
-                flush()
-    flush()
-    return units, skipped
-
-
-# ----------------------------------------------------------------------------------------------
-# one unit
-
-
-@dataclass
-class _Block:
-    """Spectra of one kind from a unit, ready for :func:`predict`."""
-
-    flux: list[np.ndarray] = field(default_factory=list)
-    error: list[np.ndarray] = field(default_factory=list)
-    bitmask: list[np.ndarray] = field(default_factory=list)
-    meta: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _model_kind(im: InferenceModel) -> str:
-    cfg = im.preprocessing
-    kind = getattr(cfg, "kind", None)
-    if kind is None and hasattr(cfg, "to_dict"):
-        kind = cfg.to_dict().get("kind")
-    return str(kind or "")
-
-
-def _model_grid(im: InferenceModel) -> str | None:
-    from starlabels.preprocess.grids import get_grid
-
-    g = getattr(im.preprocessing, "output_grid", None)
-    if g is not None:
-        return get_grid(g).name
-    try:
-        return get_grid(im.n_pixels).name
-    except ValueError:
-        return None
-
-
-def _read_fits(unit: Unit, im: InferenceModel) -> tuple[dict[str, _Block], list[tuple[str, str]]]:
-    """Read the FITS files of a unit into blocks ``raw`` (apStar) / ``pre`` (aspcapStar)."""
-    from starlabels.io import read_apstar, read_aspcapstar
-    from starlabels.preprocess import grids
-    from starlabels.preprocess.masking import BAD_PIXEL_ERROR
-
-    blocks: dict[str, _Block] = {}
-    skipped: list[tuple[str, str]] = []
-    for it in unit.items:  # one file at a time: this is I/O, the compute is batched per unit
-        try:
-            if it.kind == "apstar":
-                s = read_apstar(it.path)
-                if s.flux.shape != (grids.APSTAR_N_PIXELS,):
-                    raise InputFileError(it.path, f"flux has shape {s.flux.shape}, expected (8575,)")
-                b = blocks.setdefault("raw", _Block())
-                b.flux.append(s.flux)
-                b.error.append(s.error)
-                b.bitmask.append(s.bitmask)
-            else:
-                if _model_kind(im) == "raw":
-                    raise InputFileError(
-                        it.path, "aspcapStar holds continuum-normalised flux; this model takes raw "
-                                 "apStar flux"
-                    )
-                dst = _model_grid(im)
-                if dst is None:
-                    raise InputFileError(it.path, "the model's input grid is not an APOGEE grid")
-                s = read_aspcapstar(it.path)
-                flux = grids.convert(s.flux, s.grid, dst, fill=np.nan)
-                err = grids.convert(s.error, s.grid, dst, fill=np.nan)
-                bad = ~np.isfinite(flux) | ~np.isfinite(err) | (err <= 0)
-                if bad.all():
-                    pass  # kept: predict flags it INVALID_SPECTRUM
-                else:
-                    flux = np.where(bad, 1.0, flux)
-                    err = np.where(bad, BAD_PIXEL_ERROR, err)
-                b = blocks.setdefault("pre", _Block())
-                b.flux.append(flux)
-                b.error.append(err)
-        except (StarlabelsError, OSError, ValueError) as exc:
-            skipped.append((it.path, getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}"))
-            continue
-        meta = s.meta
-        b.meta.append({
-            "APOGEE_ID": str(meta.get("APOGEE_ID", "")),
-            "RA": float(meta.get("RA", np.nan)), "DEC": float(meta.get("DEC", np.nan)),
-            "SNR": float(meta.get("SNR", np.nan)), "SOURCE": it.path,
-        })
-    return blocks, skipped
-
-
-def _read_hdf5(it: InputItem, im: InferenceModel) -> tuple[dict[str, _Block], list[tuple[str, str]]]:
-    from starlabels.data.hdf5 import SpectraDataset
-
-    try:
-        ds = SpectraDataset(it.path, rows=np.arange(it.start, it.stop))
-        pre = ds.preprocessing
-        if pre is None and ds.grid == "apstar":
-            kind = "raw"
-        elif pre is not None and ds.n_pixels == im.n_pixels and _same_preprocessing(pre, im):
-            kind = "pre"
-        else:
-            raise InputFileError(
-                it.path, f"dataset holds {'preprocessed' if pre is not None else 'raw'} spectra on "
-                         f"grid {ds.grid!r} that this model cannot use (it takes raw apStar flux or "
-                         f"input preprocessed exactly as in its config)"
-            )
-        batch = ds.read()
-        n = len(batch)
-        meta_cols = {}
-        for name, key in (("apogee_id", "APOGEE_ID"), ("ra", "RA"), ("dec", "DEC"), ("snr", "SNR"),
-                          ("source", "SOURCE_FILE")):
-            meta_cols[key] = ds.meta(name) if name in ds.meta_names else None
-        ds.close()
-    except (StarlabelsError, OSError, ValueError, KeyError) as exc:
-        return {}, [(f"{it.path}[{it.start}:{it.stop}]",
-                     getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}")]
-    b = _Block(flux=[batch.flux], error=[batch.error], bitmask=[batch.bitmask] if kind == "raw" else [])
-
-    def col(key: str, default: Any) -> np.ndarray:
-        v = meta_cols[key]
-        return np.full(n, default) if v is None else v
-
-    ids, ra, dec, snr = col("APOGEE_ID", ""), col("RA", np.nan), col("DEC", np.nan), col("SNR", np.nan)
-    b.meta = [
-        {"APOGEE_ID": str(ids[k]), "RA": float(ra[k]), "DEC": float(dec[k]), "SNR": float(snr[k]),
-         "SOURCE": f"{it.path}[{int(r)}]"}
-        for k, r in enumerate(batch.rows)
-    ]
-    return {kind: b}, []
 
 
 def _same_preprocessing(stored: Any, im: InferenceModel) -> bool:
@@ -340,41 +117,49 @@ def predict_unit(
     """Read and predict one unit → (pandas DataFrame in catalog column order, skipped inputs)."""
     import pandas as pd
 
-    if unit.items and unit.items[0].kind == "hdf5":
-        blocks, skipped = _read_hdf5(unit.items[0], im)
-    else:
-        blocks, skipped = _read_fits(unit, im)
-    frames = []
     opts = dict(settings)
     seed = opts.pop("seed", 0)
-    for i, (kind, b) in enumerate(sorted(blocks.items())):
+    resample = opts.pop("resample", None)
+    if unit.items and unit.items[0].kind == "hdf5":
+        blocks, skipped = read_hdf5_unit(unit.items[0], im, resample, _same_preprocessing)
+    else:
+        blocks, skipped = read_spectra_unit(unit, im, resample)
+    frames = []
+    for i, (_, b) in enumerate(sorted(blocks.items())):
         if not b.flux:
             continue
-        flux = np.concatenate([np.atleast_2d(f) for f in b.flux])
-        error = np.concatenate([np.atleast_2d(e) for e in b.error])
-        bitmask = np.concatenate([np.atleast_2d(m) for m in b.bitmask]) if b.bitmask else None
-        meta = {k: [m[k] for m in b.meta] for k in ("APOGEE_ID", "RA", "DEC", "SNR", "SOURCE")}
+        flux = np.concatenate(b.flux)
+        error = np.concatenate(b.error)
+        bitmask = np.concatenate(b.bitmask) if b.bitmask else None
+        meta = {k: [m[k] for m in b.meta] for k in (*ID_COLUMNS, "_ORDER")}
+        pre = b.kind == "pre"
         pred = predict(
-            im, flux, error, bitmask=bitmask, preprocessed=(kind == "pre"),
+            im, flux, error, bitmask=bitmask, preprocessed=pre, grid=None if pre else b.grid,
             seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64), **opts,
         )
+        pred.flags[np.concatenate(b.resampled)] |= F.bit("RESAMPLED")
         meta["SNR"] = pred.snr
-        frames.append(catalog_frame(pred, meta, im.name, im.version))
+        df = catalog_frame(pred, meta, im.name, im.version)
+        df["_ORDER"] = meta["_ORDER"]
+        frames.append(df)
     if not frames:
         return None, skipped
-    if len(frames) == 1:
-        return frames[0], skipped
-    # a unit mixing apStar and aspcapStar files: back to the unit's input order
-    order = {it.path: i for i, it in enumerate(unit.items)}
+    # blocks (grids, raw/preprocessed) back to the unit's input order
     df = pd.concat(frames, ignore_index=True)
-    df = df.iloc[np.argsort(df["SOURCE"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    df = df.sort_values("_ORDER", kind="stable").drop(columns="_ORDER").reset_index(drop=True)
     return df, skipped
 
 
-def catalog_columns(label_names: Sequence[str], parts: Iterable[str]) -> list[str]:
+#: Identity columns a catalog frame leaves out when its meta does not give them (see catalog_frame).
+OPTIONAL_ID_COLUMNS: tuple[str, ...] = ("SDSS_ID", "TELESCOPE", "HDU")
+
+
+def catalog_columns(
+    label_names: Sequence[str], parts: Iterable[str], id_columns: Sequence[str] = ID_COLUMNS
+) -> list[str]:
     """Column names in catalog order for these labels and computed parts."""
     parts = [p for p in PART_ORDER if p in set(parts)]
-    cols = ["APOGEE_ID", "RA", "DEC", "SNR", "SOURCE"]
+    cols = list(id_columns)
     for x in label_names:
         cols += [x, f"{x}_ERR", *(f"{x}_ERR_{p.upper()}" for p in parts)]
     return [*cols, "FLAG", "MODEL_NAME", "MODEL_VERSION"]
@@ -382,12 +167,16 @@ def catalog_columns(label_names: Sequence[str], parts: Iterable[str]) -> list[st
 
 def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model_version: str):
     """A pandas DataFrame of catalog rows from a :class:`Prediction` and per-row ``meta``
-    (``APOGEE_ID``, ``RA``, ``DEC``, ``SNR``, ``SOURCE``, each length N)."""
+    (:data:`~starlabels.inference.catalog_inputs.ID_COLUMNS`, each length N). ``SDSS_ID``,
+    ``TELESCOPE`` and ``HDU`` are columns only when ``meta`` gives them (catalog runs always do)."""
     import pandas as pd
 
     n = len(pred)
     data: dict[str, Any] = {
+        "SDSS_ID": np.asarray(meta.get("SDSS_ID", np.full(n, -1)), np.int64),
         "APOGEE_ID": np.asarray(meta["APOGEE_ID"], dtype=str),
+        "TELESCOPE": np.asarray(meta.get("TELESCOPE", np.full(n, "")), dtype=str),
+        "HDU": np.asarray(meta.get("HDU", np.full(n, "")), dtype=str),
         "RA": np.asarray(meta["RA"], np.float64),
         "DEC": np.asarray(meta["DEC"], np.float64),
         "SNR": np.asarray(meta["SNR"], np.float64),
@@ -403,7 +192,8 @@ def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model
     data["FLAG"] = pred.flags.astype(np.int32)
     data["MODEL_NAME"] = np.full(n, model_name)
     data["MODEL_VERSION"] = np.full(n, model_version)
-    return pd.DataFrame(data, columns=catalog_columns(pred.label_names, errs))
+    ids = [c for c in ID_COLUMNS if c in meta or c not in OPTIONAL_ID_COLUMNS]
+    return pd.DataFrame(data, columns=catalog_columns(pred.label_names, errs, ids))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,17 +404,22 @@ def read_catalog(path: str | os.PathLike, fmt: str | None = None):
     import pandas as pd
 
     fmt = guess_format(path, fmt)
+    text = ("APOGEE_ID", "TELESCOPE", "HDU", "SOURCE")
     if fmt == "csv":
-        return pd.read_csv(path, keep_default_na=True, dtype={"APOGEE_ID": str, "SOURCE": str})
-    if fmt == "parquet":
-        return pd.read_parquet(path)
-    from astropy.table import Table
+        df = pd.read_csv(path, keep_default_na=True, dtype={c: str for c in text})
+    elif fmt == "parquet":
+        df = pd.read_parquet(path)
+    else:
+        from astropy.table import Table
 
-    t = Table.read(path, format="fits", unit_parse_strict="silent")
-    df = t.to_pandas()
-    for c in df.columns:
-        if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], bytes):
-            df[c] = df[c].str.decode("utf-8")
+        t = Table.read(path, format="fits", unit_parse_strict="silent")
+        df = t.to_pandas()
+        for c in df.columns:
+            if df[c].dtype == object and len(df) and isinstance(df[c].iloc[0], bytes):
+                df[c] = df[c].str.decode("utf-8")
+    for c in text:  # empty strings come back as NaN from CSV (empty field) and FITS (masked)
+        if c in df.columns:
+            df[c] = df[c].fillna("").astype(str)
     return df
 
 
@@ -648,16 +443,19 @@ def run_catalog(
     rows_per_unit: int = ROWS_PER_UNIT,
     overwrite: bool = False,
     keep_parts: bool = False,
+    resample: str | None = None,
 ) -> CatalogResult:
     """Predict every input and write the catalog ``out`` (single process). See the module docstring.
 
-    ``model`` is a TrainedModel or a model folder; ``inputs`` files/directories/HDF5 datasets.
+    ``model`` is a TrainedModel or a model folder; ``inputs`` files/directories/HDF5 datasets;
+    ``resample`` ``None`` (spectra on another grid are skipped, listed with file and HDU),
+    ``"linear"`` or ``"flux-conserving"`` (resampled onto the model's grid, flag RESAMPLED).
     Returns a :class:`CatalogResult`.
     """
     fmt = guess_format(out, format)
     im = resolve(model)
     settings = run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
-                            batch_size=batch_size, device=device, calibrated=calibrated)
+                            batch_size=batch_size, device=device, calibrated=calibrated, resample=resample)
     units, pending, skipped = prepare_run(im, inputs, out, settings, files_per_unit=files_per_unit,
                                           rows_per_unit=rows_per_unit, overwrite=overwrite)
     pdir = parts_dir(out)
@@ -675,9 +473,11 @@ def run_settings(**kw: Any) -> dict[str, Any]:
         "uncertainty": kw.get("uncertainty"), "n_samples": int(kw.get("n_samples", 100)),
         "seed": int(kw.get("seed", 0)), "batch_size": int(kw.get("batch_size", 256)),
         "device": kw.get("device"), "calibrated": bool(kw.get("calibrated", True)),
+        "resample": kw.get("resample"),
     }
 
 
 def catalog_meta(im: InferenceModel, settings: dict[str, Any]) -> dict[str, Any]:
     return {"MODEL": im.name, "MODELVER": im.version, "UNCERT": str(settings["uncertainty"]),
-            "NSAMPLES": settings["n_samples"], "CALIB": settings["calibrated"]}
+            "NSAMPLES": settings["n_samples"], "CALIB": settings["calibrated"],
+            "RESAMPLE": str(settings.get("resample"))}

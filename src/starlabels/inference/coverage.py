@@ -205,10 +205,11 @@ def embeddings(
     """(N, D) embeddings of spectra (NaN rows for invalid spectra), the (N,) valid mask and the
     (N,) SNRs (median f/σ, as :func:`starlabels.predict` measures them), with the model's own
     preprocessing (raw apStar flux) or of ``preprocessed=True`` input."""
-    from starlabels.inference.predict import _as_arrays, _prepare, resolve
+    from starlabels.inference.grid_input import as_arrays
+    from starlabels.inference.predict import _prepare, resolve
 
     im = resolve(model)
-    f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
+    f, e, b, has_error = as_arrays(flux, error, bitmask, im, preprocessed)
     out: np.ndarray | None = None
     valid = np.zeros(len(f), bool)
     snr = np.full(len(f), np.nan)

@@ -109,6 +109,7 @@ def run_distributed(
     rows_per_unit: int = C.ROWS_PER_UNIT,
     overwrite: bool = False,
     keep_parts: bool = False,
+    resample: str | None = None,
 ) -> C.CatalogResult:
     """Write the catalog ``out`` for ``inputs`` with the model folder ``model_path`` on Dask.
 
@@ -125,7 +126,8 @@ def run_distributed(
     fmt = C.guess_format(out, format)
     im = resolve(model_path)
     settings = C.run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
-                              batch_size=batch_size, device=device, calibrated=calibrated)
+                              batch_size=batch_size, device=device, calibrated=calibrated,
+                              resample=resample)
     units, pending, skipped = C.prepare_run(
         im, inputs, out, settings, files_per_unit=files_per_unit, rows_per_unit=rows_per_unit,
         overwrite=overwrite,

@@ -24,6 +24,8 @@ bit    name                    set when
                                label (and its σ) is set to NaN.
 7      NO_UNCERTAINTY          no uncertainty was computed (``uncertainty=None`` on a network
                                without a variance head): σ is NaN.
+8      RESAMPLED               the spectrum was on another grid and was resampled onto the
+                               model's (``resample="linear"``/``"flux-conserving"``).
 =====  ======================  ==================================================================
 
 A row with ``FLAG == 0`` passed every check. ``decode(flag)`` lists the names of the set bits.
@@ -43,6 +45,7 @@ FLAG_BITS: dict[str, int] = {
     "UNCALIBRATED": 5,
     "NONFINITE_OUTPUT": 6,
     "NO_UNCERTAINTY": 7,
+    "RESAMPLED": 8,
 }
 
 #: One-line descriptions, same keys as :data:`FLAG_BITS` (written into catalog headers).
@@ -55,6 +58,7 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "UNCALIBRATED": "uncertainty not calibrated for this method",
     "NONFINITE_OUTPUT": "network returned a non-finite value; that label is NaN",
     "NO_UNCERTAINTY": "no uncertainty computed; sigma is NaN",
+    "RESAMPLED": "spectrum resampled from another grid onto the model's",
 }
 
 SNR_MIN: float = 30.0

@@ -1,13 +1,18 @@
 """``starlabels.predict``: labels, uncertainties and quality flags for arrays of spectra.
 
 The trained model's own preprocessing (``PreprocessConfig``), spectrum scaler and label scaler are
-applied automatically, so the input is raw apStar-grid flux (N, 8575) as read from apStar files —
-or, with ``preprocessed=True``, flux already on the network's input grid. Spectra are processed in
-chunks of ``chunk_size`` rows (preprocessing + network), so memory stays bounded for any N.
+applied automatically, so the input is raw flux on the model's input grid (APOGEE models: the apStar
+grid, as read from apStar files) — or, with ``preprocessed=True``, flux already on the network's input
+grid. Spectra on another grid are given with their grid (``wavelength=``/``grid=``, or as
+:class:`~starlabels.io.Spectrum` objects from :func:`starlabels.io.read_spectra`) and are resampled
+onto the model's grid when ``resample`` asks for it, else refused naming both grids
+(:mod:`starlabels.inference.grid_input`). Spectra are processed in chunks of ``chunk_size`` rows
+(preprocessing + network), so memory stays bounded for any N.
 
 Bad input never yields a silent wrong number:
 
-- wrong pixel count, mismatched shapes, non-numeric arrays → :class:`~starlabels.errors.InputDataError`;
+- wrong pixel count, mismatched shapes, non-numeric arrays, spectra on another grid without
+  ``resample`` → :class:`~starlabels.errors.InputDataError`;
 - a spectrum without a usable pixel (NaN-only, no finite positive error, fully masked) → its row is
   kept with NaN labels and flag ``INVALID_SPECTRUM``;
 - a non-finite network output → NaN and flag ``NONFINITE_OUTPUT``;
@@ -31,8 +36,8 @@ from torch import nn
 
 from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
 from starlabels.inference import flags as F
+from starlabels.inference import grid_input as G
 from starlabels.inference import uncertainty as U
-from starlabels.preprocess.grids import APSTAR_N_PIXELS
 from starlabels.utils import get_device, progress
 
 #: Accepted values of ``uncertainty``.
@@ -431,6 +436,9 @@ def predict(
     ood_factor: float = F.OOD_FACTOR,
     chunk_size: int = CHUNK_SIZE,
     coverage: bool = True,
+    wavelength: Any = None,
+    grid: Any = None,
+    resample: str | None = None,
 ) -> Prediction:
     """Predict labels (and uncertainties) for spectra.
 
@@ -445,9 +453,12 @@ def predict(
         calibration, flags and Prediction are the same as for networks. Without a
         ``preprocessing`` it takes its own input grid (``n_pixels``) as raw input, bitmask included.
     flux, error:
-        (N, 8575) raw apStar-grid flux and 1σ errors (or (8575,) for one spectrum); with
-        ``preprocessed=True``, (N, P) network input (P = the network's ``n_pixels``). ``error`` is
-        required for ``"noise"``/``"delta"``; without it SNR is unknown.
+        (N, P) raw flux and 1σ errors (or (P,) for one spectrum) on the model's input grid
+        (``model.input_grid``; APOGEE: the apStar grid), or on the grid given by ``wavelength`` /
+        ``grid``; with ``preprocessed=True``, (N, P) network input (P = the network's ``n_pixels``).
+        ``error`` is required for ``"noise"``/``"delta"``; without it SNR is unknown. ``flux`` may
+        instead be a :class:`~starlabels.io.Spectrum` (or a specutils spectrum) or a list of them:
+        their errors, bitmasks and wavelengths are used (give no ``error``/``bitmask``/``grid``).
     uncertainty:
         ``None`` (point estimate; σ from the variance head if the network has one),
         ``"mc_dropout"`` (astroNN eq. 3), ``"noise"`` (APOGEE Net §3.5) or ``"delta"``
@@ -455,7 +466,7 @@ def predict(
     n_samples:
         Passes / noise realisations per spectrum (default 100).
     bitmask:
-        (N, 8575) APOGEE_PIXMASK values (raw input only).
+        (N, P) pixel flags of the spectra's instrument (APOGEE_PIXMASK, …; raw input only).
     batch_size:
         Rows per network forward pass (realisations count as rows).
     device:
@@ -480,6 +491,15 @@ def predict(
     coverage:
         Add the label-coverage variance part ``"coverage"`` when the model has one fitted
         (:func:`starlabels.inference.coverage.fit_coverage`; with any ``uncertainty``).
+    wavelength, grid:
+        The spectra's grid: a (P,) vacuum wavelength array in Å, or a :class:`~starlabels.core.Grid`
+        / built-in grid name (``"apstar"``, ``"boss"``, …). Default: the model's own grid, checked
+        by pixel count only.
+    resample:
+        ``None`` (spectra on another grid than the model's are refused, naming both grids),
+        ``"linear"`` or ``"flux-conserving"``: resample them onto the model's grid
+        (:func:`starlabels.preprocess.resample.resample`; errors and masks propagated, uncovered
+        pixels rejected). Resampled rows carry the ``RESAMPLED`` flag.
 
     Returns
     -------
@@ -492,6 +512,7 @@ def predict(
             im, flux, error, uncertainty=uncertainty, bitmask=bitmask, device=device,
             preprocessed=preprocessed, calibrated=calibrated, seed=seed, snr=snr, snr_min=snr_min,
             max_masked_fraction=max_masked_fraction, ood_factor=ood_factor, chunk_size=chunk_size,
+            wavelength=wavelength, grid=grid, resample=resample,
         )
     if uncertainty not in UNCERTAINTY_METHODS:
         raise InputDataError(f"uncertainty must be one of {UNCERTAINTY_METHODS}, got {uncertainty!r}")
@@ -516,7 +537,9 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    f, e, b, has_error = _as_arrays(flux, error, bitmask, im, preprocessed)
+    f, e, b, has_error, in_grid, resampled = G.model_inputs(
+        im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
+    )
     if uncertainty in ("noise", "delta") and not has_error:
         raise InputDataError(f"uncertainty={uncertainty!r} needs per-pixel errors (error=...)")
     n, L = f.shape[0], len(im.label_names)
@@ -540,7 +563,7 @@ def predict(
         for start in progress(steps, desc="predict", total=len(steps), unit="chunk"):
             sl = slice(start, min(n, start + int(chunk_size)))
             x, xe, ok, snr_c, masked_c = _prepare(
-                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error
+                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error, in_grid
             )
             valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
             if not ok.any():
@@ -560,57 +583,14 @@ def predict(
 
     if snr_given is not None:  # given values win; NaN entries fall back to the computed SNR
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
-    return _finish(
+    pred = _finish(
         im, mean, parts, valid, snr_all, masked,
         uncertainty=uncertainty, n_samples=n_samples if uncertainty in ("mc_dropout", "noise") else 0,
         calibrated=calibrated, snr_min=snr_min, max_masked_fraction=max_masked_fraction,
         ood_factor=ood_factor,
     )
-
-
-def _as_arrays(flux, error, bitmask, im: InferenceModel, preprocessed: bool, raw_pixels: int | None = None):
-    """Validate shapes → (flux, error, bitmask|None, has_error), 2-D float arrays. ``raw_pixels``:
-    the raw input's pixel count (default: the apStar grid's)."""
-    f = np.asarray(flux)
-    if f.dtype == object or not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer)):
-        raise InputDataError(f"flux must be a real numeric array, got dtype {f.dtype}")
-    if f.ndim == 1:
-        f = f[None, :]
-    if f.ndim != 2:
-        raise InputDataError(f"flux must be (P,) or (N, P), got shape {np.shape(flux)}")
-    raw_n = APSTAR_N_PIXELS if raw_pixels is None else int(raw_pixels)
-    expected = im.n_pixels if preprocessed else raw_n
-    if f.shape[1] != expected:
-        if preprocessed:
-            raise InputDataError(
-                f"preprocessed flux has {f.shape[1]} pixels but the network takes {im.n_pixels}"
-            )
-        hint = (
-            f"; it matches the network input ({im.n_pixels}) — pass preprocessed=True"
-            if f.shape[1] == im.n_pixels else ""
-        )
-        raise InputDataError(
-            f"flux has {f.shape[1]} pixels; raw input must be on the "
-            f"{'apStar grid' if raw_pixels is None else 'model input grid'} ({raw_n} pixels){hint}"
-        )
-    has_error = error is not None
-    e = np.ones_like(f, dtype=np.float64) if error is None else np.asarray(error)
-    if e.ndim == 1:
-        e = e[None, :]
-    if e.shape != f.shape:
-        raise InputDataError(f"error shape {np.shape(error)} differs from flux shape {np.shape(flux)}")
-    b = None
-    if bitmask is not None:
-        if preprocessed:
-            raise InputDataError("bitmask applies to raw apStar input, not to preprocessed=True")
-        b = np.asarray(bitmask)
-        if b.ndim == 1:
-            b = b[None, :]
-        if b.shape != f.shape:
-            raise InputDataError(
-                f"bitmask shape {np.shape(bitmask)} differs from flux shape {np.shape(flux)}"
-            )
-    return f, e, b, has_error
+    pred.flags[resampled] |= F.bit("RESAMPLED")
+    return pred
 
 
 def _reject_bits(im: InferenceModel):
@@ -618,16 +598,21 @@ def _reject_bits(im: InferenceModel):
     return None if bits is None else list(bits)
 
 
-def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
-    """Preprocess one chunk. Returns (x, xe) float32 (n_ok, P) for the valid rows, ``ok`` (n,) bool,
-    snr (n,), masked fraction (n,)."""
+def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, grid=None):
+    """Preprocess one chunk (``grid``: the spectra's grid when known, checked by the preprocessing).
+    Returns (x, xe) float32 (n_ok, P) for the valid rows, ``ok`` (n,) bool, snr (n,), masked
+    fraction (n,)."""
     from starlabels.preprocess.masking import rejected_pixels
 
     # keep float32 input float32 (as read from files): float64 copies of a chunk and the
     # preprocessing temporaries would double the memory of a streaming run
     f = np.asarray(f) if np.issubdtype(np.asarray(f).dtype, np.floating) else np.asarray(f, np.float64)
     e = np.asarray(e) if np.issubdtype(np.asarray(e).dtype, np.floating) else np.asarray(e, np.float64)
-    rej = rejected_pixels(f, e, b, bits=_reject_bits(im)) if not preprocessed else rejected_pixels(f, e)
+    if preprocessed:
+        rej = rejected_pixels(f, e)
+    else:
+        rej = rejected_pixels(f, e, b, bits=_reject_bits(im),
+                              bitmask_def=getattr(im.preprocessing, "bitmask", None))
     ok = ~rej.all(axis=1)
     masked = rej.mean(axis=1)
     snr = np.full(f.shape[0], np.nan)
@@ -647,7 +632,7 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
     else:
         if im.preprocessing is None:
             raise ModelFormatError("the model has no preprocessing config; pass preprocessed=True input")
-        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok])
+        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok], grid=grid)
         x, xe = np.asarray(x), np.asarray(xe)
         if x.shape[1] != P:
             raise ModelFormatError(
@@ -668,7 +653,7 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool):
 
 def _predict_method(
     im: InferenceModel, flux, error, *, uncertainty, bitmask, device, preprocessed, calibrated, seed,
-    snr, snr_min, max_masked_fraction, ood_factor, chunk_size,
+    snr, snr_min, max_masked_fraction, ood_factor, chunk_size, wavelength=None, grid=None, resample=None,
 ) -> Prediction:
     """:func:`predict` for a :class:`~starlabels.models.method.LabelMethod`: preprocessing,
     validation and flags as for networks, ``predict_moments`` per chunk instead of a network."""
@@ -679,11 +664,13 @@ def _predict_method(
             f"a {im.method} model computes uncertainty {tuple(tm.uncertainty_methods)} (or None for "
             f"{tm.default_uncertainty!r}), got {uncertainty!r}"
         )
-    if error is None:
+    as_given = im.preprocessing is None  # the method's own grid is its raw input (bitmask allowed)
+    f, e, b, has_error, in_grid, resampled = G.model_inputs(
+        im, flux, error, bitmask, preprocessed and not as_given, wavelength=wavelength, grid=grid,
+        resample=resample,
+    )
+    if not has_error:
         raise InputDataError(f"a {im.method} model needs per-pixel errors (error=...)")
-    as_given = im.preprocessing is None  # the method's own grid is its raw input
-    f, e, b, _ = _as_arrays(flux, error, bitmask, im, preprocessed and not as_given,
-                            raw_pixels=im.n_pixels if as_given else None)
     n, L = f.shape[0], len(im.label_names)
     snr_given = None if snr is None else np.asarray(snr, np.float64).reshape(-1)
     if snr_given is not None and snr_given.shape[0] != n:
@@ -697,7 +684,7 @@ def _predict_method(
     for start in progress(steps, desc=f"predict ({im.method})", total=len(steps), unit="chunk"):
         sl = slice(start, min(n, start + int(chunk_size)))
         x, xe, bm, ok, snr_c, masked_c = _prepare_method(
-            im, f[sl], e[sl], None if b is None else b[sl], preprocessed or as_given
+            im, f[sl], e[sl], None if b is None else b[sl], preprocessed or as_given, in_grid
         )
         valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
         if not ok.any():
@@ -715,13 +702,15 @@ def _predict_method(
             parts.setdefault(k, np.full((n, L), np.nan))[rows] = np.asarray(v, np.float64)
     if snr_given is not None:
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
-    return _finish(
+    pred = _finish(
         im, mean, parts, valid, snr_all, masked, uncertainty=unc, n_samples=0, calibrated=calibrated,
         snr_min=snr_min, max_masked_fraction=max_masked_fraction, ood_factor=ood_factor,
     )
+    pred.flags[resampled] |= F.bit("RESAMPLED")
+    return pred
 
 
-def _prepare_method(im: InferenceModel, f, e, b, as_given: bool):
+def _prepare_method(im: InferenceModel, f, e, b, as_given: bool, grid=None):
     """One chunk for a LabelMethod → (x, xe) float64 (n_ok, P) with ``xe = inf`` on unused pixels
     (x there 0), the bitmask rows (as-given input only, else None), ``ok`` (n,), snr (n,), masked
     fraction (n,)."""
@@ -746,7 +735,7 @@ def _prepare_method(im: InferenceModel, f, e, b, as_given: bool):
     if as_given:
         x, xe = f[ok], np.where(rej[ok], np.inf, e[ok])
     else:
-        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok])
+        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok], grid=grid)
         x, xe = np.asarray(x, np.float64), np.asarray(xe, np.float64)
         if x.shape[1] != P:
             raise ModelFormatError(f"the model's preprocessing gives {x.shape[1]} pixels but it takes {P}")

@@ -146,9 +146,10 @@ class FastGradConv1d(nn.Conv1d):
     ``"transposed"``  a forward convolution with the flipped, transposed kernel;
     ``"matmul"``      one matmul ``(C_in·k × C_out) @ g`` and k shifted adds.
 
-    Measured for APOGEE Net's layers (batch 64, one thread, ms; native / transposed / matmul):
-    1→8 ch × 8575 px 10.1 / 3.8 / 1.5; 8→8 × 8575 12.0 / 5.8 / 9.8; 16→16 × 2143 3.5 / 2.6 / 6.5;
-    64→64 × 267 3.0 / 2.6 / 7.1. The rule is therefore fixed (deterministic, so every process of a
+    Measured for APOGEE Net's layers on the apStar grid (batch 64, one thread, ms; native /
+    transposed / matmul): 1→8 channels at full length 10.1 / 3.8 / 1.5; 8→8 at full length
+    12.0 / 5.8 / 9.8; 16→16 at 1/4 length 3.5 / 2.6 / 6.5; 64→64 at 1/32 length 3.0 / 2.6 / 7.1.
+    The rule is therefore fixed (deterministic, so every process of a
     distributed run computes bit-identical σ): ``"matmul"`` for one input channel, else
     ``"transposed"``. Weight and bias gradients are the usual ones, so the layer still trains.
     """

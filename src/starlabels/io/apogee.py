@@ -1,4 +1,4 @@
-"""Readers for SDSS APOGEE files: apStar, aspcapStar, apVisit spectra and allStar catalogues.
+"""Readers for SDSS APOGEE spectra: apStar, aspcapStar and apVisit (allStar catalogues: :mod:`.allstar`).
 
 All readers take a path, read with :mod:`astropy.io.fits` and return plain numpy arrays in
 native byte order (ready for ``torch.from_numpy``). Anything wrong with a file raises
@@ -31,20 +31,20 @@ them. Zero errors (e.g. the placeholder row) are *not* flagged.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from starlabels.constants import MISSING
+from starlabels.core import apogee as apogee_core
+from starlabels.core.grid import Grid
 from starlabels.errors import InputFileError
-from starlabels.preprocess import grids
-from starlabels.preprocess.bitmask import PIXMASK_BITS
+from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
+from starlabels.io.fits_file import native as _native
+from starlabels.io.fits_file import open_fits as _open_fits
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -60,11 +60,11 @@ __all__ = [
     "resample_to_apstar",
 ]
 
-#: Labels read by :func:`read_allstar` when none are named.
-DEFAULT_LABELS: tuple[str, ...] = ("TEFF", "LOGG", "FE_H")
-
-_BADPIX = 1 << PIXMASK_BITS["BADPIX"]
-_FITS_BLOCK = 2880
+_BADPIX = 1 << apogee_core.PIXMASK_BITS["BADPIX"]
+_N_APSTAR = apogee_core.N_PIXELS
+_APOGEE_GRIDS: dict[int, Grid] = {
+    g.n_pixels: g for g in (apogee_core.APSTAR, apogee_core.ASPCAP, apogee_core.PAYNE)
+}
 _C_KM_S = 299792.458
 _APOGEE_ID_IN_NAME = re.compile(r"(?:apStar|asStar|aspcapStar)-.*?-(2M[0-9+\-.]+?|[^-]+?)\.fits", re.I)
 
@@ -106,7 +106,7 @@ class AspcapSpectrum:
         bitmask: (P,) int64, BADPIX where flux or error is not finite (aspcapStar files carry
             no pixel mask of their own).
         wavelength: (P,) vacuum Å of each pixel.
-        grid: name of the grid (``starlabels.preprocess.grids``).
+        grid: name of the grid (``starlabels.core.apogee``: apstar, aspcap, payne).
         meta: ``APOGEE_ID``, ``FILE``, ``GRID`` and, when the file has the ASPCAP table
             (HDU4), its scalar columns of the first row (e.g. ``TEFF``, ``LOGG``).
     """
@@ -139,35 +139,6 @@ class ApVisitSpectrum:
     resampled: bool = False
 
 
-@dataclass
-class AllStarTable:
-    """Labels and identifiers read from an allStar-like catalogue.
-
-    Attributes:
-        labels: (N, L) float64 in the catalogue's units; MISSING (-9999.0) where the
-            catalogue has -9999 (or less) or NaN/inf.
-        label_errors: (N, L) float64, same convention; all MISSING for a label whose
-            ``<LABEL>_ERR`` column is absent.
-        label_names: the L label names (upper case, as asked).
-        apogee_id: (N,) str, stripped.
-        aspcapflag, starflag: (N,) int64 bit flags (0 when the column is absent).
-        columns: the extra columns asked for, by upper-case name (arrays as read).
-        meta: ``FILE``, ``N_ROWS``, ``MISSING_ERROR_COLUMNS``.
-    """
-
-    labels: np.ndarray
-    label_errors: np.ndarray
-    label_names: tuple[str, ...]
-    apogee_id: np.ndarray
-    aspcapflag: np.ndarray
-    starflag: np.ndarray
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
@@ -177,56 +148,6 @@ def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> 
     bad = ~np.isfinite(flux) | ~np.isfinite(error)
     out[bad] |= _BADPIX
     return out
-
-
-def _native(a: Any, dtype: Any = None) -> np.ndarray:
-    """A C-contiguous copy in native byte order (FITS data are big-endian)."""
-    a = np.asarray(a)
-    dt = np.dtype(dtype) if dtype is not None else a.dtype
-    if dt.byteorder not in ("=", "|"):
-        dt = dt.newbyteorder("=")
-    return np.array(a, dtype=dt, order="C", copy=True)
-
-
-@contextlib.contextmanager
-def _open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
-    """Open a FITS file; every failure becomes an InputFileError naming file and problem."""
-    from astropy.io import fits
-
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(p, f"{what} file does not exist")
-    if p.is_dir():
-        raise InputFileError(p, f"is a directory, expected a {what} FITS file")
-    size = p.stat().st_size
-    if size == 0:
-        raise InputFileError(p, "file is empty")
-    compressed = p.suffix.lower() in (".gz", ".bz2", ".fz", ".zip")
-    if not compressed:
-        with open(p, "rb") as fh:
-            head = fh.read(9)
-        if head != b"SIMPLE  =":
-            raise InputFileError(p, f"not a FITS file (does not start with 'SIMPLE  ='); expected {what}")
-        if size % _FITS_BLOCK:
-            raise InputFileError(
-                p, f"truncated FITS file: {size} bytes is not a multiple of the {_FITS_BLOCK}-byte "
-                   "FITS block"
-            )
-    try:
-        hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
-    except Exception as e:  # astropy raises OSError/ValueError/... for corrupt files
-        raise InputFileError(p, f"cannot open as FITS ({type(e).__name__}: {e})") from e
-    try:
-        if not compressed and len(hdul):
-            info = hdul.fileinfo(len(hdul) - 1)
-            end = int(info["datLoc"]) + int(info["datSpan"])
-            if end > size:
-                raise InputFileError(
-                    p, f"truncated FITS file: headers need {end} bytes, file has {size}"
-                )
-        yield hdul
-    finally:
-        hdul.close()
 
 
 def _image(hdul: Any, index: int, path: str | os.PathLike[str], name: str) -> np.ndarray:
@@ -272,14 +193,19 @@ def _id_from_name(path: str | os.PathLike[str]) -> str:
     return m.group(1) if m else ""
 
 
+def _apstar_wavelength(n_pixels: int = _N_APSTAR, crval: float = apogee_core.CRVAL,
+                       cdelt: float = apogee_core.CDELT, crpix: float = 1.0) -> np.ndarray:
+    """(n_pixels,) vacuum Å of a log-linear grid: 10**(crval + cdelt·(i + 1 − crpix))."""
+    return 10.0 ** (crval + cdelt * (np.arange(n_pixels) - (crpix - 1.0)))
+
+
 def _wavelength(header: Any, primary: Any, n_pixels: int) -> np.ndarray:
     """Å from the log-linear WCS of ``header`` (falling back on ``primary``, then the default)."""
     for h in (header, primary):
         if h is not None and "CRVAL1" in h and "CDELT1" in h:
-            hh = {"CRVAL1": h["CRVAL1"], "CDELT1": h["CDELT1"], "CRPIX1": h.get("CRPIX1", 1),
-                  "NAXIS1": n_pixels}
-            return grids.wavelength_from_header(hh)
-    return grids.apstar_wavelength(n_pixels)
+            return _apstar_wavelength(n_pixels, float(h["CRVAL1"]), float(h["CDELT1"]),
+                                      float(h.get("CRPIX1", 1)))
+    return _apstar_wavelength(n_pixels)
 
 
 # ----------------------------------------------------------------------------------------
@@ -328,10 +254,10 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
         if len(shapes) != 1:
             raise InputFileError(path, f"HDU1–3 shapes differ: {[a.shape for a in arrays]}")
         shape = arrays[0].shape
-        if len(shape) not in (1, 2) or shape[-1] != grids.APSTAR_N_PIXELS:
+        if len(shape) not in (1, 2) or shape[-1] != _N_APSTAR:
             raise InputFileError(
                 path, f"not an apStar file: HDU1 has shape {shape}, expected (8575,) or "
-                      f"(n_rows, {grids.APSTAR_N_PIXELS})"
+                      f"(n_rows, {_N_APSTAR})"
             )
         if not np.issubdtype(arrays[2].dtype, np.integer):
             raise InputFileError(path, f"HDU3 (bitmask) has dtype {arrays[2].dtype}, expected integers")
@@ -359,7 +285,7 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
             raise InputFileError(
                 path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"
             ) from e
-        wavelength = _wavelength(hdul[1].header, primary, grids.APSTAR_N_PIXELS)
+        wavelength = _wavelength(hdul[1].header, primary, _N_APSTAR)
 
         if nvisits < 0:
             nvisits = n_rows - 2 if n_rows >= 3 else 1
@@ -388,7 +314,7 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
 def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
     """Read an aspcapStar file: HDU1 normalised flux, HDU2 error, HDU3 best-fit model, HDU4 table.
 
-    The grid is detected from the array length with :func:`grids.get_grid` (8575 → ``apstar``
+    The grid is detected from the array length (8575 → ``apstar``
     for DR16/17, 7214 → ``payne`` for DR14, 7514 → ``aspcap``). Wavelengths come from the
     header WCS for the full apStar grid; a gap-deleted array cannot be described by one
     log-linear WCS, so its wavelengths are the grid's apStar pixels (CRVAL1/CDELT1 from the
@@ -412,10 +338,11 @@ def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
             flux, error = flux[0], error.reshape(-1) if error.ndim == 2 else error
         if flux.ndim != 1 or flux.shape != error.shape:
             raise InputFileError(path, f"flux {flux.shape} / error {error.shape}: expected equal 1-D arrays")
-        try:
-            grid = grids.get_grid(flux.shape[0])
-        except ValueError as e:
-            raise InputFileError(path, f"not an aspcapStar spectrum: {e}") from None
+        grid = _APOGEE_GRIDS.get(int(flux.shape[0]))
+        if grid is None:
+            sizes = {g.name: n for n, g in _APOGEE_GRIDS.items()}
+            raise InputFileError(path, f"not an aspcapStar spectrum: {flux.shape[0]} pixels; APOGEE grids "
+                                       f"have {sizes}")
         model = None
         if len(hdul) > 3 and isinstance(hdul[3], fits.ImageHDU) and hdul[3].data is not None:
             m = hdul[3].data
@@ -428,11 +355,8 @@ def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
         primary, h1 = hdul[0].header, hdul[1].header
         if grid.name == "apstar":
             wavelength = _wavelength(h1, primary, grid.n_pixels)
-        else:
-            src = h1 if "CRVAL1" in h1 else primary
-            crval = float(src.get("CRVAL1", grids.APSTAR_CRVAL1))
-            cdelt = float(src.get("CDELT1", grids.APSTAR_CDELT1))
-            wavelength = grid.wavelength(crval, cdelt)
+        else:  # a sub-grid of apStar pixels: no single WCS describes it
+            wavelength = grid.wavelength.copy()
 
         meta: dict[str, Any] = {}
         if len(hdul) > 4 and isinstance(hdul[4], fits.BinTableHDU) and len(hdul[4].data):
@@ -476,7 +400,7 @@ def resample_to_apstar(
         output pixels become correlated); bitmask = m_j | m_{j+1}. Target pixels covered by no
         chip get flux = error = NaN and BADPIX; any non-finite result also gets BADPIX.
     """
-    lam = grids.apstar_wavelength() if target is None else np.asarray(target, dtype=np.float64)
+    lam = _apstar_wavelength() if target is None else np.asarray(target, dtype=np.float64)
     w = np.asarray(wavelength, dtype=np.float64)
     f = np.asarray(flux, dtype=np.float64)
     e = np.asarray(error, dtype=np.float64)
@@ -508,11 +432,31 @@ def resample_to_apstar(
     return out_f, out_e, flag_nonfinite(out_f, out_e, out_m)
 
 
+def _velocities_from_table(hdul: Any) -> dict[str, float]:
+    """VREL (→ ``VRAD``), VHELIO and BC from the first row of a table HDU that has them: DR17
+    apVisit files keep the visit's velocities in HDU11, not in the primary header."""
+    from astropy.io import fits
+
+    for hdu in hdul[1:]:
+        if not isinstance(hdu, fits.BinTableHDU) or int(hdu.header.get("NAXIS2", 0)) < 1:
+            continue
+        names = {n.upper(): n for n in hdu.columns.names}
+        if "VREL" not in names:
+            continue
+        row = hdu.data[0]
+        out = {}
+        for key, name in (("VREL", "VRAD"), ("VHELIO", "VHELIO"), ("BC", "BC")):
+            if key in names and np.ndim(row[names[key]]) == 0:
+                out[name] = float(row[names[key]])
+        return out
+    return {}
+
+
 def read_apvisit(
     path: str | os.PathLike[str],
     resample: bool = False,
     *,
-    rest_frame: bool = False,
+    rest_frame: bool = True,
     velocity: float | None = None,
 ) -> ApVisitSpectrum:
     """Read an apVisit file: HDU1 flux, HDU2 error, HDU3 bitmask, HDU4 wavelength, each (3, 4096).
@@ -523,9 +467,13 @@ def read_apvisit(
             descending). True → (8575,) arrays on the apStar grid via
             :func:`resample_to_apstar` (linear interpolation, errors propagated, bitmask
             OR-ed from the two neighbours, uncovered pixels NaN + BADPIX).
-        rest_frame: with ``resample``, shift to the stellar rest frame like the apStar
-            visit combination: the visit is sampled at λ_grid·(1 + v/c), v = ``velocity`` or
-            the header's VREL/VRAD (km/s).
+        rest_frame: with ``resample`` (default True), shift to the stellar rest frame like the
+            apStar visit combination, as models trained on apStar/aspcapStar spectra expect:
+            the visit is sampled at λ_grid·(1 + v/c), v = ``velocity``, else the header's
+            VREL/VRAD, else the VREL column of the visit table (HDU11 of DR17 files), km/s.
+            SDSS-V (DR19) apVisit files carry no velocity: pass ``velocity``. ``False`` keeps
+            the observed frame (until issue 13 this was the default; at −44 and −67 km/s it
+            moved a model's labels by up to 361 K and 0.77 dex).
         velocity: radial velocity in km/s overriding the header value.
 
     Raises:
@@ -574,189 +522,25 @@ def read_apvisit(
             "STARFLAG": _header_int(h, "STARFLAG", 0),
             "FILE": str(path),
         }
+        if not np.isfinite(meta["VRAD"]):
+            meta.update(_velocities_from_table(hdul))
     mask = flag_nonfinite(flux, error, mask)
     if not resample:
         return ApVisitSpectrum(flux, error, mask, wave, meta, resampled=False)
 
-    target = grids.apstar_wavelength()
+    target = _apstar_wavelength()
     if rest_frame:
         v = meta["VRAD"] if velocity is None else float(velocity)
         if not np.isfinite(v):
-            raise InputFileError(path, "rest_frame=True but the header has no VREL/VRAD velocity")
+            raise InputFileError(
+                path, "resampling to the rest frame needs a velocity, but the file has none (no VREL/VRAD "
+                      "in the header or its visit table); "
+                      "pass velocity=… (km/s) or rest_frame=False for the observed frame"
+            )
         target = target * (1.0 + v / _C_KM_S)
         meta["REST_FRAME_VELOCITY"] = v
     try:
         rf, re_, rm = resample_to_apstar(wave, flux, error, mask, target)
     except ValueError as e:
         raise InputFileError(path, f"cannot resample: {e}") from e
-    return ApVisitSpectrum(rf, re_, rm, grids.apstar_wavelength(), meta, resampled=True)
-
-
-# ----------------------------------------------------------------------------------------
-# allStar
-# ----------------------------------------------------------------------------------------
-def _missing_to_sentinel(a: Any) -> np.ndarray:
-    x = np.array(a, dtype=np.float64)
-    x[~np.isfinite(x) | (x <= MISSING)] = MISSING
-    return x
-
-
-def _to_str(a: Any) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "utf-8", errors="replace")
-    return np.char.strip(a.astype(str))
-
-
-def _table_kind(p: Path) -> str:
-    name = p.name.lower()
-    for suffix in (".gz", ".bz2", ".xz", ".zip"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    if name.endswith((".fits", ".fit", ".fts")):
-        return "fits"
-    if name.endswith((".csv", ".txt")):
-        return "csv"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    with open(p, "rb") as fh:
-        head = fh.read(9)
-    if head == b"SIMPLE  =":
-        return "fits"
-    if head[:4] == b"PAR1":
-        return "parquet"
-    return "csv"
-
-
-class _Columns:
-    """Case-insensitive column access over a FITS table or a pandas DataFrame."""
-
-    def __init__(self, names: Sequence[str], getter: Any, n_rows: int):
-        self.by_upper = {n.upper(): n for n in names}
-        self.getter = getter
-        self.n_rows = n_rows
-        self.all_names: list[str] = list(names)
-
-    def has(self, name: str) -> bool:
-        return name.upper() in self.by_upper
-
-    def get(self, name: str) -> np.ndarray:
-        return np.asarray(self.getter(self.by_upper[name.upper()]))
-
-
-def read_allstar(
-    path: str | os.PathLike[str],
-    labels: Sequence[str] = DEFAULT_LABELS,
-    *,
-    columns: Sequence[str] = (),
-    error_suffix: str = "_ERR",
-    hdu: int = 1,
-) -> AllStarTable:
-    """Read labels, label errors and identifiers from an allStar FITS table (or CSV/Parquet).
-
-    Only the asked-for columns are read (the FITS file is memory-mapped, so a multi-GB DR17
-    allStar is fine). Column names match case-insensitively.
-
-    Args:
-        path: allStar FITS (``hdu`` holds the table), ``.csv`` or ``.parquet``.
-        labels: label columns, e.g. ``("TEFF", "LOGG", "FE_H", "MG_FE")``.
-        columns: extra columns returned in ``.columns`` (e.g. ``"TELESCOPE"``, ``"FIELD"``,
-            ``"SNR"``, ``"EXTRATARG"``).
-        error_suffix: label error column = label + suffix (allStar: ``TEFF_ERR``).
-        hdu: FITS extension with the table.
-
-    Returns:
-        :class:`AllStarTable`; -9999 (or less) and NaN/inf both become MISSING (-9999.0).
-        APOGEE_ID is required; ASPCAPFLAG/STARFLAG are 0 and label errors MISSING when the
-        columns are absent.
-
-    Raises:
-        InputFileError: missing/unreadable file, no table in ``hdu``, or a named label /
-            column / APOGEE_ID absent (the message lists what the file has).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(p, "allStar file does not exist")
-    label_names = tuple(str(n).upper() for n in labels)
-    kind = _table_kind(p)
-
-    def build(cols: _Columns) -> AllStarTable:
-        wanted = ["APOGEE_ID", *label_names, *(str(c).upper() for c in columns)]
-        absent = [n for n in wanted if not cols.has(n)]
-        if absent:
-            have = sorted(cols.all_names)
-            shown = ", ".join(have[:40]) + (" …" if len(have) > 40 else "")
-            raise InputFileError(p, f"column(s) {absent} not in the table; it has: {shown}")
-        n = cols.n_rows
-        lab = np.full((n, len(label_names)), MISSING)
-        err = np.full((n, len(label_names)), MISSING)
-        missing_err = []
-        for j, name in enumerate(label_names):
-            lab[:, j] = _missing_to_sentinel(cols.get(name))
-            if cols.has(name + error_suffix):
-                err[:, j] = _missing_to_sentinel(cols.get(name + error_suffix))
-            else:
-                missing_err.append(name + error_suffix)
-
-        def flags(name: str) -> np.ndarray:
-            if not cols.has(name):
-                return np.zeros(n, np.int64)
-            v = cols.get(name)
-            if v.dtype.kind == "f":
-                v = np.where(np.isfinite(v), v, 0)
-            return v.astype(np.int64)
-
-        extra = {}
-        for c in columns:
-            v = cols.get(str(c))
-            extra[str(c).upper()] = _to_str(v) if v.dtype.kind in "SUO" else _native(v)
-        return AllStarTable(
-            labels=lab,
-            label_errors=err,
-            label_names=label_names,
-            apogee_id=_to_str(cols.get("APOGEE_ID")),
-            aspcapflag=flags("ASPCAPFLAG"),
-            starflag=flags("STARFLAG"),
-            columns=extra,
-            meta={"FILE": str(p), "N_ROWS": n, "MISSING_ERROR_COLUMNS": missing_err},
-        )
-
-    if kind == "fits":
-        from astropy.io import fits
-
-        with _open_fits(p, "allStar") as hdul:
-            if hdu >= len(hdul) or not isinstance(hdul[hdu], fits.BinTableHDU | fits.TableHDU):
-                raise InputFileError(p, f"HDU{hdu} is not a table (file has {len(hdul)} HDUs)")
-            try:
-                data = hdul[hdu].data
-                names = list(hdul[hdu].columns.names)
-                n = 0 if data is None else len(data)
-                return build(_Columns(names, (lambda c: data.field(c)) if n else
-                                      (lambda c: np.zeros(0)), n))
-            except InputFileError:
-                raise
-            except Exception as e:
-                raise InputFileError(p, f"cannot read the table ({type(e).__name__}: {e})") from e
-
-    import pandas as pd
-
-    wanted_upper = {"APOGEE_ID", "ASPCAPFLAG", "STARFLAG", *label_names,
-                    *(n + error_suffix for n in label_names), *(str(c).upper() for c in columns)}
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            names = pq.read_schema(p).names
-            df = pd.read_parquet(p, columns=[c for c in names if c.upper() in wanted_upper])
-            all_names = names
-        else:
-            all_names = list(pd.read_csv(p, nrows=0).columns)
-            df = pd.read_csv(p, usecols=lambda c: str(c).upper() in wanted_upper)
-    except Exception as e:
-        raise InputFileError(p, f"cannot read as {kind} ({type(e).__name__}: {e})") from e
-    for c in df.columns:
-        if df[c].dtype == object:
-            df[c] = df[c].fillna("").astype(str)
-    cols = _Columns([str(c) for c in df.columns], lambda c: df[c].to_numpy(), len(df))
-    cols.all_names = [str(c) for c in all_names]
-    return build(cols)
+    return ApVisitSpectrum(rf, re_, rm, _apstar_wavelength(), meta, resampled=True)

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from starlabels.core import apogee as apogee_core
 from starlabels.errors import InputDataError
-from starlabels.preprocess import grids
 from starlabels.utils import give_default_permissions
 
 __all__ = ["atomic_write_hdulist", "write_apstar", "write_aspcapstar"]
@@ -53,9 +53,9 @@ _KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
 _SKIP_META = {"APOGEE_ID", "OBJID", "FILE", "ROW", "N_ROWS", *_HEADER_KEYS}
 
 
-def _wcs_cards(header: Any, n_pixels: int = grids.APSTAR_N_PIXELS) -> None:
-    header["CRVAL1"] = (grids.APSTAR_CRVAL1, "Start log10(wavelength) in subsequent HDUs")
-    header["CDELT1"] = (grids.APSTAR_CDELT1, "Dispersion in log10(wave) in subsequent HDUs")
+def _wcs_cards(header: Any, n_pixels: int = apogee_core.N_PIXELS) -> None:
+    header["CRVAL1"] = (apogee_core.CRVAL, "Start log10(wavelength) in subsequent HDUs")
+    header["CDELT1"] = (apogee_core.CDELT, "Dispersion in log10(wave) in subsequent HDUs")
     header["CRPIX1"] = (1, "Pixel of starting wavelength in subsequent HDUs")
     header["CTYPE1"] = ("LOG-LINEAR", "Logarithmic wavelength scale in subsequent HDUs")
     header["DC-FLAG"] = (1, "Logarithmic wavelength scale in subsequent HDUs")
@@ -176,7 +176,7 @@ def write_apstar(
     """
     from astropy.io import fits
 
-    n = grids.APSTAR_N_PIXELS
+    n = apogee_core.N_PIXELS
     f = _spectrum(flux, "flux", n)
     e = _spectrum(error, "error", n)
     m = _spectrum(bitmask, "bitmask", n, integer=True)
@@ -266,10 +266,11 @@ def write_aspcapstar(
     e = np.asarray(error)
     if f.ndim != 1 or f.shape != e.shape:
         raise InputDataError(f"flux {f.shape} and error {e.shape} must be equal 1-D arrays")
-    try:
-        grid = grids.get_grid(f.shape[0])
-    except ValueError as err:
-        raise InputDataError(str(err)) from None
+    grids = {g.n_pixels: g for g in (apogee_core.APSTAR, apogee_core.ASPCAP, apogee_core.PAYNE)}
+    grid = grids.get(int(f.shape[0]))
+    if grid is None:
+        raise InputDataError(f"no APOGEE grid has {f.shape[0]} pixels; known sizes: "
+                             f"{ {g.name: n for n, g in grids.items()} }")
     mdl = np.zeros_like(f) if model is None else np.asarray(model)
     if mdl.shape != f.shape:
         raise InputDataError(f"model has shape {mdl.shape}, expected {f.shape}")

@@ -1,25 +1,4 @@
-"""SDSS Science Archive Server (SAS) paths for APOGEE files, and a robust cached downloader.
-
-Paths (relative to the SAS root, default ``https://data.sdss.org/sas``; ``{id}`` = APOGEE_ID):
-
-DR14
-  apStar      ``dr14/apogee/spectro/redux/r8/stars/{telescope}/{field}/apStar-r8-{id}.fits``
-  aspcapStar  ``dr14/apogee/spectro/redux/r8/stars/l31c/l31c.2/{field}/aspcapStar-r8-l31c.2-{id}.fits``
-  allStar     ``dr14/apogee/spectro/redux/r8/stars/l31c/l31c.2/allStar-l31c.2.fits``
-DR16
-  apStar      ``dr16/apogee/spectro/redux/r12/stars/{telescope}/{field}/apStar-r12-{id}.fits``
-  aspcapStar  ``dr16/apogee/spectro/aspcap/r12/l33/{telescope}/{field}/aspcapStar-r12-{id}.fits``
-  allStar     ``dr16/apogee/spectro/aspcap/r12/l33/allStar-r12-l33.fits``
-DR17
-  apStar      ``dr17/apogee/spectro/redux/dr17/stars/{telescope}/{field}/apStar-dr17-{id}.fits``
-  aspcapStar  ``dr17/apogee/spectro/aspcap/dr17/synspec_rev1/{telescope}/{field}/``
-              ``aspcapStar-dr17-{id}.fits``
-  allStar     ``dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits``
-              (``allStarLite-dr17-synspec_rev1.fits`` with ``lite=True``)
-
-``{field}`` is the allStar ``FIELD`` (e.g. ``K04_083+13``) for DR16/17 and the numeric
-``LOCATION_ID`` for DR14 (DR14 aspcapStar folders have no telescope level). Spectra from the
-southern telescope (``lco25m``, DR16+) are named ``asStar-…`` instead of ``apStar-…``.
+"""SDSS Science Archive Server (SAS): a robust cached downloader (paths: :mod:`.sas_paths`, re-exported here).
 
 The cache (argument ``cache``, else ``$STARLABELS_CACHE``, else ``~/.cache/starlabels``) mirrors
 the SAS path; the base URL comes from ``base_url``, else ``$STARLABELS_SAS_URL``.
@@ -42,12 +21,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from starlabels import __version__
 from starlabels.errors import InputFileError
+from starlabels.io.sas_paths import (
+    KINDS,
+    RELEASES,
+    SDSSV_KINDS,
+    TELESCOPES,
+    Release,
+    allstar_path,
+    apstar_path,
+    aspcapstar_path,
+    file_path,
+)
 from starlabels.utils import progress_enabled
 
 try:  # advisory lock so two processes never append to the same .part (POSIX only)
@@ -59,6 +48,7 @@ __all__ = [
     "DEFAULT_SAS_URL",
     "KINDS",
     "RELEASES",
+    "SDSSV_KINDS",
     "TELESCOPES",
     "DownloadError",
     "Release",
@@ -75,10 +65,7 @@ __all__ = [
 ]
 
 DEFAULT_SAS_URL = "https://data.sdss.org/sas"
-TELESCOPES: tuple[str, ...] = ("apo25m", "lco25m", "apo1m")
-KINDS: tuple[str, ...] = ("apstar", "aspcapstar", "allstar")
 _RETRY_HTTP = {408, 429}
-_SAFE_PART = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 _HASH_BY_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
 
 
@@ -88,106 +75,6 @@ class DownloadError(InputFileError):
     ``path`` is the URL; ``problem`` says what went wrong. Subclass of InputFileError, so
     callers handling bad input files catch it too.
     """
-
-
-@dataclass(frozen=True)
-class Release:
-    """Where one APOGEE data release keeps its files on the SAS."""
-
-    name: str
-    apred: str  # reduction version in apStar names: r8, r12, dr17
-    redux: str  # folder with stars/{telescope}/{field}/
-    aspcap: str  # folder with the aspcapStar folders and the allStar file
-    aspcap_prefix: str  # aspcapStar file-name prefix (before "-{APOGEE_ID}.fits")
-    aspcap_by_telescope: bool  # aspcapStar folders are {telescope}/{field} (else {field})
-    allstar: str
-    allstar_lite: str | None
-    telescopes: tuple[str, ...]
-
-
-RELEASES: dict[str, Release] = {
-    "dr14": Release(
-        "dr14", "r8", "dr14/apogee/spectro/redux/r8", "dr14/apogee/spectro/redux/r8/stars/l31c/l31c.2",
-        "aspcapStar-r8-l31c.2", False, "allStar-l31c.2.fits", None, ("apo25m", "apo1m"),
-    ),
-    "dr16": Release(
-        "dr16", "r12", "dr16/apogee/spectro/redux/r12", "dr16/apogee/spectro/aspcap/r12/l33",
-        "aspcapStar-r12", True, "allStar-r12-l33.fits", None, TELESCOPES,
-    ),
-    "dr17": Release(
-        "dr17", "dr17", "dr17/apogee/spectro/redux/dr17",
-        "dr17/apogee/spectro/aspcap/dr17/synspec_rev1", "aspcapStar-dr17", True,
-        "allStar-dr17-synspec_rev1.fits", "allStarLite-dr17-synspec_rev1.fits", TELESCOPES,
-    ),
-}
-
-
-# ----------------------------------------------------------------------------------------
-# paths
-# ----------------------------------------------------------------------------------------
-def _release(release: str) -> Release:
-    try:
-        return RELEASES[str(release).lower()]
-    except KeyError:
-        raise ValueError(f"unknown APOGEE release {release!r}; known: {sorted(RELEASES)}") from None
-
-
-def _check(rel: Release, telescope: str, field: str | int | None, apogee_id: str) -> tuple[str, str, str]:
-    telescope = str(telescope).strip().lower()
-    if telescope not in rel.telescopes:
-        raise ValueError(f"telescope {telescope!r} not in {rel.name}: {list(rel.telescopes)}")
-    if field is None or str(field).strip() == "":
-        what = "LOCATION_ID" if rel.name == "dr14" else "FIELD"
-        raise ValueError(f"{rel.name} spectra need the star's field ({what} in allStar)")
-    field_s, apogee_id = str(field).strip(), str(apogee_id).strip()
-    for name, value in (("field", field_s), ("APOGEE_ID", apogee_id)):
-        if not _SAFE_PART.match(value) or value in (".", ".."):
-            raise ValueError(f"invalid {name} {value!r}")
-    return telescope, field_s, apogee_id
-
-
-def apstar_path(
-    apogee_id: str, *, release: str = "dr17", telescope: str = "apo25m", field: str | int | None = None
-) -> str:
-    """SAS path (relative, ``/``-separated) of a star's apStar file (asStar for lco25m)."""
-    rel = _release(release)
-    telescope, field_s, apogee_id = _check(rel, telescope, field, apogee_id)
-    prefix = "asStar" if telescope == "lco25m" else "apStar"
-    return f"{rel.redux}/stars/{telescope}/{field_s}/{prefix}-{rel.apred}-{apogee_id}.fits"
-
-
-def aspcapstar_path(
-    apogee_id: str, *, release: str = "dr17", telescope: str = "apo25m", field: str | int | None = None
-) -> str:
-    """SAS path of a star's aspcapStar file (DR14: ``field`` is the LOCATION_ID folder)."""
-    rel = _release(release)
-    telescope, field_s, apogee_id = _check(rel, telescope, field, apogee_id)
-    folder = f"{rel.aspcap}/{telescope}/{field_s}" if rel.aspcap_by_telescope else f"{rel.aspcap}/{field_s}"
-    return f"{folder}/{rel.aspcap_prefix}-{apogee_id}.fits"
-
-
-def allstar_path(release: str = "dr17", *, lite: bool = False) -> str:
-    """SAS path of the release's allStar catalogue (``lite``: DR17 allStarLite)."""
-    rel = _release(release)
-    if lite:
-        if rel.allstar_lite is None:
-            raise ValueError(f"{rel.name} has no allStarLite file")
-        return f"{rel.aspcap}/{rel.allstar_lite}"
-    return f"{rel.aspcap}/{rel.allstar}"
-
-
-def file_path(kind: str, apogee_id: str | None = None, *, release: str = "dr17",
-              telescope: str = "apo25m", field: str | int | None = None, lite: bool = False) -> str:
-    """Dispatch on ``kind`` (``"apstar"``, ``"aspcapstar"``, ``"allstar"``) to the path builders."""
-    kind = kind.lower()
-    if kind == "allstar":
-        return allstar_path(release, lite=lite)
-    if kind not in KINDS:
-        raise ValueError(f"unknown file kind {kind!r}; known: {list(KINDS)}")
-    if not apogee_id:
-        raise ValueError(f"{kind} needs an APOGEE_ID")
-    build = apstar_path if kind == "apstar" else aspcapstar_path
-    return build(apogee_id, release=release, telescope=telescope, field=field)
 
 
 def sas_base_url(base_url: str | None = None) -> str:
@@ -450,15 +337,21 @@ def download(
 
 def fetch(
     kind: str,
-    apogee_id: str | None = None,
+    identifier: str | int | None = None,
     *,
     release: str = "dr17",
     telescope: str = "apo25m",
     field: str | int | None = None,
     lite: bool = False,
+    healpix: int | str | None = None,
+    v_astra: str | None = None,
+    apred: str | None = None,
+    run2d: str | None = None,
+    mjd: int | str | None = None,
+    pipeline: str | None = None,
     **download_kwargs: Any,
 ) -> Path:
-    """Build the SAS path of ``kind`` for a star (or the allStar) and :func:`download` it."""
-    path = file_path(kind, apogee_id, release=release, telescope=telescope, field=field, lite=lite)
+    """Build the SAS path of ``kind`` (see :func:`file_path`) and :func:`download` it."""
+    path = file_path(kind, identifier, release=release, telescope=telescope, field=field, lite=lite,
+                     healpix=healpix, v_astra=v_astra, apred=apred, run2d=run2d, mjd=mjd, pipeline=pipeline)
     return download(path, **download_kwargs)
-

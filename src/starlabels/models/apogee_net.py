@@ -4,7 +4,8 @@ Twelve ``Conv1d(k=3, padding=1)`` layers with 8-8-16-16-16-16-32-32-32-32-64-64 
 each, max-pool 2 after every second convolution, flatten, then dense 512 → 512 → ``n_labels``. As in
 the paper's code, dropout acts on the *pre-activation* of the two hidden dense layers
 (``relu(dropout(fc(x)))``) and is not applied to the output layer. The flatten size is computed from
-``n_pixels`` (64 × 133 for the 8575-pixel apStar grid, as printed in the paper).
+``n_pixels`` (64 × 133 on the apStar grid, as printed in the paper): each max-pool floors, as
+``F.max_pool1d``, so any length ≥ 64 works (64 × ⌊P/64⌋; on the BOSS grid 64 × 72).
 
 The layers are kept in two ``nn.Sequential`` blocks (``features``, ``head``) whose parameters come in
 the same order as the paper's ``conv1 … conv12, fc1, fc2, fc3``, so weights map one-to-one and the
@@ -44,20 +45,24 @@ class ApogeeNet(LabelNetwork):
     n_labels:
         Number of outputs (standardised labels).
     n_pixels:
-        Input length (8575 for the apStar grid; any length ≥ 64 works).
+        Input length, any ≥ 64 (default: the APOGEE apStar grid's, as in the paper).
     dropout:
         Dropout probability on the two hidden dense layers (the paper used 0.1 in training and
         the code's default 0.0).
 
     ``forward(x)`` takes ``(N, 1, n_pixels)`` and returns ``(mean, None)`` with ``mean`` shaped
-    ``(N, n_labels)``. With ``n_pixels=8575`` and 3 labels it has 4,655,275 parameters.
+    ``(N, n_labels)``. On the apStar grid with 3 labels it has 4,655,275 parameters.
     """
 
     name: ClassVar[str] = "apogee_net"
     has_variance: ClassVar[bool] = False
 
-    def __init__(self, n_labels: int, n_pixels: int = 8575, dropout: float = 0.0) -> None:
+    def __init__(self, n_labels: int, n_pixels: int | None = None, dropout: float = 0.0) -> None:
         super().__init__()
+        if n_pixels is None:
+            from starlabels.instruments import get
+
+            n_pixels = get("apogee").n_pixels
         if n_labels < 1:
             raise ValueError(f"ApogeeNet: n_labels must be >= 1, got {n_labels}")
         if flat_length(n_pixels) < 1:

@@ -92,7 +92,8 @@ class BayesianCNN(LabelNetwork):
     n_labels:
         Number of labels L.
     n_pixels:
-        Input length P (7514 on the ASPCAP grid).
+        Input length P, any ≥ ``pool`` (the pool floors: P // pool pixels reach the dense layers;
+        APOGEE's ASPCAP grid for astroNN).
     dropout:
         MC-dropout probability (astroNN: 0.3).
     filters, kernel_size, pool:

@@ -98,8 +98,8 @@ def ranges_to_windows(ranges: Sequence[Sequence[Sequence[int]]], n_pixels: int) 
 
 
 def load_windows(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an .npz with ``windows`` (E, P) bool and ``elements`` (E,) names (e.g.
-    ``aspcap_element_windows_dr14_7514.npz``)."""
+    """Read an .npz with ``windows`` (E, P) bool and ``elements`` (E,) names (e.g. APOGEE's ASPCAP
+    DR14 windows, ``starlabels.instruments.get("apogee").element_windows["dr14"].path()``)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "element-window file does not exist")
@@ -155,6 +155,37 @@ def _resolve_windows(
     return w, names
 
 
+def windows_on_grid(
+    windows: WindowsLike, element_names: Sequence[str] | None, grid: Any, instrument: str = "apogee"
+) -> tuple[np.ndarray, list[str]]:
+    """Element windows moved onto the network's ``grid`` (a :class:`~starlabels.core.Grid`).
+
+    ``windows`` is anything :class:`CensoredBayesianCNN` takes, or the name of one of the
+    ``instrument``'s element-window files (APOGEE: ``"dr14"``, the ASPCAP windows). Windows already
+    of the grid's length are taken as they are; otherwise they are on the instrument's grid of their
+    length (APOGEE's ASPCAP windows on the gap-free grid) and are moved onto ``grid``, which must
+    hold that grid or be held by it (e.g. onto the apStar grid of a raw-flux network: gaps False).
+    Returns ((E, P) bool, E element names).
+    """
+    from starlabels.core import get
+    from starlabels.preprocess.grids import convert
+
+    inst = get(instrument)
+    if isinstance(windows, str) and windows in inst.element_windows and not Path(windows).exists():
+        windows = inst.element_windows[windows].path()
+    w, names = _resolve_windows(windows, element_names)
+    if w.shape[1] == grid.n_pixels:
+        return w, names
+    own = [g for g in inst.grids() if g.n_pixels == w.shape[1]]
+    if not own:
+        raise InputDataError(f"element windows of {w.shape[1]} pixels fit neither the network's grid "
+                             f"{grid.describe()} nor a grid of {inst.name!r}")
+    try:
+        return convert(w, own[0], grid, fill=0, axis=1).astype(bool), names
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
+
+
 class CensoredBayesianCNN(LabelNetwork):
     """astroNN ``ApogeeBCNNCensored``: main labels from the full spectrum, abundances from windows.
 
@@ -162,7 +193,7 @@ class CensoredBayesianCNN(LabelNetwork):
     ----------
     windows:
         Element windows: an (E, P) boolean array/tensor, a path to an .npz with ``windows`` and
-        ``elements`` (e.g. ``aspcap_element_windows_dr14_7514.npz``; ``element_names`` then picks
+        ``elements`` (e.g. APOGEE's ASPCAP DR14 windows file; ``element_names`` then picks
         and orders elements, matched case-insensitively with ``_FE``/``_H`` suffixes ignored, so
         ``["MG_FE", "AL_FE"]`` works), or the ``{"n_pixels", "ranges"}`` dict of :meth:`config`.
         Stored as the buffer ``windows`` (saved with the weights).

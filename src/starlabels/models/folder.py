@@ -5,10 +5,16 @@ Layout (docs/DESIGN.md, "Trained model folder")::
     model/
       config.json          format_version, starlabels_version, created, architecture {name, kwargs},
                            labels {names, units}, normalisation {labels: {mean, std, names},
-                           spectra: {mode, n_pixels}}, preprocessing {...} | null,
-                           calibration {label: scale} | null, training {...}
+                           spectra: {mode, n_pixels}}, grid {Grid.to_dict()} | null (the
+                           network input's wavelength grid), preprocessing {...} | null (its
+                           to_dict() stores the grid raw spectra must be on), calibration
+                           {label: scale} | null, training {...}
       weights.safetensors  network state dict + "spectrum_scaler.mean"/"spectrum_scaler.std"
       history.csv          epoch, train_loss, dev_loss, lr, seconds (when a history is attached)
+
+Folders written before grids were stored have no ``grid`` entry: their network grid is the
+preprocessing's output grid (``continuum`` → ASPCAP, ``raw`` → apStar) or, without preprocessing,
+the built-in grid with the network's pixel count (none when no built-in grid has it).
 
 Saving is atomic: the files are written to a temporary folder beside the destination which then
 replaces it by rename; on any failure the destination is left as it was. Files in an existing
@@ -98,6 +104,10 @@ class TrainedModel:
         ``None`` when the network input is used as stored.
     calibration:
         Optional ``{label: scale}`` uncertainty calibration (applied by :mod:`starlabels.inference`).
+    grid:
+        The wavelength grid of the network input (:class:`~starlabels.core.Grid`, a built-in
+        grid's name or a ``Grid.to_dict()``); ``None``: the preprocessing's output grid, else the
+        built-in grid with the network's pixel count (else unknown).
     training:
         Provenance (data files, sizes, splits, optimiser, epochs, dates, seed); any JSON-able dict.
     history:
@@ -118,6 +128,7 @@ class TrainedModel:
         history: Any = None,
         created: str | None = None,
         starlabels_version: str | None = None,
+        grid: Any = None,
     ) -> None:
         self.network = network
         self.label_names = [str(n) for n in label_names]
@@ -135,6 +146,7 @@ class TrainedModel:
         if sp is not None and sp != network.n_pixels:
             raise InputDataError(f"spectrum scaler has {sp} pixels, the network takes {network.n_pixels}")
         self.preprocessing = None if preprocessing is None else dict(preprocessing)
+        self.grid = _network_grid(grid, self.preprocessing, network.n_pixels)
         self.calibration = None
         if calibration is not None:
             unknown = sorted(set(calibration) - set(self.label_names))
@@ -178,6 +190,15 @@ class TrainedModel:
 
         self.network.to(get_device(None if device is None else str(device)))
         return self
+
+    @property
+    def input_grid(self) -> Any:
+        """The grid raw spectra must be on (:class:`~starlabels.core.Grid`): the preprocessing's
+        input grid, or the network's grid when there is no preprocessing (``None`` if unknown)."""
+        cfg = self.preprocess_config()
+        if cfg is None:
+            return self.grid
+        return cfg.grid  # PreprocessConfig resolves its stored input grid (old configs: apStar)
 
     def preprocess_config(self) -> Any:
         """The stored preprocessing as a ``PreprocessConfig`` (``None`` when there is none)."""
@@ -263,6 +284,7 @@ class TrainedModel:
                     "labels": self.label_scaler.to_dict(),
                     "spectra": self.spectrum_scaler.to_dict(),
                 },
+                "grid": None if self.grid is None else self.grid.to_dict(),
                 "preprocessing": self.preprocessing,
                 "calibration": self.calibration,
                 "training": self.training,
@@ -338,6 +360,34 @@ class TrainedModel:
             f"TrainedModel({self.architecture!r}, labels={self.label_names}, "
             f"n_pixels={self.n_pixels}, spectra={self.spectrum_scaler.mode!r})"
         )
+
+
+def _network_grid(grid: Any, preprocessing: Mapping[str, Any] | None, n_pixels: int) -> Any:
+    """The network input's :class:`~starlabels.core.Grid` (see :class:`TrainedModel`'s ``grid``)."""
+    from starlabels.preprocess.grids import get_grid
+
+    given = grid is not None
+    if grid is None and preprocessing is not None:
+        from starlabels.preprocess.pipeline import PreprocessConfig
+
+        try:
+            grid = PreprocessConfig.from_dict(dict(preprocessing)).output_grid
+        except (TypeError, ValueError, InputDataError):
+            grid = None
+    if grid is None:
+        try:
+            grid = get_grid(int(n_pixels))  # only for models saved before grids were stored
+        except ValueError:
+            return None
+    try:
+        g = get_grid(grid)
+    except (ValueError, InputDataError) as exc:
+        raise InputDataError(f"not a wavelength grid: {exc}") from None
+    if g.n_pixels != int(n_pixels):
+        if not given:  # a derived guess that does not fit: the grid is unknown
+            return None
+        raise InputDataError(f"grid {g.describe()} has {g.n_pixels} pixels, the network takes {n_pixels}")
+    return g
 
 
 def _history_records(history: Any) -> list[dict[str, Any]] | None:
@@ -456,8 +506,9 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
             history=_read_history(folder / HISTORY_FILE),
             created=cfg.get("created"),
             starlabels_version=cfg.get("starlabels_version"),
+            grid=cfg.get("grid"),
         )
-    except (KeyError, TypeError, InputDataError) as exc:
+    except (KeyError, TypeError, ValueError, InputDataError) as exc:
         raise ModelFormatError(f"{cfg_path}: inconsistent model description: {exc}") from None
     model.to(device)
     network.eval()

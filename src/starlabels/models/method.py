@@ -125,6 +125,36 @@ class LabelMethod:
         return len(self.label_names)
 
     @property
+    def grid(self) -> Any:
+        """The :class:`~starlabels.core.Grid` of the method's input (after ``preprocessing``): one a
+        subclass set (``self.grid = ...``), else the preprocessing's output grid, else the built-in
+        grid with ``n_pixels`` pixels; None when unknown (then only arrays of ``n_pixels`` pixels
+        without a grid are accepted)."""
+        explicit = self.__dict__.get("_grid")
+        if explicit is not None:
+            return explicit
+        from starlabels.errors import InputDataError
+        from starlabels.models.folder import _network_grid
+
+        pre = self.preprocess_config()
+        try:
+            return _network_grid(None, None if pre is None else pre.to_dict(), int(self.n_pixels))
+        except InputDataError:
+            return None
+
+    @grid.setter
+    def grid(self, value: Any) -> None:
+        from starlabels.preprocess.grids import get_grid
+
+        self._grid = None if value is None else get_grid(value)
+
+    @property
+    def input_grid(self) -> Any:
+        """The grid raw spectra must be on: the preprocessing's input grid, or :attr:`grid`."""
+        pre = self.preprocess_config()
+        return self.grid if pre is None else pre.grid
+
+    @property
     def architecture(self) -> str:
         """The method name (what networks call their architecture)."""
         return self.method

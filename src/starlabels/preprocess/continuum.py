@@ -1,6 +1,6 @@
 """Continuum normalisation of APOGEE spectra (astroNN §3, after The Cannon 2, Casey et al. 2016).
 
-Each detector (blue, green, red; :attr:`starlabels.preprocess.grids.ASPCAP.detector_slices`) is
+Each detector (blue, green, red; :attr:`starlabels.preprocess.grids.ASPCAP.segment_slices`) is
 normalised separately: a Chebyshev polynomial of degree ``degree`` (2 by default) in the coordinate
 ``x = linspace(-1, 1, n)`` over the detector's ASPCAP-grid pixels (log-linear in wavelength, so
 ``x`` is ``log λ`` scaled to [−1, 1]) is fitted to the flux of the *continuum pixels* by weighted
@@ -34,9 +34,12 @@ import numpy as np
 from numpy.polynomial import chebyshev
 
 from starlabels.constants import MISSING
+from starlabels.core.bitmask import PixelBitmask
+from starlabels.core.grid import Grid
+from starlabels.core.instrument import find_grid
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, bits_to_value
-from starlabels.preprocess.grids import APSTAR, ASPCAP, DETECTORS, GRIDS, convert
+from starlabels.preprocess.grids import APSTAR, ASPCAP, GRIDS, convert, get_grid, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR, as_batch, is_rejected_error
 
 __all__ = [
@@ -66,32 +69,45 @@ MaskLike = np.ndarray | str | Path | None
 # --------------------------------------------------------------------------------------------
 
 
-def _mask_to_aspcap(mask: np.ndarray, what: str) -> np.ndarray:
-    """(n,) bool on any known grid → (7514,) bool on the ASPCAP grid (pixels it lacks: False)."""
+def _mask_to_grid(mask: np.ndarray, what: str, grid: Grid = ASPCAP) -> np.ndarray:
+    """(n,) bool on ``grid`` or on a built-in grid that is a sub- or super-grid of it → (P,) bool on
+    ``grid`` (pixels the mask's grid lacks: False)."""
     n = mask.shape[0]
-    for grid in GRIDS.values():
-        if grid.n_pixels == n:
-            return convert(mask, grid, ASPCAP, fill=0).astype(bool)
+    if n == grid.n_pixels:
+        return mask.astype(bool, copy=True)
+    for other in GRIDS.values():
+        if other.n_pixels == n:
+            try:
+                return convert(mask, other, grid, fill=0).astype(bool)
+            except ValueError:
+                continue
+    related = [f"{g.n_pixels} ({g.name})" for g in GRIDS.values()
+               if g.positions_in(grid) is not None or grid.positions_in(g) is not None]
     raise InputDataError(
-        f"{what} has {n} pixels; expected 7514 (ASPCAP grid), 8575 (apStar) or 7214 (Payne)"
+        f"{what} has {n} pixels; expected {grid.n_pixels} (grid {grid.name!r})"
+        + (f" or a related grid: {', '.join(related)}" if related else "")
     )
 
 
-def load_continuum_mask(path: str | Path, key: str | None = None) -> np.ndarray:
+def load_continuum_mask(path: str | Path, key: str | None = None, grid: Grid | str = ASPCAP) -> np.ndarray:
     """Load a boolean continuum-pixel mask from ``.npy`` or ``.npz``.
 
     Parameters
     ----------
     path:
-        File holding a 1-D boolean (or 0/1) array on the ASPCAP (7514), apStar (8575) or Payne (7214)
-        grid. For ``.npz`` the array is ``key``, else the only array in the file, else the only
-        1-D array of a known grid length.
+        File holding a 1-D boolean (or 0/1) array on ``grid`` or on a built-in grid that is a sub- or
+        super-grid of it (for APOGEE: the ASPCAP, apStar or Payne grid). For ``.npz`` the array is
+        ``key``, else the only array in the file, else the only 1-D array of a known grid length.
     key:
         Name of the array inside an ``.npz`` file.
 
+    grid:
+        Grid to return the mask on (default APOGEE's ASPCAP grid); a mask stored on a sub- or
+        super-grid of it is converted.
+
     Returns
     -------
-    (7514,) bool on the ASPCAP grid (pixels the file's grid lacks are False).
+    (P,) bool on ``grid`` (pixels the file's grid lacks are False).
 
     Raises
     ------
@@ -130,7 +146,7 @@ def load_continuum_mask(path: str | Path, key: str | None = None) -> np.ndarray:
             raise InputFileError(p, f"continuum mask must be boolean (or 0/1), got dtype {arr.dtype}")
         arr = arr.astype(bool)
     try:
-        return _mask_to_aspcap(arr, "continuum mask")
+        return _mask_to_grid(arr, "continuum mask", get_grid(grid))
     except InputDataError as exc:
         raise InputFileError(p, str(exc)) from None
 
@@ -145,12 +161,12 @@ def mask_from_indices(indices: Iterable[int], n_pixels: int = ASPCAP.n_pixels) -
     return mask
 
 
-def _resolve_mask(continuum_mask: MaskLike) -> np.ndarray | None:
-    """None, a path, or a bool array on a known grid → None or (7514,) bool."""
+def _resolve_mask(continuum_mask: MaskLike, grid: Grid = ASPCAP) -> np.ndarray | None:
+    """None, a path, or a bool array on ``grid`` or a related built-in grid → None or (P,) bool."""
     if continuum_mask is None:
         return None
     if isinstance(continuum_mask, (str, Path)):
-        return load_continuum_mask(continuum_mask)
+        return load_continuum_mask(continuum_mask, grid=grid)
     m = np.asarray(continuum_mask)
     if m.dtype != np.bool_:
         raise InputDataError(
@@ -159,7 +175,7 @@ def _resolve_mask(continuum_mask: MaskLike) -> np.ndarray | None:
         )
     if m.ndim != 1:
         raise InputDataError(f"continuum_mask must be 1-D, got shape {m.shape}")
-    return _mask_to_aspcap(m, "continuum_mask")
+    return _mask_to_grid(m, "continuum_mask", grid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +189,7 @@ def _mm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
 
 
 class _ChebDesign:
-    """Precomputed Chebyshev design matrices for the three ASPCAP-grid detectors.
+    """Precomputed Chebyshev design matrices for the segments of a gap-free grid (``slices``).
 
     ``fit_cols`` (n_fit,) are the ASPCAP-grid pixels that may enter the fits (continuum pixels, or
     every pixel), detector d owning ``fit_cols[bounds[d]:bounds[d+1]]``. For detector d, ``Vf[d]``
@@ -184,12 +200,12 @@ class _ChebDesign:
     ``T_i T_j = (T_{i+j} + T_{|i−j|}) / 2``: ``M_ij = (m_{i+j} + m_{|i−j|}) / 2``.
     """
 
-    def __init__(self, mask: np.ndarray | None, degree: int):
+    def __init__(self, mask: np.ndarray | None, degree: int, slices: tuple[slice, ...]):
         if isinstance(degree, bool) or int(degree) != degree or degree < 0:
             raise InputDataError(f"degree must be a non-negative integer, got {degree!r}")
         self.degree = int(degree)
         self.k = k = self.degree + 1
-        self.slices = ASPCAP.detector_slices
+        self.slices = slices
         cols, self.Vt, self.Vf, self.Vm, self.bounds = [], [], [], [], [0]
         for sl in self.slices:
             x = np.linspace(-1.0, 1.0, sl.stop - sl.start)
@@ -250,17 +266,56 @@ class _ChebDesign:
         return np.hstack([_mm(c[:, d], self.Vf[d].T) for d in range(len(self.slices))])
 
 
+class _Layout:
+    """Where the segments of an input grid sit in the input array and in the gap-free output.
+
+    ``in_grid``: grid of the input; ``out_grid``: its segment grid (gaps deleted; the input grid
+    itself when it has no gaps; a built-in grid with the same wavelengths is used by name, so APOGEE's
+    apStar input gives the ASPCAP grid). ``in_ranges``: column range of each segment in the input;
+    ``out_slices``: the same segments in the output.
+    """
+
+    def __init__(self, in_grid: Grid):
+        self.in_grid = in_grid
+        self.has_gaps = not bool(in_grid.in_segments().all())
+        out = in_grid.segment_grid() if self.has_gaps else in_grid
+        known = find_grid(out)
+        self.out_grid = known[0].get_grid(known[1]) if known is not None else out
+        self.in_ranges = pixel_ranges(in_grid)
+        self.out_slices = self.out_grid.segment_slices
+
+
+def _layout(n_pixels: int, grid: Grid | str | None) -> _Layout:
+    """The layout of input arrays with ``n_pixels`` columns on ``grid`` (None: APOGEE's apStar or
+    ASPCAP grid by pixel count, as before grids were data)."""
+    if grid is None:
+        if n_pixels == APSTAR.n_pixels:
+            return _Layout(APSTAR)
+        if n_pixels == ASPCAP.n_pixels:
+            return _Layout(ASPCAP)
+        raise InputDataError(
+            f"spectra have {n_pixels} pixels; without grid= only APOGEE's apStar ({APSTAR.n_pixels}) or "
+            f"ASPCAP ({ASPCAP.n_pixels}) grids are recognised — pass grid= (a Grid or an instrument's "
+            "grid name)"
+        )
+    g = get_grid(grid)
+    if g.n_pixels != n_pixels:
+        raise InputDataError(f"spectra have {n_pixels} pixels but grid {g.describe()} has {g.n_pixels}")
+    return _Layout(g)
+
+
 def _gather_chunk(
-    f: np.ndarray, e: np.ndarray, b: np.ndarray | None, rows: slice, dtype: np.dtype
+    f: np.ndarray, e: np.ndarray, b: np.ndarray | None, rows: slice, dtype: np.dtype, layout: _Layout
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Rows ``rows`` of (N, 8575 | 7514) arrays → (n, 7514) arrays on the ASPCAP grid, flux and
-    error of ``dtype``: contiguous copies for apStar input (one sequential read, then everything
-    runs in cache), views where possible for ASPCAP input."""
-    if f.shape[1] == APSTAR.n_pixels:
+    """Rows ``rows`` of (N, P_in) arrays → (n, P_out) arrays on the gap-free output grid, flux and
+    error of ``dtype``: contiguous copies for input with gaps (one sequential read, then everything
+    runs in cache), views where possible for gap-free input."""
+    if layout.has_gaps:
         n = len(range(*rows.indices(f.shape[0])))
-        fa, ea = np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype)
-        ba = None if b is None else np.empty((n, ASPCAP.n_pixels), b.dtype)
-        for sl, (a0, a1) in zip(ASPCAP.detector_slices, ASPCAP.segments, strict=True):
+        P = layout.out_grid.n_pixels
+        fa, ea = np.empty((n, P), dtype), np.empty((n, P), dtype)
+        ba = None if b is None else np.empty((n, P), b.dtype)
+        for sl, (a0, a1) in zip(layout.out_slices, layout.in_ranges, strict=True):
             fa[:, sl] = f[rows, a0:a1]
             ea[:, sl] = e[rows, a0:a1]
             if ba is not None:
@@ -268,13 +323,6 @@ def _gather_chunk(
         return fa, ea, ba
     fa, ea, ba = f[rows], e[rows], None if b is None else b[rows]
     return fa.astype(dtype, copy=False), ea.astype(dtype, copy=False), ba
-
-
-def _input_segments(n_pixels: int) -> tuple[tuple[int, int], ...]:
-    """Column range of each detector in an input array of ``n_pixels`` (apStar or ASPCAP grid)."""
-    if n_pixels == APSTAR.n_pixels:
-        return ASPCAP.segments
-    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
 
 
 def _good_pixels(fa: np.ndarray, ea: np.ndarray, ba: np.ndarray | None, reject_value: int) -> np.ndarray:
@@ -289,10 +337,12 @@ def _good_pixels(fa: np.ndarray, ea: np.ndarray, ba: np.ndarray | None, reject_v
     return good
 
 
-def _failure_message(bad: np.ndarray, n_used: np.ndarray, k: int, row0: int, what: str) -> str:
+def _failure_message(
+    bad: np.ndarray, n_used: np.ndarray, k: int, row0: int, what: str, segments: tuple[str, ...]
+) -> str:
     rows, dets = np.nonzero(bad)
     parts = [
-        f"spectrum {row0 + r}, {DETECTORS[d]} detector ({n_used[r, d]} usable {what} pixels"
+        f"spectrum {row0 + r}, {segments[d]} segment ({n_used[r, d]} usable {what} pixels"
         + (", degenerate weights" if n_used[r, d] >= k else "") + ")"
         for r, d in zip(rows[:5], dets[:5], strict=True)
     ]
@@ -301,7 +351,7 @@ def _failure_message(bad: np.ndarray, n_used: np.ndarray, k: int, row0: int, wha
         f"continuum fit impossible (needs at least degree+1 = {k} usable {what} pixels) in: "
         + "; ".join(parts) + more
         + " (unusable pixels are masked, non-finite or have error ≤ 0; pass on_failure='reject' "
-        "to get that detector flagged as rejected pixels instead)"
+        "to get that segment flagged as rejected pixels instead)"
     )
 
 
@@ -314,6 +364,7 @@ def _fit_chunk(
     on_failure: OnFailure,
     row0: int,
     what: str,
+    segments: tuple[str, ...],
     clip: tuple[int, float, float | None] | None = None,
 ) -> np.ndarray:
     """Fit the continua of one chunk of n spectra from their fit pixels.
@@ -332,7 +383,7 @@ def _fit_chunk(
     coef, n_used = design.fit(fz, w)
     failed = np.isnan(coef[..., 0])
     if failed.any() and on_failure == "raise":
-        raise InputDataError(_failure_message(failed, n_used, design.k, row0, what))
+        raise InputDataError(_failure_message(failed, n_used, design.k, row0, what, segments))
     if clip is not None:
         n_iter, low, high = clip
         for _ in range(n_iter):
@@ -353,9 +404,20 @@ def _check_on_failure(on_failure: str) -> None:
         raise ValueError(f"on_failure must be 'raise' or 'reject', got {on_failure!r}")
 
 
-def _reject_value(bits: Iterable[str | int] | None) -> int:
+def _bitmask_of(grid: Grid, bitmask_def: PixelBitmask | None) -> PixelBitmask | None:
+    """The bitmask definition for spectra on ``grid``: ``bitmask_def``, else the instrument's that owns
+    the grid, else None (APOGEE_PIXMASK, as before grids were data)."""
+    if bitmask_def is not None:
+        return bitmask_def
+    known = find_grid(grid)
+    return None if known is None else known[0].bitmask()
+
+
+def _reject_value(bits: Iterable[str | int] | None, bitmask_def: PixelBitmask | None = None) -> int:
     try:
-        return DEFAULT_REJECT_VALUE if bits is None else bits_to_value(bits)
+        if bitmask_def is None:
+            return DEFAULT_REJECT_VALUE if bits is None else bits_to_value(bits)
+        return bitmask_def.value(None if bits is None else list(bits))
     except ValueError as exc:
         raise InputDataError(str(exc)) from None
 
@@ -375,7 +437,7 @@ class ContinuumFit(tuple):
 
     @property
     def continuum(self) -> np.ndarray:
-        """(N, 7514) float64 fitted continuum on the ASPCAP grid (flux units); NaN over detectors
+        """(N, P_out) float64 fitted continuum on the output grid (flux units); NaN over segments
         whose fit was impossible."""
         return self[0]
 
@@ -387,48 +449,52 @@ class ContinuumFit(tuple):
 
     @property
     def rejected(self) -> np.ndarray:
-        """(N, 7514) bool: rejected pixels (bitmask, bad values, failed detector, continuum ≤ 0)."""
+        """(N, P_out) bool: rejected pixels (bitmask, bad values, failed segment, continuum ≤ 0)."""
         return self[2]
 
 
 def _run(
-    flux, error, bitmask, continuum_mask, degree, bits, on_failure, clip, what, keep_fit=False
+    flux, error, bitmask, continuum_mask, degree, bits, on_failure, clip, what, keep_fit=False,
+    grid=None, bitmask_def=None,
 ):
     """Shared driver: validate, then normalise chunk by chunk.
 
-    Per chunk of rows: copy to the ASPCAP grid, find usable pixels, fit all continua at once from
-    the fit pixels, then per detector evaluate the continuum and write ``flux/continuum`` and
-    ``error/continuum`` into the output; finally fill rejected pixels.
+    Per chunk of rows: copy the segments to the gap-free output grid, find usable pixels, fit all
+    continua at once from the fit pixels, then per segment evaluate the continuum and write
+    ``flux/continuum`` and ``error/continuum`` into the output; finally fill rejected pixels.
 
-    Returns ``(flux, error, was_1d, fit)`` with ``fit`` a :class:`ContinuumFit` when ``keep_fit``.
+    Returns ``(flux, error, was_1d, fit, layout)`` with ``fit`` a :class:`ContinuumFit` when
+    ``keep_fit``.
     """
     _check_on_failure(on_failure)
-    f, e, b, was_1d = as_batch(flux, error, bitmask, n_pixels=(APSTAR.n_pixels, ASPCAP.n_pixels))
-    reject_value = _reject_value(bits)
-    design = _ChebDesign(_resolve_mask(continuum_mask), degree)
+    f, e, b, was_1d = as_batch(flux, error, bitmask)
+    layout = _layout(f.shape[1], grid)
+    out_grid = layout.out_grid
+    reject_value = _reject_value(bits, _bitmask_of(layout.in_grid, bitmask_def))
+    design = _ChebDesign(_resolve_mask(continuum_mask, out_grid), degree, layout.out_slices)
     n = f.shape[0]
-    segments = _input_segments(f.shape[1])
+    names = out_grid.segment_names
     dtype = np.result_type(f.dtype, np.float32)
-    out_f = np.empty((n, ASPCAP.n_pixels), dtype=dtype)
-    out_e = np.empty((n, ASPCAP.n_pixels), dtype=dtype)
+    out_f = np.empty((n, out_grid.n_pixels), dtype=dtype)
+    out_e = np.empty((n, out_grid.n_pixels), dtype=dtype)
     if keep_fit:
-        conts = np.empty((n, ASPCAP.n_pixels))
-        coefs = np.empty((n, len(DETECTORS), design.k))
-        rejected = np.empty((n, ASPCAP.n_pixels), dtype=bool)
+        conts = np.empty((n, out_grid.n_pixels))
+        coefs = np.empty((n, len(names), design.k))
+        rejected = np.empty((n, out_grid.n_pixels), dtype=bool)
     step = design.chunk_rows
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
-        fa, ea, _ = _gather_chunk(f, e, None, rows, dtype)
+        fa, ea, _ = _gather_chunk(f, e, None, rows, dtype, layout)
         good = _good_pixels(fa, ea, None, reject_value)
         if b is not None and reject_value:  # straight from views of the bitmask, no copy
-            for sl, (a0, a1) in zip(design.slices, segments, strict=True):
+            for sl, (a0, a1) in zip(design.slices, layout.in_ranges, strict=True):
                 good[:, sl] &= (b[rows, a0:a1] & reject_value) == 0
         cols = design.fit_cols
         coef = _fit_chunk(
             fa[:, cols].astype(np.float64), ea[:, cols].astype(np.float64), good[:, cols], design,
-            on_failure=on_failure, row0=start, what=what, clip=clip,
+            on_failure=on_failure, row0=start, what=what, clip=clip, segments=names,
         )
-        c = np.nan_to_num(coef, nan=0.0)  # failed detectors: continuum 0 → rejected below
+        c = np.nan_to_num(coef, nan=0.0)  # failed segments: continuum 0 → rejected below
         of, oe = out_f[rows], out_e[rows]
         for d, sl in enumerate(design.slices):
             cont = _mm(c[:, d], design.Vt[d])  # (n, n_d) float64
@@ -452,7 +518,13 @@ def _run(
         if keep_fit:
             coefs[rows], rejected[rows] = coef, bad
     fit = ContinuumFit(conts, coefs, rejected) if keep_fit else None
-    return out_f, out_e, was_1d, fit
+    return out_f, out_e, was_1d, fit, layout
+
+
+def output_grid(grid: Grid | str) -> Grid:
+    """The grid continuum-normalised spectra come out on for input on ``grid`` (its segments with the
+    gaps deleted; APOGEE's apStar grid gives the ASPCAP grid)."""
+    return _Layout(get_grid(grid)).out_grid
 
 
 def continuum_normalize(
@@ -464,18 +536,21 @@ def continuum_normalize(
     *,
     bits: Iterable[str | int] | None = None,
     on_failure: OnFailure = "raise",
+    grid: Grid | str | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Continuum-normalise spectra (astroNN §3): per-detector weighted Chebyshev fit, batched.
 
     Parameters
     ----------
     flux, error:
-        (N, 8575) apStar-grid or (N, 7514) ASPCAP-grid arrays (or one spectrum, (P,)); flux in any
+        (N, P) arrays on ``grid`` (default: APOGEE's apStar or ASPCAP grid), or one spectrum (P,); flux in any
         units, error (1σ) in the same units.
     bitmask:
         Optional APOGEE_PIXMASK array of the same shape.
     continuum_mask:
-        Continuum pixels: a bool array on the ASPCAP grid (7514; 8575/7214 are converted), or a
+        Continuum pixels: a bool array on the output grid (APOGEE: ASPCAP; masks on the apStar or Payne
+        grid are converted), or a
         path to a ``.npy``/``.npz`` mask (:func:`load_continuum_mask`). ``None`` fits every usable
         pixel of a detector (absorption lines then pull the continuum low; for tests and quick
         looks only).
@@ -483,6 +558,12 @@ def continuum_normalize(
         Degree of the Chebyshev polynomial per detector (2 as astroNN / The Cannon 2).
     bits:
         APOGEE_PIXMASK bits (names or numbers) that reject a pixel; default ``DEFAULT_REJECT_BITS``.
+    grid:
+        The input's grid (a :class:`~starlabels.core.grid.Grid` or a grid name, e.g. ``"boss"``);
+        each of its segments is normalised separately and the output is on its segment grid (gaps
+        deleted: :func:`output_grid`). ``None``: APOGEE's apStar or ASPCAP grid by pixel count.
+    bitmask_def:
+        The bitmask's definition (default: the grid's instrument's; APOGEE_PIXMASK otherwise).
     on_failure:
         What to do when a detector of a spectrum has fewer than ``degree + 1`` usable continuum
         pixels (e.g. a NaN-only spectrum): ``"raise"`` (default) raises ``InputDataError`` naming
@@ -493,14 +574,16 @@ def continuum_normalize(
     Returns
     -------
     flux, error:
-        (N, 7514) on the ASPCAP grid ((7514,) for 1-D input), dtype float32 for float32 input and
+        (N, P_out) on the output grid (:func:`output_grid`; APOGEE: ASPCAP), 1-D for 1-D input, dtype
+        float32 for float32 input and
         float64 otherwise; flux is dimensionless (continuum = 1), error in the same relative units.
         Rejected pixels (see :mod:`starlabels.preprocess.masking`; also pixels where the fitted
         continuum is ≤ 0 or the ratio overflows the dtype) have flux 1 and error
         ``BAD_PIXEL_ERROR``. Never NaN or inf.
     """
-    out_f, out_e, was_1d, _ = _run(
-        flux, error, bitmask, continuum_mask, degree, bits, on_failure, None, "continuum"
+    out_f, out_e, was_1d, _, _ = _run(
+        flux, error, bitmask, continuum_mask, degree, bits, on_failure, None, "continuum",
+        grid=grid, bitmask_def=bitmask_def,
     )
     if was_1d:
         return out_f[0], out_e[0]
@@ -516,17 +599,19 @@ def fit_continuum(
     *,
     bits: Iterable[str | int] | None = None,
     on_failure: OnFailure = "raise",
+    grid: Grid | str | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> ContinuumFit:
     """The continuum :func:`continuum_normalize` divides by, with its coefficients.
 
     Same arguments as :func:`continuum_normalize`. Returns a :class:`ContinuumFit`
-    ``(continuum (N, 7514) float64, coefficients (N, 3, degree+1), rejected (N, 7514) bool)``;
+    ``(continuum (N, P_out) float64, coefficients (N, n_segments, degree+1), rejected (N, P_out) bool)``;
     always 2-D. The coefficients are Chebyshev coefficients (``numpy.polynomial.chebyshev``
     convention) in ``x = linspace(-1, 1, n_detector)`` over each detector's ASPCAP-grid pixels.
     """
     return _run(
         flux, error, bitmask, continuum_mask, degree, bits, on_failure, None, "continuum",
-        keep_fit=True,
+        keep_fit=True, grid=grid, bitmask_def=bitmask_def,
     )[3]
 
 
@@ -541,6 +626,8 @@ def pseudo_normalize(
     low: float = 1.5,
     high: float | None = None,
     on_failure: OnFailure = "raise",
+    grid: Grid | str | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalise without knowing the continuum pixels: iterative asymmetric sigma-clipped fit.
 
@@ -554,8 +641,9 @@ def pseudo_normalize(
     """
     if n_iter < 0 or low <= 0 or (high is not None and high <= 0):
         raise ValueError("n_iter must be ≥ 0 and low, high > 0")
-    out_f, out_e, was_1d, _ = _run(
-        flux, error, bitmask, None, degree, bits, on_failure, (int(n_iter), low, high), "usable"
+    out_f, out_e, was_1d, _, _ = _run(
+        flux, error, bitmask, None, degree, bits, on_failure, (int(n_iter), low, high), "usable",
+        grid=grid, bitmask_def=bitmask_def,
     )
     if was_1d:
         return out_f[0], out_e[0]
@@ -593,6 +681,8 @@ def select_continuum_pixels(
     normalized: bool = False,
     degree: int = 2,
     bits: Iterable[str | int] | None = None,
+    grid: Grid | str | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> np.ndarray:
     """Data-driven continuum pixels, in the spirit of The Cannon (Ness et al. 2015; Casey 2016).
 
@@ -609,7 +699,7 @@ def select_continuum_pixels(
     Parameters
     ----------
     flux, error, bitmask:
-        (N, 8575) or (N, 7514) spectra as for :func:`continuum_normalize` (N ≥ L + 2).
+        (N, P) spectra as for :func:`continuum_normalize` (N ≥ L + 2).
     labels:
         (N, L) (or (N,)) labels in any units; rows with MISSING/NaN labels are not used.
     fraction, n_per_detector:
@@ -624,7 +714,7 @@ def select_continuum_pixels(
 
     Returns
     -------
-    (7514,) bool continuum mask on the ASPCAP grid.
+    (P_out,) bool continuum mask on the output grid (APOGEE: ASPCAP).
 
     Raises
     ------
@@ -632,17 +722,19 @@ def select_continuum_pixels(
         Bad shapes or labels, or a detector where fewer than ``degree + 1`` pixels qualify (the
         mask could not normalise that detector).
     """
-    f, e, b, _ = as_batch(flux, error, bitmask, n_pixels=(APSTAR.n_pixels, ASPCAP.n_pixels))
+    f, e, b, _ = as_batch(flux, error, bitmask)
+    layout = _layout(f.shape[1], grid)
     if f.shape[0] < 2:
         raise InputDataError("select_continuum_pixels needs many labelled spectra, got fewer than 2")
     if not (0 < fraction <= 1):
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     z, good = _clean_labels(labels, f.shape[0])
     if normalized:
-        fa, ea, ba = _gather_chunk(f, e, b, slice(None), np.dtype(np.float64))
-        rej = ~_good_pixels(fa, ea, ba, _reject_value(bits))
+        fa, ea, ba = _gather_chunk(f, e, b, slice(None), np.dtype(np.float64), layout)
+        rej = ~_good_pixels(fa, ea, ba, _reject_value(bits, _bitmask_of(layout.in_grid, bitmask_def)))
     else:
-        fa, ea = pseudo_normalize(f, e, b, degree, bits=bits, on_failure="reject")
+        fa, ea = pseudo_normalize(f, e, b, degree, bits=bits, on_failure="reject", grid=layout.in_grid,
+                                  bitmask_def=bitmask_def)
         rej = is_rejected_error(ea)
     fa, ea, rej = fa[good].astype(np.float64), ea[good].astype(np.float64), rej[good]
 
@@ -672,7 +764,8 @@ def select_continuum_pixels(
         score = np.where(np.abs(theta[:, 0] - 1.0) <= max_offset, score, np.nan)
     score = np.where(np.isfinite(score), score, np.inf)
 
-    slices = ASPCAP.detector_slices
+    slices = layout.out_slices
+    names = layout.out_grid.segment_names
     if n_per_detector is None:
         wanted = [round(fraction * (sl.stop - sl.start)) for sl in slices]
     elif isinstance(n_per_detector, (int, np.integer)):
@@ -681,19 +774,19 @@ def select_continuum_pixels(
         wanted = [int(v) for v in n_per_detector]
         if len(wanted) != len(slices):
             raise ValueError(f"n_per_detector needs one value per detector ({len(slices)})")
-    mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
+    mask = np.zeros(layout.out_grid.n_pixels, dtype=bool)
     for d, sl in enumerate(slices):
         s = score[sl]
         order = np.argsort(s, kind="stable")[: wanted[d]]
         order = order[np.isfinite(s[order])]
         if order.size < degree + 1:
             raise InputDataError(
-                f"{DETECTORS[d]} detector: only {order.size} pixels qualify as continuum "
+                f"{names[d]} segment: only {order.size} pixels qualify as continuum "
                 f"(|θ0 − 1| ≤ {max_offset}); need at least degree+1 = {degree + 1}"
             )
         if order.size < wanted[d]:
             warnings.warn(
-                f"{DETECTORS[d]} detector: only {order.size} of the {wanted[d]} requested pixels "
+                f"{names[d]} segment: only {order.size} of the {wanted[d]} requested pixels "
                 f"have |θ0 − 1| ≤ {max_offset}",
                 stacklevel=2,
             )

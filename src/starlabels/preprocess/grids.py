@@ -1,99 +1,127 @@
-"""APOGEE wavelength grids and lossless conversions between them.
+"""Grid look-up and lossless conversion between a grid and its sub-grids.
 
-Three grids are used throughout starlabels, all subsets of the apStar log-linear grid
-(log10 λ[Å] = CRVAL1 + CDELT1 · i, i = 0 … 8574, vacuum wavelengths):
-
-``apstar``  8575 pixels, the full apStar grid (APOGEE Net's raw-flux input).
-``aspcap``  7514 pixels, detector gaps deleted: apStar [246:3274] + [3585:6080] + [6344:8335]
-            (astroNN's continuum-normalised input).
-``payne``   7214 pixels, The Payne's grid: apStar [322:3242] + [3648:6048] + [6412:8306].
-
-Each grid is a tuple of half-open apStar pixel ranges, one per detector (blue, green, red).
-Converting to a grid that contains pixels the source lacks fills them with ``fill`` (NaN by
+Grids are data (:mod:`starlabels.core.grid`); the built-in ones belong to the instruments
+(:mod:`starlabels.core.apogee`: ``apstar``, ``aspcap``, ``payne``; :mod:`starlabels.core.boss`:
+``boss``). This module finds a grid by name (or, for files and models written before grids were
+stored, by pixel count) and moves arrays between a grid and any grid whose pixels are a subset of
+it. Converting to a grid that holds pixels the source lacks fills them with ``fill`` (NaN by
 default), so a round trip small → large → small is exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-APSTAR_N_PIXELS = 8575
-APSTAR_CRVAL1 = 4.179
-APSTAR_CDELT1 = 6e-6
-DETECTORS = ("blue", "green", "red")
+from starlabels.core import apogee, boss
+from starlabels.core.grid import Grid
+from starlabels.core.instrument import available, get
+
+__all__ = [
+    "APSTAR", "APSTAR_DETECTOR_SEGMENTS", "ASPCAP", "BOSS", "DETECTORS", "GRIDS", "PAYNE", "Grid",
+    "convert", "get_grid", "index_in", "pixel_ranges", "wavelength_from_header",
+]
+
+APSTAR: Grid = apogee.APSTAR
+ASPCAP: Grid = apogee.ASPCAP
+PAYNE: Grid = apogee.PAYNE
+BOSS: Grid = boss.COADD
+#: Built-in grids by name.
+GRIDS: dict[str, Grid] = {g.name: g for g in (APSTAR, ASPCAP, PAYNE, BOSS)}
+#: APOGEE's detector names, blue to red.
+DETECTORS: tuple[str, ...] = APSTAR.segment_names
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A wavelength grid given as apStar pixel ranges, one half-open range per detector."""
-
-    name: str
-    segments: tuple[tuple[int, int], ...]
-
-    @property
-    def n_pixels(self) -> int:
-        return sum(b - a for a, b in self.segments)
-
-    @cached_property
-    def apstar_index(self) -> np.ndarray:
-        """(n_pixels,) int: the apStar pixel index of each pixel of this grid."""
-        return np.concatenate([np.arange(a, b) for a, b in self.segments])
-
-    @cached_property
-    def detector_slices(self) -> tuple[slice, ...]:
-        """One slice per detector into an array on *this* grid."""
-        out, start = [], 0
-        for a, b in self.segments:
-            out.append(slice(start, start + b - a))
-            start += b - a
-        return tuple(out)
-
-    def wavelength(
-        self, crval1: float = APSTAR_CRVAL1, cdelt1: float = APSTAR_CDELT1
-    ) -> np.ndarray:
-        """(n_pixels,) vacuum wavelengths in Å."""
-        return 10.0 ** (crval1 + cdelt1 * self.apstar_index)
+def pixel_ranges(grid: Grid) -> tuple[tuple[int, int], ...]:
+    """Half-open pixel index range of each segment of ``grid``."""
+    return tuple((s.start, s.stop) for s in grid.segment_slices)
 
 
-APSTAR = Grid("apstar", ((0, APSTAR_N_PIXELS),))
-ASPCAP = Grid("aspcap", ((246, 3274), (3585, 6080), (6344, 8335)))
-PAYNE = Grid("payne", ((322, 3242), (3648, 6048), (6412, 8306)))
-GRIDS: dict[str, Grid] = {g.name: g for g in (APSTAR, ASPCAP, PAYNE)}
-
-# apStar has no gaps in its array, but its detectors still end where ASPCAP's do; continuum
-# fits on the apStar grid use these three ranges.
-APSTAR_DETECTOR_SEGMENTS = ASPCAP.segments
+#: apStar pixel ranges of APOGEE's three detectors (continuum fits on the apStar grid use them).
+APSTAR_DETECTOR_SEGMENTS: tuple[tuple[int, int], ...] = pixel_ranges(APSTAR)
 
 
-def get_grid(grid: str | int | Grid) -> Grid:
-    """Look a grid up by name (``"apstar"``, ``"aspcap"``, ``"payne"``) or by pixel count."""
+def get_grid(grid: Any) -> Grid:
+    """A grid from a :class:`Grid`, a ``Grid.to_dict()`` mapping, a name (a built-in grid such as
+    ``"apstar"``, ``"aspcap"``, ``"payne"``, ``"boss"``, or an instrument name for its native grid), or —
+    for files and models written before grids were stored — a pixel count of a built-in grid."""
     if isinstance(grid, Grid):
         return grid
+    if isinstance(grid, Mapping):
+        return Grid.from_dict(grid)
     if isinstance(grid, str):
-        try:
-            return GRIDS[grid.lower()]
-        except KeyError:
-            raise ValueError(f"unknown grid {grid!r}; known: {sorted(GRIDS)}") from None
-    for g in GRIDS.values():
-        if g.n_pixels == int(grid):
-            return g
-    sizes = {g.name: g.n_pixels for g in GRIDS.values()}
-    raise ValueError(f"no APOGEE grid has {grid} pixels; known sizes: {sizes}")
+        key = grid.lower()
+        if key in GRIDS:
+            return GRIDS[key]
+        for name in available():
+            inst = get(name)
+            if key == name:
+                return inst.grid
+            for g in inst.grids():
+                if g.name == key:
+                    return g
+        raise ValueError(f"unknown grid {grid!r}; known: {sorted(GRIDS)}")
+    if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
+        for g in GRIDS.values():
+            if g.n_pixels == int(grid):
+                return g
+        sizes = {g.name: g.n_pixels for g in GRIDS.values()}
+        raise ValueError(f"no built-in grid has {grid} pixels; known sizes: {sizes}")
+    raise ValueError(f"cannot make a grid from {type(grid).__name__} {grid!r}")
 
 
-def apstar_wavelength(
-    n_pixels: int = APSTAR_N_PIXELS,
-    crval1: float = APSTAR_CRVAL1,
-    cdelt1: float = APSTAR_CDELT1,
-) -> np.ndarray:
-    """(n_pixels,) vacuum wavelengths in Å of a log-linear grid: 10**(crval1 + cdelt1·i)."""
-    return 10.0 ** (crval1 + cdelt1 * np.arange(n_pixels))
+def index_in(grid: Any, parent: Any) -> np.ndarray:
+    """(P,) int: the index in ``parent`` of each pixel of ``grid`` (``grid`` must be a sub-grid)."""
+    g, p = get_grid(grid), get_grid(parent)
+    pos = g.positions_in(p)
+    if pos is None:
+        raise ValueError(f"grid {g.describe()} is not a sub-grid of {p.describe()}")
+    return pos
 
 
-def wavelength_from_header(header) -> np.ndarray:
+def convert(array: Any, src: Any, dst: Any, fill: float = np.nan, axis: int = -1) -> np.ndarray:
+    """Move ``array`` (…, n_src, …) from grid ``src`` to grid ``dst`` along ``axis``.
+
+    One grid's pixels must be a subset of the other's. Pixels of ``dst`` that ``src`` lacks get
+    ``fill``; pixels of ``src`` outside ``dst`` are dropped. Integer arrays keep their dtype (``fill``
+    is then cast, e.g. a bitmask value).
+    """
+    src_g, dst_g = get_grid(src), get_grid(dst)
+    a = np.asarray(array)
+    axis = axis % a.ndim
+    if a.shape[axis] != src_g.n_pixels:
+        raise ValueError(
+            f"array has {a.shape[axis]} pixels along axis {axis}, grid {src_g.name!r} has {src_g.n_pixels}"
+        )
+    if src_g.same_as(dst_g):
+        return a.copy()
+    pos_dst_in_src = dst_g.positions_in(src_g)
+    if pos_dst_in_src is not None:  # dst ⊂ src: a take
+        return np.take(a, pos_dst_in_src, axis=axis)
+    pos_src_in_dst = src_g.positions_in(dst_g)
+    if pos_src_in_dst is None:
+        raise ValueError(
+            f"grids {src_g.describe()} and {dst_g.describe()} are not sub-grids of one another; "
+            "resample instead (starlabels.preprocess.resample)"
+        )
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        if not np.isfinite(fill):
+            raise ValueError("converting an integer/bool array needs a finite `fill`")
+        dtype = a.dtype
+    else:
+        dtype = np.result_type(a.dtype, np.float32)
+    shape = list(a.shape)
+    shape[axis] = dst_g.n_pixels
+    out = np.full(shape, fill, dtype=dtype)
+    idx: list[Any] = [slice(None)] * a.ndim
+    idx[axis] = pos_src_in_dst
+    out[tuple(idx)] = a
+    return out
+
+
+def wavelength_from_header(header: Any) -> np.ndarray:
     """Wavelengths in Å from a FITS header's log-linear WCS (CRVAL1, CDELT1, NAXIS1, CRPIX1)."""
     missing = [k for k in ("CRVAL1", "CDELT1", "NAXIS1") if k not in header]
     if missing:
@@ -104,49 +132,26 @@ def wavelength_from_header(header) -> np.ndarray:
     return 10.0 ** (float(header["CRVAL1"]) + float(header["CDELT1"]) * i)
 
 
-def convert(array, src: str | int | Grid, dst: str | int | Grid, fill: float = np.nan, axis=-1):
-    """Move ``array`` (…, n_src, …) from grid ``src`` to grid ``dst`` along ``axis``.
+# ---------------------------------------------------------------------------------------------
+# APOGEE names kept for code written against the apStar-only grids (values come from core.apogee)
 
-    Pixels of ``dst`` that ``src`` lacks get ``fill``; pixels of ``src`` outside ``dst`` are
-    dropped. Integer arrays keep their dtype (``fill`` is then cast, e.g. a bitmask value).
-    """
-    src_g, dst_g = get_grid(src), get_grid(dst)
-    a = np.asarray(array)
-    axis = axis % a.ndim
-    if a.shape[axis] != src_g.n_pixels:
-        raise ValueError(
-            f"array has {a.shape[axis]} pixels along axis {axis}, "
-            f"grid {src_g.name!r} has {src_g.n_pixels}"
-        )
-    if src_g == dst_g:
-        return a.copy()
-    # position of each apStar pixel in src (or -1)
-    where_src = np.full(APSTAR_N_PIXELS, -1)
-    where_src[src_g.apstar_index] = np.arange(src_g.n_pixels)
-    pos = where_src[dst_g.apstar_index]
-    have = pos >= 0
-    if have.all():
-        return np.take(a, pos, axis=axis)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
-        if not np.isfinite(fill):
-            raise ValueError("converting an integer/bool array needs a finite `fill`")
-        dtype = a.dtype
-    else:
-        dtype = np.result_type(a.dtype, np.float32)
-    shape = list(a.shape)
-    shape[axis] = dst_g.n_pixels
-    out = np.full(shape, fill, dtype=dtype)
-    idx = [slice(None)] * a.ndim
-    idx[axis] = np.flatnonzero(have)
-    out[tuple(idx)] = np.take(a, pos[have], axis=axis)
-    return out
+APSTAR_N_PIXELS: int = apogee.N_PIXELS
+APSTAR_CRVAL1: float = apogee.CRVAL
+APSTAR_CDELT1: float = apogee.CDELT
 
 
-def apstar_to_aspcap(array, axis=-1):
-    """(…, 8575) → (…, 7514): delete the detector gaps."""
+def apstar_wavelength(
+    n_pixels: int = apogee.N_PIXELS, crval1: float = apogee.CRVAL, cdelt1: float = apogee.CDELT
+) -> np.ndarray:
+    """(n_pixels,) vacuum wavelengths in Å of a log-linear grid: 10**(crval1 + cdelt1·i)."""
+    return 10.0 ** (crval1 + cdelt1 * np.arange(n_pixels))
+
+
+def apstar_to_aspcap(array: Any, axis: int = -1) -> np.ndarray:
+    """(…, apStar) → (…, ASPCAP): delete the detector gaps."""
     return convert(array, APSTAR, ASPCAP, axis=axis)
 
 
-def aspcap_to_apstar(array, fill: float = np.nan, axis=-1):
-    """(…, 7514) → (…, 8575): gaps filled with ``fill``."""
+def aspcap_to_apstar(array: Any, fill: float = np.nan, axis: int = -1) -> np.ndarray:
+    """(…, ASPCAP) → (…, apStar): gaps filled with ``fill``."""
     return convert(array, ASPCAP, APSTAR, fill=fill, axis=axis)

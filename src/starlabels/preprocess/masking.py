@@ -16,14 +16,17 @@ constant :data:`BAD_PIXEL_ERROR`, i.e. weight ≈ 0 for any inverse-variance use
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
+from starlabels.core.bitmask import PixelBitmask
+from starlabels.core.grid import Grid
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import bad_pixels
-from starlabels.preprocess.grids import APSTAR, ASPCAP
+from starlabels.preprocess.grids import APSTAR, ASPCAP, get_grid
 
 #: Error given to rejected pixels after preprocessing (same units as the flux). Large but finite,
 #: and representable in float32, so it survives casting and never produces NaN/inf.
@@ -42,7 +45,7 @@ def as_batch(
     bitmask:
         ``None`` or an integer array of the same shape (APOGEE_PIXMASK values).
     n_pixels:
-        Allowed values of P (e.g. ``(8575, 7514)``); ``None`` allows any.
+        Allowed values of P; ``None`` allows any.
 
     Returns
     -------
@@ -80,7 +83,7 @@ def as_batch(
         if f.shape[-1] not in allowed:
             raise InputDataError(
                 f"spectra have {f.shape[-1]} pixels; expected one of {allowed} "
-                "(8575 = apStar grid, 7514 = ASPCAP grid)"
+                "for this grid"
             )
     was_1d = f.ndim == 1
     if was_1d:
@@ -90,13 +93,14 @@ def as_batch(
 
 
 def rejected_pixels(
-    flux, error, bitmask=None, bits: Iterable[str | int] | None = None
+    flux, error, bitmask=None, bits: Iterable[str | int] | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> np.ndarray:
     """Boolean array (same shape as ``flux``), True for pixels to reject.
 
     ``flux``, ``error`` (and ``bitmask``) must have the same shape (any shape). ``bits`` are
-    APOGEE_PIXMASK bit names or numbers (default ``DEFAULT_REJECT_BITS``); an empty list rejects
-    on values only.
+    bit names or numbers of ``bitmask_def`` (default APOGEE_PIXMASK) — default its default reject
+    set; an empty list rejects on values only.
     """
     f = np.asarray(flux)
     e = np.asarray(error)
@@ -111,7 +115,7 @@ def rejected_pixels(
         bits = None if bits is None else list(bits)
         if bits is None or bits:
             try:
-                bad |= bad_pixels(b, bits)
+                bad |= bad_pixels(b, bits) if bitmask_def is None else bitmask_def.rejected(b, bits)
             except ValueError as exc:
                 raise InputDataError(str(exc)) from None
     return bad
@@ -147,15 +151,31 @@ def check_has_valid_pixels(rejected: np.ndarray) -> None:
         )
 
 
-#: Column ranges on the apStar grid that count as each detector for the raw path's median repair:
-#: the ASPCAP detector ranges widened to the middle of the gaps and to the array ends.
-APSTAR_RAW_REGIONS: tuple[tuple[int, int], ...] = ((0, 3429), (3429, 6212), (6212, 8575))
+def raw_regions(grid: Grid) -> tuple[tuple[int, int], ...]:
+    """Column ranges that count as each segment for the raw path's median repair: the segments
+    widened to the middle of the gaps between them and to the array ends."""
+    ranges = [(s.start, s.stop) for s in grid.segment_slices]
+    cuts = [0] + [(a1 + b0) // 2 for (_, a1), (b0, _) in itertools.pairwise(ranges)]
+    cuts.append(grid.n_pixels)
+    return tuple((cuts[i], cuts[i + 1]) for i in range(len(ranges)))
 
 
-def _regions(n_pixels: int) -> tuple[tuple[int, int], ...]:
-    if n_pixels == APSTAR.n_pixels:
-        return APSTAR_RAW_REGIONS
-    return tuple((sl.start, sl.stop) for sl in ASPCAP.detector_slices)
+#: apStar columns of APOGEE's detectors for the raw repair (split at the middle of the gaps).
+APSTAR_RAW_REGIONS: tuple[tuple[int, int], ...] = raw_regions(APSTAR)
+
+
+def _grid_for(n_pixels: int, grid: Grid | str | None) -> Grid:
+    if grid is not None:
+        g = get_grid(grid)
+        if g.n_pixels != n_pixels:
+            raise InputDataError(f"spectra have {n_pixels} pixels but grid {g.describe()} has {g.n_pixels}")
+        return g
+    if n_pixels in (APSTAR.n_pixels, ASPCAP.n_pixels):
+        return get_grid(n_pixels)
+    raise InputDataError(
+        f"spectra have {n_pixels} pixels; without grid= only APOGEE's apStar ({APSTAR.n_pixels}) or ASPCAP "
+        f"({ASPCAP.n_pixels}) grids are recognised — pass grid="
+    )
 
 
 def raw_flux(
@@ -165,13 +185,15 @@ def raw_flux(
     error_cap: float | None = 5.0,
     *,
     bits: Iterable[str | int] | None = None,
+    grid: Grid | str | None = None,
+    bitmask_def: PixelBitmask | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """APOGEE Net's input (Olney et al. 2020): raw flux with rejected pixels repaired, errors capped.
 
     Parameters
     ----------
     flux, error:
-        (N, 8575) apStar-grid spectra (or (8575,); the ASPCAP grid, 7514, is accepted too and kept),
+        (N, P) spectra on ``grid`` (default: APOGEE's apStar grid; its ASPCAP grid is accepted too),
         flux in the file's units (1e-17 erg/s/cm²/Å), error (1σ) in the same units.
     bitmask:
         Optional APOGEE_PIXMASK array of the same shape.
@@ -179,7 +201,11 @@ def raw_flux(
         Usable pixels' errors are capped at ``error_cap`` × the spectrum's mean error, the mean
         taken over its usable pixels (APOGEE Net: 5). ``None`` disables the cap.
     bits:
-        APOGEE_PIXMASK bits that reject a pixel (default ``DEFAULT_REJECT_BITS``).
+        Bits that reject a pixel (default: the bitmask's default reject set).
+    grid:
+        The spectra's grid (any instrument's); ``None``: APOGEE's apStar or ASPCAP grid by pixel count.
+    bitmask_def:
+        The bitmask's definition (default APOGEE_PIXMASK).
 
     Returns
     -------
@@ -197,9 +223,10 @@ def raw_flux(
     """
     if error_cap is not None and not error_cap > 0:
         raise InputDataError(f"error_cap must be > 0 or None, got {error_cap!r}")
-    f, e, b, was_1d = as_batch(flux, error, bitmask, n_pixels=(APSTAR.n_pixels, ASPCAP.n_pixels))
+    f, e, b, was_1d = as_batch(flux, error, bitmask)
+    g = _grid_for(f.shape[1], grid)
     dtype = np.result_type(f.dtype, np.float32)
-    rej = rejected_pixels(f, e, b, bits)
+    rej = rejected_pixels(f, e, b, bits, bitmask_def)
     check_has_valid_pixels(rej)
     out_f = f.astype(dtype, copy=True)
     out_e = e.astype(dtype, copy=True)
@@ -208,7 +235,7 @@ def raw_flux(
         warnings.simplefilter("ignore", RuntimeWarning)  # detectors without usable pixels
         spectrum_median = np.nanmedian(masked, axis=1)
         fill = np.empty_like(masked)
-        for a0, a1 in _regions(f.shape[1]):
+        for a0, a1 in raw_regions(g):
             med = np.nanmedian(masked[:, a0:a1], axis=1)
             fill[:, a0:a1] = np.where(np.isnan(med), spectrum_median, med)[:, None]
     if error_cap is not None:

@@ -12,39 +12,80 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from starlabels.core.bitmask import PixelBitmask
+from starlabels.core.grid import Grid
+from starlabels.core.instrument import Instrument, find_grid, get
 from starlabels.errors import InputDataError
-from starlabels.preprocess.bitmask import DEFAULT_REJECT_BITS, PIXMASK_BITS, bits_to_value
-from starlabels.preprocess.continuum import continuum_normalize, load_continuum_mask, mask_from_indices
-from starlabels.preprocess.grids import APSTAR, ASPCAP
+from starlabels.preprocess.continuum import (
+    continuum_normalize,
+    load_continuum_mask,
+    mask_from_indices,
+    output_grid,
+)
 from starlabels.preprocess.masking import raw_flux
 
 KINDS = ("continuum", "raw")
-_BIT_NAMES = {v: k for k, v in PIXMASK_BITS.items()}
 
 
-def _normalise_bits(bits: Iterable[str | int]) -> list[str | int]:
-    """Bits as upper-case names where APOGEE_PIXMASK names them, else ints; validated."""
+def _normalise_bits(bits: Iterable[str | int] | None, bitmask: PixelBitmask) -> list[str | int]:
+    """Bits as upper-case names where ``bitmask`` names them, else ints; validated. ``None`` gives
+    the bitmask's default reject set."""
+    names_by_bit = {v: k for k, v in bitmask.bits.items()}
     out: list[str | int] = []
-    for b in bits:
+    for b in bitmask.default_reject if bits is None else bits:
         if isinstance(b, str):
             name = b.upper()
-            if name not in PIXMASK_BITS:
-                raise ValueError(f"unknown APOGEE_PIXMASK bit {b!r}; known: {sorted(PIXMASK_BITS)}")
+            if name not in bitmask.bits:
+                raise ValueError(f"unknown {bitmask.name} bit {b!r}; known: {sorted(bitmask.bits)}")
             item: str | int = name
         elif isinstance(b, (int, np.integer)) and not isinstance(b, bool):
-            bits_to_value([int(b)])  # range check
-            item = _BIT_NAMES.get(int(b), int(b))
+            bitmask.number(int(b))  # range check
+            item = names_by_bit.get(int(b), int(b))
         else:
             raise ValueError(f"reject bits must be names or ints, got {b!r}")
         if item not in out:
             out.append(item)
     return out
+
+
+def grid_reference(grid: Grid) -> dict[str, Any]:
+    """JSON for a grid: ``{instrument, name, n_pixels, checksum}`` for a built-in or registered grid,
+    else the grid itself (:meth:`Grid.to_dict`)."""
+    known = find_grid(grid)
+    if known is None:
+        return grid.to_dict()
+    inst, name = known
+    return {"instrument": inst.name, "name": name, "n_pixels": grid.n_pixels, "checksum": grid.checksum}
+
+
+def grid_from_reference(ref: Any, instrument: Instrument | None = None) -> Grid:
+    """Inverse of :func:`grid_reference` (also takes a Grid, a grid name of ``instrument``, or a
+    ``Grid.to_dict()``); a stored checksum that does not match raises ``InputDataError``."""
+    if isinstance(ref, Grid):
+        return ref
+    if isinstance(ref, str):
+        return (instrument or get("apogee")).get_grid(ref)
+    if not isinstance(ref, dict):
+        raise InputDataError(f"not a grid reference: {ref!r}")
+    if "wavelength" in ref or "log_linear" in ref:
+        return Grid.from_dict(ref)
+    try:
+        inst = get(ref.get("instrument") or (instrument.name if instrument else "apogee"))
+        grid = inst.get_grid(ref["name"])
+    except (KeyError, ValueError) as exc:
+        raise InputDataError(f"unknown grid reference {ref!r}: {exc}") from None
+    if ref.get("checksum") not in (None, grid.checksum):
+        raise InputDataError(
+            f"grid {ref['name']!r} of {inst.name!r}: stored checksum {ref['checksum']} differs from this "
+            f"starlabels' {grid.describe()}"
+        )
+    return grid
 
 
 @dataclass
@@ -54,15 +95,16 @@ class PreprocessConfig:
     Attributes
     ----------
     kind:
-        ``"continuum"`` (astroNN: :func:`~starlabels.preprocess.continuum.continuum_normalize`,
-        output on the 7514-pixel ASPCAP grid) or ``"raw"`` (APOGEE Net:
-        :func:`~starlabels.preprocess.masking.raw_flux`, output on the 8575-pixel apStar grid).
+        ``"continuum"`` (astroNN: :func:`~starlabels.preprocess.continuum.continuum_normalize`, per
+        segment; output on the input grid's segment grid, for APOGEE the ASPCAP grid) or ``"raw"``
+        (APOGEE Net: :func:`~starlabels.preprocess.masking.raw_flux`, output on the input grid).
     degree:
         Chebyshev degree per detector (continuum only).
     reject_bits:
-        APOGEE_PIXMASK bits (names; numbers for unnamed bits) that reject a pixel.
+        Bits of the instrument's bitmask (names; numbers for unnamed bits) that reject a pixel;
+        ``None`` (the default) stores the instrument's default reject set.
     continuum_pixels:
-        Sorted indices of the continuum pixels on the ASPCAP grid (continuum only); ``None`` fits
+        Sorted indices of the continuum pixels on the output grid (continuum only); ``None`` fits
         every usable pixel (not recommended).
     error_cap:
         Error cap in units of the spectrum's mean error (raw only); ``None``: no cap.
@@ -74,31 +116,52 @@ class PreprocessConfig:
         spectrum's flux and usable errors divided by the median flux of its usable pixels, after
         the repair: brightness carries no label information, and a network should not have to
         learn that over a ~100× range of fluxes; the continuum shape is kept).
+    instrument:
+        Name of the instrument (``starlabels.instruments.get``) whose bitmask and grids apply.
+    input_grid:
+        The grid the raw spectra must be on: ``None`` (the instrument's native grid), a grid name
+        of the instrument, a :class:`~starlabels.core.grid.Grid`, or a stored reference. Stored as
+        :func:`grid_reference` (instrument, name and checksum, or the whole grid).
     """
 
     kind: str = "continuum"
     degree: int = 2
-    reject_bits: list[str | int] = field(default_factory=lambda: list(DEFAULT_REJECT_BITS))
+    reject_bits: list[str | int] | None = None
     continuum_pixels: list[int] | None = None
     error_cap: float | None = 5.0
     on_failure: str = "raise"
     scale: str | None = None
+    instrument: str = "apogee"
+    input_grid: Any = None
 
     def __post_init__(self) -> None:
+        try:
+            inst = get(self.instrument)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        self.instrument = inst.name
+        try:
+            grid = inst.grid if self.input_grid is None else grid_from_reference(self.input_grid, inst)
+        except InputDataError as exc:
+            raise ValueError(str(exc)) from None
+        self._grid = grid
+        self._bitmask = inst.bitmask()
+        self.input_grid = grid_reference(grid)
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if isinstance(self.degree, bool) or int(self.degree) != self.degree or self.degree < 0:
             raise ValueError(f"degree must be a non-negative integer, got {self.degree!r}")
         self.degree = int(self.degree)
-        self.reject_bits = _normalise_bits(self.reject_bits)
+        self.reject_bits = _normalise_bits(self.reject_bits, self._bitmask)
         if self.continuum_pixels is not None:
+            n_out = self.output_grid.n_pixels
             px = np.asarray(self.continuum_pixels)
             if px.dtype == np.bool_:
-                if px.shape != (ASPCAP.n_pixels,):
-                    raise ValueError(f"a boolean continuum mask must have shape ({ASPCAP.n_pixels},)")
+                if px.shape != (n_out,):
+                    raise ValueError(f"a boolean continuum mask must have shape ({n_out},)")
                 px = np.flatnonzero(px)
             try:
-                mask = mask_from_indices(px.ravel())
+                mask = mask_from_indices(px.ravel(), n_pixels=n_out)
             except InputDataError as exc:
                 raise ValueError(str(exc)) from None
             self.continuum_pixels = np.flatnonzero(mask).tolist()
@@ -117,12 +180,15 @@ class PreprocessConfig:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray | str | Path, degree: int = 2, **kwargs: Any) -> PreprocessConfig:
-        """Continuum config from a (7514,) bool mask or a ``.npy``/``.npz`` mask file."""
+        """Continuum config from a bool mask on the output grid (APOGEE: the ASPCAP grid) or a
+        ``.npy``/``.npz`` mask file; ``kwargs`` (e.g. ``instrument``, ``input_grid``) as the constructor."""
+        probe = cls(kind="continuum", degree=degree, **kwargs)
+        out = probe.output_grid
         if isinstance(mask, (str, Path)):
-            mask = load_continuum_mask(mask)
+            mask = load_continuum_mask(mask, grid=out)
         m = np.asarray(mask)
-        if m.dtype != np.bool_ or m.shape != (ASPCAP.n_pixels,):
-            raise ValueError(f"mask must be a ({ASPCAP.n_pixels},) bool array, got {m.dtype} {m.shape}")
+        if m.dtype != np.bool_ or m.shape != (out.n_pixels,):
+            raise ValueError(f"mask must be a ({out.n_pixels},) bool array, got {m.dtype} {m.shape}")
         return cls(kind="continuum", degree=degree, continuum_pixels=np.flatnonzero(m).tolist(), **kwargs)
 
     @classmethod
@@ -145,7 +211,9 @@ class PreprocessConfig:
             if d.get("continuum_pixels") is not None:
                 raise ValueError("give either continuum_mask (a file) or continuum_pixels, not both")
             if path is not None:
-                d["continuum_pixels"] = np.flatnonzero(load_continuum_mask(path)).tolist()
+                probe = cls(**{k: v for k, v in d.items() if k != "continuum_pixels"})
+                mask = load_continuum_mask(path, grid=probe.output_grid)
+                d["continuum_pixels"] = np.flatnonzero(mask).tolist()
         return cls(**d)
 
     @classmethod
@@ -155,47 +223,86 @@ class PreprocessConfig:
     # ------------------------------------------------------------------ views
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (ints, floats, strings, lists, None)."""
+        """Plain JSON-serialisable dict (ints, floats, strings, lists, None), the grid included."""
         return asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @property
-    def output_grid(self) -> str:
-        """Grid of the network input: ``"aspcap"`` (continuum) or ``"apstar"`` (raw)."""
-        return "aspcap" if self.kind == "continuum" else "apstar"
+    def grid(self) -> Grid:
+        """The grid raw input must be on."""
+        return self._grid
+
+    @property
+    def bitmask(self) -> PixelBitmask:
+        """The instrument's bitmask definition the reject bits refer to."""
+        return self._bitmask
+
+    @property
+    def output_grid(self) -> Grid:
+        """Grid of the network input: the input grid's segment grid (continuum; APOGEE: ASPCAP) or
+        the input grid (raw)."""
+        return output_grid(self._grid) if self.kind == "continuum" else self._grid
 
     @property
     def n_pixels(self) -> int:
-        """Length of the network input: 7514 (continuum) or 8575 (raw)."""
-        return ASPCAP.n_pixels if self.kind == "continuum" else APSTAR.n_pixels
+        """Length of the network input (pixels of :attr:`output_grid`)."""
+        return self.output_grid.n_pixels
 
     @property
     def continuum_mask(self) -> np.ndarray | None:
-        """(7514,) bool continuum mask, or ``None``."""
-        return None if self.continuum_pixels is None else mask_from_indices(self.continuum_pixels)
+        """(n_pixels,) bool continuum mask on the output grid, or ``None``."""
+        if self.continuum_pixels is None:
+            return None
+        return mask_from_indices(self.continuum_pixels, n_pixels=self.output_grid.n_pixels)
+
+    def accepts(self, grid: Grid) -> bool:
+        """True when raw spectra on ``grid`` can be given to :meth:`apply` as they are."""
+        return grid.same_as(self._grid) or (self.kind == "continuum" and grid.same_as(self.output_grid))
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, flux, error, bitmask=None) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocess spectra: (N, 8575) apStar-grid (or (8575,)) flux, error and optional bitmask
+    def input_grid_for(self, n_pixels: int, grid: Grid | None = None) -> Grid:
+        """The grid of raw input with ``n_pixels`` columns (checked against ``grid`` when given):
+        the config's input grid, or — continuum kind — its output grid (already gap-free input).
+        Raises ``InputDataError`` naming both grids otherwise."""
+        candidates = [self._grid] + ([self.output_grid] if self.kind == "continuum" else [])
+        if grid is not None:
+            for g in candidates:
+                if grid.same_as(g):
+                    return g
+            raise InputDataError(
+                f"spectra on grid {grid.describe()} cannot be preprocessed for this model, whose input "
+                f"grid is {self._grid.describe()}; resample them onto it (resample='linear' or "
+                "'flux-conserving')"
+            )
+        for g in candidates:
+            if g.n_pixels == n_pixels:
+                return g
+        raise InputDataError(
+            f"spectra have {n_pixels} pixels but this preprocessing takes grid {self._grid.describe()}"
+            + (f" or {self.output_grid.describe()}" if self.kind == "continuum" else "")
+        )
+
+    def apply(self, flux, error, bitmask=None, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocess spectra: (N, P) (or (P,)) flux, error and optional bitmask on the input grid
         → float32 ``(flux, error)`` of shape (N, :attr:`n_pixels`) (1-D for 1-D input).
 
-        The continuum kind also accepts 7514-pixel ASPCAP-grid input; the raw kind needs apStar.
+        The continuum kind also accepts input already on its output grid (APOGEE: the ASPCAP grid).
+        ``grid``: the spectra's grid, checked by checksum (default: recognised by pixel count).
         """
+        n = np.shape(flux)[-1] if np.ndim(flux) else 0
+        g = self.input_grid_for(n, grid)
         if self.kind == "continuum":
             f, e = continuum_normalize(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits, on_failure=self.on_failure,  # type: ignore[arg-type]
+                grid=g, bitmask_def=self._bitmask,
             )
         else:
-            n = np.shape(flux)[-1] if np.ndim(flux) else 0
-            if n != APSTAR.n_pixels:
-                raise InputDataError(
-                    f"the raw preprocessing needs apStar-grid spectra ({APSTAR.n_pixels} pixels), got {n}"
-                )
-            f, e = raw_flux(flux, error, bitmask, error_cap=self.error_cap, bits=self.reject_bits)
+            f, e = raw_flux(flux, error, bitmask, error_cap=self.error_cap, bits=self.reject_bits, grid=g,
+                            bitmask_def=self._bitmask)
             if self.scale == "median":
                 f, e = median_scale(f, e)
         return f.astype(np.float32, copy=False), e.astype(np.float32, copy=False)

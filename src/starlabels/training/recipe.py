@@ -376,11 +376,19 @@ class RecipeResult:
 
 
 def _preprocess_for(cfg: TrainConfig, data: TrainingData) -> dict[str, Any] | None:
-    """The [preprocess] to train with: the config's, else raw flux for raw apStar-grid data."""
+    """The [preprocess] to train with: the config's, else the raw-flux repair for raw spectra on a
+    built-in instrument grid (apStar, BOSS, …)."""
     if cfg.preprocess is not None:
         return cfg.preprocess
-    if data.preprocessing is None and data.grid == "apstar":
-        return {"kind": "raw"}
+    if data.preprocessing is None and data.grid is not None:
+        from starlabels.core import find_grid
+
+        hit = find_grid(data.grid)  # raw spectra on an instrument's grid: its raw-flux repair
+        if hit is not None:
+            inst, name = hit
+            if inst.name == "apogee" and inst.grid.same_as(data.grid):
+                return {"kind": "raw"}  # as before grids were data (same config.json)
+            return {"kind": "raw", "instrument": inst.name, "input_grid": name}
     return None
 
 
@@ -396,7 +404,7 @@ def run_recipe(
     from starlabels.models import build_network
     from starlabels.preprocess.pipeline import PreprocessConfig
     from starlabels.training.stratified import adapt
-    from starlabels.training.trainer import Trainer, TrainingData
+    from starlabels.training.trainer import Trainer, TrainingData, network_kwargs
     from starlabels.utils import seed_everything
 
     tc = cfg.train
@@ -412,8 +420,10 @@ def run_recipe(
     # the network's input length: as stored, or what the preprocessing makes of raw spectra
     n_in = data.n_pixels if data.preprocessing is not None or preprocess is None else preprocess.n_pixels
     seed_everything(seed)
-    network = build_network(tc.model.architecture,
-                            **{"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs})
+    kwargs = network_kwargs(tc.model.architecture,
+                            {"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs},
+                            data, preprocess)
+    network = build_network(tc.model.architecture, **kwargs)
     if tc.model.init == "kaiming":
         from starlabels.models.init import kaiming_init
 

@@ -99,7 +99,8 @@ class TrainingData:
     groups
         (N,) str or None (e.g. ``"payne"``, ``"mdwarf"``, ``"yso"``).
     grid
-        Grid name of the stored spectra (``"apstar"``, ``"aspcap"``, ...), or None.
+        Wavelength grid of the stored spectra (a :class:`~starlabels.core.Grid` or a built-in
+        grid's name such as ``"apstar"``, ``"boss"``), or None when unknown.
     preprocessing
         ``PreprocessConfig.to_dict()`` the stored spectra already went through, or None (raw).
     files
@@ -118,7 +119,7 @@ class TrainingData:
         label_errors: np.ndarray | None = None,
         label_units: Sequence[str] | None = None,
         groups: np.ndarray | None = None,
-        grid: str | None = None,
+        grid: Any = None,
         preprocessing: dict[str, Any] | None = None,
         files: Sequence[str] = (),
         random_access: bool = False,
@@ -148,7 +149,16 @@ class TrainingData:
         )
         self.groups = groups
         self.n_pixels = int(n_pixels)
+        if grid is not None:
+            from starlabels.data.hdf5 import as_grid
+
+            grid = as_grid(grid)
         self.grid = grid
+        if self.grid is not None and self.grid.n_pixels != self.n_pixels:
+            raise InputDataError(
+                f"spectra have {self.n_pixels} pixels but grid {self.grid.describe()} has "
+                f"{self.grid.n_pixels}"
+            )
         self.preprocessing = preprocessing
         self.files = [str(f) for f in files]
         self.random_access = bool(random_access)
@@ -184,7 +194,7 @@ class TrainingData:
         label_errors: np.ndarray | None = None,
         label_units: Sequence[str] | None = None,
         groups: Sequence[str] | np.ndarray | None = None,
-        grid: str | None = None,
+        grid: Any = None,
         preprocessing: dict[str, Any] | None = None,
     ) -> TrainingData:
         """In-memory data: flux/error/bitmask (N, P), labels/label_errors (N, L) physical units."""
@@ -235,10 +245,9 @@ class TrainingData:
         labels, errors, groups = [], [], []
         units: list[str] = []
         for p, ds in zip(paths, datasets, strict=True):
-            if ds.n_pixels != first.n_pixels or ds.grid != first.grid:
+            if not ds.grid.same_as(first.grid):
                 raise InputFileError(
-                    p, f"grid {ds.grid!r} ({ds.n_pixels} px) differs from {paths[0]}'s "
-                    f"{first.grid!r} ({first.n_pixels} px)"
+                    p, f"grid {ds.grid.describe()} differs from {paths[0]}'s {first.grid.describe()}"
                 )
             if ds.preprocessing != first.preprocessing:
                 raise InputFileError(p, f"its preprocessing differs from {paths[0]}'s")
@@ -691,6 +700,13 @@ class Trainer:
                     f"{stored_cfg.to_dict()}, which differs from the requested {preprocess.to_dict()}"
                 )
             return stored_cfg, None
+        grid = self.data.grid
+        if preprocess is not None and grid is not None and not preprocess.accepts(grid):
+            raise TrainingError(
+                f"the training spectra are on grid {grid.describe()}, but the preprocessing takes "
+                f"{preprocess.grid.describe()}; ingest them onto it (resample) or set [preprocess] "
+                "instrument/input_grid to match"
+            )
         return preprocess, preprocess
 
     def _preprocess_block(self, flux: np.ndarray, error: np.ndarray | None, bitmask: np.ndarray | None):
@@ -699,7 +715,7 @@ class Trainer:
             return flux, error
         if error is None:
             raise TrainingError("preprocessing needs flux errors; the training data have none")
-        f, e = self._apply_preprocess.apply(flux, error, bitmask)
+        f, e = self._apply_preprocess.apply(flux, error, bitmask, grid=self.data.grid)
         return np.asarray(f, dtype=_FLOAT), np.asarray(e, dtype=_FLOAT)
 
     def _preprocess_in_memory(self, data: TrainingData) -> TrainingData:
@@ -1094,6 +1110,7 @@ class Trainer:
             label_scaler=self.label_scaler,
             spectrum_scaler=self.spectrum_scaler,
             preprocessing=None if self.preprocess is None else self.preprocess.to_dict(),
+            grid=self.data.grid if self.preprocess is None else self.preprocess.output_grid,
             training=self.provenance(),
             history=[{k: r[k] for k in (*HISTORY_COLUMNS, "stage")} for r in self.history],
         )
@@ -1156,6 +1173,32 @@ def make_split(data: TrainingData, cfg: Any, seed: int) -> tuple[dict[str, np.nd
     return split, info
 
 
+def network_kwargs(architecture: str, kwargs: dict[str, Any], data: TrainingData, preprocess: Any) -> dict:
+    """``kwargs`` for :func:`~starlabels.models.build_network`, with a censored network's element
+    ``windows`` (a file, or the name of the instrument's windows such as ``"dr14"``) moved onto the
+    grid of the network input (the preprocessing's output grid, or the data's)."""
+    if str(architecture).lower().replace("-", "_") != "bcnn_censored" or "windows" not in kwargs:
+        return kwargs
+    from starlabels.core import find_grid
+    from starlabels.models.censored import windows_on_grid
+
+    stored = data.preprocessing
+    if stored is not None:
+        from starlabels.preprocess.pipeline import PreprocessConfig
+
+        preprocess = PreprocessConfig.from_dict(dict(stored))
+    grid = preprocess.output_grid if preprocess is not None else data.grid
+    if grid is None:
+        return kwargs
+    if preprocess is not None:
+        instrument = preprocess.instrument
+    else:
+        hit = find_grid(grid)
+        instrument = hit[0].name if hit is not None else "apogee"
+    w, names = windows_on_grid(kwargs["windows"], kwargs.get("element_names"), grid, instrument)
+    return {**kwargs, "windows": w, "element_names": names}
+
+
 def trainer_from_config(
     cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
     callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
@@ -1174,7 +1217,8 @@ def trainer_from_config(
         n_in = preprocess.n_pixels
     else:
         n_in = data.n_pixels
-    kwargs = {"n_labels": len(cfg.data.label_names), "n_pixels": n_in, **cfg.model.kwargs}
+    kwargs = network_kwargs(cfg.model.architecture, {"n_labels": len(cfg.data.label_names), "n_pixels": n_in,
+                                                     **cfg.model.kwargs}, data, preprocess)
     seed_everything(seed)
     network = build_network(cfg.model.architecture, **kwargs)
     if cfg.model.init == "kaiming":

@@ -1,0 +1,58 @@
+"""Pixel bitmasks as data: named bits and the bits rejected by default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PixelBitmask"]
+
+
+@dataclass(frozen=True)
+class PixelBitmask:
+    """A pixel bitmask: ``bits`` (name → bit number 0–31) and ``default_reject`` (bit names).
+
+    ``value(["BADPIX", 12])`` ORs bits given by name or number; ``names(value)`` decodes one value;
+    ``rejected(bitmask, bits)`` is the (…) bool array of pixels with any of ``bits`` set.
+    """
+
+    name: str
+    bits: Mapping[str, int]
+    default_reject: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", {str(k).upper(): int(v) for k, v in dict(self.bits).items()})
+        for k, v in self.bits.items():
+            if not 0 <= v < 32:
+                raise ValueError(f"{self.name}: bit {k} = {v} is outside 0–31")
+        unknown = [b for b in self.default_reject if b.upper() not in self.bits]
+        if unknown:
+            raise ValueError(f"{self.name}: default_reject names unknown bits {unknown}")
+
+    def number(self, bit: str | int) -> int:
+        """The bit number of a name or number (range-checked)."""
+        if isinstance(bit, str):
+            try:
+                return self.bits[bit.upper()]
+            except KeyError:
+                raise ValueError(f"unknown {self.name} bit {bit!r}; known: {sorted(self.bits)}") from None
+        if isinstance(bit, bool) or not 0 <= int(bit) < 32:
+            raise ValueError(f"bit number {bit!r} out of range 0–31")
+        return int(bit)
+
+    def value(self, bits: Iterable[str | int] | None = None) -> int:
+        """OR of ``bits`` (names or numbers); ``None`` → the default reject set."""
+        out = 0
+        for b in self.default_reject if bits is None else bits:
+            out |= 1 << self.number(b)
+        return out
+
+    def names(self, value: int) -> list[str]:
+        """Names of the named bits set in one value."""
+        return [name for name, bit in self.bits.items() if int(value) >> bit & 1]
+
+    def rejected(self, bitmask, bits: Iterable[str | int] | None = None) -> np.ndarray:
+        """Bool array, True where ``bitmask`` has any of ``bits`` (default: ``default_reject``) set."""
+        return (np.asarray(bitmask).astype(np.int64) & self.value(bits)) != 0

@@ -1,0 +1,288 @@
+"""Catalog inputs: files and folders → units of work → blocks of spectra on the model's grid.
+
+Inputs are spectrum files of any format :func:`starlabels.io.read_spectra` reads (mwmStar/mwmVisit
+DR19/DR20, apStar DR14–17 and SDSS-V, aspcapStar, apVisit, BOSS spec, tables), recognised by their
+content, folders of them (walked recursively by :func:`starlabels.io.scan_inputs`; every file that
+is not a spectrum is listed as skipped with the reason, never silently ignored) and starlabels HDF5
+datasets (``.h5``/``.hdf5``).
+
+Every spectrum of a file becomes one catalog row when it can go onto the model's grid
+(:mod:`starlabels.inference.grid_input`: same grid, the model's pixels cut from a wider grid, or
+resampled when ``resample`` is given). Otherwise it is listed in the skipped file as
+``FILE[HDU]`` with the reason (another grid and no ``resample``, no wavelength in common with the
+model's grid — e.g. the BOSS spectra of an mwmStar file given to an APOGEE model —, continuum-
+normalised aspcapStar flux for a raw-flux model), and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from starlabels.errors import InputFileError, StarlabelsError
+from starlabels.inference import grid_input as G
+
+HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
+FILES_PER_UNIT = 64
+ROWS_PER_UNIT = 1024
+#: Per-row identity columns, in catalog order (SDSS_ID -1 and strings "" when a file lacks them).
+ID_COLUMNS: tuple[str, ...] = ("SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input: a spectrum file (``kind`` ``"spectra"``) or rows [``start``, ``stop``) of an HDF5
+    dataset (``kind`` ``"hdf5"``)."""
+
+    kind: str
+    path: str
+    start: int = 0
+    stop: int = 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit of work: consecutive items, its position ``index`` and a stable ``key``."""
+
+    index: int
+    items: tuple[InputItem, ...]
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([asdict(i) for i in self.items], sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"unit-{self.index:06d}-{self.key}"
+
+    def seed(self, seed: int) -> int:
+        """The unit's own seed (same wherever the unit runs)."""
+        h = hashlib.sha1(f"{int(seed)}:{self.key}".encode()).hexdigest()
+        return int(h[:15], 16)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand files and folders into input items (HDF5 rows not split yet), by content.
+
+    Returns ``(items, skipped)``; ``skipped`` lists (path, reason) for inputs that do not exist and
+    files that are neither a spectrum format nor an HDF5 dataset.
+    """
+    from starlabels.io.read import scan_inputs
+
+    items: list[InputItem] = []
+    skipped: list[tuple[str, str]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            skipped.append((str(p), "does not exist"))
+            continue
+        readable, other = scan_inputs([p])
+        found = [(f, InputItem("spectra", str(f))) for f in readable]
+        for f, reason in other:
+            if Path(f).suffix.lower() in HDF5_SUFFIXES:
+                found.append((Path(f), InputItem("hdf5", str(f))))
+            else:
+                skipped.append((str(f), reason))
+        if p.is_dir() and not found and not other:
+            skipped.append((str(p), "folder holds no files"))
+        items += [it for _, it in sorted(found, key=lambda x: str(x[0]))]
+    return items, skipped
+
+
+def plan_units(
+    items: Sequence[InputItem], *, files_per_unit: int = FILES_PER_UNIT, rows_per_unit: int = ROWS_PER_UNIT
+) -> tuple[list[Unit], list[tuple[str, str]]]:
+    """Cut items into units: runs of up to ``files_per_unit`` spectrum files, and ``rows_per_unit``
+    row ranges of each HDF5 file. Unreadable HDF5 files go to ``skipped``."""
+    from starlabels.data.hdf5 import read_dataset_info
+
+    units: list[Unit] = []
+    skipped: list[tuple[str, str]] = []
+    pending: list[InputItem] = []
+
+    def flush() -> None:
+        if pending:
+            units.append(Unit(len(units), tuple(pending)))
+            pending.clear()
+
+    for it in items:
+        if it.kind == "hdf5":
+            flush()
+            try:
+                n = read_dataset_info(it.path).n_rows
+            except InputFileError as exc:
+                skipped.append((it.path, exc.problem))
+                continue
+            for a in range(0, n, max(1, rows_per_unit)):
+                units.append(Unit(len(units), (InputItem("hdf5", it.path, a, min(n, a + rows_per_unit)),)))
+        else:
+            pending.append(it)
+            if len(pending) >= files_per_unit:
+                flush()
+    flush()
+    return units, skipped
+
+
+@dataclass
+class Block:
+    """Spectra of one kind on one grid, ready for :func:`starlabels.predict`: ``kind`` ``"raw"`` or
+    ``"pre"`` (network input), per-row ``meta`` dicts (:data:`ID_COLUMNS` + ``_ORDER``)."""
+
+    kind: str
+    grid: Any
+    flux: list[np.ndarray] = field(default_factory=list)
+    error: list[np.ndarray] = field(default_factory=list)
+    bitmask: list[np.ndarray] = field(default_factory=list)
+    resampled: list[np.ndarray] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "problem", None) or str(exc) or type(exc).__name__
+
+
+def _sdss_id(v: Any) -> int:
+    try:
+        return int(v) if v is not None and str(v).strip() != "" else -1
+    except (TypeError, ValueError):
+        return -1
+
+
+def _meta_row(meta: dict[str, Any], source: str, order: int) -> dict[str, Any]:
+    def num(key: str) -> float:
+        try:
+            return float(meta.get(key, np.nan))
+        except (TypeError, ValueError):
+            return np.nan
+
+    return {
+        "SDSS_ID": _sdss_id(meta.get("SDSS_ID")), "APOGEE_ID": str(meta.get("APOGEE_ID", "") or ""),
+        "TELESCOPE": str(meta.get("TELESCOPE", "") or ""), "HDU": str(meta.get("HDU", "") or ""),
+        "RA": num("RA"), "DEC": num("DEC"), "SNR": num("SNR"), "SOURCE": source, "_ORDER": order,
+    }
+
+
+def _overlaps(wavelength: np.ndarray, grid: Any) -> bool:
+    return bool(wavelength[0] <= grid.wavelength[-1] and wavelength[-1] >= grid.wavelength[0])
+
+
+def _block(blocks: dict[tuple[str, str], Block], kind: str, grid: Any) -> Block:
+    return blocks.setdefault((kind, grid.checksum), Block(kind, grid))
+
+
+def read_spectra_unit(
+    unit: Unit, im: Any, resample: str | None
+) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
+    """Read the spectrum files of a unit into blocks on the model's grid; the rest to ``skipped``."""
+    from starlabels.io.read import read_spectra
+    from starlabels.preprocess.grids import convert
+    from starlabels.preprocess.masking import BAD_PIXEL_ERROR
+
+    blocks: dict[tuple[str, str], Block] = {}
+    skipped: list[tuple[str, str]] = []
+    target = G.expected_grid(im, preprocessed=False)
+    network_grid = G.expected_grid(im, preprocessed=True)
+    kind = str(getattr(im.preprocessing, "kind", "") or "")
+    own = G.model_instrument(im)
+    order = 0
+    for it in unit.items:  # one file at a time: this is I/O, the compute is batched per block
+        try:
+            spectra = read_spectra(it.path, instrument=own)  # tables without one: the model's
+        except (StarlabelsError, OSError, ValueError) as exc:
+            skipped.append((it.path, _reason(exc)))
+            continue
+        for s in spectra:
+            where = f"{it.path}[{s.meta.get('HDU', '')}]"
+            order += 1
+            try:
+                if s.meta.get("NORMALISED"):  # aspcapStar: continuum-normalised, the network's input
+                    if kind != "continuum" or network_grid is None:
+                        raise InputFileError(it.path, "holds continuum-normalised flux (aspcapStar); this "
+                                                      "model takes raw flux")
+                    src = G.named_grid(s.wavelength, s.instrument)
+                    if network_grid.positions_in(src) is None and src.positions_in(network_grid) is None:
+                        raise InputFileError(
+                            it.path, f"continuum-normalised spectrum on grid {src.describe()}, not a "
+                                     f"sub-grid of the model's {network_grid.describe()}")
+                    flux = convert(s.flux, src, network_grid, fill=np.nan)
+                    err = convert(s.error, src, network_grid, fill=np.nan)
+                    bad = ~np.isfinite(flux) | ~np.isfinite(err) | (err <= 0)
+                    if not bad.all():  # all-bad: kept, predict flags it INVALID_SPECTRUM
+                        flux, err = np.where(bad, 1.0, flux), np.where(bad, BAD_PIXEL_ERROR, err)
+                    b = _block(blocks, "pre", network_grid)
+                    b.flux.append(flux[None])
+                    b.error.append(err[None])
+                    b.resampled.append(np.zeros(1, bool))
+                else:
+                    if target is not None and not _overlaps(s.wavelength, target):
+                        raise InputFileError(
+                            it.path, f"HDU {s.meta.get('HDU')}: {s.instrument} spectrum covers "
+                                     f"{s.wavelength[0]:.0f}–{s.wavelength[-1]:.0f} Å, none of the model's "
+                                     f"grid {target.describe()}")
+                    src = G.named_grid(s.wavelength, s.instrument)
+                    gi = G.onto_model_grid(im, s.flux[None], s.error[None], s.bitmask[None], src,
+                                           preprocessed=False, resample=resample, instrument=s.instrument,
+                                           where=f"{it.path} HDU {s.meta.get('HDU')}: ")
+                    b = _block(blocks, "raw", gi.grid)
+                    b.flux.append(gi.flux)
+                    b.error.append(gi.error)
+                    b.bitmask.append(np.zeros(gi.flux.shape, np.int64) if gi.bitmask is None else gi.bitmask)
+                    b.resampled.append(gi.resampled)
+            except (StarlabelsError, ValueError) as exc:
+                skipped.append((where, _reason(exc)))
+                continue
+            b.meta.append(_meta_row(s.meta, it.path, order))
+    return blocks, skipped
+
+
+def read_hdf5_unit(
+    it: InputItem, im: Any, resample: str | None, same_preprocessing: Any
+) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
+    """Rows [start, stop) of a starlabels HDF5 dataset as one block (raw spectra on the model's grid
+    or resampled onto it; or network input preprocessed exactly as the model's config)."""
+    from starlabels.data.hdf5 import SpectraDataset
+
+    label = f"{it.path}[{it.start}:{it.stop}]"
+    try:
+        ds = SpectraDataset(it.path, rows=np.arange(it.start, it.stop))
+        pre = ds.preprocessing
+        batch = ds.read()
+        n = len(batch)
+        cols = {}
+        for name, key in (("sdss_id", "SDSS_ID"), ("apogee_id", "APOGEE_ID"), ("telescope", "TELESCOPE"),
+                          ("ra", "RA"), ("dec", "DEC"), ("snr", "SNR")):
+            cols[key] = ds.meta(name) if name in ds.meta_names else None
+        grid = ds.grid
+        ds.close()
+        if pre is None:
+            gi = G.onto_model_grid(im, batch.flux, batch.error, batch.bitmask, grid, preprocessed=False,
+                                   resample=resample, instrument=ds.instrument, where=f"{label}: ")
+            b = Block("raw", gi.grid, [gi.flux], [gi.error],
+                      [np.zeros(gi.flux.shape, np.int64) if gi.bitmask is None else gi.bitmask],
+                      [gi.resampled])
+        elif same_preprocessing(pre, im) and ds.n_pixels == im.n_pixels:
+            b = Block("pre", G.expected_grid(im, preprocessed=True) or grid, [batch.flux], [batch.error],
+                      [], [np.zeros(n, bool)])
+        else:
+            raise InputFileError(it.path, f"dataset holds spectra preprocessed otherwise than this model's "
+                                          f"config, on grid {grid.describe()}")
+    except (StarlabelsError, OSError, ValueError, KeyError) as exc:
+        return {}, [(label, _reason(exc))]
+
+    def col(key: str, k: int) -> Any:
+        v = cols[key]
+        return None if v is None else v[k]
+
+    b.meta = [
+        _meta_row({key: col(key, k) for key in cols}, f"{it.path}[{int(r)}]", k)
+        for k, r in enumerate(batch.rows)
+    ]
+    return {(b.kind, b.grid.checksum): b}, []

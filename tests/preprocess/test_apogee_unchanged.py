@@ -1,0 +1,77 @@
+"""APOGEE results do not change with the instrument-agnostic core.
+
+``tests/fixtures/apogee_reference/`` was written by ``tests/fixtures/make_apogee_reference.py`` at
+commit 129a9bb, before grids became data: four synthetic apStar-grid spectra with defects, the
+outputs of the continuum and raw preprocessing, and the predictions of two small saved model folders
+(continuum-normalised and median-scaled raw input). Everything is recomputed here with today's code.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from starlabels.inference.predict import predict
+from starlabels.preprocess.continuum import continuum_normalize, fit_continuum
+from starlabels.preprocess.masking import raw_flux
+from starlabels.preprocess.pipeline import PreprocessConfig
+
+REF = Path(__file__).resolve().parents[1] / "fixtures" / "apogee_reference"
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def ref():
+    with np.load(REF / "reference.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def _close(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
+                               rtol=TOL, atol=TOL * max(1.0, float(np.nanmax(np.abs(expected)))))
+
+
+def _mask(ref):
+    mask = np.zeros(ref["cont_flux"].shape[1], bool)
+    mask[ref["continuum_pixels"]] = True
+    return mask
+
+
+def test_continuum_normalisation_unchanged(ref):
+    flux, error, bitmask, mask = ref["flux"], ref["error"], ref["bitmask"], _mask(ref)
+    f, e = continuum_normalize(flux, error, bitmask, continuum_mask=mask, degree=2)
+    assert f.dtype == ref["cont_flux"].dtype
+    _close(f, ref["cont_flux"])
+    _close(e, ref["cont_error"])
+    f64, e64 = continuum_normalize(flux.astype(np.float64), error.astype(np.float64), bitmask,
+                                   continuum_mask=mask, degree=3)
+    _close(f64, ref["cont_flux_f64_deg3"])
+    _close(e64, ref["cont_error_f64_deg3"])
+    fit = fit_continuum(flux, error, bitmask, continuum_mask=mask, degree=2)
+    _close(fit.continuum, ref["fit_continuum"])
+    _close(fit.coefficients, ref["fit_coefficients"])
+    np.testing.assert_array_equal(fit.rejected, ref["fit_rejected"])
+
+
+def test_raw_paths_unchanged(ref):
+    rf, re = raw_flux(ref["flux"], ref["error"], ref["bitmask"], error_cap=5.0)
+    _close(rf, ref["raw_flux"])
+    _close(re, ref["raw_error"])
+    mf, me = PreprocessConfig(kind="raw", error_cap=5.0, scale="median").apply(
+        ref["flux"], ref["error"], ref["bitmask"]
+    )
+    _close(mf, ref["median_flux"])
+    _close(me, ref["median_error"])
+
+
+@pytest.mark.filterwarnings("ignore:this Bayesian network was trained with Monte-Carlo dropout")
+@pytest.mark.parametrize("kind", ["continuum", "raw"])
+@pytest.mark.parametrize("method", [None, "mc_dropout", "delta"])
+def test_predictions_of_saved_models_unchanged(ref, kind, method):
+    p = predict(REF / f"model_{kind}", ref["flux"], ref["error"], bitmask=ref["bitmask"],
+                uncertainty=method, n_samples=8, seed=3, device="cpu")
+    key = f"{kind}_{method or 'none'}"
+    _close(p.mean, ref[f"{key}_mean"])
+    _close(p.std, ref[f"{key}_std"])
+    np.testing.assert_array_equal(p.flags, ref[f"{key}_flags"])
+
