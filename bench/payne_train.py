@@ -31,12 +31,12 @@ BOX = np.array([[4000.0, 6500.0], [1.0, 5.0], [-1.0, 0.4], [-0.3, 0.5]])
 
 def grid(n: int, seed: int):
     from starlabels.data.synthetic import SyntheticGenerator
-    from starlabels.preprocess import grids
+    from starlabels.models.payne_fit import default_grid
 
     gen = SyntheticGenerator(elements=("MG",), seed=0)
     rng = np.random.default_rng(seed)
     labels = rng.uniform(BOX[:, 0], BOX[:, 1], (n, len(LABELS)))
-    flux = gen.line_spectrum(labels)[:, grids.get_grid("payne").apstar_index]
+    flux = gen.line_spectrum(labels)[:, default_grid()[1]]
     return labels, flux
 
 

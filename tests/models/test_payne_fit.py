@@ -224,3 +224,14 @@ def test_shared_emulator_fits_a_real_combined_spectrum(shared_data):
     fit = model.fit(flux, error)
     assert fit.converged[0] and fit.reduced_chi2[0] < 10
     assert 4200 < fit.labels[0, 0] < 7000 and np.all(fit.std[0] > 0)
+
+
+def test_default_grid_is_the_payne_grid_inside_apstar():
+    from starlabels.models.payne_fit import columns_of, default_grid
+
+    lam, cols, n = default_grid()
+    expected = np.r_[np.arange(322, 3242), np.arange(3648, 6048), np.arange(6412, 8306)]
+    assert n == 8575 and np.array_equal(cols, expected)
+    np.testing.assert_allclose(lam, 10.0 ** (4.179 + 6e-6 * expected), rtol=1e-12)
+    with pytest.raises(InputDataError, match="not pixels"):
+        columns_of(lam[:3] * 1.0001, 10.0 ** (4.179 + 6e-6 * np.arange(8575)))

@@ -12,12 +12,16 @@ from starlabels.cli.main import cli
 from starlabels.inference.catalog import read_catalog
 from starlabels.io.apstar_writer import write_apstar
 from starlabels.models.payne_fit import PayneModel
-from starlabels.preprocess.grids import apstar_wavelength
 
 from .test_payne_fit import LABELS, continuum, tiny_emulator
 
 #: the tiny emulator's 300 pixels placed at two runs of apStar columns
 COLUMNS = np.r_[np.arange(1000, 1150), np.arange(1250, 1400)]
+
+
+def apstar_wavelength() -> np.ndarray:
+    """The apStar grid, log10 λ = 4.179 + 6e-6·i (SDSS data model)."""
+    return 10.0 ** (4.179 + 6e-6 * np.arange(8575))
 
 
 def apstar_model(**kwargs) -> PayneModel:

@@ -30,7 +30,7 @@ from starlabels.models.method import LabelMethod, read_folder, write_folder
 from starlabels.models.payne_solver import FitOptions, FitResult, fit_spectra
 from starlabels.models.payne_spectrum import SpectrumModel, segments_from
 
-__all__ = ["PayneFit", "PayneModel", "label_units_for", "payne_model"]
+__all__ = ["PayneFit", "PayneModel", "columns_of", "default_grid", "label_units_for", "payne_model"]
 
 #: trial velocities (km/s) of the scan before the descent
 DEFAULT_RV_GRID: tuple[float, ...] = tuple(float(v) for v in np.arange(-60.0, 60.5, 2.0))
@@ -45,11 +45,29 @@ def label_units_for(names: Sequence[str]) -> list[str]:
 
 def default_grid() -> tuple[np.ndarray, np.ndarray, int]:
     """The Payne grid inside the apStar grid: ``(wavelength (7214,) Å, apStar column of each
-    pixel (7214,), apStar pixel count)``."""
+    pixel (7214,), apStar pixel count)``, matched by wavelength."""
     from starlabels.preprocess import grids
 
-    payne, apstar = grids.get_grid("payne"), grids.get_grid("apstar")
-    return payne.wavelength(), payne.apstar_index, apstar.n_pixels
+    lam_payne = _grid_wavelength(grids.get_grid("payne"))
+    lam_apstar = _grid_wavelength(grids.get_grid("apstar"))
+    return lam_payne, columns_of(lam_payne, lam_apstar), lam_apstar.size
+
+
+def columns_of(wavelength: np.ndarray, input_wavelength: np.ndarray) -> np.ndarray:
+    """Index of each of ``wavelength`` (Å) in the sorted ``input_wavelength`` (Å); every
+    wavelength must be an input pixel (relative match 1e-9), else :class:`InputDataError`."""
+    lam = np.asarray(wavelength, dtype=np.float64)
+    grid = np.asarray(input_wavelength, dtype=np.float64)
+    pos = np.clip(np.searchsorted(grid, lam), 1, grid.size - 1)
+    pos = np.where(np.abs(grid[pos - 1] - lam) < np.abs(grid[pos] - lam), pos - 1, pos)
+    if np.any(np.abs(grid[pos] - lam) > 1e-9 * lam):
+        raise InputDataError("the emulator's wavelengths are not pixels of the input grid")
+    return pos
+
+
+def _grid_wavelength(grid: Any) -> np.ndarray:
+    wave = grid.wavelength
+    return np.asarray(wave() if callable(wave) else wave, dtype=np.float64)
 
 
 @dataclass
