@@ -907,6 +907,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
+    if cfg["payne"]["enabled"]:  # fail fast (and load the code now) rather than after the training
+        sys.path.insert(0, str(ROOT / "bench"))
+        import payne_rows  # noqa: F401
+        import starlabels.models.payne_fit  # noqa: F401
     threads = int(args.threads or cfg["compute"].get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
