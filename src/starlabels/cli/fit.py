@@ -17,8 +17,8 @@ import click
                    "(e.g. TEFF,LOGG,FE_H,ALPHA_M). Required for an emulator .npz.")
 @click.option("--fit-mask", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The Payne's fit mask .npz (bool, True = pixel left out), e.g. payne_fit_mask_7214.npz.")
-@click.option("--continuum-degree", type=int, default=2, show_default=True,
-              help="Chebyshev degree of the continuum per detector (4 for raw-flux emulators).")
+@click.option("--continuum-degree", type=int, default=4, show_default=True,
+              help="Chebyshev degree of the continuum per detector (2 is enough for normalised spectra).")
 @click.option("--starts", type=int, default=4, show_default=True, help="Starting points per spectrum.")
 @click.option("--rv-range", type=float, default=60.0, show_default=True,
               help="Radial velocities scanned: ±this many km/s.")

@@ -109,8 +109,8 @@ class PayneModel(LabelMethod):
         continuum segments: pixel ranges (slices/int pairs) or wavelength ranges (Å pairs) of the
         emulator grid; default the detectors (split at the wavelength gaps).
     continuum_degree:
-        Chebyshev degree of the continuum per segment (The Payne: 4 for raw-flux continua; 2 is
-        enough for continuum-normalised data).
+        Chebyshev degree of the continuum per segment: 4 (as The Payne's continuum fits) follows
+        the instrument response of raw apStar flux; 2 is enough for continuum-normalised data.
     fit_mask:
         (P,) bool, True = pixel left out of every fit (The Payne's ``apogee_mask``); array or
         ``.npz`` path (first bool array of length P).
@@ -141,7 +141,7 @@ class PayneModel(LabelMethod):
         pixel_index: np.ndarray | None = None,
         n_input_pixels: int | None = None,
         segments: Sequence[Any] | None = None,
-        continuum_degree: int = 2,
+        continuum_degree: int = 4,
         fit_mask: np.ndarray | str | Path | None = None,
         n_starts: int = 4,
         seed: int = 0,
