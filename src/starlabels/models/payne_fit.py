@@ -168,8 +168,8 @@ class PayneModel(LabelMethod):
             wavelength = lam if wavelength is None else wavelength
             pixel_index = idx if pixel_index is None else pixel_index
             n_input_pixels = n_in if n_input_pixels is None else n_input_pixels
-        self.wavelength = np.asarray(wavelength, dtype=np.float64)
-        self.pixel_index = np.asarray(pixel_index, dtype=np.int64)
+        self.wavelength = np.array(wavelength, dtype=np.float64)  # own, writable copy
+        self.pixel_index = np.array(pixel_index, dtype=np.int64)
         self.n_input_pixels = int(n_input_pixels if n_input_pixels is not None
                                   else self.pixel_index.max() + 1)
         p = emulator.n_pixels
