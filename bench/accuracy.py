@@ -21,6 +21,12 @@ What it does (configuration: ``bench/accuracy_config.toml``, documented there):
    continuum-normalised spectra (ivar = 1/σ², rejected pixels ivar = 0), run by
    ``bench/cannon_runner.py`` inside its own virtual environment (created here on first use)
    as a subprocess exchanging ``.npz`` files; its output goes to ``<work>/cannon.log``.
+   **The Cannon, native** (``starlabels.CannonModel``, torch, same spectra, labels and test
+   starts) is trained in the main process and calibrated/predicted through the same
+   ``calibrate``/``predict`` calls as the networks (its σ: the inverse Fisher matrix, ``fisher``).
+   **The Payne fit** (``bench/payne_rows.py``: ``starlabels.models.payne_fit`` with the emulator
+   that generated the survey — an upper bound, no model mismatch) fits the raw apStar spectra of
+   the first ``[payne] n_stars`` test stars in both SNR bins (its Jacobian σ uncalibrated).
 5. **Report** median and σ_MAD of the residuals against the TRUE labels per label and SNR bin
    for the three methods; σ_MAD of the z-scores before and after calibration; and astroNN's
    Fig. 7 out-of-distribution test: a BCNN trained with the dwarfs' log g MISSING must give the
@@ -66,14 +72,16 @@ UNITS = {"TEFF": "K", "LOGG": "dex", "FE_H": "dex", "ALPHA_M": "dex"}
 BINS: tuple[str, ...] = ("test", "visits")
 BIN_TITLES = {"test": "SNR 100–200", "visits": "visits SNR 20–60"}
 NETWORKS: tuple[str, ...] = ("apogee_net", "bcnn")
-METHOD_TITLES = {"apogee_net": "APOGEE Net", "bcnn": "BCNN", "cannon": "The Cannon"}
+METHOD_TITLES = {"apogee_net": "APOGEE Net", "bcnn": "BCNN", "cannon": "The Cannon",
+                 "cannon_native": "Cannon (starlabels)", "payne": "Payne fit"}
 # the hand-written discussion beside the report, which the report links to (full runs only)
 DISCUSSION_NAME = "accuracy_discussion.md"
 MAD_TO_SIGMA = 1.4826
 MISSING = -9999.0
 #: preprocessed errors at or above this mark rejected pixels (they carry ~1e10)
 BAD_ERROR = 1e8
-SECTIONS = ("data", "compute", "survey", "apogee_net", "bcnn", "ood", "cannon", "targets")
+SECTIONS = ("data", "compute", "survey", "apogee_net", "bcnn", "ood", "cannon", "cannon_native", "payne",
+            "targets")
 
 
 class BenchError(RuntimeError):
@@ -133,6 +141,9 @@ def load_config(path: Path, quick: bool = False) -> dict[str, Any]:
         raw["data"][key] = p if p.is_absolute() else ROOT / p
     cv = Path(raw["cannon"]["venv"])
     raw["cannon"]["venv"] = cv if cv.is_absolute() else ROOT / cv
+    if raw["payne"].get("fit_mask"):
+        fm = Path(str(raw["payne"]["fit_mask"]).replace("${SHARED}", shared))
+        raw["payne"]["fit_mask"] = fm if fm.is_absolute() else ROOT / fm
     return raw
 
 
@@ -657,6 +668,64 @@ def finish_cannon(job: Mapping[str, Any], log: Callable[[str], None]) -> dict[st
     return res
 
 
+def train_native_cannon(cfg: Mapping[str, Any], train: Any, train_rows: np.ndarray, folder: Path,
+                        log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """``starlabels.CannonModel`` on exactly the peer's inputs: the BCNN's continuum-normalised train
+    rows with every label, σ = inf where the peer's ivar is 0, the same test starts; saved to
+    ``folder``. Returns (model, info)."""
+    import starlabels
+
+    ncfg = cfg["cannon_native"]
+    pp = preprocess_config("bcnn", cfg)
+    lab = train.labels[train_rows].astype(np.float64)
+    rows = train_rows[np.all(np.isfinite(lab) & (lab != MISSING), axis=1)]
+    f, e = pp.apply(train.flux[rows], train.error[rows], train.bitmask[rows])
+    iv = cannon_ivar(e).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        err = np.where(iv > 0, 1.0 / np.sqrt(iv), np.inf)
+    starts = (group_initial_labels(train.labels[train_rows], train.group[train_rows])
+              if cfg["cannon"]["initial"] == "groups" else None)
+    model = starlabels.CannonModel(list(LABELS), order=int(ncfg["order"]),
+                                   regularization=float(ncfg["regularization"]),
+                                   label_units=[UNITS[k] for k in LABELS], initial_labels=starts,
+                                   preprocessing=pp, device=ncfg.get("device") or None)
+    t0 = time.perf_counter()
+    model.fit(np.asarray(f, np.float64), err, train.labels[rows].astype(np.float64))
+    seconds = time.perf_counter() - t0
+    model.save(folder)
+    log(f"Cannon (starlabels): trained on {len(rows)} spectra in {seconds:.1f} s "
+        f"({int(model.pixel_used_.sum())} of {model.n_pixels} pixels used)")
+    return model, {"seconds": seconds, "n_train": len(rows), "n_starts": len(model.initial_labels_),
+                   "epochs": 0, "best_epoch": 0, "epoch_seconds": 0.0}
+
+
+def run_payne(
+    cfg: Mapping[str, Any], surveys: Mapping[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The Payne fit with the generating emulator on the first ``[payne] n_stars`` test stars of
+    both SNR bins (raw apStar flux, σ, bitmask). NaN rows beyond them and where it did not converge."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from payne_rows import payne_row
+
+    pcfg = cfg["payne"]
+    n = min(int(pcfg["n_stars"]), len(surveys["test"]))
+    out: dict[str, Any] = {"n": n, "pred": {}, "std": {}, "seconds": {}, "converged": {}}
+    for b in BINS:
+        s = surveys[b]
+        res = payne_row(cfg["data"]["emulator"], LABELS, s.flux[:n], s.error[:n], s.bitmask[:n],
+                        fit_mask=pcfg["fit_mask"] or None, continuum_degree=int(pcfg["continuum_degree"]),
+                        n_starts=int(pcfg["n_starts"]), batch_size=int(pcfg["batch_size"]))
+        mean = np.full((len(s.flux), len(LABELS)), np.nan)
+        std = np.full_like(mean, np.nan)
+        mean[:n], std[:n] = res["mean"], res["std"]
+        out["pred"][b], out["std"][b] = mean, std
+        out["seconds"][b] = float(res["seconds"])
+        out["converged"][b] = int(np.sum(res["converged"]))
+        log(f"Payne fit ({BIN_TITLES[b]}): {n} stars in {res['seconds']:.0f} s "
+            f"({res['seconds_per_star']:.2f} s/star), {out['converged'][b]} converged")
+    return out
+
+
 # ============================================================================================
 # report
 # ============================================================================================
@@ -710,7 +779,8 @@ def write_report(path: Path, ctx: Mapping[str, Any]) -> str:
     tg = cfg["targets"]
     lo, hi = (float(x) for x in tg["z_width"])
     lines = [
-        "# Accuracy benchmark: APOGEE Net and the Bayesian CNN against The Cannon",
+        "# Accuracy benchmark: APOGEE Net and the Bayesian CNN against The Cannon (peer and native) "
+        "and a Payne fit",
         "",
         f"Made by `{ctx['command']}` ({ctx['mode']} run) on {ctx['date']}, {ctx['machine']}; "
         f"wall time {ctx['total_seconds'] / 60:.1f} min. Configuration: `bench/accuracy_config.toml`"
@@ -764,8 +834,10 @@ def write_report(path: Path, ctx: Mapping[str, Any]) -> str:
         "`parts` (MC-dropout and variance-head variances scaled separately), `floor` "
         "(σ² → (sσ)² + f², ⊕ f in the table) and `power` (σ → s·m·(σ/m)^γ, m the dev median σ). "
         + "; ".join(f"{METHOD_TITLES[n]}: `{e['method']}` with {e['n_samples']} samples"
-                    if e["method"] != "delta"
+                    if e["method"] in ("mc_dropout", "noise")
                     else f"{METHOD_TITLES[n]}: `delta` (first-order propagation of the flux errors)"
+                    if e["method"] == "delta"
+                    else f"{METHOD_TITLES[n]}: `{e['method']}` (inverse Fisher matrix of the test step)"
                     for n, e in evals.items()) + ".", "",
         ctx["calibration_md"], "",
     ]
@@ -835,6 +907,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
+    if cfg["payne"]["enabled"]:  # fail fast (and load the code now) rather than after the training
+        sys.path.insert(0, str(ROOT / "bench"))
+        import payne_rows  # noqa: F401
+        import starlabels.models.payne_fit  # noqa: F401
     threads = int(args.threads or cfg["compute"].get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -869,6 +945,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = work / "models" / name
             model, infos[name] = train_network(name, name, ncfg, cfg, train, split, folder, log)
             evals[name] = evaluate_network(name, model, ncfg, cfg, sets, dev, folder, log)
+        if cfg["cannon_native"]["enabled"]:  # a LabelMethod: the same calibrate/predict calls
+            folder = work / "models" / "cannon_native"
+            native, infos["cannon_native"] = train_native_cannon(cfg, train, train_rows, folder, log)
+            evals["cannon_native"] = evaluate_network("cannon_native", native, cfg["cannon_native"], cfg,
+                                                      sets, dev, folder, log)
+        payne = run_payne(cfg, surveys, log) if cfg["payne"]["enabled"] else None
 
         # --- astroNN Fig. 7: BCNN without the dwarfs' log g
         ood_s = surveys["ood"]
@@ -921,27 +1003,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --- statistics
     truth = {b: surveys[b].true_labels for b in BINS}
     stats: dict[str, dict[str, Any]] = {
-        n: {b: residual_stats(evals[n]["pred"][b]["mean"], truth[b]) for b in BINS} for n in NETWORKS
+        n: {b: residual_stats(evals[n]["pred"][b]["mean"], truth[b]) for b in BINS} for n in evals
     }
-    methods = list(NETWORKS)
     if cannon is not None:
         stats["cannon"] = {b: residual_stats(cannon["pred"][b], truth[b]) for b in BINS}
-        methods.append("cannon")
+    if payne is not None:  # its subset of the test stars
+        n_p = payne["n"]
+        stats["payne"] = {b: residual_stats(payne["pred"][b][:n_p], truth[b][:n_p]) for b in BINS}
+    methods = [m for m in (*NETWORKS, "cannon", "cannon_native", "payne") if m in stats]
     tg = cfg["targets"]
     acc = (accuracy_target(stats, LABELS, tg["ratio_labels"], float(tg["cannon_ratio"]))
            if cannon is not None else {"ratios": {}, "best": None, "met": False, "failing": []})
     accuracy_md = accuracy_table(stats, methods, acc)
     calibration_md, widths = calibration_table(evals, truth)
-    preds = {n: {b: evals[n]["pred"][b]["mean"] for b in BINS} for n in NETWORKS}
+    preds = {n: {b: evals[n]["pred"][b]["mean"] for b in BINS} for n in evals}
     if cannon is not None:
         preds["cannon"] = cannon["pred"]
+    if payne is not None:
+        preds["payne"] = payne["pred"]
     population_md = population_table(preds, truth, surveys["test"].group, methods)
     np.savez(work / "predictions.npz", group=surveys["test"].group, snr_test=surveys["test"].snr,
              snr_visits=surveys["visits"].snr,
              **{f"true_{b}": truth[b] for b in BINS},
              **{f"{n}_{b}_mean": preds[n][b] for n in preds for b in BINS},
-             **{f"{n}_{b}_std": evals[n]["pred"][b]["std"] for n in NETWORKS for b in BINS},
-             **{f"{n}_scales": evals[n]["scales"] for n in NETWORKS},
+             **{f"{n}_{b}_std": evals[n]["pred"][b]["std"] for n in evals for b in BINS},
+             **{f"{n}_scales": evals[n]["scales"] for n in evals},
+             **({f"payne_{b}_std": payne["std"][b] for b in BINS} if payne is not None else {}),
              ood_std=op.std, ood_mean=op.mean)
     lo, hi = (float(x) for x in tg["z_width"])
     z_targets = {n: z_target({b: widths[n][b]["after"] for b in BINS}, LABELS, lo, hi) for n in NETWORKS}
@@ -965,6 +1052,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                            f"Adam lr {nc['learning_rate']:g}, loss {nc['loss']}, ≤ {nc['epochs']} epochs "
                            f"(patience {nc['patience']}): ran {i['epochs']}, best {i['best_epoch']}"])
     sizes_rows.append(["BCNN (OOD)", f"ran {ood_info['epochs']} epochs, best {ood_info['best_epoch']}"])
+    if "cannon_native" in infos:
+        nc = cfg["cannon_native"]
+        sizes_rows.append([METHOD_TITLES["cannon_native"],
+                           f"order {nc['order']} in {len(LABELS)} labels, Λ = {nc['regularization']:g}; "
+                           f"trained on {infos['cannon_native']['n_train']} spectra (the peer's rows); "
+                           f"{infos['cannon_native']['n_starts']} test starts ({cfg['cannon']['initial']})"])
+    if payne is not None:
+        pc = cfg["payne"]
+        sizes_rows.append([METHOD_TITLES["payne"],
+                           f"the generating emulator; first {payne['n']} test stars of each bin; continuum "
+                           f"degree {pc['continuum_degree']}, {pc['n_starts']} starts, fit mask "
+                           f"{Path(pc['fit_mask']).name if pc['fit_mask'] else 'none'}; converged "
+                           + ", ".join(f"{payne['converged'][b]}/{payne['n']} ({BIN_TITLES[b]})"
+                                       for b in BINS)])
     if cannon is not None:
         sizes_rows.append(["The Cannon", f"quadratic in {len(LABELS)} labels; trained on {cannon['n_train']} "
                            f"spectra (train rows with every label); test starts: {cfg['cannon']['initial']}"])
@@ -982,8 +1083,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cannon is not None:
         t_rows.append(["The Cannon (in the background, own process, 1 BLAS thread)",
                        f"train {cannon['train_seconds']:.0f} s, test {cannon['test_seconds']:.0f} s"])
+    if "cannon_native" in evals:
+        e = evals["cannon_native"]
+        t_rows.append([f"{METHOD_TITLES['cannon_native']} training + calibration + prediction (main process)",
+                       f"{infos['cannon_native']['seconds']:.1f} s + {e['calibrate_seconds']:.0f} s + "
+                       f"{e['predict_seconds']:.0f} s"])
+    if payne is not None:
+        t_rows.append([f"{METHOD_TITLES['payne']} ({payne['n']} stars per bin)",
+                       " + ".join(f"{payne['seconds'][b]:.0f} s" for b in BINS)])
     t_rows.append(["total wall time", f"{total:.0f} s"])
     timings_md = markdown_table(["step", "wall time"], t_rows, right=[False, True])
+    n_pred = sum(len(surveys[b]) for b in BINS)
+    star_rows = []
+    for n in evals:
+        unc = evals[n]["method"]
+        star_rows.append([METHOD_TITLES[n], f"{infos[n]['seconds']:.0f} s",
+                          f"{1e3 * evals[n]['predict_seconds'] / n_pred:.1f} ms",
+                          f"`{unc}`" + (f", {evals[n]['n_samples']} samples" if unc in ("mc_dropout", "noise")
+                                        else "")])
+    if cannon is not None:
+        star_rows.append([METHOD_TITLES["cannon"], f"{cannon['train_seconds']:.0f} s",
+                          f"{1e3 * cannon['test_seconds'] / n_pred:.1f} ms", "none (labels only)"])
+    if payne is not None:
+        star_rows.append([METHOD_TITLES["payne"], "— (emulator given)",
+                          f"{1e3 * sum(payne['seconds'].values()) / (len(BINS) * payne['n']):.0f} ms",
+                          "`jacobian` (uncalibrated)"])
+    timings_md += "\n" + markdown_table(["method", "training", "prediction per star", "uncertainty"],
+                                        star_rows, right=[False, True, True, False])
+    timings_md += ("\nPer star: wall time of predicting both test sets (with the uncertainty named) over "
+                   "the number of spectra; the networks and the native Cannon share the main process "
+                   f"({torch.get_num_threads()} torch threads), the peer Cannon runs beside them in its own "
+                   "single-threaded process, so the column compares methods on this machine, not "
+                   "implementations at equal load (bench/cannon_agreement.py does that for the two "
+                   "Cannons).\n")
     notes = [
         "- Both networks are trained by `starlabels.training.Trainer` on the same train split "
         "(in-memory arrays, preprocessing from the model's `PreprocessConfig`), the dev split driving "
@@ -1016,6 +1148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if cannon is not None and any(int(s["failed"].sum()) for s in stats["cannon"].values()):
         notes.append("- Failed Cannon fits (NaN) are left out of its statistics and counted in the table.")
+    if "cannon_native" in evals:
+        notes.append(
+            "- Cannon (starlabels): `starlabels.CannonModel` (torch, float64) on the peer's exact inputs "
+            "(the same rows, spectra, ivar and test starts); as a model it takes raw apStar flux (its "
+            "`PreprocessConfig` is the BCNN's continuum normalisation) and goes through the same "
+            "`calibrate`/`predict` calls as the networks; σ = inverse Fisher matrix, calibrated on the dev "
+            "stars. Agreement with the peer: `bench/results/cannon_agreement.md`.")
+    if payne is not None:
+        notes.append(
+            f"- Payne fit: `bench/payne_rows.py` (`starlabels.models.payne_fit`) with the emulator that made "
+            f"the survey, so there is no model mismatch — an upper bound on a Payne fit, not a fair "
+            f"comparison; labels, radial velocity and a per-segment continuum polynomial fitted to the raw "
+            f"apStar spectra of the first {payne['n']} test stars of each bin (its statistics are over "
+            f"those stars only; non-converged fits count as failed). Its Jacobian σ is not calibrated here.")
     ctx = {
         "cfg": cfg, "stats": stats, "evals": evals, "accuracy_target": acc, "z_targets": z_targets,
         "ood": ood, "ood_rows": ood_rows, "ood_info": ood_info, "accuracy_md": accuracy_md,
@@ -1031,7 +1177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stats": stats, "z_widths": widths, "ood": ood, "accuracy_target": {k: v for k, v in acc.items()
                                                                              if k != "ratios"},
         "infos": infos, "ood_info": ood_info, "total_seconds": total,
-        "scales": {n: evals[n]["scales"] for n in NETWORKS}}), indent=1))
+        "scales": {n: evals[n]["scales"] for n in evals},
+        "payne": None if payne is None else {k: payne[k] for k in ("n", "seconds", "converged")}}), indent=1))
     print()
     print(accuracy_md)
     print(calibration_md)

@@ -3,7 +3,9 @@
 Public API (imported lazily so ``import starlabels`` stays fast):
 
 - :func:`starlabels.load_model` — restore a trained model folder.
-- :func:`starlabels.predict` — labels and uncertainties for spectra.
+- :func:`starlabels.predict` — labels and uncertainties for spectra (networks, The Cannon, Payne fits).
+- :class:`starlabels.CannonModel` — The Cannon (Ness et al. 2015; Casey et al. 2016), native in torch.
+- :func:`starlabels.payne_model` — a Payne fitter around a Payne-format emulator.
 - subpackages :mod:`starlabels.io`, :mod:`starlabels.preprocess`, :mod:`starlabels.labels`,
   :mod:`starlabels.data`, :mod:`starlabels.models`, :mod:`starlabels.losses`,
   :mod:`starlabels.training`, :mod:`starlabels.inference`, :mod:`starlabels.evaluation`.
@@ -19,13 +21,15 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "starlabels.models.folder",
     "predict": "starlabels.inference.predict",
+    "CannonModel": "starlabels.models.cannon",
+    "payne_model": "starlabels.models.payne_fit",
 }
 _SUBPACKAGES = {
     "io", "preprocess", "labels", "data", "models", "losses", "training", "inference",
     "evaluation", "cli",
 }
 
-__all__ = ["__version__", "load_model", "predict", *sorted(_SUBPACKAGES)]
+__all__ = ["CannonModel", "__version__", "load_model", "payne_model", "predict", *sorted(_SUBPACKAGES)]
 
 
 def __getattr__(name: str) -> Any:

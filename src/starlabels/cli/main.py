@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "labels": "starlabels.cli.labels",
     "report": "starlabels.cli.report",
     "import-astronn": "starlabels.cli.import_astronn",
+    "fit": "starlabels.cli.fit",
 }
 
 

@@ -1,4 +1,4 @@
-"""``starlabels train CONFIG.toml``: train a label network described by a TOML file.
+"""``starlabels train CONFIG.toml``: train a label network — or The Cannon — described by a TOML file.
 
 The file has the sections ``[data]`` (HDF5 dataset path(s), label names, group column, streaming
 and ``[data.split]``), ``[model]`` (architecture + ``[model.kwargs]``, spectrum scaling),
@@ -42,6 +42,11 @@ file: ``examples/train_bcnn.toml``)::
     [output]
     folder = "models/apogee_net"
 
+With ``[model] name = "cannon"`` the run trains :class:`starlabels.CannonModel` instead (keys
+``order``, ``regularization``, ``n_starts``, ``censors`` in ``[model.kwargs]``; ``[preprocess]``
+must be continuum normalisation; see :mod:`starlabels.training.config`), calibrates its σ on the
+dev split and writes its model folder; ``--resume`` and ``--epochs`` do not apply.
+
 The run writes the model folder (``config.json``, ``weights.safetensors``, ``history.csv``,
 ``splits.npz``) and ``checkpoint.pt`` after every epoch; ``--resume`` continues an interrupted
 run from it (and reproduces the uninterrupted result). Under ``torchrun`` (``WORLD_SIZE`` > 1)
@@ -63,12 +68,13 @@ import click
               help="Override [output] folder.")
 def command(config: str, resume: bool, overwrite: bool, device: str | None, epochs: int | None,
             output: str | None) -> None:
-    """Train a network on HDF5 spectra as described by CONFIG (a TOML file).
+    """Train a network (or The Cannon) on HDF5 spectra as described by CONFIG (a TOML file).
 
     Sections: [data] (files, label_names, group_column, [data.split]), [model] (architecture,
-    [model.kwargs]), [preprocess], [optimiser], [training] (loss, epochs, patience, batch_size,
-    seed, device), [stratified] (optional) and [output] (folder). See `examples/train_bcnn.toml`
-    and the docstring of starlabels.training.config for every key.
+    [model.kwargs]; name = "cannon" for The Cannon with order, regularization, n_starts, censors),
+    [preprocess], [optimiser], [training] (loss, epochs, patience, batch_size, seed, device),
+    [stratified] (optional) and [output] (folder). See `examples/train_bcnn.toml` and the
+    docstring of starlabels.training.config for every key.
     """
     from starlabels.errors import StarlabelsError
     from starlabels.training.config import load_config
@@ -77,6 +83,12 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
         if resume and overwrite:
             raise click.UsageError("--resume and --overwrite exclude each other")
         cfg = load_config(config)
+        if cfg.model.name == "cannon":
+            if resume or epochs is not None:
+                raise click.UsageError("--resume and --epochs do not apply to The Cannon")
+            cfg.override(device=device, output=output, overwrite=overwrite)
+            _train_cannon(cfg)
+            return
         cfg.override(device=device, epochs=epochs, output=output, overwrite=overwrite)
         model = _run(cfg, resume)
     except StarlabelsError as exc:
@@ -96,6 +108,27 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
     if "stratified" in t:
         s = t["stratified"]
         click.echo(f"stratified adaptation: {len(s['rounds'])} rounds, best round {s['best_round']}")
+    click.echo(f"model saved to {cfg.output.folder}")
+
+
+def _train_cannon(cfg) -> None:
+    import numpy as np
+
+    from starlabels.inference.calibration import report
+    from starlabels.training.cannon import train_cannon_from_config
+
+    model = train_cannon_from_config(cfg)
+    t = model.training
+    click.echo(
+        f"trained The Cannon (order {model.order}, {model.n_terms} terms, regularization "
+        f"{model.regularization if np.ndim(model.regularization) == 0 else 'per pixel'}) on "
+        f"{model.n_train_} spectra with every label (train split {t['sizes']['train']}) and "
+        f"{model.n_pixels} pixels ({int(model.pixel_used_.sum())} used) in {model.train_seconds_:.1f} s"
+    )
+    if model.last_calibration is not None:
+        click.echo(report(model.last_calibration))
+    else:
+        click.echo("not calibrated: fewer than 5 dev rows with every label")
     click.echo(f"model saved to {cfg.output.folder}")
 
 

@@ -339,7 +339,7 @@ def calibrate(
     dev_error: Any,
     dev_labels: Any,
     *,
-    uncertainty: str | None = "mc_dropout",
+    uncertainty: str | None = "default",
     n_samples: int = 100,
     percentile: float = PERCENTILE,
     save: bool | str | os.PathLike = False,
@@ -353,14 +353,17 @@ def calibrate(
     Parameters
     ----------
     model:
-        TrainedModel or model folder.
+        TrainedModel, :class:`~starlabels.models.method.LabelMethod` (``CannonModel``,
+        ``PayneModel``) or model folder.
     dev_flux, dev_error:
         Dev spectra as for :func:`starlabels.predict` ((N, P) raw on the model's input grid, or
         preprocessed with ``preprocessed=True`` in ``predict_kwargs``).
     dev_labels:
         (N, L) true labels in the model's label order and units; MISSING/NaN are ignored.
     uncertainty, n_samples:
-        The method to calibrate (``None`` calibrates the variance head's σ).
+        The method to calibrate (``None`` calibrates the variance head's σ). ``"default"``:
+        ``"mc_dropout"`` for a network, the LabelMethod's own σ (its ``default_uncertainty``,
+        e.g. ``"fisher"``) otherwise.
     percentile:
         Percentile of the calibrated dev-set σ stored as the HIGH_UNCERTAINTY reference.
     model_kind, bins:
@@ -379,6 +382,10 @@ def calibrate(
     """
     im = resolve(model)
     tm = im.trained
+    if uncertainty == "default":
+        uncertainty = "mc_dropout" if im.method is None else tm.default_uncertainty
+    elif uncertainty is None and im.method is not None:
+        uncertainty = tm.default_uncertainty
     pred = predict(im, dev_flux, dev_error, uncertainty=uncertainty, n_samples=n_samples,
                    calibrated=False, seed=seed, coverage=False, **predict_kwargs)
     labels = np.asarray(dev_labels, np.float64)

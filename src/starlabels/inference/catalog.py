@@ -6,9 +6,15 @@ and ``HDU`` (the extension the spectrum came from, e.g. ``APOGEE/APO``), ``RA``,
 ``SNR``, ``SOURCE`` (input file; ``file.h5[row]`` for HDF5 rows), then for each label ``X``: ``X``
 (physical units), ``X_ERR`` (total, calibrated; NaN when no uncertainty was computed) and the
 parts that were computed, ``X_ERR_EPISTEMIC``, ``X_ERR_ALEATORIC``, ``X_ERR_NOISE``,
-``X_ERR_DELTA`` (1σ, calibrated like X_ERR), ``X_ERR_FLOOR`` (a ``floor`` calibration's constant
-part) and ``X_ERR_COVERAGE`` (the label-coverage part), so X_ERR² = Σ parts²; then ``FLAG``
-(int32, bits in :mod:`starlabels.inference.flags`), ``MODEL_NAME``, ``MODEL_VERSION``.
+``X_ERR_DELTA``, ``X_ERR_FISHER`` (The Cannon), ``X_ERR_JACOBIAN`` (a Payne fit) (1σ, calibrated
+like X_ERR), ``X_ERR_FLOOR`` (a ``floor`` calibration's constant part) and ``X_ERR_COVERAGE`` (the
+label-coverage part), so X_ERR² = Σ parts²; then ``FLAG`` (int32, bits in
+:mod:`starlabels.inference.flags`), ``MODEL_NAME`` (the model folder's name; ``cannon:<folder>`` /
+``payne:<folder>`` for a :class:`~starlabels.models.method.LabelMethod`, so each row says which
+method made it) and ``MODEL_VERSION``.
+
+Any model works: a network's :class:`~starlabels.models.folder.TrainedModel`, a Cannon or a Payne
+fitter (a LabelMethod), or the folder of any of them.
 
 Inputs are spectrum files of any format :func:`starlabels.io.read_spectra` recognises by content
 (mwmStar/mwmVisit, apStar, aspcapStar, apVisit, BOSS spec, tables), folders of them and starlabels
@@ -74,7 +80,10 @@ __all__ = [
 
 FORMATS: tuple[str, ...] = ("fits", "csv", "parquet")
 #: Part names in catalog order and their column suffixes.
-PART_ORDER: tuple[str, ...] = ("epistemic", "aleatoric", "noise", "delta", "floor", "coverage")
+#: variance parts written as ``<LABEL>_ERR_<PART>`` columns (networks; "fisher": The Cannon;
+#: "jacobian": a Payne fit)
+PART_ORDER: tuple[str, ...] = ("epistemic", "aleatoric", "noise", "delta", "fisher", "jacobian", "floor",
+                               "coverage")
 
 
 @dataclass

@@ -329,7 +329,8 @@ def as_arrays(flux: Any, error: Any, bitmask: Any, im: Any, preprocessed: bool, 
         expected = im.n_pixels
     else:
         expected = model_grid.n_pixels
-    if not preprocessed and im.preprocessing is None:
+    if not preprocessed and im.preprocessing is None and getattr(im, "method", None) is None:
+        # (a LabelMethod without preprocessing takes its own grid as raw input)
         raise InputDataError(
             f"this model has no preprocessing: its input is the network input ({im.n_pixels} pixels) — "
             "pass preprocessed=True"

@@ -128,6 +128,9 @@ class InferenceModel:
     version: str
     folder: Path | None = None
     coverage: Any = None
+    #: ``None`` for a network; the :class:`~starlabels.models.method.LabelMethod`'s ``method``
+    #: (``"cannon"``, ``"payne"``) otherwise (``physical`` is then None).
+    method: str | None = None
 
     @property
     def calibration(self) -> dict:
@@ -138,7 +141,7 @@ class InferenceModel:
 
     @property
     def has_variance(self) -> bool:
-        return bool(getattr(self.trained.network, "has_variance", False))
+        return bool(getattr(getattr(self.trained, "network", None), "has_variance", False))
 
     @property
     def preprocessing_kind(self) -> str | None:
@@ -146,15 +149,21 @@ class InferenceModel:
 
 
 def load(model: Any) -> Any:
-    """A ``TrainedModel`` from a ``TrainedModel``, an :class:`InferenceModel` or a model folder path."""
+    """A ``TrainedModel`` (or :class:`~starlabels.models.method.LabelMethod`) from one, an
+    :class:`InferenceModel` or a model folder path."""
+    from starlabels.models.method import LabelMethod
+
     if isinstance(model, InferenceModel):
         return model.trained
     if isinstance(model, (str, os.PathLike)):
         from starlabels.models.folder import load_model
 
         return load_model(Path(model), device="cpu")
-    if not hasattr(model, "network"):
-        raise TypeError(f"model must be a TrainedModel or a model folder path, got {type(model).__name__}")
+    if not (hasattr(model, "network") or isinstance(model, LabelMethod)):
+        raise TypeError(
+            f"model must be a TrainedModel, a LabelMethod (CannonModel, PayneModel) or a model folder "
+            f"path, got {type(model).__name__}"
+        )
     return model
 
 
@@ -174,9 +183,15 @@ def resolve(model: Any) -> InferenceModel:
     as is; anything else is resolved afresh (cheap: one copy of the weights for the fast path)."""
     if isinstance(model, InferenceModel):
         return model
+    from starlabels.models.method import LabelMethod
+
     folder = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
     tm = load(model)
     folder = folder or getattr(tm, "source_folder", None)
+    if isinstance(tm, LabelMethod):
+        from starlabels.inference.method_predict import resolve_method
+
+        return resolve_method(tm, folder)
     net = tm.network
     n_pixels = int(net.n_pixels)
     n_labels = int(net.n_labels)
@@ -229,7 +244,7 @@ def _label_range(tm: Any, n_labels: int) -> tuple[np.ndarray, np.ndarray] | None
             hi = np.asarray(rng["max"], np.float64).reshape(-1)
             if lo.shape == hi.shape == (n_labels,):
                 return lo, hi
-    ls = tm.label_scaler
+    ls = getattr(tm, "label_scaler", None)
     if getattr(ls, "mean", None) is not None and getattr(ls, "std", None) is not None:
         m, s = np.asarray(ls.mean, np.float64), np.asarray(ls.std, np.float64)
         return m - RANGE_SIGMA * s, m + RANGE_SIGMA * s
@@ -409,7 +424,13 @@ def predict(
     Parameters
     ----------
     model:
-        A :class:`~starlabels.models.folder.TrainedModel` or the path of a model folder.
+        A :class:`~starlabels.models.folder.TrainedModel`, a
+        :class:`~starlabels.models.method.LabelMethod` (``CannonModel``, ``PayneModel``) or the
+        path of a model folder. A LabelMethod computes its own labels and σ
+        (``uncertainty=None`` = its ``default_uncertainty``, e.g. ``"fisher"``; ``n_samples``,
+        ``batch_size``, ``error_cap`` and ``coverage`` do not apply; ``error`` is required); the
+        calibration, flags and Prediction are the same as for networks. Without a
+        ``preprocessing`` it takes its own input grid (``n_pixels``) as raw input, bitmask included.
     flux, error:
         (N, P) raw flux and 1σ errors (or (P,) for one spectrum) on the model's input grid
         (``model.input_grid``; APOGEE: the apStar grid), or on the grid given by ``wavelength`` /
@@ -464,11 +485,20 @@ def predict(
     Prediction
         ``.mean``/``.std`` (N, L) physical units, ``.parts``, ``.flags`` (N,), ``.label_names``.
     """
+    im = resolve(model)
+    if im.method is not None:
+        from starlabels.inference.method_predict import predict_method
+
+        return predict_method(
+            im, flux, error, uncertainty=uncertainty, bitmask=bitmask, device=device,
+            preprocessed=preprocessed, calibrated=calibrated, seed=seed, snr=snr, snr_min=snr_min,
+            max_masked_fraction=max_masked_fraction, ood_factor=ood_factor, chunk_size=chunk_size,
+            wavelength=wavelength, grid=grid, resample=resample,
+        )
     if uncertainty not in UNCERTAINTY_METHODS:
         raise InputDataError(f"uncertainty must be one of {UNCERTAINTY_METHODS}, got {uncertainty!r}")
     if uncertainty is not None and int(n_samples) < 1:
         raise InputDataError(f"n_samples must be >= 1, got {n_samples}")
-    im = resolve(model)
     tune_allocator()
     if error_cap == "auto":
         already = im.preprocessing_kind == "raw" and getattr(im.preprocessing, "error_cap", None)

@@ -436,8 +436,11 @@ def _require(cfg: Mapping[str, Any], key: str, where: Path) -> Any:
     return cfg[key]
 
 
-def load_model(folder: str | Path, device: str | torch.device | None = None) -> TrainedModel:
-    """Restore a :class:`TrainedModel` saved by :meth:`TrainedModel.save`, in eval mode.
+def load_model(folder: str | Path, device: str | torch.device | None = None) -> Any:
+    """Restore a :class:`TrainedModel` saved by :meth:`TrainedModel.save`, in eval mode — or, when
+    ``config.json`` names a ``"method"`` (``"cannon"``, ``"payne"``), that
+    :class:`~starlabels.models.method.LabelMethod` (its ``load``; ``device`` is then chosen per
+    call of ``starlabels.predict``).
 
     ``device``: where to put the network (``None``: cuda when available, else cpu). Raises
     :class:`~starlabels.errors.ModelFormatError` when the folder, ``config.json`` or
@@ -459,6 +462,10 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
         raise ModelFormatError(f"{cfg_path}: not valid JSON: {exc}") from None
     if not isinstance(cfg, dict):
         raise ModelFormatError(f"{cfg_path}: expected a JSON object")
+    if cfg.get("method") is not None:
+        from starlabels.models.method import method_class
+
+        return method_class(cfg["method"]).load(folder)
     version = cfg.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelFormatError(

@@ -71,6 +71,29 @@ holding the file. Every section and key is optional except ``[data] files`` and
     folder = "models/bcnn"               # the TrainedModel folder (checkpoint.pt lives there too)
     overwrite = false
 
+The Cannon instead of a network (``[model] name = "cannon"``; :class:`starlabels.CannonModel`):
+
+.. code-block:: toml
+
+    [model]
+    name = "cannon"                      # default "network": the [model] architecture
+    [model.kwargs]                       # CannonModel arguments, all optional
+    order = 2                            # polynomial order of the label model (quadratic)
+    regularization = 0.0                 # L1 strength Λ (Casey et al. 2016)
+    n_starts = 5                         # test-step starting points (median + k-means medians)
+    censors = { FE_H = "fe_h_pixels.npy" }   # (P,) bool .npy per label: True = may shape the pixel
+    censor_windows = "aspcap_element_windows_dr14_7514.npz"   # or: element labels (MG_FE, ...) only
+                                         # in their element's windows (TEFF, LOGG, FE_H, M_H, ALPHA_M
+                                         # everywhere; Casey et al. 2016); censors entries win
+
+    [preprocess]                         # must give continuum-normalised flux (kind = "continuum"),
+    kind = "continuum"                   # or omit it for files already preprocessed that way
+
+The Cannon trains on the train split's rows that have every label (MISSING rows are dropped),
+calibrates its inverse-Fisher σ on the dev split's complete rows (when there are ≥ 5), and saves
+its model folder to ``[output] folder``; ``[optimiser]``, ``[stratified]`` and the loop keys of
+``[training]`` do not apply (``seed`` and ``device`` do).
+
 :func:`load_config` returns a :class:`TrainConfig`; each section is a dataclass that can also be
 built directly in Python (``TrainingConfig(epochs=3)``) and passed to
 :class:`starlabels.training.trainer.Trainer`.
@@ -172,16 +195,36 @@ class DataConfig:
             raise ConfigError("[data.split] method = 'group' needs [data] group_column")
 
 
+#: Label methods ``[model] name`` selects (``"network"``: the ``architecture``).
+MODEL_NAMES = ("network", "cannon")
+#: ``[model.kwargs]`` keys of ``name = "cannon"``.
+CANNON_KWARGS = ("order", "regularization", "n_starts", "censors", "censor_windows")
+
+
 @dataclass
 class ModelConfig:
-    """Network architecture (a ``starlabels.models.build_network`` name) and its kwargs."""
+    """Network architecture (a ``starlabels.models.build_network`` name) and its kwargs — or, with
+    ``name = "cannon"``, The Cannon and its :class:`~starlabels.models.cannon.CannonModel` kwargs."""
 
     architecture: str = "apogee_net"
     kwargs: dict[str, Any] = field(default_factory=dict)
     spectrum_scaling: str = "none"
     init: str = "default"
+    name: str = "network"
 
     def __post_init__(self) -> None:
+        self.name = str(self.name).lower()
+        if self.name not in MODEL_NAMES:
+            raise ConfigError(f"[model] name must be one of {MODEL_NAMES}, got {self.name!r}")
+        if self.name == "cannon":
+            unknown = sorted(set(self.kwargs) - set(CANNON_KWARGS))
+            if unknown:
+                raise ConfigError(
+                    f"[model.kwargs] unknown Cannon key(s) {unknown}; known: {list(CANNON_KWARGS)}"
+                )
+            censors = self.kwargs.get("censors", {})
+            if not isinstance(censors, dict) or not all(isinstance(v, str) for v in censors.values()):
+                raise ConfigError("[model.kwargs] censors must be a table {label = \"mask.npy\"}")
         if self.init not in ("default", "kaiming"):
             raise ConfigError(f"[model] init must be 'default' or 'kaiming', got {self.init!r}")
         if self.spectrum_scaling not in ("none", "centered", "standardised"):
@@ -390,6 +433,21 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
         stratified=None if stratified is None else _build(StratifiedConfig, stratified, "[stratified]"),
         output=output,
     )
+    windows = cfg.model.kwargs.get("censor_windows")
+    if cfg.model.name == "cannon" and base is not None and isinstance(windows, str):
+        cfg.model.kwargs["censor_windows"] = str(windows if Path(windows).is_absolute() else base / windows)
+    if cfg.model.name == "cannon" and base is not None and "censors" in cfg.model.kwargs:
+        cfg.model.kwargs["censors"] = {
+            str(k): str(p if Path(p).is_absolute() else base / p)
+            for k, p in cfg.model.kwargs["censors"].items()
+        }
+    kind = (cfg.preprocess or {}).get("kind", "continuum")
+    if cfg.model.name == "cannon" and kind != "continuum":
+        raise ConfigError(
+            "[model] name = 'cannon' needs continuum-normalised flux: [preprocess] kind = 'continuum'"
+        )
+    if cfg.stratified is not None and cfg.model.name == "cannon":
+        raise ConfigError("[stratified] applies to networks, not to [model] name = 'cannon'")
     if cfg.stratified is not None and not cfg.data.group_column:
         raise ConfigError("[stratified] needs [data] group_column")
     if cfg.training.loss == "robust" and cfg.model.architecture.lower().replace("-", "_") == "apogee_net":
