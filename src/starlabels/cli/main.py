@@ -45,7 +45,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="starlabels")
 def cli() -> None:
-    """starlabels: learn stellar labels with calibrated uncertainties from APOGEE spectra."""
+    """starlabels: learn stellar labels with calibrated uncertainties from survey spectra."""
 
 
 def main() -> None:
