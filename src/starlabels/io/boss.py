@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.fits_file import native, open_fits
+from starlabels.io.fits_file import native, open_fits, plain_value
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
 __all__ = ["boss_from_hdul", "is_boss_spec", "read_boss_spec"]
@@ -53,16 +53,6 @@ def is_boss_spec(hdul: Any) -> bool:
 def _column(data: Any, names: dict[str, str], key: str) -> np.ndarray | None:
     name = names.get(key)
     return None if name is None else native(data[name])
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode(errors="replace").strip()
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def read_boss_spec(path: str | os.PathLike[str]) -> list[Spectrum]:
@@ -124,10 +114,10 @@ def boss_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> list[Spectrum]:
     for key, name in (("PLUG_RA", "RA"), ("PLUG_DEC", "DEC"), ("MJD", "MJD"), ("RUN2D", "RUN2D"),
                       ("FIELDID", "FIELD"), ("PLATEID", "PLATE")):
         if key in primary and name not in meta and primary[key] not in (None, ""):
-            meta[name] = _value(primary[key])
+            meta[name] = plain_value(primary[key])
     for key in ("RA", "DEC"):
         if key not in meta and key in primary:
-            meta[key] = _value(primary[key])
+            meta[key] = plain_value(primary[key])
     spall = next((h for h in hdul[2:] if isinstance(h, fits.BinTableHDU)
                   and str(h.header.get("EXTNAME", "")).upper() == "SPALL"), None)
     if spall is not None and spall.data is not None and len(spall.data):
@@ -137,7 +127,7 @@ def boss_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> list[Spectrum]:
                           ("FIBER_DEC", "DEC"), ("SN_MEDIAN_ALL", "SNR"), ("MJD", "MJD"),
                           ("FIELD", "FIELD")):
             if key in cols and np.ndim(row[cols[key]]) == 0:
-                meta[name] = _value(row[cols[key]])
+                meta[name] = plain_value(row[cols[key]])
     if or_mask is not None and or_mask.dtype.kind in "iu":
         meta["OR_MASK_ANY"] = int(np.bitwise_or.reduce(or_mask.astype(np.int64)))
     return [Spectrum("boss", wave[order], flux[order], error_from_ivar(ivar)[order],

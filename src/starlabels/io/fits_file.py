@@ -167,3 +167,15 @@ def read_bintable(hdul: Any, index: int, path: str | os.PathLike[str]) -> dict[s
         col = np.asarray(data.field(name))
         out[name] = np.char.strip(col.astype(str)) if col.dtype.kind in "SU" else native(col)
     return out
+
+
+def plain_value(v: Any) -> Any:
+    """A header card or table cell as a plain Python value: bytes decoded and stripped, strings
+    stripped, numpy scalars turned into Python numbers; anything else as it is."""
+    if isinstance(v, bytes):
+        return v.decode(errors="replace").strip()
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

@@ -38,7 +38,7 @@ import numpy as np
 
 from starlabels.errors import InputFileError
 from starlabels.io.apogee import read_apstar
-from starlabels.io.fits_file import open_fits, read_bintable
+from starlabels.io.fits_file import open_fits, plain_value, read_bintable
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
 __all__ = ["MWM_EXTENSIONS", "mwm_from_hdul", "mwm_kind", "read_apstar_spectra", "read_mwm"]
@@ -79,21 +79,11 @@ def _column_names(header: Any) -> set[str]:
     return {str(header.get(f"TTYPE{i}", "")).strip().lower() for i in range(1, n + 1)}
 
 
-def _scalar(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode(errors="replace").strip()
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
 def _header_scalar(header: Any, key: str) -> Any:
     v = header.get(key)
     if v is None or isinstance(v, bool):
         return v
-    return _scalar(v)
+    return plain_value(v)
 
 
 def _int_flags(values: np.ndarray, path: str | os.PathLike[str], hdu: str) -> np.ndarray:
@@ -178,7 +168,7 @@ def mwm_from_hdul(hdul: Any, path: str | os.PathLike[str], *,
             for c, col in columns.items():
                 v = col[i]
                 if np.ndim(v) == 0:
-                    meta.setdefault(c.upper(), _scalar(v))
+                    meta.setdefault(c.upper(), plain_value(v))
             meta["HDU"] = name
             meta["ROW"] = i
             meta["OBSERVATORY"] = observatory

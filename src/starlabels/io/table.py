@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.fits_file import is_fits, native, open_fits
+from starlabels.io.fits_file import is_fits, native, open_fits, plain_value
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
 __all__ = ["ALIASES", "find_columns", "read_table_spectra", "table_kind"]
@@ -105,16 +105,6 @@ def _fits_table(hdul: Any) -> int | None:
         if isinstance(hdu, fits.BinTableHDU | fits.TableHDU) and _usable(find_columns(hdu.columns.names)):
             return i
     return None
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode(errors="replace").strip()
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _build(path: str | os.PathLike[str], hdu: str, fmt: str, instrument: str, arrays: dict[str, np.ndarray],
@@ -197,14 +187,14 @@ def read_table_spectra(path: str | os.PathLike[str], instrument: str | None = No
             for h in (hdu.header, hdul[0].header):
                 for key in _META_KEYS:
                     if key in h and key not in meta:
-                        meta[key] = _value(h[key])
+                        meta[key] = plain_value(h[key])
                 for key in ("INSTRUME", "INSTRMNT"):
                     if inst is None and h.get(key):
                         inst = str(h[key]).strip().lower()
             row_meta = None
             if arrays["flux"].ndim == 2:  # array columns: one spectrum per row
                 cols = {n.upper(): n for n in hdu.columns.names}
-                row_meta = [{k: _value(data[cols[k]][i]) for k in _META_KEYS if k in cols}
+                row_meta = [{k: plain_value(data[cols[k]][i]) for k in _META_KEYS if k in cols}
                             for i in range(arrays["flux"].shape[0])]
                 if arrays.get("wavelength", arrays.get("loglam")) is not None:
                     w = arrays.get("wavelength", arrays.get("loglam"))
@@ -220,7 +210,7 @@ def read_table_spectra(path: str | os.PathLike[str], instrument: str | None = No
             for key in z.files:
                 v = z[key]
                 if v.ndim == 0 and key.upper() in _META_KEYS:
-                    meta[key.upper()] = _value(v[()])
+                    meta[key.upper()] = plain_value(v[()])
                 if key.lower() == "instrument" and v.ndim == 0 and inst is None:
                     inst = str(v[()]).strip().lower()
         meta.update(FORMAT="npz", HDU="-")
