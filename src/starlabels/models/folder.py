@@ -436,6 +436,23 @@ def _require(cfg: Mapping[str, Any], key: str, where: Path) -> Any:
     return cfg[key]
 
 
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model folder (``ModelFormatError`` when absent or bad)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFormatError(f"{folder}: model folder does not exist")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelFormatError(f"{folder}: not a starlabels model folder (no {CONFIG_FILE})")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ModelFormatError(f"{path}: expected a JSON object")
+    return cfg
+
+
 def load_model(folder: str | Path, device: str | torch.device | None = None) -> Any:
     """Restore a :class:`TrainedModel` saved by :meth:`TrainedModel.save`, in eval mode — or, when
     ``config.json`` names a ``"method"`` (``"cannon"``, ``"payne"``), that
@@ -451,17 +468,8 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFormatError(f"{folder}: model folder does not exist")
+    cfg = read_config(folder)
     cfg_path = folder / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise ModelFormatError(f"{folder}: not a starlabels model folder (no {CONFIG_FILE})")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{cfg_path}: not valid JSON: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise ModelFormatError(f"{cfg_path}: expected a JSON object")
     if cfg.get("method") is not None:
         from starlabels.models.method import method_class
 

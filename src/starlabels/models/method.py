@@ -27,7 +27,6 @@ atomic folder I/O shared by every method (``config.json`` + ``weights.safetensor
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -269,6 +268,8 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
     )
 
     folder = Path(folder)
+    from starlabels.models.folder import read_config
+
     cfg = read_config(folder)
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelFormatError(
@@ -287,22 +288,3 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFormatError(f"{weights}: unreadable weights file: {exc}") from None
     return cfg, tensors, _read_history(folder / HISTORY_FILE)
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model folder (``ModelFormatError`` when absent or bad)."""
-    from starlabels.models.folder import CONFIG_FILE
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFormatError(f"{folder}: model folder does not exist")
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise ModelFormatError(f"{folder}: not a starlabels model folder (no {CONFIG_FILE})")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object")
-    return cfg
