@@ -265,11 +265,10 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
         HISTORY_FILE,
         WEIGHTS_FILE,
         _read_history,
+        read_config,
     )
 
     folder = Path(folder)
-    from starlabels.models.folder import read_config
-
     cfg = read_config(folder)
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelFormatError(
