@@ -76,3 +76,8 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
         f"computed now); {len(res.skipped)} input(s) skipped"
         + (f", listed in {res.skipped_path}" if res.skipped else "")
     )
+    click.echo(res.summary())
+    if res.failed_units:  # rows of failed units are missing: say so in the exit status
+        click.echo(f"{len(res.failed_units)} unit(s) failed; run the same command again to retry them",
+                   err=True)
+        raise SystemExit(3)

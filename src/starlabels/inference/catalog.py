@@ -96,6 +96,30 @@ class CatalogResult:
     skipped_path: Path | None = None
     units_total: int = 0
     units_computed: int = 0
+    #: rows per flag name (``{"INVALID_SPECTRUM": 5, "MANY_MASKED_PIXELS": 10, ...}``; a row counts
+    #: once under each of its bits), and rows with any flag in :data:`SUMMARY_FLAGS`
+    flag_counts: dict[str, int] = field(default_factory=dict)
+    #: units that failed as a whole after :data:`UNIT_TRIES` tries (``(unit name, error)``); their
+    #: inputs are listed in ``skipped``; the parts folder is kept so a resume retries them
+    failed_units: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def n_flagged(self) -> int:
+        """Rows that are not usable as they are: INVALID_SPECTRUM or MANY_MASKED_PIXELS or
+        NONFINITE_OUTPUT (see :attr:`flag_counts` for every bit)."""
+        return int(self.flag_counts.get("_PROBLEM_ROWS", 0))
+
+    def summary(self) -> str:
+        """One line per problem kind, for logs and the CLI."""
+        kinds = [f"{n} {k}" for k, n in self.flag_counts.items() if not k.startswith("_") and n]
+        lines = [f"{self.n_rows} rows, {self.n_flagged} with a problem flag"
+                 + (f" ({', '.join(kinds)})" if kinds else "")]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} input(s) skipped (unreadable or unsuitable)")
+        if self.failed_units:
+            lines.append(f"{len(self.failed_units)} unit(s) failed as a whole: "
+                         + "; ".join(f"{n}: {e}" for n, e in self.failed_units[:3]))
+        return "\n".join(lines)
 
 
 def _same_preprocessing(stored: Any, im: InferenceModel) -> bool:
@@ -204,6 +228,52 @@ def parts_dir(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".parts")
 
 
+def lock_path(out: str | os.PathLike) -> Path:
+    return Path(str(out) + ".lock")
+
+
+class OutputLock:
+    """An exclusive lock on a run's output (``<OUT>.lock``, ``fcntl.flock``), held while the run
+    writes. A second run on the same output fails at once with :class:`StarlabelsError` naming the
+    holder's pid; the kernel drops the lock when the holder dies (even by SIGKILL), so a crashed
+    run never blocks its resume. Where ``fcntl`` is missing (Windows) no lock is taken."""
+
+    def __init__(self, out: str | os.PathLike, what: str = "catalog run"):
+        self.path = lock_path(out)
+        self.what = what
+        self._fh: Any = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise StarlabelsError(
+                f"{self.path}: another {self.what} (pid {holder}) is writing this output; wait for it "
+                "to finish or choose another output (a crashed run releases the lock by itself)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+
+
 def skipped_path(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".skipped.tsv")
 
@@ -296,6 +366,44 @@ def run_unit(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[str, Any
     return write_unit(pdir, unit, df, skipped)
 
 
+#: Tries of a unit that fails as a whole (an I/O error, a full disk) before it is recorded failed.
+UNIT_TRIES: int = 3
+#: Flags that make a row a "problem" row in the run summary (n_flagged).
+SUMMARY_FLAGS: tuple[str, ...] = ("INVALID_SPECTRUM", "MANY_MASKED_PIXELS", "NONFINITE_OUTPUT")
+
+
+def failed_marker(pdir: Path, unit: Unit) -> Path:
+    return pdir / f"{unit.name}.failed.json"
+
+
+def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[str, Any],
+                    tries: int = UNIT_TRIES) -> int | None:
+    """:func:`run_unit` retried up to ``tries`` times; a unit that still fails is recorded in
+    ``<unit>.failed.json`` (error text) and ``None`` returned — the run goes on. Per-star problems
+    never get here (they are flags); this is for a unit failing as a whole. A later success removes
+    the failure record."""
+    err = ""
+    for _ in range(max(1, int(tries))):
+        try:
+            n = run_unit(im, unit, pdir, settings)
+        except (OSError, StarlabelsError, ValueError, RuntimeError) as exc:
+            err = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            continue
+        failed_marker(pdir, unit).unlink(missing_ok=True)
+        return n
+    _atomic_write_text(failed_marker(pdir, unit), json.dumps({"error": err, "tries": int(tries)}))
+    return None
+
+
+def flag_counts(flags: np.ndarray) -> dict[str, int]:
+    """Rows per flag bit name, plus ``"_PROBLEM_ROWS"``: rows with any :data:`SUMMARY_FLAGS` bit."""
+    flags = np.asarray(flags, np.int64)
+    counts = {n: int(((flags >> b) & 1).sum()) for n, b in F.FLAG_BITS.items()}
+    problem = sum(F.bit(n) for n in SUMMARY_FLAGS)
+    counts["_PROBLEM_ROWS"] = int(((flags & problem) != 0).sum())
+    return counts
+
+
 def assemble(
     im_label_names: Sequence[str],
     label_units: Sequence[str],
@@ -313,8 +421,15 @@ def assemble(
     pdir = parts_dir(out)
     frames = []
     skipped = list(skipped)
+    failed: list[tuple[str, str]] = []
     for u in units:
         marker = pdir / f"{u.name}.json"
+        if not marker.exists() and failed_marker(pdir, u).exists():
+            err = json.loads(failed_marker(pdir, u).read_text())["error"]
+            failed.append((u.name, err))
+            skipped += [(i.path if i.kind != "hdf5" else f"{i.path}[{i.start}:{i.stop}]",
+                         f"unit {u.name} failed after retries: {err}") for i in u.items]
+            continue
         if not marker.exists():
             raise StarlabelsError(f"unit {u.name} is not finished; cannot assemble {out}")
         info = json.loads(marker.read_text())
@@ -332,10 +447,11 @@ def assemble(
     _atomic_write_text(sp, "path\treason\n" + "".join(
         f"{p}\t{' '.join(str(r).split())}\n" for p, r in skipped
     ))
-    if not keep_parts:
+    if not keep_parts and not failed:  # failed units keep the parts: a resume retries only them
         shutil.rmtree(pdir, ignore_errors=True)
     return CatalogResult(path=out, n_rows=len(df), skipped=skipped, skipped_path=sp,
-                         units_total=len(units))
+                         units_total=len(units), failed_units=failed,
+                         flag_counts=flag_counts(df["FLAG"].to_numpy() if len(df) else np.zeros(0)))
 
 
 def column_units(columns: Sequence[str], label_names: Sequence[str], label_units: Sequence[str]) -> dict:
@@ -456,13 +572,14 @@ def run_catalog(
     im = resolve(model)
     settings = run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
                             batch_size=batch_size, device=device, calibrated=calibrated, resample=resample)
-    units, pending, skipped = prepare_run(im, inputs, out, settings, files_per_unit=files_per_unit,
-                                          rows_per_unit=rows_per_unit, overwrite=overwrite)
-    pdir = parts_dir(out)
-    for u in progress(pending, desc="catalog", total=len(pending), unit="unit"):
-        run_unit(im, u, pdir, settings)
-    res = assemble(im.label_names, im.label_units, units, out, fmt, skipped,
-                   meta=catalog_meta(im, settings), keep_parts=keep_parts)
+    with OutputLock(out):
+        units, pending, skipped = prepare_run(im, inputs, out, settings, files_per_unit=files_per_unit,
+                                              rows_per_unit=rows_per_unit, overwrite=overwrite)
+        pdir = parts_dir(out)
+        for u in progress(pending, desc="catalog", total=len(pending), unit="unit"):
+            run_unit_safely(im, u, pdir, settings)
+        res = assemble(im.label_names, im.label_units, units, out, fmt, skipped,
+                       meta=catalog_meta(im, settings), keep_parts=keep_parts)
     res.units_computed = len(pending)
     return res
 

@@ -61,17 +61,31 @@ def cached_model(path: str | os.PathLike) -> InferenceModel:
 def run_partition(
     model_path: str, units: list[C.Unit], out: str, settings: dict[str, Any], torch_threads: int | None
 ) -> dict[str, Any]:
-    """Dask task: predict and store every unit of one partition. Returns a small summary."""
-    if torch_threads:
-        import torch
+    """Dask task: predict and store every unit of one partition. Returns a small summary.
 
+    Units already done (their marker exists: a retry of this task after its worker died, or a
+    resumed run) are skipped, so a rescheduled partition neither loses nor duplicates rows. A unit
+    failing as a whole is retried and recorded (:func:`~starlabels.inference.catalog.run_unit_safely`).
+    ``torch_threads`` applies while the task runs; the worker's setting is restored after it.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if torch_threads:
         torch.set_num_threads(int(torch_threads))
-    im = cached_model(model_path)
-    pdir = C.parts_dir(out)
-    rows = 0
-    for u in units:  # units in order; each stored as soon as it is done (resumable)
-        rows += C.run_unit(im, u, pdir, settings)
-    return {"worker": _worker_id(), "units": len(units), "rows": rows}
+    try:
+        im = cached_model(model_path)
+        pdir = C.parts_dir(out)
+        rows, failed = 0, 0
+        for u in units:  # units in order; each stored as soon as it is done (resumable)
+            if (pdir / f"{u.name}.json").exists():
+                continue
+            n = C.run_unit_safely(im, u, pdir, settings)
+            rows += n or 0
+            failed += n is None
+    finally:
+        torch.set_num_threads(before)
+    return {"worker": _worker_id(), "units": len(units), "rows": rows, "failed": failed}
 
 
 def partition(units: list[C.Unit], n_partitions: int) -> list[list[C.Unit]]:
@@ -118,7 +132,6 @@ def run_distributed(
     threads_per_worker=threads_per_worker, processes=processes)`` closed at the end. Other
     arguments as :func:`starlabels.inference.catalog.run_catalog`.
     """
-    from distributed import Client, LocalCluster, as_completed
 
     model_path = str(Path(model_path).resolve())
     if not Path(model_path).is_dir():
@@ -128,6 +141,17 @@ def run_distributed(
     settings = C.run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
                               batch_size=batch_size, device=device, calibrated=calibrated,
                               resample=resample)
+    with C.OutputLock(out):
+        return _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
+                           model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit,
+                           overwrite, keep_parts)
+
+
+def _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
+                model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit, overwrite,
+                keep_parts) -> C.CatalogResult:
+    from distributed import Client, LocalCluster, as_completed
+
     units, pending, skipped = C.prepare_run(
         im, inputs, out, settings, files_per_unit=files_per_unit, rows_per_unit=rows_per_unit,
         overwrite=overwrite,

@@ -26,6 +26,9 @@ bit    name                    set when
                                without a variance head): σ is NaN.
 8      RESAMPLED               the spectrum was on another grid and was resampled onto the
                                model's (``resample="linear"``/``"flux-conserving"``).
+9      DOMAIN_SHIFT            the spectrum is unlike the training spectra: its domain-shift score
+                               (:mod:`starlabels.inference.domain_shift`; 1 = the dev set's 99th
+                               percentile) exceeds 1. Its labels are extrapolations.
 =====  ======================  ==================================================================
 
 A row with ``FLAG == 0`` passed every check. ``decode(flag)`` lists the names of the set bits.
@@ -46,6 +49,7 @@ FLAG_BITS: dict[str, int] = {
     "NONFINITE_OUTPUT": 6,
     "NO_UNCERTAINTY": 7,
     "RESAMPLED": 8,
+    "DOMAIN_SHIFT": 9,
 }
 
 #: One-line descriptions, same keys as :data:`FLAG_BITS` (written into catalog headers).
@@ -59,7 +63,11 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "NONFINITE_OUTPUT": "network returned a non-finite value; that label is NaN",
     "NO_UNCERTAINTY": "no uncertainty computed; sigma is NaN",
     "RESAMPLED": "spectrum resampled from another grid onto the model's",
+    "DOMAIN_SHIFT": "spectrum unlike the training spectra (domain-shift score > 1)",
 }
+
+#: Flag bit values (integer masks), e.g. ``pred.flags & DOMAIN_SHIFT``.
+DOMAIN_SHIFT: int = 1 << 9
 
 SNR_MIN: float = 30.0
 MAX_MASKED_FRACTION: float = 0.25

@@ -613,13 +613,21 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, g
     else:
         if im.preprocessing is None:
             raise ModelFormatError("the model has no preprocessing config; pass preprocessed=True input")
-        x, xe = im.preprocessing.apply(f[ok], e[ok], None if b is None else b[ok], grid=grid)
+        x, xe = _per_star_preprocessing(im.preprocessing).apply(
+            f[ok], e[ok], None if b is None else b[ok], grid=grid
+        )
         x, xe = np.asarray(x), np.asarray(xe)
         if x.shape[1] != P:
             raise ModelFormatError(
                 f"the model's preprocessing gives {x.shape[1]} pixels but its network takes {P}"
             )
+    if not preprocessed:  # segments rejected in preprocessing (a dead detector) count as masked
+        bad_out = ~(np.asarray(xe) < U.BAD_ERROR)
+        idx = np.flatnonzero(ok)
+        masked[idx] = np.maximum(masked[idx], bad_out.mean(axis=1))
     finite = np.isfinite(x).all(axis=1)
+    if not preprocessed:  # nothing usable left after preprocessing: invalid, not a guess
+        finite &= ~bad_out.all(axis=1)
     if not finite.all():  # never feed NaN/inf to the network: flag the row invalid instead
         idx = np.flatnonzero(ok)
         ok[idx[~finite]] = False
@@ -630,6 +638,19 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, g
         np.ascontiguousarray(np.minimum(xe, 3e38), np.float32),
         ok, snr, masked,
     )
+
+
+def _per_star_preprocessing(cfg: Any) -> Any:
+    """``cfg`` with ``on_failure="reject"``: inference never raises for one star's impossible
+    continuum fit (a dead detector); that segment is rejected (flux 1, huge error), which counts
+    in the masked fraction (flag MANY_MASKED_PIXELS), and a spectrum with no usable segment left
+    becomes invalid. Models store ``"raise"`` (right for training data); a shallow copy, the
+    model's config is left as it is."""
+    if getattr(cfg, "on_failure", "reject") == "reject":
+        return cfg
+    lenient = copy.copy(cfg)
+    lenient.on_failure = "reject"
+    return lenient
 
 
 def _run(phys, x, e, method, n_samples, batch_size, gen, error_cap):

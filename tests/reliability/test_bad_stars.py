@@ -1,0 +1,98 @@
+"""A star's failure is a flag, never an exception (issue 14): dead detectors, NaN-only flux, zero
+errors and truncated files in one catalog run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import starlabels
+from starlabels.errors import InputDataError
+from starlabels.inference import catalog as C
+from starlabels.inference import flags as F
+
+from .conftest import raw_spectra
+
+#: apStar pixels of the blue detector (the APOGEE apStar grid's blue segment is pixels 246–3273)
+BLUE = slice(246, 3274)
+
+
+def _dead_blue(flux, error, bitmask):
+    """A dead blue detector: no signal (flux 0) and the pixels flagged unusable (error 0)."""
+    flux[BLUE] = 0.0
+    error[BLUE] = 0.0
+
+
+def test_dead_detector_is_a_flag_not_an_exception(continuum_model_folder):
+    flux, error, bitmask = raw_spectra(4, seed=1)
+    _dead_blue(flux[1], error[1], bitmask[1])
+    flux[2] = np.nan
+    error[3] = -1.0  # negative errors everywhere: nothing usable
+    model = starlabels.load_model(continuum_model_folder)
+    cfg = model.preprocess_config()
+    # the model's own preprocessing raises for that star (independent check of the fixture) ...
+    with pytest.raises(InputDataError, match="continuum fit impossible"):
+        cfg.apply(flux[1:2], error[1:2], bitmask[1:2])
+    pred = starlabels.predict(continuum_model_folder, flux, error, bitmask=bitmask)
+    # ... inference flags it: labels kept, masked-pixels flag; the others invalid
+    assert np.isfinite(pred.mean[[0, 1]]).all()
+    assert pred.flags[1] & F.bit("MANY_MASKED_PIXELS") and not pred.flags[1] & F.bit("INVALID_SPECTRUM")
+    assert pred.masked_fraction[1] > 0.3
+    for i in (2, 3):
+        assert np.isnan(pred.mean[i]).all() and pred.flags[i] & F.bit("INVALID_SPECTRUM")
+    # the healthy star's labels do not depend on its neighbours
+    alone = starlabels.predict(continuum_model_folder, flux[:1], error[:1], bitmask=bitmask[:1])
+    np.testing.assert_array_equal(alone.mean[0], pred.mean[0])
+    assert model.preprocess_config().on_failure == "raise"  # the model is left as it was
+
+
+@pytest.mark.slow
+def test_folder_of_200_files_with_bad_stars(continuum_model_folder, tmp_path):
+    """200 files: 10 with a dead detector, 5 truncated, 5 all-NaN → 195 rows: 180 clean, 10 labels +
+    MANY_MASKED_PIXELS, 5 NaN + INVALID_SPECTRUM; the 5 truncated files listed as unreadable."""
+    from starlabels.io import write_apstar
+
+    flux, error, bitmask = raw_spectra(200, seed=5, snr=200.0)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(200)
+    dead, truncated, nan = set(order[:10]), set(order[10:15]), set(order[15:20])
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(200):
+        if i in dead:
+            _dead_blue(flux[i], error[i], bitmask[i])
+        if i in nan:
+            flux[i] = np.nan
+        path = d / f"apStar-dr17-2M{i:08d}.fits"
+        write_apstar(path, flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M{i:08d}", "RA": float(i), "DEC": -1.0, "SNR": 200.0})
+        if i in truncated:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cat.fits"
+    res = C.run_catalog(continuum_model_folder, [d], out, files_per_unit=64)
+    assert res.n_rows == 195 and not res.failed_units
+    df = C.read_catalog(out)
+    assert len(df) == 195
+    ids = df["APOGEE_ID"].str.slice(2).astype(int).to_numpy()
+    flag = df["FLAG"].to_numpy()
+    problem = F.bit("INVALID_SPECTRUM") | F.bit("MANY_MASKED_PIXELS")
+    is_dead, is_nan = np.isin(ids, list(dead)), np.isin(ids, list(nan))
+    clean = ~is_dead & ~is_nan
+    assert clean.sum() == 180 and ((flag[clean] & problem) == 0).all()
+    assert np.isfinite(df.loc[clean, ["TEFF", "LOGG", "FE_H"]].to_numpy()).all()
+    assert is_dead.sum() == 10
+    assert ((flag[is_dead] & F.bit("MANY_MASKED_PIXELS")) != 0).all()
+    assert ((flag[is_dead] & F.bit("INVALID_SPECTRUM")) == 0).all()
+    assert np.isfinite(df.loc[is_dead, ["TEFF", "LOGG", "FE_H"]].to_numpy()).all()
+    assert is_nan.sum() == 5 and ((flag[is_nan] & F.bit("INVALID_SPECTRUM")) != 0).all()
+    assert np.isnan(df.loc[is_nan, ["TEFF", "LOGG", "FE_H", "TEFF_ERR"]].to_numpy(float)).all()
+    # the summary counts them; the truncated files are listed as unreadable
+    assert res.flag_counts["MANY_MASKED_PIXELS"] == 15 and res.flag_counts["INVALID_SPECTRUM"] == 5
+    assert res.n_flagged == 15
+    skipped = pd.read_csv(res.skipped_path, sep="\t")
+    names = sorted(p.split("/")[-1] for p in skipped["path"])
+    assert names == sorted(f"apStar-dr17-2M{i:08d}.fits" for i in truncated)
+    assert skipped["reason"].str.contains("unreadable|truncated|cannot read|not a", case=False).all()
+    print(res.summary())

@@ -1,0 +1,87 @@
+"""The domain-shift estimator: scores against a hand computation, thresholds, round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from starlabels.errors import InputDataError
+from starlabels.inference import flags as F
+from starlabels.inference.domain_shift import DomainShift, load_domain_shift
+
+
+def _low_rank(rng, n, basis, noise=0.01):
+    coef = rng.normal(size=(n, basis.shape[0]))
+    return 1.0 + coef @ basis + rng.normal(0, noise, size=(n, basis.shape[1]))
+
+
+@pytest.fixture
+def spaces():
+    rng = np.random.default_rng(1)
+    P, K = 200, 4
+    basis = np.linalg.qr(rng.normal(size=(P, K)))[0].T * 0.1  # (K, P), orthogonal rows
+    other = np.linalg.qr(rng.normal(size=(P, K)))[0].T * 0.5  # 0.035 per pixel against noise 0.01
+    return rng, basis, other
+
+
+def test_pca_score_matches_a_hand_computation_and_flags_another_subspace(spaces):
+    rng, basis, other = spaces
+    train, dev = _low_rank(rng, 2000, basis), _low_rank(rng, 1000, basis)
+    err = np.full_like(dev, 0.01)
+    ds = DomainShift("pca", n_components=4, percentile=99.0).fit(train, dev, dev_error=err)
+    # hand computation: exact PCA of the same training rows
+    mean = train.mean(axis=0)
+    v = np.linalg.svd(train - mean, full_matrices=False)[2][:4]
+    resid = lambda x: (x - mean) - ((x - mean) @ v.T) @ v  # noqa: E731
+    floor = np.sqrt(np.mean(resid(train) ** 2, axis=0)) + 1e-6
+    test = _low_rank(rng, 50, other)
+    terr = np.full_like(test, 0.01)
+    terr[:, :10] = np.inf  # masked pixels are left out of the mean
+    z2 = np.minimum(resid(test) ** 2 / (floor ** 2 + terr ** 2), 100.0)[:, 10:]
+    raw = z2.mean(axis=1)
+    np.testing.assert_allclose(ds.score(test, terr), raw / ds.threshold_, rtol=1e-6)
+    dev_raw = np.minimum(resid(dev) ** 2 / (floor ** 2 + err ** 2), 100).mean(axis=1)
+    np.testing.assert_allclose(ds.threshold_, np.percentile(dev_raw, 99), rtol=1e-6)
+    # in-domain held-out rows: about 1 % flagged; the other subspace: every row
+    held = _low_rank(rng, 2000, basis)
+    assert np.mean(ds.score(held, np.full_like(held, 0.01)) > 1) <= 0.03
+    assert (ds.score(test, terr) > 1).all()
+    assert ds.dev_fraction_flagged_ <= 0.02
+
+
+def test_knn_on_features_and_nan_rows(spaces):
+    rng, basis, other = spaces
+    train, dev = _low_rank(rng, 500, basis), _low_rank(rng, 300, basis)
+    ds = DomainShift("knn", k=5).fit(train, dev)
+    far = _low_rank(rng, 20, other) + 1.0
+    far[0] = np.nan
+    s = ds.score(far)
+    assert np.isnan(s[0]) and (s[1:] > 1).all()
+    d = np.linalg.norm(far[1:, None, :] - train[None], axis=2)
+    np.testing.assert_allclose(s[1:], np.sort(d, axis=1)[:, :5].mean(axis=1) / ds.threshold_, rtol=1e-6)
+
+
+def test_round_trip_through_a_folder(spaces, tmp_path):
+    rng, basis, other = spaces
+    train, dev = _low_rank(rng, 400, basis), _low_rank(rng, 200, basis)
+    test = _low_rank(rng, 30, other)
+    for method in ("pca", "knn"):
+        ds = DomainShift(method, n_components=4).fit(train, dev)
+        ds.save(tmp_path)
+        back = load_domain_shift(tmp_path)
+        assert back.method == method
+        np.testing.assert_allclose(back.score(test), ds.score(test), rtol=1e-4)
+        again = DomainShift.from_dict(ds.to_dict())
+        np.testing.assert_allclose(again.score(test), ds.score(test), rtol=1e-4)
+
+
+def test_bad_settings_and_unfitted_use_are_refused():
+    with pytest.raises(InputDataError, match="method"):
+        DomainShift("mahalanobis")
+    with pytest.raises(InputDataError, match="not fitted"):
+        DomainShift().score(np.zeros((2, 3)))
+
+
+def test_flag_bit():
+    assert F.DOMAIN_SHIFT == F.bit("DOMAIN_SHIFT") == 1 << 9
+    assert F.decode(F.DOMAIN_SHIFT | F.bit("RESAMPLED")) == ["RESAMPLED", "DOMAIN_SHIFT"]
