@@ -127,11 +127,11 @@ def test_resuming_with_other_settings_is_refused_unless_overwrite(raw_model_fold
     d, _, _ = inputs
     out = tmp_path / "c.csv"
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("stop")
+    def boom(*args, **kwargs):  # an interrupted run (a failing unit would be retried and recorded)
+        raise KeyboardInterrupt("stop")
 
     monkeypatch.setattr(C, "run_unit", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KeyboardInterrupt):
         C.run_catalog(raw_model_folder, [d], out, uncertainty="delta")
     monkeypatch.undo()
     with pytest.raises(StarlabelsError, match="overwrite"):

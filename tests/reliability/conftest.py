@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from conftest import build_model, raw_spectra  # noqa: E402  (the inference tests' model factory)
+from conftest import build_model, raw_spectra
 
 __all__ = ["build_model", "raw_spectra"]
 

@@ -96,3 +96,61 @@ def test_folder_of_200_files_with_bad_stars(continuum_model_folder, tmp_path):
     assert names == sorted(f"apStar-dr17-2M{i:08d}.fits" for i in truncated)
     assert skipped["reason"].str.contains("unreadable|truncated|cannot read|not a", case=False).all()
     print(res.summary())
+
+
+def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
+    continuum_model_folder, tmp_path, monkeypatch
+):
+    """An I/O error in one unit: retried UNIT_TRIES times, then its inputs are listed and the other
+    units are written; the same command later retries only that unit and completes the catalog."""
+    from click.testing import CliRunner
+
+    from starlabels.cli.main import cli
+    from starlabels.io import write_apstar
+
+    flux, error, bitmask = raw_spectra(6, seed=2)
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(6):
+        write_apstar(d / f"apStar-dr17-2M{i:08d}.fits", flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M{i:08d}"})
+    full = C.run_catalog(continuum_model_folder, [d], tmp_path / "full.csv", files_per_unit=2)
+    real, tries = C.run_unit, []
+
+    def flaky(im, unit, pdir, settings):
+        if unit.index == 1:
+            tries.append(unit.name)
+            raise OSError(5, "Input/output error")
+        return real(im, unit, pdir, settings)
+
+    out = tmp_path / "cat.csv"
+    monkeypatch.setattr(C, "run_unit", flaky)
+    r = CliRunner().invoke(cli, ["predict", str(continuum_model_folder), str(d), "-o", str(out),
+                                 "--files-per-unit", "2"])
+    assert r.exit_code == 3, r.output
+    assert len(tries) == C.UNIT_TRIES and "1 unit(s) failed" in r.output and "Input/output error" in r.output
+    assert len(C.read_catalog(out)) == 4  # the two other units are there
+    skipped = pd.read_csv(C.skipped_path(out), sep="\t")
+    assert len(skipped) == 2 and skipped["reason"].str.contains("failed after retries").all()
+    monkeypatch.setattr(C, "run_unit", real)
+    res = C.run_catalog(continuum_model_folder, [d], out, files_per_unit=2)
+    assert res.units_computed == 1 and not res.failed_units and not res.skipped
+    pd.testing.assert_frame_equal(C.read_catalog(out), C.read_catalog(full.path))
+
+
+def test_a_second_run_on_the_same_output_gets_a_clear_error(continuum_model_folder, tmp_path):
+    flux, error, bitmask = raw_spectra(1, seed=2)
+    from starlabels.errors import StarlabelsError
+    from starlabels.io import write_apstar
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_apstar(d / "apStar-dr17-2M00000001.fits", flux[0], error[0], bitmask[0],
+                 {"APOGEE_ID": "2M00000001"})
+    out = tmp_path / "cat.csv"
+    with C.OutputLock(out):  # another run holds the output
+        with pytest.raises(StarlabelsError, match=r"another catalog run \(pid \d+\) is writing this output"):
+            C.run_catalog(continuum_model_folder, [d], out)
+        assert not out.exists() and not C.parts_dir(out).exists()
+    assert C.run_catalog(continuum_model_folder, [d], out).n_rows == 1  # released: runs
+    assert not C.lock_path(out).exists()
