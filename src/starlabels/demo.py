@@ -526,6 +526,9 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     say("      σ scale factors: " + ", ".join(f"{k} {v:.2f}" for k, v in scales.items())
         + f" ({_duration(lap('calibrate', t0))})")
     model_dir = model.save(out / "model")
+    for part in (getattr(model, "coverage", None), getattr(model, "domain_shift", None)):
+        if part is not None:  # fitted by the trainer at the end of training
+            part.save(model_dir)
 
     # 4. predict ----------------------------------------------------------------------------
     t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def test_catalog_has_the_catalog_columns_and_rows(quick):
     expected = ["APOGEE_ID", "RA", "DEC", "SNR", "SOURCE"]
     for x in names:
         expected += [x, f"{x}_ERR", *(f"{x}_ERR_{p}" for p in PARTS)]
-    expected += ["FLAG", "MODEL_NAME", "MODEL_VERSION"]
+    expected += ["DOMAIN_SHIFT", "FLAG", "MODEL_NAME", "MODEL_VERSION"]
     assert list(cat.columns) == expected
     assert list(cat["APOGEE_ID"]) == list(truth["APOGEE_ID"])
     assert cat["APOGEE_ID"].is_unique

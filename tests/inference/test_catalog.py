@@ -51,7 +51,7 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     parts = ["ERR", "ERR_ALEATORIC", "ERR_DELTA"]
     labels = [c for x in ("TEFF", "LOGG", "FE_H") for c in (x, *(f"{x}_{p}" for p in parts))]
     assert list(df.columns) == ["SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE",
-                                *labels, "FLAG", "MODEL_NAME", "MODEL_VERSION"]
+                                *labels, "DOMAIN_SHIFT", "FLAG", "MODEL_NAME", "MODEL_VERSION"]
     assert (df["SDSS_ID"] == -1).all()  # DR17 apStar files and this dataset carry no SDSS_ID
     assert df["APOGEE_ID"].tolist() == [f"2M0000000{i}" for i in range(5)] + ["h0", "h1", "h2"]
     assert df["SOURCE"].iloc[5].endswith("rows.h5[0]")

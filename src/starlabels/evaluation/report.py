@@ -80,7 +80,7 @@ DEFAULT_ISOCHRONE_AGES: tuple[float, ...] = (9.6,)
 PANELS_PER_FIGURE = 3
 
 _NON_LABEL_COLUMNS = {"SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE", "FLAG",
-                      "MODEL_NAME", "MODEL_VERSION"}
+                      "DOMAIN_SHIFT", "MODEL_NAME", "MODEL_VERSION"}
 
 
 # --------------------------------------------------------------------------------------------

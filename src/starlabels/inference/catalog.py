@@ -8,7 +8,9 @@ and ``HDU`` (the extension the spectrum came from, e.g. ``APOGEE/APO``), ``RA``,
 parts that were computed, ``X_ERR_EPISTEMIC``, ``X_ERR_ALEATORIC``, ``X_ERR_NOISE``,
 ``X_ERR_DELTA``, ``X_ERR_FISHER`` (The Cannon), ``X_ERR_JACOBIAN`` (a Payne fit) (1σ, calibrated
 like X_ERR), ``X_ERR_FLOOR`` (a ``floor`` calibration's constant part) and ``X_ERR_COVERAGE`` (the
-label-coverage part), so X_ERR² = Σ parts²; then ``FLAG`` (int32, bits in
+label-coverage part), so X_ERR² = Σ parts²; then ``DOMAIN_SHIFT`` (float, the input-space
+domain-shift score of :mod:`starlabels.inference.domain_shift`, > 1 = flagged; NaN when the model
+has none), ``FLAG`` (int32, bits in
 :mod:`starlabels.inference.flags`), ``MODEL_NAME`` (the model folder's name; ``cannon:<folder>`` /
 ``payne:<folder>`` for a :class:`~starlabels.models.method.LabelMethod`, so each row says which
 method made it) and ``MODEL_VERSION``.
@@ -186,7 +188,7 @@ def catalog_columns(
     cols = list(id_columns)
     for x in label_names:
         cols += [x, f"{x}_ERR", *(f"{x}_ERR_{p.upper()}" for p in parts)]
-    return [*cols, "FLAG", "MODEL_NAME", "MODEL_VERSION"]
+    return [*cols, "DOMAIN_SHIFT", "FLAG", "MODEL_NAME", "MODEL_VERSION"]
 
 
 def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model_version: str):
@@ -213,6 +215,8 @@ def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model
         for p in PART_ORDER:
             if p in errs:
                 data[f"{x}_ERR_{p.upper()}"] = errs[p][:, k]
+    shift = np.asarray(getattr(pred, "domain_shift", np.zeros(0)), np.float64)
+    data["DOMAIN_SHIFT"] = shift if shift.shape == (n,) else np.full(n, np.nan)  # > 1: flag DOMAIN_SHIFT
     data["FLAG"] = pred.flags.astype(np.int32)
     data["MODEL_NAME"] = np.full(n, model_name)
     data["MODEL_VERSION"] = np.full(n, model_version)

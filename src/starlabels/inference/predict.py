@@ -73,6 +73,10 @@ class Prediction:
         How the uncertainties were made; ``calibrated`` is True when scale factors were applied.
     scales:
         (L,) calibration factors applied to ``std`` (ones when uncalibrated).
+    domain_shift:
+        (N,) input-space domain-shift score (:mod:`starlabels.inference.domain_shift`): larger =
+        less like the training spectra; > 1 sets the ``DOMAIN_SHIFT`` flag. NaN when the model
+        has no fitted estimator or the spectrum is invalid.
     """
 
     mean: np.ndarray
@@ -87,6 +91,7 @@ class Prediction:
     n_samples: int = 0
     calibrated: bool = False
     scales: np.ndarray | None = None
+    domain_shift: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return int(self.mean.shape[0])
@@ -128,6 +133,8 @@ class InferenceModel:
     version: str
     folder: Path | None = None
     coverage: Any = None
+    #: fitted :class:`~starlabels.inference.domain_shift.DomainShift`, or None
+    domain_shift: Any = None
     #: ``None`` for a network; the :class:`~starlabels.models.method.LabelMethod`'s ``method``
     #: (``"cannon"``, ``"payne"``) otherwise (``physical`` is then None).
     method: str | None = None
@@ -220,11 +227,17 @@ def resolve(model: Any) -> InferenceModel:
 
         cov = load_coverage(folder, net, names)
         tm.coverage = cov
+    shift = getattr(tm, "domain_shift", None)
+    if shift is None and folder is not None:
+        from starlabels.inference.domain_shift import load_domain_shift
+
+        shift = load_domain_shift(folder, net)
+        tm.domain_shift = shift
     return InferenceModel(
         trained=tm, physical=physical, label_names=names, label_units=units,
         preprocessing=preprocessing, n_pixels=n_pixels, label_range=_label_range(tm, n_labels),
         name=folder.name if folder is not None else str(getattr(tm, "architecture", type(net).__name__)),
-        version=_model_version(tm), folder=folder, coverage=cov,
+        version=_model_version(tm), folder=folder, coverage=cov, domain_shift=shift,
     )
 
 
@@ -536,6 +549,7 @@ def predict(
     valid = np.zeros(n, bool)
     snr_all = np.full(n, np.nan)
     masked = np.ones(n)
+    shift = np.full(n, np.nan)
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(seed) if seed is not None else U.fresh_seed())
 
@@ -558,6 +572,8 @@ def predict(
                 p["coverage"] = im.coverage.variance(embed_input(im, xt, batch_size=batch_size),
                                                      snr_c[ok] if has_error else None)
             rows = np.arange(sl.start, sl.stop)[ok]
+            if im.domain_shift is not None:
+                shift[rows] = im.domain_shift.score(x, xe if has_error else None)
             mean[rows] = m
             for k, v in p.items():
                 parts.setdefault(k, np.full((n, L), np.nan))[rows] = v
@@ -571,6 +587,9 @@ def predict(
         ood_factor=ood_factor,
     )
     pred.flags[resampled] |= F.bit("RESAMPLED")
+    pred.domain_shift = shift
+    with np.errstate(invalid="ignore"):
+        pred.flags[shift > 1.0] |= F.bit("DOMAIN_SHIFT")
     return pred
 
 

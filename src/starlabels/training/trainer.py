@@ -1126,9 +1126,39 @@ class Trainer:
             training=self.provenance(),
             history=[{k: r[k] for k in (*HISTORY_COLUMNS, "stage")} for r in self.history],
         )
+        fitted = self._fit_trust(model) if self.is_main else ()
         if self.folder is not None and self.is_main:
             self._save_model(model)
+            for part in fitted:  # coverage.safetensors, domain_shift.safetensors
+                part.save(self.folder)
         return model
+
+    #: Rows of each split used to fit the label coverage and the domain shift at the end.
+    TRUST_ROWS = 5000
+
+    def _fit_trust(self, model: Any) -> tuple[Any, ...]:
+        """Fit the label coverage and the domain-shift estimator of the trained ``model`` on (up
+        to :attr:`TRUST_ROWS`) train and dev rows (:func:`starlabels.inference.domain_shift.fit_trust`),
+        so every trained model knows when a spectrum is out of its depth. A failure (e.g. too few
+        dev rows) warns and leaves the model without them; it never loses the trained model."""
+        from starlabels.inference.domain_shift import fit_trust
+
+        rng = np.random.default_rng(self.seed)
+
+        def pick(rows: np.ndarray):
+            if len(rows) > self.TRUST_ROWS:
+                rows = np.sort(rng.choice(rows, self.TRUST_ROWS, replace=False))
+            f, e = self._preprocess_block(*self.data.read(rows))
+            return np.asarray(f, _FLOAT), None if e is None else np.asarray(e, _FLOAT), self.data.labels[rows]
+
+        try:
+            tf, te, tl = pick(self.split["train"])
+            df, de, dl = pick(self.split["dev"])
+            return fit_trust(model, tf, te, tl, df, de, dl, seed=self.seed)
+        except (StarlabelsError, ValueError) as exc:
+            warnings.warn(f"the model was trained, but its coverage/domain-shift reference could not be "
+                          f"fitted ({exc}); predictions will carry no DOMAIN_SHIFT flag", stacklevel=2)
+            return ()
 
     def _save_model(self, model: Any) -> None:
         """Save ``model`` into the folder, keeping our checkpoint and writing ``splits.npz``.
