@@ -70,12 +70,22 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
         assert np.isnan(df.loc[row, ["TEFF", "TEFF_ERR", "LOGG", "FE_H_ERR_DELTA"]].astype(float)).all()
         assert df.loc[row, "FLAG"] & F.bit("INVALID_SPECTRUM")
     assert df["FLAG"].dtype == np.int32
-    # units in the FITS header (dex kept although not a FITS-standard unit)
+    # units in the FITS header: FITS-standard ones as TUNITn; dex (not FITS-standard) in astropy's
+    # serialized columns and the TTYPE comment — Table.read gives them all back without a warning
+    import warnings
+
+    from astropy import units as u
     from astropy.io import fits
+    from astropy.table import Table
 
     h = fits.getheader(out, 1)
     units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
-    assert units["RA"] == "deg" and units["TEFF_ERR_DELTA"] == "K" and units["FE_H"] == "dex"
+    assert units["RA"] == "deg" and units["TEFF_ERR_DELTA"] == "K" and units["FE_H"] is None
+    assert h.comments[f"TTYPE{list(units).index('FE_H') + 1}"] == "[dex]"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = Table.read(out)
+    assert t["FE_H"].unit == u.dex and t["LOGG_ERR"].unit == u.dex and t["TEFF"].unit == u.K
     # unusable inputs are listed with a reason, not fatal
     skipped = pd.read_csv(res.skipped_path, sep="\t")
     reasons = dict(zip(skipped["path"].map(lambda p: p.rsplit("/", 1)[-1]), skipped["reason"], strict=True))

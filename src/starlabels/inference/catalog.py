@@ -490,11 +490,16 @@ def write_table(df: Any, out: Path, fmt: str, label_names: Sequence[str], label_
 
 
 def _write_fits(df: Any, path: Path, units: dict[str, str], meta: dict[str, Any]) -> None:
-    """FITS binary table with TUNITn for every unit — also for those (e.g. ``dex``) that astropy
-    cannot express in the FITS unit standard, which are written as plain strings."""
+    """FITS binary table with units that ``Table.read`` parses without a warning: units of the FITS
+    standard as ``TUNITn``; others (``dex``, which FITS cannot express) only in astropy's
+    serialized-column header (astropy readers get ``u.dex`` back) and, for any reader, in the
+    comment of the column's ``TTYPEn`` card (``[dex]``)."""
+    import warnings
+
     from astropy import units as u
     from astropy.io import fits
-    from astropy.table import Table
+    from astropy.table import QTable, Table
+    from astropy.utils.exceptions import AstropyUserWarning
 
     from starlabels.inference.flags import FLAG_BITS
 
@@ -508,15 +513,24 @@ def _write_fits(df: Any, path: Path, units: dict[str, str], meta: dict[str, Any]
             t[c].unit = s
         except (ValueError, u.UnitsError):
             raw_units[c] = s
-    hdu = fits.table_to_hdu(t)
-    for i, c in enumerate(t.colnames, start=1):
-        if c in raw_units:
-            hdu.header[f"TUNIT{i}"] = raw_units[c]
+    if raw_units:  # astropy serializes non-FITS units of Quantity columns in the header
+        t = QTable(t)
+        for c, s in raw_units.items():
+            unit = u.Unit(s, parse_strict="silent")
+            if not isinstance(unit, u.UnrecognizedUnit):
+                t[c] = np.asarray(t[c], np.float64) * unit
     for k, v in meta.items():
-        hdu.header[k[:8].upper()] = v
-    for n, b in FLAG_BITS.items():
-        hdu.header.add_comment(f"FLAG bit {b}: {n}")
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+        t.meta[k[:8].upper()] = v
+    t.meta["comments"] = [f"FLAG bit {b}: {n}" for n, b in FLAG_BITS.items()]
+    with warnings.catch_warnings():  # "unit 'dex' could not be saved in native FITS format": known
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        t.write(path, format="fits", overwrite=True)  # Table.write serializes the non-FITS units
+    if raw_units:
+        with fits.open(path, mode="update") as hdul:
+            header = hdul[1].header
+            for i in range(1, int(header["TFIELDS"]) + 1):
+                if header[f"TTYPE{i}"] in raw_units:
+                    header.comments[f"TTYPE{i}"] = f"[{raw_units[header[f'TTYPE{i}']]}]"
 
 
 def read_catalog(path: str | os.PathLike, fmt: str | None = None):
