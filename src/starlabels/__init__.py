@@ -6,6 +6,8 @@ Public API (imported lazily so ``import starlabels`` stays fast):
 - :func:`starlabels.predict` — labels and uncertainties for spectra (networks, The Cannon, Payne fits).
 - :class:`starlabels.CannonModel` — The Cannon (Ness et al. 2015; Casey et al. 2016), native in torch.
 - :func:`starlabels.payne_model` — a Payne fitter around a Payne-format emulator.
+- :func:`starlabels.tune_process` — opt-in process tuning (glibc allocator) for scripts that own
+  their process; the ``starlabels`` CLI applies it, the library never does.
 - subpackages :mod:`starlabels.io`, :mod:`starlabels.preprocess`, :mod:`starlabels.labels`,
   :mod:`starlabels.data`, :mod:`starlabels.models`, :mod:`starlabels.losses`,
   :mod:`starlabels.training`, :mod:`starlabels.inference`, :mod:`starlabels.evaluation`.
@@ -23,13 +25,15 @@ _LAZY = {
     "predict": "starlabels.inference.predict",
     "CannonModel": "starlabels.models.cannon",
     "payne_model": "starlabels.models.payne_fit",
+    "tune_process": "starlabels.process",
 }
 _SUBPACKAGES = {
     "io", "preprocess", "labels", "data", "models", "losses", "training", "inference",
     "evaluation", "cli",
 }
 
-__all__ = ["CannonModel", "__version__", "load_model", "payne_model", "predict", *sorted(_SUBPACKAGES)]
+__all__ = ["CannonModel", "__version__", "load_model", "payne_model", "predict", "tune_process",
+           *sorted(_SUBPACKAGES)]
 
 
 def __getattr__(name: str) -> Any:

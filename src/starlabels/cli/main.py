@@ -46,6 +46,11 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="starlabels")
 def cli() -> None:
     """starlabels: learn stellar labels with calibrated uncertainties from survey spectra."""
+    # the CLI owns its process: keep freed activation buffers instead of re-faulting them
+    # (starlabels.process; STARLABELS_NO_MALLOC_TUNING=1 opts out)
+    from starlabels.process import tune_process
+
+    tune_process()
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,36 +373,6 @@ def _rewrite_sequential(seq: nn.Sequential) -> bool:
     return changed
 
 
-_ALLOCATOR_TUNED = False
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory in the process (glibc ``mallopt``) so activations are reused, not re-faulted.
-
-    By default glibc hands every large freed block (≥ 128 KB–32 MB) back to the OS, so each forward
-    pass page-faults its activation buffers in again; on virtual machines that costs more than the
-    convolutions (measured 2–5× on APOGEE Net, see bench/predict_throughput.py). Raising
-    ``M_MMAP_THRESHOLD``/``M_TRIM_THRESHOLD`` keeps them for reuse; the peak memory is unchanged
-    (the process keeps its high-water mark). Called once by :func:`predict`; set
-    ``STARLABELS_NO_MALLOC_TUNING=1`` to opt out. Returns True when applied (glibc only).
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    if os.environ.get("STARLABELS_NO_MALLOC_TUNING") or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
-    except (OSError, AttributeError):
-        return False
-    _ALLOCATOR_TUNED = bool(ok)
-    return _ALLOCATOR_TUNED
-
-
 # ----------------------------------------------------------------------------------------------
 # predict
 
@@ -512,7 +481,6 @@ def predict(
         raise InputDataError(f"uncertainty must be one of {UNCERTAINTY_METHODS}, got {uncertainty!r}")
     if uncertainty is not None and int(n_samples) < 1:
         raise InputDataError(f"n_samples must be >= 1, got {n_samples}")
-    tune_allocator()
     if error_cap == "auto":
         already = im.preprocessing_kind == "raw" and getattr(im.preprocessing, "error_cap", None)
         error_cap = None if (already and not preprocessed) else U.ERROR_CAP

@@ -1,0 +1,113 @@
+"""The fused MC-dropout passes of the BayesianCNN (issue 17): same network function, exact
+dropout statistics (rate, independence across elements, passes and stars), seeded reproducibility,
+and the same MC moments as the generic repeated-input path."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import starlabels.models.bcnn as bcnn_module
+from starlabels.inference.uncertainty import PhysicalNetwork, mc_dropout
+from starlabels.models.bcnn import BayesianCNN, mc_dropout_passes
+from starlabels.models.layers import mc_dropout as dropout_on
+
+
+def _net(p: float, n_pixels: int = 203, seed: int = 0) -> BayesianCNN:
+    torch.manual_seed(seed)
+    return BayesianCNN(3, n_pixels, dropout=p, hidden=(16, 8)).eval()
+
+
+def test_without_dropout_equals_the_plain_forward():
+    net = _net(0.0)
+    x = torch.randn(5, 1, 203)
+    mean, log_var = mc_dropout_passes(net, x, 3)
+    ref_mean, ref_log_var = net(x)
+    torch.testing.assert_close(mean.view(5, 3, 3), ref_mean.detach().unsqueeze(1).expand(5, 3, 3))
+    torch.testing.assert_close(log_var.view(5, 3, 3), ref_log_var.detach().unsqueeze(1).expand(5, 3, 3))
+
+
+def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixels: int = 400):
+    """The 0/1 masks of the first two dropout layers, read from the inputs of conv2 and fc1 of a
+    network whose activations before those dropouts are exactly 1 (zero weights, bias 1)."""
+    net = _net(p, n_pixels)
+    with torch.no_grad():
+        for conv in (net.trunk[1], net.trunk[5]):
+            conv.weight.zero_()
+            conv.bias.fill_(1.0)
+    seen: dict[str, torch.Tensor] = {}
+
+    def conv2d(inp, *args, **kwargs):
+        seen["conv"] = inp.detach().clone()
+        return F.conv2d(inp, *args, **kwargs)
+
+    def linear(inp, *args, **kwargs):
+        seen.setdefault("linear", inp.detach().clone())
+        return F.linear(inp, *args, **kwargs)
+
+    monkeypatch.setattr(bcnn_module, "F", types.SimpleNamespace(conv2d=conv2d, linear=linear))
+    mc_dropout_passes(net, torch.randn(n_stars, 1, n_pixels), n_samples,
+                      torch.Generator().manual_seed(5))
+    left, right = net.trunk[4].padding
+    first = seen["conv"][:, :, 0, left:left + n_pixels]  # (rows, f1, P), values 0 or 1
+    second = seen["linear"]  # (rows, f2 · P//4), values 0 or 1
+    return first.reshape(n_stars, n_samples, -1).numpy(), second.reshape(n_stars, n_samples, -1).numpy()
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_rate_and_independence(monkeypatch, p):
+    n_stars, n_samples = 6, 50
+    for masks in _recorded_masks(monkeypatch, p, n_stars, n_samples):
+        assert set(np.unique(masks)) <= {0.0, 1.0}
+        kept = masks.mean()
+        n = masks.size
+        assert abs(kept - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)  # rate, 5 standard errors
+        flat = masks.reshape(n_stars * n_samples, -1)
+        # no mask reused across passes or stars: every pair of rows differs
+        assert len({row.tobytes() for row in flat}) == flat.shape[0]
+        # independence: the correlation between two rows (other pass of the same star, same pass
+        # of another star) and between neighbouring elements is ~N(0, 1/m)
+        centred = flat - flat.mean()
+        m = flat.shape[1]
+        corr_rows = (centred @ centred.T) / np.outer(np.linalg.norm(centred, axis=1),
+                                                     np.linalg.norm(centred, axis=1))
+        off = corr_rows[~np.eye(len(flat), dtype=bool)]
+        assert abs(off.mean()) < 5 / np.sqrt(m * len(off))
+        assert np.abs(off).max() < 6 / np.sqrt(m)
+        neighbours = (centred[:, 1:] * centred[:, :-1]).mean() / centred.var()
+        assert abs(neighbours) < 5 / np.sqrt(centred[:, 1:].size)
+
+
+def test_seeded_reproducibility():
+    net = _net(0.3)
+    fn = PhysicalNetwork(net, torch.zeros(203), torch.ones(203), torch.zeros(3), torch.ones(3))
+    flux = torch.randn(4, 203)
+    a = mc_dropout(fn, flux, n_samples=20, seed=11)
+    b = mc_dropout(fn, flux, n_samples=20, seed=11)
+    c = mc_dropout(fn, flux, n_samples=20, seed=12)
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    assert not torch.equal(a[0], c[0])
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    torch.testing.assert_close(mc_dropout(fn, flux, n_samples=20, generator=g1)[0],
+                               mc_dropout(fn, flux, n_samples=20, generator=g2)[0], rtol=0, atol=0)
+
+
+def test_same_moments_as_the_repeated_input_passes():
+    """Fused vs the generic path (repeated input, dropout layers in train mode) with many passes:
+    means within 5 standard errors, epistemic variances within 15 % (2000 passes: ±6 % sd)."""
+    net = _net(0.3)
+    fn = PhysicalNetwork(net, torch.zeros(203), torch.ones(203), torch.zeros(3), torch.ones(3))
+    flux = torch.randn(3, 203)
+    fused_mean, fused = mc_dropout(fn, flux, n_samples=2000, batch_size=4000, seed=1)
+    generic_mean, generic = mc_dropout(fn, flux, n_samples=2000, batch_size=4000, seed=1,
+                                       dropout_context=dropout_on)
+    se = torch.sqrt(2 * generic["epistemic"] / 2000)
+    assert torch.all((fused_mean - generic_mean).abs() <= 5 * se)
+    ratio = fused["epistemic"] / generic["epistemic"]
+    assert torch.all((ratio > 0.85) & (ratio < 1.15)), ratio
+    ratio = fused["aleatoric"] / generic["aleatoric"]
+    assert torch.all((ratio > 0.9) & (ratio < 1.1)), ratio
