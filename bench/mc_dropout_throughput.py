@@ -3,11 +3,13 @@
 Side by side in one process, interleaved repeats, same network (the demo's BayesianCNN: 7514
 pixels — the ASPCAP grid —, 3 labels, dropout 0.3, random weights: timing does not depend on
 them), same float32 input, same thread count (set with ``--threads``, default 1), same allocator
-(whatever this process has: the script never tunes it). The previous implementation is kept
+(glibc default; ``--tuned-allocator`` applies ``starlabels.tune_process`` to both).
+The previous implementation is kept
 verbatim below as :func:`reference_mc_dropout` (repeat each spectrum n_samples times, dropout
 layers in train mode, masks from ``bernoulli_``).
 
     python bench/mc_dropout_throughput.py [--threads 1] [--stars 8] [--samples 100] [--repeats 5]
+                                          [--tuned-allocator] [--json]
 
 Prints ms per star (median of the repeats) for both, their ratio, and the CPU hours for 250,000
 stars. Also checks that both give the same mean and σ to within MC noise.
@@ -95,13 +97,20 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--tuned-allocator", action="store_true",
+                    help="apply starlabels.tune_process() first (both implementations)")
     a = ap.parse_args()
+    if a.tuned_allocator:
+        from starlabels.process import tune_process
+
+        tune_process()
     r = run(a.threads, a.stars, a.samples, a.repeats)
+    r["allocator"] = "tuned (mallopt)" if a.tuned_allocator else "glibc default"
     if a.json:
         print(json.dumps(r))
         return
     print(f"MC dropout, demo BayesianCNN ({N_PIXELS} px, {N_LABELS} labels, p=0.3), {a.samples} passes, "
-          f"threads={a.threads}, float32, batch {r['batch_size']} rows, allocator untouched")
+          f"threads={a.threads}, float32, batch {r['batch_size']} rows, allocator: {r['allocator']}")
     print(f"  before (repeat + bernoulli_): {r['ms_per_star_before']:.1f} ms/star "
           f"({r['cpu_hours_250k_before']:.2f} CPU h for 250,000 stars)")
     print(f"  after  (fused passes):        {r['ms_per_star_after']:.1f} ms/star "

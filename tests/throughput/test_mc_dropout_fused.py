@@ -52,7 +52,7 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
     monkeypatch.setattr(bcnn_module, "F", types.SimpleNamespace(conv2d=conv2d, linear=linear))
     mc_dropout_passes(net, torch.randn(n_stars, 1, n_pixels), n_samples,
                       torch.Generator().manual_seed(5))
-    left, right = net.trunk[4].padding
+    left = net.trunk[4].padding[0]
     first = seen["conv"][:, :, 0, left:left + n_pixels]  # (rows, f1, P), values 0 or 1
     second = seen["linear"]  # (rows, f2 · P//4), values 0 or 1
     return first.reshape(n_stars, n_samples, -1).numpy(), second.reshape(n_stars, n_samples, -1).numpy()
