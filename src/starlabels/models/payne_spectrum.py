@@ -38,7 +38,9 @@ def emulator_and_jacobian(
     labels (N, P, L), else None.
 
     ``s``: (N, L) scaled labels (see module doc), of the emulator's dtype.
-    Both layouts of :class:`~starlabels.data.emulator.PayneEmulator` are supported analytically.
+    Every layout of :class:`~starlabels.data.emulator.PayneEmulator` is differentiated analytically
+    (per-pixel with two hidden layers: the chain rule through both sigmoid layers, contracted
+    output-first so no (N, P, H, L) tensor is formed).
     """
     w = emulator.weights
     if emulator.layout == "per_pixel":
@@ -49,6 +51,16 @@ def emulator_and_jacobian(
             return flux, None
         jac = torch.einsum("nph,phl->npl", w["w_array_1"] * a * (1.0 - a), w0)
         return flux, jac
+    if emulator.layout == "per_pixel_2":
+        w0, w1, w2 = w["w_array_0"], w["w_array_1"], w["w_array_2"]
+        a1 = torch.sigmoid(torch.einsum("pil,nl->npi", w0, s) + w["b_array_0"])      # (N, P, H1)
+        a2 = torch.sigmoid(torch.einsum("pji,npi->npj", w1, a1) + w["b_array_1"])    # (N, P, H2)
+        flux = torch.einsum("pj,npj->np", w2, a2) + w["b_array_2"]
+        if not jacobian:
+            return flux, None
+        g2 = w2 * a2 * (1.0 - a2)                                   # ∂flux/∂z2 (N, P, H2)
+        g1 = torch.einsum("npj,pji->npi", g2, w1) * a1 * (1.0 - a1)  # ∂flux/∂z1 (N, P, H1)
+        return flux, torch.einsum("npi,pil->npl", g1, w0)
     if emulator.layout == "dense":
         slope = 0.01
         z1 = s @ w["w_array_0"].T + w["b_array_0"]

@@ -1,12 +1,16 @@
 """Train spectral emulators in The Payne's format from a grid of (labels, spectra), in torch.
 
-Two layouts, each written exactly as The Payne's ``.npz`` and read back by
+Three layouts, each written exactly as The Payne's ``.npz`` and read back by
 :class:`starlabels.data.emulator.PayneEmulator`:
 
 ``per_pixel`` (Ting et al. 2019): one small network per pixel, one hidden layer of H sigmoid
     units; keys ``w_array_0`` (P, H, L), ``b_array_0`` (P, H), ``w_array_1`` (P, H),
     ``b_array_1`` (P,). All P networks are trained at once as batched tensors; the loss is a sum
     over pixels, so each pixel's network gets exactly its own gradient (Adam is per parameter).
+``per_pixel_2`` (``train_emulator(layout="per_pixel", hidden_layers=2)``): one network per pixel
+    with two hidden layers of H1 and H2 sigmoid units; keys ``w_array_0`` (P, H1, L),
+    ``b_array_0`` (P, H1), ``w_array_1`` (P, H2, H1), ``b_array_1`` (P, H2), ``w_array_2``
+    (P, H2), ``b_array_2`` (P,) (see :mod:`starlabels.data.emulator`).
 ``dense`` (the shared trunk of The Payne's public code): one network for all pixels, two hidden
     layers of leaky-ReLU units (slope 0.01); keys ``w_array_0`` (H1, L) … ``b_array_2`` (P,).
 
@@ -29,7 +33,7 @@ import torch
 
 from starlabels.errors import InputDataError
 
-LAYOUTS = ("per_pixel", "dense")
+LAYOUTS = ("per_pixel", "per_pixel_2", "dense")
 
 
 @dataclass
@@ -86,6 +90,36 @@ class _PerPixel(torch.nn.Module):
                 "b_array_1": w["b1"] * std + mean}
 
 
+class _PerPixel2(torch.nn.Module):
+    """P per-pixel networks with two sigmoid hidden layers (H1, H2), trained as batched tensors."""
+
+    def __init__(self, n_pixels: int, hidden: tuple[int, int], n_labels: int, gen: torch.Generator):
+        super().__init__()
+        p, n_lab = n_pixels, n_labels
+        h1, h2 = hidden
+        self.shape = (p, h1, h2, n_lab)
+        self.w0 = torch.nn.Parameter(torch.randn(n_lab, p * h1, generator=gen) * 4.0 / math.sqrt(n_lab))
+        self.b0 = torch.nn.Parameter(torch.randn(p, h1, generator=gen) * 0.5)
+        # sigmoid outputs lie in (0, 1): a larger start than 1/√H1 lets the second layer bend too
+        self.w1 = torch.nn.Parameter(torch.randn(p, h2, h1, generator=gen) * 2.0 / math.sqrt(h1))
+        self.b1 = torch.nn.Parameter(torch.randn(p, h2, generator=gen) * 0.5)
+        self.w2 = torch.nn.Parameter(torch.randn(p, h2, generator=gen) / math.sqrt(h2))
+        self.b2 = torch.nn.Parameter(torch.zeros(p))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        p, h1, _, _ = self.shape
+        a1 = torch.sigmoid((s @ self.w0).view(-1, p, h1) + self.b0)
+        a2 = torch.sigmoid(torch.einsum("pji,npi->npj", self.w1, a1) + self.b1)
+        return (a2 * self.w2).sum(2) + self.b2
+
+    def export(self, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+        w = {k: v.detach().cpu().double().numpy() for k, v in self.state_dict().items()}
+        p, h1, _, n_lab = self.shape
+        w0 = w["w0"].reshape(n_lab, p, h1).transpose(1, 2, 0)
+        return {"w_array_0": w0, "b_array_0": w["b0"], "w_array_1": w["w1"], "b_array_1": w["b1"],
+                "w_array_2": w["w2"] * std[:, None], "b_array_2": w["b2"] * std + mean}
+
+
 class _Dense(torch.nn.Module):
     def __init__(self, n_pixels: int, hidden: tuple[int, int], n_labels: int, gen: torch.Generator):
         super().__init__()
@@ -122,6 +156,7 @@ def train_emulator(
     *,
     layout: str = "per_pixel",
     hidden: int | tuple[int, int] = 10,
+    hidden_layers: int | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     valid_fraction: float = 0.1,
     epochs: int = 200,
@@ -133,7 +168,9 @@ def train_emulator(
 ) -> EmulatorTraining:
     """Train a Payne-format emulator on ``labels`` (N, L) physical units → ``spectra`` (N, P).
 
-    ``hidden``: H for ``per_pixel``; (H1, H2) for ``dense``. ``validation``: held-out
+    ``hidden``: H for ``per_pixel``; (H1, H2) for ``dense``. ``hidden_layers``: 1 or 2 for
+    ``per_pixel`` (default 1; 2 writes the ``per_pixel_2`` layout, ``hidden`` then (H1, H2) or one
+    H for both); ``dense`` has 2. ``validation``: held-out
     ``(labels, spectra)``; default the last ``valid_fraction`` of a seeded shuffle. Adam with the
     learning rate halved after 10 epochs without a better validation loss; the best-validation
     weights are returned. Deterministic for a given seed, device and thread count.
@@ -142,6 +179,10 @@ def train_emulator(
 
     if layout not in LAYOUTS:
         raise InputDataError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "per_pixel_2":  # the same as per_pixel with two hidden layers
+        if hidden_layers not in (None, 2):
+            raise InputDataError(f"per_pixel_2 has two hidden layers, got hidden_layers={hidden_layers}")
+        layout, hidden_layers = "per_pixel", 2
     x = np.asarray(labels, dtype=np.float64)
     y = np.asarray(spectra, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -172,10 +213,22 @@ def train_emulator(
     xs, ys = tensors(x, y)
     vxs, vys = tensors(vx, vy)
     n_lab, n_pix = x.shape[1], y.shape[1]
-    if layout == "per_pixel":
+    n_hidden_layers = hidden_layers if hidden_layers is not None else (1 if layout == "per_pixel" else 2)
+    if n_hidden_layers not in ((1, 2) if layout == "per_pixel" else (2,)):
+        raise InputDataError(
+            f"{layout} emulators have {'1 or 2' if layout == 'per_pixel' else '2'} hidden layers, "
+            f"got hidden_layers={hidden_layers}"
+        )
+    if layout == "per_pixel" and n_hidden_layers == 2:
+        sizes = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
+        if len(sizes) != 2 or min(sizes) < 1:
+            raise InputDataError(f"two hidden layers per pixel: hidden=(H1, H2) or one int, got {hidden}")
+        net: torch.nn.Module = _PerPixel2(n_pix, (int(sizes[0]), int(sizes[1])), n_lab, gen)
+        layout = "per_pixel_2"
+    elif layout == "per_pixel":
         if not isinstance(hidden, int):
             raise InputDataError("per_pixel emulators have one hidden layer: hidden must be an int")
-        net: torch.nn.Module = _PerPixel(n_pix, hidden, n_lab, gen)
+        net = _PerPixel(n_pix, hidden, n_lab, gen)
     else:
         if isinstance(hidden, int) or len(hidden) != 2:
             raise InputDataError("dense emulators have two hidden layers: hidden=(H1, H2)")
