@@ -170,8 +170,9 @@ class FastGradConv1d(nn.Conv1d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d) -> FastGradConv1d:
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                  bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG
+            new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                      bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
         new.load_state_dict(conv.state_dict())
         new.train(conv.training)
         return new

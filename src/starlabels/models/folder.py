@@ -492,8 +492,9 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
     arch = _require(cfg, "architecture", cfg_path)
     labels = _require(cfg, "labels", cfg_path)
     norm = _require(cfg, "normalisation", cfg_path)
-    try:
-        network = build_network(arch["name"], **arch.get("kwargs", {}))
+    try:  # the layers' random init is overwritten below: keep it off the host's global RNG
+        with torch.random.fork_rng(devices=[]):
+            network = build_network(arch["name"], **arch.get("kwargs", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{cfg_path}: cannot build the network: {exc}") from None
     net_state = {k: v for k, v in tensors.items() if not k.startswith(_SCALER_PREFIX)}
