@@ -1173,6 +1173,8 @@ def build_report(
     figs = _Figures(out, embed)
     if figures:
         _make_figures(figs, card, cat, labels, ref, isochrones, isochrone_ages, notes)
+        from starlabels.evaluation.report_fits import add_fit_figures  # Payne models only (issue 15)
+        add_fit_figures(figs, card, cat, catalog_path)
     else:
         figs.skip("Figures", "left out on request (figures=False / --no-figures)")
     if fig_dir.is_dir() and not any(fig_dir.iterdir()):
