@@ -72,12 +72,28 @@ from starlabels.inference.catalog_inputs import (
     read_spectra_unit,
 )
 from starlabels.inference.predict import InferenceModel, Prediction, predict, resolve
+from starlabels.output_lock import OutputLock, lock_path
 from starlabels.utils import progress
 
 __all__ = [
-    "FILES_PER_UNIT", "FORMATS", "HDF5_SUFFIXES", "ROWS_PER_UNIT", "CatalogResult", "InputItem", "Unit",
-    "assemble", "catalog_columns", "catalog_frame", "expand_inputs", "plan_units", "predict_unit",
-    "read_catalog", "run_catalog", "run_settings",
+    "FILES_PER_UNIT",
+    "FORMATS",
+    "HDF5_SUFFIXES",
+    "ROWS_PER_UNIT",
+    "CatalogResult",
+    "InputItem",
+    "OutputLock",
+    "Unit",
+    "assemble",
+    "catalog_columns",
+    "catalog_frame",
+    "expand_inputs",
+    "lock_path",
+    "plan_units",
+    "predict_unit",
+    "read_catalog",
+    "run_catalog",
+    "run_settings",
 ]
 
 FORMATS: tuple[str, ...] = ("fits", "csv", "parquet")
@@ -230,52 +246,6 @@ def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model
 
 def parts_dir(out: str | os.PathLike) -> Path:
     return Path(str(out) + ".parts")
-
-
-def lock_path(out: str | os.PathLike) -> Path:
-    return Path(str(out) + ".lock")
-
-
-class OutputLock:
-    """An exclusive lock on a run's output (``<OUT>.lock``, ``fcntl.flock``), held while the run
-    writes. A second run on the same output fails at once with :class:`StarlabelsError` naming the
-    holder's pid; the kernel drops the lock when the holder dies (even by SIGKILL), so a crashed
-    run never blocks its resume. Where ``fcntl`` is missing (Windows) no lock is taken."""
-
-    def __init__(self, out: str | os.PathLike, what: str = "catalog run"):
-        self.path = lock_path(out)
-        self.what = what
-        self._fh: Any = None
-
-    def __enter__(self) -> OutputLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise StarlabelsError(
-                f"{self.path}: another {self.what} (pid {holder}) is writing this output; wait for it "
-                "to finish or choose another output (a crashed run releases the lock by itself)"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._fh is not None:
-            self.path.unlink(missing_ok=True)
-            self._fh.close()  # closing releases the flock
-            self._fh = None
 
 
 def skipped_path(out: str | os.PathLike) -> Path:
