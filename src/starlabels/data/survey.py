@@ -361,6 +361,20 @@ class SimulatedSurvey:
         from starlabels.data.hdf5 import DatasetWriter
 
         path = Path(path)
+        with DatasetWriter(path, **self.writer_settings()) as writer:
+            self.append_to(writer)
+        return path
+
+    def writer_settings(self) -> dict:
+        """Keyword arguments of :class:`~starlabels.data.hdf5.DatasetWriter` for this survey."""
+        if self.instrument.name == "apogee":
+            where = {"n_pixels": self.grid.n_pixels, "grid": "apstar"}
+        else:
+            where = {"n_pixels": None, "grid": self.grid, "instrument": self.instrument.name}
+        return {**where, "label_names": list(self.label_names), "label_units": list(self.label_units)}
+
+    def append_to(self, writer) -> None:
+        """Append these stars to an open :class:`~starlabels.data.hdf5.DatasetWriter`."""
         meta = {
             "apogee_id": self.apogee_id.astype(str),
             "snr": self.snr.astype(np.float64),
@@ -372,18 +386,10 @@ class SimulatedSurvey:
         }
         for j, name in enumerate(self.label_names):
             meta[f"true_{name}"] = self.true_labels[:, j].astype(np.float64)
-        if self.instrument.name == "apogee":
-            where = {"n_pixels": self.grid.n_pixels, "grid": "apstar"}
-        else:
-            where = {"n_pixels": None, "grid": self.grid, "instrument": self.instrument.name}
-        with DatasetWriter(
-            path, **where, label_names=list(self.label_names), label_units=list(self.label_units),
-        ) as writer:
-            writer.append(
-                self.flux, self.error, self.bitmask, labels=self.labels,
-                label_errors=self.label_errors, meta=meta,
-            )
-        return path
+        writer.append(
+            self.flux, self.error, self.bitmask, labels=self.labels,
+            label_errors=self.label_errors, meta=meta,
+        )
 
     def write_apstar(self, directory: str | Path) -> list[Path]:
         """Write one apStar-layout FITS file per star into ``directory`` (APOGEE only)."""
