@@ -23,11 +23,17 @@ class OutputLock:
     """An exclusive lock on a run's output (``<OUT>.lock``, ``fcntl.flock``), held while the run
     writes. A second run on the same output fails at once with :class:`StarlabelsError` naming the
     holder's pid; the kernel drops the lock when the holder dies (even by SIGKILL), so a crashed
-    run never blocks its resume. Where ``fcntl`` is missing (Windows) no lock is taken."""
+    run never blocks its resume. Where ``fcntl`` is missing (Windows) no lock is taken.
 
-    def __init__(self, out: str | os.PathLike, what: str = "catalog run"):
+    ``same_process_ok``: a lock held by this very process (e.g. an abandoned, interrupted
+    :class:`~starlabels.training.trainer.Trainer` still referenced in a notebook) does not refuse
+    the new run; other processes are still refused.
+    """
+
+    def __init__(self, out: str | os.PathLike, what: str = "catalog run", *, same_process_ok: bool = False):
         self.path = lock_path(out)
         self.what = what
+        self.same_process_ok = same_process_ok
         self._fh: Any = None
 
     def __enter__(self) -> OutputLock:
@@ -43,6 +49,8 @@ class OutputLock:
             fh.seek(0)
             holder = fh.read().strip() or "?"
             fh.close()
+            if self.same_process_ok and holder == str(os.getpid()):
+                return self
             raise StarlabelsError(
                 f"{self.path}: another {self.what} (pid {holder}) is writing this output; wait for it "
                 "to finish or choose another output (a crashed run releases the lock by itself)"

@@ -278,7 +278,10 @@ def ingest_files(
     result = IngestResult(output=output, skipped=list(problems), skipped_csv=skipped_csv_path(output))
     L = len(label_names)
 
-    with DatasetWriter(output, None, target, label_names, instrument=inst.name) as writer:
+    from starlabels.output_lock import OutputLock
+
+    with OutputLock(output, "ingest"), \
+            DatasetWriter(output, None, target, label_names, instrument=inst.name) as writer:
         done = set(writer.read_meta("source").tolist()) if "source" in writer.meta_names else set()
         todo = [f for f in files if str(f) not in done]
         result.files_present = len(files) - len(todo)
