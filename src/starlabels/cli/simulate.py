@@ -83,6 +83,13 @@ def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr
             sim = SurveySimulator.from_emulator(emulator, cfg, instrument=inst)
         else:
             sim = SurveySimulator(GeneratorSource.default(seed, instrument=inst), cfg)
+        if not fits_dir:  # stream: memory flat in N, same numbers (ENG-17, issue 17)
+            from starlabels.data.survey_stream import simulate_to_hdf5
+
+            path = simulate_to_hdf5(sim, output)
+            click.echo(f"wrote {n_stars} simulated {inst.name} spectra with labels "
+                       f"{', '.join(sim.source.label_names)} to {path}")
+            return
         survey = sim.simulate()
         path = survey.write_hdf5(output)
         if fits_dir:

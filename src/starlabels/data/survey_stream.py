@@ -15,7 +15,7 @@ of ``chunk_rows`` stars, **bit-identical** to ``simulate()`` for the same config
   not the memory;
 - the training-label noise, drawn after those arrays, is drawn from the state the first pass ends at.
 
-Peak memory is then set by ``chunk_rows`` (a few hundred MB for 1000 APOGEE stars), flat in N.
+Peak memory is then set by ``chunk_rows`` (chunks of 250 APOGEE stars: a few hundred MB), flat in N.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _generator_at(state: dict) -> np.random.Generator:
     return np.random.Generator(bit)
 
 
-def simulate_chunks(sim: SurveySimulator, chunk_rows: int = 1000) -> Iterator[SimulatedSurvey]:
+def simulate_chunks(sim: SurveySimulator, chunk_rows: int = 250) -> Iterator[SimulatedSurvey]:
     """``sim.simulate()`` in consecutive chunks of ≤ ``chunk_rows`` stars (identical numbers)."""
     if int(chunk_rows) < 1:
         raise InputDataError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -142,7 +142,7 @@ def simulate_chunks(sim: SurveySimulator, chunk_rows: int = 1000) -> Iterator[Si
         )
 
 
-def simulate_to_hdf5(sim: SurveySimulator, path: str | Path, chunk_rows: int = 1000,
+def simulate_to_hdf5(sim: SurveySimulator, path: str | Path, chunk_rows: int = 250,
                      progress=None) -> Path:
     """Write ``sim.simulate()``'s survey to an HDF5 dataset chunk by chunk (memory flat in N);
     ``progress(n_rows)`` is called after each chunk."""
