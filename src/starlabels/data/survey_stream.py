@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from starlabels import utils
 from starlabels.data.observing import boss_throughput
 from starlabels.data.survey import (
     SimulatedSurvey,
@@ -144,14 +145,16 @@ def simulate_chunks(sim: SurveySimulator, chunk_rows: int = 250) -> Iterator[Sim
 
 def simulate_to_hdf5(sim: SurveySimulator, path: str | Path, chunk_rows: int = 250,
                      progress=None) -> Path:
-    """Write ``sim.simulate()``'s survey to an HDF5 dataset chunk by chunk (memory flat in N);
-    ``progress(n_rows)`` is called after each chunk."""
+    """Write ``sim.simulate()``'s survey to an HDF5 dataset chunk by chunk (memory flat in N),
+    with a progress bar; ``progress(n_rows)`` is also called after each chunk."""
     from starlabels.data.hdf5 import DatasetWriter
 
     path = Path(path)
     with contextlib.ExitStack() as stack:
         writer = None
-        for chunk in simulate_chunks(sim, chunk_rows):
+        n_chunks = -(-sim.config.n_stars // max(1, int(chunk_rows)))
+        for chunk in utils.progress(simulate_chunks(sim, chunk_rows), desc="simulate", total=n_chunks,
+                                    unit="chunk"):
             if writer is None:
                 writer = stack.enter_context(DatasetWriter(path, **chunk.writer_settings()))
             chunk.append_to(writer)

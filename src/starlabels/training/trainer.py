@@ -543,6 +543,26 @@ class StageResult:
     stopped_early: bool
 
 
+def _check_finished_stage(key: str, done: Mapping[str, Any], epochs: int) -> None:
+    """A resumed run that asks for ``epochs`` in total of a stage that already finished: nothing to
+    do when the stage ran exactly that long (or stopped early before it); otherwise a clear error —
+    never a silent no-op. A finished stage kept only its best weights, not its last epoch's state,
+    so it cannot be continued exactly."""
+    ran = int(done["epochs"])
+    if epochs == ran or (done.get("stopped_early") and epochs >= ran):
+        return
+    if epochs < ran:
+        raise TrainingError(
+            f"stage {key!r} already finished after {ran} epochs, more than the {epochs} asked for "
+            "(--epochs counts epochs in total); nothing was changed"
+        )
+    raise TrainingError(
+        f"stage {key!r} already finished after {ran} of its epochs; --resume --epochs {epochs} cannot "
+        "extend a finished training exactly (its last-epoch state is not kept, only the best weights). "
+        f"Train again with --overwrite --epochs {epochs}, or resume only interrupted runs"
+    )
+
+
 class Trainer:
     """Train ``network`` on ``data`` with early stopping, checkpoints and exact resume.
 
@@ -664,6 +684,12 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.extra_states: dict[str, dict[str, torch.Tensor]] = {}
 
+        # one training per output folder at a time (the lock is dropped by the kernel if we die)
+        self._output_lock = None
+        if self.folder is not None and self.is_main:
+            from starlabels.output_lock import OutputLock
+
+            self._output_lock = OutputLock(self.folder, "training", same_process_ok=True).__enter__()
         ckpt_path = self.checkpoint_path
         if resume:
             if ckpt_path is None or not ckpt_path.is_file():
@@ -958,7 +984,13 @@ class Trainer:
         dev_loss = dev_loss or (lambda: self.evaluate(self.split["dev"]))  # type: ignore[assignment]
         st = self.state
         if key in st["done"]:
+            _check_finished_stage(key, st["stages"][key], epochs)
             return StageResult(**st["stages"][key])
+        if st["stage"] == key and st["epoch"] > epochs:
+            raise TrainingError(
+                f"stage {key!r} is checkpointed at epoch {st['epoch']}, beyond the {epochs} epochs asked "
+                f"for; resume with --epochs {st['epoch']} or more (epochs count in total, not in addition)"
+            )
         if st["stage"] != key:
             st.update(stage=key, epoch=0, best_loss=math.inf, best_epoch=0, bad_epochs=0)
             self.best_state = None
@@ -1131,7 +1163,14 @@ class Trainer:
             self._save_model(model)
             for part in fitted:  # coverage.safetensors, domain_shift.safetensors
                 part.save(self.folder)
+        self.release_output()
         return model
+
+    def release_output(self) -> None:
+        """Release the output folder's lock (taken in ``__init__``); :meth:`finish` calls it."""
+        if getattr(self, "_output_lock", None) is not None:
+            self._output_lock.__exit__(None, None, None)
+            self._output_lock = None
 
     #: Rows of each split used to fit the label coverage and the domain shift at the end.
     TRUST_ROWS = 5000
@@ -1277,17 +1316,9 @@ def trainer_from_config(
     )
 
 
-def train_from_config(
-    cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
-    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
-) -> Any:
-    """Run a whole TOML-described training (+ stratified adaptation when configured);
-    ``callbacks(trainer, history_row)`` run after every epoch (e.g. the CLI's epoch line)."""
-    trainer = trainer_from_config(cfg, resume=resume, distributed=distributed, callbacks=callbacks)
-    if cfg.stratified is not None:  # a bad [stratified] section fails now, not after training
-        from starlabels.training.stratified import check_groups
-
-        check_groups(trainer, cfg.stratified.focus_groups, cfg.stratified.large_group)
+def train_from_config(cfg: TrainConfig, *, resume: bool = False, distributed: Any = None) -> Any:
+    """Run a whole TOML-described training (+ stratified adaptation when configured)."""
+    trainer = trainer_from_config(cfg, resume=resume, distributed=distributed)
     trainer.run_stage("main", trainer.split["train"])
     if cfg.stratified is not None:
         from starlabels.training.stratified import adapt
