@@ -54,15 +54,21 @@ def _parse_snr(text: str) -> str | tuple:
 @click.option("--snr", default=None,
               help="apogee, boss, visit, uniform:LO-HI or loguniform:LO-HI [default: the instrument's].")
 @click.option("--missing-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the stars drawn (labels, noise); the built-in generator's physics (its "
+                   "line list) is fixed and the same for every seed.")
 @click.option("--fits-dir", type=click.Path(file_okay=False), default=None,
               help="Also write one FITS file per star here: apStar layout for APOGEE, SDSS-V mwmStar "
                    "otherwise.")
 @click.option("--layout", type=click.Choice(["dr19", "dr20"]), default="dr20", show_default=True,
               help="mwmStar layout of --fits-dir files (not APOGEE).")
+@click.option("--labels-csv", type=click.Path(dir_okay=False), default=None,
+              help="Also write the labels as an allStar-like CSV table for `starlabels ingest --labels`: "
+                   "APOGEE_ID, GROUP, SNR, each label as the survey measured it (empty where missing) "
+                   "with <LABEL>_ERR, and its true value as TRUE_<LABEL>.")
 def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr17_labels: str | None,
             population: str | None, snr: str | None, missing_fraction: float, seed: int,
-            fits_dir: str | None, layout: str) -> None:
+            fits_dir: str | None, layout: str, labels_csv: str | None) -> None:
     """Simulate a survey with known true labels (a test/benchmark tool, not real stars)."""
     from starlabels.data.survey import GeneratorSource, SurveyConfig, SurveySimulator, default_population
     from starlabels.errors import StarlabelsError
@@ -82,8 +88,10 @@ def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr
         if emulator:
             sim = SurveySimulator.from_emulator(emulator, cfg, instrument=inst)
         else:
-            sim = SurveySimulator(GeneratorSource.default(seed, instrument=inst), cfg)
-        if not fits_dir:  # stream: memory flat in N, same numbers (ENG-17, issue 17)
+            # the generator's physics (line list) has its own fixed seed: --seed draws new stars
+            # from the same physics, so every simulated set matches a model trained on another
+            sim = SurveySimulator(GeneratorSource.default(0, instrument=inst), cfg)
+        if not fits_dir and not labels_csv:  # stream: memory flat in N, same numbers (ENG-17, issue 17)
             from starlabels.data.survey_stream import simulate_to_hdf5
 
             path = simulate_to_hdf5(sim, output)
@@ -94,9 +102,29 @@ def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr
         path = survey.write_hdf5(output)
         if fits_dir:
             survey.write_fits(fits_dir, layout=layout)
+        if labels_csv:
+            _write_labels_csv(survey, labels_csv)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from exc
     kind = "apStar" if inst.name == "apogee" else f"mwmStar ({layout})"
     click.echo(f"wrote {len(survey)} simulated {inst.name} spectra with labels "
                f"{', '.join(survey.label_names)} to {path}"
-               + (f" and {kind} files to {fits_dir}" if fits_dir else ""))
+               + (f" and {kind} files to {fits_dir}" if fits_dir else "")
+               + (f"; labels table {labels_csv}" if labels_csv else ""))
+
+
+def _write_labels_csv(survey, path: str) -> None:
+    """The survey's labels as an allStar-like CSV (MISSING written as an empty cell)."""
+    import numpy as np
+    import pandas as pd
+
+    from starlabels.constants import MISSING
+
+    table = {"APOGEE_ID": np.asarray(survey.apogee_id).astype(str),
+             "GROUP": np.asarray(survey.group).astype(str), "SNR": np.asarray(survey.snr)}
+    for j, name in enumerate(survey.label_names):
+        for col, values in ((name, survey.labels[:, j]), (f"{name}_ERR", survey.label_errors[:, j])):
+            v = np.asarray(values, np.float64)
+            table[col] = np.where((v == MISSING) | ~np.isfinite(v), np.nan, v)
+        table[f"TRUE_{name}"] = np.asarray(survey.true_labels[:, j], np.float64)
+    pd.DataFrame(table).to_csv(path, index=False, float_format="%.8g")

@@ -1316,9 +1316,17 @@ def trainer_from_config(
     )
 
 
-def train_from_config(cfg: TrainConfig, *, resume: bool = False, distributed: Any = None) -> Any:
-    """Run a whole TOML-described training (+ stratified adaptation when configured)."""
-    trainer = trainer_from_config(cfg, resume=resume, distributed=distributed)
+def train_from_config(
+    cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
+    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+) -> Any:
+    """Run a whole TOML-described training (+ stratified adaptation when configured);
+    ``callbacks(trainer, history_row)`` run after every epoch (e.g. the CLI's epoch line)."""
+    trainer = trainer_from_config(cfg, resume=resume, distributed=distributed, callbacks=callbacks)
+    if cfg.stratified is not None:  # a bad [stratified] section fails now, not after training
+        from starlabels.training.stratified import check_groups
+
+        check_groups(trainer, cfg.stratified.focus_groups, cfg.stratified.large_group)
     trainer.run_stage("main", trainer.split["train"])
     if cfg.stratified is not None:
         from starlabels.training.stratified import adapt
