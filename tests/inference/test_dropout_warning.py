@@ -22,8 +22,8 @@ def _model(name, **kw):
 
 def test_point_prediction_of_an_mc_dropout_network_warns():
     flux = np.random.default_rng(0).normal(1.0, 0.01, (3, 256)).astype(np.float32)
-    with pytest.warns(UserWarning, match="mc_dropout"):
-        starlabels.predict(_model("bcnn"), flux, preprocessed=True)
+    with pytest.warns(UserWarning, match="mc_dropout"):  # an explicit point estimate
+        starlabels.predict(_model("bcnn"), flux, preprocessed=True, uncertainty=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         starlabels.predict(_model("bcnn"), flux, np.full_like(flux, 0.01), preprocessed=True,

@@ -25,12 +25,12 @@ def test_example_config_parses_and_resolves_paths():
     assert cfg.data.files == [str(EXAMPLE.parent / "data" / "train.h5")]
     assert cfg.output.folder == str(EXAMPLE.parent / "models" / "bcnn")
     assert cfg.data.split.method == "group"
-    assert cfg.data.split.groups["mdwarf"] == (0.6, 0.2, 0.2)
+    assert cfg.data.split.groups["dwarfs"] == (0.6, 0.2, 0.2)
     assert cfg.model.architecture == "bcnn" and cfg.model.kwargs == {"dropout": 0.3}
     assert cfg.preprocess == {"kind": "continuum", "degree": 2}
     assert cfg.training.loss == "robust" and cfg.training.patience == 5
     assert cfg.training.torch_device is None  # "auto"
-    assert cfg.stratified is not None and cfg.stratified.focus_groups == ["mdwarf", "yso"]
+    assert cfg.stratified is not None and cfg.stratified.focus_groups == ["dwarfs", "cool_dwarfs"]
     assert cfg.to_dict()["optimiser"]["learning_rate"] == 0.001
 
 

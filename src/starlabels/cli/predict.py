@@ -16,8 +16,10 @@ from starlabels.inference.flags import describe as _describe_flags
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Catalog file (.fits, .csv or .parquet).")
-@click.option("--uncertainty", type=click.Choice(["none", "mc_dropout", "noise", "delta"]),
-              default="none", show_default=True, help="Uncertainty method.")
+@click.option("--uncertainty", type=click.Choice(["model", "none", "mc_dropout", "noise", "delta"]),
+              default="model", show_default=True,
+              help="Uncertainty method. model: the one the model was calibrated for (MC dropout for "
+                   "the BCNN, noise realisations for APOGEE Net); none: point estimates, no σ.")
 @click.option("--n-samples", type=int, default=100, show_default=True,
               help="MC-dropout passes / noise realisations per spectrum.")
 @click.option("--format", "fmt", type=click.Choice(["fits", "csv", "parquet"]), default=None,
@@ -53,6 +55,16 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
     """
     from starlabels.errors import StarlabelsError
 
+    if uncertainty == "model":
+        from starlabels.inference.predict import default_uncertainty
+
+        try:
+            chosen = default_uncertainty(model)
+        except StarlabelsError as exc:
+            raise click.ClickException(str(exc)) from exc
+        uncertainty = chosen or "none"
+        click.echo(f"uncertainty: {uncertainty} (the model's own method; --uncertainty none for point "
+                   f"estimates without σ)", err=True)
     kwargs = dict(
         format=fmt, uncertainty=None if uncertainty == "none" else uncertainty, n_samples=n_samples,
         seed=seed, batch_size=batch_size, device=device, calibrated=not no_calibration,

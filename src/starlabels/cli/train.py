@@ -66,8 +66,11 @@ import click
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override [training] epochs.")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
               help="Override [output] folder.")
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Override [data] files: HDF5 dataset(s) to train on (repeat for several; relative "
+                   "to the working directory).")
 def command(config: str, resume: bool, overwrite: bool, device: str | None, epochs: int | None,
-            output: str | None) -> None:
+            output: str | None, data: tuple[str, ...]) -> None:
     """Train a network (or The Cannon) on HDF5 spectra as described by CONFIG (a TOML file).
 
     Sections: [data] (files, label_names, group_column, [data.split]), [model] (architecture,
@@ -83,6 +86,11 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
         if resume and overwrite:
             raise click.UsageError("--resume and --overwrite exclude each other")
         cfg = load_config(config)
+        if data:
+            import dataclasses
+            from pathlib import Path
+
+            cfg.data = dataclasses.replace(cfg.data, files=[str(Path(p).resolve()) for p in data])
         if cfg.model.name == "cannon":
             if resume or epochs is not None:
                 raise click.UsageError("--resume and --epochs do not apply to The Cannon")
@@ -137,10 +145,19 @@ def _run(cfg, resume: bool):
     from starlabels.training.trainer import train_from_config
 
     if not launched_by_torchrun():
-        return train_from_config(cfg, resume=resume)
+        return train_from_config(cfg, resume=resume, callbacks=[_epoch_line])
     ctx = init_distributed(device=cfg.training.torch_device)
     try:
-        model = train_from_config(cfg, resume=resume, distributed=ctx)
+        model = train_from_config(cfg, resume=resume, distributed=ctx, callbacks=[_epoch_line])
     finally:
         shutdown()
     return model if ctx.rank == 0 else None
+
+
+def _epoch_line(trainer, row) -> None:
+    """One line per epoch (rank 0 only): stage, epoch, train and dev loss, learning rate."""
+    if not getattr(trainer, "is_main", True):
+        return
+    click.echo(f"{row.get('stage', 'main')} epoch {row['epoch']:3d}: train loss {row['train_loss']:.4f}  "
+               f"dev loss {row['dev_loss']:.4f}  lr {row['lr']:.2e}  "
+               f"({row.get('seconds', float('nan')):.1f} s)")

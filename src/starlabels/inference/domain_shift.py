@@ -15,8 +15,9 @@ Two estimators, both fitted on the training spectra and thresholded on the dev s
   residual r_p is divided by sqrt(σ_p² + s_p²), with σ_p the pixel's normalised flux error (masked
   pixels — error ≥ ``uncertainty.BAD_ERROR`` or not finite — are left out) and s_p the RMS
   reconstruction residual of pixel p over the training spectra (what the low-rank model cannot
-  represent in-domain); z_p² is capped at ``z2_cap`` (one cosmic ray is not a domain shift), and the raw score is the mean of z_p² over the usable
-  pixels — a reduced χ² of the reconstruction.
+  represent in-domain); z_p² is capped at ``z2_cap`` (one cosmic ray is not a domain shift),
+  and the raw score is the mean of z_p² over the usable pixels — a reduced χ² of the
+  reconstruction.
 - ``"knn"``: the mean Euclidean distance from a spectrum's feature vector (the network's
   embedding, :func:`starlabels.inference.coverage.embed_input`) to its ``k`` nearest training
   feature vectors.
@@ -246,16 +247,19 @@ def load_domain_shift(folder: str | Path, network: torch.nn.Module | None = None
 
 def fit_trust(model: Any, train_x: np.ndarray, train_error: np.ndarray | None, train_labels: np.ndarray,
               dev_x: np.ndarray, dev_error: np.ndarray | None, dev_labels: np.ndarray, *,
-              seed: int = 0) -> tuple[Any, DomainShift]:
+              seed: int = 0) -> tuple[Any, ...]:
     """Fit the label coverage and the domain shift of a trained network model on preprocessed
     network input (train (N, P), dev (M, P), normalised errors or None, labels (·, L) with MISSING
-    where absent), attach both to the model (``coverage``, ``domain_shift``) and return them.
-    Called by the trainer at the end of training."""
+    where absent), attach both to the model (``coverage``, ``domain_shift``) and return them
+    (the domain shift alone for a network without an ``embedding``). Called by the trainer at the
+    end of training."""
     from starlabels.inference.coverage import fingerprint, fit_coverage
 
-    cov = fit_coverage(model, train_x, train_error, train_labels, dev_x, dev_error, dev_labels,
-                       preprocessed=True, seed=seed)
     ds = DomainShift(seed=seed).fit(train_x, dev_x, train_error=train_error, dev_error=dev_error)
     ds.fingerprint = fingerprint(model.network)
     model.domain_shift = ds
+    if not hasattr(model.network, "embedding"):  # the coverage needs the network's embedding
+        return (ds,)
+    cov = fit_coverage(model, train_x, train_error, train_labels, dev_x, dev_error, dev_labels,
+                       preprocessed=True, seed=seed)
     return cov, ds

@@ -42,6 +42,35 @@ from starlabels.utils import get_device, progress
 #: Accepted values of ``uncertainty``.
 UNCERTAINTY_METHODS: tuple[str | None, ...] = (None, *U.METHODS)
 
+
+class _ModelDefault:
+    """Sentinel of :func:`predict`'s ``uncertainty`` when none is given: the model's own method."""
+
+    def __repr__(self) -> str:
+        return "MODEL_DEFAULT"
+
+
+#: ``uncertainty`` not given: use :func:`default_uncertainty` (explicit ``None`` = point estimate).
+MODEL_DEFAULT: Any = _ModelDefault()
+
+
+def default_uncertainty(model: Any) -> str | None:
+    """The uncertainty method a model is meant to be used with: the one its calibration was fitted
+    for (the model folder records it, :func:`starlabels.inference.calibration.calibrate`); for an
+    uncalibrated network ``"mc_dropout"`` when it has dropout (the BCNN), else ``"noise"`` (APOGEE
+    Net §3.5); a :class:`~starlabels.models.method.LabelMethod`'s ``default_uncertainty``."""
+    from starlabels.inference.calibration import calibration_info
+
+    im = resolve(model)
+    if im.method is not None:
+        return getattr(im.trained, "default_uncertainty", None)
+    recorded = calibration_info(im.trained).get("method")
+    if recorded in U.METHODS:
+        return str(recorded)
+    if recorded == "none":
+        return None
+    return "mc_dropout" if U.has_active_dropout(im.physical.network) else "noise"
+
 #: Spectra preprocessed and sent to the device per step (bounded memory for any N).
 CHUNK_SIZE = 256
 
@@ -382,7 +411,7 @@ def predict(
     flux: Any,
     error: Any = None,
     *,
-    uncertainty: str | None = None,
+    uncertainty: str | None = MODEL_DEFAULT,
     n_samples: int = 100,
     bitmask: Any = None,
     batch_size: int = 256,
@@ -421,6 +450,9 @@ def predict(
         instead be a :class:`~starlabels.io.Spectrum` (or a specutils spectrum) or a list of them:
         their errors, bitmasks and wavelengths are used (give no ``error``/``bitmask``/``grid``).
     uncertainty:
+        Not given: the model's own method (:func:`default_uncertainty`: the one it was calibrated
+        for; MC dropout for the BCNN, noise realisations for APOGEE Net — without ``error``, a
+        method that needs errors falls back to the point estimate). Explicit
         ``None`` (point estimate; σ from the variance head if the network has one),
         ``"mc_dropout"`` (astroNN eq. 3), ``"noise"`` (APOGEE Net §3.5) or ``"delta"``
         (first-order propagation of the flux errors). See :mod:`starlabels.inference.uncertainty`.
@@ -468,6 +500,9 @@ def predict(
         ``.mean``/``.std`` (N, L) physical units, ``.parts``, ``.flags`` (N,), ``.label_names``.
     """
     im = resolve(model)
+    by_default = uncertainty is MODEL_DEFAULT
+    if by_default:
+        uncertainty = default_uncertainty(im)
     if im.method is not None:
         from starlabels.inference.method_predict import predict_method
 
@@ -502,6 +537,8 @@ def predict(
     f, e, b, has_error, in_grid, resampled = G.model_inputs(
         im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
     )
+    if by_default and uncertainty in ("noise", "delta") and not has_error:
+        uncertainty = None  # the model's own method needs errors; none were given
     if uncertainty in ("noise", "delta") and not has_error:
         raise InputDataError(f"uncertainty={uncertainty!r} needs per-pixel errors (error=...)")
     n, L = f.shape[0], len(im.label_names)

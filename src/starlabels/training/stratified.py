@@ -45,6 +45,27 @@ def _group_rows(trainer: Trainer, part: str, groups: Sequence[str]) -> np.ndarra
     return rows[np.isin(trainer.data.groups[rows], list(groups))]
 
 
+def check_groups(trainer: Trainer, focus_groups: Sequence[str], large_group: str) -> None:
+    """Raise :class:`TrainingError` naming what is missing when the data cannot be adapted:
+    no groups, a focus or large group without training rows, a focus group without dev rows.
+    ``train`` calls it *before* training, so a bad ``[stratified]`` section costs no training run."""
+    fix = ("; fix [data] group_column / the files' meta/group, or change or remove the [stratified] "
+           "section (focus_groups, large_group)")
+    if trainer.data.groups is None:
+        raise TrainingError("[stratified] adaptation needs groups in the training data (meta/group)" + fix)
+    focus_groups = [str(g) for g in focus_groups]
+    present = set(trainer.data.groups[trainer.split["train"]].tolist())
+    missing = [g for g in [*focus_groups, large_group] if g not in present]
+    if missing:
+        raise TrainingError(f"[stratified] group(s) {missing} have no training rows; groups present: "
+                            f"{sorted(present)}" + fix)
+    dev_present = set(trainer.data.groups[trainer.split["dev"]].tolist())
+    no_dev = [g for g in focus_groups if g not in dev_present]
+    if no_dev:
+        raise TrainingError(f"[stratified] focus group(s) {no_dev} have no dev rows; dev groups: "
+                            f"{sorted(dev_present)}" + fix)
+
+
 def adapt(
     trainer: Trainer,
     focus_groups: Sequence[str],
@@ -94,16 +115,9 @@ def adapt(
     are mean per-sample losses in standardised label space. The summary is also stored in the
     trainer's provenance under ``"stratified"``.
     """
-    if trainer.data.groups is None:
-        raise TrainingError("stratified adaptation needs groups in the training data")
+    check_groups(trainer, focus_groups, large_group)
     focus_groups = [str(g) for g in focus_groups]
-    present = set(trainer.data.groups[trainer.split["train"]].tolist())
-    missing = [g for g in [*focus_groups, large_group] if g not in present]
-    if missing:
-        raise TrainingError(f"group(s) {missing} have no training rows; groups present: {sorted(present)}")
     dev_present = set(trainer.data.groups[trainer.split["dev"]].tolist())
-    if any(g not in dev_present for g in focus_groups):
-        raise TrainingError(f"every focus group needs dev rows; dev groups: {sorted(dev_present)}")
 
     focus_train = _group_rows(trainer, "train", focus_groups)
     large_train = _group_rows(trainer, "train", [large_group])
