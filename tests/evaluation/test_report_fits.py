@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 from starlabels.cli.main import cli
@@ -17,9 +16,6 @@ from starlabels.inference.catalog import read_catalog, run_catalog
 from starlabels.io.apstar_writer import write_apstar
 
 from ..models.test_payne_fit_cli import COLUMNS, apstar_model, spectra
-
-#: each test writes 3 apStar files, a catalog (3 Payne fits) and refits: ~20–30 s on 2 cores
-pytestmark = pytest.mark.slow
 
 
 class Collector:
@@ -92,6 +88,13 @@ def test_at_most_max_fits_and_only_for_payne_models(tmp_path):
     add_fit_figures(figs, SimpleNamespace(config={"method": "bcnn"}, folder=folder), cat,
                     tmp_path / "cat.csv")
     assert figs.added == [] and figs.skipped == []
+    # unreadable SOURCEs: the first max_fits reasons, one summary line, at most 10·max_fits rows tried
+    missing = pd.concat([cat.iloc[:1]] * 30, ignore_index=True).assign(SOURCE="nowhere.fits")
+    figs = Collector()
+    add_fit_figures(figs, card, missing, tmp_path / "cat.csv", max_fits=2)
+    assert figs.added == []
+    assert [t for t, _ in figs.skipped] == [f"Fitted spectra (Payne): {ids[0]}"] * 2 + [
+        "Fitted spectra (Payne): 18 more rows", "Fitted spectra (Payne)"]
     # no SOURCE column: one reason
     figs = Collector()
     add_fit_figures(figs, card, pd.DataFrame({"TEFF": [5000.0]}), tmp_path / "cat.csv")

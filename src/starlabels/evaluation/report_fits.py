@@ -22,6 +22,8 @@ from starlabels.errors import StarlabelsError
 
 #: catalog rows fitted and drawn at most (the first rows whose SOURCE can be read)
 DEFAULT_MAX_FITS = 6
+#: rows tried at most per figure wanted (a catalog of unreadable SOURCEs is not scanned to the end)
+_TRIES_PER_FIT = 10
 SECTION_TITLE = "Fitted spectra (Payne)"
 
 
@@ -96,7 +98,8 @@ def _add_one(figs: Any, model: Any, fit: Any, k: int, star: _Star, n: int) -> No
 
 def _read_stars(model: Any, catalog: pd.DataFrame, catalog_path: Path, max_fits: int
                 ) -> tuple[list[_Star], list[tuple[str, str]]]:
-    """The first ``max_fits`` catalog rows whose SOURCE holds a spectrum on the model's grid."""
+    """The first ``max_fits`` catalog rows whose SOURCE holds a spectrum on the model's grid, among
+    the first ``_TRIES_PER_FIT · max_fits`` rows; the reasons of the first ``max_fits`` failures."""
     from starlabels.io.read import read_spectra
 
     stars: list[_Star] = []
@@ -105,7 +108,7 @@ def _read_stars(model: Any, catalog: pd.DataFrame, catalog_path: Path, max_fits:
     ids = catalog["APOGEE_ID"].astype(str) if "APOGEE_ID" in catalog.columns else None
     hdus = catalog["HDU"].astype(str) if "HDU" in catalog.columns else None
     for i, source in enumerate(catalog["SOURCE"].astype(str)):
-        if len(stars) >= max_fits:
+        if len(stars) >= max_fits or i >= _TRIES_PER_FIT * max_fits:
             break
         name = ids.iloc[i] if ids is not None and ids.iloc[i].strip() else f"row {i}"
         path = _locate(source, catalog_path)
@@ -129,6 +132,9 @@ def _read_stars(model: Any, catalog: pd.DataFrame, catalog_path: Path, max_fits:
         stars.append(_Star(name, path, np.asarray(spectrum.flux, dtype=np.float64),
                            np.asarray(spectrum.error, dtype=np.float64),
                            np.asarray(spectrum.bitmask, dtype=np.int64)))
+    if len(problems) > max_fits:
+        more = len(problems) - max_fits
+        problems = [*problems[:max_fits], (f"{SECTION_TITLE}: {more} more rows", "not readable either")]
     return stars, problems
 
 
