@@ -1,8 +1,8 @@
-"""Payne-format emulator training (starlabels.models.payne_train): per-pixel vs shared-trunk, side by side.
+"""Payne emulator training (models.payne_train): per-pixel (1 or 2 hidden layers) vs shared trunk.
 
 The training grid comes from the built-in line generator (starlabels.data.synthetic, labels TEFF,
 LOGG, FE_H, MG_FE uniform in a box; continuum-normalised flux on The Payne's 7214 pixels), so
-neither layout has the functional form of the spectra it learns. Both layouts are trained in
+neither layout has the functional form of the spectra it learns. All layouts are trained in
 this one run on the same grid, same float32, same torch threads, for a fixed number of epochs
 (the shared trunk also for 4× as many, about the per-pixel network's training time), and
 measured on the same held-out spectra: flux error (RMS, 99th percentile of |Δ|, share of
@@ -10,12 +10,15 @@ pixels with |Δ| > 0.005), training time, and the labels recovered by fitting he
 spectra with each emulator (PayneModel). Each saved ``.npz`` is read back with
 starlabels.data.emulator.PayneEmulator and checked against the trained network.
 
-Run: ``PYTHONPATH=src python bench/payne_train.py [--quick]``; writes bench/results/payne_train.md.
+Run: ``PYTHONPATH=src python bench/payne_train.py [--quick] [--rows per_pixel,per_pixel_2]
+[--n-train N --epochs E]``; writes bench/results/payne_train.md (payne_train_quick.md with
+--quick; payne_train_reduced.md when the grid, epochs or rows differ from the defaults).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--n-fit", type=int, default=30, help="held-out spectra fitted for labels")
+    ap.add_argument("--rows", default="", help="comma-separated keys of the rows to run (per_pixel, "
+                    "per_pixel_2, dense, dense_long); default all")
     args = ap.parse_args(argv)
     n_train, epochs, n_fit = (400, 10, 10) if args.quick else (args.n_train, args.epochs, args.n_fit)
     t0 = time.perf_counter()
@@ -61,13 +66,19 @@ def main(argv=None) -> int:
              f"(made in {time.perf_counter() - t0:.0f} s), Adam, batch 256"]
     print(lines[0], flush=True)
     variants = {
-        "per-pixel, 1 hidden layer of 10 sigmoid units (Ting et al. 2019)":
-            dict(layout="per_pixel", hidden=10, learning_rate=1e-2),
-        "shared trunk, 2 hidden layers of 300 leaky-ReLU units (The Payne public code)":
-            dict(layout="dense", hidden=(300, 300), learning_rate=2e-3),
-        "shared trunk as above, 4× the epochs (about the per-pixel training time)":
-            dict(layout="dense", hidden=(300, 300), learning_rate=2e-3, epoch_factor=4),
+        "per_pixel": ("per-pixel, 1 hidden layer of 10 sigmoid units (Ting et al. 2019)",
+                      dict(layout="per_pixel", hidden=10, learning_rate=1e-2)),
+        "per_pixel_2": ("per-pixel, 2 hidden layers of 10 and 5 sigmoid units",
+                        dict(layout="per_pixel", hidden_layers=2, hidden=(10, 5), learning_rate=1e-2)),
+        "dense": ("shared trunk, 2 hidden layers of 300 leaky-ReLU units (The Payne public code)",
+                  dict(layout="dense", hidden=(300, 300), learning_rate=2e-3)),
+        "dense_long": ("shared trunk as above, 4× the epochs (about the per-pixel training time)",
+                       dict(layout="dense", hidden=(300, 300), learning_rate=2e-3, epoch_factor=4)),
     }
+    chosen = [k.strip() for k in args.rows.split(",") if k.strip()] or list(variants)
+    unknown = sorted(set(chosen) - set(variants))
+    if unknown:
+        ap.error(f"unknown rows {unknown}; choose from {list(variants)}")
     rows = ["| emulator | parameters | epochs | train time (s) | s/epoch | best epoch | held-out RMS Δflux | "
             "99th pct abs Δflux | pixels with abs Δflux > 0.005 | read-back max diff | "
             "label σ_MAD at SNR 100 (TEFF, LOGG, FE_H, MG_FE) | fit time per star (s) |",
@@ -76,12 +87,13 @@ def main(argv=None) -> int:
     err = np.abs(ty[:n_fit]) / 100.0
     noisy = ty[:n_fit] + rng.normal(size=err.shape) * err
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kw in variants.items():
+        for key in chosen:
+            name, kw = variants[key]
             torch.manual_seed(0)
             kw = dict(kw)
             n_epochs = epochs * kw.pop("epoch_factor", 1)
             res = train_emulator(x, y, validation=(vx, vy), epochs=n_epochs, seed=0, **kw)
-            path = res.save(Path(tmp) / f"{kw['layout']}.npz")
+            path = res.save(Path(tmp) / f"{key}.npz")
             emu = PayneEmulator.load(path, label_names=LABELS, dtype=torch.float64)
             pred = emu(tx).numpy()
             delta = pred - ty
@@ -105,10 +117,15 @@ def main(argv=None) -> int:
                 f"{readback:.1e} | {smad[0]:.1f} K, {smad[1]:.3f}, {smad[2]:.3f}, {smad[3]:.3f} | "
                 f"{fit_s:.2f} |")
             print(rows[-1], flush=True)
+    reduced = not args.quick and ((n_train, epochs, n_fit) != (1500, 60, 30) or chosen != list(variants))
+    command = " ".join(["bench/payne_train.py", *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join(["# Payne emulator training: per-pixel vs shared trunk", "",
-                      f"Made by `bench/payne_train.py{' --quick' if args.quick else ''}` (set-up in its "
-                      "docstring).", "", *lines, "", *rows, ""])
-    name = "payne_train_quick.md" if args.quick else "payne_train.md"
+                      f"Made by `{command}` (set-up in its docstring)."
+                      + (" Reduced size (grid, epochs or rows) so it runs in minutes on a loaded "
+                         "2-core machine; not the default run." if reduced else ""),
+                      "", *lines, "", *rows, ""])
+    name = ("payne_train_quick.md" if args.quick else
+            "payne_train_reduced.md" if reduced else "payne_train.md")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / name).write_text(text)
     print(f"wrote {RESULTS / name}")
@@ -116,9 +133,13 @@ def main(argv=None) -> int:
 
 
 def _evaluate(arrays: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
-    """The Payne's evaluation formula in numpy (README of ../shared/data), both layouts."""
+    """The Payne's evaluation formula in numpy (README of ../shared/data), all three layouts."""
     a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
     s = (labels - a["x_min"]) / (a["x_max"] - a["x_min"]) - 0.5
+    if a["w_array_0"].ndim == 3 and "w_array_2" in a:  # two hidden layers per pixel
+        a1 = 1 / (1 + np.exp(-(np.einsum("pil,nl->npi", a["w_array_0"], s) + a["b_array_0"])))
+        a2 = 1 / (1 + np.exp(-(np.einsum("pji,npi->npj", a["w_array_1"], a1) + a["b_array_1"])))
+        return np.einsum("pj,npj->np", a["w_array_2"], a2) + a["b_array_2"]
     if a["w_array_0"].ndim == 3:
         inner = np.einsum("phl,nl->nph", a["w_array_0"], s) + a["b_array_0"]
         return np.einsum("ph,nph->np", a["w_array_1"], 1 / (1 + np.exp(-inner))) + a["b_array_1"]
