@@ -17,7 +17,7 @@ from starlabels.demo import MIN_DEV, QUICK, DemoConfig, accuracy_table
 from starlabels.errors import InputDataError
 from starlabels.inference.catalog import read_catalog
 
-PARTS = ("EPISTEMIC", "ALEATORIC")
+PARTS = ("EPISTEMIC", "ALEATORIC", "COVERAGE")  # the trainer fits the label coverage (issue 19)
 
 
 def _run(args: list[str]) -> str:
