@@ -22,14 +22,13 @@ Usage::
 
 Setup (small, so the ≥ 20 trials per command fit in minutes on 2 CPU cores): 16 apStar files of
 synthetic spectra; a BayesianCNN (raw-flux preprocessing, random weights) for predict; a 96-row
-HDF5 set and a 4-epoch BayesianCNN training for train. One torch thread everywhere.
+HDF5 set and a 12-epoch BayesianCNN training for train. One torch thread everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -122,8 +121,8 @@ kind = "raw"
 learning_rate = 0.002
 [training]
 loss = "robust"
-epochs = 4
-patience = 10
+epochs = 12
+patience = 20
 batch_size = 16
 seed = 3
 device = "cpu"
@@ -207,16 +206,26 @@ def compare_ingest(ref: Path, out: Path) -> dict:
 
 
 def compare_train(ref: Path, out: Path) -> dict:
+    """Every tensor of every ``*.safetensors`` file (weights + scalers, coverage, domain shift) bit
+    for bit, and the training history (``history.csv`` without its wall-time column)."""
+    import csv
+
     from safetensors.numpy import load_file
 
+    def history(folder: Path) -> list[dict]:
+        with open(folder / "history.csv", newline="") as fh:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
     try:
-        a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
-        same = a.keys() == b.keys() and all(
-            np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
-        hist_a = json.loads((ref / "config.json").read_text()).get("history")
-        hist_b = json.loads((out / "config.json").read_text()).get("history")
-        same = same and hist_a == hist_b if hist_a is not None else same
-        epochs = len(hist_a or [])
+        names = sorted(p.name for p in ref.glob("*.safetensors"))
+        same = names == sorted(p.name for p in out.glob("*.safetensors")) and bool(names)
+        for name in names if same else []:
+            a, b = load_file(str(ref / name)), load_file(str(out / name))
+            same &= a.keys() == b.keys() and all(
+                np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+        hist_a, hist_b = history(ref), history(out)
+        same = same and hist_a == hist_b
+        epochs = len(hist_a)
     except (OSError, ValueError) as exc:
         print("train compare:", exc)
         same, epochs = False, 0
@@ -283,7 +292,8 @@ def trials_for(name: str, make, compare, inp, root: Path, n: int, rng: random.Ra
 def lock_check(name: str, make, compare, inp, root: Path, ref_dir: Path) -> str:
     """Two runs on one output at once: while the first (a CLI process) holds the output's lock, a
     second run (the same command, through the library in this already-started process, so it does
-    not lose the race in its start-up) must fail clearly; the first must end with the reference."""
+    not lose the race in its start-up) must fail clearly; the first must end with the reference.
+    The first is stopped (SIGSTOP) from the moment its lock file appears until the second is done."""
     from starlabels.data.ingest import ingest_files
     from starlabels.errors import StarlabelsError
     from starlabels.inference.catalog import run_catalog
@@ -297,7 +307,8 @@ def lock_check(name: str, make, compare, inp, root: Path, ref_dir: Path) -> str:
     first = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not lock_path(out).exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.005)
+    first.send_signal(signal.SIGSTOP)  # frozen while it holds the lock: the second run must meet it
     try:
         if name == "predict":
             run_catalog(inp["model"], [inp["files"]], out, files_per_unit=2, uncertainty="noise",
@@ -311,6 +322,8 @@ def lock_check(name: str, make, compare, inp, root: Path, ref_dir: Path) -> str:
         second = "second run was NOT refused"
     except StarlabelsError as exc:
         second = f"second run refused: {str(exc)[:160]}"
+    finally:
+        first.send_signal(signal.SIGCONT)
     first.communicate()
     _, ref = make(inp, ref_dir)
     c = compare(ref, out)
@@ -341,9 +354,11 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         client = Client(scheduler_file=str(sched_file), timeout=60)
         client.wait_for_workers(2, timeout=120)
-        t0 = time.perf_counter()
-        D.run_distributed(inp["model"], [inp["files"]], root / "dask-warm.parquet", client=client, **kw)
-        wall = time.perf_counter() - t0
+        for warm in range(2):  # the first loads the model on each worker; time the second
+            t0 = time.perf_counter()
+            D.run_distributed(inp["model"], [inp["files"]], root / f"dask-warm{warm}.parquet", client=client,
+                              **kw)
+            wall = time.perf_counter() - t0
         for t in range(n):
             client.wait_for_workers(2, timeout=120)  # the nanny restarts a killed worker
             out = root / f"dask-{t}.parquet"
@@ -351,15 +366,17 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
             delay = rng.uniform(0.05, wall)
             killed = []
 
-            def kill(pids=pids, delay=delay, killed=killed):
-                time.sleep(delay)
-                pid = pids[0]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            done = threading.Event()
+
+            def kill(pids=pids, delay=delay, killed=killed, done=done):
+                if not done.wait(delay):  # the run is still going: kill a worker now
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
 
             th = threading.Thread(target=kill)
             th.start()
             res = D.run_distributed(inp["model"], [inp["files"]], out, client=client, **kw)
+            done.set()
             th.join()
             a, b = catalog_rows_any(ref.path), catalog_rows_any(out)
             same = C.read_catalog(out).equals(C.read_catalog(ref.path)) and res.skipped == ref.skipped
@@ -371,7 +388,8 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
             stats["duplicated"] += len(b) - len(set(b))
             stats["identical"] += same
             stats["delays"].append(round(delay, 2))
-            print(f"dask trial {t}: worker kill after {delay:.2f}s → identical={same}", flush=True)
+            print(f"dask trial {t}: worker kill after {delay:.2f}s (killed={bool(killed)}) → "
+                  f"identical={same}", flush=True)
         stats["wall"] = wall
         client.close()
     finally:
@@ -405,6 +423,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    os.environ["STARLABELS_NO_PROGRESS"] = "1"
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="starlabels-faults-"))
     try:
