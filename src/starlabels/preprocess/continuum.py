@@ -455,7 +455,7 @@ class ContinuumFit(tuple):
 
 def _run(
     flux, error, bitmask, continuum_mask, degree, bits, on_failure, clip, what, keep_fit=False,
-    grid=None, bitmask_def=None,
+    grid=None, bitmask_def=None, out=None,
 ):
     """Shared driver: validate, then normalise chunk by chunk.
 
@@ -475,8 +475,7 @@ def _run(
     n = f.shape[0]
     names = out_grid.segment_names
     dtype = np.result_type(f.dtype, np.float32)
-    out_f = np.empty((n, out_grid.n_pixels), dtype=dtype)
-    out_e = np.empty((n, out_grid.n_pixels), dtype=dtype)
+    out_f, out_e = _output_arrays(out, (n, out_grid.n_pixels), dtype)
     if keep_fit:
         conts = np.empty((n, out_grid.n_pixels))
         coefs = np.empty((n, len(names), design.k))
@@ -521,6 +520,26 @@ def _run(
     return out_f, out_e, was_1d, fit, layout
 
 
+def _output_arrays(out, shape: tuple[int, int], dtype) -> tuple[np.ndarray, np.ndarray]:
+    """New (flux, error) output arrays, or the caller's ``out`` pair after checking it fits."""
+    if out is None:
+        return np.empty(shape, dtype=dtype), np.empty(shape, dtype=dtype)
+    try:
+        out_f, out_e = out
+    except (TypeError, ValueError):
+        raise InputDataError("out must be a (flux, error) pair of arrays") from None
+    for name, a in (("flux", out_f), ("error", out_e)):
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype \
+                or not a.flags.c_contiguous or not a.flags.writeable:
+            raise InputDataError(
+                f"out {name} array must be a writeable C-contiguous {np.dtype(dtype).name} array "
+                f"shaped {shape}, got {getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}"
+            )
+    if np.shares_memory(out_f, out_e):
+        raise InputDataError("out flux and error arrays must not overlap")
+    return out_f, out_e
+
+
 def output_grid(grid: Grid | str) -> Grid:
     """The grid continuum-normalised spectra come out on for input on ``grid`` (its segments with the
     gaps deleted; APOGEE's apStar grid gives the ASPCAP grid)."""
@@ -538,6 +557,7 @@ def continuum_normalize(
     on_failure: OnFailure = "raise",
     grid: Grid | str | None = None,
     bitmask_def: PixelBitmask | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Continuum-normalise spectra (astroNN §3): per-detector weighted Chebyshev fit, batched.
 
@@ -570,6 +590,10 @@ def continuum_normalize(
         the spectrum index and detector; ``"reject"`` returns that whole detector as rejected
         pixels (flux 1, error ``BAD_PIXEL_ERROR``), so output stays NaN-free and the failure is
         visible as ``error >= BAD_PIXEL_ERROR`` over the detector.
+    out:
+        Optional ``(flux_out, error_out)``: C-contiguous (N, P_out) arrays of the output dtype
+        (2-D input only) written in place and returned — streaming callers reuse one pair per
+        chunk instead of page-faulting fresh outputs (the "cold" cost). Same numbers as without.
 
     Returns
     -------
@@ -581,9 +605,11 @@ def continuum_normalize(
         continuum is ≤ 0 or the ratio overflows the dtype) have flux 1 and error
         ``BAD_PIXEL_ERROR``. Never NaN or inf.
     """
+    if out is not None and np.ndim(flux) != 2:
+        raise InputDataError("out= needs 2-D (N, P) input")
     out_f, out_e, was_1d, _, _ = _run(
         flux, error, bitmask, continuum_mask, degree, bits, on_failure, None, "continuum",
-        grid=grid, bitmask_def=bitmask_def,
+        grid=grid, bitmask_def=bitmask_def, out=out,
     )
     if was_1d:
         return out_f[0], out_e[0]
