@@ -226,7 +226,8 @@ def starlabels_side(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "dropout off can be worse": wanted here
         off = starlabels.predict(folder, x, preprocessed=True, uncertainty=None)
-        raw_off = starlabels.predict(folder, raw["flux"], raw["error"], bitmask=raw["bitmask"])
+        raw_off = starlabels.predict(folder, raw["flux"], raw["error"], bitmask=raw["bitmask"],
+                                     uncertainty=None)
     mc = [
         starlabels.predict(
             folder, x, preprocessed=True, uncertainty="mc_dropout", n_samples=N_PASSES, seed=seed + i

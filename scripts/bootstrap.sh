@@ -15,3 +15,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+echo "starlabels is installed in $root/.venv. Run its CLI as:"
+echo "  source .venv/bin/activate     # then: starlabels --help"
+echo "or without activating:  .venv/bin/starlabels --help"

@@ -616,10 +616,22 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     say("")
     say(text.rstrip("\n"))
     say("")
-    say(f"Done in {_duration(wall)} wall, {_duration(cpu)} CPU. Next: starlabels report {model_dir} "
+    say(f"Done in {_duration(wall)} wall, {_duration(cpu)} CPU. Next: {_cli_name()} report {model_dir} "
         f"{catalog_path} --reference {truth_path} -o {out / 'report'}")
     return DemoResult(output=out, catalog=catalog_path, truth=truth_path, model=model_dir, figures=figures,
                       table=table, table_text=text, files=files, timings=timings, summary=summary)
+
+
+def _cli_name() -> str:
+    """How to call the CLI from this shell: ``starlabels`` when it is on PATH, else the script
+    beside this Python (e.g. ``.venv/bin/starlabels`` when the venv is not activated)."""
+    import shutil
+    import sys
+
+    if shutil.which("starlabels"):
+        return "starlabels"
+    beside = Path(sys.executable).parent / "starlabels"
+    return str(beside) if beside.is_file() else f"{sys.executable} -m starlabels.cli.main"
 
 
 def with_sizes(cfg: DemoConfig, **sizes: int | None) -> DemoConfig:

@@ -110,13 +110,19 @@ def mdwarf(catalog: Path, output: Path, column_map: tuple[str, ...], exclude_fie
     optionally the APOGEE field. Writes teff (K), logg, fe_h (dex; NaN where no label), abs_k and a
     flag bitmask, and prints how many stars each flag bit hit.
     """
+    from starlabels.errors import InputDataError
     from starlabels.labels.mdwarf import MDwarfFlag, mdwarf_labels, table_columns
 
     table = read_table(catalog)
     cols = set(table_columns(table))
     keep_cols = list(keep) if keep else [c for c in _ID_COLUMNS if c in cols]
     excluded = () if no_field_exclusion else (exclude_field or None)
-    out = mdwarf_labels(table, exclude_fields=excluded, columns=_parse_map(column_map), keep=keep_cols)
+    try:
+        out = mdwarf_labels(table, exclude_fields=excluded, columns=_parse_map(column_map), keep=keep_cols)
+    except InputDataError as exc:  # name the CLI option, not the Python argument
+        raise click.ClickException(str(exc).replace(
+            "map names with columns={...}", "map names with --column NAME=COLUMN (e.g. --column K=ks_m)"
+        )) from None
     write_table(out, output)
     click.echo(f"{output}: {out.meta['n_labelled']} of {out.meta['n_input']} stars labelled")
     for bit in MDwarfFlag:

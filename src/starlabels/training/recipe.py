@@ -473,7 +473,7 @@ def predict_rows(
     for a in progress(range(0, len(rows), block), desc="evaluate", unit="block"):
         flux, error, bitmask = data.read(rows[a:a + block])
         pred = predict(model, flux, error, bitmask=None if preprocessed else bitmask,
-                       preprocessed=preprocessed, device=device)
+                       preprocessed=preprocessed, device=device, uncertainty=None)
         out[a:a + len(flux)] = pred.mean
     return out
 
