@@ -100,9 +100,9 @@ def test_a_wider_grid_holding_the_models_pixels_is_cut_exactly(raw_model_folder)
     wide = log_linear_grid("wide", crval - 10 * cdelt, cdelt, APOGEE.n_pixels + 20)
     flux, error, bitmask = raw_spectra(2, seed=9)
     pad = lambda a, v: np.pad(a, ((0, 0), (10, 10)), constant_values=v)  # noqa: E731
-    ref = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask)
+    ref = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask, uncertainty=None)
     got = starlabels.predict(raw_model_folder, pad(flux, -5.0), pad(error, 1.0), bitmask=pad(bitmask, 0),
-                             grid=wide)
+                             grid=wide, uncertainty=None)
     np.testing.assert_array_equal(got.mean, ref.mean)
     np.testing.assert_array_equal(got.flags, ref.flags)
 
@@ -114,9 +114,10 @@ def test_mixed_spectra_keep_their_order_and_bad_arguments(raw_model_folder):
     shifted = from_wavelength(APOGEE.wavelength * (1 + 2e-6), name="shifted")
     spectra = _spectra(flux, error, bitmask, APOGEE.wavelength)
     spectra[1] = Spectrum("apogee", shifted.wavelength, flux[1], error[1], bitmask[1], {})
-    p = starlabels.predict(raw_model_folder, spectra, resample="linear")
+    p = starlabels.predict(raw_model_folder, spectra, resample="linear", uncertainty=None)
     keep = [0, 2, 3]
-    direct = starlabels.predict(raw_model_folder, flux[keep], error[keep], bitmask=bitmask[keep])
+    direct = starlabels.predict(raw_model_folder, flux[keep], error[keep], bitmask=bitmask[keep],
+                                uncertainty=None)
     np.testing.assert_allclose(p.mean[keep], direct.mean, rtol=1e-5)  # float32 net, other batch
     assert [bool(f & F.bit("RESAMPLED")) for f in p.flags] == [False, True, False, False]
     with pytest.raises(InputDataError, match="not both"):
