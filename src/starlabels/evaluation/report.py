@@ -26,7 +26,8 @@ catalog
     FITS, CSV or Parquet with the catalog columns of docs/DESIGN.md (``APOGEE_ID``, ``SNR``, ``X``,
     ``X_ERR``, ``X_ERR_<PART>``, ``FLAG``, ``MODEL_NAME``, ``MODEL_VERSION``).
 reference
-    A FITS/CSV/Parquet table of trusted labels matched to the catalog by ``APOGEE_ID``, with columns
+    A FITS/CSV/Parquet table of trusted labels — or a simulated HDF5 dataset, whose
+    ``meta/true_<LABEL>`` become ``TRUE_<LABEL>`` — matched to the catalog by ``APOGEE_ID``, with columns
     named like the labels (``TEFF``) or ``TEFF_REF``, ``REF_TEFF``, ``TRUE_TEFF``, ``TEFF_TRUE``
     (case-insensitive); ``<column>_ERR`` is the reference uncertainty, added in quadrature in the
     z-scores. Reference columns can also live in the catalog itself (``TEFF_REF``, ``TRUE_TEFF``, …):
@@ -96,6 +97,38 @@ def _table_format(path: Path) -> str | None:
     return None
 
 
+def _hdf5_truth_table(path: Path, what: str) -> pd.DataFrame:
+    """A starlabels HDF5 dataset as a reference table: ``APOGEE_ID`` (``meta/apogee_id``),
+    ``GROUP``, ``SNR`` and every simulated truth ``meta/true_<LABEL>`` as ``TRUE_<LABEL>`` (what
+    ``starlabels simulate`` writes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            meta = fh.get("meta")
+            if meta is None:
+                raise InputFileError(path, f"{what}: HDF5 file has no meta/ group (not a starlabels dataset)")
+            text = lambda a: [x.decode() if isinstance(x, bytes) else str(x) for x in a]  # noqa: E731
+            frame: dict[str, Any] = {}
+            if "apogee_id" in meta:
+                frame["APOGEE_ID"] = text(meta["apogee_id"][:])
+            if "group" in meta:
+                frame["GROUP"] = text(meta["group"][:])
+            if "snr" in meta:
+                frame["SNR"] = np.asarray(meta["snr"][:], np.float64)
+            truth = sorted(k for k in meta if k.startswith("true_"))
+            for k in truth:
+                frame["TRUE_" + k[len("true_"):]] = np.asarray(meta[k][:], np.float64)
+    except OSError as exc:
+        raise InputFileError(path, f"{what}: not a readable HDF5 file ({exc})") from None
+    if not truth:
+        raise InputFileError(path, f"{what}: HDF5 dataset has no meta/true_<LABEL> columns (simulated "
+                                   "truth); give a label table (FITS, CSV, Parquet) instead")
+    if "APOGEE_ID" not in frame:
+        raise InputFileError(path, f"{what}: HDF5 dataset has no meta/apogee_id to match the catalog by")
+    return pd.DataFrame(frame)
+
+
 def read_table(path: str | os.PathLike, what: str = "catalog") -> pd.DataFrame:
     """Read a FITS (first table HDU), CSV or Parquet table as a DataFrame, without torch.
 
@@ -106,6 +139,8 @@ def read_table(path: str | os.PathLike, what: str = "catalog") -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, f"{what} file does not exist")
+    if p.name.lower().endswith((".h5", ".hdf5")):
+        return _hdf5_truth_table(p, what)
     fmt = _table_format(p)
     if fmt is None:
         raise InputFileError(
