@@ -560,18 +560,24 @@ def observed_inputs(table: Any, features: Sequence[str], limits: Mapping[str, fl
 
     A band that is missing (NaN/masked/-9999) or fainter than its limit is set to the limit,
     except G, which is required (rows without G give NaN rows). Radius and log L missing or below
-    their limits are set to 0.5 Rsun and -1.54 (both, as for the synthetic stars). Distance (pc)
-    must be finite and positive, else the row is NaN. Column names are looked up case-insensitively.
+    their limits are set to 0.5 Rsun and -1.54 (both, as for the synthetic stars); so are absent
+    radius/log_l columns and absent band columns (other than G). Distance (pc) must be finite and
+    positive, else the row is NaN. Column names are looked up case-insensitively.
     """
     from starlabels.labels.mdwarf import column_as_float, find_column
 
-    cols = {}
+    cols: dict[str, np.ndarray | None] = {}
     for f in features:
         name = find_column(table, f)
+        if name is None and (f in ("radius", "log_l") or (f in limits and f != "G")):
+            cols[f] = None  # an absent column is missing for every star: set to its limit below
+            continue
         if name is None:
-            raise InputDataError(f"table has no column {f!r} needed by the YSO network")
+            raise InputDataError(f"table has no column {f!r} needed by the YSO network (G and distance "
+                                 "are required; absent bands, radius and log_l are set to their limits)")
         cols[f] = column_as_float(table, name)
-    n = len(next(iter(cols.values())))
+    n = len(next(v for v in cols.values() if v is not None))
+    cols = {f: (np.full(n, np.nan) if v is None else v) for f, v in cols.items()}
     x = np.empty((n, len(features)))
     bad = np.zeros(n, dtype=bool)
     r, logl = cols.get("radius"), cols.get("log_l")
