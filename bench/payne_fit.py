@@ -203,8 +203,9 @@ def real_section(kinds, log) -> str:
         lines += ["", "χ²/dof against a trial velocity at each visit's fitted labels (continuum refitted "
                   "at each velocity), its three deepest local minima — a second dip far from the "
                   "fitted RV is the signature of a second star's lines: " + "; ".join(dips)]
-        lines += ["", "Figures: " + ", ".join(
-            f"[{p.name}]({p.name})" for p in sorted(RESULTS.glob(f"payne_fit_{kind}_*.png")))]
+        lines += ["", "Figures (data and model divided by the fitted continuum, residuals in σ, masked "
+                  "pixels grey):", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in sorted(RESULTS.glob(f"payne_fit_{kind}_*.png"))]
     return "\n".join(lines)
 
 
@@ -265,7 +266,7 @@ def assemble(parts_dir: Path, quick: bool) -> str:
     text = ["# The Payne fit: label recovery and real spectra", "",
             f"Made by `bench/payne_fit.py{' --quick' if quick else ''}` (parts run as separate processes "
             "with `--part`, then `--assemble`; set-up in its docstring). Uncertainties are the "
-            "Jacobian σ, uncalibrated.", ""]
+            "Jacobian σ, uncalibrated. Discussion: [payne_fit_notes.md](payne_fit_notes.md).", ""]
     for part, title in (("recovery-dwarfs", "Recovery on emulator-made spectra: dwarfs emulator"),
                         ("recovery-kurucz", "Recovery on emulator-made spectra: Kurucz emulator"),
                         ("real", "Real spectra")):
