@@ -121,6 +121,23 @@ def load_windows(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return windows, elements
 
 
+def check_element_labels(
+    element_names: Sequence[str], label_names: Sequence[str], n_main_labels: int
+) -> None:
+    """Raise :class:`InputDataError` unless the abundance labels ``label_names[n_main_labels:]``
+    are the elements of the windows, by name and in the same order (``MG_FE`` ↔ ``Mg``): a window
+    paired with another element's label would train silently wrong. The message names the
+    config keys to change (``[model.kwargs] element_names`` / ``[data] label_names``)."""
+    abundances = [str(n) for n in label_names[n_main_labels:]]
+    elements = [str(n) for n in element_names]
+    if [element_key(n) for n in abundances] != [element_key(n) for n in elements]:
+        raise InputDataError(
+            f"the censored network's element windows {elements} do not match its abundance labels "
+            f"{abundances} (label_names after the first n_main_labels={n_main_labels}) by name and "
+            "order; list [model.kwargs] element_names in the order of [data] label_names"
+        )
+
+
 def _resolve_windows(
     windows: WindowsLike, element_names: Sequence[str] | None
 ) -> tuple[np.ndarray, list[str]]:
