@@ -222,7 +222,8 @@ def main() -> None:
                   "Each configuration runs in its own process, rounds interleaved, median of the rounds "
                   "(2 with --quick). Under a load average above the core count single configurations "
                   "move by up to 2x between rounds: an end-to-end rate above the network-only rate is "
-                  "such noise, not a real effect; the allocator lines are stable across runs (2.5-5.8x).",
+                  "such noise, not a real effect; the allocator effect was 2.1-5.8x in all three runs "
+                  "of this session.",
                   ""]
     if sim is not None:
         lines += ["## 4. `starlabels simulate` peak memory (APOGEE, seed 0; each run its own process)", "",
