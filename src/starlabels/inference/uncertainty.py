@@ -340,7 +340,8 @@ def mc_dropout(
 
     A :class:`~starlabels.models.bcnn.BayesianCNN` (without a custom ``dropout_context``) takes
     the fused path :func:`~starlabels.models.bcnn.mc_dropout_passes` (same distribution, fresh
-    masks per pass, star and element; ~3-5x faster, ``bench/mc_dropout_throughput.py``); masks come
+    masks per pass, star and element; measured 1.3-2.4x faster with ``starlabels.tune_process`` and
+    4-6.5x with glibc's default allocator, ``bench/mc_dropout_throughput.py``); masks come
     from ``generator``, else torch's default generator (forked and seeded when ``seed`` is given);
     the generic path (other networks) always draws from torch's default generator.
     """
