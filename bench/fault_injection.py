@@ -45,7 +45,7 @@ import numpy as np
 BIN = str(Path(sys.executable).with_name("starlabels"))
 DASK = str(Path(sys.executable).with_name("dask"))
 ENV = {**os.environ, "STARLABELS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "PYTHONWARNINGS": "ignore"}
+       "PYTHONWARNINGS": "ignore", "STARLABELS_INGEST_COMMIT_SECONDS": "0.5"}  # ingest commits mid-run
 N_FILES = 16
 P_TRAIN = 8575
 

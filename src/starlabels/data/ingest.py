@@ -280,8 +280,9 @@ def ingest_files(
 
     from starlabels.output_lock import OutputLock
 
-    with OutputLock(output, "ingest"), \
-            DatasetWriter(output, None, target, label_names, instrument=inst.name) as writer:
+    lock = OutputLock(output, "ingest")
+    with lock, _CrashSafeWriter(output, target, label_names, inst.name) as safe:
+        writer = safe.writer
         done = set(writer.read_meta("source").tolist()) if "source" in writer.meta_names else set()
         todo = [f for f in files if str(f) not in done]
         result.files_present = len(files) - len(todo)
@@ -302,6 +303,7 @@ def ingest_files(
                 result.rows_added += n_buf
                 result.files_added += buf_files
             buf, n_buf, buf_files = {}, 0, 0
+            safe.maybe_commit()
 
         for path in progress(todo, desc="ingest", unit="file"):
             try:
@@ -345,9 +347,76 @@ def ingest_files(
             if n_buf >= batch_size:
                 flush()
         flush()
-        result.rows_total = writer.n_rows
+        result.rows_total = safe.writer.n_rows
     _write_skipped(result.skipped_csv, result.skipped)
     return result
+
+
+#: Seconds between commits of a running ingest into its output (each commit copies the dataset);
+#: the environment variable ``STARLABELS_INGEST_COMMIT_SECONDS`` overrides it.
+COMMIT_SECONDS: float = 120.0
+
+
+class _CrashSafeWriter:
+    """HDF5 is not crash-safe: a process killed inside an append can leave a file that no longer
+    opens. So ingest appends to a work copy ``.<OUT>.ingest-work`` and publishes it into ``OUT``
+    atomically (copy, fsync, rename) every :data:`COMMIT_SECONDS` and at the end. ``OUT`` is always
+    a complete dataset of some prefix of the files; a killed run loses at most the files since the
+    last commit, and running the same command again resumes from ``OUT`` (files in it are skipped).
+    ``writer`` is the open :class:`DatasetWriter` on the work copy (it changes at each commit)."""
+
+    def __init__(self, output: str | os.PathLike[str], target: Any, label_names: Any, instrument: str):
+        self.output = Path(output)
+        self.work = self.output.with_name(f".{self.output.name}.ingest-work")
+        self._args = (target, label_names, instrument)
+        self._last = 0.0
+        self.writer: Any = None
+
+    def _open(self) -> None:
+        target, label_names, instrument = self._args
+        self.writer = DatasetWriter(self.work, None, target, label_names, instrument=instrument)
+
+    def __enter__(self) -> _CrashSafeWriter:
+        import shutil
+        import time
+
+        self.work.unlink(missing_ok=True)  # the leftover of a killed run: OUT is the truth
+        if self.output.exists():
+            shutil.copyfile(self.output, self.work)
+        try:
+            self._open()
+        except BaseException:
+            self.work.unlink(missing_ok=True)
+            raise
+        self._last = time.monotonic()
+        return self
+
+    def maybe_commit(self) -> None:
+        import time
+
+        every = float(os.environ.get("STARLABELS_INGEST_COMMIT_SECONDS", COMMIT_SECONDS))
+        if time.monotonic() - self._last >= every:
+            self.writer.close()
+            self._publish(copy=True)
+            self._open()
+            self._last = time.monotonic()
+
+    def _publish(self, copy: bool) -> None:
+        import shutil
+
+        src = self.work
+        if copy:
+            src = self.output.with_name(f".{self.output.name}.ingest-commit")
+            shutil.copyfile(self.work, src)
+        with open(src, "rb+") as fh:
+            os.fsync(fh.fileno())
+        give_default_permissions(src)
+        os.replace(src, self.output)
+
+    def __exit__(self, *exc: Any) -> None:
+        # also after an error (not a kill): what was appended is a complete, resumable dataset
+        self.writer.close()
+        self._publish(copy=False)
 
 
 def _text(v: Any) -> np.ndarray:
