@@ -89,9 +89,10 @@ def test_table_numbers_equal_metrics_of_the_saved_models_predictions(recipe_run)
     out = recipe_run.output
     model = starlabels.load_model(out / "model")
     assert model.architecture == "apogee_net"
-    assert model.preprocessing["kind"] == "raw"  # the paper's raw flux, default for apStar data
+    assert model.preprocessing["kind"] == "raw"  # raw flux, default for apStar data
+    assert model.preprocessing["scale"] == "median"  # [recipe] preset = "learning" (the default)
     batch, labels, groups = _dataset_arrays(recipe_run.dataset)
-    pred = starlabels.predict(model, batch.flux, batch.error, bitmask=batch.bitmask).mean
+    pred = starlabels.predict(model, batch.flux, batch.error, bitmask=batch.bitmask, uncertainty=None).mean
     split = np.load(out / "model" / "splits.npz")
     std = model.label_scaler.std
 
@@ -201,7 +202,8 @@ def test_example_config_is_the_papers_recipe():
     assert t.model.architecture == "apogee_net" and t.model.kwargs == {"dropout": 0.1}
     assert (t.optimiser.name, t.optimiser.learning_rate) == ("sgd", 0.001)
     assert (t.training.batch_size, t.training.patience, t.training.loss) == (128, 5, "mse")
-    assert t.preprocess == {"kind": "raw"}
+    # the paper's hyperparameters, with the input settings that learn (tests/trust/test_recipe_defaults.py)
+    assert t.preprocess == {"kind": "raw", "scale": "median"} and cfg.preset == "learning"
     assert cfg.split.method == "group"
     assert cfg.split.groups == {"payne": (0.8, 0.1, 0.1), "mdwarf": (0.6, 0.2, 0.2), "yso": (0.6, 0.2, 0.2)}
     assert cfg.stratified.focus_groups == ["mdwarf", "yso"] and cfg.stratified.large_group == "payne"

@@ -47,9 +47,10 @@ The file is a training config (:mod:`starlabels.training.config`: ``[data]``, ``
 ``[preprocess]``, ``[optimiser]``, ``[training]``, ``[output]``; read by the same loader) plus a
 ``[recipe]`` section. The split and the adaptation are set *only* in ``[recipe]``, so ``[data]
 group_column`` (unless equal), ``[data.split]`` and ``[stratified]`` are refused. Every
-``[recipe]`` key is optional; the defaults are the paper's::
+``[recipe]`` key is optional; the defaults are the paper's, except ``preset``::
 
     [recipe]
+    preset = "learning"                    # or "paper": see "Presets" below
     group_column = "group"                 # meta/<name> holding each row's group
     default_fractions = [0.8, 0.1, 0.1]    # train/dev/test of groups not in [recipe.fractions]
     focus_groups = ["mdwarf", "yso"]       # adapted to in the stratified stage
@@ -75,6 +76,16 @@ group_column`` (unless equal), ``[data.split]`` and ``[stratified]`` are refused
     payne = "Payne"
     mdwarf = "MStar"
     yso = "YSO"
+
+Presets
+-------
+``preset = "learning"`` (the default) fills in, wherever the config leaves them out, the settings
+that learn: ``[model] spectrum_scaling = "standardised"``, ``[model] init = "kaiming"`` and
+``[preprocess] scale = "median"`` for the raw-flux preprocessing (also when ``[preprocess]`` is
+absent). ``preset = "paper"`` keeps the paper's exact settings (raw flux unscaled, no input
+scaling, torch's default init); with them APOGEE Net's output barely depends on its input within
+a CPU budget and it predicts about one value for every star (bench/results/accuracy.md). Keys the
+config gives are used as given under either preset.
 
 ``[output] folder`` is the recipe's output folder (the model goes to ``<folder>/model``);
 relative paths are relative to the config file. When ``[preprocess]`` is absent and the
@@ -153,7 +164,15 @@ DEFAULT_FRACTIONS: dict[str, tuple[float, float, float]] = {
 DEFAULT_GROUP_NAMES: dict[str, str] = {"payne": "Payne", "mdwarf": "MStar", "yso": "YSO"}
 #: Keys of ``[recipe]`` (tables ``fractions``, ``adaptation`` and ``group_names`` included).
 RECIPE_KEYS = ("group_column", "default_fractions", "focus_groups", "large_group", "split_seed",
-               "full_name", "statistic", "fractions", "adaptation", "group_names")
+               "full_name", "statistic", "fractions", "adaptation", "group_names", "preset")
+#: ``[recipe] preset``: "learning" (the default) fills in the settings that learn wherever the
+#: config leaves them out; "paper" keeps Olney et al.'s exact settings (raw flux, no input
+#: scaling, torch's default init), with which the network predicts about one value for every star.
+PRESETS = ("learning", "paper")
+#: What ``preset = "learning"`` sets when the config does not: ``[model]`` keys, and
+#: ``[preprocess] scale`` for the raw-flux preprocessing (measured: bench/results/accuracy.md).
+LEARNING_MODEL = {"spectrum_scaling": "standardised", "init": "kaiming"}
+LEARNING_SCALE = "median"
 #: ``[recipe.adaptation]`` keys: the StratifiedConfig fields other than the groups.
 ADAPTATION_KEYS = ("fraction", "max_rounds", "round_patience", "epochs", "criterion", "large_tolerance")
 STATISTICS = ("rms", "std", "sigma_mad")
@@ -182,6 +201,7 @@ class RecipeConfig:
     full_name: str = "Full"
     statistic: str = "rms"
     source: str | None = None
+    preset: str = "learning"
 
     @property
     def split(self) -> SplitConfig:
@@ -216,7 +236,8 @@ class RecipeConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy (stored in ``recipe.json`` and the model's provenance)."""
         return {"train": self.train.to_dict(), "group_names": dict(self.group_names),
-                "full_name": self.full_name, "statistic": self.statistic, "source": self.source}
+                "full_name": self.full_name, "statistic": self.statistic, "source": self.source,
+                "preset": self.preset}
 
 
 def _table(values: Any, where: str) -> dict[str, Any]:
@@ -287,9 +308,19 @@ def recipe_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None)
     if len(set(shown)) != len(shown):
         raise ConfigError(f"[recipe] group_names / full_name give two groups the same name: {shown}")
 
+    preset = str(recipe.get("preset", "learning"))
+    if preset not in PRESETS:
+        raise ConfigError(f"[recipe] preset must be one of {PRESETS}, got {preset!r}")
+    if preset == "learning":  # explicit keys win; only what the config leaves out is filled in
+        raw["model"] = {**LEARNING_MODEL, **_table(raw.get("model", {}), "[model]")}
+        prep = raw.get("preprocess")
+        if isinstance(prep, dict) and prep.get("kind", "continuum") == "raw":
+            raw["preprocess"] = {"scale": LEARNING_SCALE, **prep}
+
     data = {**data, "group_column": group_column, "split": split_raw}
     train = config_from_dict({**raw, "data": data, "stratified": strat_raw}, base_dir=base_dir)
-    return RecipeConfig(train=train, group_names=group_names, full_name=full_name, statistic=statistic)
+    return RecipeConfig(train=train, group_names=group_names, full_name=full_name, statistic=statistic,
+                        preset=preset)
 
 
 def load_recipe(path: str | Path) -> RecipeConfig:
@@ -375,11 +406,18 @@ class RecipeResult:
     summary: dict[str, Any]
 
 
-def _preprocess_for(cfg: TrainConfig, data: TrainingData) -> dict[str, Any] | None:
+def _preprocess_for(cfg: TrainConfig, data: TrainingData, preset: str = "learning") -> dict[str, Any] | None:
     """The [preprocess] to train with: the config's, else the raw-flux repair for raw spectra on a
-    built-in instrument grid (apStar, BOSS, …)."""
+    built-in instrument grid (apStar, BOSS, …), median-scaled unless ``preset`` is "paper"."""
     if cfg.preprocess is not None:
         return cfg.preprocess
+    prep = _raw_preprocess_for(data)
+    if prep is not None and preset == "learning":
+        prep = {**prep, "scale": LEARNING_SCALE}
+    return prep
+
+
+def _raw_preprocess_for(data: TrainingData) -> dict[str, Any] | None:
     if data.preprocessing is None and data.grid is not None:
         from starlabels.core import find_grid
 
@@ -414,7 +452,7 @@ def run_recipe(
     split, info = recipe_split(data.groups, data.labels, cfg.split, seed)
     _check_groups(split, data.groups, cfg.stratified)
 
-    tc = dataclasses.replace(tc, preprocess=_preprocess_for(tc, data))
+    tc = dataclasses.replace(tc, preprocess=_preprocess_for(tc, data, cfg.preset))
     cfg = dataclasses.replace(cfg, train=tc)
     preprocess = None if tc.preprocess is None else PreprocessConfig.from_dict(dict(tc.preprocess))
     # the network's input length: as stored, or what the preprocessing makes of raw spectra
