@@ -89,7 +89,24 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
         + (f", listed in {res.skipped_path}" if res.skipped else "")
     )
     click.echo(res.summary())
+    note = uncalibrated_note(res.flag_counts.get("UNCALIBRATED", 0), model, uncertainty)
+    if note:
+        click.echo(note)
     if res.failed_units:  # rows of failed units are missing: say so in the exit status
         click.echo(f"{len(res.failed_units)} unit(s) failed; run the same command again to retry them",
                    err=True)
         raise SystemExit(3)
+
+
+def uncalibrated_note(n_rows: int, model: str, uncertainty: str | None) -> str:
+    """The run summary's warning when ``n_rows`` rows carry σ the model was never calibrated
+    for (FLAG bit UNCALIBRATED), naming the function that calibrates it; "" when there are none."""
+    if not n_rows:
+        return ""
+    method = uncertainty if uncertainty and uncertainty not in ("none", "model") else "default"
+    return (f"WARNING: {n_rows} rows have uncalibrated σ (flag UNCALIBRATED): the model has no "
+            f"calibration for uncertainty {method!r}, so these σ can be several times too small. "
+            f"Calibrate the model with starlabels.inference.calibration.calibrate({model!r}, "
+            f"dev_flux, dev_error, dev_labels, uncertainty={method!r}, save=True) on dev spectra with "
+            f"known labels (as in docs/walkthrough.sh), or use --uncertainty model for the method it "
+            f"was calibrated for.")
