@@ -1,8 +1,15 @@
 """Training configuration: dataclasses and the TOML file read by ``starlabels train``.
 
-A training run is described by one TOML file. Relative paths are resolved against the folder
-holding the file. Every section and key is optional except ``[data] files`` and
-``[data] label_names``; unknown keys are an error (typos should not pass silently).
+A training run is described by one TOML file. Every relative path in it — ``[data] files``,
+``[output] folder``, ``[model.kwargs] windows`` / ``censor_windows`` / ``censors``,
+``[preprocess] continuum_mask`` — is relative to the folder holding the file, never to the working
+directory. A file key that names no file there may name a reference file by its bare file name
+(found in ``$STARLABELS_REFERENCE_DIR`` or the download cache, see
+:func:`starlabels.core.find_reference`) or, for element windows, an instrument's windows
+(``"dr14"``); otherwise loading fails with an error listing every place it looked.
+
+Every section and key is optional except ``[data] files`` and ``[data] label_names``; unknown keys
+are an error (typos should not pass silently).
 
 .. code-block:: toml
 
@@ -104,7 +111,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -433,14 +440,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
         stratified=None if stratified is None else _build(StratifiedConfig, stratified, "[stratified]"),
         output=output,
     )
-    windows = cfg.model.kwargs.get("censor_windows")
-    if cfg.model.name == "cannon" and base is not None and isinstance(windows, str):
-        cfg.model.kwargs["censor_windows"] = str(windows if Path(windows).is_absolute() else base / windows)
-    if cfg.model.name == "cannon" and base is not None and "censors" in cfg.model.kwargs:
-        cfg.model.kwargs["censors"] = {
-            str(k): str(p if Path(p).is_absolute() else base / p)
-            for k, p in cfg.model.kwargs["censors"].items()
-        }
+    if base is not None:
+        _resolve_file_keys(cfg, base)
     kind = (cfg.preprocess or {}).get("kind", "continuum")
     if cfg.model.name == "cannon" and kind != "continuum":
         raise ConfigError(
@@ -453,6 +454,64 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
     if cfg.training.loss == "robust" and cfg.model.architecture.lower().replace("-", "_") == "apogee_net":
         raise ConfigError("loss 'robust' needs a network with a variance head; apogee_net has none")
     return cfg
+
+
+#: ``[model.kwargs]`` keys holding one file (element windows) that may also name a reference file
+#: (:func:`starlabels.core.find_reference`) or an instrument's windows ("dr14").
+_REFERENCE_KWARGS = ("windows", "censor_windows")
+
+
+def resolve_config_file(value: str, base: Path, where: str, *, reference: bool = True,
+                        names: Sequence[str] = ()) -> str:
+    """The path a config's file value stands for (the one rule for every file key but
+    ``[data] files`` and ``[output] folder``, which are always ``base / value``).
+
+    An absolute path is used as it is; a relative one is relative to ``base`` (the config file's
+    folder). When no file is there and ``reference`` is true, a bare file name is looked up as a
+    reference file (``$STARLABELS_REFERENCE_DIR``, the download cache), and a value in ``names``
+    (e.g. an instrument's element-window names) is kept as a name. Otherwise raises
+    :class:`ConfigError` naming ``where`` and every place it looked.
+    """
+    p = Path(value).expanduser()
+    cand = p if p.is_absolute() else base / p
+    if cand.is_file():
+        return str(cand)
+    if not p.is_absolute() and value in names:
+        return value
+    looked = [str(cand)]
+    if reference and not p.is_absolute() and len(p.parts) == 1:
+        from starlabels.core.reference import reference_folders
+
+        for folder in reference_folders():
+            hit = folder / p.name
+            looked.append(str(hit))
+            if hit.is_file():
+                return str(hit)
+    extra = f" or one of the names {sorted(names)}" if names else ""
+    raise ConfigError(f"{where} {value!r}: no such file{extra} (relative paths are relative to the config "
+                      f"file's folder {base}; looked in: {', '.join(looked)})")
+
+
+def _window_names() -> list[str]:
+    from starlabels.core import available, get
+
+    return sorted({n for inst in available() for n in get(inst).element_windows})
+
+
+def _resolve_file_keys(cfg: TrainConfig, base: Path) -> None:
+    """Resolve every file key of ``[model.kwargs]`` and ``[preprocess]`` by :func:`resolve_config_file`."""
+    kwargs = cfg.model.kwargs
+    for key in _REFERENCE_KWARGS:
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = resolve_config_file(kwargs[key], base, f"[model.kwargs] {key}",
+                                              names=_window_names())
+    if isinstance(kwargs.get("censors"), dict):
+        kwargs["censors"] = {str(k): resolve_config_file(str(v), base, f"[model.kwargs] censors.{k}",
+                                                         reference=False)
+                             for k, v in kwargs["censors"].items()}
+    if cfg.preprocess is not None and isinstance(cfg.preprocess.get("continuum_mask"), str):
+        cfg.preprocess["continuum_mask"] = resolve_config_file(
+            cfg.preprocess["continuum_mask"], base, "[preprocess] continuum_mask")
 
 
 def read_toml(path: str | Path, parse: Callable[..., T], what: str = "training config") -> T:
