@@ -59,6 +59,9 @@ def apogee_net(config: str, output: str | None, resume: bool, overwrite: bool, d
         cfg.train.override(device=device, epochs=epochs, output=output, overwrite=overwrite)
         result = _run(cfg, resume)
     except (StarlabelsError, FileExistsError) as exc:
+        from starlabels.training.distributed import exit_quietly_unless_main_rank
+
+        exit_quietly_unless_main_rank()  # under torchrun every rank fails alike: rank 0 says why, once
         raise click.ClickException(str(exc)) from None
     if result is None:  # a non-zero rank of a distributed run
         return

@@ -81,6 +81,7 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
     """
     from starlabels.errors import StarlabelsError
     from starlabels.training.config import load_config
+    from starlabels.training.distributed import exit_quietly_unless_main_rank, run_summary
 
     try:
         if resume and overwrite:
@@ -99,24 +100,12 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
             return
         cfg.override(device=device, epochs=epochs, output=output, overwrite=overwrite)
         model = _run(cfg, resume)
-    except StarlabelsError as exc:
-        raise click.ClickException(str(exc)) from None
-    except FileExistsError as exc:
+    except (StarlabelsError, FileExistsError) as exc:
+        exit_quietly_unless_main_rank()  # under torchrun every rank fails alike: rank 0 says why, once
         raise click.ClickException(str(exc)) from None
     if model is None:  # a non-zero rank of a distributed run
         return
-    t = model.training
-    stages = t["epochs"]["stages"]
-    main = stages.get("main", {})
-    click.echo(
-        f"trained {model.architecture!r} on {t['sizes']['train']} spectra "
-        f"(dev {t['sizes']['dev']}, test {t['sizes']['test']}): {t['epochs']['run']} epochs, "
-        f"best dev loss {main.get('best_loss', float('nan')):.4g} at epoch {main.get('best_epoch')}"
-    )
-    if "stratified" in t:
-        s = t["stratified"]
-        click.echo(f"stratified adaptation: {len(s['rounds'])} rounds, best round {s['best_round']}")
-    click.echo(f"model saved to {cfg.output.folder}")
+    click.echo(run_summary(model, cfg.output.folder))
 
 
 def _train_cannon(cfg) -> None:

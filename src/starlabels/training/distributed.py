@@ -12,6 +12,10 @@ Launch a TOML-described run on 4 GPUs (or CPU processes, gloo) of one node::
 
     torchrun --nproc_per_node=4 -m starlabels.training.distributed CONFIG.toml [--resume]
 
+Only rank 0 reports: the run summary after training (:func:`run_summary`), or one ``Error: ...``
+line when the config or the data are wrong (every rank fails alike; the others exit with status 1
+silently, so the launcher's own failure report follows, but no rank prints a traceback).
+
 ``starlabels train`` does the same when it finds itself started by ``torchrun`` (``WORLD_SIZE`` >
 1 in the environment). Backend: ``nccl`` when CUDA is available, else ``gloo``; each rank uses
 ``cuda:LOCAL_RANK`` (or the CPU).
@@ -43,6 +47,42 @@ class DistributedContext:
 def launched_by_torchrun() -> bool:
     """True when the environment describes a multi-process job (``WORLD_SIZE`` > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_rank() -> bool:
+    """True in the process that reports: rank 0 of a ``torchrun`` job (``RANK``), or a plain run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+#: Seconds a non-zero rank waits before exiting on a config/data error, so that rank 0 prints the
+#: one error line before the launcher stops the job.
+QUIET_EXIT_DELAY = 3.0
+
+
+def exit_quietly_unless_main_rank() -> None:
+    """On a config or data error (:class:`~starlabels.errors.StarlabelsError`, the same on every
+    rank): a non-zero rank exits with status 1 without printing, after :data:`QUIET_EXIT_DELAY`
+    seconds (torchrun stops the other ranks when one exits); rank 0 returns and reports."""
+    if not is_main_rank():
+        import time
+
+        time.sleep(QUIET_EXIT_DELAY)
+        raise SystemExit(1)
+
+
+def run_summary(model: Any, folder: Any) -> str:
+    """The lines ``starlabels train`` prints after training a network: sizes, epochs, the best
+    dev loss, the stratified rounds and where the model is (printed by rank 0 only under DDP)."""
+    t = model.training
+    main = t["epochs"]["stages"].get("main", {})
+    lines = [f"trained {model.architecture!r} on {t['sizes']['train']} spectra "
+             f"(dev {t['sizes']['dev']}, test {t['sizes']['test']}): {t['epochs']['run']} epochs, "
+             f"best dev loss {main.get('best_loss', float('nan')):.4g} at epoch {main.get('best_epoch')}"]
+    if "stratified" in t:
+        s = t["stratified"]
+        lines.append(f"stratified adaptation: {len(s['rounds'])} rounds, best round {s['best_round']}")
+    lines.append(f"model saved to {folder}")
+    return "\n".join(lines)
 
 
 def init_distributed(backend: str | None = None, device: str | None = None) -> DistributedContext:
@@ -109,7 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    train_distributed(args.config, resume=args.resume)
+    from starlabels.errors import StarlabelsError
+    from starlabels.training.config import load_config
+
+    try:
+        folder = load_config(args.config).output.folder
+        model = train_distributed(args.config, resume=args.resume)
+    except (StarlabelsError, FileExistsError) as exc:  # every rank fails alike: rank 0 says why, once
+        exit_quietly_unless_main_rank()
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    if is_main_rank():
+        print(run_summary(model, folder))
     return 0
 
 
