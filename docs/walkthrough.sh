@@ -17,16 +17,24 @@
 # an allStar-like CSV (APOGEE_ID, TELESCOPE, FIELD, TEFF, LOGG, FE_H, ...) and apStar files at
 # their SAS paths under cache/ (cache/dr17/apogee/spectro/redux/dr17/stars/<telescope>/<field>/).
 #
-# Reference files: starlabels bundles none. Continuum masks (ASPCAP's), element windows (ASPCAP
-# DR14 windows, for the censored network) and Payne emulators are third-party files you fetch
-# once: the masks and windows from the SDSS SAS / the ASPCAP and astroNN repositories, the
-# emulators from The Payne (Ting et al. 2019; github.com/tingyuansen/The_Payne) or from
-# `starlabels` bench scripts that train them. starlabels finds each by file name with
-# starlabels.core.reference.find_reference: an existing path as given; then every folder of
-# $STARLABELS_REFERENCE_DIR (os.pathsep-separated) and its sub-folders one level down; then the
-# download cache ($STARLABELS_CACHE or ~/.cache/starlabels, and its reference/ folder). A missing
-# file is an error listing every place it looked. In a training config, a relative file path is
-# relative to the config file; a bare name that is not there is looked up the same way.
+# Reference files: starlabels bundles none (they are third-party data). What they are and where
+# they come from (the names starlabels looks for; starlabels.core.get("apogee") lists them as
+# ReferenceFile entries with their source):
+#   continuum masks   continuum_mask_dr14_7514.npy / continuum_mask_dr17_7514.npy (ASPCAP's
+#                     continuum pixels, as distributed with astroNN), cannon_continuum_pixels_7214.npz
+#                     (The Cannon's), payne_fit_mask_7214.npz (The Payne's fit mask)
+#   element windows   aspcap_element_windows_dr14_7514.npz (ASPCAP DR14 windows, as in astroNN;
+#                     the censored network's "dr14")
+#   emulators         payne_kurucz_4label.npz, payne_apogee_dwarfs_5label.npz: The Payne's format
+#                     (Ting et al. 2019; github.com/tingyuansen/The_Payne); pass the path to
+#                     `simulate/demo --emulator`
+# starlabels finds each by file name with starlabels.core.reference.find_reference: an existing
+# path as given; then every folder of $STARLABELS_REFERENCE_DIR (os.pathsep-separated) and its
+# sub-folders one level down; then the download cache ($STARLABELS_CACHE or ~/.cache/starlabels,
+# and its reference/ folder). A missing file is an error listing every place it looked. In a
+# training config a relative file path is relative to the config file; a bare name that is not
+# there is looked up the same way. E.g. export STARLABELS_REFERENCE_DIR=/path/to/shared/data
+# (its apogee/ and emulators/ sub-folders are searched).
 # This walk-through needs none of them: the continuum fit below uses the built-in APOGEE grid.
 set -euo pipefail
 
