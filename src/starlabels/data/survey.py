@@ -402,7 +402,8 @@ class SimulatedSurvey:
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
         for i in range(len(self)):  # one file per star: I/O bound, not a numeric hot path
-            meta = {"APOGEE_ID": str(self.apogee_id[i]), "RA": 0.0, "DEC": 0.0,
+            # no RA/DEC cards: a simulated star has no position, and readers give NaN for it
+            meta = {"APOGEE_ID": str(self.apogee_id[i]),
                     "SNR": float(self.snr[i]), "VHELIO": 0.0, "NVISITS": 1}
             p = directory / f"apStar-sim-{self.apogee_id[i]}.fits"
             write_apstar(p, self.flux[i], self.error[i], self.bitmask[i], meta, overwrite=True)
@@ -421,7 +422,7 @@ class SimulatedSurvey:
         for i in range(len(self)):  # one file per star: I/O bound
             spec = Spectrum(self.instrument.name, self.wavelength, self.flux[i], self.error[i],
                             self.bitmask[i], {"SNR": float(self.snr[i]), "TELESCOPE": "apo25m"})
-            header = {"SDSS_ID": i + 1, "RA": 0.0, "DEC": 0.0}
+            header = {"SDSS_ID": i + 1}  # no position: RA/DEC cards left blank (read as NaN)
             if self.instrument.name == "apogee":
                 header["APOGEE_ID"] = str(self.apogee_id[i])
             p = directory / f"mwmStar-sim-{self.apogee_id[i]}.fits"
