@@ -49,6 +49,7 @@ realisations each):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -137,6 +138,9 @@ class _Conv1dFn(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+_NO_INIT = threading.local()  # FastGradConv1d.from_conv: build without the random initialisation
+
+
 class FastGradConv1d(nn.Conv1d):
     """A ``Conv1d`` (stride 1, no dilation, one group, symmetric zero padding p ≤ k − 1) with the
     same forward pass and a faster *input* gradient — the delta method's hot spot. Three equivalent
@@ -170,12 +174,21 @@ class FastGradConv1d(nn.Conv1d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d) -> FastGradConv1d:
-        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the global RNG
+        # no random init (its weights are overwritten): built without touching the global RNG,
+        # which forking it would (not thread-safe: concurrent forks restore each other's states)
+        _NO_INIT.on = True
+        try:
             new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
                       bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        finally:
+            _NO_INIT.on = False
         new.load_state_dict(conv.state_dict())
         new.train(conv.training)
         return new
+
+    def reset_parameters(self) -> None:
+        if not getattr(_NO_INIT, "on", False):  # skipped only inside from_conv (this thread)
+            super().reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
@@ -231,28 +244,82 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
-_RNG_LOCK = threading.RLock()
-
-
 def fresh_seed() -> int:
     """A random 63-bit seed from the OS (leaves torch's global RNG alone)."""
     return int.from_bytes(os.urandom(8), "little") >> 1
 
 
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Fork torch's global RNG (CPU and ``device``) and seed it, so dropout masks are reproducible.
+def call_generator(
+    device: torch.device, seed: int | None = None, generator: torch.Generator | None = None
+) -> torch.Generator:
+    """``generator``, else a new generator on ``device`` seeded with ``seed`` (fresh OS entropy
+    when None). One per call: concurrent calls (threads of a Dask worker) never share random
+    state, and torch's global RNG is never touched."""
+    if generator is not None:
+        return generator
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) if seed is not None else fresh_seed())
+    return gen
 
-    Holds a process-wide lock: threads sharing the process (Dask workers with processes=False)
-    would otherwise reseed each other's global RNG mid-run.
+
+#: The generator :class:`GeneratorDropout` layers draw from in the current thread/context.
+_DROPOUT_GENERATOR: contextvars.ContextVar[torch.Generator | None] = contextvars.ContextVar(
+    "starlabels_dropout_generator", default=None
+)
+_SWAP_LOCK = threading.Lock()  # guards the one-time structural swap only, never a forward pass
+
+
+class GeneratorDropout(nn.Dropout):
+    """``nn.Dropout`` whose mask comes from the generator set by :func:`dropout_generator`.
+
+    Same semantics as ``nn.Dropout`` (each element zeroed with probability ``p``, survivors scaled
+    by 1/(1−p); identity in eval mode). Without a generator set it is exactly ``nn.Dropout``
+    (torch's default generator). A subclass, so ``isinstance(m, nn.Dropout)`` still holds and the
+    state dict is unchanged (dropout has no parameters).
     """
-    if seed is None:
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gen = _DROPOUT_GENERATOR.get()
+        if gen is None or not self.training or self.p == 0:
+            return super().forward(x)
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+def use_generator_dropout(module: nn.Module) -> nn.Module:
+    """Replace (in place) every plain ``nn.Dropout`` inside ``module`` by a
+    :class:`GeneratorDropout` with the same ``p``/``inplace``/``training``; returns ``module``.
+    Idempotent; numerically identical until a generator is set."""
+    with _SWAP_LOCK:
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Dropout:
+                    new = GeneratorDropout(child.p, inplace=child.inplace)
+                    new.train(child.training)
+                    setattr(parent, name, new)
+    return module
+
+
+@contextlib.contextmanager
+def dropout_generator(generator: torch.Generator) -> Iterator[None]:
+    """Within the block (this thread/context only), :class:`GeneratorDropout` layers draw their
+    masks from ``generator``."""
+    token = _DROPOUT_GENERATOR.set(generator)
+    try:
         yield
-        return
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
+    finally:
+        _DROPOUT_GENERATOR.reset(token)
+
+
+def _unsupported_random_dropout(module: nn.Module) -> list[str]:
+    """Active dropout layers that cannot draw from a passed generator (not ``nn.Dropout``)."""
+    return [
+        type(m).__name__ for m in module.modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) and float(m.p) > 0
+        and not isinstance(m, GeneratorDropout) and type(m) is not nn.Dropout
+    ]
 
 
 def has_active_dropout(module: nn.Module) -> bool:
@@ -342,8 +409,11 @@ def mc_dropout(
     the fused path :func:`~starlabels.models.bcnn.mc_dropout_passes` (same distribution, fresh
     masks per pass, star and element; measured 1.3-2.4x faster with ``starlabels.tune_process`` and
     4-6.5x with glibc's default allocator, ``bench/mc_dropout_throughput.py``); masks come
-    from ``generator``, else torch's default generator (forked and seeded when ``seed`` is given);
-    the generic path (other networks) always draws from torch's default generator.
+    from ``generator``; the generic path (other networks) swaps their ``nn.Dropout`` layers for
+    :class:`GeneratorDropout` (same distribution) drawing from it. Without ``generator`` a new one
+    is seeded with ``seed`` (fresh entropy when None). Torch's global RNG is never used, so
+    concurrent calls in threads are independent and a seeded call gives the same numbers whatever
+    else runs. Other dropout types (``Dropout1d``, ``AlphaDropout``…) raise :class:`StarlabelsError`.
     """
     _check_samples(n_samples)
     if not has_active_dropout(fn.network):
@@ -353,13 +423,21 @@ def mc_dropout(
         )
     from starlabels.models.bcnn import BayesianCNN
 
+    gen = call_generator(flux.device, seed, generator)
     if dropout_context is None and type(fn.network) is BayesianCNN:
-        with _seeded(seed, flux.device), torch.inference_mode():
-            mean, epi, ale = _fused_mc_moments(fn, flux, n_samples, batch_size, generator)
+        with torch.inference_mode():
+            mean, epi, ale = _fused_mc_moments(fn, flux, n_samples, batch_size, gen)
     else:
         if dropout_context is None:
             from starlabels.models.layers import mc_dropout as dropout_context
-        with _seeded(seed, flux.device), dropout_context(fn.network), torch.inference_mode():
+        use_generator_dropout(fn.network)
+        other = _unsupported_random_dropout(fn.network)
+        if other:
+            raise StarlabelsError(
+                f"MC dropout draws from a per-call generator; these dropout layers cannot: {other} "
+                "(use nn.Dropout)"
+            )
+        with dropout_generator(gen), dropout_context(fn.network), torch.inference_mode():
             mean, epi, ale = _replicated_moments(
                 fn, flux, n_samples, batch_size, unbiased=False,
                 copies=lambda sl: flux[sl].repeat_interleave(n_samples, dim=0),  # spectrum-major
@@ -415,10 +493,7 @@ def noise_realisations(
         raise InputDataError("noise realisations need n_samples >= 2 to measure a scatter")
     sigma = effective_errors(error, error_cap=error_cap, bad_error=bad_error)
     P = flux.shape[1]
-    gen = generator
-    if gen is None:
-        gen = torch.Generator(device=flux.device)
-        gen.manual_seed(int(seed) if seed is not None else fresh_seed())
+    gen = call_generator(flux.device, seed, generator)
 
     def noisy_copies(sl: slice) -> torch.Tensor:
         b = sl.stop - sl.start
