@@ -55,7 +55,8 @@ def test_dropout_off_equals_astronn(run, key):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         pred = starlabels.predict(model, an["test_flux"], preprocessed=True, uncertainty=None)
-        raw = starlabels.predict(model, inp["raw_flux"], inp["raw_error"], bitmask=inp["raw_bitmask"])
+        raw = starlabels.predict(model, inp["raw_flux"], inp["raw_error"], bitmask=inp["raw_bitmask"],
+                                 uncertainty=None)
     ref, scale = an[f"{key}_mean"], np.asarray(model.label_scaler.std)
     assert np.all(np.isfinite(ref)) and np.all(np.abs(ref) < 9000)  # astroNN trained (no NaN → -9999)
     assert np.max(np.abs(pred.mean - ref) / np.maximum(np.abs(ref), scale)) <= 1e-4
@@ -101,7 +102,8 @@ def test_round_trip_and_report(run, tmp_path):
         assert cfg["preprocessing"]["continuum_weights"] == "astronn"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            pred = starlabels.predict(work / f"{key}_starlabels", an["test_flux"], preprocessed=True)
+            pred = starlabels.predict(work / f"{key}_starlabels", an["test_flux"], preprocessed=True,
+                                      uncertainty=None)
         ref = an[f"{key}_mean"]
         assert np.max(np.abs(pred.mean - ref) / np.maximum(np.abs(ref), 1e-3)) < 1e-3
     report = (work / "report.md").read_text()
