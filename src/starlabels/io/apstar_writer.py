@@ -25,9 +25,9 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -75,11 +75,13 @@ def _scalar(v: Any) -> Any:
     return None
 
 
-def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write an astropy HDUList to ``path`` via a temporary file in the same folder + os.replace.
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], None], overwrite: bool = False
+) -> Path:
+    """Write a file through ``write(fh)`` into a temporary file in the same folder, then os.replace.
 
-    An existing file is untouched unless the new one was written completely (and
-    ``overwrite`` is True); a failed write leaves no temporary file behind.
+    An existing file is untouched unless the new one was written completely (and ``overwrite`` is
+    True); a failed write leaves no temporary file behind; the file gets the usual umask permissions.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -91,7 +93,7 @@ def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: boo
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            hdul.writeto(fh, output_verify="exception")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         give_default_permissions(tmp)  # mkstemp makes it owner-only (0600)
@@ -101,6 +103,11 @@ def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: boo
             os.unlink(tmp)
         raise
     return p
+
+
+def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write an astropy HDUList to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: hdul.writeto(fh, output_verify="exception"), overwrite)
 
 
 def _spectrum(a: Any, name: str, n_pixels: int, integer: bool = False) -> np.ndarray:

@@ -34,12 +34,10 @@ precision, relative 6e-8).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -49,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputDataError
+from starlabels.io.apstar_writer import atomic_write
 from starlabels.io.fits_write import hdu_bytes
 from starlabels.io.spectrum import Spectrum, ivar_from_error
-from starlabels.utils import give_default_permissions
 
 __all__ = ["LAYOUTS", "mwm_layout", "mwm_wavelength", "write_mwm_star", "write_mwm_visit"]
 
@@ -210,24 +208,8 @@ def _table(columns: list[tuple[str, str, np.ndarray]],
 
 
 def _write_bytes(data: bytes, path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p}: exists; pass overwrite=True to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        give_default_permissions(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return p
+    """Write ``data`` to ``path`` atomically (:func:`starlabels.io.apstar_writer.atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(data), overwrite)
 
 
 def _header_value(v: Any) -> Any:
