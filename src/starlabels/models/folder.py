@@ -453,6 +453,21 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's ``weights.safetensors`` on the CPU (``ModelFormatError`` when
+    the file is missing or unreadable)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelFormatError(f"{folder}: {WEIGHTS_FILE} is missing")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: unreadable weights file: {exc}") from None
+
+
 def load_model(folder: str | Path, device: str | torch.device | None = None) -> Any:
     """Restore a :class:`TrainedModel` saved by :meth:`TrainedModel.save`, in eval mode — or, when
     ``config.json`` names a ``"method"`` (``"cannon"``, ``"payne"``), that
@@ -464,8 +479,6 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
     ``weights.safetensors`` is missing or unreadable, the ``format_version`` is not one this version
     reads, or the weights do not fit the architecture.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     cfg = read_config(folder)
@@ -482,12 +495,7 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
             f"{cfg.get('starlabels_version', 'unknown')})"
         )
     weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelFormatError(f"{folder}: {WEIGHTS_FILE} is missing")
-    try:
-        tensors = load_file(str(weights_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFormatError(f"{weights_path}: unreadable weights file: {exc}") from None
+    tensors = read_weights(folder)
 
     arch = _require(cfg, "architecture", cfg_path)
     labels = _require(cfg, "labels", cfg_path)

@@ -256,16 +256,14 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
     Raises :class:`ModelFormatError` naming the folder/file for a missing or unreadable folder,
     config or weights, another ``format_version``, or another method.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from starlabels.models.folder import (
         CONFIG_FILE,
         FORMAT_VERSION,
         HISTORY_FILE,
-        WEIGHTS_FILE,
         _read_history,
         read_config,
+        read_weights,
     )
 
     folder = Path(folder)
@@ -279,11 +277,4 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
         raise ModelFormatError(
             f"{folder / CONFIG_FILE}: a {cfg.get('method') or 'network'!r} model, not a {method!r} one"
         )
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelFormatError(f"{folder}: {WEIGHTS_FILE} is missing")
-    try:
-        tensors = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFormatError(f"{weights}: unreadable weights file: {exc}") from None
-    return cfg, tensors, _read_history(folder / HISTORY_FILE)
+    return cfg, read_weights(folder), _read_history(folder / HISTORY_FILE)
