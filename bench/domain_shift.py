@@ -93,7 +93,7 @@ def simulated(source_cfg, seed: int, n: int):
 
 def off_unflagged(pred, truth: np.ndarray | None, truth_names: list[str]) -> tuple[float, float]:
     """(fraction off by > 3σ in a shared label with FLAG == 0, same without a DOMAIN_SHIFT flag)."""
-    from starlabels.inference import flags as F
+    from starlabels.inference import flags as flag_bits
 
     if truth is None:
         return np.nan, np.nan
@@ -105,7 +105,7 @@ def off_unflagged(pred, truth: np.ndarray | None, truth_names: list[str]) -> tup
     with np.errstate(invalid="ignore", divide="ignore"):
         off = (np.abs(pred.mean[:, k] - t) > 3 * pred.std[:, k]).any(axis=1)
     return (float(np.mean(off & (pred.flags == 0))),
-            float(np.mean(off & ((pred.flags & F.DOMAIN_SHIFT) == 0))))
+            float(np.mean(off & ((pred.flags & flag_bits.DOMAIN_SHIFT) == 0))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     import starlabels
     from starlabels.demo import DemoConfig, run_demo
-    from starlabels.inference import flags as F
+    from starlabels.inference import flags as flag_bits
     from starlabels.inference.coverage import embeddings
     from starlabels.inference.domain_shift import DomainShift
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             off0, off_ds = off_unflagged(pred, t, tn)
             rows.append({
                 "model": mname, "data": sname, "n": len(f), "in_domain": in_domain,
-                "pca": float(np.mean((pred.flags & F.DOMAIN_SHIFT) != 0)),
+                "pca": float(np.mean((pred.flags & flag_bits.DOMAIN_SHIFT) != 0)),
                 "knn": float(np.mean(knn_score > 1)),
                 "any_flag": float(np.mean(pred.flags != 0)),
                 "off_noflag": off0, "off_no_ds": off_ds,

@@ -333,11 +333,11 @@ def lock_check(name: str, make, compare, inp, root: Path, ref_dir: Path) -> str:
 def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
     from distributed import Client
 
-    from starlabels.inference import catalog as C
-    from starlabels.inference import distributed as D
+    from starlabels.inference import catalog as catalogs
+    from starlabels.inference import distributed as distributed_inference
 
     kw = dict(uncertainty="noise", n_samples=4, seed=1, files_per_unit=1)
-    ref = C.run_catalog(inp["model"], [inp["files"]], root / "dask-ref.parquet", **kw)
+    ref = catalogs.run_catalog(inp["model"], [inp["files"]], root / "dask-ref.parquet", **kw)
     sched_file = root / "scheduler.json"
     procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(sched_file)], env=ENV,
@@ -356,8 +356,9 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
         client.wait_for_workers(2, timeout=120)
         for warm in range(2):  # the first loads the model on each worker; time the second
             t0 = time.perf_counter()
-            D.run_distributed(inp["model"], [inp["files"]], root / f"dask-warm{warm}.parquet", client=client,
-                              **kw)
+            distributed_inference.run_distributed(
+                inp["model"], [inp["files"]], root / f"dask-warm{warm}.parquet", client=client, **kw
+            )
             wall = time.perf_counter() - t0
         for t in range(n):
             client.wait_for_workers(2, timeout=120)  # the nanny restarts a killed worker
@@ -375,11 +376,16 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
 
             th = threading.Thread(target=kill)
             th.start()
-            res = D.run_distributed(inp["model"], [inp["files"]], out, client=client, **kw)
+            res = distributed_inference.run_distributed(
+                inp["model"], [inp["files"]], out, client=client, **kw
+            )
             done.set()
             th.join()
             a, b = catalog_rows_any(ref.path), catalog_rows_any(out)
-            same = C.read_catalog(out).equals(C.read_catalog(ref.path)) and res.skipped == ref.skipped
+            same = (
+                catalogs.read_catalog(out).equals(catalogs.read_catalog(ref.path))
+                and res.skipped == ref.skipped
+            )
             stats["trials"] += 1
             stats["killed"] += bool(killed)
             stats["resumes"] += 0
@@ -388,8 +394,10 @@ def dask_trials(inp, root: Path, n: int, rng: random.Random) -> dict:
             stats["duplicated"] += len(b) - len(set(b))
             stats["identical"] += same
             stats["delays"].append(round(delay, 2))
-            print(f"dask trial {t}: worker kill after {delay:.2f}s (killed={bool(killed)}) → "
-                  f"identical={same}", flush=True)
+            print(
+                f"dask trial {t}: worker kill after {delay:.2f}s (killed={bool(killed)}) → identical={same}",
+                flush=True,
+            )
         stats["wall"] = wall
         client.close()
     finally:
@@ -429,8 +437,11 @@ def main() -> None:
     try:
         inp = make_inputs(root)
         results, locks = {}, {}
-        specs = {"predict": (predict_cmd, compare_predict), "ingest": (ingest_cmd, compare_ingest),
-                 "train": (train_cmd, compare_train)}
+        specs = {
+            "predict": (predict_cmd, compare_predict),
+            "ingest": (ingest_cmd, compare_ingest),
+            "train": (train_cmd, compare_train),
+        }
         for name in ("predict", "ingest", "train"):
             if name in args.only:
                 make, compare = specs[name]
@@ -451,12 +462,19 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
-        lines.append(f"| {name} | {s['trials']} | {s['killed']} | {s['resumes']} | {s['rows']} | "
-                     f"{s['lost']} | {s['duplicated']} | {s['identical']}/{s['trials']} | "
-                     f"{s.get('wall', float('nan')):.1f} |")
-    lines += ["", "Rows compared: catalog rows (predict, Dask), dataset rows (ingest), epochs of the "
-              "training history (train; weights compared tensor by tensor, bit for bit).", "",
-              "Two runs on the same output at once:", ""]
+        lines.append(
+            f"| {name} | {s['trials']} | {s['killed']} | {s['resumes']} | {s['rows']} | "
+            f"{s['lost']} | {s['duplicated']} | {s['identical']}/{s['trials']} | "
+            f"{s.get('wall', float('nan')):.1f} |"
+        )
+    lines += [
+        "",
+        "Rows compared: catalog rows (predict, Dask), dataset rows (ingest), epochs of the "
+        "training history (train; weights compared tensor by tensor, bit for bit).",
+        "",
+        "Two runs on the same output at once:",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in locks.items()]
     lines += ["", "Kill delays (s):", ""]
     lines += [f"- {k}: {s['delays']}" for k, s in results.items()]

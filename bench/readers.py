@@ -85,14 +85,14 @@ def _templates(folder: Path) -> dict[str, tuple[Path, str, object]]:
 
 def _compare(ours: list[Spectrum], theirs) -> str:
     """Which arrays specutils returns as ours does (per spectrum, flattening 2-D visit blocks)."""
-    import astropy.units as u
+    from astropy import units
 
     flux, wave, sigma, mask = [], [], [], []
     for s in theirs:
         f = np.atleast_2d(s.flux.value)
         for row in range(f.shape[0]):
             flux.append(f[row])
-            wave.append(s.spectral_axis.to_value(u.AA))
+            wave.append(s.spectral_axis.to_value(units.AA))
             unc = s.uncertainty.represent_as(type(s.uncertainty)).array
             iv = np.atleast_2d(unc)[row] if unc.ndim == 2 else unc
             with np.errstate(divide="ignore"):

@@ -11,7 +11,7 @@ from scipy.stats import median_abs_deviation
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
-from starlabels.evaluation import diagnostics as d
+from starlabels.evaluation import diagnostics
 from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
@@ -42,7 +42,7 @@ def test_self_consistency_matches_direct_computation():
     snr = np.append(snr, 80.0)
     visits[0, 2] = MISSING
     edges = [5, 20, 50, 100, 200]
-    res = d.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
+    res = diagnostics.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
                              visit_snr=snr, snr_bins=edges)
     assert res.n_unmatched == 1
     pos = pd.Index(ids).get_indexer(v_ids[:-1])
@@ -66,7 +66,7 @@ def test_self_consistency_matches_direct_computation():
     assert np.all(np.diff(by["median_abs"]) < 0)
     # MAE at SNR 50: linear interpolation of the binned median |Δ| along the bins' median SNR,
     # ≈ 0.6745 · noise/50 (median |Δ| of Gaussian differences) with the default 10-wide bins
-    fine = d.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
+    fine = diagnostics.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
                               visit_snr=snr)
     for j, lab in enumerate(LABELS):
         rows = fine.by_snr[(fine.by_snr["label"] == lab) & (fine.by_snr["n"] > 0)]
@@ -85,13 +85,13 @@ def test_self_consistency_from_catalog_tables():
     vis_t["SNR"] = snr
     for j, lab in enumerate(LABELS):
         vis_t[f"{lab}_ERR"] = np.abs(visits[:, j]) * 0 + 10.0 / snr
-    res = d.self_consistency(vis_t, comb_t, LABELS, visit_err="columns", snr_bins=[0, 50, 250])
-    arr = d.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
+    res = diagnostics.self_consistency(vis_t, comb_t, LABELS, visit_err="columns", snr_bins=[0, 50, 250])
+    arr = diagnostics.self_consistency(visits, combined, LABELS, visit_ids=v_ids, combined_ids=ids,
                              visit_snr=snr, snr_bins=[0, 50, 250])
     np.testing.assert_allclose(res.summary["sigma_mad"], arr.summary["sigma_mad"])
     assert "median_err" in res.by_snr.columns
     with pytest.raises(InputDataError, match="duplicate"):
-        d.self_consistency(visits, np.vstack([combined, combined[:1]]), LABELS, visit_ids=v_ids,
+        diagnostics.self_consistency(visits, np.vstack([combined, combined[:1]]), LABELS, visit_ids=v_ids,
                            combined_ids=np.append(ids, ids[0]), visit_snr=snr)
 
 
@@ -115,7 +115,7 @@ def test_cluster_homogeneity_spreads_and_uncertainties():
     cat = pd.concat([*rows, field], ignore_index=True).sample(frac=1.0, random_state=1)
     cat.loc[cat.index[:3], "FE_H"] = MISSING
     members = {i: i.split("_")[0] for i in cat["APOGEE_ID"] if not i.startswith("field")}
-    t = d.cluster_homogeneity(cat, members, ["FE_H", "MG_FE"])
+    t = diagnostics.cluster_homogeneity(cat, members, ["FE_H", "MG_FE"])
     assert set(t["cluster"]) == set(spreads)
     assert list(t.columns) == ["cluster", "label", "unit", "n", "mean", "median", "std", "std_err",
                                "sigma_mad", "mean_err", "spread_ratio"]
@@ -133,24 +133,24 @@ def test_cluster_homogeneity_spreads_and_uncertainties():
         # the members' scatter is what their errors claim for FE_H and half of it for MG_FE
         assert row["spread_ratio"] == pytest.approx(1.0, abs=0.3)
         assert mg["spread_ratio"] == pytest.approx(0.5, abs=0.15)
-    summ = d.cluster_summary(t)
+    summ = diagnostics.cluster_summary(t)
     assert summ.set_index("cluster").loc["M13", "mean_std"] > summ.set_index("cluster").loc[
         "M67", "mean_std"]
     # members as a table, ids with padding, arrays without errors
     mt = Table({"APOGEE_ID": [f" {k} " for k in members], "CLUSTER": list(members.values())})
-    t2 = d.cluster_homogeneity(cat, mt, ["FE_H", "MG_FE"])
+    t2 = diagnostics.cluster_homogeneity(cat, mt, ["FE_H", "MG_FE"])
     pd.testing.assert_frame_equal(t, t2)
-    t3 = d.cluster_homogeneity(cat[["FE_H", "MG_FE"]].to_numpy(), members, ["FE_H", "MG_FE"],
+    t3 = diagnostics.cluster_homogeneity(cat[["FE_H", "MG_FE"]].to_numpy(), members, ["FE_H", "MG_FE"],
                                ids=cat["APOGEE_ID"].to_numpy(), err=None)
     np.testing.assert_allclose(t3["std"], t["std"])
     assert t3["mean_err"].isna().all()
     with pytest.raises(InputDataError, match="no star"):
-        d.cluster_homogeneity(cat, {"nobody": "M67"}, ["FE_H"])
+        diagnostics.cluster_homogeneity(cat, {"nobody": "M67"}, ["FE_H"])
 
 
 def test_small_clusters_get_no_spread():
     cat = {"APOGEE_ID": np.array(["a", "b", "c"]), "FE_H": np.array([0.0, 0.1, 0.2])}
-    t = d.cluster_homogeneity(cat, {"a": "X", "b": "X", "c": "Y"}, "FE_H", err=None, min_members=2)
+    t = diagnostics.cluster_homogeneity(cat, {"a": "X", "b": "X", "c": "Y"}, "FE_H", err=None, min_members=2)
     assert t.set_index("cluster").loc["X", "std"] == pytest.approx(np.std([0.0, 0.1], ddof=1))
     assert np.isnan(t.set_index("cluster").loc["Y", "std"])
 
@@ -189,14 +189,14 @@ def test_sensitivity_of_linear_network_is_its_weights():
     torch.manual_seed(0)
     net = LinearNet(64, 3)
     x = np.random.default_rng(0).normal(size=(37, 64)).astype(np.float32)
-    s = d.sensitivity(net, x, batch_size=8)
+    s = diagnostics.sensitivity(net, x, batch_size=8)
     assert s.jacobian.shape == (1, 3, 64)
     np.testing.assert_allclose(s.jacobian[0], net.lin.weight.detach().numpy(), rtol=1e-5, atol=1e-7)
     assert s.wavelength is None  # 64 pixels is no APOGEE grid
     # physical units: label std multiplies, input scale divides
     std = np.array([500.0, 1.0, 0.3])
     in_scale = np.linspace(0.5, 2.0, 64)
-    s2 = d.sensitivity(net, x, label_scale=std, input_scale=in_scale, labels=["B", "C"],
+    s2 = diagnostics.sensitivity(net, x, label_scale=std, input_scale=in_scale, labels=["B", "C"],
                        label_names=["A", "B", "C"])
     expect = net.lin.weight.detach().numpy()[1:] * std[1:, None] / in_scale[None, :]
     np.testing.assert_allclose(s2.jacobian[0], expect, rtol=1e-5, atol=1e-7)
@@ -211,7 +211,7 @@ def test_sensitivity_averages_per_star_jacobians_over_subsets():
     x = torch.randn(n, 1, p)
     feh = np.linspace(-2, 0.5, n)
     subsets = {"metal-poor": feh < -1.5, "metal-rich": feh > 0.0}
-    s = d.sensitivity(net, x, subsets=subsets, batch_size=5, label_names=["LOGG", "MG_FE"])
+    s = diagnostics.sensitivity(net, x, subsets=subsets, batch_size=5, label_names=["LOGG", "MG_FE"])
     assert net.training  # mode restored
     net.eval()
     per_star = np.stack([
@@ -224,9 +224,9 @@ def test_sensitivity_averages_per_star_jacobians_over_subsets():
     np.testing.assert_allclose(s.curve("MG_FE", "metal-rich"), per_star[subsets["metal-rich"], 1].mean(0),
                                rtol=1e-4, atol=1e-7)
     with pytest.raises(InputDataError, match="no stars"):
-        d.sensitivity(net, x, subsets={"none": np.zeros(n, bool)})
+        diagnostics.sensitivity(net, x, subsets={"none": np.zeros(n, bool)})
     with pytest.raises(InputDataError, match="not among"):
-        d.sensitivity(net, x, labels=["TEFF"], label_names=["LOGG", "MG_FE"])
+        diagnostics.sensitivity(net, x, labels=["TEFF"], label_names=["LOGG", "MG_FE"])
 
 
 def test_sensitivity_passes_through_stopgrad_when_available():
@@ -244,15 +244,15 @@ def test_sensitivity_passes_through_stopgrad_when_available():
             return m, None
 
     x = torch.ones(4, 1, 5)
-    full = d.sensitivity(Branchy(), x).jacobian[0, 1]
+    full = diagnostics.sensitivity(Branchy(), x).jacobian[0, 1]
     np.testing.assert_allclose(full, [1, 1, 1, 0, 0])
-    direct = d.sensitivity(Branchy(), x, through_stopgrad=False).jacobian[0, 1]
+    direct = diagnostics.sensitivity(Branchy(), x, through_stopgrad=False).jacobian[0, 1]
     np.testing.assert_allclose(direct, [0, 0, 1, 0, 0])
 
 
 def test_sensitivity_wavelength_from_apogee_grid():
     net = LinearNet(ASPCAP.n_pixels, 1)
-    s = d.sensitivity(net, torch.zeros(2, ASPCAP.n_pixels))
+    s = diagnostics.sensitivity(net, torch.zeros(2, ASPCAP.n_pixels))
     np.testing.assert_allclose(s.wavelength, ASPCAP.wavelength)
 
 
@@ -265,14 +265,14 @@ def test_brackett_lines_match_vacuum_wavelengths():
            "Br15": 15704.95, "Br16": 15560.70, "Br17": 15443.14, "Br18": 15345.99,
            "Br19": 15264.71, "Br20": 15196.00}
     for name, lam in ref.items():
-        assert d.BRACKETT_LINES[name] == pytest.approx(lam, abs=0.15), name
-    assert all(15100 <= v <= 17000 for v in d.BRACKETT_LINES.values())
+        assert diagnostics.BRACKETT_LINES[name] == pytest.approx(lam, abs=0.15), name
+    assert all(15100 <= v <= 17000 for v in diagnostics.BRACKETT_LINES.values())
     # the series converges to the Brackett limit from above
-    lam = d.brackett_wavelength(np.arange(11, 200))
+    lam = diagnostics.brackett_wavelength(np.arange(11, 200))
     assert np.all(np.diff(lam) < 0)
-    assert lam[-1] > 16e8 / d.RYDBERG_H == pytest.approx(14588.2, abs=0.1)
+    assert lam[-1] > 16e8 / diagnostics.RYDBERG_H == pytest.approx(14588.2, abs=0.1)
     with pytest.raises(InputDataError):
-        d.brackett_wavelength(4)
+        diagnostics.brackett_wavelength(4)
 
 
 def test_element_windows_from_a_user_file(tmp_path):
@@ -281,36 +281,36 @@ def test_element_windows_from_a_user_file(tmp_path):
     w[1, 3000:3040] = True  # crosses the blue/green gap on the apStar grid
     path = tmp_path / "win.npz"
     np.savez(path, windows=w, elements=np.array(["Mg", "TiII"]))
-    wins = d.load_element_windows(path)
-    assert d.element_of("MG_FE") == "Mg" and d.element_of("TIII_FE") == "TiII"
-    np.testing.assert_array_equal(d.element_window_mask("MG_FE", wins), w[0])
-    apstar = d.element_window_mask("TIII_FE", wins, grid="apstar")
+    wins = diagnostics.load_element_windows(path)
+    assert diagnostics.element_of("MG_FE") == "Mg" and diagnostics.element_of("TIII_FE") == "TiII"
+    np.testing.assert_array_equal(diagnostics.element_window_mask("MG_FE", wins), w[0])
+    apstar = diagnostics.element_window_mask("TIII_FE", wins, grid="apstar")
     assert apstar.shape == (8575,) and apstar.sum() == 40
     np.testing.assert_array_equal(np.flatnonzero(apstar), index_in(ASPCAP, "apstar")[3000:3040])
     with pytest.raises(InputDataError, match="no element windows"):
-        d.element_window_mask("NA_FE", wins)
+        diagnostics.element_window_mask("NA_FE", wins)
     bad = tmp_path / "bad.npz"
     np.savez(bad, something=np.zeros(3))
     from starlabels.errors import InputFileError
 
     with pytest.raises(InputFileError, match=r"bad\.npz"):
-        d.load_element_windows(bad)
+        diagnostics.load_element_windows(bad)
     # onto a grid given by its wavelengths (a plot's): the same as onto the named grid
     from starlabels.core.grid import from_wavelength
 
-    on_wave = d.element_window_mask("TIII_FE", wins, grid=from_wavelength(APSTAR.wavelength))
+    on_wave = diagnostics.element_window_mask("TIII_FE", wins, grid=from_wavelength(APSTAR.wavelength))
     np.testing.assert_array_equal(on_wave, apstar)
     # windows of a length no grid of the instrument has, and an instrument without windows
     with pytest.raises(InputDataError, match="fit no grid"):
-        d.element_window_mask("MG", {"Mg": np.ones(100, bool)})
+        diagnostics.element_window_mask("MG", {"Mg": np.ones(100, bool)})
     with pytest.raises(InputDataError, match="defines no element windows"):
-        d.load_element_windows(instrument="boss")
+        diagnostics.load_element_windows(instrument="boss")
 
 
 @pytest.mark.shared_data
 def test_aspcap_windows_from_shared_data(shared_data):
-    wins = d.load_element_windows(shared_data / "apogee" / "aspcap_element_windows_dr14_7514.npz")
-    mg = d.element_window_mask("MG_FE", wins)
+    wins = diagnostics.load_element_windows(shared_data / "apogee" / "aspcap_element_windows_dr14_7514.npz")
+    mg = diagnostics.element_window_mask("MG_FE", wins)
     assert mg.shape == (7514,) and 50 < mg.sum() < 500
     wl = ASPCAP.wavelength[mg]
     # the strong Mg I lines at 15745–15770 Å (vacuum) are in the Mg windows

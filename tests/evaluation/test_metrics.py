@@ -15,7 +15,7 @@ from scipy.stats import median_abs_deviation
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
-from starlabels.evaluation import metrics as m
+from starlabels.evaluation import metrics
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
 
@@ -44,12 +44,12 @@ def sample():
 def test_sigma_mad_matches_scipy_and_ignores_missing():
     rng = np.random.default_rng(0)
     x = rng.standard_t(3, size=501) * 2.0 + 1.0
-    assert m.sigma_mad(x) == pytest.approx(smad(x), rel=1e-4)
+    assert metrics.sigma_mad(x) == pytest.approx(smad(x), rel=1e-4)
     y = np.concatenate([x, [MISSING, np.nan, MISSING]])
-    assert m.sigma_mad(y) == pytest.approx(smad(x), rel=1e-4)
+    assert metrics.sigma_mad(y) == pytest.approx(smad(x), rel=1e-4)
     two = np.stack([x, 3 * x])
-    np.testing.assert_allclose(m.sigma_mad(two, axis=1), [smad(x), 3 * smad(x)], rtol=1e-4)
-    assert np.isnan(m.sigma_mad(np.array([np.nan, MISSING])))
+    np.testing.assert_allclose(metrics.sigma_mad(two, axis=1), [smad(x), 3 * smad(x)], rtol=1e-4)
+    assert np.isnan(metrics.sigma_mad(np.array([np.nan, MISSING])))
 
 
 @settings(max_examples=40, deadline=None)
@@ -58,14 +58,14 @@ def test_sigma_mad_matches_scipy_and_ignores_missing():
     st.floats(-50, 50), st.floats(0.1, 10),
 )
 def test_sigma_mad_is_shift_invariant_and_scale_equivariant(x, shift, scale):
-    base = m.sigma_mad(x)
-    assert m.sigma_mad(x + shift) == pytest.approx(base, rel=1e-6, abs=1e-6)
-    assert m.sigma_mad(scale * x) == pytest.approx(scale * base, rel=1e-6, abs=1e-6)
+    base = metrics.sigma_mad(x)
+    assert metrics.sigma_mad(x + shift) == pytest.approx(base, rel=1e-6, abs=1e-6)
+    assert metrics.sigma_mad(scale * x) == pytest.approx(scale * base, rel=1e-6, abs=1e-6)
 
 
 def test_residual_table_overall_matches_independent_computation(sample):
     pred, ref, err, _, _ = sample
-    t = m.residual_table(pred, ref, LABELS, err=err)
+    t = metrics.residual_table(pred, ref, LABELS, err=err)
     assert list(t["label"]) == LABELS
     assert list(t["unit"]) == ["K", "dex", "dex"]
     for j, row in t.iterrows():
@@ -85,7 +85,7 @@ def test_residual_table_overall_matches_independent_computation(sample):
 
 def test_residual_table_per_group(sample):
     pred, ref, _, groups, _ = sample
-    t = m.residual_table(pred, ref, LABELS, groups=groups)
+    t = metrics.residual_table(pred, ref, LABELS, groups=groups)
     assert set(t["group"]) == {"all", "giants", "MStar", "YSO"}
     assert len(t) == 3 * 4
     sub = t[(t["label"] == "LOGG") & (t["group"] == "MStar")].iloc[0]
@@ -97,14 +97,14 @@ def test_residual_table_per_group(sample):
     for lab in LABELS:
         rows = t[t["label"] == lab]
         assert rows[rows["group"] != "all"]["n"].sum() == rows[rows["group"] == "all"]["n"].item()
-    no_all = m.residual_table(pred, ref, LABELS, groups=groups, include_all=False)
+    no_all = metrics.residual_table(pred, ref, LABELS, groups=groups, include_all=False)
     assert "all" not in set(no_all["group"])
 
 
 def test_residuals_by_snr_bins(sample):
     pred, ref, _, _, snr = sample
     edges = [0, 50, 100, 200, 500]
-    t = m.residuals_by_snr(pred, ref, LABELS, snr=snr, bins=edges)
+    t = metrics.residuals_by_snr(pred, ref, LABELS, snr=snr, bins=edges)
     assert len(t) == 3 * 4
     fe = t[t["label"] == "FE_H"].reset_index(drop=True)
     for k in range(4):
@@ -120,7 +120,7 @@ def test_snr_from_catalog_column_and_empty_bins_kept(sample):
     pred, ref, _, _, snr = sample
     cat = pd.DataFrame(pred, columns=LABELS)
     cat["SNR"] = snr
-    t = m.residuals_by_snr(cat, pd.DataFrame(ref, columns=LABELS), LABELS, bins=[0, 200, 1000, 2000])
+    t = metrics.residuals_by_snr(cat, pd.DataFrame(ref, columns=LABELS), LABELS, bins=[0, 200, 1000, 2000])
     teff = t[t["label"] == "TEFF"]
     assert teff["n"].tolist()[2] == 0 and np.isnan(teff["median"].tolist()[2])
     assert teff["n"].sum() == np.isfinite(np.where(ref[:, 0] == MISSING, np.nan, ref[:, 0])).sum()
@@ -129,14 +129,14 @@ def test_snr_from_catalog_column_and_empty_bins_kept(sample):
 def test_residuals_by_label_value_uses_reference_values(sample):
     pred, ref, _, _, _ = sample
     bins = {"TEFF": [3800, 4700, 5600], "LOGG": [0.8, 2.0, 3.6], "FE_H": [-1.2, -0.4, 0.4]}
-    t = m.residuals_by_label_value(pred, ref, LABELS, bins=bins)
+    t = metrics.residuals_by_label_value(pred, ref, LABELS, bins=bins)
     row = t[(t["label"] == "LOGG") & (t["bin_lo"] == 2.0)].iloc[0]
     sel = (ref[:, 1] >= 2.0) & (ref[:, 1] <= 3.6) & np.isfinite(pred[:, 1])
     assert row["n"] == sel.sum()
     assert row["median_abs"] == pytest.approx(np.median(np.abs(pred[sel, 1] - ref[sel, 1])))
     # astroNN Fig. 10: abundances binned by the reference Teff
     ref_t = Table(ref, names=LABELS)
-    t10 = m.residuals_by_label_value(pred[:, 2], ref_t, ["FE_H"], by="TEFF", bins=[3800, 4700, 5600])
+    t10 = metrics.residuals_by_label_value(pred[:, 2], ref_t, ["FE_H"], by="TEFF", bins=[3800, 4700, 5600])
     sel = (ref[:, 0] >= 4700) & (ref[:, 0] <= 5600) & np.isfinite(ref[:, 2])
     assert t10.iloc[1]["n"] == sel.sum()
 
@@ -147,16 +147,16 @@ def test_tables_as_inputs_match_arrays(sample):
     for j, lab in enumerate(LABELS):
         cat[f"{lab}_ERR"] = err[:, j]
     ref_df = pd.DataFrame(ref, columns=LABELS)
-    a = m.residual_table(pred, ref, LABELS, err=err)
-    b = m.residual_table(cat, ref_df, LABELS, err="columns")
+    a = metrics.residual_table(pred, ref, LABELS, err=err)
+    b = metrics.residual_table(cat, ref_df, LABELS, err="columns")
     pd.testing.assert_frame_equal(a, b)
-    d = m.residual_table({k: cat[k] for k in cat.colnames}, ref_df.to_records(index=False), LABELS)
+    d = metrics.residual_table({k: cat[k] for k in cat.colnames}, ref_df.to_records(index=False), LABELS)
     np.testing.assert_allclose(d["sigma_mad"], a["sigma_mad"])
 
 
 def test_masked_astropy_columns_are_missing():
     cat = Table({"TEFF": np.ma.array([5000.0, 5100.0, 5200.0], mask=[False, True, False])})
-    t = m.residual_table(cat, {"TEFF": [4990.0, 5000.0, 5210.0]}, ["TEFF"])
+    t = metrics.residual_table(cat, {"TEFF": [4990.0, 5000.0, 5210.0]}, ["TEFF"])
     assert t.loc[0, "n"] == 2
     assert t.loc[0, "median"] == pytest.approx(0.0)
 
@@ -164,12 +164,12 @@ def test_masked_astropy_columns_are_missing():
 def test_match_reference_by_id():
     cat = pd.DataFrame({"APOGEE_ID": ["b", "a", "z", "c"], "TEFF": [1.0, 2.0, 3.0, 4.0]})
     ref = Table({"APOGEE_ID": ["a ", "b", "c"], "TEFF": [20.0, 10.0, MISSING], "LOGG": [1, 2, 3]})
-    out = m.match_reference(cat, ref)
+    out = metrics.match_reference(cat, ref)
     assert list(out.columns) == ["TEFF"]
     np.testing.assert_array_equal(out["TEFF"], [10.0, 20.0, np.nan, np.nan])
     dup = Table({"APOGEE_ID": ["a", "a"], "TEFF": [1.0, 2.0]})
     with pytest.raises(InputDataError, match="duplicate"):
-        m.match_reference(cat, dup)
+        metrics.match_reference(cat, dup)
 
 
 def test_zscore_table_calibrated_and_miscalibrated():
@@ -178,24 +178,24 @@ def test_zscore_table_calibrated_and_miscalibrated():
     ref = rng.normal(size=(n, 2))
     sig = rng.uniform(0.05, 0.3, size=(n, 2))
     pred = ref + rng.normal(size=(n, 2)) * sig
-    z = m.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig)
+    z = metrics.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig)
     np.testing.assert_allclose(z["z_sigma_mad"], 1.0, atol=0.06)
-    np.testing.assert_allclose(z["frac_1sigma"], m.GAUSS_1SIGMA, atol=0.03)
-    np.testing.assert_allclose(z["frac_2sigma"], m.GAUSS_2SIGMA, atol=0.02)
+    np.testing.assert_allclose(z["frac_1sigma"], metrics.GAUSS_1SIGMA, atol=0.03)
+    np.testing.assert_allclose(z["frac_2sigma"], metrics.GAUSS_2SIGMA, atol=0.02)
     zz = (pred - ref) / sig
     assert z.loc[0, "z_sigma_mad"] == pytest.approx(smad(zz[:, 0]), rel=1e-4)
     assert z.loc[1, "frac_1sigma"] == pytest.approx(np.mean(np.abs(zz[:, 1]) <= 1))
     # errors twice too small → widths ≈ 2
-    z2 = m.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig / 2)
+    z2 = metrics.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig / 2)
     np.testing.assert_allclose(z2["z_sigma_mad"], 2.0, atol=0.12)
     # a reference error adds in quadrature
-    zr = m.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig, ref_err=sig)
+    zr = metrics.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig, ref_err=sig)
     assert zr.loc[0, "z_sigma_mad"] == pytest.approx(smad(zz[:, 0] / np.sqrt(2)), rel=1e-4)
     # non-positive or missing σ are left out
     sig_bad = sig.copy()
     sig_bad[:10, 0] = 0.0
     sig_bad[10:15, 0] = MISSING
-    assert m.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig_bad).loc[0, "n"] == n - 15
+    assert metrics.zscore_table(pred, ref, ["A_FE", "B_FE"], pred_err=sig_bad).loc[0, "n"] == n - 15
 
 
 def test_zscore_table_binned_by_snr():
@@ -207,7 +207,7 @@ def test_zscore_table_binned_by_snr():
     pred = ref + rng.normal(size=n) * true_sig
     # claimed errors right at high SNR, twice too small below SNR 50
     claimed = np.where(snr < 50, true_sig / 2, true_sig)
-    z = m.zscore_table(pred, ref, "FE_H", pred_err=claimed, by=snr, bins=[10, 50, 200])
+    z = metrics.zscore_table(pred, ref, "FE_H", pred_err=claimed, by=snr, bins=[10, 50, 200])
     assert z.loc[0, "z_sigma_mad"] == pytest.approx(2.0, abs=0.2)
     assert z.loc[1, "z_sigma_mad"] == pytest.approx(1.0, abs=0.1)
 
@@ -217,9 +217,9 @@ def test_apogee_net_tables_layout_and_invariants():
     n = 900
     ref = np.c_[rng.normal(4700, 700, n), rng.normal(2.9, 1.2, n), rng.normal(-0.2, 0.3, n)]
     pred = ref + rng.normal(size=(n, 3)) * [100, 0.15, 0.07]
-    split = rng.choice(np.array(m.SPLITS), n, p=[0.8, 0.1, 0.1])
+    split = rng.choice(np.array(metrics.SPLITS), n, p=[0.8, 0.1, 0.1])
     groups = rng.choice(np.array(["Payne", "MStar", "YSO"]), n)
-    t = m.apogee_net_tables(pred, ref, LABELS, split=split, groups=groups)
+    t = metrics.apogee_net_tables(pred, ref, LABELS, split=split, groups=groups)
     train = ref[split == "train"]
     np.testing.assert_allclose(t.normalization["mean"], train.mean(0))
     np.testing.assert_allclose(t.normalization["std"], train.std(0))
@@ -242,13 +242,13 @@ def test_apogee_net_tables_layout_and_invariants():
     assert yso["mse"] == pytest.approx(np.mean(z**2))
     assert yso["n"] == 3 * sel.sum()
     # σ_MAD statistic and user-given normalisation
-    t_mad = m.apogee_net_tables(pred, ref, LABELS, split=split, label_mean=[4700, 2.9, -0.2],
+    t_mad = metrics.apogee_net_tables(pred, ref, LABELS, split=split, label_mean=[4700, 2.9, -0.2],
                                 label_std=[733.0, 1.2, 0.3], statistic="sigma_mad")
     row = t_mad.scatter[(t_mad.scatter["label"] == "TEFF") & (t_mad.scatter["split"] == "dev")]
     assert row["scatter"].item() == pytest.approx(smad(pred[split == "dev", 0] - ref[split == "dev", 0]),
                                                   rel=1e-4)
     with pytest.raises(InputDataError, match="not among"):
-        m.apogee_net_tables(pred, ref, LABELS, split=np.where(split == "dev", "valid", split))
+        metrics.apogee_net_tables(pred, ref, LABELS, split=np.where(split == "dev", "valid", split))
 
 
 def test_markdown_formatter_round_trips_through_csv_reader(tmp_path):
@@ -256,7 +256,7 @@ def test_markdown_formatter_round_trips_through_csv_reader(tmp_path):
         "label": ["TEFF", "LOGG", "X|Y"], "n": [10, 20, 0],
         "sigma_mad": [144.8234, 0.07691234, np.nan], "big": [12345.67, 1e-6, MISSING],
     })
-    text = m.to_markdown(df)
+    text = metrics.to_markdown(df)
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
     assert lines[1].startswith("|---") and lines[1].count("|") == 5
@@ -266,36 +266,36 @@ def test_markdown_formatter_round_trips_through_csv_reader(tmp_path):
     assert cells[3][2] == "0.07691" and cells[3][3] == "1.000e-06"
     assert cells[2][2] == "144.8" and cells[2][3] == "12346"
     assert cells[4][0] == r"X\|Y" and cells[4][2] == "" and cells[4][3] == ""
-    assert m.to_markdown(df, formats={"sigma_mad": ".1f"}).count("144.8 ") == 1
-    md = m.write_table(df, tmp_path / "t.md")
+    assert metrics.to_markdown(df, formats={"sigma_mad": ".1f"}).count("144.8 ") == 1
+    md = metrics.write_table(df, tmp_path / "t.md")
     assert md.read_text() == text
-    csv = m.write_table(df, tmp_path / "t.csv")
+    csv = metrics.write_table(df, tmp_path / "t.csv")
     back = pd.read_csv(csv)
     np.testing.assert_allclose(back["sigma_mad"], df["sigma_mad"])
     with pytest.raises(InputDataError, match="format"):
-        m.write_table(df, tmp_path / "t.txt")
+        metrics.write_table(df, tmp_path / "t.txt")
     # astropy tables are written too
-    assert "TEFF" in m.to_markdown(Table.from_pandas(df))
+    assert "TEFF" in metrics.to_markdown(Table.from_pandas(df))
     assert pd.read_csv(io.StringIO(back.to_csv(index=False))).shape == df.shape
 
 
 def test_label_names_and_units():
-    assert m.label_unit("TEFF_ERR") == "K"
-    assert m.label_unit("MG_FE") == "dex" and m.label_unit("FE_H_ERR_NOISE") == "dex"
-    assert m.label_display("TIII_FE") == "[TiII/Fe]"
-    assert m.axis_label("LOGG") == r"$\log g$ (dex)"
-    assert m.axis_label("TEFF", tex=False) == "Teff (K)"
+    assert metrics.label_unit("TEFF_ERR") == "K"
+    assert metrics.label_unit("MG_FE") == "dex" and metrics.label_unit("FE_H_ERR_NOISE") == "dex"
+    assert metrics.label_display("TIII_FE") == "[TiII/Fe]"
+    assert metrics.axis_label("LOGG") == r"$\log g$ (dex)"
+    assert metrics.axis_label("TEFF", tex=False) == "Teff (K)"
 
 
 def test_clear_errors():
     with pytest.raises(InputDataError, match="shape"):
-        m.residual_table(np.zeros((3, 2)), np.zeros((4, 2)), ["A", "B"])
+        metrics.residual_table(np.zeros((3, 2)), np.zeros((4, 2)), ["A", "B"])
     with pytest.raises(InputDataError, match="bins"):
-        m.residual_table(np.zeros((3, 1)), np.zeros((3, 1)), ["A"], by=np.ones(3))
+        metrics.residual_table(np.zeros((3, 1)), np.zeros((3, 1)), ["A"], by=np.ones(3))
     with pytest.raises(InputDataError, match="no column"):
-        m.residual_table(pd.DataFrame({"TEFF": [1.0]}), pd.DataFrame({"TEFF": [1.0]}), ["LOGG"])
+        metrics.residual_table(pd.DataFrame({"TEFF": [1.0]}), pd.DataFrame({"TEFF": [1.0]}), ["LOGG"])
     with pytest.raises(InputDataError, match="increasing"):
-        m.residuals_by_snr(np.zeros(3), np.zeros(3), "A", snr=np.ones(3), bins=[0, 0, 1])
+        metrics.residuals_by_snr(np.zeros(3), np.zeros(3), "A", snr=np.ones(3), bins=[0, 0, 1])
 
 
 def test_package_exports_resolve():
@@ -303,6 +303,6 @@ def test_package_exports_resolve():
 
     for name in ev.__all__:
         assert getattr(ev, name) is not None
-    assert ev.sigma_mad is m.sigma_mad
+    assert ev.sigma_mad is metrics.sigma_mad
     with pytest.raises(AttributeError):
         _ = ev.no_such_function

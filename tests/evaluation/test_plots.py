@@ -15,8 +15,7 @@ from matplotlib.image import imread
 from matplotlib.patches import Polygon
 
 from starlabels.errors import InputDataError
-from starlabels.evaluation import diagnostics as d
-from starlabels.evaluation import metrics as m
+from starlabels.evaluation import diagnostics, metrics
 from starlabels.evaluation import plots as pl
 from starlabels.evaluation.isochrones import Isochrone
 from starlabels.preprocess.grids import ASPCAP
@@ -124,13 +123,13 @@ def test_pred_vs_ref_annotates_median_and_sigma_mad(tmp_path, catalog):
     fig = pl.plot_pred_vs_ref(cat, ref, LABELS, path=tmp_path / "p.png")
     assert_png_not_blank(tmp_path / "p.png")
     assert len(fig.axes) == 6
-    stats = m.residual_table(cat, ref, LABELS)
+    stats = metrics.residual_table(cat, ref, LABELS)
     top = fig.axes[0::2]
     bottom = fig.axes[1::2]
     for j, (ax, axr) in enumerate(zip(top, bottom, strict=True)):
-        unit = m.label_unit(LABELS[j])
-        assert ax.get_ylabel() == f"Predicted {m.axis_label(LABELS[j])}"
-        assert axr.get_xlabel() == f"Reference {m.axis_label(LABELS[j])}"
+        unit = metrics.label_unit(LABELS[j])
+        assert ax.get_ylabel() == f"Predicted {metrics.axis_label(LABELS[j])}"
+        assert axr.get_xlabel() == f"Reference {metrics.axis_label(LABELS[j])}"
         assert axr.get_ylabel() == rf"$\Delta$ ({unit})"
         text = ax.texts[0].get_text()
         assert f"N = {stats.loc[j, 'n']}" in text
@@ -143,7 +142,7 @@ def test_pred_vs_ref_annotates_median_and_sigma_mad(tmp_path, catalog):
 
 def test_binned_residuals_figure(tmp_path, catalog):
     cat, ref = catalog
-    t = m.residuals_by_snr(cat, ref, LABELS, err="columns", bins=[10, 30, 60, 120, 250, 400])
+    t = metrics.residuals_by_snr(cat, ref, LABELS, err="columns", bins=[10, 30, 60, 120, 250, 400])
     fig = pl.plot_binned_residuals(t, x_label="SNR", log_x=True, annotate_at=50,
                                    path=tmp_path / "b.png")
     assert_png_not_blank(tmp_path / "b.png")
@@ -155,7 +154,7 @@ def test_binned_residuals_figure(tmp_path, catalog):
     np.testing.assert_allclose(x, rows["by_median"])  # plotted at the bins' median SNR
     assert "at 50" in ax.texts[0].get_text()
     with pytest.raises(InputDataError, match="binned"):
-        pl.plot_binned_residuals(m.residual_table(cat, ref, LABELS))
+        pl.plot_binned_residuals(metrics.residual_table(cat, ref, LABELS))
 
 
 def test_young_selection_polygon_and_age_bins(tmp_path):
@@ -206,7 +205,7 @@ def _sens():
 
     x = torch.randn(12, n_pix) * 0.1
     feh = np.linspace(-2, 0.5, 12)
-    return d.sensitivity(Net(), x, subsets={"[Fe/H] < -1": feh < -1, "[Fe/H] > 0": feh > 0},
+    return diagnostics.sensitivity(Net(), x, subsets={"[Fe/H] < -1": feh < -1, "[Fe/H] > 0": feh > 0},
                          label_names=["LOGG", "MG_FE"], label_scale=[1.2, 0.1])
 
 
@@ -221,7 +220,7 @@ def test_sensitivity_plot_with_windows_and_brackett_lines(tmp_path):
     assert "[Mg/Fe]" in ax.get_ylabel() and "(dex per unit input)" in ax.get_ylabel()
     texts = {t.get_text(): t.get_position()[0] for t in ax.texts}
     for name in ("Br11", "Br12", "Br13", "Br14", "Br15", "Br16", "Br17", "Br18", "Br19"):
-        assert texts[name] == pytest.approx(d.BRACKETT_LINES[name])
+        assert texts[name] == pytest.approx(diagnostics.BRACKETT_LINES[name])
     curves = [ln for ln in ax.get_lines() if "N =" in ln.get_label()]
     feh = np.linspace(-2, 0.5, 12)
     assert [c.get_label() for c in curves] == [f"[Fe/H] < -1 (N = {(feh < -1).sum()})",
@@ -238,14 +237,14 @@ def test_sensitivity_plot_with_windows_and_brackett_lines(tmp_path):
 def test_cluster_and_zscore_figures(tmp_path, catalog):
     cat, ref = catalog
     members = {i: ("M67" if k % 2 else "NGC6819") for k, i in enumerate(cat["APOGEE_ID"][:80])}
-    t = d.cluster_homogeneity(cat, members, ["FE_H", "LOGG"])
+    t = diagnostics.cluster_homogeneity(cat, members, ["FE_H", "LOGG"])
     fig = pl.plot_cluster_homogeneity(t, labels=["FE_H", "LOGG"], path=tmp_path / "c.png")
     assert_png_not_blank(tmp_path / "c.png")
     assert [ax.get_ylabel() for ax in fig.axes] == ["spread (dex)", "spread (dex)"]
     assert {ax.get_title().split(" ")[0] for ax in fig.axes} == {"M67", "NGC6819"}
     fig = pl.plot_zscore_histograms(cat, ref, LABELS, path=tmp_path / "z.png")
     assert_png_not_blank(tmp_path / "z.png")
-    z = m.zscore_table(cat, ref, LABELS)
+    z = metrics.zscore_table(cat, ref, LABELS)
     for ax, (_, row) in zip(fig.axes, z.iterrows(), strict=True):
         assert f"{row['z_sigma_mad']:.3f}" in ax.texts[0].get_text()
     assert fig.axes[0].get_ylabel() == "probability density"

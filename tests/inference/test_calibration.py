@@ -10,7 +10,7 @@ import pytest
 import starlabels
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
-from starlabels.inference import flags as F
+from starlabels.inference import flags
 from starlabels.inference.calibration import calibrate, report, sigma_mad
 
 
@@ -53,24 +53,24 @@ def test_scales_make_sigma_mad_of_z_one_and_are_saved(dev_set):
 
     # applied by default when predicting from the folder: z-scores now have σ_MAD 1
     cal = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta")
-    assert cal.calibrated and not (cal.flags & F.bit("UNCALIBRATED")).any()
+    assert cal.calibrated and not (cal.flags & flags.bit("UNCALIBRATED")).any()
     np.testing.assert_allclose(cal.std, pred.std * [out["scales"][k] for k in cal.label_names], rtol=1e-9)
     lab = np.where(labels == MISSING, np.nan, labels)
     z = (cal.mean - lab) / cal.std
     np.testing.assert_allclose([sigma_mad(z[:, k]) for k in range(3)], 1.0, atol=1e-9)
     # ... and only for the method it was fitted for
     other = starlabels.predict(folder, x[:3], e[:3], preprocessed=True, uncertainty="noise", n_samples=5)
-    assert (other.flags & F.bit("UNCALIBRATED")).all()
+    assert (other.flags & flags.bit("UNCALIBRATED")).all()
 
 
 def test_high_uncertainty_flag_uses_the_stored_reference(dev_set):
     folder, x, e, labels, _ = dev_set
     calibrate(folder, x, e, labels, uncertainty="delta", preprocessed=True, save=True, percentile=99.0)
     same = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta")
-    frac = np.mean(same.flags & F.bit("HIGH_UNCERTAINTY") > 0)
+    frac = np.mean(same.flags & flags.bit("HIGH_UNCERTAINTY") > 0)
     assert 0 < frac <= 0.03  # the 99th percentile of each of 3 labels
     noisy = starlabels.predict(folder, x[:20], 10 * e[:20], preprocessed=True, uncertainty="delta")
-    assert (noisy.flags & F.bit("HIGH_UNCERTAINTY")).all()  # σ × 10 is out of distribution
+    assert (noisy.flags & flags.bit("HIGH_UNCERTAINTY")).all()  # σ × 10 is out of distribution
 
 
 def test_calibration_needs_labels(dev_set):

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import starlabels
 from starlabels.errors import StarlabelsError
-from starlabels.inference import catalog as C
-from starlabels.inference import flags as F
+from starlabels.inference import catalog as catalogs
+from starlabels.inference import flags
 
 
 @pytest.fixture
@@ -42,12 +42,12 @@ def inputs(tmp_path, spectra):
 def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, inputs, tmp_path):
     d, h5, (flux, error, bitmask) = inputs
     out = tmp_path / "cat.fits"
-    res = C.run_catalog(raw_model_folder, [d, h5, tmp_path / "missing.fits"], out, uncertainty="delta",
+    res = catalogs.run_catalog(raw_model_folder, [d, h5, tmp_path / "missing.fits"], out, uncertainty="delta",
                         files_per_unit=2, rows_per_unit=2)
     # the truncated and the 7514-pixel "apStar" are recognised as no spectrum at planning:
     # 6 spectrum files / 2 + 3 HDF5 rows / 2
     assert res.n_rows == 8 and res.units_computed == res.units_total == 5
-    df = C.read_catalog(out)
+    df = catalogs.read_catalog(out)
     parts = ["ERR", "ERR_ALEATORIC", "ERR_DELTA"]
     labels = [c for x in ("TEFF", "LOGG", "FE_H") for c in (x, *(f"{x}_{p}" for p in parts))]
     assert list(df.columns) == ["SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE",
@@ -68,13 +68,13 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     # the NaN-only star: row kept, NaN labels, flagged
     for row in (2, 7):
         assert np.isnan(df.loc[row, ["TEFF", "TEFF_ERR", "LOGG", "FE_H_ERR_DELTA"]].astype(float)).all()
-        assert df.loc[row, "FLAG"] & F.bit("INVALID_SPECTRUM")
+        assert df.loc[row, "FLAG"] & flags.bit("INVALID_SPECTRUM")
     assert df["FLAG"].dtype == np.int32
     # units in the FITS header: FITS-standard ones as TUNITn; dex (not FITS-standard) in astropy's
     # serialized columns and the TTYPE comment — Table.read gives them all back without a warning
     import warnings
 
-    from astropy import units as u
+    from astropy import units as astropy_units
     from astropy.io import fits
     from astropy.table import Table
 
@@ -85,34 +85,41 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t = Table.read(out)
-    assert t["FE_H"].unit == u.dex and t["LOGG_ERR"].unit == u.dex and t["TEFF"].unit == u.K
+    assert (
+        t["FE_H"].unit == astropy_units.dex
+        and t["LOGG_ERR"].unit == astropy_units.dex
+        and t["TEFF"].unit == astropy_units.K
+    )
     # unusable inputs are listed with a reason, not fatal
     skipped = pd.read_csv(res.skipped_path, sep="\t")
     reasons = dict(zip(skipped["path"].map(lambda p: p.rsplit("/", 1)[-1]), skipped["reason"], strict=True))
-    assert set(reasons) == {"apStar-dr17-2M0000000x.fits", "apStar-dr17-2M0000000y.fits",
-                            "aspcapStar-dr17-2M0000000z.fits[1]", "missing.fits"}
+    assert set(reasons) == {
+        "apStar-dr17-2M0000000x.fits",
+        "apStar-dr17-2M0000000y.fits",
+        "aspcapStar-dr17-2M0000000z.fits[1]",
+        "missing.fits",
+    }
     assert "no known spectrum format" in reasons["apStar-dr17-2M0000000y.fits"]
     assert "model takes raw flux" in reasons["aspcapStar-dr17-2M0000000z.fits[1]"]
     assert reasons["missing.fits"] == "does not exist"
-    assert not C.parts_dir(out).exists()
+    assert not catalogs.parts_dir(out).exists()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_csv_and_parquet_hold_the_same_catalog(raw_model_folder, inputs, tmp_path, fmt):
     d, _, _ = inputs
-    C.run_catalog(raw_model_folder, [d], tmp_path / "a.fits", files_per_unit=3)
-    C.run_catalog(raw_model_folder, [d], tmp_path / f"b.{fmt}", files_per_unit=3)
-    a, b = C.read_catalog(tmp_path / "a.fits"), C.read_catalog(tmp_path / f"b.{fmt}")
+    catalogs.run_catalog(raw_model_folder, [d], tmp_path / "a.fits", files_per_unit=3)
+    catalogs.run_catalog(raw_model_folder, [d], tmp_path / f"b.{fmt}", files_per_unit=3)
+    a, b = catalogs.read_catalog(tmp_path / "a.fits"), catalogs.read_catalog(tmp_path / f"b.{fmt}")
     pd.testing.assert_frame_equal(a, b, check_dtype=False, rtol=1e-7)
 
 
-def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, inputs, tmp_path,
-                                                             monkeypatch):
+def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, inputs, tmp_path, monkeypatch):
     d, h5, _ = inputs
     kw = dict(uncertainty="noise", n_samples=6, seed=11, files_per_unit=1, rows_per_unit=1)
-    full = C.run_catalog(raw_model_folder, [d, h5], tmp_path / "full.csv", **kw)
+    full = catalogs.run_catalog(raw_model_folder, [d, h5], tmp_path / "full.csv", **kw)
 
-    real, calls = C.run_unit, []
+    real, calls = catalogs.run_unit, []
 
     def crash_after_three(*args, **kwargs):
         if len(calls) == 3:
@@ -121,32 +128,33 @@ def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, i
         return real(*args, **kwargs)
 
     out = tmp_path / "resumed.csv"
-    monkeypatch.setattr(C, "run_unit", crash_after_three)
+    monkeypatch.setattr(catalogs, "run_unit", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        C.run_catalog(raw_model_folder, [d, h5], out, **kw)
-    assert not out.exists() and len(list(C.parts_dir(out).glob("unit-*.json"))) == 3
-    monkeypatch.setattr(C, "run_unit", real)
-    res = C.run_catalog(raw_model_folder, [d, h5], out, **kw)
+        catalogs.run_catalog(raw_model_folder, [d, h5], out, **kw)
+    assert not out.exists() and len(list(catalogs.parts_dir(out).glob("unit-*.json"))) == 3
+    monkeypatch.setattr(catalogs, "run_unit", real)
+    res = catalogs.run_catalog(raw_model_folder, [d, h5], out, **kw)
     assert res.units_computed == full.units_total - 3
-    pd.testing.assert_frame_equal(C.read_catalog(out), C.read_catalog(full.path))
+    pd.testing.assert_frame_equal(catalogs.read_catalog(out), catalogs.read_catalog(full.path))
     assert res.skipped == full.skipped
 
 
-def test_resuming_with_other_settings_is_refused_unless_overwrite(raw_model_folder, inputs, tmp_path,
-                                                                 monkeypatch):
+def test_resuming_with_other_settings_is_refused_unless_overwrite(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
     d, _, _ = inputs
     out = tmp_path / "c.csv"
 
     def boom(*args, **kwargs):  # an interrupted run (a failing unit would be retried and recorded)
         raise KeyboardInterrupt("stop")
 
-    monkeypatch.setattr(C, "run_unit", boom)
+    monkeypatch.setattr(catalogs, "run_unit", boom)
     with pytest.raises(KeyboardInterrupt):
-        C.run_catalog(raw_model_folder, [d], out, uncertainty="delta")
+        catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="delta")
     monkeypatch.undo()
     with pytest.raises(StarlabelsError, match="overwrite"):
-        C.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4)
-    res = C.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4, overwrite=True)
+        catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4)
+    res = catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4, overwrite=True)
     assert res.n_rows == 5
 
 
@@ -155,11 +163,24 @@ def test_cli_predict_writes_a_catalog_and_reports_bad_models_cleanly(raw_model_f
 
     d, h5, _ = inputs
     out = tmp_path / "cli.parquet"
-    r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(d), str(h5), "-o", str(out),
-                                 "--uncertainty", "delta", "--files-per-unit", "2"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(raw_model_folder),
+            str(d),
+            str(h5),
+            "-o",
+            str(out),
+            "--uncertainty",
+            "delta",
+            "--files-per-unit",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "wrote 8 rows" in r.output and "3 input(s) skipped" in r.output
-    df = C.read_catalog(out)
+    df = catalogs.read_catalog(out)
     assert "TEFF_ERR_DELTA" in df.columns and len(df) == 8
 
     empty = tmp_path / "not_a_model"
@@ -191,14 +212,25 @@ def test_floor_and_coverage_parts_get_columns_and_add_up(raw_model_folder, spect
     labels = np.column_stack([np.full(40, 5000.0), np.full(40, 3.0), np.zeros(40)])
     labels[:20, 1] = -9999.0
     dev_f, dev_e, dev_b = spectra(20, seed=4)
-    fit_coverage(folder, flux, error, labels, dev_f, dev_e, labels[20:],
-                 train_bitmask=bitmask, dev_bitmask=dev_b, k=3, save=True)
+    fit_coverage(
+        folder,
+        flux,
+        error,
+        labels,
+        dev_f,
+        dev_e,
+        labels[20:],
+        train_bitmask=bitmask,
+        dev_bitmask=dev_b,
+        k=3,
+        save=True,
+    )
     f, e, b = spectra(6, seed=5)
     with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
         w.append(f, e, b, meta={"apogee_id": [f"s{i}" for i in range(6)]})
     out = tmp_path / "cat.csv"
-    C.run_catalog(folder, [tmp_path / "rows.h5"], out, uncertainty="delta")
-    df = C.read_catalog(out)
+    catalogs.run_catalog(folder, [tmp_path / "rows.h5"], out, uncertainty="delta")
+    df = catalogs.read_catalog(out)
     for x in names:
         parts = [f"{x}_ERR_{p}" for p in ("ALEATORIC", "DELTA", "FLOOR", "COVERAGE")]
         assert set(parts) <= set(df.columns)

@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 import starlabels
-from starlabels.inference import catalog as C
-from starlabels.inference import flags as F
+from starlabels.inference import catalog as catalogs
+from starlabels.inference import flags
 from starlabels.instruments import get
 from starlabels.io import Spectrum, write_mwm_star
 from starlabels.io.read import read_spectra
@@ -59,7 +59,7 @@ def test_cli_predict_on_mixed_dr19_dr20_mwmstar_files(raw_model_folder, sdss5_fo
     res = CliRunner().invoke(cli, ["predict", str(raw_model_folder), *files, "-o", str(out),
                                    "--uncertainty", "delta"])
     assert res.exit_code == 0, res.output
-    df = C.read_catalog(out)
+    df = catalogs.read_catalog(out)
     assert df["SDSS_ID"].tolist() == [101, 102]
     assert df["TELESCOPE"].tolist() == ["apo25m", "lco25m"]
     assert df["HDU"].tolist() == ["APOGEE/APO", "APOGEE/LCO"]
@@ -71,7 +71,7 @@ def test_cli_predict_on_mixed_dr19_dr20_mwmstar_files(raw_model_folder, sdss5_fo
     ref = starlabels.predict(raw_model_folder, spectra, uncertainty="delta")
     np.testing.assert_allclose(df[["TEFF", "LOGG", "FE_H"]].to_numpy(), ref.mean, rtol=1e-6)
     np.testing.assert_allclose(df["TEFF_ERR"].to_numpy(), ref.std[:, 0], rtol=1e-6)
-    assert np.isfinite(df["TEFF"]).all() and not (df["FLAG"] & F.bit("INVALID_SPECTRUM")).any()
+    assert np.isfinite(df["TEFF"]).all() and not (df["FLAG"] & flags.bit("INVALID_SPECTRUM")).any()
     # every BOSS spectrum is listed with its file and HDU and the reason; none became a row
     skipped = pd.read_csv(str(out) + ".skipped.tsv", sep="\t")
     names = sorted(p.removeprefix(f"{sdss5_folder}/") for p in skipped["path"])
@@ -92,7 +92,7 @@ def test_folder_scanned_by_content_and_a_boss_model_on_the_same_files(raw_model_
     with fits.open(sdss5_folder / "mwmStar-0.8.1-103.fits") as h:
         hdus = [h[0].copy()] + [fits.BinTableHDU(data=h[i].data[:0], header=h[i].header) for i in range(1, 5)]
         fits.HDUList(hdus).writeto(sdss5_folder / "mwmStar-0.8.1-105.fits")
-    res = C.run_catalog(raw_model_folder, [sdss5_folder], tmp_path / "a.csv")
+    res = catalogs.run_catalog(raw_model_folder, [sdss5_folder], tmp_path / "a.csv")
     assert res.n_rows == 2
     reasons = dict(res.skipped)
     assert any(p.endswith("notes.txt") for p in reasons)
@@ -106,12 +106,12 @@ def test_folder_scanned_by_content_and_a_boss_model_on_the_same_files(raw_model_
                              preprocessing=PreprocessConfig(kind="raw", instrument="boss").to_dict())
     assert boss_model.input_grid.same_as(BOSS.grid) and boss_model.grid.same_as(BOSS.grid)
     folder = boss_model.save(tmp_path / "boss_model")
-    res = C.run_catalog(folder, [sdss5_folder], tmp_path / "b.fits", resample="linear")
-    df = C.read_catalog(res.path)
+    res = catalogs.run_catalog(folder, [sdss5_folder], tmp_path / "b.fits", resample="linear")
+    df = catalogs.read_catalog(res.path)
     assert df["SDSS_ID"].tolist() == [101, 104, 104, 103]  # files in path order, HDUs in file order
     assert df["HDU"].tolist() == ["BOSS/APO", "BOSS/APO", "BOSS/LCO", "BOSS/APO"]
     assert df["TELESCOPE"].tolist() == ["apo25m", "apo25m", "lco25m", "apo25m"]
-    assert not (df["FLAG"] & F.bit("RESAMPLED")).any()  # on the model's grid: not resampled
+    assert not (df["FLAG"] & flags.bit("RESAMPLED")).any()  # on the model's grid: not resampled
     boss = [s for f in sorted(sdss5_folder.glob("mwmStar-*.fits")) for s in read_spectra(f)
             if s.instrument == "boss"]
     ref = starlabels.predict(folder, boss, uncertainty=None)  # the catalog run above: point estimates
@@ -129,13 +129,13 @@ def test_another_grid_of_the_same_instrument_resampled_or_skipped(raw_model_fold
     wave = 10.0 ** (crval + cdelt / 3 + cdelt * np.arange(APOGEE.n_pixels))
     path = tmp_path / "shifted.npz"
     np.savez(path, wavelength=wave, flux=flux[0], error=error[0])
-    res = C.run_catalog(raw_model_folder, [path], tmp_path / "a.csv")
+    res = catalogs.run_catalog(raw_model_folder, [path], tmp_path / "a.csv")
     assert res.n_rows == 0 and len(res.skipped) == 1
     where, reason = res.skipped[0]
     assert where.startswith(str(path)) and "'apstar' (8575 px" in reason and "resample=" in reason
-    res = C.run_catalog(raw_model_folder, [path], tmp_path / "b.csv", resample="linear")
-    df = C.read_catalog(res.path)
-    assert len(df) == 1 and df["FLAG"].iloc[0] & F.bit("RESAMPLED")
+    res = catalogs.run_catalog(raw_model_folder, [path], tmp_path / "b.csv", resample="linear")
+    df = catalogs.read_catalog(res.path)
+    assert len(df) == 1 and df["FLAG"].iloc[0] & flags.bit("RESAMPLED")
     ref = starlabels.predict(raw_model_folder, flux, error, wavelength=wave, resample="linear",
                              uncertainty=None)  # the catalog's point estimates
     np.testing.assert_allclose(df[["TEFF", "LOGG", "FE_H"]].to_numpy(), ref.mean, rtol=1e-6)
@@ -144,4 +144,4 @@ def test_another_grid_of_the_same_instrument_resampled_or_skipped(raw_model_fold
     r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(path), "-o", str(tmp_path / "c.csv"),
                                  "--resample", "linear", "--uncertainty", "none"])
     assert r.exit_code == 0, r.output
-    pd.testing.assert_frame_equal(C.read_catalog(tmp_path / "c.csv"), df)
+    pd.testing.assert_frame_equal(catalogs.read_catalog(tmp_path / "c.csv"), df)

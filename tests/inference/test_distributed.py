@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starlabels.inference import catalog as C
-from starlabels.inference import distributed as D
+from starlabels.inference import catalog as catalogs
+from starlabels.inference import distributed
 
 
 @pytest.fixture
@@ -26,27 +26,27 @@ def apstar_dir(tmp_path, spectra):
 
 
 def test_partition_is_contiguous_and_complete():
-    units = [C.Unit(i, (C.InputItem("apstar", f"f{i}"),)) for i in range(10)]
-    parts = D.partition(units, 4)
+    units = [catalogs.Unit(i, (catalogs.InputItem("apstar", f"f{i}"),)) for i in range(10)]
+    parts = distributed.partition(units, 4)
     assert [len(p) for p in parts] == [3, 3, 2, 2]
     assert [u for p in parts for u in p] == units
-    assert D.partition(units[:2], 8) == [[units[0]], [units[1]]]
+    assert distributed.partition(units[:2], 8) == [[units[0]], [units[1]]]
 
 
 def test_local_cluster_with_two_workers_matches_the_single_process_run(
     raw_model_folder, apstar_dir, tmp_path
 ):
     kw = dict(uncertainty="noise", n_samples=6, seed=2, files_per_unit=2)
-    single = C.run_catalog(raw_model_folder, [apstar_dir], tmp_path / "single.parquet", **kw)
-    D.LOAD_COUNTS.clear()
-    dist = D.run_distributed(raw_model_folder, [apstar_dir], tmp_path / "dist.parquet", workers=2,
+    single = catalogs.run_catalog(raw_model_folder, [apstar_dir], tmp_path / "single.parquet", **kw)
+    distributed.LOAD_COUNTS.clear()
+    dist = distributed.run_distributed(raw_model_folder, [apstar_dir], tmp_path / "dist.parquet", workers=2,
                              processes=False, threads_per_worker=1, partitions_per_worker=2, **kw)
     assert dist.n_rows == single.n_rows == 7
     assert dist.units_computed == dist.units_total == 4
-    pd.testing.assert_frame_equal(C.read_catalog(dist.path), C.read_catalog(single.path))
+    pd.testing.assert_frame_equal(catalogs.read_catalog(dist.path), catalogs.read_catalog(single.path))
     assert dist.skipped == single.skipped and len(dist.skipped) == 1
     # each worker loaded the model once, however many partitions it ran
-    assert 1 <= len(D.LOAD_COUNTS) <= 2 and set(D.LOAD_COUNTS.values()) == {1}
+    assert 1 <= len(distributed.LOAD_COUNTS) <= 2 and set(distributed.LOAD_COUNTS.values()) == {1}
 
 
 def test_dask_on_sdss5_files_and_another_grid_with_resample(raw_model_folder, apstar_dir, tmp_path):
@@ -68,10 +68,10 @@ def test_dask_on_sdss5_files_and_another_grid_with_resample(raw_model_folder, ap
     shifted = 10 ** (crval + cdelt * (np.arange(apogee.n_pixels) + 0.3))
     np.savez(apstar_dir / "shifted.npz", wavelength=shifted, flux=flux, error=np.ones_like(flux))
     kw = dict(seed=2, files_per_unit=3, resample="linear")
-    single = C.run_catalog(raw_model_folder, [apstar_dir], tmp_path / "single.parquet", **kw)
-    dist = D.run_distributed(raw_model_folder, [apstar_dir], tmp_path / "dist.parquet", workers=2,
+    single = catalogs.run_catalog(raw_model_folder, [apstar_dir], tmp_path / "single.parquet", **kw)
+    dist = distributed.run_distributed(raw_model_folder, [apstar_dir], tmp_path / "dist.parquet", workers=2,
                              processes=False, threads_per_worker=1, **kw)
-    a, b = C.read_catalog(single.path), C.read_catalog(dist.path)
+    a, b = catalogs.read_catalog(single.path), catalogs.read_catalog(dist.path)
     pd.testing.assert_frame_equal(b, a)
     assert len(a) == 9 and a["SDSS_ID"].tolist().count(7) == 1
     row = a[a["SDSS_ID"] == 7].iloc[0]

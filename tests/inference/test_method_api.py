@@ -11,7 +11,7 @@ import pytest
 
 import starlabels
 from starlabels.errors import ModelFormatError
-from starlabels.inference import catalog as C
+from starlabels.inference import catalog
 from starlabels.models.cannon import CannonModel
 from starlabels.preprocess.pipeline import PreprocessConfig
 
@@ -49,8 +49,8 @@ def cannon_setup(tmp_path_factory):
 
 def test_run_catalog_with_a_cannon_folder(cannon_setup, tmp_path):
     folder, h5, flux, error, _ = cannon_setup
-    res = C.run_catalog(folder, [h5], tmp_path / "cat.parquet")
-    df = C.read_catalog(res.path)
+    res = catalog.run_catalog(folder, [h5], tmp_path / "cat.parquet")
+    df = catalog.read_catalog(res.path)
     assert len(df) == 40
     assert (df["MODEL_NAME"] == f"cannon:{folder.name}").all()
     assert {"TEFF", "TEFF_ERR", "TEFF_ERR_FISHER", "LOGG_ERR_FISHER"} <= set(df.columns)
@@ -64,21 +64,28 @@ def test_run_catalog_with_a_cannon_folder(cannon_setup, tmp_path):
 @pytest.mark.slow
 def test_dask_path_matches_the_single_process_catalog(cannon_setup, tmp_path):
     pytest.importorskip("distributed")
-    from starlabels.inference import distributed as D
+    from starlabels.inference import distributed as distributed_inference
 
     folder, h5, _, _, _ = cannon_setup
-    single = C.run_catalog(folder, [h5], tmp_path / "single.parquet", rows_per_unit=16)
-    dist = D.run_distributed(folder, [h5], tmp_path / "dist.parquet", workers=2, processes=False,
-                             threads_per_worker=1, rows_per_unit=16)
-    pd.testing.assert_frame_equal(C.read_catalog(dist.path), C.read_catalog(single.path))
+    single = catalog.run_catalog(folder, [h5], tmp_path / "single.parquet", rows_per_unit=16)
+    dist = distributed_inference.run_distributed(
+        folder,
+        [h5],
+        tmp_path / "dist.parquet",
+        workers=2,
+        processes=False,
+        threads_per_worker=1,
+        rows_per_unit=16,
+    )
+    pd.testing.assert_frame_equal(catalog.read_catalog(dist.path), catalog.read_catalog(single.path))
 
 
 def test_report_reads_a_cannon_model_folder(cannon_setup, tmp_path):
     from starlabels.evaluation.report import build_report
 
     folder, h5, _, _, labels = cannon_setup
-    res = C.run_catalog(folder, [h5], tmp_path / "cat.csv")
-    cat = C.read_catalog(res.path)
+    res = catalog.run_catalog(folder, [h5], tmp_path / "cat.csv")
+    cat = catalog.read_catalog(res.path)
     cat["TEFF_REF"], cat["LOGG_REF"] = labels[:, 0], labels[:, 1]
     cat.to_csv(tmp_path / "cat_ref.csv", index=False)
     out = build_report(folder, tmp_path / "cat_ref.csv", tmp_path / "report", figures=False)

@@ -11,7 +11,7 @@ import torch
 
 import starlabels
 from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
-from starlabels.inference import flags as F
+from starlabels.inference import flags as flag_bits
 from starlabels.inference.predict import Prediction, inference_network, resolve
 from starlabels.inference.uncertainty import FastGradConv1d
 
@@ -33,7 +33,7 @@ def test_public_predict_shapes_and_parts(raw_model_folder, spectra):
         assert np.isfinite(p.mean).all() and (p.std > 0).all()
         # total variance is the sum of the parts (astroNN eq. 3 for MC dropout)
         np.testing.assert_allclose(p.std**2, sum(p.parts.values()), rtol=1e-10)
-        assert (p.flags & F.bit("UNCALIBRATED")).all()  # this model has no calibration yet
+        assert (p.flags & flag_bits.bit("UNCALIBRATED")).all()  # this model has no calibration yet
     # the folder path gives the same numbers as the loaded model
     a = starlabels.predict(raw_model_folder, flux, error, uncertainty="delta")
     b = starlabels.predict(model, flux, error, uncertainty="delta")
@@ -82,9 +82,9 @@ def test_nan_only_spectrum_keeps_its_row_flagged_with_nan_values(raw_model_folde
     for i in (2, 4):
         assert np.isnan(p.mean[i]).all() and np.isnan(p.std[i]).all()
         assert all(np.isnan(v[i]).all() for v in p.parts.values())
-        assert p.flags[i] & F.bit("INVALID_SPECTRUM")
+        assert p.flags[i] & flag_bits.bit("INVALID_SPECTRUM")
     good = [0, 1, 3]
-    assert not (p.flags[good] & F.bit("INVALID_SPECTRUM")).any()
+    assert not (p.flags[good] & flag_bits.bit("INVALID_SPECTRUM")).any()
     assert np.isfinite(p.mean[good]).all()
     # the valid rows are exactly what they are without the invalid ones around
     alone = starlabels.predict(raw_model_folder, flux[good], error[good], uncertainty="delta")
@@ -112,7 +112,7 @@ def test_methods_that_need_errors_or_dropout_say_so(make_model):
         starlabels.predict(no_dropout, np.ones((2, 256)), preprocessed=True, uncertainty="mc_dropout")
     # no variance head and no method: σ is NaN and flagged, never a made-up number
     p = starlabels.predict(no_dropout, np.ones((2, 256)), preprocessed=True)
-    assert np.isnan(p.std).all() and (p.flags & F.bit("NO_UNCERTAINTY")).all()
+    assert np.isnan(p.std).all() and (p.flags & flag_bits.bit("NO_UNCERTAINTY")).all()
 
 
 def test_seeded_stochastic_methods_are_reproducible_and_chunking_does_not_change_results(make_model):
@@ -144,7 +144,8 @@ def test_calibration_is_applied_by_default_and_can_be_switched_off(make_model):
     np.testing.assert_allclose(cal.std**2, sum(cal.parts.values()), rtol=1e-10)
     np.testing.assert_array_equal(off.std, raw.std)
     assert cal.calibrated and not off.calibrated
-    assert not (cal.flags & F.bit("UNCALIBRATED")).any() and (off.flags & F.bit("UNCALIBRATED")).all()
+    uncalibrated = flag_bits.bit("UNCALIBRATED")
+    assert not (cal.flags & uncalibrated).any() and (off.flags & uncalibrated).all()
 
 
 def test_snr_masking_and_range_flags(make_model, spectra, raw_model_folder):
@@ -153,15 +154,15 @@ def test_snr_masking_and_range_flags(make_model, spectra, raw_model_folder):
     bitmask[2, :3000] = 1  # 35 % masked
     p = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask)
     np.testing.assert_allclose(p.snr[0], 100, rtol=0.05)
-    assert [bool(v & F.bit("LOW_SNR")) for v in p.flags] == [False, True, False]
-    assert [bool(v & F.bit("MANY_MASKED_PIXELS")) for v in p.flags] == [False, False, True]
+    assert [bool(v & flag_bits.bit("LOW_SNR")) for v in p.flags] == [False, True, False]
+    assert [bool(v & flag_bits.bit("MANY_MASKED_PIXELS")) for v in p.flags] == [False, False, True]
     # header SNR (e.g. from apStar files) wins where given
     q = starlabels.predict(raw_model_folder, flux, error, snr=[10.0, np.nan, 200.0])
-    assert [bool(v & F.bit("LOW_SNR")) for v in q.flags] == [True, True, False]
+    assert [bool(v & flag_bits.bit("LOW_SNR")) for v in q.flags] == [True, True, False]
     # the training range recorded in the provenance: a range that excludes every prediction
     m = make_model("bcnn", 256, training={"label_range": {"min": [9000, 9, 9], "max": [9999, 10, 10]}})
     r = starlabels.predict(m, np.ones((2, 256)), preprocessed=True)
-    assert (r.flags & F.bit("LABEL_OUT_OF_RANGE")).all()
+    assert (r.flags & flag_bits.bit("LABEL_OUT_OF_RANGE")).all()
     m2 = make_model("bcnn", 256)  # fallback: label scaler mean ± 4 std
     lo, hi = resolve(m2).label_range
     np.testing.assert_allclose(lo, [3000, -1, -1.2])
@@ -178,8 +179,10 @@ def test_inference_network_is_identical_and_swaps_relu_and_pool(make_model):
             a, b = m.network(x), fast(x)
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
         mods = list(fast.modules())
-        assert any(isinstance(a, torch.nn.MaxPool1d) and isinstance(b, torch.nn.ReLU)
-                   for a, b in itertools.pairwise(mods))
+        assert any(
+            isinstance(a, torch.nn.MaxPool1d) and isinstance(b, torch.nn.ReLU)
+            for a, b in itertools.pairwise(mods)
+        )
         assert all(mod.inplace for mod in mods if isinstance(mod, torch.nn.ReLU))
         assert all(isinstance(mod, FastGradConv1d) for mod in mods if isinstance(mod, torch.nn.Conv1d))
         assert not any(p.requires_grad for p in fast.parameters())
@@ -203,15 +206,17 @@ def test_fast_grad_conv_gradients_equal_autograd(c_in, c_out, k, pad):
     for a, b in zip(ref, got, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     for method in FastGradConv1d.METHODS:  # every kernel, not only the one the rule picks
-        torch.testing.assert_close(fast.input_grad(g, x.detach(), fast.weight.detach(), method), ref[0],
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            fast.input_grad(g, x.detach(), fast.weight.detach(), method), ref[0], rtol=1e-4, atol=1e-5
+        )
     assert not FastGradConv1d.supports(torch.nn.Conv1d(2, 2, 3, stride=2))
 
 
 def test_prediction_parts_as_errors_and_label_lookup(make_model):
     m = make_model("bcnn", 256)
-    p = starlabels.predict(m, np.ones((2, 256)), np.full((2, 256), 0.01), preprocessed=True,
-                           uncertainty="delta")
+    p = starlabels.predict(
+        m, np.ones((2, 256)), np.full((2, 256), 0.01), preprocessed=True, uncertainty="delta"
+    )
     np.testing.assert_allclose(p.errors()["delta"], np.sqrt(p.parts["delta"]))
     mean, std = p.label("LOGG")
     np.testing.assert_array_equal(mean, p.mean[:, 1])

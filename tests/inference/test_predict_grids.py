@@ -8,7 +8,7 @@ import pytest
 import starlabels
 from starlabels.core.grid import from_wavelength, log_linear_grid
 from starlabels.errors import InputDataError
-from starlabels.inference import flags as F
+from starlabels.inference import flags
 from starlabels.instruments import get
 from starlabels.io import Spectrum
 
@@ -39,7 +39,7 @@ def test_the_grid_given_in_any_form_gives_the_same_numbers(raw_model_folder):
     p = starlabels.predict(model, _spectra(flux, error, bitmask, APOGEE.wavelength), uncertainty="delta")
     np.testing.assert_array_equal(p.mean, ref.mean)
     np.testing.assert_array_equal(p.flags, ref.flags)
-    assert not (p.flags & F.bit("RESAMPLED")).any()
+    assert not (p.flags & flags.bit("RESAMPLED")).any()
 
 
 def test_a_boss_spectrum_to_an_apogee_model_is_refused_naming_both_grids(raw_model_folder):
@@ -57,7 +57,7 @@ def test_a_boss_spectrum_to_an_apogee_model_is_refused_naming_both_grids(raw_mod
     # is kept and flagged (INVALID_SPECTRUM, RESAMPLED), its labels NaN, never unflagged NaN
     p = starlabels.predict(raw_model_folder, spectra, resample="linear")
     assert np.isnan(p.mean).all()
-    assert (p.flags & F.bit("INVALID_SPECTRUM")).all() and (p.flags & F.bit("RESAMPLED")).all()
+    assert (p.flags & flags.bit("INVALID_SPECTRUM")).all() and (p.flags & flags.bit("RESAMPLED")).all()
 
 
 def test_linear_resampling_matches_an_independent_interpolation(raw_model_folder):
@@ -83,7 +83,7 @@ def test_linear_resampling_matches_an_independent_interpolation(raw_model_folder
     np.testing.assert_allclose(got.mean, ref.mean, rtol=1e-6)
     np.testing.assert_allclose(got.std, ref.std, rtol=1e-6)
     np.testing.assert_allclose(got.masked_fraction, 1 / APOGEE.n_pixels)
-    assert (got.flags & F.bit("RESAMPLED")).all() and not (ref.flags & F.bit("RESAMPLED")).any()
+    assert (got.flags & flags.bit("RESAMPLED")).all() and not (ref.flags & flags.bit("RESAMPLED")).any()
     # without errors the uncovered pixel is still rejected (never fed to the network as flux 0)
     no_err = starlabels.predict(model, flux, wavelength=ws, resample="linear")
     np.testing.assert_allclose(no_err.masked_fraction, 1 / APOGEE.n_pixels)
@@ -119,7 +119,7 @@ def test_mixed_spectra_keep_their_order_and_bad_arguments(raw_model_folder):
     direct = starlabels.predict(raw_model_folder, flux[keep], error[keep], bitmask=bitmask[keep],
                                 uncertainty=None)
     np.testing.assert_allclose(p.mean[keep], direct.mean, rtol=1e-5)  # float32 net, other batch
-    assert [bool(f & F.bit("RESAMPLED")) for f in p.flags] == [False, True, False, False]
+    assert [bool(f & flags.bit("RESAMPLED")) for f in p.flags] == [False, True, False, False]
     with pytest.raises(InputDataError, match="not both"):
         starlabels.predict(raw_model_folder, flux, error, grid="apstar", wavelength=APOGEE.wavelength)
     with pytest.raises(InputDataError, match="resample must be one of"):

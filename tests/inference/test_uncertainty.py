@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from starlabels.errors import InputDataError, StarlabelsError
-from starlabels.inference import uncertainty as U
+from starlabels.inference import uncertainty as uncertainty_methods
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
 
 def physical(net, P, L, in_offset=None, in_slope=None, out_offset=None, out_slope=None):
-    return U.PhysicalNetwork(
+    return uncertainty_methods.PhysicalNetwork(
         net,
         torch.zeros(P) if in_offset is None else in_offset,
         torch.ones(P) if in_slope is None else in_slope,
@@ -32,7 +32,7 @@ def test_delta_method_is_exact_for_a_linear_network_through_both_scalers(nets):
     fn = physical(nets.Linear(W, log_var=math.log(0.25)), P, L, in_offset, in_slope, out_offset, out_slope)
     flux = 1 + 0.1 * torch.randn(N, P)
     err = 0.01 + 0.02 * torch.rand(N, P)
-    mean, parts = U.delta_method(fn, flux, err, error_cap=None)
+    mean, parts = uncertainty_methods.delta_method(fn, flux, err, error_cap=None)
     # y_phys = out_offset + out_slope * (W (in_offset + in_slope * x) + b)  →  ∂y_k/∂x_i = s_k W_ki a_i
     J = out_slope[:, None] * W * in_slope[None, :]  # (L, P)
     expected = (J.unsqueeze(0) ** 2 * err.unsqueeze(1) ** 2).sum(-1)  # (N, L)
@@ -50,8 +50,8 @@ def test_delta_agrees_with_100_noise_realisations_within_15_percent_at_high_snr(
     for snr in (50.0, 200.0):
         err = torch.full((N, P), 1 / snr)
         err[:, :8] = BAD_PIXEL_ERROR  # masked pixels must not matter
-        _, pd = U.delta_method(fn, flux, err)
-        _, pn = U.noise_realisations(fn, flux, err, n_samples=100, seed=7)
+        _, pd = uncertainty_methods.delta_method(fn, flux, err)
+        _, pn = uncertainty_methods.noise_realisations(fn, flux, err, n_samples=100, seed=7)
         ratio = (pd["delta"] / pn["noise"]).sqrt()
         assert torch.isfinite(ratio).all()
         # 100 realisations measure σ to ~7 %, so compare the bulk, not single stars
@@ -70,13 +70,13 @@ def test_masked_pixels_with_huge_errors_are_zero_weighted(nets):
     err_masked[:, 5:10] = BAD_PIXEL_ERROR
     err_masked[:, 12] = float("inf")
     err_masked[:, 13] = float("nan")
-    _, pd = U.delta_method(fn, flux, err_masked)
+    _, pd = uncertainty_methods.delta_method(fn, flux, err_masked)
     keep = torch.ones(P, dtype=torch.bool)
     keep[5:10] = False
     keep[12:14] = False
     expected = ((W[0, keep] * 0.01) ** 2).sum()
     torch.testing.assert_close(pd["delta"][:, 0], expected.expand(N), rtol=1e-4, atol=0)
-    _, pn = U.noise_realisations(fn, flux, err_masked, n_samples=400, seed=0)
+    _, pn = uncertainty_methods.noise_realisations(fn, flux, err_masked, n_samples=400, seed=0)
     assert torch.isfinite(pn["noise"]).all()
     np.testing.assert_allclose(pn["noise"][:, 0].sqrt().numpy(), expected.sqrt().item(), rtol=0.12)
 
@@ -88,14 +88,14 @@ def test_noise_errors_are_capped_at_five_times_the_mean_error(nets):
     fn = physical(nets.Linear(W), P, 1)
     err = torch.full((N, P), 0.01)
     err[:, 7] = 10.0  # 1000× the others, but a measured (not masked) pixel
-    sigma = U.effective_errors(err)
+    sigma = uncertainty_methods.effective_errors(err)
     cap = 5 * err.mean(dim=1)  # the mean includes the big error itself, as "mean in the spectrum"
     torch.testing.assert_close(sigma[:, 7], cap)
-    _, pn = U.noise_realisations(fn, torch.ones(N, P), err, n_samples=2000, seed=1)
+    _, pn = uncertainty_methods.noise_realisations(fn, torch.ones(N, P), err, n_samples=2000, seed=1)
     np.testing.assert_allclose(pn["noise"][:, 0].sqrt().numpy(), cap.numpy(), rtol=0.06)
-    _, pd = U.delta_method(fn, torch.ones(N, P), err)
+    _, pd = uncertainty_methods.delta_method(fn, torch.ones(N, P), err)
     torch.testing.assert_close(pd["delta"][:, 0], cap**2, rtol=1e-5, atol=0)
-    _, uncapped = U.delta_method(fn, torch.ones(N, P), err, error_cap=None)
+    _, uncapped = uncertainty_methods.delta_method(fn, torch.ones(N, P), err, error_cap=None)
     torch.testing.assert_close(uncapped["delta"][:, 0], torch.full((N,), 100.0))
 
 
@@ -106,7 +106,7 @@ def test_mc_dropout_total_is_variance_of_means_plus_mean_variance(nets):
     fn = physical(nets.DropoutLinear(w, p, log_var=math.log(0.04)), P, L,
                   out_slope=torch.tensor([2.0, 3.0]))
     x = 1 + torch.rand(N, P)
-    mean, parts = U.mc_dropout(fn, x, n_samples=4000, batch_size=4000, seed=5)
+    mean, parts = uncertainty_methods.mc_dropout(fn, x, n_samples=4000, batch_size=4000, seed=5)
     # inverted dropout: E[y] = w·x; Var = Σ w_i² x_i² p/(1-p); times the label scale
     s = torch.tensor([2.0, 3.0])
     exp_mean = (x @ w.T) * s
@@ -115,12 +115,12 @@ def test_mc_dropout_total_is_variance_of_means_plus_mean_variance(nets):
     assert ((mean - exp_mean).abs() < 5 * rel_se).all()
     np.testing.assert_allclose(parts["epistemic"].numpy(), exp_var.numpy(), rtol=0.1)
     torch.testing.assert_close(parts["aleatoric"], (0.04 * s**2).expand(N, L))
-    total = U.total_variance(parts)
+    total = uncertainty_methods.total_variance(parts)
     torch.testing.assert_close(total, parts["epistemic"] + parts["aleatoric"])
     # reproducible with a seed, different without the same seed; the module is left as it was
-    again, _ = U.mc_dropout(fn, x, n_samples=50, seed=5)
-    again2, _ = U.mc_dropout(fn, x, n_samples=50, seed=5)
-    other, _ = U.mc_dropout(fn, x, n_samples=50, seed=6)
+    again, _ = uncertainty_methods.mc_dropout(fn, x, n_samples=50, seed=5)
+    again2, _ = uncertainty_methods.mc_dropout(fn, x, n_samples=50, seed=5)
+    other, _ = uncertainty_methods.mc_dropout(fn, x, n_samples=50, seed=6)
     torch.testing.assert_close(again, again2)
     assert not torch.equal(again, other)
     assert fn.training
@@ -129,7 +129,7 @@ def test_mc_dropout_total_is_variance_of_means_plus_mean_variance(nets):
 def test_mc_dropout_refuses_a_network_without_dropout(nets):
     fn = physical(nets.Linear(torch.ones(1, 8)), 8, 1)
     with pytest.raises(StarlabelsError, match="dropout"):
-        U.mc_dropout(fn, torch.ones(2, 8), n_samples=10)
+        uncertainty_methods.mc_dropout(fn, torch.ones(2, 8), n_samples=10)
 
 
 def test_realisations_ride_in_the_batch_dimension(nets):
@@ -137,14 +137,15 @@ def test_realisations_ride_in_the_batch_dimension(nets):
     counting = nets.Counting(nets.DropoutLinear(torch.randn(L, P), 0.2))
     fn = physical(counting, P, L)
     x = torch.ones(N, P)
-    U.noise_realisations(fn, x, torch.full((N, P), 0.1), n_samples=S, batch_size=100, seed=0)
+    uncertainty_methods.noise_realisations(fn, x, torch.full((N, P), 0.1), n_samples=S, batch_size=100,
+                                           seed=0)
     # 100 rows per pass = 4 spectra × 25 realisations → ceil(10 / 4) = 3 calls, no per-spectrum loop
     assert counting.calls == [100, 100, 50]
     counting.calls.clear()
-    U.mc_dropout(fn, x, n_samples=S, batch_size=1000, seed=0)
+    uncertainty_methods.mc_dropout(fn, x, n_samples=S, batch_size=1000, seed=0)
     assert counting.calls == [N * S]
     counting.calls.clear()
-    U.delta_method(fn, x, torch.full((N, P), 0.1), batch_size=64)
+    uncertainty_methods.delta_method(fn, x, torch.full((N, P), 0.1), batch_size=64)
     assert counting.calls == [N]
 
 
@@ -152,10 +153,10 @@ def test_noise_needs_two_realisations_and_the_scatter_is_seeded(nets):
     fn = physical(nets.Smooth(32, 2), 32, 2)
     x, e = torch.ones(3, 32), torch.full((3, 32), 0.05)
     with pytest.raises(InputDataError):
-        U.noise_realisations(fn, x, e, n_samples=1)
-    a = U.noise_realisations(fn, x, e, n_samples=20, seed=9)[1]["noise"]
-    b = U.noise_realisations(fn, x, e, n_samples=20, seed=9)[1]["noise"]
-    c = U.noise_realisations(fn, x, e, n_samples=20, seed=10)[1]["noise"]
+        uncertainty_methods.noise_realisations(fn, x, e, n_samples=1)
+    a = uncertainty_methods.noise_realisations(fn, x, e, n_samples=20, seed=9)[1]["noise"]
+    b = uncertainty_methods.noise_realisations(fn, x, e, n_samples=20, seed=9)[1]["noise"]
+    c = uncertainty_methods.noise_realisations(fn, x, e, n_samples=20, seed=10)[1]["noise"]
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, c)
 
@@ -163,6 +164,6 @@ def test_noise_needs_two_realisations_and_the_scatter_is_seeded(nets):
 def test_effective_errors_of_a_fully_masked_spectrum_are_zero():
     e = torch.full((2, 10), BAD_PIXEL_ERROR)
     e[1] = 0.1
-    s = U.effective_errors(e)
+    s = uncertainty_methods.effective_errors(e)
     assert torch.equal(s[0], torch.zeros(10))
     torch.testing.assert_close(s[1], torch.full((10,), 0.1))

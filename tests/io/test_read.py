@@ -330,14 +330,14 @@ def test_specutils_round_trip():
 
 
 def test_specutils_foreign_objects():
-    import astropy.units as u
+    from astropy import units
     from astropy.nddata import InverseVariance
     from specutils import Spectrum as SpecutilsSpectrum
 
-    wave_nm = np.linspace(500.0, 400.0, 100) * u.nm  # descending, in nm
+    wave_nm = np.linspace(500.0, 400.0, 100) * units.nm  # descending, in nm
     ivar = np.full(100, 4.0)
     ivar[7] = 0.0
-    su = SpecutilsSpectrum(spectral_axis=wave_nm, flux=np.arange(100.0) * u.Jy,
+    su = SpecutilsSpectrum(spectral_axis=wave_nm, flux=np.arange(100.0) * units.Jy,
                            uncertainty=InverseVariance(ivar), mask=np.arange(100) == 3)
     (s,) = read_spectra(su)
     np.testing.assert_allclose(s.wavelength, np.linspace(4000.0, 5000.0, 100), rtol=1e-12)

@@ -206,18 +206,18 @@ def test_save_load_round_trip_and_predict_through_the_folder(tmp_path):
 
 
 def test_predict_and_calibrate_like_a_network():
-    from starlabels.inference import flags as F
+    from starlabels.inference import flags
 
     labels, flux, error, _ = _known_model(n=400, n_pixels=60, seed=7, noise=0.01)
     m = CannonModel(NAMES).fit(flux[:300], error[:300], labels[:300])
     p = starlabels.predict(m, flux[300:], error[300:], preprocessed=True)
     assert p.mean.shape == p.std.shape == (100, 3)
-    assert np.all(p.flags & F.bit("UNCALIBRATED"))
+    assert np.all(p.flags & flags.bit("UNCALIBRATED"))
     np.testing.assert_allclose(p.std**2, p.parts["fisher"])
     entry = calibrate(m, flux[300:], error[300:], labels[300:], preprocessed=True)
     assert entry["uncertainty"] == "fisher"
     q = starlabels.predict(m, flux[300:], error[300:], preprocessed=True)
-    assert q.calibrated and not np.any(q.flags & F.bit("UNCALIBRATED"))
+    assert q.calibrated and not np.any(q.flags & flags.bit("UNCALIBRATED"))
     z = (q.mean - labels[300:]) / q.std
     mad = 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0)
     np.testing.assert_allclose(mad, 1.0, rtol=1e-6)
@@ -225,7 +225,7 @@ def test_predict_and_calibrate_like_a_network():
     e = error[300:303].copy()
     e[1] = np.inf
     r = starlabels.predict(m, flux[300:303], e, preprocessed=True)
-    assert np.isnan(r.mean[1]).all() and r.flags[1] & F.bit("INVALID_SPECTRUM")
+    assert np.isnan(r.mean[1]).all() and r.flags[1] & flags.bit("INVALID_SPECTRUM")
     assert np.isfinite(r.mean[[0, 2]]).all()
 
 

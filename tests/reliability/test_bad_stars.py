@@ -9,8 +9,8 @@ import pytest
 
 import starlabels
 from starlabels.errors import InputDataError
-from starlabels.inference import catalog as C
-from starlabels.inference import flags as F
+from starlabels.inference import catalog as catalogs
+from starlabels.inference import flags as flag_bits
 
 from .conftest import raw_spectra
 
@@ -37,10 +37,12 @@ def test_dead_detector_is_a_flag_not_an_exception(continuum_model_folder):
     pred = starlabels.predict(continuum_model_folder, flux, error, bitmask=bitmask)
     # ... inference flags it: labels kept, masked-pixels flag; the others invalid
     assert np.isfinite(pred.mean[[0, 1]]).all()
-    assert pred.flags[1] & F.bit("MANY_MASKED_PIXELS") and not pred.flags[1] & F.bit("INVALID_SPECTRUM")
+    assert pred.flags[1] & flag_bits.bit("MANY_MASKED_PIXELS") and not pred.flags[1] & flag_bits.bit(
+        "INVALID_SPECTRUM"
+    )
     assert pred.masked_fraction[1] > 0.3
     for i in (2, 3):
-        assert np.isnan(pred.mean[i]).all() and pred.flags[i] & F.bit("INVALID_SPECTRUM")
+        assert np.isnan(pred.mean[i]).all() and pred.flags[i] & flag_bits.bit("INVALID_SPECTRUM")
     # the healthy star's labels do not depend on its neighbours
     alone = starlabels.predict(continuum_model_folder, flux[:1], error[:1], bitmask=bitmask[:1])
     np.testing.assert_allclose(alone.mean[0], pred.mean[0], rtol=1e-5, atol=1e-5)  # float32 rounding
@@ -65,28 +67,33 @@ def test_folder_of_200_files_with_bad_stars(continuum_model_folder, tmp_path):
         if i in nan:
             flux[i] = np.nan
         path = d / f"apStar-dr17-2M{i:08d}.fits"
-        write_apstar(path, flux[i], error[i], bitmask[i],
-                     {"APOGEE_ID": f"2M{i:08d}", "RA": float(i), "DEC": -1.0, "SNR": 200.0})
+        write_apstar(
+            path,
+            flux[i],
+            error[i],
+            bitmask[i],
+            {"APOGEE_ID": f"2M{i:08d}", "RA": float(i), "DEC": -1.0, "SNR": 200.0},
+        )
         if i in truncated:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "cat.fits"
-    res = C.run_catalog(continuum_model_folder, [d], out, files_per_unit=64)
+    res = catalogs.run_catalog(continuum_model_folder, [d], out, files_per_unit=64)
     assert res.n_rows == 195 and not res.failed_units
-    df = C.read_catalog(out)
+    df = catalogs.read_catalog(out)
     assert len(df) == 195
     ids = df["APOGEE_ID"].str.slice(2).astype(int).to_numpy()
     flag = df["FLAG"].to_numpy()
-    problem = F.bit("INVALID_SPECTRUM") | F.bit("MANY_MASKED_PIXELS")
+    problem = flag_bits.bit("INVALID_SPECTRUM") | flag_bits.bit("MANY_MASKED_PIXELS")
     is_dead, is_nan = np.isin(ids, list(dead)), np.isin(ids, list(nan))
     clean = ~is_dead & ~is_nan
     assert clean.sum() == 180 and ((flag[clean] & problem) == 0).all()
     assert np.isfinite(df.loc[clean, ["TEFF", "LOGG", "FE_H"]].to_numpy()).all()
     assert is_dead.sum() == 10
-    assert ((flag[is_dead] & F.bit("MANY_MASKED_PIXELS")) != 0).all()
-    assert ((flag[is_dead] & F.bit("INVALID_SPECTRUM")) == 0).all()
+    assert ((flag[is_dead] & flag_bits.bit("MANY_MASKED_PIXELS")) != 0).all()
+    assert ((flag[is_dead] & flag_bits.bit("INVALID_SPECTRUM")) == 0).all()
     assert np.isfinite(df.loc[is_dead, ["TEFF", "LOGG", "FE_H"]].to_numpy()).all()
-    assert is_nan.sum() == 5 and ((flag[is_nan] & F.bit("INVALID_SPECTRUM")) != 0).all()
+    assert is_nan.sum() == 5 and ((flag[is_nan] & flag_bits.bit("INVALID_SPECTRUM")) != 0).all()
     assert np.isnan(df.loc[is_nan, ["TEFF", "LOGG", "FE_H", "TEFF_ERR"]].to_numpy(float)).all()
     # the summary counts them; the truncated files are listed as unreadable
     assert res.flag_counts["MANY_MASKED_PIXELS"] == 15 and res.flag_counts["INVALID_SPECTRUM"] == 5
@@ -112,14 +119,17 @@ def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
     d = tmp_path / "in"
     d.mkdir()
     for i in range(6):
-        write_apstar(d / f"apStar-dr17-2M{i:08d}.fits", flux[i], error[i], bitmask[i],
-                     {"APOGEE_ID": f"2M{i:08d}"})
+        write_apstar(
+            d / f"apStar-dr17-2M{i:08d}.fits", flux[i], error[i], bitmask[i], {"APOGEE_ID": f"2M{i:08d}"}
+        )
+
     def cli_run(out):
-        return CliRunner().invoke(cli, ["predict", str(continuum_model_folder), str(d), "-o", str(out),
-                                        "--files-per-unit", "2"])
+        return CliRunner().invoke(
+            cli, ["predict", str(continuum_model_folder), str(d), "-o", str(out), "--files-per-unit", "2"]
+        )
 
     assert cli_run(tmp_path / "full.csv").exit_code == 0
-    real, tries = C.run_unit, []
+    real, tries = catalogs.run_unit, []
 
     def flaky(im, unit, pdir, settings):
         if unit.index == 1:
@@ -128,18 +138,22 @@ def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
         return real(im, unit, pdir, settings)
 
     out = tmp_path / "cat.csv"
-    monkeypatch.setattr(C, "run_unit", flaky)
+    monkeypatch.setattr(catalogs, "run_unit", flaky)
     r = cli_run(out)
     assert r.exit_code == 3, r.output
-    assert len(tries) == C.UNIT_TRIES and "1 unit(s) failed" in r.output and "Input/output error" in r.output
-    assert len(C.read_catalog(out)) == 4  # the two other units are there
-    skipped = pd.read_csv(C.skipped_path(out), sep="\t")
+    assert (
+        len(tries) == catalogs.UNIT_TRIES
+        and "1 unit(s) failed" in r.output
+        and "Input/output error" in r.output
+    )
+    assert len(catalogs.read_catalog(out)) == 4  # the two other units are there
+    skipped = pd.read_csv(catalogs.skipped_path(out), sep="\t")
     assert len(skipped) == 2 and skipped["reason"].str.contains("failed after retries").all()
-    monkeypatch.setattr(C, "run_unit", real)
+    monkeypatch.setattr(catalogs, "run_unit", real)
     r = cli_run(out)  # the same command again: only the failed unit is computed
     assert r.exit_code == 0, r.output
     assert "(1 of 3 units computed now)" in r.output and "0 input(s) skipped" in r.output
-    pd.testing.assert_frame_equal(C.read_catalog(out), C.read_catalog(tmp_path / "full.csv"))
+    pd.testing.assert_frame_equal(catalogs.read_catalog(out), catalogs.read_catalog(tmp_path / "full.csv"))
 
 
 def test_a_second_run_on_the_same_output_gets_a_clear_error(continuum_model_folder, tmp_path):
@@ -149,12 +163,13 @@ def test_a_second_run_on_the_same_output_gets_a_clear_error(continuum_model_fold
 
     d = tmp_path / "in"
     d.mkdir()
-    write_apstar(d / "apStar-dr17-2M00000001.fits", flux[0], error[0], bitmask[0],
-                 {"APOGEE_ID": "2M00000001"})
+    write_apstar(
+        d / "apStar-dr17-2M00000001.fits", flux[0], error[0], bitmask[0], {"APOGEE_ID": "2M00000001"}
+    )
     out = tmp_path / "cat.csv"
-    with C.OutputLock(out):  # another run holds the output
+    with catalogs.OutputLock(out):  # another run holds the output
         with pytest.raises(StarlabelsError, match=r"another catalog run \(pid \d+\) is writing this output"):
-            C.run_catalog(continuum_model_folder, [d], out)
-        assert not out.exists() and not C.parts_dir(out).exists()
-    assert C.run_catalog(continuum_model_folder, [d], out).n_rows == 1  # released: runs
-    assert not C.lock_path(out).exists()
+            catalogs.run_catalog(continuum_model_folder, [d], out)
+        assert not out.exists() and not catalogs.parts_dir(out).exists()
+    assert catalogs.run_catalog(continuum_model_folder, [d], out).n_rows == 1  # released: runs
+    assert not catalogs.lock_path(out).exists()

@@ -16,7 +16,7 @@ from torch import nn
 
 import starlabels
 from starlabels.data.normalization import LabelScaler, SpectrumScaler
-from starlabels.inference import uncertainty as U
+from starlabels.inference import uncertainty as uncertainty_methods
 from starlabels.inference.predict import resolve
 from starlabels.models import build_network
 from starlabels.models.folder import TrainedModel
@@ -62,7 +62,7 @@ def test_concurrent_threads_with_different_seeds_get_their_single_threaded_resul
     assert not np.array_equal(alone[11].std, alone[12].std)
     if method == "mc_dropout" and arch == "apogee_net":  # the generic path: nn.Dropout swapped
         net = resolve(model).physical.network
-        assert any(isinstance(m, U.GeneratorDropout) for m in net.modules())
+        assert any(isinstance(m, uncertainty_methods.GeneratorDropout) for m in net.modules())
 
     start = threading.Barrier(len(seeds))
     results: dict[int, list] = {s: [] for s in seeds}
@@ -92,16 +92,16 @@ def test_concurrent_threads_with_different_seeds_get_their_single_threaded_resul
 
 
 def test_generator_dropout_has_dropout_semantics_and_draws_only_from_its_generator():
-    drop = U.GeneratorDropout(0.25)
+    drop = uncertainty_methods.GeneratorDropout(0.25)
     x = torch.ones(200_000)
     plain = nn.Dropout(0.25)
     drop.eval()
     assert torch.equal(drop(x), x)  # eval: identity, like nn.Dropout
     drop.train()
     rng_before = torch.get_rng_state()
-    with U.dropout_generator(torch.Generator().manual_seed(5)):
+    with uncertainty_methods.dropout_generator(torch.Generator().manual_seed(5)):
         a = drop(x)
-    with U.dropout_generator(torch.Generator().manual_seed(5)):
+    with uncertainty_methods.dropout_generator(torch.Generator().manual_seed(5)):
         b = drop(x)
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert torch.equal(a, b)
@@ -119,10 +119,11 @@ def test_generator_dropout_has_dropout_semantics_and_draws_only_from_its_generat
 def test_the_swap_keeps_p_and_mode_and_other_dropout_types_are_refused():
     net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.4), nn.Sequential(nn.Dropout(0.1)))
     net[1].eval()
-    U.use_generator_dropout(net)
-    assert type(net[1]) is U.GeneratorDropout and net[1].p == 0.4 and not net[1].training
-    assert type(net[2][0]) is U.GeneratorDropout and net[2][0].p == 0.1
+    uncertainty_methods.use_generator_dropout(net)
+    assert type(net[1]) is uncertainty_methods.GeneratorDropout and net[1].p == 0.4 and not net[1].training
+    assert type(net[2][0]) is uncertainty_methods.GeneratorDropout and net[2][0].p == 0.1
     odd = nn.Sequential(nn.Dropout1d(0.5), nn.Flatten(), nn.Linear(4, 1))
-    fn = U.PhysicalNetwork(odd, torch.zeros(4), torch.ones(4), torch.zeros(1), torch.ones(1))
+    fn = uncertainty_methods.PhysicalNetwork(odd, torch.zeros(4), torch.ones(4), torch.zeros(1),
+                                             torch.ones(1))
     with pytest.raises(starlabels.errors.StarlabelsError, match="Dropout1d"):
-        U.mc_dropout(fn, torch.ones(2, 4), n_samples=4, seed=0)
+        uncertainty_methods.mc_dropout(fn, torch.ones(2, 4), n_samples=4, seed=0)

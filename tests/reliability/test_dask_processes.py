@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starlabels.inference import catalog as C
-from starlabels.inference import distributed as D
+from starlabels.inference import catalog as catalogs
+from starlabels.inference import distributed as distributed_inference
 
 from .conftest import raw_spectra
 
@@ -46,42 +46,87 @@ def star_dir(tmp_path_factory):
 def single(continuum_model_folder, star_dir, tmp_path_factory):
     """The single-process catalog every Dask run must reproduce."""
     out = tmp_path_factory.mktemp("single") / "single.parquet"
-    return C.run_catalog(continuum_model_folder, [star_dir], out, **KW)
+    return catalogs.run_catalog(continuum_model_folder, [star_dir], out, **KW)
 
 
 def _same(res, single):
     assert res.n_rows == single.n_rows == 10 and not res.failed_units
-    pd.testing.assert_frame_equal(C.read_catalog(res.path), C.read_catalog(single.path))
+    pd.testing.assert_frame_equal(catalogs.read_catalog(res.path), catalogs.read_catalog(single.path))
     assert res.skipped == single.skipped and len(res.skipped) == 1
 
 
 def test_local_cluster_of_worker_processes_matches_the_single_process_run(
     continuum_model_folder, star_dir, single, tmp_path
 ):
-    res = D.run_distributed(continuum_model_folder, [star_dir], tmp_path / "dist.parquet", workers=2,
-                            processes=True, threads_per_worker=1, partitions_per_worker=2, **KW)
+    res = distributed_inference.run_distributed(
+        continuum_model_folder,
+        [star_dir],
+        tmp_path / "dist.parquet",
+        workers=2,
+        processes=True,
+        threads_per_worker=1,
+        partitions_per_worker=2,
+        **KW,
+    )
     _same(res, single)
 
 
 @pytest.fixture
 def external_cluster(tmp_path):
     """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1, stopped after the test."""
-    src = str(Path(C.__file__).parents[2])  # this checkout's package, in the workers too
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "STARLABELS_NO_PROGRESS": "1",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    src = str(Path(catalogs.__file__).parents[2])  # this checkout's package, in the workers too
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "STARLABELS_NO_PROGRESS": "1",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
     sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(sched_file)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         deadline = time.time() + 60
         while not sched_file.exists() and time.time() < deadline:
             time.sleep(0.2)
         for _ in range(2):
-            procs.append(subprocess.Popen(
-                [DASK, "worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--nworkers", "1",
-                 "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                        "--death-timeout",
+                        "60",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         from distributed import Client
 
         client = Client(scheduler_file=str(sched_file), timeout=60)
@@ -103,8 +148,14 @@ def test_external_scheduler_and_two_worker_processes_match_the_single_process_ru
 ):
     address = external_cluster.scheduler.address
     assert address.startswith("tcp://127.0.0.1:")
-    res = D.run_distributed(continuum_model_folder, [star_dir], tmp_path / "ext.parquet", scheduler=address,
-                            partitions_per_worker=2, **KW)
+    res = distributed_inference.run_distributed(
+        continuum_model_folder,
+        [star_dir],
+        tmp_path / "ext.parquet",
+        scheduler=address,
+        partitions_per_worker=2,
+        **KW,
+    )
     _same(res, single)
     pids = external_cluster.run(os.getpid)
     assert len(pids) == 2 and os.getpid() not in pids.values()  # the work ran in the worker processes
@@ -114,7 +165,7 @@ def test_a_worker_sigkilled_mid_run_leaves_a_complete_catalog(
     continuum_model_folder, star_dir, single, tmp_path, external_cluster
 ):
     out = tmp_path / "killed.parquet"
-    pdir = C.parts_dir(out)
+    pdir = catalogs.parts_dir(out)
     pids = external_cluster.run(os.getpid)
     killed: list[int] = []
 
@@ -130,10 +181,11 @@ def test_a_worker_sigkilled_mid_run_leaves_a_complete_catalog(
 
     killer = threading.Thread(target=kill_one_worker_after_the_first_unit)
     killer.start()
-    res = D.run_distributed(continuum_model_folder, [star_dir], out, client=external_cluster,
-                            partitions_per_worker=1, **KW)
+    res = distributed_inference.run_distributed(
+        continuum_model_folder, [star_dir], out, client=external_cluster, partitions_per_worker=1, **KW
+    )
     killer.join()
     assert killed, "the worker was not killed during the run"
     _same(res, single)  # nothing lost
-    df = C.read_catalog(out)
+    df = catalogs.read_catalog(out)
     assert df["APOGEE_ID"].is_unique  # nothing duplicated

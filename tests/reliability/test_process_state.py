@@ -87,8 +87,7 @@ def test_a_dask_partition_restores_the_worker_thread_setting(continuum_model_fol
     """``threads_per_worker`` applies while a partition runs; the worker's own setting comes back."""
     import torch
 
-    from starlabels.inference import catalog as C
-    from starlabels.inference import distributed as D
+    from starlabels.inference import catalog, distributed
     from starlabels.io import write_apstar
 
     flux, error, bitmask = raw_spectra(2, seed=6)
@@ -97,23 +96,25 @@ def test_a_dask_partition_restores_the_worker_thread_setting(continuum_model_fol
     for i in range(2):
         write_apstar(d / f"apStar-dr17-2M4000000{i}.fits", flux[i], error[i], bitmask[i],
                      {"APOGEE_ID": str(i)})
-    items, _ = C.expand_inputs([d])
-    units, _ = C.plan_units(items, files_per_unit=1)
+    items, _ = catalog.expand_inputs([d])
+    units, _ = catalog.plan_units(items, files_per_unit=1)
     out = tmp_path / "c.csv"
-    C.parts_dir(out).mkdir()
+    catalog.parts_dir(out).mkdir()
     seen = []
-    real = C.run_unit
+    real = catalog.run_unit
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
     before = torch.get_num_threads()
-    C.run_unit = spy
+    catalog.run_unit = spy
     try:
-        summary = D.run_partition(str(continuum_model_folder), units, str(out), C.run_settings(), 2)
+        summary = distributed.run_partition(
+            str(continuum_model_folder), units, str(out), catalog.run_settings(), 2
+        )
     finally:
-        C.run_unit = real
+        catalog.run_unit = real
     assert summary["rows"] == 2 and seen == [2, 2]  # the partition ran with 2 threads ...
     assert torch.get_num_threads() == before  # ... and gave the worker its setting back
 

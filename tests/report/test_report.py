@@ -16,7 +16,7 @@ from matplotlib.image import imread
 from scipy.stats import median_abs_deviation
 
 from starlabels.errors import InputFileError
-from starlabels.evaluation import metrics as m
+from starlabels.evaluation import metrics as label_metrics
 from starlabels.evaluation.report import build_report, read_model_card, read_table
 
 
@@ -86,7 +86,7 @@ def test_residual_tables_match_metrics_computed_independently(report_files, inpu
     cols = ["label", "n", "median", "sigma_mad", "median_abs", "mean", "std", "rms", "median_err",
             "mean_err"]
 
-    expected = m.residual_table(P, R, h.LABELS, err=E)
+    expected = label_metrics.residual_table(P, R, h.LABELS, err=E)
     assert_table_matches(page, "table-residuals", expected, cols, h)
     # and straight from numpy/scipy for Teff: star 11 is not in the reference, one Teff is
     # MISSING there and star 10 is an invalid spectrum
@@ -99,12 +99,12 @@ def test_residual_tables_match_metrics_computed_independently(report_files, inpu
     assert float(row["sigma_mad"]) == pytest.approx(median_abs_deviation(d, scale="normal"), rel=1e-4)
 
     groups = merged["GROUP"].fillna("not in reference").to_numpy()
-    by_group = m.residual_table(P, R, h.LABELS, err=E, groups=groups)
+    by_group = label_metrics.residual_table(P, R, h.LABELS, err=E, groups=groups)
     by_group = by_group[by_group["n"] > 0].reset_index(drop=True)
     assert set(by_group["group"]) == {"all", "dwarfs", "giants"}
     assert_table_matches(page, "table-groups", by_group, ["group", *cols], h)
 
-    by_snr = m.residuals_by_snr(P, R, h.LABELS, snr=cat["SNR"].to_numpy(), err=E)
+    by_snr = label_metrics.residuals_by_snr(P, R, h.LABELS, snr=cat["SNR"].to_numpy(), err=E)
     by_snr = by_snr[by_snr["n"] > 0].reset_index(drop=True)
     assert_table_matches(page, "table-snr", by_snr,
                          ["label", "bin_lo", "bin_hi", "by_median", "n", "median", "sigma_mad",
@@ -113,7 +113,7 @@ def test_residual_tables_match_metrics_computed_independently(report_files, inpu
     # z-scores: the reference's TEFF_ERR enters in quadrature, the other labels have none
     Er = np.zeros_like(R)
     Er[:, 0] = merged["TEFF_ERR"].to_numpy(float)
-    z = m.zscore_table(P, R, h.LABELS, pred_err=E, ref_err=Er)
+    z = label_metrics.zscore_table(P, R, h.LABELS, pred_err=E, ref_err=Er)
     assert_table_matches(page, "table-zscores", z,
                          ["label", "n", "z_median", "z_sigma_mad", "z_std", "z_rms", "frac_1sigma",
                           "frac_2sigma"], h)
@@ -260,12 +260,14 @@ def test_partial_config_and_reference_columns_in_the_catalog(tmp_path):
     # TRUE_TEFF and logg_true (any case) are the reference
     P = cat[["TEFF", "LOGG"]].to_numpy()
     R = cat[["TRUE_TEFF", "logg_true"]].to_numpy()
-    expected = m.residual_table(P, R, ["TEFF", "LOGG"], err=cat[["TEFF_ERR", "LOGG_ERR"]].to_numpy())
+    errors = cat[["TEFF_ERR", "LOGG_ERR"]].to_numpy()
+    expected = label_metrics.residual_table(P, R, ["TEFF", "LOGG"], err=errors)
     pd.testing.assert_frame_equal(res.tables["residuals"], expected)
     assert "TEFF ← TRUE_TEFF" in html.unescape(text)
     # naming the catalog as its own reference gives the same tables
-    res2 = build_report(model, tmp_path / "cat.csv", tmp_path / "out2", reference=tmp_path / "cat.csv",
-                        figures=False)
+    res2 = build_report(
+        model, tmp_path / "cat.csv", tmp_path / "out2", reference=tmp_path / "cat.csv", figures=False
+    )
     pd.testing.assert_frame_equal(res2.tables["zscores"], res.tables["zscores"])
     assert not list((tmp_path / "out").glob("figures/*"))
 
@@ -283,10 +285,10 @@ def test_fits_catalog_and_allstar_like_reference(tmp_path, inputs, h):
     t["X_H"] = np.zeros((len(ref), 3), dtype=np.float32)
     t.write(tmp_path / "ref.fits")
     assert read_table(tmp_path / "ref.fits", "reference")["APOGEE_ID"][0] == ref["APOGEE_ID"][0]
-    a = build_report(inputs.model, tmp_path / "cat.fits", tmp_path / "a", reference=tmp_path / "ref.fits",
-                     figures=False)
-    b = build_report(inputs.model, inputs.catalog, tmp_path / "b", reference=inputs.reference,
-                     figures=False)
+    a = build_report(
+        inputs.model, tmp_path / "cat.fits", tmp_path / "a", reference=tmp_path / "ref.fits", figures=False
+    )
+    b = build_report(inputs.model, inputs.catalog, tmp_path / "b", reference=inputs.reference, figures=False)
     for name in ("residuals", "residuals_by_group", "residuals_by_snr", "zscores", "summary_flags"):
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
     assert ("Figures", "left out on request (figures=False / --no-figures)") in a.skipped
@@ -298,9 +300,14 @@ def test_isochrones_from_the_shared_data_folder(tmp_path, shared_data, monkeypat
     model = write_partial_model(tmp_path / "model")
     rng = np.random.default_rng(2)
     teff = rng.uniform(4000, 5200, 60)
-    pd.DataFrame({"APOGEE_ID": [f"s{i}" for i in range(60)], "TEFF": teff,
-                  "LOGG": 1 + (teff - 4000) / 1200 * 2, "FE_H": rng.normal(-0.3, 0.2, 60)}
-                 ).to_csv(tmp_path / "cat.csv", index=False)
+    pd.DataFrame(
+        {
+            "APOGEE_ID": [f"s{i}" for i in range(60)],
+            "TEFF": teff,
+            "LOGG": 1 + (teff - 4000) / 1200 * 2,
+            "FE_H": rng.normal(-0.3, 0.2, 60),
+        }
+    ).to_csv(tmp_path / "cat.csv", index=False)
     res = build_report(model, tmp_path / "cat.csv", tmp_path / "out")
     assert [f.key for f in res.figures] == ["kiel", "young_selection"]
     assert any(n.startswith("PARSEC isochrones from parsec_photometry_grid.fits.gz") for n in res.notes)
@@ -354,11 +361,27 @@ def test_catalog_and_reference_errors_are_clear(tmp_path, inputs, h):
     pd.DataFrame({"APOGEE_ID": ids[:1], "VHELIO": [1.0]}).to_csv(tmp_path / "r3.csv", index=False)
     res = h.run_cli(inputs.model, inputs.catalog, "-r", tmp_path / "r3.csv", "-o", tmp_path / "o")
     assert res.exit_code == 1 and "r3.csv: has no reference column for any label" in res.output
-    res = h.run_cli(inputs.model, inputs.catalog, "--groups", "FIELD", "-o", tmp_path / "o",
-                    "-r", inputs.reference, "--no-figures")
+    res = h.run_cli(
+        inputs.model,
+        inputs.catalog,
+        "--groups",
+        "FIELD",
+        "-o",
+        tmp_path / "o",
+        "-r",
+        inputs.reference,
+        "--no-figures",
+    )
     assert res.exit_code == 1 and "no group column 'FIELD'" in res.output
-    res = h.run_cli(inputs.model, inputs.catalog, "-o", tmp_path / "o", "--no-isochrones",
-                    "--isochrones", inputs.isochrones)
+    res = h.run_cli(
+        inputs.model,
+        inputs.catalog,
+        "-o",
+        tmp_path / "o",
+        "--no-isochrones",
+        "--isochrones",
+        inputs.isochrones,
+    )
     assert res.exit_code == 2 and "exclude each other" in res.output
     res = h.run_cli(inputs.model, inputs.catalog, "-o", tmp_path / "o", "--isochrones", tmp_path / "i.fits")
     assert res.exit_code == 1 and "i.fits: isochrone file does not exist" in res.output
@@ -384,20 +407,33 @@ def test_sdss5_catalog_matched_on_sdss_id_and_the_grids_on_the_card(tmp_path):
     cat.to_csv(tmp_path / "cat.csv", index=False)
     truth = small_catalog_with_truth()
     rev = slice(None, None, -1)  # the reference in another order
-    ref = pd.DataFrame({"sdss_id": (np.arange(len(cat)) + 1000)[rev],
-                        "TEFF": truth["TRUE_TEFF"].to_numpy()[rev],
-                        "LOGG": truth["logg_true"].to_numpy()[rev]})
+    ref = pd.DataFrame(
+        {
+            "sdss_id": (np.arange(len(cat)) + 1000)[rev],
+            "TEFF": truth["TRUE_TEFF"].to_numpy()[rev],
+            "LOGG": truth["logg_true"].to_numpy()[rev],
+        }
+    )
     ref.to_csv(tmp_path / "ref.csv", index=False)
-    res = build_report(model, tmp_path / "cat.csv", tmp_path / "out", reference=tmp_path / "ref.csv",
-                       figures=False)
+    res = build_report(
+        model, tmp_path / "cat.csv", tmp_path / "out", reference=tmp_path / "ref.csv", figures=False
+    )
     P = cat[["TEFF", "LOGG"]].to_numpy()
     R = truth[["TRUE_TEFF", "logg_true"]].to_numpy()
-    expected = m.residual_table(P, R, ["TEFF", "LOGG"], err=cat[["TEFF_ERR", "LOGG_ERR"]].to_numpy())
+    expected = label_metrics.residual_table(
+        P, R, ["TEFF", "LOGG"], err=cat[["TEFF_ERR", "LOGG_ERR"]].to_numpy()
+    )
     pd.testing.assert_frame_equal(res.tables["residuals"], expected)
     text = html.unescape(res.path.read_text(encoding="utf-8"))
     assert f"Input grid (raw spectra, instrument boss): {boss.describe()}" in text
     assert f"Network input grid: {boss.describe()}" in text
     assert boss.checksum in text and "'checksum'" not in text
     with pytest.raises(InputFileError, match=r"no 'APOGEE_ID' column"):
-        build_report(model, tmp_path / "cat.csv", tmp_path / "o2", reference=tmp_path / "ref.csv",
-                     id_column="APOGEE_ID", figures=False)
+        build_report(
+            model,
+            tmp_path / "cat.csv",
+            tmp_path / "o2",
+            reference=tmp_path / "ref.csv",
+            id_column="APOGEE_ID",
+            figures=False,
+        )

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 import starlabels.models.bcnn as bcnn_module
 from starlabels.inference.uncertainty import PhysicalNetwork, mc_dropout
@@ -43,13 +43,13 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
 
     def conv2d(inp, *args, **kwargs):
         seen["conv"] = inp.detach().clone()
-        return F.conv2d(inp, *args, **kwargs)
+        return functional.conv2d(inp, *args, **kwargs)
 
     def linear(inp, *args, **kwargs):
         seen.setdefault("linear", inp.detach().clone())
-        return F.linear(inp, *args, **kwargs)
+        return functional.linear(inp, *args, **kwargs)
 
-    monkeypatch.setattr(bcnn_module, "F", types.SimpleNamespace(conv2d=conv2d, linear=linear))
+    monkeypatch.setattr(bcnn_module, "functional", types.SimpleNamespace(conv2d=conv2d, linear=linear))
     mc_dropout_passes(net, torch.randn(n_stars, 1, n_pixels), n_samples,
                       torch.Generator().manual_seed(5))
     left = net.trunk[4].padding[0]

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from torch import nn
 
-    from starlabels.training import distributed as D
+    from starlabels.training import distributed as distributed_training
     from starlabels.training.config import OptimiserConfig, TrainingConfig
     from starlabels.training.trainer import Trainer, TrainingData, _cpu_state
 
@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent(
 
 
     def main(out):
-        ctx = D.init_distributed(device="cpu") if D.launched_by_torchrun() else None
+        launched = distributed_training.launched_by_torchrun()
+        ctx = distributed_training.init_distributed(device="cpu") if launched else None
         rng = np.random.default_rng(0)
         n = 141
         labels = rng.normal(size=(n, 2)).astype(np.float32) * [300.0, 0.4] + [5000.0, 3.0]
@@ -71,7 +72,7 @@ SCRIPT = textwrap.dedent(
             ref = w.clone()
             torch.distributed.broadcast(ref, 0)
             assert torch.equal(w, ref)
-        D.shutdown()
+        distributed_training.shutdown()
         print('rank done', flush=True)
 
 
@@ -101,12 +102,27 @@ def _run(cmd, env, *, retry_gloo_abort=False):
 def test_two_gloo_ranks_match_single_process_training(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "STARLABELS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
-           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    env = {
+        **os.environ,
+        "STARLABELS_NO_PROGRESS": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+    }
     env.pop("WORLD_SIZE", None)
     _run([sys.executable, str(script), str(tmp_path / "single.pt")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-          str(script), str(tmp_path / "ddp.pt")], env, retry_gloo_abort=True)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path / "ddp.pt"),
+        ],
+        env,
+        retry_gloo_abort=True,
+    )
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     assert single["world"] == 1 and ddp["world"] == 2

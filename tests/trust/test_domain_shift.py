@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from starlabels.errors import InputDataError
-from starlabels.inference import flags as F
+from starlabels.inference import flags
 from starlabels.inference.domain_shift import DomainShift, load_domain_shift
 
 
@@ -83,5 +83,5 @@ def test_bad_settings_and_unfitted_use_are_refused():
 
 
 def test_flag_bit():
-    assert F.DOMAIN_SHIFT == F.bit("DOMAIN_SHIFT") == 1 << 9
-    assert F.decode(F.DOMAIN_SHIFT | F.bit("RESAMPLED")) == ["RESAMPLED", "DOMAIN_SHIFT"]
+    assert flags.DOMAIN_SHIFT == flags.bit("DOMAIN_SHIFT") == 1 << 9
+    assert flags.decode(flags.DOMAIN_SHIFT | flags.bit("RESAMPLED")) == ["RESAMPLED", "DOMAIN_SHIFT"]

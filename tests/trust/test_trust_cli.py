@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import starlabels
 from starlabels.cli.main import cli
-from starlabels.inference import flags as F
+from starlabels.inference import flags
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_bcnn.toml"
 
@@ -111,10 +111,10 @@ def test_predict_uses_the_model_uncertainty_and_scores_domain_shift(trained):
     # 40-star dev set puts its threshold high, so not all of them cross 1; bench/domain_shift.py
     # measures the flag rates of real-sized models)
     assert pred.domain_shift.shape == (30,) and np.isfinite(pred.domain_shift).all()
-    flagged = (pred.flags & F.DOMAIN_SHIFT) != 0
+    flagged = (pred.flags & flags.DOMAIN_SHIFT) != 0
     np.testing.assert_array_equal(flagged, pred.domain_shift > 1)
     assert flagged.mean() <= 0.2
     off = [np.ascontiguousarray(np.roll(a, 40, axis=1)) for a in (flux, error, bitmask)]
     shifted = starlabels.predict(tmp / "model", off[0], off[1], bitmask=off[2], n_samples=4, seed=0)
     assert shifted.domain_shift.min() > pred.domain_shift.max()
-    np.testing.assert_array_equal((shifted.flags & F.DOMAIN_SHIFT) != 0, shifted.domain_shift > 1)
+    np.testing.assert_array_equal((shifted.flags & flags.DOMAIN_SHIFT) != 0, shifted.domain_shift > 1)

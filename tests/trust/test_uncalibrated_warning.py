@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import starlabels
 from starlabels.cli.main import cli
 from starlabels.cli.predict import uncalibrated_note
-from starlabels.inference import flags as F
+from starlabels.inference import flags as flag_bits
 from starlabels.inference.calibration import calibrate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_bcnn.toml"
@@ -41,7 +41,7 @@ def test_predict_summary_warns_until_the_model_is_calibrated_as_it_says(tmp_path
     # σ without a calibration for the method used: the summary says how many rows and what to run
     out = _run([*args, "--no-calibration", "-o", str(tmp_path / "a.csv")])
     flags = pd.read_csv(tmp_path / "a.csv")["FLAG"].to_numpy()
-    n = int(((flags & F.bit("UNCALIBRATED")) != 0).sum())
+    n = int(((flags & flag_bits.bit("UNCALIBRATED")) != 0).sum())
     assert n == len(flags) > 0
     assert f"WARNING: {n} rows have uncalibrated σ (flag UNCALIBRATED)" in out
     assert "starlabels.inference.calibration.calibrate(" in out
@@ -55,5 +55,5 @@ def test_predict_summary_warns_until_the_model_is_calibrated_as_it_says(tmp_path
     calibrate(str(tmp_path / "model"), flux, error, labels, uncertainty="mc_dropout", n_samples=4, save=True)
     out = _run([*args, "-o", str(tmp_path / "b.csv")])
     flags = pd.read_csv(tmp_path / "b.csv")["FLAG"].to_numpy()
-    assert not (flags & F.bit("UNCALIBRATED")).any()
+    assert not (flags & flag_bits.bit("UNCALIBRATED")).any()
     assert "uncalibrated" not in out

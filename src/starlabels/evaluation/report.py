@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from starlabels.errors import InputDataError, InputFileError, StarlabelsError
-from starlabels.evaluation import metrics as M
+from starlabels.evaluation import metrics as label_metrics
 
 __all__ = [
     "ModelCard",
@@ -228,7 +228,7 @@ class ModelCard:
         labels = self.section("labels")
         units = labels.get("units") if isinstance(labels, Mapping) else None
         names = self.label_names
-        out = {n: M.label_unit(n) for n in names}
+        out = {n: label_metrics.label_unit(n) for n in names}
         if isinstance(units, list) and len(units) == len(names):
             out.update({n: str(u) for n, u in zip(names, units, strict=True)})
         return out
@@ -469,9 +469,9 @@ def _load_reference(
         E = np.zeros_like(R) if errs else None  # labels without reference errors: σ_ref = 0
         for j, x in enumerate(labels):
             if x in cols:
-                R[:, j] = M.get_column(catalog, cols[x])
+                R[:, j] = label_metrics.get_column(catalog, cols[x])
             if E is not None and x in errs:
-                E[:, j] = M.get_column(catalog, errs[x])
+                E[:, j] = label_metrics.get_column(catalog, errs[x])
         ref = _Reference(R, E, cols, errs, f"columns of the catalog {catalog_path.name}",
                          int(np.isfinite(R).any(axis=1).sum()))
     else:
@@ -484,16 +484,18 @@ def _load_reference(
                                         own=False)
         if not cols:
             raise InputFileError(rpath, f"has no reference column for any label ({', '.join(labels)})")
-        ref_ids = M.ids_of(table, id_column)
+        ref_ids = label_metrics.ids_of(table, id_column)
         try:
             renamed = pd.DataFrame({id_column: ref_ids,
-                                    **{x: M.get_column(table, c) for x, c in cols.items()},
-                                    **{f"{x}_ERR": M.get_column(table, c) for x, c in errs.items()}})
-            matched = M.match_reference(catalog, renamed, [*cols, *(f"{x}_ERR" for x in errs)],
-                                        id_column=id_column)
+                                    **{x: label_metrics.get_column(table, c) for x, c in cols.items()},
+                                    **{f"{x}_ERR": label_metrics.get_column(table, c)
+                                       for x, c in errs.items()}})
+            matched = label_metrics.match_reference(
+                catalog, renamed, [*cols, *(f"{x}_ERR" for x in errs)], id_column=id_column
+            )
         except InputDataError as exc:
             raise InputFileError(rpath, str(exc)) from None
-        cat_ids = M.ids_of(catalog, id_column)
+        cat_ids = label_metrics.ids_of(catalog, id_column)
         in_ref = pd.Index(ref_ids).get_indexer(cat_ids) >= 0
         n_matched = int(in_ref.sum())
         if n_matched == 0:
@@ -507,10 +509,14 @@ def _load_reference(
                 E[:, j] = matched[f"{x}_ERR"].to_numpy()
         ref = _Reference(R, E, cols, errs, f"{rpath.name} ({len(table)} rows)", n_matched)
         if len(catalog) > n_matched:
-            notes.append(f"{len(catalog) - n_matched} of {len(catalog)} catalog stars are not in the "
-                         "reference table")
-        gcol = (_find_column(table.columns, [group_column]) if group_column
-                else _find_column(table.columns, ["GROUP"]))
+            notes.append(
+                f"{len(catalog) - n_matched} of {len(catalog)} catalog stars are not in the reference table"
+            )
+        gcol = (
+            _find_column(table.columns, [group_column])
+            if group_column
+            else _find_column(table.columns, ["GROUP"])
+        )
         if gcol is not None:
             s = pd.Series(_groups_from(table, gcol), index=ref_ids)
             s = s[~s.index.duplicated()]
@@ -520,14 +526,18 @@ def _load_reference(
     if missing:
         notes.append(f"no reference values for {', '.join(missing)}")
     if ref.groups is None:
-        gcol = (_find_column(catalog.columns, [group_column]) if group_column
-                else _find_column(catalog.columns, ["GROUP"]))
+        gcol = (
+            _find_column(catalog.columns, [group_column])
+            if group_column
+            else _find_column(catalog.columns, ["GROUP"])
+        )
         if gcol is not None:
             ref.groups = _groups_from(catalog, gcol)
             ref.group_column = f"{gcol} (catalog)"
     if group_column and ref.groups is None:
-        raise InputFileError(reference or catalog_path,
-                             f"no group column {group_column!r} in the reference or the catalog")
+        raise InputFileError(
+            reference or catalog_path, f"no group column {group_column!r} in the reference or the catalog"
+        )
     return ref
 
 
@@ -536,20 +546,23 @@ def _error_matrix(catalog: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
     E = np.full((len(catalog), len(labels)), np.nan)
     for j, x in enumerate(labels):
         if f"{x}_ERR" in catalog.columns:
-            E[:, j] = M.get_column(catalog, f"{x}_ERR")
+            E[:, j] = label_metrics.get_column(catalog, f"{x}_ERR")
     return E
 
 
-def _summary_tables(catalog: pd.DataFrame, labels: Sequence[str], units: Mapping[str, str],
-                    id_column: str) -> dict[str, pd.DataFrame]:
+def _summary_tables(
+    catalog: pd.DataFrame, labels: Sequence[str], units: Mapping[str, str], id_column: str
+) -> dict[str, pd.DataFrame]:
     """Counts, flag fractions and label ranges of the catalog alone."""
     from starlabels.inference.flags import FLAG_BITS, FLAG_DESCRIPTIONS
 
     n = len(catalog)
-    P, _ = M.label_matrix(catalog, list(labels))
+    P, _ = label_metrics.label_matrix(catalog, list(labels))
     rows: list[tuple[str, Any]] = [("stars (rows)", n)]
     if id_column in catalog.columns:
-        rows.append((f"distinct {id_column}", int(pd.Series(M.ids_of(catalog, id_column)).nunique())))
+        rows.append(
+            (f"distinct {id_column}", int(pd.Series(label_metrics.ids_of(catalog, id_column)).nunique()))
+        )
     rows.append(("rows with every label", int(np.isfinite(P).all(axis=1).sum())))
     out: dict[str, pd.DataFrame] = {}
     if "FLAG" in catalog.columns:
@@ -560,24 +573,50 @@ def _summary_tables(catalog: pd.DataFrame, labels: Sequence[str], units: Mapping
         for name, b in FLAG_BITS.items():
             known |= 1 << b
             k = int(((flag >> b) & 1).sum())
-            frows.append({"bit": b, "flag": name, "meaning": FLAG_DESCRIPTIONS.get(name, ""),
-                          "n": k, "fraction": k / n if n else float("nan")})
+            frows.append(
+                {
+                    "bit": b,
+                    "flag": name,
+                    "meaning": FLAG_DESCRIPTIONS.get(name, ""),
+                    "n": k,
+                    "fraction": k / n if n else float("nan"),
+                }
+            )
         other = int(((flag & ~known) != 0).sum())
         if other:
-            frows.append({"bit": -1, "flag": "other bits", "meaning": "bits not documented in "
-                          "starlabels.inference.flags", "n": other, "fraction": other / n})
+            frows.append(
+                {
+                    "bit": -1,
+                    "flag": "other bits",
+                    "meaning": "bits not documented in starlabels.inference.flags",
+                    "n": other,
+                    "fraction": other / n,
+                }
+            )
         anyf = int((flag != 0).sum())
-        frows.append({"bit": -1, "flag": "any", "meaning": "at least one flag set", "n": anyf,
-                      "fraction": anyf / n if n else float("nan")})
+        frows.append(
+            {
+                "bit": -1,
+                "flag": "any",
+                "meaning": "at least one flag set",
+                "n": anyf,
+                "fraction": anyf / n if n else float("nan"),
+            }
+        )
         fl = pd.DataFrame(frows)
         fl["bit"] = fl["bit"].map(lambda b: "" if b < 0 else str(b))
         out["flags"] = fl
     if "SNR" in catalog.columns:
-        snr = M.get_column(catalog, "SNR")
+        snr = label_metrics.get_column(catalog, "SNR")
         if np.isfinite(snr).any():
             rows.append(("median SNR", float(np.nanmedian(snr))))
-            rows.append(("SNR range", f"{M.format_number(float(np.nanmin(snr)))} – "
-                                      f"{M.format_number(float(np.nanmax(snr)))}"))
+            rows.append(
+                (
+                    "SNR range",
+                    f"{label_metrics.format_number(float(np.nanmin(snr)))} – "
+                    f"{label_metrics.format_number(float(np.nanmax(snr)))}",
+                )
+            )
     for col in ("MODEL_NAME", "MODEL_VERSION"):
         if col in catalog.columns:
             vals = pd.unique(catalog[col].astype(str).str.strip())
@@ -588,17 +627,23 @@ def _summary_tables(catalog: pd.DataFrame, labels: Sequence[str], units: Mapping
     out["counts"] = pd.DataFrame(rows, columns=["quantity", "value"])
     E = _error_matrix(catalog, labels)
     lrows = []
-    with M._quiet_nanwarnings():
+    with label_metrics._quiet_nanwarnings():
         for j, x in enumerate(labels):
             v = P[:, j][np.isfinite(P[:, j])]
-            row: dict[str, Any] = {"label": x, "unit": units.get(x, M.label_unit(x)), "n": int(v.size)}
+            row: dict[str, Any] = {
+                "label": x,
+                "unit": units.get(x, label_metrics.label_unit(x)),
+                "n": int(v.size),
+            }
             q = np.percentile(v, [0, 1, 50, 99, 100]) if v.size else [np.nan] * 5
             row.update(dict(zip(("min", "p1", "median", "p99", "max"), map(float, q), strict=True)))
             row["median_err"] = float(np.nanmedian(E[:, j])) if np.isfinite(E[:, j]).any() else np.nan
             for part in PARTS:
                 c = f"{x}_ERR_{part}"
                 if c in catalog.columns:
-                    row[f"median_err_{part.lower()}"] = float(np.nanmedian(M.get_column(catalog, c)))
+                    row[f"median_err_{part.lower()}"] = float(
+                        np.nanmedian(label_metrics.get_column(catalog, c))
+                    )
             lrows.append(row)
     out["labels"] = pd.DataFrame(lrows)
     return out
@@ -659,16 +704,18 @@ class _Figures:
         self.add(key, title, caption, fig)
 
 
-def _chunks(items: Sequence[str], title: str, size: int = PANELS_PER_FIGURE
-            ) -> list[tuple[int, str, list[str]]]:
+def _chunks(
+    items: Sequence[str], title: str, size: int = PANELS_PER_FIGURE
+) -> list[tuple[int, str, list[str]]]:
     """``(k, title, labels)`` per figure of at most ``size`` labels; titles say "(k of n)"."""
-    parts = [list(items[i:i + size]) for i in range(0, len(items), size)]
+    parts = [list(items[i : i + size]) for i in range(0, len(items), size)]
     n = len(parts)
     return [(k, f"{title} ({k} of {n})" if n > 1 else title, chunk) for k, chunk in enumerate(parts, 1)]
 
 
-def _isochrones(spec: str | os.PathLike | bool | None, feh: np.ndarray | None,
-                ages: Sequence[float], notes: list[str]) -> list[Any]:
+def _isochrones(
+    spec: str | os.PathLike | bool | None, feh: np.ndarray | None, ages: Sequence[float], notes: list[str]
+) -> list[Any]:
     """PARSEC isochrones at ``ages`` and the catalog's 10th/50th/90th percentile [Fe/H]
     (snapped to the grid). ``spec``: None = look in the shared-data folder, False = none, or a
     path (then a missing file is an error)."""
@@ -692,8 +739,10 @@ def _isochrones(spec: str | os.PathLike | bool | None, feh: np.ndarray | None,
         want = list(np.nanpercentile(feh, [10, 50, 90]))
     mh = list(dict.fromkeys(float(avail[np.argmin(np.abs(avail - w))]) for w in want))
     isos = select_isochrones(list(ages), mh, grid=grid)
-    notes.append(f"PARSEC isochrones from {Path(path).name}: log age {', '.join(f'{a:g}' for a in ages)}, "
-                 f"[M/H] {', '.join(f'{z:+.2f}' for z in mh)} (the catalog's 10/50/90th percentile [Fe/H])")
+    notes.append(
+        f"PARSEC isochrones from {Path(path).name}: log age {', '.join(f'{a:g}' for a in ages)}, "
+        f"[M/H] {', '.join(f'{z:+.2f}' for z in mh)} (the catalog's 10/50/90th percentile [Fe/H])"
+    )
     return isos
 
 
@@ -725,31 +774,43 @@ def _history_figure(history: pd.DataFrame) -> Any:
 
 
 def _make_figures(
-    figs: _Figures, card: ModelCard, catalog: pd.DataFrame, labels: list[str],
-    ref: _Reference | None, isochrones: str | os.PathLike | bool | None,
-    isochrone_ages: Sequence[float], notes: list[str],
+    figs: _Figures,
+    card: ModelCard,
+    catalog: pd.DataFrame,
+    labels: list[str],
+    ref: _Reference | None,
+    isochrones: str | os.PathLike | bool | None,
+    isochrone_ages: Sequence[float],
+    notes: list[str],
 ) -> None:
     from starlabels.evaluation import plots as pl
 
     cols = set(catalog.columns)
     E = _error_matrix(catalog, labels)
     has_err = [x for j, x in enumerate(labels) if np.isfinite(E[:, j]).any()]
-    snr = M.get_column(catalog, "SNR") if "SNR" in cols else None
+    snr = label_metrics.get_column(catalog, "SNR") if "SNR" in cols else None
     has_snr = snr is not None and bool((np.isfinite(snr) & (snr > 0)).any())
 
     # training curve
     if card.history is not None:
-        figs.attempt("training_history", "Training curve",
-                     "Loss per epoch on the training and dev sets (history.csv of the model folder).",
-                     lambda: _history_figure(card.history))
+        figs.attempt(
+            "training_history",
+            "Training curve",
+            "Loss per epoch on the training and dev sets (history.csv of the model folder).",
+            lambda: _history_figure(card.history),
+        )
     else:
         figs.skip("Training curve", "the model folder has no history.csv")
 
     # Kiel diagrams
     kiel_ok = {"TEFF", "LOGG"} <= cols and bool(
-        (np.isfinite(M.get_column(catalog, "TEFF")) & np.isfinite(M.get_column(catalog, "LOGG"))).any())
+        (
+            np.isfinite(label_metrics.get_column(catalog, "TEFF"))
+            & np.isfinite(label_metrics.get_column(catalog, "LOGG"))
+        ).any()
+    )
     if kiel_ok:
-        feh = M.get_column(catalog, "FE_H") if "FE_H" in cols else None
+        feh = label_metrics.get_column(catalog, "FE_H") if "FE_H" in cols else None
         colors = []
         if feh is not None and np.isfinite(feh).any():
             colors.append("FE_H")
@@ -767,24 +828,42 @@ def _make_figures(
                 raise
             notes.append(f"no isochrones drawn: {exc}")
             isos = []
-        what = " and by ".join(M.label_display(c, tex=False) if "_ERR" not in c
-                               else f"σ({M.label_display(c.split('_ERR')[0], tex=False)})" for c in colors)
+        what = " and by ".join(
+            label_metrics.label_display(c, tex=False)
+            if "_ERR" not in c
+            else f"σ({label_metrics.label_display(c.split('_ERR')[0], tex=False)})"
+            for c in colors
+        )
         iso_text = " Lines: PARSEC isochrones (see notes)." if isos else ""
         if colors:
-            figs.attempt("kiel", "Kiel diagram",
-                         f"log g against Teff of the predicted labels, coloured by {what}.{iso_text}",
-                         lambda: pl.plot_kiel_panels(catalog, colors=colors, isochrones=isos or None))
+            figs.attempt(
+                "kiel",
+                "Kiel diagram",
+                f"log g against Teff of the predicted labels, coloured by {what}.{iso_text}",
+                lambda: pl.plot_kiel_panels(catalog, colors=colors, isochrones=isos or None),
+            )
         else:
-            figs.attempt("kiel", "Kiel diagram", f"log g against Teff of the predicted labels.{iso_text}",
-                         lambda: pl.plot_kiel(catalog, color=None, isochrones=isos or None))
+            figs.attempt(
+                "kiel",
+                "Kiel diagram",
+                f"log g against Teff of the predicted labels.{iso_text}",
+                lambda: pl.plot_kiel(catalog, color=None, isochrones=isos or None),
+            )
         from starlabels.labels.young import LOGG_AGE_BIN_EDGES, in_young_polygon
 
-        inside = int(in_young_polygon(M.get_column(catalog, "TEFF"), M.get_column(catalog, "LOGG")).sum())
-        figs.attempt("young_selection", "Young-star selection",
-                     f"The young-star polygon of APOGEE Net §4.1 with the log g age bins of §4.2 "
-                     f"(edges {', '.join(f'{e:g}' for e in LOGG_AGE_BIN_EDGES)} dex); {inside} "
-                     "star(s) inside the polygon.",
-                     lambda: pl.plot_young_selection(catalog))
+        inside = int(
+            in_young_polygon(
+                label_metrics.get_column(catalog, "TEFF"), label_metrics.get_column(catalog, "LOGG")
+            ).sum()
+        )
+        figs.attempt(
+            "young_selection",
+            "Young-star selection",
+            f"The young-star polygon of APOGEE Net §4.1 with the log g age bins of §4.2 "
+            f"(edges {', '.join(f'{e:g}' for e in LOGG_AGE_BIN_EDGES)} dex); {inside} "
+            "star(s) inside the polygon.",
+            lambda: pl.plot_young_selection(catalog),
+        )
     else:
         why = "the catalog has no TEFF and LOGG values"
         figs.skip("Kiel diagrams", why)
@@ -797,10 +876,15 @@ def _make_figures(
         figs.skip("Uncertainty vs SNR", "the catalog has no positive SNR values")
     else:
         for k, title, chunk in _chunks(has_err, "Uncertainty vs SNR"):
-            figs.attempt(f"uncertainty_vs_snr_{k}", title,
-                         "Reported (calibrated) uncertainty against SNR, with the running median and "
-                         "the 16–84 % band: " + ", ".join(M.label_display(x, tex=False) for x in chunk) + ".",
-                         lambda chunk=chunk: pl.plot_uncertainty_vs_snr(catalog, chunk))
+            figs.attempt(
+                f"uncertainty_vs_snr_{k}",
+                title,
+                "Reported (calibrated) uncertainty against SNR, with the running median and "
+                "the 16–84 % band: "
+                + ", ".join(label_metrics.label_display(x, tex=False) for x in chunk)
+                + ".",
+                lambda chunk=chunk: pl.plot_uncertainty_vs_snr(catalog, chunk),
+            )
 
     # against the reference
     ref_title = ("Predicted vs reference", "Residuals vs SNR", "z-score histograms")
@@ -808,9 +892,8 @@ def _make_figures(
         for t in ref_title:
             figs.skip(t, "no reference labels (pass --reference)")
         return
-    P, _ = M.label_matrix(catalog, labels)
-    both = [x for j, x in enumerate(labels)
-            if (np.isfinite(P[:, j]) & np.isfinite(ref.R[:, j])).any()]
+    P, _ = label_metrics.label_matrix(catalog, labels)
+    both = [x for j, x in enumerate(labels) if (np.isfinite(P[:, j]) & np.isfinite(ref.R[:, j])).any()]
     if not both:
         for t in ref_title:
             figs.skip(t, "no star has both a prediction and a reference value")
@@ -818,21 +901,34 @@ def _make_figures(
     idx = {x: j for j, x in enumerate(labels)}
     for k, title, chunk in _chunks(both, "Predicted vs reference"):
         js = [idx[x] for x in chunk]
-        figs.attempt(f"pred_vs_ref_{k}", title,
-                     "Predicted against reference label (dashed 1:1), residuals below with the running "
-                     "median" + (", coloured by SNR" if has_snr else "") + ": "
-                     + ", ".join(M.label_display(x, tex=False) for x in chunk) + ".",
-                     lambda js=js, chunk=chunk: pl.plot_pred_vs_ref(
-                         P[:, js], ref.R[:, js], chunk, color=snr if has_snr else None,
-                         color_name="SNR" if has_snr else None))
+        figs.attempt(
+            f"pred_vs_ref_{k}",
+            title,
+            "Predicted against reference label (dashed 1:1), residuals below with the running "
+            "median"
+            + (", coloured by SNR" if has_snr else "")
+            + ": "
+            + ", ".join(label_metrics.label_display(x, tex=False) for x in chunk)
+            + ".",
+            lambda js=js, chunk=chunk: pl.plot_pred_vs_ref(
+                P[:, js],
+                ref.R[:, js],
+                chunk,
+                color=snr if has_snr else None,
+                color_name="SNR" if has_snr else None,
+            ),
+        )
     if has_snr:
         jb = [idx[x] for x in both]
         eb = E[:, jb] if np.isfinite(E[:, jb]).any(axis=0).all() else None
-        table = M.residuals_by_snr(P[:, jb], ref.R[:, jb], both, snr=snr, err=eb)
-        figs.attempt("residuals_vs_snr", "Residuals vs SNR",
-                     "Median |Δ| and σ_MAD of the residual Δ = predicted − reference in SNR bins"
-                     + (", with the median reported uncertainty." if eb is not None else "."),
-                     lambda: pl.plot_binned_residuals(table, x_label="SNR (per pixel)", log_x=True))
+        table = label_metrics.residuals_by_snr(P[:, jb], ref.R[:, jb], both, snr=snr, err=eb)
+        figs.attempt(
+            "residuals_vs_snr",
+            "Residuals vs SNR",
+            "Median |Δ| and σ_MAD of the residual Δ = predicted − reference in SNR bins"
+            + (", with the median reported uncertainty." if eb is not None else "."),
+            lambda: pl.plot_binned_residuals(table, x_label="SNR (per pixel)", log_x=True),
+        )
     else:
         figs.skip("Residuals vs SNR", "the catalog has no positive SNR values")
     zl = [x for x in both if x in has_err]
@@ -841,12 +937,19 @@ def _make_figures(
         Er = None if ref.E is None else ref.E[:, js]
         for k, title, chunk in _chunks(zl, "z-score histograms"):
             cj = [zl.index(x) for x in chunk]
-            figs.attempt(f"zscores_{k}", title,
-                         "z = (predicted − reference)/σ against the unit Gaussian; calibrated "
-                         "uncertainties give σ_MAD(z) ≈ 1 and 68.3 % within |z| ≤ 1.",
-                         lambda cj=cj, chunk=chunk: pl.plot_zscore_histograms(
-                             P[:, js][:, cj], ref.R[:, js][:, cj], chunk,
-                             pred_err=E[:, js][:, cj], ref_err=None if Er is None else Er[:, cj]))
+            figs.attempt(
+                f"zscores_{k}",
+                title,
+                "z = (predicted − reference)/σ against the unit Gaussian; calibrated "
+                "uncertainties give σ_MAD(z) ≈ 1 and 68.3 % within |z| ≤ 1.",
+                lambda cj=cj, chunk=chunk: pl.plot_zscore_histograms(
+                    P[:, js][:, cj],
+                    ref.R[:, js][:, cj],
+                    chunk,
+                    pred_err=E[:, js][:, cj],
+                    ref_err=None if Er is None else Er[:, cj],
+                ),
+            )
     else:
         figs.skip("z-score histograms", "the catalog has no uncertainties (X_ERR)")
 
@@ -895,18 +998,44 @@ footer { margin-top: 48px; font-size: 13px; color: var(--muted); }
 
 #: Column headings of the metrics tables (the raw name is kept in ``data-col``).
 COLUMN_TITLES: dict[str, str] = {
-    "label": "label", "unit": "unit", "group": "group", "n": "N",
-    "bin_lo": "SNR from", "bin_hi": "SNR to", "by_median": "median SNR",
-    "median": "median Δ", "sigma_mad": "σ_MAD(Δ)", "median_abs": "median |Δ|", "mean": "mean Δ",
-    "std": "std Δ", "rms": "RMS Δ", "median_err": "median σ", "mean_err": "mean σ",
-    "z_median": "median z", "z_sigma_mad": "σ_MAD(z)", "z_std": "std z", "z_rms": "RMS z",
-    "frac_1sigma": "|z| ≤ 1", "frac_2sigma": "|z| ≤ 2",
-    "min": "min", "p1": "1st pct", "p99": "99th pct", "max": "max",
-    "median_err_epistemic": "σ epistemic", "median_err_aleatoric": "σ aleatoric",
-    "median_err_noise": "σ noise", "median_err_delta": "σ delta",
-    "fraction": "fraction", "scale": "scale", "method": "method",
-    "z_sigma_mad_before": "σ_MAD(z) before", "z_sigma_mad_after": "σ_MAD(z) after",
-    "n_dev": "N dev", "sigma_reference": "σ reference", "mean_label": "mean", "std_label": "std",
+    "label": "label",
+    "unit": "unit",
+    "group": "group",
+    "n": "N",
+    "bin_lo": "SNR from",
+    "bin_hi": "SNR to",
+    "by_median": "median SNR",
+    "median": "median Δ",
+    "sigma_mad": "σ_MAD(Δ)",
+    "median_abs": "median |Δ|",
+    "mean": "mean Δ",
+    "std": "std Δ",
+    "rms": "RMS Δ",
+    "median_err": "median σ",
+    "mean_err": "mean σ",
+    "z_median": "median z",
+    "z_sigma_mad": "σ_MAD(z)",
+    "z_std": "std z",
+    "z_rms": "RMS z",
+    "frac_1sigma": "|z| ≤ 1",
+    "frac_2sigma": "|z| ≤ 2",
+    "min": "min",
+    "p1": "1st pct",
+    "p99": "99th pct",
+    "max": "max",
+    "median_err_epistemic": "σ epistemic",
+    "median_err_aleatoric": "σ aleatoric",
+    "median_err_noise": "σ noise",
+    "median_err_delta": "σ delta",
+    "fraction": "fraction",
+    "scale": "scale",
+    "method": "method",
+    "z_sigma_mad_before": "σ_MAD(z) before",
+    "z_sigma_mad_after": "σ_MAD(z) after",
+    "n_dev": "N dev",
+    "sigma_reference": "σ reference",
+    "mean_label": "mean",
+    "std_label": "std",
 }
 
 
@@ -915,10 +1044,10 @@ def _e(x: Any) -> str:
 
 
 def _label_html(name: str) -> str:
-    disp = M.label_display(name, tex=False)
+    disp = label_metrics.label_display(name, tex=False)
     if disp == name:
         return f"<code>{_e(name)}</code>"
-    return f"{_e(disp)}<span class=\"code\">{_e(name)}</span>"
+    return f'{_e(disp)}<span class="code">{_e(name)}</span>'
 
 
 def _cell(col: str, v: Any, digits: int) -> str:
@@ -930,7 +1059,7 @@ def _cell(col: str, v: Any, digits: int) -> str:
         return f'<td class="num" data-value="{int(v)}">{int(v)}</td>'
     if isinstance(v, float | np.floating):
         fv = float(v)
-        text = M.format_number(fv, digits)
+        text = label_metrics.format_number(fv, digits)
         if col in ("fraction", "frac_1sigma", "frac_2sigma") and math.isfinite(fv):
             text = f"{fv:.3f}"
         elif col in ("bin_lo", "bin_hi"):
@@ -943,16 +1072,23 @@ def _cell(col: str, v: Any, digits: int) -> str:
 FOLD_ROWS = 60
 
 
-def _table_html(df: pd.DataFrame, table_id: str, *, digits: int = 4,
-                titles: Mapping[str, str] | None = None, columns: Sequence[str] | None = None) -> str:
+def _table_html(
+    df: pd.DataFrame,
+    table_id: str,
+    *,
+    digits: int = 4,
+    titles: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> str:
     """An HTML table: headings from :data:`COLUMN_TITLES` (``titles`` overrides; the raw column
     name in ``data-col``), numbers to ``digits`` significant figures with the full value in
     ``data-value``. ``columns`` picks the columns shown. Long tables are folded."""
     if columns is not None:
         df = df[[c for c in columns if c in df.columns]]
     titles = {**COLUMN_TITLES, **(titles or {})}
-    numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-               for c in df.columns}
+    numeric = {
+        c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns
+    }
     num_class = ' class="num"'
     head = "".join(
         f'<th data-col="{_e(c)}"{num_class if numeric[c] else ""}>{_e(titles.get(str(c), c))}</th>'
@@ -962,8 +1098,10 @@ def _table_html(df: pd.DataFrame, table_id: str, *, digits: int = 4,
     for row in df.itertuples(index=False, name=None):
         cells = "".join(_cell(str(c), v, digits) for c, v in zip(df.columns, row, strict=True))
         body.append(f"<tr>{cells}</tr>")
-    table = (f'<div class="table-wrap"><table id="{_e(table_id)}"><thead><tr>{head}</tr></thead>'
-             f"<tbody>{''.join(body)}</tbody></table></div>")
+    table = (
+        f'<div class="table-wrap"><table id="{_e(table_id)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
     if len(df) > FOLD_ROWS:
         return f"<details><summary>Show the table ({len(df)} rows)</summary>{table}</details>"
     return table
@@ -987,8 +1125,7 @@ def _value_html(v: Any, depth: int = 0) -> str:
             if len(v) > 12 or len(text) > 400:
                 shown = ", ".join(_scalar_text(x) for x in v[:LIST_SHOWN])
                 more = f", … ({len(v) - LIST_SHOWN} more)" if len(v) > LIST_SHOWN else ""
-                return (f"<details><summary>{len(v)} values</summary><code>{_e(shown + more)}</code>"
-                        "</details>")
+                return f"<details><summary>{len(v)} values</summary><code>{_e(shown + more)}</code></details>"
             return _e(text)
         items = "".join(f"<li>{_value_html(x, depth + 1)}</li>" for x in v)
         return f"<ol>{items}</ol>"
@@ -1009,8 +1146,21 @@ def _kv_html(d: Mapping[str, Any], depth: int = 0, order: Sequence[str] = ()) ->
     return f'<table class="kv">{rows}</table>'
 
 
-_TRAINING_ORDER = ("data_files", "files", "sizes", "splits", "dates", "epochs", "optimiser", "loss",
-                   "batch_size", "patience", "seed", "device", "world_size")
+_TRAINING_ORDER = (
+    "data_files",
+    "files",
+    "sizes",
+    "splits",
+    "dates",
+    "epochs",
+    "optimiser",
+    "loss",
+    "batch_size",
+    "patience",
+    "seed",
+    "device",
+    "world_size",
+)
 
 
 def _csv_link(name: str) -> str:
@@ -1037,21 +1187,28 @@ def _model_card_html(card: ModelCard, labels_shown: Sequence[str], tables: dict[
     norm = card.label_normalisation()
     units = card.label_units
     names = card.label_names or list(labels_shown)
-    lab = pd.DataFrame({
-        "label": names,
-        "unit": [units.get(n, M.label_unit(n)) for n in names],
-        "mean_label": [norm.get(n, (np.nan, np.nan))[0] for n in names],
-        "std_label": [norm.get(n, (np.nan, np.nan))[1] for n in names],
-    })
+    lab = pd.DataFrame(
+        {
+            "label": names,
+            "unit": [units.get(n, label_metrics.label_unit(n)) for n in names],
+            "mean_label": [norm.get(n, (np.nan, np.nan))[0] for n in names],
+            "std_label": [norm.get(n, (np.nan, np.nan))[1] for n in names],
+        }
+    )
     tables["model_labels"] = lab
     parts.append(_table_html(lab, "table-model-labels", digits=6))
     if not norm:
         parts.append('<p class="note">Label normalisation (means, standard deviations) not recorded.</p>')
     else:
-        parts.append('<p class="note">The network predicts (label − mean)/std; mean and std come '
-                     'from the training labels.</p>')
-    spectra = (cfg.get("normalisation") or {}).get("spectra") if isinstance(cfg.get("normalisation"),
-                                                                           Mapping) else None
+        parts.append(
+            '<p class="note">The network predicts (label − mean)/std; mean and std come '
+            "from the training labels.</p>"
+        )
+    spectra = (
+        (cfg.get("normalisation") or {}).get("spectra")
+        if isinstance(cfg.get("normalisation"), Mapping)
+        else None
+    )
     parts.append("<h3>Preprocessing and spectrum scaling</h3>")
     pre = cfg.get("preprocessing")
     grids = _grid_lines(cfg)
@@ -1071,12 +1228,16 @@ def _model_card_html(card: ModelCard, labels_shown: Sequence[str], tables: dict[
     parts.append("<h3>Uncertainty calibration</h3>")
     cal = card.calibration_table()
     if cal is None:
-        parts.append('<p class="note">No calibration: the reported uncertainties are the network\'s '
-                     "own (not rescaled on a dev set).</p>")
+        parts.append(
+            '<p class="note">No calibration: the reported uncertainties are the network\'s '
+            "own (not rescaled on a dev set).</p>"
+        )
     else:
         tables["calibration"] = cal
-        parts.append("<p>Each uncertainty is multiplied by the scale fitted on the dev set so that "
-                     "σ_MAD of z = (pred − ref)/σ is 1.</p>")
+        parts.append(
+            "<p>Each uncertainty is multiplied by the scale fitted on the dev set so that "
+            "σ_MAD of z = (pred − ref)/σ is 1.</p>"
+        )
         parts.append(_table_html(cal, "table-calibration"))
         extra = {k: v for k, v in (cfg.get("calibration") or {}).items() if k not in ("methods", "format")}
         extra = {k: v for k, v in extra.items() if isinstance(v, Mapping | list)}
@@ -1089,13 +1250,22 @@ def _model_card_html(card: ModelCard, labels_shown: Sequence[str], tables: dict[
     else:
         parts.append('<p class="note">Training provenance not recorded.</p>')
     if card.history is not None:
-        parts.append(f"<p>{len(card.history)} epoch(s) in history.csv; the training curve is among "
-                     'the <a href="#figures">figures</a>.</p>')
+        parts.append(
+            f"<p>{len(card.history)} epoch(s) in history.csv; the training curve is among "
+            'the <a href="#figures">figures</a>.</p>'
+        )
     return "\n".join(parts)
 
 
-def _section_tables(title: str, anchor: str, intro: str, df: pd.DataFrame | None, table_id: str,
-                    csv: str, columns: Sequence[str] | None = None) -> str:
+def _section_tables(
+    title: str,
+    anchor: str,
+    intro: str,
+    df: pd.DataFrame | None,
+    table_id: str,
+    csv: str,
+    columns: Sequence[str] | None = None,
+) -> str:
     """A metrics sub-section: heading, explanation (HTML), the table and its CSV link."""
     out = [f'<h3 id="{anchor}">{_e(title)}</h3>', f"<p>{intro}</p>"]
     if df is None or df.empty:
@@ -1186,7 +1356,7 @@ def build_report(
     cat = read_table(catalog_path, "catalog")
     notes = list(card.notes)
     labels = _resolve_labels(card, cat, catalog_path, notes)
-    units = {x: card.label_units.get(x, M.label_unit(x)) for x in labels}
+    units = {x: card.label_units.get(x, label_metrics.label_unit(x)) for x in labels}
     id_column = resolve_id_column(id_column, cat, reference)
     ref = _load_reference(cat, catalog_path, reference, labels, id_column, group_column, notes)
 
@@ -1209,6 +1379,7 @@ def build_report(
     if figures:
         _make_figures(figs, card, cat, labels, ref, isochrones, isochrone_ages, notes)
         from starlabels.evaluation.report_fits import add_fit_figures  # Payne models only (issue 15)
+
         add_fit_figures(figs, card, cat, catalog_path)
     else:
         figs.skip("Figures", "left out on request (figures=False / --no-figures)")
@@ -1222,30 +1393,49 @@ def build_report(
     for old in table_dir.glob("*.csv"):
         old.unlink()
     for name, df in tables.items():
-        M.write_table(df, table_dir / f"{name}.csv")
+        label_metrics.write_table(df, table_dir / f"{name}.csv")
 
     page = _page(
-        title or f"starlabels report: {card.name}", card, cat, catalog_path, labels, ref,
-        summary, model_html, metrics_html, figs, skipped + figs.skipped, notes,
+        title or f"starlabels report: {card.name}",
+        card,
+        cat,
+        catalog_path,
+        labels,
+        ref,
+        summary,
+        model_html,
+        metrics_html,
+        figs,
+        skipped + figs.skipped,
+        notes,
     )
     path = out / "index.html"
     tmp = out / f".index.html.{os.getpid()}.tmp"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
-    return ReportResult(path=path, figures=figs.entries, skipped=skipped + figs.skipped,
-                        tables=tables, notes=notes)
+    return ReportResult(
+        path=path, figures=figs.entries, skipped=skipped + figs.skipped, tables=tables, notes=notes
+    )
 
 
-def _metrics(cat: pd.DataFrame, labels: list[str], units: Mapping[str, str], ref: _Reference | None,
-             tables: dict[str, pd.DataFrame], skipped: list[tuple[str, str]]) -> str:
+def _metrics(
+    cat: pd.DataFrame,
+    labels: list[str],
+    units: Mapping[str, str],
+    ref: _Reference | None,
+    tables: dict[str, pd.DataFrame],
+    skipped: list[tuple[str, str]],
+) -> str:
     """The accuracy section as HTML (adds its tables to ``tables``)."""
     if ref is None:
         for t in ("Residuals per label", "Residuals per group", "Residuals per SNR bin", "z-score widths"):
             skipped.append((t, "no reference labels (pass --reference)"))
-        return ('<p class="box">No reference labels were given, so there are no accuracy tables. '
-                "Pass <code>--reference TABLE</code> (trusted labels matched by APOGEE_ID) to get "
-                "residuals per label, group and SNR bin and the z-score calibration check.</p>")
-    P, _ = M.label_matrix(cat, labels)
+        return (
+            '<p class="box">No reference labels were given, so there are no accuracy tables. '
+            "Pass <code>--reference TABLE</code> (trusted labels matched by APOGEE_ID) to get "
+            "residuals per label, group and SNR bin and the z-score calibration check.</p>"
+        )
+    P, _ = label_metrics.label_matrix(cat, labels)
     use = [j for j, x in enumerate(labels) if x in ref.columns]
     names = [labels[j] for j in use]
     P, R = P[:, use], ref.R[:, use]
@@ -1253,66 +1443,124 @@ def _metrics(cat: pd.DataFrame, labels: list[str], units: Mapping[str, str], ref
     err = E if np.isfinite(E).any(axis=0).all() else None
     u = {x: units[x] for x in names}
     out = []
-    resid = M.residual_table(P, R, names, err=err, units=u)
+    resid = label_metrics.residual_table(P, R, names, err=err, units=u)
     tables["residuals"] = resid
-    out.append(_section_tables(
-        "Residuals per label", "residuals",
-        "Δ = predicted − reference, in label units; σ_MAD = 1.4826 · median|Δ − median Δ|"
-        + ("; median σ is the median reported uncertainty of the same stars." if err is not None else "."),
-        resid, "table-residuals", _csv_link("residuals")))
+    out.append(
+        _section_tables(
+            "Residuals per label",
+            "residuals",
+            "Δ = predicted − reference, in label units; σ_MAD = 1.4826 · median|Δ − median Δ|"
+            + (
+                "; median σ is the median reported uncertainty of the same stars." if err is not None else "."
+            ),
+            resid,
+            "table-residuals",
+            _csv_link("residuals"),
+        )
+    )
     if ref.groups is not None:
-        grp = M.residual_table(P, R, names, err=err, units=u, groups=ref.groups)
+        grp = label_metrics.residual_table(P, R, names, err=err, units=u, groups=ref.groups)
         grp = grp[grp["n"] > 0].reset_index(drop=True)
         tables["residuals_by_group"] = grp
-        out.append(_section_tables(
-            "Residuals per group", "groups",
-            f"The same statistics per group (column {_e(ref.group_column)}); “all” is the whole "
-            "sample; groups without a matched star are left out.",
-            grp, "table-groups", _csv_link("residuals_by_group")))
+        out.append(
+            _section_tables(
+                "Residuals per group",
+                "groups",
+                f"The same statistics per group (column {_e(ref.group_column)}); “all” is the whole "
+                "sample; groups without a matched star are left out.",
+                grp,
+                "table-groups",
+                _csv_link("residuals_by_group"),
+            )
+        )
     else:
         skipped.append(("Residuals per group", "no GROUP column in the reference or the catalog"))
-    if "SNR" in cat.columns and np.isfinite(M.get_column(cat, "SNR")).any():
-        by_snr = M.residuals_by_snr(P, R, names, snr=M.get_column(cat, "SNR"), err=err, units=u)
+    if "SNR" in cat.columns and np.isfinite(label_metrics.get_column(cat, "SNR")).any():
+        by_snr = label_metrics.residuals_by_snr(
+            P, R, names, snr=label_metrics.get_column(cat, "SNR"), err=err, units=u
+        )
         by_snr = by_snr[by_snr["n"] > 0].reset_index(drop=True)
         tables["residuals_by_snr"] = by_snr
-        out.append(_section_tables(
-            "Residuals per SNR bin", "snr",
-            "Residual statistics in bins of SNR (non-empty bins only; mean, std and RMS are in the "
-            "CSV file).", by_snr, "table-snr", _csv_link("residuals_by_snr"),
-            columns=["label", "unit", "bin_lo", "bin_hi", "by_median", "n", "median", "sigma_mad",
-                     "median_abs", "median_err"]))
+        out.append(
+            _section_tables(
+                "Residuals per SNR bin",
+                "snr",
+                "Residual statistics in bins of SNR (non-empty bins only; mean, std and RMS are in the "
+                "CSV file).",
+                by_snr,
+                "table-snr",
+                _csv_link("residuals_by_snr"),
+                columns=[
+                    "label",
+                    "unit",
+                    "bin_lo",
+                    "bin_hi",
+                    "by_median",
+                    "n",
+                    "median",
+                    "sigma_mad",
+                    "median_abs",
+                    "median_err",
+                ],
+            )
+        )
     else:
         skipped.append(("Residuals per SNR bin", "the catalog has no SNR values"))
     zcols = [j for j in range(len(names)) if np.isfinite(E[:, j]).any()]
     if zcols:
         zn = [names[j] for j in zcols]
         Er = None if ref.E is None else ref.E[:, [labels.index(x) for x in zn]]
-        zt = M.zscore_table(P[:, zcols], R[:, zcols], zn, pred_err=E[:, zcols], ref_err=Er)
+        zt = label_metrics.zscore_table(P[:, zcols], R[:, zcols], zn, pred_err=E[:, zcols], ref_err=Er)
         tables["zscores"] = zt
-        with_ref = ("σ_ref from the reference's uncertainty columns "
-                    + ", ".join(_e(c) for c in ref.err_columns.values())) if Er is not None \
+        with_ref = (
+            (
+                "σ_ref from the reference's uncertainty columns "
+                + ", ".join(_e(c) for c in ref.err_columns.values())
+            )
+            if Er is not None
             else "the reference has no uncertainties (σ_ref = 0)"
-        out.append(_section_tables(
-            "z-score widths (calibration check)", "zscores",
-            f"z = (predicted − reference)/√(σ² + σ_ref²), {with_ref}. Calibrated Gaussian "
-            f"uncertainties give σ_MAD(z) ≈ std z ≈ 1 and {M.GAUSS_1SIGMA:.3f} / {M.GAUSS_2SIGMA:.3f} "
-            "of the stars within |z| ≤ 1 / 2.", zt, "table-zscores", _csv_link("zscores")))
+        )
+        out.append(
+            _section_tables(
+                "z-score widths (calibration check)",
+                "zscores",
+                f"z = (predicted − reference)/√(σ² + σ_ref²), {with_ref}. Calibrated Gaussian "
+                f"uncertainties give σ_MAD(z) ≈ std z ≈ 1 and {label_metrics.GAUSS_1SIGMA:.3f} / "
+                f"{label_metrics.GAUSS_2SIGMA:.3f} "
+                "of the stars within |z| ≤ 1 / 2.",
+                zt,
+                "table-zscores",
+                _csv_link("zscores"),
+            )
+        )
     else:
         skipped.append(("z-score widths", "the catalog has no uncertainties (X_ERR)"))
     return "\n".join(out)
 
 
 def _page(
-    title: str, card: ModelCard, cat: pd.DataFrame, catalog_path: Path, labels: list[str],
-    ref: _Reference | None, summary: dict[str, pd.DataFrame], model_html: str,
-    metrics_html: str, figs: _Figures, skipped: list[tuple[str, str]], notes: list[str],
+    title: str,
+    card: ModelCard,
+    cat: pd.DataFrame,
+    catalog_path: Path,
+    labels: list[str],
+    ref: _Reference | None,
+    summary: dict[str, pd.DataFrame],
+    model_html: str,
+    metrics_html: str,
+    figs: _Figures,
+    skipped: list[tuple[str, str]],
+    notes: list[str],
 ) -> str:
     from starlabels import __version__
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ref_text = ("none" if ref is None else
-                f"{_e(ref.source)}: {ref.n_matched} of {len(cat)} catalog stars matched; columns "
-                + ", ".join(f"{_e(x)} ← {_e(c)}" for x, c in ref.columns.items()))
+    ref_text = (
+        "none"
+        if ref is None
+        else f"{_e(ref.source)}: {ref.n_matched} of {len(cat)} catalog stars matched; columns "
+        + ", ".join(f"{_e(x)} ← {_e(c)}" for x, c in ref.columns.items())
+    )
     h = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -1321,7 +1569,8 @@ def _page(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<header><h1>{_e(title)}</h1>",
         f'<p class="meta">Catalog <code>{_e(catalog_path)}</code> ({len(cat)} stars, labels '
-        + ", ".join(_e(x) for x in labels) + ")</p>",
+        + ", ".join(_e(x) for x in labels)
+        + ")</p>",
         f'<p class="meta">Model <code>{_e(card.folder)}</code> · reference: {ref_text}</p>',
         f'<p class="meta">Written {now} by starlabels {_e(__version__)}</p></header>',
         "<nav><ol>"
@@ -1331,21 +1580,28 @@ def _page(
         "</ol></nav>",
     ]
     if notes:
-        h.append('<div class="box notes"><strong>Notes</strong><ul>'
-                 + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></div>")
+        h.append(
+            '<div class="box notes"><strong>Notes</strong><ul>'
+            + "".join(f"<li>{_e(n)}</li>" for n in notes)
+            + "</ul></div>"
+        )
     h.append(model_html)
     h.append('<h2 id="catalog">2. Catalog summary</h2>')
     h.append(_table_html(summary["counts"], "table-counts"))
     h.append(_csv_link("summary_counts"))
     if "flags" in summary:
-        h.append("<h3>Quality flags</h3><p>Stars with each <code>FLAG</code> bit set "
-                 "(a star can have several).</p>")
+        h.append(
+            "<h3>Quality flags</h3><p>Stars with each <code>FLAG</code> bit set "
+            "(a star can have several).</p>"
+        )
         h.append(_table_html(summary["flags"], "table-flags"))
         h.append(_csv_link("summary_flags"))
     else:
         h.append('<p class="note">The catalog has no FLAG column.</p>')
-    h.append("<h3>Predicted labels</h3><p>Ranges of the predicted labels (min, percentiles, max) "
-             "and the median reported uncertainty σ and, where computed, of its parts.</p>")
+    h.append(
+        "<h3>Predicted labels</h3><p>Ranges of the predicted labels (min, percentiles, max) "
+        "and the median reported uncertainty σ and, where computed, of its parts.</p>"
+    )
     h.append(_table_html(summary["labels"], "table-labels", titles={"median": "median"}))
     h.append(_csv_link("summary_labels"))
     h.append('<h2 id="accuracy">3. Accuracy against the reference</h2>')
@@ -1357,15 +1613,21 @@ def _page(
         h.append(
             f'<figure id="fig-{_e(f.key)}"><h3>{_e(f.title)}</h3>'
             f'<img src="{_e(f.src)}" alt="{_e(f.title)}"'
-            + (f' style="width: {f.width}px"' if f.width else "") + ">"
+            + (f' style="width: {f.width}px"' if f.width else "")
+            + ">"
             f"<figcaption>{_e(f.caption)}</figcaption></figure>"
         )
     h.append('<h2 id="skipped">5. Not shown, and why</h2>')
     if skipped:
-        h.append('<ul class="skipped">' + "".join(
-            f"<li><strong>{_e(what)}</strong>: {_e(why)}</li>" for what, why in skipped) + "</ul>")
+        h.append(
+            '<ul class="skipped">'
+            + "".join(f"<li><strong>{_e(what)}</strong>: {_e(why)}</li>" for what, why in skipped)
+            + "</ul>"
+        )
     else:
         h.append("<p>Everything could be shown.</p>")
-    h.append("<footer>Statistics: starlabels.evaluation.metrics; figures: "
-             "starlabels.evaluation.plots.</footer></main></body></html>")
+    h.append(
+        "<footer>Statistics: starlabels.evaluation.metrics; figures: "
+        "starlabels.evaluation.plots.</footer></main></body></html>"
+    )
     return "\n".join(h) + "\n"

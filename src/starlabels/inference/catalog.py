@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import StarlabelsError
-from starlabels.inference import flags as F
+from starlabels.inference import flags as flag_bits
 from starlabels.inference.catalog_inputs import (
     FILES_PER_UNIT,
     HDF5_SUFFIXES,
@@ -179,7 +179,7 @@ def predict_unit(
             im, flux, error, bitmask=bitmask, preprocessed=pre, grid=None if pre else b.grid,
             seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64), **opts,
         )
-        pred.flags[np.concatenate(b.resampled)] |= F.bit("RESAMPLED")
+        pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
         meta["SNR"] = pred.snr
         df = catalog_frame(pred, meta, im.name, im.version)
         df["_ORDER"] = meta["_ORDER"]
@@ -372,8 +372,8 @@ def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[s
 def flag_counts(flags: np.ndarray) -> dict[str, int]:
     """Rows per flag bit name, plus ``"_PROBLEM_ROWS"``: rows with any :data:`SUMMARY_FLAGS` bit."""
     flags = np.asarray(flags, np.int64)
-    counts = {n: int(((flags >> b) & 1).sum()) for n, b in F.FLAG_BITS.items()}
-    problem = sum(F.bit(n) for n in SUMMARY_FLAGS)
+    counts = {n: int(((flags >> b) & 1).sum()) for n, b in flag_bits.FLAG_BITS.items()}
+    problem = sum(flag_bits.bit(n) for n in SUMMARY_FLAGS)
     counts["_PROBLEM_ROWS"] = int(((flags & problem) != 0).sum())
     return counts
 
@@ -462,11 +462,11 @@ def write_table(df: Any, out: Path, fmt: str, label_names: Sequence[str], label_
 def _write_fits(df: Any, path: Path, units: dict[str, str], meta: dict[str, Any]) -> None:
     """FITS binary table with units that ``Table.read`` parses without a warning: units of the FITS
     standard as ``TUNITn``; others (``dex``, which FITS cannot express) only in astropy's
-    serialized-column header (astropy readers get ``u.dex`` back) and, for any reader, in the
+    serialized-column header (astropy readers get ``astropy_units.dex`` back) and, for any reader, in the
     comment of the column's ``TTYPEn`` card (``[dex]``)."""
     import warnings
 
-    from astropy import units as u
+    from astropy import units as astropy_units
     from astropy.io import fits
     from astropy.table import QTable, Table
     from astropy.utils.exceptions import AstropyUserWarning
@@ -479,15 +479,15 @@ def _write_fits(df: Any, path: Path, units: dict[str, str], meta: dict[str, Any]
         if c not in t.colnames or not s:
             continue
         try:
-            u.Unit(s).to_string("fits")
+            astropy_units.Unit(s).to_string("fits")
             t[c].unit = s
-        except (ValueError, u.UnitsError):
+        except (ValueError, astropy_units.UnitsError):
             raw_units[c] = s
     if raw_units:  # astropy serializes non-FITS units of Quantity columns in the header
         t = QTable(t)
         for c, s in raw_units.items():
-            unit = u.Unit(s, parse_strict="silent")
-            if not isinstance(unit, u.UnrecognizedUnit):
+            unit = astropy_units.Unit(s, parse_strict="silent")
+            if not isinstance(unit, astropy_units.UnrecognizedUnit):
                 t[c] = np.asarray(t[c], np.float64) * unit
     for k, v in meta.items():
         t.meta[k[:8].upper()] = v

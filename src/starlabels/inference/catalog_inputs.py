@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError, StarlabelsError
-from starlabels.inference import grid_input as G
+from starlabels.inference import grid_input
 
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
 FILES_PER_UNIT = 64
@@ -188,10 +188,10 @@ def read_spectra_unit(
 
     blocks: dict[tuple[str, str], Block] = {}
     skipped: list[tuple[str, str]] = []
-    target = G.expected_grid(im, preprocessed=False)
-    network_grid = G.expected_grid(im, preprocessed=True)
+    target = grid_input.expected_grid(im, preprocessed=False)
+    network_grid = grid_input.expected_grid(im, preprocessed=True)
     kind = str(getattr(im.preprocessing, "kind", "") or "")
-    own = G.model_instrument(im)
+    own = grid_input.model_instrument(im)
     order = 0
     for it in unit.items:  # one file at a time: this is I/O, the compute is batched per block
         try:
@@ -207,7 +207,7 @@ def read_spectra_unit(
                     if kind != "continuum" or network_grid is None:
                         raise InputFileError(it.path, "holds continuum-normalised flux (aspcapStar); this "
                                                       "model takes raw flux")
-                    src = G.named_grid(s.wavelength, s.instrument)
+                    src = grid_input.named_grid(s.wavelength, s.instrument)
                     if network_grid.positions_in(src) is None and src.positions_in(network_grid) is None:
                         raise InputFileError(
                             it.path, f"continuum-normalised spectrum on grid {src.describe()}, not a "
@@ -227,8 +227,8 @@ def read_spectra_unit(
                             it.path, f"HDU {s.meta.get('HDU')}: {s.instrument} spectrum covers "
                                      f"{s.wavelength[0]:.0f}–{s.wavelength[-1]:.0f} Å, none of the model's "
                                      f"grid {target.describe()}")
-                    src = G.named_grid(s.wavelength, s.instrument)
-                    gi = G.onto_model_grid(im, s.flux[None], s.error[None], s.bitmask[None], src,
+                    src = grid_input.named_grid(s.wavelength, s.instrument)
+                    gi = grid_input.onto_model_grid(im, s.flux[None], s.error[None], s.bitmask[None], src,
                                            preprocessed=False, resample=resample, instrument=s.instrument,
                                            where=f"{it.path} HDU {s.meta.get('HDU')}: ")
                     b = _block(blocks, "raw", gi.grid)
@@ -263,17 +263,40 @@ def read_hdf5_unit(
         grid = ds.grid
         ds.close()
         if pre is None:
-            gi = G.onto_model_grid(im, batch.flux, batch.error, batch.bitmask, grid, preprocessed=False,
-                                   resample=resample, instrument=ds.instrument, where=f"{label}: ")
-            b = Block("raw", gi.grid, [gi.flux], [gi.error],
-                      [np.zeros(gi.flux.shape, np.int64) if gi.bitmask is None else gi.bitmask],
-                      [gi.resampled])
+            gi = grid_input.onto_model_grid(
+                im,
+                batch.flux,
+                batch.error,
+                batch.bitmask,
+                grid,
+                preprocessed=False,
+                resample=resample,
+                instrument=ds.instrument,
+                where=f"{label}: ",
+            )
+            b = Block(
+                "raw",
+                gi.grid,
+                [gi.flux],
+                [gi.error],
+                [np.zeros(gi.flux.shape, np.int64) if gi.bitmask is None else gi.bitmask],
+                [gi.resampled],
+            )
         elif same_preprocessing(pre, im) and ds.n_pixels == im.n_pixels:
-            b = Block("pre", G.expected_grid(im, preprocessed=True) or grid, [batch.flux], [batch.error],
-                      [], [np.zeros(n, bool)])
+            b = Block(
+                "pre",
+                grid_input.expected_grid(im, preprocessed=True) or grid,
+                [batch.flux],
+                [batch.error],
+                [],
+                [np.zeros(n, bool)],
+            )
         else:
-            raise InputFileError(it.path, f"dataset holds spectra preprocessed otherwise than this model's "
-                                          f"config, on grid {grid.describe()}")
+            raise InputFileError(
+                it.path,
+                f"dataset holds spectra preprocessed otherwise than this model's "
+                f"config, on grid {grid.describe()}",
+            )
     except (StarlabelsError, OSError, ValueError, KeyError) as exc:
         return {}, [(label, _reason(exc))]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from starlabels.errors import StarlabelsError
-from starlabels.inference import catalog as C
+from starlabels.inference import catalog as catalogs
 from starlabels.inference.predict import InferenceModel, resolve
 from starlabels.utils import progress
 
@@ -59,7 +59,7 @@ def cached_model(path: str | os.PathLike) -> InferenceModel:
 
 
 def run_partition(
-    model_path: str, units: list[C.Unit], out: str, settings: dict[str, Any], torch_threads: int | None
+    model_path: str, units: list[catalogs.Unit], out: str, settings: dict[str, Any], torch_threads: int | None
 ) -> dict[str, Any]:
     """Dask task: predict and store every unit of one partition. Returns a small summary.
 
@@ -75,12 +75,12 @@ def run_partition(
         torch.set_num_threads(int(torch_threads))
     try:
         im = cached_model(model_path)
-        pdir = C.parts_dir(out)
+        pdir = catalogs.parts_dir(out)
         rows, failed = 0, 0
         for u in units:  # units in order; each stored as soon as it is done (resumable)
             if (pdir / f"{u.name}.json").exists():
                 continue
-            n = C.run_unit_safely(im, u, pdir, settings)
+            n = catalogs.run_unit_safely(im, u, pdir, settings)
             rows += n or 0
             failed += n is None
     finally:
@@ -88,7 +88,7 @@ def run_partition(
     return {"worker": _worker_id(), "units": len(units), "rows": rows, "failed": failed}
 
 
-def partition(units: list[C.Unit], n_partitions: int) -> list[list[C.Unit]]:
+def partition(units: list[catalogs.Unit], n_partitions: int) -> list[list[catalogs.Unit]]:
     """Split ``units`` into at most ``n_partitions`` contiguous, near-equal, non-empty lists."""
     n = max(1, min(int(n_partitions), len(units)))
     size, extra = divmod(len(units), n)
@@ -119,12 +119,12 @@ def run_distributed(
     batch_size: int = 256,
     device: str | None = None,
     calibrated: bool = True,
-    files_per_unit: int = C.FILES_PER_UNIT,
-    rows_per_unit: int = C.ROWS_PER_UNIT,
+    files_per_unit: int = catalogs.FILES_PER_UNIT,
+    rows_per_unit: int = catalogs.ROWS_PER_UNIT,
     overwrite: bool = False,
     keep_parts: bool = False,
     resample: str | None = None,
-) -> C.CatalogResult:
+) -> catalogs.CatalogResult:
     """Write the catalog ``out`` for ``inputs`` with the model folder ``model_path`` on Dask.
 
     Cluster: ``client`` (an existing :class:`distributed.Client`), else ``scheduler`` (address of
@@ -136,12 +136,12 @@ def run_distributed(
     model_path = str(Path(model_path).resolve())
     if not Path(model_path).is_dir():
         raise StarlabelsError(f"{model_path}: distributed inference needs a model folder path")
-    fmt = C.guess_format(out, format)
+    fmt = catalogs.guess_format(out, format)
     im = resolve(model_path)
-    settings = C.run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
+    settings = catalogs.run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
                               batch_size=batch_size, device=device, calibrated=calibrated,
                               resample=resample)
-    with C.OutputLock(out):
+    with catalogs.OutputLock(out):
         return _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
                            model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit,
                            overwrite, keep_parts)
@@ -149,10 +149,10 @@ def run_distributed(
 
 def _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
                 model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit, overwrite,
-                keep_parts) -> C.CatalogResult:
+                keep_parts) -> catalogs.CatalogResult:
     from distributed import Client, LocalCluster, as_completed
 
-    units, pending, skipped = C.prepare_run(
+    units, pending, skipped = catalogs.prepare_run(
         im, inputs, out, settings, files_per_unit=files_per_unit, rows_per_unit=rows_per_unit,
         overwrite=overwrite,
     )
@@ -182,7 +182,7 @@ def _run_locked(client, scheduler, workers, threads_per_worker, processes, parti
             client.close()
         if own_cluster is not None:
             own_cluster.close()
-    res = C.assemble(im.label_names, im.label_units, units, out, fmt, skipped,
-                     meta=C.catalog_meta(im, settings), keep_parts=keep_parts)
+    res = catalogs.assemble(im.label_names, im.label_units, units, out, fmt, skipped,
+                     meta=catalogs.catalog_meta(im, settings), keep_parts=keep_parts)
     res.units_computed = len(pending)
     return res

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputDataError, ModelFormatError
-from starlabels.inference import flags as F
-from starlabels.inference import grid_input as G
+from starlabels.inference import flags as flag_bits
+from starlabels.inference import grid_input
 from starlabels.inference.predict import (
     InferenceModel,
     Prediction,
@@ -68,7 +68,7 @@ def predict_method(
             f"{tm.default_uncertainty!r}), got {uncertainty!r}"
         )
     as_given = im.preprocessing is None  # the method's own grid is its raw input (bitmask allowed)
-    f, e, b, has_error, in_grid, resampled = G.model_inputs(
+    f, e, b, has_error, in_grid, resampled = grid_input.model_inputs(
         im, flux, error, bitmask, preprocessed and not as_given, wavelength=wavelength, grid=grid,
         resample=resample,
     )
@@ -109,7 +109,7 @@ def predict_method(
         im, mean, parts, valid, snr_all, masked, uncertainty=unc, n_samples=0, calibrated=calibrated,
         snr_min=snr_min, max_masked_fraction=max_masked_fraction, ood_factor=ood_factor,
     )
-    pred.flags[resampled] |= F.bit("RESAMPLED")
+    pred.flags[resampled] |= flag_bits.bit("RESAMPLED")
     return pred
 
 

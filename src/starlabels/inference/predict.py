@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
-from starlabels.inference import flags as F
-from starlabels.inference import grid_input as G
-from starlabels.inference import uncertainty as U
+from starlabels.inference import flags as flag_bits
+from starlabels.inference import grid_input
+from starlabels.inference import uncertainty as uncertainty_methods
 from starlabels.utils import get_device, progress
 
 #: Accepted values of ``uncertainty``.
-UNCERTAINTY_METHODS: tuple[str | None, ...] = (None, *U.METHODS)
+UNCERTAINTY_METHODS: tuple[str | None, ...] = (None, *uncertainty_methods.METHODS)
 
 
 class _ModelDefault:
@@ -65,11 +65,11 @@ def default_uncertainty(model: Any) -> str | None:
     if im.method is not None:
         return getattr(im.trained, "default_uncertainty", None)
     recorded = calibration_info(im.trained).get("method")
-    if recorded in U.METHODS:
+    if recorded in uncertainty_methods.METHODS:
         return str(recorded)
     if recorded == "none":
         return None
-    return "mc_dropout" if U.has_active_dropout(im.physical.network) else "noise"
+    return "mc_dropout" if uncertainty_methods.has_active_dropout(im.physical.network) else "noise"
 
 #: Spectra preprocessed and sent to the device per step (bounded memory for any N).
 CHUNK_SIZE = 256
@@ -151,7 +151,7 @@ class InferenceModel:
     """
 
     trained: Any
-    physical: U.PhysicalNetwork
+    physical: uncertainty_methods.PhysicalNetwork
     label_names: list[str]
     label_units: list[str]
     preprocessing: Any
@@ -239,7 +239,7 @@ def resolve(model: Any) -> InferenceModel:
     in_offset, in_slope = (np.zeros(n_pixels), np.ones(n_pixels)) if ss is None else _affine(
         ss.transform, n_pixels, "spectrum scaler"
     )
-    physical = U.PhysicalNetwork(
+    physical = uncertainty_methods.PhysicalNetwork(
         inference_network(net), torch.from_numpy(in_offset), torch.from_numpy(in_slope),
         torch.from_numpy(out_offset), torch.from_numpy(out_slope),
     )
@@ -332,11 +332,12 @@ def inference_network(net: nn.Module) -> nn.Module:
         if isinstance(mod, nn.Sequential):
             changed |= _rewrite_sequential(mod)
         for name, child in list(mod.named_children()):
-            if U.FastGradConv1d.supports(child):
-                setattr(mod, name, U.FastGradConv1d.from_conv(child))
+            if uncertainty_methods.FastGradConv1d.supports(child):
+                setattr(mod, name, uncertainty_methods.FastGradConv1d.from_conv(child))
                 changed = True
     if any(type(m) is nn.Dropout for m in fast.modules()):
-        U.use_generator_dropout(fast)  # MC dropout then draws from each call's own generator
+        # MC dropout then draws from each call's own generator
+        uncertainty_methods.use_generator_dropout(fast)
         changed = True
     if not changed:
         return net
@@ -427,9 +428,9 @@ def predict(
     seed: int | None = None,
     snr: Any = None,
     error_cap: float | str | None = "auto",
-    snr_min: float = F.SNR_MIN,
-    max_masked_fraction: float = F.MAX_MASKED_FRACTION,
-    ood_factor: float = F.OOD_FACTOR,
+    snr_min: float = flag_bits.SNR_MIN,
+    max_masked_fraction: float = flag_bits.MAX_MASKED_FRACTION,
+    ood_factor: float = flag_bits.OOD_FACTOR,
     chunk_size: int = CHUNK_SIZE,
     coverage: bool = True,
     wavelength: Any = None,
@@ -513,10 +514,23 @@ def predict(
         from starlabels.inference.method_predict import predict_method
 
         return predict_method(
-            im, flux, error, uncertainty=uncertainty, bitmask=bitmask, device=device,
-            preprocessed=preprocessed, calibrated=calibrated, seed=seed, snr=snr, snr_min=snr_min,
-            max_masked_fraction=max_masked_fraction, ood_factor=ood_factor, chunk_size=chunk_size,
-            wavelength=wavelength, grid=grid, resample=resample,
+            im,
+            flux,
+            error,
+            uncertainty=uncertainty,
+            bitmask=bitmask,
+            device=device,
+            preprocessed=preprocessed,
+            calibrated=calibrated,
+            seed=seed,
+            snr=snr,
+            snr_min=snr_min,
+            max_masked_fraction=max_masked_fraction,
+            ood_factor=ood_factor,
+            chunk_size=chunk_size,
+            wavelength=wavelength,
+            grid=grid,
+            resample=resample,
         )
     if uncertainty not in UNCERTAINTY_METHODS:
         raise InputDataError(f"uncertainty must be one of {UNCERTAINTY_METHODS}, got {uncertainty!r}")
@@ -524,14 +538,16 @@ def predict(
         raise InputDataError(f"n_samples must be >= 1, got {n_samples}")
     if error_cap == "auto":
         already = im.preprocessing_kind == "raw" and getattr(im.preprocessing, "error_cap", None)
-        error_cap = None if (already and not preprocessed) else U.ERROR_CAP
-    if uncertainty == "mc_dropout" and not U.has_active_dropout(im.physical.network):
+        error_cap = None if (already and not preprocessed) else uncertainty_methods.ERROR_CAP
+    if uncertainty == "mc_dropout" and not uncertainty_methods.has_active_dropout(im.physical.network):
         raise StarlabelsError(
             "uncertainty='mc_dropout' needs a network trained with dropout (p > 0); this model has "
             "none — use uncertainty='noise' or 'delta'"
         )
-    if uncertainty is None and im.trained.network.has_variance and U.has_active_dropout(
-        im.physical.network
+    if (
+        uncertainty is None
+        and im.trained.network.has_variance
+        and uncertainty_methods.has_active_dropout(im.physical.network)
     ):
         warnings.warn(
             "this Bayesian network was trained with Monte-Carlo dropout; its predictions with "
@@ -540,7 +556,7 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    f, e, b, has_error, in_grid, resampled = G.model_inputs(
+    f, e, b, has_error, in_grid, resampled = grid_input.model_inputs(
         im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
     )
     if by_default and uncertainty in ("noise", "delta") and not has_error:
@@ -561,7 +577,7 @@ def predict(
     snr_all = np.full(n, np.nan)
     masked = np.ones(n)
     shift = np.full(n, np.nan)
-    gen = U.call_generator(dev, seed)  # one per call: every random draw below comes from it
+    gen = uncertainty_methods.call_generator(dev, seed)  # one per call: every random draw below comes from it
 
     steps = range(0, n, max(1, int(chunk_size)))
     for start in progress(steps, desc="predict", total=len(steps), unit="chunk"):
@@ -578,8 +594,9 @@ def predict(
         if coverage and im.coverage is not None:
             from starlabels.inference.coverage import embed_input
 
-            p["coverage"] = im.coverage.variance(embed_input(im, xt, batch_size=batch_size),
-                                                 snr_c[ok] if has_error else None)
+            p["coverage"] = im.coverage.variance(
+                embed_input(im, xt, batch_size=batch_size), snr_c[ok] if has_error else None
+            )
         rows = np.arange(sl.start, sl.stop)[ok]
         if im.domain_shift is not None:
             shift[rows] = im.domain_shift.score(x, xe if has_error else None)
@@ -590,15 +607,23 @@ def predict(
     if snr_given is not None:  # given values win; NaN entries fall back to the computed SNR
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
     pred = _finish(
-        im, mean, parts, valid, snr_all, masked,
-        uncertainty=uncertainty, n_samples=n_samples if uncertainty in ("mc_dropout", "noise") else 0,
-        calibrated=calibrated, snr_min=snr_min, max_masked_fraction=max_masked_fraction,
+        im,
+        mean,
+        parts,
+        valid,
+        snr_all,
+        masked,
+        uncertainty=uncertainty,
+        n_samples=n_samples if uncertainty in ("mc_dropout", "noise") else 0,
+        calibrated=calibrated,
+        snr_min=snr_min,
+        max_masked_fraction=max_masked_fraction,
         ood_factor=ood_factor,
     )
-    pred.flags[resampled] |= F.bit("RESAMPLED")
+    pred.flags[resampled] |= flag_bits.bit("RESAMPLED")
     pred.domain_shift = shift
     with np.errstate(invalid="ignore"):
-        pred.flags[shift > 1.0] |= F.bit("DOMAIN_SHIFT")
+        pred.flags[shift > 1.0] |= flag_bits.bit("DOMAIN_SHIFT")
     return pred
 
 
@@ -620,8 +645,9 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, g
     if preprocessed:
         rej = rejected_pixels(f, e)
     else:
-        rej = rejected_pixels(f, e, b, bits=_reject_bits(im),
-                              bitmask_def=getattr(im.preprocessing, "bitmask", None))
+        rej = rejected_pixels(
+            f, e, b, bits=_reject_bits(im), bitmask_def=getattr(im.preprocessing, "bitmask", None)
+        )
     ok = ~rej.all(axis=1)
     masked = rej.mean(axis=1)
     snr = np.full(f.shape[0], np.nan)
@@ -650,7 +676,7 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, g
                 f"the model's preprocessing gives {x.shape[1]} pixels but its network takes {P}"
             )
     if not preprocessed:  # segments rejected in preprocessing (a dead detector) count as masked
-        bad_out = ~(np.asarray(xe) < U.BAD_ERROR)
+        bad_out = ~(np.asarray(xe) < uncertainty_methods.BAD_ERROR)
         idx = np.flatnonzero(ok)
         masked[idx] = np.maximum(masked[idx], bad_out.mean(axis=1))
     finite = np.isfinite(x).all(axis=1)
@@ -664,7 +690,9 @@ def _prepare(im: InferenceModel, f, e, b, preprocessed: bool, has_error: bool, g
     return (
         np.ascontiguousarray(x, np.float32),
         np.ascontiguousarray(np.minimum(xe, 3e38), np.float32),
-        ok, snr, masked,
+        ok,
+        snr,
+        masked,
     )
 
 
@@ -683,15 +711,19 @@ def _per_star_preprocessing(cfg: Any) -> Any:
 
 def _run(phys, x, e, method, n_samples, batch_size, gen, error_cap):
     if method == "none":
-        m, p = U.point(phys, x, batch_size=batch_size)
+        m, p = uncertainty_methods.point(phys, x, batch_size=batch_size)
     elif method == "mc_dropout":
-        m, p = U.mc_dropout(phys, x, n_samples=n_samples, batch_size=batch_size, generator=gen)
+        m, p = uncertainty_methods.mc_dropout(
+            phys, x, n_samples=n_samples, batch_size=batch_size, generator=gen
+        )
     elif method == "noise":
-        m, p = U.noise_realisations(
+        m, p = uncertainty_methods.noise_realisations(
             phys, x, e, n_samples=n_samples, batch_size=batch_size, generator=gen, error_cap=error_cap
         )
     else:
-        m, p = U.delta_method(phys, x, e, batch_size=max(1, batch_size // 4), error_cap=error_cap)
+        m, p = uncertainty_methods.delta_method(
+            phys, x, e, batch_size=max(1, batch_size // 4), error_cap=error_cap
+        )
     return m.double().cpu().numpy(), {k: v.double().cpu().numpy() for k, v in p.items()}
 
 
@@ -703,46 +735,70 @@ def calibration_entry(im: InferenceModel, method: str) -> dict | None:
 
 
 def _finish(
-    im: InferenceModel, mean, parts, valid, snr, masked, *, uncertainty, n_samples, calibrated,
-    snr_min, max_masked_fraction, ood_factor,
+    im: InferenceModel,
+    mean,
+    parts,
+    valid,
+    snr,
+    masked,
+    *,
+    uncertainty,
+    n_samples,
+    calibrated,
+    snr_min,
+    max_masked_fraction,
+    ood_factor,
 ) -> Prediction:
     n, L = mean.shape
     method = uncertainty or "none"
-    flags = F.spectrum_flags(valid, snr, masked, snr_min=snr_min, max_masked_fraction=max_masked_fraction)
+    flags = flag_bits.spectrum_flags(
+        valid, snr, masked, snr_min=snr_min, max_masked_fraction=max_masked_fraction
+    )
     # non-finite network output for a valid spectrum: NaN it and flag it
     bad_out = valid[:, None] & ~np.isfinite(mean)
     for v in parts.values():
         bad_out |= valid[:, None] & ~np.isfinite(v)
     if bad_out.any():
-        flags[bad_out.any(axis=1)] |= F.bit("NONFINITE_OUTPUT")
+        flags[bad_out.any(axis=1)] |= flag_bits.bit("NONFINITE_OUTPUT")
         mean[bad_out] = np.nan
         for v in parts.values():
             v[bad_out] = np.nan
-    total = U.total_variance(parts)
+    total = uncertainty_methods.total_variance(parts)
     scales = np.ones(L)
     entry = calibration_entry(im, method)
     applied = False
     if total is None:
         std = np.full((n, L), np.nan)
-        flags[valid] |= F.bit("NO_UNCERTAINTY")
+        flags[valid] |= flag_bits.bit("NO_UNCERTAINTY")
     else:
         if calibrated and entry is not None:
             from starlabels.inference.calibration import apply_calibration
 
             parts, scales = apply_calibration(parts, list(im.label_names), entry)
             applied = True
-            total = U.total_variance(parts)
+            total = uncertainty_methods.total_variance(parts)
         else:
-            flags[valid] |= F.bit("UNCALIBRATED")
+            flags[valid] |= flag_bits.bit("UNCALIBRATED")
         std = np.sqrt(total)
     ref = None
     if applied and entry.get("sigma_reference"):  # type: ignore[union-attr]
         ref = np.array([float(entry["sigma_reference"].get(k, np.nan)) for k in im.label_names])
-    flags |= F.label_flags(mean, std, sigma_reference=ref, ood_factor=ood_factor, label_range=im.label_range)
+    flags |= flag_bits.label_flags(
+        mean, std, sigma_reference=ref, ood_factor=ood_factor, label_range=im.label_range
+    )
     mean[~valid] = np.nan
     std[~valid] = np.nan
     return Prediction(
-        mean=mean, std=std, label_names=list(im.label_names), label_units=list(im.label_units),
-        parts=parts, flags=flags.astype(np.int32), snr=np.asarray(snr, np.float64), masked_fraction=masked,
-        uncertainty=uncertainty, n_samples=n_samples, calibrated=applied, scales=scales,
+        mean=mean,
+        std=std,
+        label_names=list(im.label_names),
+        label_units=list(im.label_units),
+        parts=parts,
+        flags=flags.astype(np.int32),
+        snr=np.asarray(snr, np.float64),
+        masked_fraction=masked,
+        uncertainty=uncertainty,
+        n_samples=n_samples,
+        calibrated=applied,
+        scales=scales,
     )

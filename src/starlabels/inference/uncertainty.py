@@ -56,8 +56,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from starlabels.errors import InputDataError, StarlabelsError
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
@@ -123,7 +123,7 @@ class _Conv1dFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding, layer):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.layer = padding, layer
-        return F.conv1d(x, weight, bias, padding=padding)
+        return functional.conv1d(x, weight, bias, padding=padding)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
@@ -193,7 +193,7 @@ class FastGradConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _Conv1dFn.apply(x, self.weight, self.bias, self.padding[0], self)
-        return F.conv1d(x, self.weight, self.bias, padding=self.padding)
+        return functional.conv1d(x, self.weight, self.bias, padding=self.padding)
 
     def input_grad(self, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, method: str | None = None):
         """∂L/∂x from ∂L/∂y = ``g`` (B, C_out, L_out); ``method`` forces a kernel (tests)."""
@@ -204,7 +204,7 @@ class FastGradConv1d(nn.Conv1d):
                 g, x, w, None, [1], [p], [1], False, [0], 1, [True, False, False]
             )[0]
         if method == "transposed":
-            return F.conv1d(g, w.transpose(0, 1).flip(-1), padding=k - 1 - p)
+            return functional.conv1d(g, w.transpose(0, 1).flip(-1), padding=k - 1 - p)
         b, _, l_out = g.shape
         c_in, l_in = w.shape[1], x.shape[-1]
         h = torch.matmul(w.permute(1, 2, 0).reshape(c_in * k, -1), g).view(b, c_in, k, l_out)

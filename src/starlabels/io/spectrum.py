@@ -141,7 +141,7 @@ class Spectrum:
         ``StdDevUncertainty(error)``, ``mask = bitmask != 0``; ``meta`` holds a copy of
         :attr:`meta` plus ``instrument`` and the integer ``bitmask`` (so nothing is lost
         in :meth:`from_specutils`)."""
-        import astropy.units as u
+        from astropy import units as astropy_units
         from astropy.nddata import StdDevUncertainty
         from specutils import Spectrum as SpecutilsSpectrum
 
@@ -149,8 +149,8 @@ class Spectrum:
         meta["instrument"] = self.instrument
         meta["bitmask"] = self.bitmask.copy()
         return SpecutilsSpectrum(
-            spectral_axis=self.wavelength * u.AA,
-            flux=self.flux * u.Unit(FLUX_UNIT),
+            spectral_axis=self.wavelength * astropy_units.AA,
+            flux=self.flux * astropy_units.Unit(FLUX_UNIT),
             uncertainty=StdDevUncertainty(self.error.copy()),
             mask=self.bitmask != 0,
             meta=meta,
@@ -160,7 +160,7 @@ class Spectrum:
     def from_specutils(cls, spectrum: Any, instrument: str | None = None) -> list[Spectrum]:
         """Spectra from a ``specutils.Spectrum`` (1-D, or 2-D flux: one per row).
 
-        The spectral axis is converted to Å (``u.spectral()`` equivalency); flux keeps its
+        The spectral axis is converted to Å (``astropy_units.spectral()`` equivalency); flux keeps its
         values (unit recorded in ``meta["FLUX_UNIT"]``); the uncertainty (StdDev, Variance or
         InverseVariance) becomes σ (``inf`` where ivar ≤ 0; all ``inf`` without uncertainty);
         ``meta["bitmask"]`` (from :meth:`to_specutils`) restores the integer flags, else the
@@ -169,12 +169,13 @@ class Spectrum:
         Raises:
             InputDataError: not a specutils Spectrum, or a non-monotonic spectral axis.
         """
-        import astropy.units as u
+        from astropy import units as astropy_units
         from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
 
         if not hasattr(spectrum, "spectral_axis") or not hasattr(spectrum, "flux"):
             raise InputDataError(f"expected a specutils Spectrum, got {type(spectrum).__name__}")
-        wave = np.asarray(spectrum.spectral_axis.to_value(u.AA, equivalencies=u.spectral()), np.float64)
+        angstrom = spectrum.spectral_axis.to_value(astropy_units.AA, equivalencies=astropy_units.spectral())
+        wave = np.asarray(angstrom, np.float64)
         flux = np.atleast_2d(np.asarray(spectrum.flux.value, np.float64))
         unc = spectrum.uncertainty
         if unc is None:
@@ -211,6 +212,5 @@ class Spectrum:
             meta = dict(meta_in)
             if flux.shape[0] > 1:
                 meta["ROW"] = i
-            out.append(cls(str(inst), wave[order], flux[i][order], error[i][order],
-                           bitmask[i][order], meta))
+            out.append(cls(str(inst), wave[order], flux[i][order], error[i][order], bitmask[i][order], meta))
         return out

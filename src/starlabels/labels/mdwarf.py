@@ -280,7 +280,7 @@ def mdwarf_labels(
         number of rows, ``meta["n_input"]`` and ``meta["n_labelled"]`` count rows. Counts are also
         logged at INFO level; bad rows never stop the run.
     """
-    from astropy import units as u
+    from astropy import units
     from astropy.table import Table
 
     columns = dict(columns or {})
@@ -353,13 +353,13 @@ def mdwarf_labels(
     for k in keep:
         out[k] = np.asarray(table[k])
     # dex is not a FITS unit: log quantities carry it in the description
-    out["teff"] = teff * u.K
+    out["teff"] = teff * units.K
     out["logg"] = logg
     out["logg"].description = "log g (dex, cgs), Veyette et al. 2017"
     out["fe_h"] = fe_h
     out["fe_h"].description = "[Fe/H] (dex), Hejazi et al. 2015"
     out["teff"].description = "Teff (K), Mann et al. 2015"
-    out["abs_k"] = m_k * u.mag
+    out["abs_k"] = m_k * units.mag
     out["flag"] = flag.astype(np.int32)
     out["flag"].description = "MDwarfFlag bitmask (starlabels.labels.mdwarf)"
     counts = flag_counts(flag)

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from starlabels.models.layers import LabelNetwork
 
@@ -213,7 +213,7 @@ def mc_dropout_passes(
     inner = buf[:, left:left + P, :].view(b, S, P, f1)
     inner.uniform_(generator=generator).lt_(_keep(drop1)).mul_(h1.unsqueeze(1))
     w2 = (conv2.weight / _keep(drop1)).unsqueeze(2)
-    h2 = F.conv2d(buf.view(rows, 1, left + P + right, f1).permute(0, 3, 1, 2), w2, conv2.bias)
+    h2 = functional.conv2d(buf.view(rows, 1, left + P + right, f1).permute(0, 3, 1, 2), w2, conv2.bias)
     # max-pool over positions in the (rows, P, f2) memory of the channels-last output (relu after
     # the pool: max and relu commute), features position-major: index j·f2 + c
     f2, q = conv2.out_channels, pool.kernel_size
@@ -230,7 +230,7 @@ def mc_dropout_passes(
         w = lin.weight
         if i == 0:  # Flatten's channel-major order (c·n_pool + j) → our position-major order
             w = w.view(-1, f2, n_pool).transpose(1, 2).reshape(w.shape[0], -1)
-        h = torch.relu_(F.linear(h, w / keep, lin.bias))
+        h = torch.relu_(functional.linear(h, w / keep, lin.bias))
         if i < n_hidden - 1:
             drop = t[9 + 2 * i]
             keep = _keep(drop)
