@@ -99,7 +99,7 @@ files = ["train.h5"]
 label_names = ["TEFF", "LOGG", "FE_H"]
 [model]
 architecture = "bcnn"
-spectrum_scaling = "centered"
+spectrum_scaling = "centred"
 [preprocess]
 kind = "continuum"
 [optimiser]

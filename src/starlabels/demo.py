@@ -499,7 +499,7 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
         training=TrainingConfig(loss="robust", epochs=cfg.epochs, patience=cfg.patience,
                                 batch_size=cfg.batch_size, seed=cfg.seed,
                                 device=cfg.device or "auto", dev_mc_samples=1),
-        preprocess=pre, spectrum_scaling="centered", folder=None,
+        preprocess=pre, spectrum_scaling="centred", folder=None,
         split_info={"method": "random", "fractions": list(fractions),
                     "seed": cfg.seed, "held_out_test": len(test)},
         provenance={"demo": {"source": source_text, "seed": cfg.seed, "n_train_pool": cfg.n_train,

@@ -91,7 +91,7 @@ def test_config_json_layout_and_physical_units(tmp_path):
     assert cfg["format_version"] == 1 and cfg["starlabels_version"] == starlabels.__version__
     assert cfg["architecture"] == {"name": "bcnn", "kwargs": model.network.config()}
     assert cfg["labels"] == {"names": NAMES, "units": UNITS}
-    assert cfg["normalisation"]["spectra"] == {"mode": "centered", "n_pixels": P}
+    assert cfg["normalisation"]["spectra"] == {"mode": "centred", "n_pixels": P}
     assert set(cfg["normalisation"]["labels"]) >= {"mean", "std"}
     for key in ("created", "preprocessing", "calibration", "training"):
         assert key in cfg

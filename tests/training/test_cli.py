@@ -104,7 +104,7 @@ epochs = 1
     model = load_model(folder)
     assert model.architecture == "bcnn" and model.n_pixels == P
     assert model.preprocessing["kind"] == "raw"
-    assert model.spectrum_scaler.mode == "centered"
+    assert model.spectrum_scaler.mode == "centred"  # the config says "centered" (old spelling)
     t = model.training
     assert t["data_files"] == [str(raw_h5.resolve())]
     # group split: mdwarf 30 rows at 60/20/20, payne 90 rows at 80/10/10

@@ -55,9 +55,9 @@ def test_omitted_keys_get_the_learning_settings_and_paper_preset_keeps_the_paper
 
 
 def test_explicit_keys_win_over_the_preset():
-    cfg = recipe_from_dict({"data": DATA, "model": {"spectrum_scaling": "centered", "init": "default"},
+    cfg = recipe_from_dict({"data": DATA, "model": {"spectrum_scaling": "centred", "init": "default"},
                             "preprocess": {"kind": "continuum"}})
-    assert (cfg.train.model.spectrum_scaling, cfg.train.model.init) == ("centered", "default")
+    assert (cfg.train.model.spectrum_scaling, cfg.train.model.init) == ("centred", "default")
     assert cfg.train.preprocess == {"kind": "continuum"}  # scale is for raw flux only
 
 

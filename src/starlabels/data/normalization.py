@@ -7,7 +7,7 @@
     float64), ``inverse_transform_std`` scales standardised uncertainties back to physical units.
 
 :class:`SpectrumScaler`
-    ``mode="centered"``: subtract the per-pixel mean flux of the training set (astroNN's input
+    ``mode="centred"``: subtract the per-pixel mean flux of the training set (astroNN's input
     normalisation, ``std`` is 1); ``mode="none"``: identity (APOGEE Net feeds raw flux). Rejected
     pixels (error ≥ ``BAD_PIXEL_ERROR``) are left out of the per-pixel mean when errors are given.
     Its tensors (``mean``, ``std``) are stored in the model's weights file.
@@ -23,12 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from starlabels.constants import MISSING
+from starlabels.constants import MISSING, SPECTRUM_MODE_ALIASES, SPECTRUM_MODES
 from starlabels.errors import InputDataError
 
-__all__ = ["SPECTRUM_MODES", "LabelScaler", "SpectrumScaler"]
-
-SPECTRUM_MODES = ("centered", "standardised", "none")
+__all__ = ["SPECTRUM_MODES", "SPECTRUM_MODE_ALIASES", "LabelScaler", "SpectrumScaler"]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
 
@@ -193,19 +191,21 @@ class LabelScaler:
 class SpectrumScaler:
     """Per-pixel spectrum normalisation: ``(flux − mean) / std``.
 
-    ``mode="centered"`` (astroNN): ``mean`` is the per-pixel mean flux over the training set, ``std``
-    is 1. ``mode="standardised"``: also divided by the per-pixel standard deviation over the
-    training set (1 where a pixel does not vary) — for raw-flux input, whose pixels differ in scale
-    and scatter. ``mode="none"`` (APOGEE Net raw flux as published): identity, no tensors. Fit in one call
-    (:meth:`fit`) or in chunks (:meth:`partial_fit`, for datasets read lazily).
+    ``mode="centred"`` (astroNN; the older spelling ``"centered"`` is read as it): ``mean`` is
+    the per-pixel mean flux over the training set, ``std`` is 1. ``mode="standardised"``: also
+    divided by the per-pixel standard deviation over the training set (1 where a pixel does not
+    vary) — for raw-flux input, whose pixels differ in scale and scatter. ``mode="none"``
+    (APOGEE Net raw flux as published): identity, no tensors. Fit in one call (:meth:`fit`) or in
+    chunks (:meth:`partial_fit`, for datasets read lazily).
     """
 
     def __init__(
         self,
-        mode: str = "centered",
+        mode: str = "centred",
         mean: ArrayLike | None = None,
         std: ArrayLike | None = None,
     ) -> None:
+        mode = SPECTRUM_MODE_ALIASES.get(mode, mode)
         if mode not in SPECTRUM_MODES:
             raise InputDataError(f"SpectrumScaler: mode must be one of {SPECTRUM_MODES}, got {mode!r}")
         self.mode = mode

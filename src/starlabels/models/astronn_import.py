@@ -304,7 +304,7 @@ def from_astronn(
             UserWarning,
             stacklevel=2,
         )
-    mode = "centered" if np.all(in_std == 1.0) else "standardised"
+    mode = "centred" if np.all(in_std == 1.0) else "standardised"
     provenance = {
         "imported_from": {
             "astronn_folder": str(af.folder.resolve()),

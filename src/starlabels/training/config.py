@@ -32,7 +32,7 @@ are an error (typos should not pass silently).
 
     [model]
     architecture = "bcnn"                # name for starlabels.models.build_network
-    spectrum_scaling = "centered"        # "centered" (per-pixel mean, astroNN), "standardised" or "none"
+    spectrum_scaling = "centred"         # "centred" (per-pixel mean, astroNN), "standardised" or "none"
     init = "default"                     # "default" (torch) or "kaiming" (He-normal; see models.init)
     [model.kwargs]                       # passed to the network (n_labels/n_pixels are filled in)
     dropout = 0.3
@@ -116,6 +116,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from starlabels.constants import SPECTRUM_MODE_ALIASES, SPECTRUM_MODES
 from starlabels.errors import InputFileError, StarlabelsError
 
 T = TypeVar("T")
@@ -234,9 +235,11 @@ class ModelConfig:
                 raise ConfigError("[model.kwargs] censors must be a table {label = \"mask.npy\"}")
         if self.init not in ("default", "kaiming"):
             raise ConfigError(f"[model] init must be 'default' or 'kaiming', got {self.init!r}")
-        if self.spectrum_scaling not in ("none", "centered", "standardised"):
+        # the older spelling "centered" is read as "centred" (and written back that way)
+        self.spectrum_scaling = SPECTRUM_MODE_ALIASES.get(self.spectrum_scaling, self.spectrum_scaling)
+        if self.spectrum_scaling not in SPECTRUM_MODES:
             raise ConfigError(
-                "[model] spectrum_scaling must be 'none', 'centered' or 'standardised', "
+                "[model] spectrum_scaling must be 'none', 'centred' or 'standardised', "
                 f"got {self.spectrum_scaling!r}"
             )
 

@@ -583,7 +583,7 @@ class Trainer:
         block of raw spectra; None when ``data`` is already network input. When ``data`` says it
         was preprocessed, its own config is stored in the model instead and nothing is re-applied.
     spectrum_scaling
-        ``"centered"`` (subtract the training set's per-pixel mean), ``"standardised"`` (and
+        ``"centred"`` (subtract the training set's per-pixel mean), ``"standardised"`` (and
         divide by its per-pixel standard deviation) or ``"none"``.
     folder
         Output folder (model + ``checkpoint.pt``); None trains without writing anything.
