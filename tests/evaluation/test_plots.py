@@ -183,11 +183,18 @@ def test_young_selection_polygon_and_age_bins(tmp_path):
 
 
 def test_young_selection_defaults_come_from_labels_young(catalog):
-    young = pytest.importorskip("starlabels.labels.young")
+    from starlabels.labels import young
+
     cat, _ = catalog
     fig = pl.plot_young_selection(cat)
     polys = [p for p in fig.axes[0].patches if isinstance(p, Polygon)]
     np.testing.assert_allclose(polys[0].get_xy()[:3], np.asarray(young.YOUNG_POLYGON))
+    # the age bins are young.LOGG_AGE_BIN_EDGES with young.LOGG_AGE_BIN_LABELS in the legend
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    first = f"log g < {young.LOGG_AGE_BIN_EDGES[0]:g} dex ({young.LOGG_AGE_BIN_LABELS[0]})"
+    assert any(t.startswith(first) for t in texts)
+    for age in young.LOGG_AGE_BIN_LABELS:
+        assert sum(f"dex ({age})" in t for t in texts) == 1
 
 
 def _sens():
@@ -248,16 +255,6 @@ def test_cluster_and_zscore_figures(tmp_path, catalog):
     for ax, (_, row) in zip(fig.axes, z.iterrows(), strict=True):
         assert f"{row['z_sigma_mad']:.3f}" in ax.texts[0].get_text()
     assert fig.axes[0].get_ylabel() == "probability density"
-
-
-def test_young_selection_without_constants_draws_plain_kiel(monkeypatch, catalog):
-    cat, _ = catalog
-    monkeypatch.setattr(pl, "young_star_constants", lambda: (None, None, None))
-    with pytest.warns(UserWarning, match="no young-star polygon"):
-        fig = pl.plot_young_selection(cat)
-    ax = fig.axes[0]
-    assert not [p for p in ax.patches if isinstance(p, Polygon)]
-    assert ax.get_legend() is None and ax.get_xlim()[0] > ax.get_xlim()[1]
 
 
 def test_kiel_from_arrays_without_colour():

@@ -36,20 +36,24 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Polygon
 
 from starlabels.errors import InputDataError
-from starlabels.evaluation.metrics import (
-    GAUSS_1SIGMA,
+from starlabels.evaluation.binned_statistics import bin_codes
+from starlabels.evaluation.columns import (
     TableLike,
-    _clean,
-    _errors,
-    axis_label,
+    clean_missing,
     get_column,
     is_table,
-    label_display,
     label_matrix,
-    label_unit,
-    residual_table,
-    zscores,
+    uncertainty_matrix,
 )
+from starlabels.evaluation.label_text import axis_label, label_display
+from starlabels.evaluation.metrics import GAUSS_1SIGMA, residual_table, sigma_mad, zscores
+from starlabels.labels.young import (
+    LOGG_AGE_BIN_EDGES,
+    LOGG_AGE_BIN_LABELS,
+    YOUNG_POLYGON,
+    in_young_polygon,
+)
+from starlabels.units import label_unit
 
 if TYPE_CHECKING:
     from starlabels.evaluation.diagnostics import Sensitivity
@@ -83,7 +87,8 @@ def _finish(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
-def _style(ax: Axes) -> None:
+def style_axes(ax: Axes) -> None:
+    """The figures' tick and axis-label style: ticks inside on all four sides, :data:`FONT` sizes."""
     ax.tick_params(labelsize=FONT["tick"], direction="in", top=True, right=True, which="both")
     ax.xaxis.label.set_size(FONT["label"])
     ax.yaxis.label.set_size(FONT["label"])
@@ -112,7 +117,7 @@ def _values(data: TableLike | None, x: ArrayOrColumn | None, what: str) -> np.nd
         if data is None:
             raise InputDataError(f"{what}: column {x!r} given but no catalog table")
         return get_column(data, x)
-    return _clean(np.asarray(x, dtype=float).reshape(-1))
+    return clean_missing(np.asarray(x, dtype=float).reshape(-1))
 
 
 def _name(x: ArrayOrColumn | None, default: str) -> str:
@@ -244,7 +249,7 @@ def plot_kiel(
         ax.set_title(title, fontsize=FONT["title"])
     ax.text(0.98, 0.02, f"N = {int(ok.sum())}", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=FONT["annot"])
-    _style(ax)
+    style_axes(ax)
     return _finish(fig, path)
 
 
@@ -280,9 +285,7 @@ def plot_kiel_panels(
 
 def _running(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, ...]:
     """Median of x and median, 16th and 84th percentile of y in bins of x (NaN when < 3 points)."""
-    from starlabels.evaluation.metrics import _bin_codes
-
-    code = _bin_codes(x, edges)
+    code = bin_codes(x, edges)
     ok = (code >= 0) & np.isfinite(y)
     df = pd.DataFrame({"k": code[ok], "x": x[ok], "y": y[ok]})
     g = df.groupby("k")
@@ -311,7 +314,7 @@ def plot_uncertainty_vs_snr(
     columns of ``data``."""
     labels = [labels] if isinstance(labels, str) else list(labels)
     s = _values(data, snr, "snr")
-    E = _errors("columns" if err is None else err, data, labels, s.shape[0])
+    E = uncertainty_matrix("columns" if err is None else err, data, labels, s.shape[0])
     fig = Figure(figsize=(4.2 * len(labels), 3.8), layout="constrained")
     axes = fig.subplots(1, len(labels), squeeze=False)[0]
     pos = s[np.isfinite(s) & (s > 0)]
@@ -330,7 +333,7 @@ def plot_uncertainty_vs_snr(
             _log_axis(ax, "y")
         ax.set_xlabel("SNR (per pixel)")
         ax.set_ylabel(color_label(f"{name}_ERR"))
-        _style(ax)
+        style_axes(ax)
     axes[0].legend(fontsize=FONT["legend"], frameon=False)
     return _finish(fig, path)
 
@@ -364,7 +367,7 @@ def plot_pred_vs_ref(
     stats = residual_table(P, R, names)
     fig = Figure(figsize=(4.2 * len(names), 5.4), layout="constrained")
     gs = fig.add_gridspec(2, len(names), height_ratios=[3, 1.3])
-    cvals = None if color is None else _clean(np.asarray(color, dtype=float).reshape(-1))
+    cvals = None if color is None else clean_missing(np.asarray(color, dtype=float).reshape(-1))
     mappable = None
     for j, name in enumerate(names):
         ax = fig.add_subplot(gs[0, j])
@@ -403,8 +406,8 @@ def plot_pred_vs_ref(
         axr.set_xlabel(f"Reference {axis_label(name)}")
         axr.set_ylabel(rf"$\Delta$ ({unit})" if unit else r"$\Delta$")
         ax.tick_params(labelbottom=False)
-        _style(ax)
-        _style(axr)
+        style_axes(ax)
+        style_axes(axr)
     if cvals is not None and mappable is not None:
         cb = fig.colorbar(mappable, ax=fig.axes, pad=0.01, shrink=0.8)
         cb.set_label(color_label(color_name) if color_name else "colour value",
@@ -469,7 +472,7 @@ def plot_binned_residuals(
             if np.isfinite(v):
                 ax.text(0.96, 0.92, rf"median $|\Delta|$ = {v:.3g} {unit} at {annotate_at:g}",
                         transform=ax.transAxes, ha="right", va="top", fontsize=FONT["annot"])
-        _style(ax)
+        style_axes(ax)
     axes[0].legend(fontsize=FONT["legend"], frameon=False, loc="center right")
     return _finish(fig, path)
 
@@ -477,24 +480,6 @@ def plot_binned_residuals(
 # --------------------------------------------------------------------------------------------
 # young stars (APOGEE Net §4.1–4.2)
 # --------------------------------------------------------------------------------------------
-
-
-def young_star_constants() -> tuple[np.ndarray | None, np.ndarray | None, list[str] | None]:
-    """(polygon vertices (V, 2) in (K, dex), interior log g age-bin edges, bin labels) from
-    :mod:`starlabels.labels.young`, or ``None`` for what it does not provide."""
-    try:
-        from starlabels.labels import young
-    except ImportError:
-        return None, None, None
-    poly = next((getattr(young, n) for n in ("YOUNG_POLYGON", "YOUNG_STAR_POLYGON")
-                 if hasattr(young, n)), None)
-    edges = next((getattr(young, n) for n in ("LOGG_AGE_BIN_EDGES", "AGE_BIN_EDGES")
-                  if hasattr(young, n)), None)
-    names = next((getattr(young, n) for n in ("LOGG_AGE_BIN_LABELS", "AGE_BIN_LABELS")
-                  if hasattr(young, n)), None)
-    return (None if poly is None else np.asarray(poly, dtype=float),
-            None if edges is None else np.asarray(edges, dtype=float),
-            None if names is None else [str(x) for x in names])
 
 
 def _age_bin_texts(edges: np.ndarray, ages: Sequence[str] | None) -> list[str]:
@@ -522,33 +507,26 @@ def plot_young_selection(
     """Kiel diagram with the young-star selection polygon and the log g age bins.
 
     All stars are grey; those inside the polygon are coloured by age bin (interior log g edges,
-    e.g. 3.6, 3.8, 4.0, 4.2 dex), with the bin edges drawn inside the polygon. ``polygon``,
-    ``age_bin_edges`` and ``age_bin_labels`` default to the constants of
-    :mod:`starlabels.labels.young`; without them only the Kiel diagram is drawn (a warning says
-    so).
+    e.g. 3.6, 3.8, 4.0, 4.2 dex), with the bin edges drawn inside the polygon. ``polygon``
+    (vertices (V, 2) in (K, dex)), ``age_bin_edges`` and ``age_bin_labels`` default to
+    :data:`~starlabels.labels.young.YOUNG_POLYGON`, ``LOGG_AGE_BIN_EDGES`` and
+    ``LOGG_AGE_BIN_LABELS`` of :mod:`starlabels.labels.young`.
     """
     from matplotlib.path import Path as MplPath
 
-    d_poly, d_edges, d_labels = young_star_constants()
     use_default_poly = polygon is None
-    poly = d_poly if polygon is None else np.asarray(polygon, dtype=float)
-    edges = d_edges if age_bin_edges is None else np.asarray(age_bin_edges, dtype=float)
-    ages = (d_labels if age_bin_edges is None else None) if age_bin_labels is None \
+    poly = np.asarray(YOUNG_POLYGON if polygon is None else polygon, dtype=float)
+    edges = np.asarray(LOGG_AGE_BIN_EDGES if age_bin_edges is None else age_bin_edges, dtype=float)
+    ages = (list(LOGG_AGE_BIN_LABELS) if age_bin_edges is None else None) if age_bin_labels is None \
         else list(age_bin_labels)
     fig = plot_kiel(data, teff=teff, logg=logg, color=None, ax=ax)
     ax = ax or fig.axes[0]
     ax.collections[-1].set_color("0.7")  # all stars in grey
-    if poly is None:
-        warnings.warn("starlabels.labels.young provides no young-star polygon; drawing the Kiel "
-                      "diagram without the selection", stacklevel=2)
-        return _finish(fig, path)
     if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
         raise InputDataError(f"polygon must be (V >= 3, 2) (Teff, log g) vertices, got {poly.shape}")
     t = _values(data, teff, "teff")
     g = _values(data, logg, "logg")
     if use_default_poly:
-        from starlabels.labels.young import in_young_polygon
-
         inside = in_young_polygon(t, g)
     else:
         scaled = poly / np.array([1000.0, 1.0])
@@ -661,7 +639,7 @@ def plot_sensitivity(
         y_label = rf"$\partial${label_display(name)}/$\partial f_\lambda$ ({unit} per {per})"
     ax.set_ylabel(y_label)
     fig.legend(fontsize=FONT["legend"], loc="outside lower center", frameon=False, ncol=4)
-    _style(ax)
+    style_axes(ax)
     return _finish(fig, path)
 
 
@@ -693,7 +671,7 @@ def plot_cluster_homogeneity(
         ax.set_title(f"{cl} (N ≤ {n})", fontsize=FONT["title"])
         ax.set_ylabel(f"spread ({unit})")
         ax.set_ylim(bottom=0)
-        _style(ax)
+        style_axes(ax)
     axes[-1].set_xticks(x, [label_display(v) for v in labels], rotation=60, ha="right")
     axes[0].legend(fontsize=FONT["legend"], frameon=False)
     return _finish(fig, path)
@@ -711,12 +689,11 @@ def plot_zscore_histograms(
 ) -> Figure:
     """Histogram of z = (pred − ref)/σ per label against the unit Gaussian, with σ_MAD(z) and
     the fraction within ±1 annotated (calibrated errors: ≈ 1 and ≈ 0.683)."""
-    from starlabels.evaluation.metrics import sigma_mad
 
     P, names = label_matrix(pred, labels, what="predictions")
     R, _ = label_matrix(ref, names if is_table(ref) else (labels or names), what="reference labels")
-    Ep = _errors(pred_err, pred, names, P.shape[0])
-    Er = _errors(ref_err, ref, names, P.shape[0])
+    Ep = uncertainty_matrix(pred_err, pred, names, P.shape[0])
+    Er = uncertainty_matrix(ref_err, ref, names, P.shape[0])
     Z = zscores(P, R, Ep, Er)
     fig = Figure(figsize=(3.8 * len(names), 3.4), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
@@ -732,7 +709,7 @@ def plot_zscore_histograms(
                 + f"|z| ≤ 1: {frac:.3f} ({GAUSS_1SIGMA:.3f})",
                 transform=ax.transAxes, ha="left", va="top", fontsize=FONT["annot"])
         ax.set_xlabel(f"z of {label_display(name)} (pred − ref)/σ")
-        _style(ax)
+        style_axes(ax)
     axes[0].set_ylabel("probability density")
     axes[0].legend(fontsize=FONT["legend"], frameon=False, loc="upper right")
     return _finish(fig, path)

@@ -55,6 +55,7 @@ import pandas as pd
 
 from starlabels.errors import InputDataError, InputFileError, StarlabelsError
 from starlabels.evaluation import metrics as label_metrics
+from starlabels.evaluation.binned_statistics import quiet_nan_warnings
 
 __all__ = [
     "ModelCard",
@@ -627,7 +628,7 @@ def _summary_tables(
     out["counts"] = pd.DataFrame(rows, columns=["quantity", "value"])
     E = _error_matrix(catalog, labels)
     lrows = []
-    with label_metrics._quiet_nanwarnings():
+    with quiet_nan_warnings():
         for j, x in enumerate(labels):
             v = P[:, j][np.isfinite(P[:, j])]
             row: dict[str, Any] = {
@@ -749,7 +750,7 @@ def _isochrones(
 def _history_figure(history: pd.DataFrame) -> Any:
     from matplotlib.figure import Figure
 
-    from starlabels.evaluation.plots import FONT, _style
+    from starlabels.evaluation.plots import FONT, style_axes
 
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -769,7 +770,7 @@ def _history_figure(history: pd.DataFrame) -> Any:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (training objective)")
     ax.legend(fontsize=FONT["legend"], frameon=False)
-    _style(ax)
+    style_axes(ax)
     return fig
 
 
