@@ -15,7 +15,7 @@ import torch
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 
-__all__ = ["masked_mae", "masked_mse", "present_mask", "reduce_present"]
+__all__ = ["check_shapes", "masked_mae", "masked_mse", "masked_residual", "present_mask", "reduce_present"]
 
 
 def present_mask(target: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,12 @@ def reduce_present(per_label: torch.Tensor, present: torch.Tensor) -> torch.Tens
     return per_label.sum(dim=1) / n_present.clamp(min=1).to(per_label.dtype)
 
 
-def _residual(pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+def masked_residual(pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(N, D) ``pred − target`` where ``present``, exactly 0 elsewhere (same shape and dtype as ``pred``).
+
+    Both inputs are masked before the subtraction, so a NaN or infinite target or prediction at an
+    absent entry never reaches the arithmetic (nor its gradient).
+    """
     zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
     # mask inputs first so neither a NaN target nor a NaN prediction reaches the arithmetic
     p = torch.where(present, pred, zero)
@@ -59,7 +64,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     check_shapes("masked_mse", target, pred=pred)
     present = present_mask(target)
-    r = _residual(pred, target, present)
+    r = masked_residual(pred, target, present)
     return reduce_present(r * r, present)
 
 
@@ -67,4 +72,4 @@ def masked_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample masked mean absolute error, shape (N,) (same masking as :func:`masked_mse`)."""
     check_shapes("masked_mae", target, pred=pred)
     present = present_mask(target)
-    return reduce_present(_residual(pred, target, present).abs(), present)
+    return reduce_present(masked_residual(pred, target, present).abs(), present)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from starlabels.constants import MISSING
-from starlabels.losses.masked import _residual, check_shapes, present_mask, reduce_present
+from starlabels.losses.masked import check_shapes, masked_residual, present_mask, reduce_present
 
 __all__ = ["robust_mse"]
 
@@ -53,6 +53,6 @@ def robust_mse(
         good = torch.isfinite(err) & (err != MISSING) & (err > 0)
         log_err2 = torch.where(good, 2.0 * torch.log(torch.where(good, err, 1.0)), -torch.inf)
         s = torch.logaddexp(lv, log_err2)
-    r = _residual(pred, target, present)
+    r = masked_residual(pred, target, present)
     per_label = 0.5 * r * r * torch.exp(-s) + 0.5 * s
     return reduce_present(torch.where(present, per_label, zero), present)
