@@ -255,7 +255,7 @@ def ood_ratio(std_logg: np.ndarray, groups: np.ndarray, ood_groups: Sequence[str
 
 def mc_only_std(pred: Any) -> np.ndarray:
     """(N, L) σ of a prediction without its label-coverage part (MC dropout + variance head)."""
-    return np.sqrt(sum(v for k, v in pred.parts.items() if k != "coverage"))
+    return np.sqrt(sum(v for k, v in pred.variance_parts.items() if k != "coverage"))
 
 
 def fit_ood_coverage(model: Any, cfg: Mapping[str, Any], survey: Any, train_rows: np.ndarray,
@@ -582,7 +582,7 @@ def evaluate_network(
     for b, s in sets.items():
         p = predict(model, s.flux, s.error, bitmask=s.bitmask, uncertainty=method, n_samples=n_samples,
                     calibrated=False, seed=1)
-        cal_parts, _ = apply_calibration(p.parts, list(LABELS), entry)
+        cal_parts, _ = apply_calibration(p.variance_parts, list(LABELS), entry)
         std_cal = np.sqrt(sum(cal_parts.values()))
         out["pred"][b] = {"mean": p.mean, "std": p.std, "std_cal": std_cal, "flags": p.flags}
     out["predict_seconds"] = time.perf_counter() - t0
@@ -985,8 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sel.any():
                 continue
             resid = op.mean[sel, k_logg] - test.true_labels[sel, k_logg]
-            parts = [fmt(float(np.nanmedian(np.sqrt(op.parts[k][sel, k_logg]))), "LOGG") if k in op.parts
-                     else "—" for k in ("epistemic", "aleatoric", "coverage")]
+            parts = [fmt(float(np.nanmedian(np.sqrt(op.variance_parts[k][sel, k_logg]))), "LOGG")
+                     if k in op.variance_parts else "—" for k in ("epistemic", "aleatoric", "coverage")]
             ood_rows.append([g, str(int(sel.sum())), fmt(float(np.nanmedian(op.std[sel, k_logg])), "LOGG"),
                              fmt(float(np.nanmedian(mc_only_std(op)[sel, k_logg])), "LOGG"),
                              *parts, fmt(float(np.median(resid)), "LOGG", signed=True),

@@ -251,7 +251,8 @@ def starlabels_side(
         **{
             f"mc{i + 1}_{k}": v
             for i, p in enumerate(mc)
-            for k, v in (("mean", p.mean), ("total", p.std), ("model", np.sqrt(p.parts["epistemic"])))
+            for k, v in (("mean", p.mean), ("total", p.std),
+                         ("model", np.sqrt(p.variance_parts["epistemic"])))
         },
     }
 

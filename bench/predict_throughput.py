@@ -282,10 +282,10 @@ def worker_agreement(steps: int, n_pixels: int, n_test: int, threads: int) -> di
         obs = tflux + rng.normal(size=tflux.shape) * err
         d = starlabels.predict(tm, obs, err, preprocessed=True, uncertainty="delta")
         nz = starlabels.predict(tm, obs, err, preprocessed=True, uncertainty="noise", n_samples=100, seed=1)
-        ratio = np.sqrt(d.parts["delta"] / nz.parts["noise"])
+        ratio = np.sqrt(d.variance_parts["delta"] / nz.variance_parts["noise"])
         rows.append({"snr": snr, "median_ratio": np.median(ratio, axis=0).tolist(),
                      "within_15pct": np.mean(np.abs(ratio - 1) < 0.15, axis=0).tolist(),
-                     "sigma_noise_median": np.median(np.sqrt(nz.parts["noise"]), axis=0).tolist()})
+                     "sigma_noise_median": np.median(np.sqrt(nz.variance_parts["noise"]), axis=0).tolist()})
     return {"steps": steps, "n_pixels": n_pixels, "train_seconds": train_s, "final_loss": float(loss.item()),
             "test_rms": rms.tolist(), "rows": rows}
 

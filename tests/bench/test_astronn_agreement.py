@@ -78,7 +78,7 @@ def test_mc_dropout_within_monte_carlo_error(run, key):
     z = (pred.mean - an[f"{key}_mc1_mean"]) / (np.sqrt(2.0 / 100) * sigma_model)
     z_an = (an[f"{key}_mc2_mean"] - an[f"{key}_mc1_mean"]) / (np.sqrt(2.0 / 100) * sigma_model)
     assert 0.5 < np.sqrt(np.mean(z**2)) < 1.6 and 0.5 < np.sqrt(np.mean(z_an**2)) < 1.6
-    ours = np.sqrt(pred.parts["epistemic"])
+    ours = np.sqrt(pred.variance_parts["epistemic"])
     rel = (ours - sigma_model) / sigma_model
     rel_an = (an[f"{key}_mc2_model"] - sigma_model) / sigma_model
     # σ of the passes: scatter like astroNN's own run-to-run scatter, no bias beyond it

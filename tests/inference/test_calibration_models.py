@@ -48,7 +48,8 @@ def test_floor_fit_recovers_scale_and_floor_and_zero_floor():
 
 def _prediction(parts, mean):
     std = np.sqrt(sum(parts.values()))
-    return Prediction(mean=mean, std=std, label_names=["TEFF", "LOGG"], label_units=["K", "dex"], parts=parts,
+    return Prediction(mean=mean, std=std, label_names=["TEFF", "LOGG"], label_units=["K", "dex"],
+                      variance_parts=parts,
                       flags=np.zeros(len(mean), np.int32), snr=np.full(len(mean), 100.0),
                       masked_fraction=np.zeros(len(mean)), uncertainty="mc_dropout", n_samples=10,
                       calibrated=False, scales=np.ones(2))
@@ -68,7 +69,7 @@ def test_parts_entry_is_applied_as_fitted():
         assert entry["part_scales"][k]["epistemic"] == pytest.approx(0.5, rel=0.15)
         assert entry["part_scales"][k]["aleatoric"] == pytest.approx(2.0, rel=0.15)
         assert entry["sigma_mad_after"][k] == pytest.approx(1.0, abs=0.05)
-    parts, scales = apply_calibration(pred.parts, ["TEFF", "LOGG"], entry)
+    parts, scales = apply_calibration(pred.variance_parts, ["TEFF", "LOGG"], entry)
     a = np.array([entry["part_scales"][k]["epistemic"] for k in ("TEFF", "LOGG")])
     np.testing.assert_allclose(parts["epistemic"], epi * a**2)
     np.testing.assert_array_equal(scales, [1.0, 1.0])
@@ -99,7 +100,7 @@ def test_floor_calibration_round_trip_through_the_model_folder(make_model, tmp_p
     s = np.array([out["scales"][k] for k in names])
     f = np.array([out["floor"][k] for k in names])
     np.testing.assert_allclose(cal.std**2, (s * pred.std) ** 2 + f**2, rtol=1e-9)
-    np.testing.assert_allclose(cal.parts["floor"], np.broadcast_to(f**2, cal.std.shape), rtol=1e-12)
+    np.testing.assert_allclose(cal.variance_parts["floor"], np.broadcast_to(f**2, cal.std.shape), rtol=1e-12)
     assert cal.calibrated
 
 
@@ -120,7 +121,7 @@ def test_power_model_recovers_the_exponent_and_auto_picks_the_right_model():
     entry = fit_scales(pred, np.zeros((n, 2)), model="auto")
     assert entry["models"]["TEFF"] == "power"
     assert entry["power"]["TEFF"]["exponent"] == pytest.approx(1.5, abs=0.06)
-    parts, _ = apply_calibration(pred.parts, ["TEFF", "LOGG"], entry)
+    parts, _ = apply_calibration(pred.variance_parts, ["TEFF", "LOGG"], entry)
     std = np.sqrt(parts["aleatoric"])
     p = entry["power"]["TEFF"]
     expect = entry["scales"]["TEFF"] * p["pivot"] * (sigma / p["pivot"]) ** p["exponent"]

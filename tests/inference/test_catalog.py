@@ -62,8 +62,8 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     ref = starlabels.predict(raw_model_folder, flux, error, bitmask=bitmask, uncertainty="delta")
     good = [0, 1, 3, 4]
     np.testing.assert_allclose(df["TEFF"].to_numpy()[good], ref.mean[good, 0], rtol=1e-6)
-    np.testing.assert_allclose(df["LOGG_ERR_DELTA"].to_numpy()[good], np.sqrt(ref.parts["delta"][good, 1]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(df["LOGG_ERR_DELTA"].to_numpy()[good],
+                               np.sqrt(ref.variance_parts["delta"][good, 1]), rtol=1e-6)
     np.testing.assert_allclose(df["FE_H"].to_numpy()[5:7], ref.mean[:2, 2], rtol=1e-6, atol=1e-6)
     # the NaN-only star: row kept, NaN labels, flagged
     for row in (2, 7):

@@ -94,19 +94,20 @@ def test_a_class_without_a_label_gets_the_coverage_variance_and_it_round_trips(m
     test_a, test_b = _two_families(40, rng)
     x = np.concatenate([test_a, test_b])
     pred = starlabels.predict(folder, x, np.full_like(x, 0.01), preprocessed=True)
-    v = pred.parts["coverage"]
+    v = pred.variance_parts["coverage"]
     assert np.median(v[40:, 1]) > 100 * max(np.median(v[:40, 1]), 1e-12)  # family b, LOGG
     assert np.median(np.sqrt(v[40:, 1])) > 0.1  # a sizeable fraction of LOGG's 0.5 dex spread
     assert np.median(v[40:, 0]) < 1e-3 * cov.tau[0] ** 2  # TEFF was covered for b
-    np.testing.assert_allclose(pred.std**2, sum(pred.parts.values()), rtol=1e-9)
+    np.testing.assert_allclose(pred.std**2, sum(pred.variance_parts.values()), rtol=1e-9)
     # left out on request; the same from a loaded model; never scaled by a calibration
     off = starlabels.predict(folder, x, np.full_like(x, 0.01), preprocessed=True, coverage=False)
-    assert "coverage" not in off.parts
+    assert "coverage" not in off.variance_parts
     loaded = starlabels.load_model(folder)
     again = starlabels.predict(loaded, x, np.full_like(x, 0.01), preprocessed=True)
-    np.testing.assert_allclose(again.parts["coverage"], v, rtol=1e-6)
+    np.testing.assert_allclose(again.variance_parts["coverage"], v, rtol=1e-6)
     np.testing.assert_allclose(loaded.coverage.d_ref, cov.d_ref)
-    parts, _ = apply_calibration(pred.parts, pred.label_names, {"scales": {"TEFF": 3.0, "LOGG": 3.0}})
+    parts, _ = apply_calibration(pred.variance_parts, pred.label_names,
+                                 {"scales": {"TEFF": 3.0, "LOGG": 3.0}})
     np.testing.assert_array_equal(parts["coverage"], v)
     # weights changed after the coverage was fitted: the stale file is ignored with a warning
     with torch.no_grad():
@@ -114,7 +115,7 @@ def test_a_class_without_a_label_gets_the_coverage_variance_and_it_round_trips(m
     model.save(folder)
     with pytest.warns(UserWarning, match="other network weights"):
         stale = starlabels.predict(folder, x[:3], np.full_like(x[:3], 0.01), preprocessed=True)
-    assert "coverage" not in stale.parts
+    assert "coverage" not in stale.variance_parts
 
 
 def test_embeddings_mark_invalid_rows(make_model):

@@ -28,11 +28,11 @@ def test_public_predict_shapes_and_parts(raw_model_folder, spectra):
         assert isinstance(p, Prediction)
         assert p.mean.shape == p.std.shape == (4, 3)
         assert p.label_names == ["TEFF", "LOGG", "FE_H"]
-        assert set(p.parts) == parts
+        assert set(p.variance_parts) == parts
         assert p.flags.shape == (4,) and p.flags.dtype == np.int32
         assert np.isfinite(p.mean).all() and (p.std > 0).all()
         # total variance is the sum of the parts (astroNN eq. 3 for MC dropout)
-        np.testing.assert_allclose(p.std**2, sum(p.parts.values()), rtol=1e-10)
+        np.testing.assert_allclose(p.std**2, sum(p.variance_parts.values()), rtol=1e-10)
         assert (p.flags & flag_bits.bit("UNCALIBRATED")).all()  # this model has no calibration yet
     # the folder path gives the same numbers as the loaded model
     a = starlabels.predict(raw_model_folder, flux, error, uncertainty="delta")
@@ -53,7 +53,7 @@ def test_model_preprocessing_is_applied_automatically(raw_model_folder, spectra)
     # and it matches the TrainedModel's own deterministic pass
     mean, sigma = model.predict_preprocessed(x)
     np.testing.assert_allclose(raw.mean, mean, rtol=1e-5)
-    np.testing.assert_allclose(np.sqrt(raw.parts["aleatoric"]), sigma, rtol=1e-5)
+    np.testing.assert_allclose(np.sqrt(raw.variance_parts["aleatoric"]), sigma, rtol=1e-5)
     np.testing.assert_allclose(raw.masked_fraction, 40 / 8575)
 
 
@@ -81,7 +81,7 @@ def test_nan_only_spectrum_keeps_its_row_flagged_with_nan_values(raw_model_folde
     assert p.mean.shape == (5, 3)
     for i in (2, 4):
         assert np.isnan(p.mean[i]).all() and np.isnan(p.std[i]).all()
-        assert all(np.isnan(v[i]).all() for v in p.parts.values())
+        assert all(np.isnan(v[i]).all() for v in p.variance_parts.values())
         assert p.flags[i] & flag_bits.bit("INVALID_SPECTRUM")
     good = [0, 1, 3]
     assert not (p.flags[good] & flag_bits.bit("INVALID_SPECTRUM")).any()
@@ -141,7 +141,7 @@ def test_calibration_is_applied_by_default_and_can_be_switched_off(make_model):
     cal = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
     off = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", calibrated=False)
     np.testing.assert_allclose(cal.std, raw.std * [2.0, 0.5, 1.0], rtol=1e-12)
-    np.testing.assert_allclose(cal.std**2, sum(cal.parts.values()), rtol=1e-10)
+    np.testing.assert_allclose(cal.std**2, sum(cal.variance_parts.values()), rtol=1e-10)
     np.testing.assert_array_equal(off.std, raw.std)
     assert cal.calibrated and not off.calibrated
     uncalibrated = flag_bits.bit("UNCALIBRATED")
@@ -212,15 +212,15 @@ def test_fast_grad_conv_gradients_equal_autograd(c_in, c_out, k, pad):
     assert not FastGradConv1d.supports(torch.nn.Conv1d(2, 2, 3, stride=2))
 
 
-def test_prediction_parts_as_errors_and_label_lookup(make_model):
+def test_prediction_variance_parts_as_sigma_and_label_lookup(make_model):
     m = make_model("bcnn", 256)
     p = starlabels.predict(
         m, np.ones((2, 256)), np.full((2, 256), 0.01), preprocessed=True, uncertainty="delta"
     )
-    np.testing.assert_allclose(p.errors()["delta"], np.sqrt(p.parts["delta"]))
+    np.testing.assert_allclose(p.sigma_parts()["delta"], np.sqrt(p.variance_parts["delta"]))
     mean, std = p.label("LOGG")
     np.testing.assert_array_equal(mean, p.mean[:, 1])
     np.testing.assert_array_equal(std, p.std[:, 1])
     with pytest.raises(KeyError, match="TEFF"):
         p.label("VMICRO")
-    json.dumps({k: v.tolist() for k, v in p.parts.items()})  # plain arrays
+    json.dumps({k: v.tolist() for k, v in p.variance_parts.items()})  # plain arrays

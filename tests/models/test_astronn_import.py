@@ -105,7 +105,7 @@ def test_mc_dropout_runs_and_varies(censored):
     model = from_astronn(folder, element_windows=windows)
     x = _spectra(3)
     pred = starlabels.predict(model, x, preprocessed=True, uncertainty="mc_dropout", n_samples=30, seed=0)
-    assert np.all(pred.parts["epistemic"] > 0) and np.all(np.isfinite(pred.std))
+    assert np.all(pred.variance_parts["epistemic"] > 0) and np.all(np.isfinite(pred.std))
     off = model.predict_preprocessed(x)[0]
     # 30 passes: the MC mean is near the dropout-off prediction, not equal to it
     assert not np.allclose(pred.mean, off)
@@ -134,7 +134,7 @@ def test_predict_public_api_equals_keras(bcnn):
         pred = starlabels.predict(model, x, None, preprocessed=True, uncertainty=None)
     mean, sigma = _expected(m, folder, x)
     np.testing.assert_allclose(pred.mean, mean, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(pred.parts["aleatoric"], sigma**2, rtol=5e-5)
+    np.testing.assert_allclose(pred.variance_parts["aleatoric"], sigma**2, rtol=5e-5)
     with pytest.raises(InputDataError, match=r"no preprocessing"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         starlabels.predict(model, np.ones((1, 8575)), np.ones((1, 8575)))

@@ -213,7 +213,7 @@ def test_predict_and_calibrate_like_a_network():
     p = starlabels.predict(m, flux[300:], error[300:], preprocessed=True)
     assert p.mean.shape == p.std.shape == (100, 3)
     assert np.all(p.flags & flags.bit("UNCALIBRATED"))
-    np.testing.assert_allclose(p.std**2, p.parts["fisher"])
+    np.testing.assert_allclose(p.std**2, p.variance_parts["fisher"])
     entry = calibrate(m, flux[300:], error[300:], labels[300:], preprocessed=True)
     assert entry["uncertainty"] == "fisher"
     q = starlabels.predict(m, flux[300:], error[300:], preprocessed=True)

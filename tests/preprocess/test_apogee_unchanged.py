@@ -96,7 +96,7 @@ def test_mc_dropout_predictions_of_saved_models_agree_statistically(ref, kind):
     np.testing.assert_array_equal(p.flags, ref[f"{key}_flags"])
     ok = np.isfinite(ref[f"{key}_mean"]).all(axis=1)
     assert ok.any()
-    epi = p.parts["epistemic"][ok]
+    epi = p.variance_parts["epistemic"][ok]
     standard_error = np.sqrt(epi / 8 + epi / 1000)
     assert np.all(np.abs(p.mean[ok] - ref[f"{key}_mean"][ok]) <= 5 * standard_error)
     # σ² from 8 passes: epistemic part ~ σ²_epi χ²_7/8 (χ²_7/8 within [0.05, 3.0] with probability

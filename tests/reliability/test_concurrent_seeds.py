@@ -86,8 +86,8 @@ def test_concurrent_threads_with_different_seeds_get_their_single_threaded_resul
         for got in results[s]:
             np.testing.assert_array_equal(got.mean, alone[s].mean)
             np.testing.assert_array_equal(got.std, alone[s].std)
-            for k, v in alone[s].parts.items():
-                np.testing.assert_array_equal(got.parts[k], v)
+            for k, v in alone[s].variance_parts.items():
+                np.testing.assert_array_equal(got.variance_parts[k], v)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG was never drawn from
 
 

@@ -105,7 +105,7 @@ def test_predict_uses_the_model_uncertainty_and_scores_domain_shift(trained):
     assert np.isfinite(pred.std).all()
     with pytest.warns(UserWarning, match="dropout"):  # explicit None: the point estimate, warned
         point = starlabels.predict(tmp / "model", flux, error, bitmask=bitmask, uncertainty=None)
-    assert point.uncertainty is None and "epistemic" not in point.parts
+    assert point.uncertainty is None and "epistemic" not in point.variance_parts
     # domain shift: same physics, new stars → mostly unflagged; the same spectra 40 pixels off
     # (~165 km/s: not in the rest frame) score above every in-domain star (this one-epoch model's
     # 40-star dev set puts its threshold high, so not all of them cross 1; bench/domain_shift.py

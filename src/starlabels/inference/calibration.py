@@ -233,7 +233,7 @@ def fit_scales(
         raise InputDataError("fit_scales needs an uncalibrated prediction (predict(..., calibrated=False))")
     if model not in CALIBRATION_MODELS:
         raise InputDataError(f"calibration model must be one of {CALIBRATION_MODELS}, got {model!r}")
-    part_names = [p for p in pred.parts if p not in UNSCALED_PARTS]
+    part_names = [p for p in pred.variance_parts if p not in UNSCALED_PARTS]
     if model == "parts" and len(part_names) != 2:
         raise InputDataError(
             f"the 'parts' calibration needs two variance parts, this prediction has {part_names}"
@@ -263,7 +263,7 @@ def fit_scales(
         before[name] = s
         n_dev[name] = int(zk.size)
         resid = pred.mean[use, k] - lab[use, k]
-        parts = {p: pred.parts[p][use, k] for p in part_names}
+        parts = {p: pred.variance_parts[p][use, k] for p in part_names}
         sn = snr[use]
         order = sn if np.isfinite(sn).all() and np.ptp(sn) > 0 else None
         common = order if order is not None else np.sqrt(sum(parts.values()))

@@ -224,7 +224,7 @@ def catalog_frame(pred: Prediction, meta: dict[str, Any], model_name: str, model
         "SNR": np.asarray(meta["SNR"], np.float64),
         "SOURCE": np.asarray(meta["SOURCE"], dtype=str),
     }
-    errs = pred.errors()
+    errs = pred.sigma_parts()
     for k, x in enumerate(pred.label_names):
         data[x] = pred.mean[:, k]
         data[f"{x}_ERR"] = pred.std[:, k]

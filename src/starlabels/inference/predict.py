@@ -87,10 +87,10 @@ class Prediction:
         NaN for invalid spectra (see ``flags``) and, for ``std``, when no uncertainty was computed.
     label_names, label_units:
         L names (allStar columns, e.g. ``TEFF``) and units.
-    parts:
+    variance_parts:
         Named (N, L) *variance* components (physical units²), e.g. ``"epistemic"``,
         ``"aleatoric"``, ``"noise"``, ``"delta"``; scaled by the calibration factor² like ``std``,
-        so ``std**2 == sum(parts.values())``.
+        so ``std**2 == sum(variance_parts.values())``. :meth:`sigma_parts` gives them as σ.
     flags:
         (N,) int32 bitmask, bits in :mod:`starlabels.inference.flags`.
     snr:
@@ -111,7 +111,7 @@ class Prediction:
     std: np.ndarray
     label_names: list[str]
     label_units: list[str] = field(default_factory=list)
-    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    variance_parts: dict[str, np.ndarray] = field(default_factory=dict)
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     snr: np.ndarray = field(default_factory=lambda: np.zeros(0))
     masked_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -124,9 +124,9 @@ class Prediction:
     def __len__(self) -> int:
         return int(self.mean.shape[0])
 
-    def errors(self) -> dict[str, np.ndarray]:
-        """The parts as standard deviations: ``{"epistemic": (N, L) σ, ...}``."""
-        return {k: np.sqrt(v) for k, v in self.parts.items()}
+    def sigma_parts(self) -> dict[str, np.ndarray]:
+        """The variance parts as standard deviations (σ, label units): ``{"epistemic": (N, L), ...}``."""
+        return {k: np.sqrt(v) for k, v in self.variance_parts.items()}
 
     def label(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, std)`` (N,) of one label by name."""
@@ -504,7 +504,7 @@ def predict(
     Returns
     -------
     Prediction
-        ``.mean``/``.std`` (N, L) physical units, ``.parts``, ``.flags`` (N,), ``.label_names``.
+        ``.mean``/``.std`` (N, L) physical units, ``.variance_parts``, ``.flags`` (N,), ``.label_names``.
     """
     im = resolve(model)
     by_default = uncertainty is MODEL_DEFAULT
@@ -793,7 +793,7 @@ def _finish(
         std=std,
         label_names=list(im.label_names),
         label_units=list(im.label_units),
-        parts=parts,
+        variance_parts=parts,
         flags=flags.astype(np.int32),
         snr=np.asarray(snr, np.float64),
         masked_fraction=masked,
