@@ -1,48 +1,48 @@
 """Entry point of the ``starlabels`` command.
 
-Subcommands live in their own modules (``starlabels.cli.<name>``), each exposing a click
-command named ``command``. They are imported only when used, so ``starlabels --help`` is fast
-and does not import torch.
+Subcommands live in their own modules (``starlabels.cli.<name>``), each exposing a click command
+named ``command``, and are imported here directly: a missing or broken subcommand module fails
+``starlabels`` at once instead of silently disappearing from the list. The subcommand modules
+import their heavy dependencies (torch, astropy, h5py) inside the command functions, so
+``starlabels --help`` stays fast and does not import torch (tests/test_cli_commands.py checks both).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import click
 
 from starlabels import __version__
+from starlabels.cli import (
+    demo,
+    download,
+    fit,
+    import_astronn,
+    ingest,
+    labels,
+    predict,
+    recipe,
+    report,
+    simulate,
+    train,
+)
 
-#: subcommand name -> module defining ``command``. A module not yet present is not listed.
-COMMANDS: dict[str, str] = {
-    "demo": "starlabels.cli.demo",
-    "download": "starlabels.cli.download",
-    "ingest": "starlabels.cli.ingest",
-    "simulate": "starlabels.cli.simulate",
-    "train": "starlabels.cli.train",
-    "predict": "starlabels.cli.predict",
-    "recipe": "starlabels.cli.recipe",
-    "labels": "starlabels.cli.labels",
-    "report": "starlabels.cli.report",
-    "import-astronn": "starlabels.cli.import_astronn",
-    "fit": "starlabels.cli.fit",
+#: subcommand name -> its click command.
+COMMANDS: dict[str, click.Command] = {
+    "demo": demo.command,
+    "download": download.command,
+    "ingest": ingest.command,
+    "simulate": simulate.command,
+    "train": train.command,
+    "predict": predict.command,
+    "recipe": recipe.command,
+    "labels": labels.command,
+    "report": report.command,
+    "import-astronn": import_astronn.command,
+    "fit": fit.command,
 }
 
 
-class LazyGroup(click.Group):
-    """A click group that imports each subcommand's module on first use."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n, m in COMMANDS.items() if importlib.util.find_spec(m) is not None)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.list_commands(ctx):
-            return None
-        return importlib.import_module(COMMANDS[cmd_name]).command
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="starlabels")
 def cli() -> None:
     """starlabels: learn stellar labels with calibrated uncertainties from survey spectra."""
