@@ -366,7 +366,7 @@ def test_select_continuum_pixels_ignores_missing_labels_and_validates(synth):
 
 
 def test_real_apstar_with_the_dr17_mask(shared_data):
-    io = pytest.importorskip("starlabels.io")
+    from starlabels import io
     spec = io.read_apstar(shared_data / "real" / "apStar-dr17-2M19485057+5005279.fits")
     mask = cn.load_continuum_mask(shared_data / "apogee" / "continuum_mask_dr17_7514.npy")
     assert mask.sum() == 532
