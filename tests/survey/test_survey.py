@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from starlabels.constants import MISSING
-from starlabels.data import survey
+from starlabels.data import survey, survey_labels, survey_observation
 from starlabels.preprocess import bitmask as bm
 from starlabels.preprocess import grids
 
@@ -36,24 +36,24 @@ def _sim(**kw):
 
 def test_apogee_like_snr_distribution():
     rng = np.random.default_rng(0)
-    snr = survey.snr_distribution(20000, rng, "apogee")
+    snr = survey_observation.snr_distribution(20000, rng, "apogee")
     assert snr.min() >= 40 and snr.max() <= 1000
     assert 140 < np.median(snr) < 160
     # log-normal width: 16–84% spread of ln SNR ≈ 2 × 0.55 (clipping barely matters there)
     lo, hi = np.percentile(np.log(snr), [16, 84])
     assert hi - lo == pytest.approx(1.1, abs=0.05)
-    v = survey.snr_distribution(5000, rng, "visit")
+    v = survey_observation.snr_distribution(5000, rng, "visit")
     assert v.min() >= 20 and v.max() <= 60
-    u = survey.snr_distribution(5000, rng, ("loguniform", 200, 400))
+    u = survey_observation.snr_distribution(5000, rng, ("loguniform", 200, 400))
     assert u.min() >= 200 and u.max() <= 400
     with pytest.raises(ValueError, match="unknown SNR"):
-        survey.snr_distribution(3, rng, "nope")
+        survey_observation.snr_distribution(3, rng, "nope")
 
 
 def test_noise_matches_error_array_and_snr():
     sim = _sim(sky_residual=0.0, bad_pixel_fraction=0.0, n_stars=40)
     rng_labels = np.random.default_rng(1)
-    labels, group = survey.sample_labels(40, sim.source, rng_labels, {"giants": 1.0})
+    labels, group = survey_labels.sample_labels(40, sim.source, rng_labels, {"giants": 1.0})
     ids = np.arange(40).astype(str)
     snr = np.full(40, 80.0)
     noisy = sim.observe(labels, group, ids, snr=snr, rng=np.random.default_rng(9))
@@ -94,7 +94,7 @@ def test_bitmask_bits_mark_the_defects():
     s = _sim(n_stars=100, bad_pixel_fraction=0.01).simulate()
     covered = np.zeros(grids.APSTAR_N_PIXELS, bool)
     covered[grids.index_in(grids.ASPCAP, "apstar")] = True
-    sky = survey.sky_line_pixels() & covered
+    sky = survey_observation.sky_line_pixels() & covered
     has = lambda name: (s.bitmask & (1 << bm.PIXMASK_BITS[name])) != 0  # noqa: E731
     assert has("SIG_SKYLINE")[:, sky].all() and not has("SIG_SKYLINE")[:, ~sky].any()
     assert has("BADPIX")[:, ~covered].all()
@@ -132,7 +132,7 @@ def test_labels_stay_in_the_box_and_reddening_tilts_the_continuum():
 def test_giants_follow_the_dr17_sample(shared_data):
     path = shared_data / "labels" / "apogee_dr17_giant_labels.npz"
     rng = np.random.default_rng(0)
-    lab, group = survey.sample_labels(4000, FlatSource(), rng, {"giants": 1.0}, path)
+    lab, group = survey_labels.sample_labels(4000, FlatSource(), rng, {"giants": 1.0}, path)
     with np.load(path) as d:
         ref_teff = np.median(d["a_teff"])
         ref_feh = np.nanmedian(d["b_fe_h"])
@@ -148,8 +148,8 @@ def test_analytic_giants_fill_their_log_g_range_without_a_pile_at_its_edges():
     range are redrawn, not clipped, so no value repeats at the edges (the demo's Kiel diagram
     once showed ~5% of its giants on a line at log g = 3.5)."""
     rng = np.random.default_rng(1)
-    lab, group = survey.sample_labels(6000, FlatSource(), rng, {"giants": 1.0}, None)
-    lo, hi = survey.GIANT_LOGG_RANGE
+    lab, group = survey_labels.sample_labels(6000, FlatSource(), rng, {"giants": 1.0}, None)
+    lo, hi = survey_labels.GIANT_LOGG_RANGE
     logg = lab[:, 1]
     assert len(lab) == 6000 and set(group) == {"giants"}
     assert np.all((logg >= lo) & (logg <= hi)) and np.isfinite(lab).all()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from starlabels import instruments
-from starlabels.data import survey
+from starlabels.data import survey, survey_labels, survey_observation
 from starlabels.errors import InputFileError
 
 BOSS = instruments.get("boss")
@@ -42,7 +42,7 @@ def _sim(**kw):
 
 
 def test_boss_snr_distribution():
-    snr = survey.snr_distribution(20000, np.random.default_rng(0), "boss")
+    snr = survey_observation.snr_distribution(20000, np.random.default_rng(0), "boss")
     assert snr.min() >= 8 and snr.max() <= 300 and 32 < np.median(snr) < 38
     lo, hi = np.percentile(np.log(snr), [16, 84])
     assert hi - lo == pytest.approx(1.2, abs=0.05)
@@ -50,7 +50,7 @@ def test_boss_snr_distribution():
 
 def test_noise_matches_error_array_and_follows_the_throughput():
     sim = _sim(sky_residual=0.0, bad_pixel_fraction=0.0, n_stars=30)
-    labels, group = survey.sample_labels(30, sim.source, np.random.default_rng(1), {"giants": 1.0})
+    labels, group = survey_labels.sample_labels(30, sim.source, np.random.default_rng(1), {"giants": 1.0})
     ids = np.arange(30).astype(str)
     noisy = sim.observe(labels, group, ids, snr=np.full(30, 40.0), rng=np.random.default_rng(9))
     clean = sim.observe(labels, group, ids, snr=np.full(30, 1e12), rng=np.random.default_rng(9))
@@ -77,7 +77,7 @@ def test_bitmask_bits_are_sppixmask():
     s = _sim(bad_pixel_fraction=0.01).simulate()
     assert s.flux.shape == (100, 4648) and s.grid is BOSS.grid
     cov = BOSS.wavelength >= 3600.0
-    sky = survey.sky_line_pixels(instrument="boss") & cov
+    sky = survey_observation.sky_line_pixels(instrument="boss") & cov
     has = lambda name: (s.bitmask & _bit(name)) != 0  # noqa: E731
     assert has("BRIGHTSKY")[:, sky].all() and not has("BRIGHTSKY")[:, ~sky].any()
     assert has("NODATA")[:, ~cov].all() and not has("NODATA")[:, cov].any()
@@ -95,7 +95,7 @@ def test_generator_source_on_boss_and_hdf5_keeps_the_grid(tmp_path):
 
     sim = survey.SurveySimulator(
         survey.GeneratorSource.default(instrument="boss"),
-        survey.SurveyConfig(n_stars=16, seed=5, population=survey.default_population("boss")),
+        survey.SurveyConfig(n_stars=16, seed=5, population=survey_labels.default_population("boss")),
     )
     s = sim.simulate()
     assert s.flux.shape == (16, 4648) and s.instrument is BOSS
@@ -114,12 +114,12 @@ def test_generator_source_on_boss_and_hdf5_keeps_the_grid(tmp_path):
 def test_hot_dwarfs_only_when_asked_for_and_apogee_draws_unchanged():
     # adding no hot dwarfs leaves the three APOGEE populations' draws as they were
     src = survey.GeneratorSource.default()
-    a = survey.sample_labels(50, src, np.random.default_rng(4), {"giants": 0.7, "dwarfs": 0.3})
-    b = survey.sample_labels(50, src, np.random.default_rng(4),
+    a = survey_labels.sample_labels(50, src, np.random.default_rng(4), {"giants": 0.7, "dwarfs": 0.3})
+    b = survey_labels.sample_labels(50, src, np.random.default_rng(4),
                              {"giants": 0.7, "dwarfs": 0.3, "hot_dwarfs": 0.0})
     np.testing.assert_array_equal(a[0], b[0])
     # in the APOGEE generator's box (to 7,000 K) only the coolest hot dwarfs fit
-    hot, group = survey.sample_labels(20, src, np.random.default_rng(4), {"hot_dwarfs": 1.0})
+    hot, group = survey_labels.sample_labels(20, src, np.random.default_rng(4), {"hot_dwarfs": 1.0})
     assert set(group) == {"hot_dwarfs"} and np.all((hot[:, 0] >= 6900) & (hot[:, 0] <= 7000))
 
 

@@ -53,7 +53,7 @@ class ObservingModel:
         blackbody_reference: Å where the blackbody slope of the continuum is 1.
         extinction_exponent: β of A_λ = A_H·(λ/16,500 Å)^−β.
         max_extinction_h: largest A_H (mag) drawn by the survey simulator.
-        snr: default SNR distribution name of :func:`starlabels.data.survey.snr_distribution`.
+        snr: default SNR distribution name of :func:`starlabels.data.survey_observation.snr_distribution`.
         oversample: sub-pixels per pixel of the generator's line computation.
         default_resolution: R when the instrument has none.
         teff_range: (min, max) K of the generator's label box.

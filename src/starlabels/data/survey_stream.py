@@ -6,14 +6,16 @@ sky residuals, pixel hits — so its memory grows with N (~0.5 MB per APOGEE sta
 of ``chunk_rows`` stars, **bit-identical** to ``simulate()`` for the same configuration and seed:
 
 - the small per-star draws (labels, SNR, extinction, flux scale, throughput coefficients) are made
-  in full, in the original order;
+  in full, in the original order (:func:`~starlabels.data.survey_observation.draw_per_star`);
 - each of the four (N, P) draws (noise and sky normals, two uniform hit draws) fills its array
   row-major from one generator, so it can be produced row chunk by row chunk from a generator
   started at the state where that draw began. Those states come from a first pass that draws
   each array chunk-wise and discards it (numpy's ziggurat consumes a variable number of words, so
   the state after a normal draw is only known by drawing it); that doubles the random-number time,
   not the memory;
-- the training-label noise, drawn after those arrays, is drawn from the state the first pass ends at.
+- the training-label noise, drawn after those arrays, is drawn from the state the first pass ends at;
+- each chunk is observed by :func:`~starlabels.data.survey_observation.observe_rows`, the code
+  ``simulate()`` runs on all rows at once, with the four draws from their own generators.
 
 Peak memory is then set by ``chunk_rows`` (chunks of 250 APOGEE stars: a few hundred MB), flat in N.
 """
@@ -27,46 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from starlabels import utils
-from starlabels.data.observing import boss_throughput
-from starlabels.data.survey import (
-    SimulatedSurvey,
-    SurveySimulator,
-    _blackbody_shape,
-    sample_labels,
-    snr_distribution,
-)
+from starlabels.data.simulated_survey import SimulatedSurvey
+from starlabels.data.survey import SurveySimulator
+from starlabels.data.survey_labels import sample_labels
+from starlabels.data.survey_observation import DefectDraws, draw_per_star, observe_rows
 from starlabels.errors import InputDataError
 
 __all__ = ["simulate_chunks", "simulate_to_hdf5"]
-
-
-def _throughput_coefficients(sim: SurveySimulator, rng: np.random.Generator, n: int, calibrated: bool):
-    """The draws of ``survey._throughput`` in its order: per segment (c0, c1, c2) or (c1, c2)."""
-    coefs = []
-    for k, _ in enumerate(sim.instrument.grid.segment_slices):
-        if calibrated:
-            coefs.append((rng.normal(0, 0.02, (n, 1)), rng.normal(0, 0.02, (n, 1))))
-            continue
-        c0 = 0.85 - 0.05 * k + rng.normal(0, 0.02, (n, 1))
-        c1 = 0.08 * (1 - k) + rng.normal(0, 0.02, (n, 1))
-        c2 = -0.12 + rng.normal(0, 0.02, (n, 1))
-        coefs.append((c0, c1, c2))
-    return coefs
-
-
-def _throughput_rows(sim: SurveySimulator, coefs, rows: slice, calibrated: bool) -> np.ndarray:
-    """Rows ``rows`` of ``survey._throughput``'s (n, P) multiplier from its coefficients."""
-    out = np.ones((rows.stop - rows.start, sim.wavelength.size))
-    for sl, c in zip(sim.instrument.grid.segment_slices, coefs, strict=True):
-        a, b = sl.start, sl.stop
-        x = np.linspace(-1.0, 1.0, b - a)
-        if calibrated:
-            c1, c2 = c[0][rows], c[1][rows]
-            out[:, a:b] = 1 + c1 * x + c2 * (x**2 - 1 / 3)
-        else:
-            c0, c1, c2 = c[0][rows], c[1][rows], c[2][rows]
-            out[:, a:b] = c0 + c1 * x + c2 * x**2
-    return out
 
 
 def _generator_at(state: dict) -> np.random.Generator:
@@ -83,62 +52,30 @@ def simulate_chunks(sim: SurveySimulator, chunk_rows: int = 250) -> Iterator[Sim
     rng = np.random.default_rng(cfg.seed)
     true_labels, group = sample_labels(cfg.n_stars, sim.source, rng, cfg.population, cfg.dr17_labels)
     true_labels = np.asarray(true_labels, dtype=np.float64)
-    n, P = len(true_labels), sim.wavelength.size
+    n, n_pixels = len(true_labels), sim.wavelength.size
     ids = np.array([f"SIM{cfg.seed:04d}-{i:07d}" for i in range(n)])
-    snr = snr_distribution(n, rng, cfg.snr or obs.snr)
-    max_ah = obs.max_extinction_h if cfg.max_extinction_h is None else cfg.max_extinction_h
-    extinction_h = rng.uniform(0.0, max_ah, n)
-    scale = 10 ** rng.uniform(1.8, 2.8, (n, 1))
-    calibrated = obs.recipe == "optical"
-    coefs = _throughput_coefficients(sim, rng, n, calibrated)
+    per_star = draw_per_star(obs, rng, n, cfg.snr or obs.snr, cfg.max_extinction_h)
     chunks = [slice(a, min(n, a + int(chunk_rows))) for a in range(0, n, int(chunk_rows))]
-    # first pass: the generator state at the start of each (n, P) draw, and after the last one
+    # first pass: the generator state at the start of each (n, P) draw of observe_rows, and after
+    # the last one
     starts = []
     for draw in ("standard_normal", "standard_normal", "random", "random"):
         starts.append(rng.bit_generator.state)
         for sl in chunks:
-            getattr(rng, draw)((sl.stop - sl.start, P))
-    train, err = sim._training_labels(true_labels, group, rng)
-    noise, sky_noise, hit_draw, cosmic_draw = (_generator_at(s) for s in starts)
-    teff_col = list(sim.source.label_names).index("TEFF") if sim.source.normalised else None
+            getattr(rng, draw)((sl.stop - sl.start, n_pixels))
+    train, err = sim.training_labels(true_labels, group, rng)
+    draws = DefectDraws(*(_generator_at(s) for s in starts))
     for sl in chunks:
-        b = sl.stop - sl.start
         flux, covered = sim.source.noiseless(true_labels[sl])
-        if teff_col is not None:
-            flux = flux * _blackbody_shape(sim.wavelength, true_labels[sl, teff_col], obs.blackbody_reference)
-        a_lambda = extinction_h[sl, None] * (sim.wavelength[None, :] / 16500.0) ** -obs.extinction_exponent
-        flux = flux * _throughput_rows(sim, coefs, sl, calibrated) * 10 ** (-0.4 * a_lambda) * scale[sl]
-        flux = np.where(covered, flux, 0.0)
-        med = np.nanmedian(np.where(covered, flux, np.nan), axis=1, keepdims=True)
-        if not np.isfinite(med).all() or (med <= 0).any():
-            raise InputDataError("spectrum source returned a spectrum with no positive flux")
-        if calibrated:
-            t = boss_throughput(sim.wavelength)[None, :]
-            counts, med_c = flux * t, med * np.median(t)
-            sigma = np.sqrt(np.clip(counts, 1e-6 * med_c, None) * med_c
-                            + obs.sky_background * med_c**2) / t / snr[sl, None]
-        else:
-            sigma = np.sqrt(np.clip(flux, 1e-6 * med, None) * med) / snr[sl, None]
-        observed = flux + sigma * noise.standard_normal((b, P))
-        mask = np.zeros(flux.shape, dtype=np.int32)
-        mask[~covered] |= obs.bit("gap")
-        sky = sim.sky[None, :] & covered
-        observed += np.where(sky, cfg.sky_residual * sigma * sky_noise.standard_normal((b, P)), 0.0)
-        mask[sky] |= obs.bit("sky")
-        hits = (hit_draw.random((b, P)) < cfg.bad_pixel_fraction) & covered
-        cosmic = hits & (cosmic_draw.random((b, P)) < 0.5)
-        dead = hits & ~cosmic
-        observed[cosmic] += 20.0 * sigma[cosmic]
-        observed[dead] = 0.0
-        mask[cosmic] |= obs.bit("cosmic")
-        mask[dead] |= obs.bit("badpix")
-        observed = np.where(covered, observed, 0.0)
-        error = np.where(covered, sigma, 1e10 if obs.recipe == "hband" else obs.bad_error)
+        observed, error, mask = observe_rows(
+            obs, flux, covered, sim.continuum_teff(true_labels[sl]), per_star, sl, draws,
+            sky_pixels=sim.sky, sky_residual=cfg.sky_residual, bad_pixel_fraction=cfg.bad_pixel_fraction,
+        )
         yield SimulatedSurvey(
-            flux=observed.astype(np.float32), error=error.astype(np.float32), bitmask=mask,
-            labels=train[sl], label_errors=err[sl], true_labels=true_labels[sl], snr=snr[sl],
+            flux=observed, error=error, bitmask=mask,
+            labels=train[sl], label_errors=err[sl], true_labels=true_labels[sl], snr=per_star.snr[sl],
             group=np.asarray(group[sl]).astype(str), apogee_id=ids[sl],
-            label_names=tuple(sim.source.label_names), extinction_h=extinction_h[sl],
+            label_names=tuple(sim.source.label_names), extinction_h=per_star.extinction_h[sl],
             instrument=sim.instrument,
         )
 
