@@ -13,8 +13,8 @@ import numpy as np
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputFileError
-from starlabels.io.fits_file import native as _native
-from starlabels.io.fits_file import open_fits as _open_fits
+from starlabels.io.fits_file import native, open_fits
+from starlabels.io.label_columns import flag_values, missing_to_sentinel, stripped_strings
 
 __all__ = ["DEFAULT_LABELS", "AllStarTable", "read_allstar"]
 
@@ -76,19 +76,6 @@ class AllStarTable:
 # ----------------------------------------------------------------------------------------
 # allStar
 # ----------------------------------------------------------------------------------------
-def _missing_to_sentinel(a: Any) -> np.ndarray:
-    x = np.array(a, dtype=np.float64)
-    x[~np.isfinite(x) | (x <= MISSING)] = MISSING
-    return x
-
-
-def _to_str(a: Any) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "utf-8", errors="replace")
-    return np.char.strip(a.astype(str))
-
-
 def _table_kind(p: Path) -> str:
     name = p.name.lower()
     for suffix in (".gz", ".bz2", ".xz", ".zip"):
@@ -173,29 +160,24 @@ def read_allstar(
         err = np.full((n, len(label_names)), MISSING)
         missing_err = []
         for j, name in enumerate(label_names):
-            lab[:, j] = _missing_to_sentinel(cols.get(name))
+            lab[:, j] = missing_to_sentinel(cols.get(name))
             if cols.has(name + error_suffix):
-                err[:, j] = _missing_to_sentinel(cols.get(name + error_suffix))
+                err[:, j] = missing_to_sentinel(cols.get(name + error_suffix))
             else:
                 missing_err.append(name + error_suffix)
 
         def flags(name: str) -> np.ndarray:
-            if not cols.has(name):
-                return np.zeros(n, np.int64)
-            v = cols.get(name)
-            if v.dtype.kind == "f":
-                v = np.where(np.isfinite(v), v, 0)
-            return v.astype(np.int64)
+            return flag_values(cols.get(name) if cols.has(name) else None, n)
 
         extra = {}
         for c in columns:
             v = cols.get(str(c))
-            extra[str(c).upper()] = _to_str(v) if v.dtype.kind in "SUO" else _native(v)
+            extra[str(c).upper()] = stripped_strings(v) if v.dtype.kind in "SUO" else native(v)
         return AllStarTable(
             labels=lab,
             label_errors=err,
             label_names=label_names,
-            apogee_id=_to_str(cols.get("APOGEE_ID")),
+            apogee_id=stripped_strings(cols.get("APOGEE_ID")),
             aspcapflag=flags("ASPCAPFLAG"),
             starflag=flags("STARFLAG"),
             columns=extra,
@@ -205,7 +187,7 @@ def read_allstar(
     if kind == "fits":
         from astropy.io import fits
 
-        with _open_fits(p, "allStar") as hdul:
+        with open_fits(p, "allStar") as hdul:
             if hdu >= len(hdul) or not isinstance(hdul[hdu], fits.BinTableHDU | fits.TableHDU):
                 raise InputFileError(p, f"HDU{hdu} is not a table (file has {len(hdul)} HDUs)")
             try:

@@ -45,24 +45,12 @@ from starlabels.constants import MISSING
 from starlabels.errors import InputFileError
 from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
 from starlabels.io.fits_file import is_fits, native, open_fits
+from starlabels.io.label_columns import flag_values, missing_to_sentinel, stripped_strings
 
 __all__ = ["is_astra_table", "read_astra_allstar", "read_label_table"]
 
 _FALLBACK = {"m_h": "m_h_atm", "alpha_m": "alpha_m_atm", "c_m": "c_m_atm", "n_m": "n_m_atm"}
 _HDU_NAMES = {"boss": 1, "apogee": 2}
-
-
-def _clean(a: Any) -> np.ndarray:
-    x = np.array(a, dtype=np.float64)
-    x[~np.isfinite(x) | (x <= MISSING)] = MISSING
-    return x
-
-
-def _strings(a: Any) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "utf-8", errors="replace")
-    return np.char.strip(a.astype(str))
 
 
 def is_astra_table(path: str | os.PathLike[str]) -> bool:
@@ -113,6 +101,12 @@ class _Columns:
         if name not in self._cache:
             self._cache[name] = native(self._getter(self._names[name]))
         return self._cache[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The column ``name`` (lower case), or ``default`` when the table has none."""
+        if name not in self._names:
+            return default
+        return self[name]
 
 
 def _fits_table(p: Path, hdul: Any, hdu: int | str) -> tuple[_Columns, int, str]:
@@ -208,9 +202,9 @@ def _build(p: Path, cols: _Columns, n: int, where: str, pipeline: Any, labels: S
         low = name.lower()
         src = low if low in cols else _FALLBACK.get(low)
         if src is not None and src in cols:
-            lab[:, j] = _clean(cols[src])
+            lab[:, j] = missing_to_sentinel(cols[src])
             if f"e_{src}" in cols:
-                err[:, j] = _clean(cols[f"e_{src}"])
+                err[:, j] = missing_to_sentinel(cols[f"e_{src}"])
             else:
                 missing_err.append(f"e_{src}")
             flag_col = f"{src}_flags"
@@ -221,7 +215,7 @@ def _build(p: Path, cols: _Columns, n: int, where: str, pipeline: Any, labels: S
                 err[bad, j] = MISSING
             continue
         if low.endswith("_fe") and f"{low[:-3]}_h" in cols and "fe_h" in cols:
-            x_h, fe_h = _clean(cols[f"{low[:-3]}_h"]), _clean(cols["fe_h"])
+            x_h, fe_h = missing_to_sentinel(cols[f"{low[:-3]}_h"]), missing_to_sentinel(cols["fe_h"])
             ok = (x_h != MISSING) & (fe_h != MISSING)
             if mask_label_flags:
                 for fc in (f"{low[:-3]}_h_flags", "fe_h_flags"):
@@ -229,7 +223,7 @@ def _build(p: Path, cols: _Columns, n: int, where: str, pipeline: Any, labels: S
                         ok &= np.asarray(cols[fc]).astype(np.int64) == 0
             lab[ok, j] = x_h[ok] - fe_h[ok]
             if f"e_{low[:-3]}_h" in cols and "e_fe_h" in cols:
-                ex, ef = _clean(cols[f"e_{low[:-3]}_h"]), _clean(cols["e_fe_h"])
+                ex, ef = missing_to_sentinel(cols[f"e_{low[:-3]}_h"]), missing_to_sentinel(cols["e_fe_h"])
                 ok_e = ok & (ex != MISSING) & (ef != MISSING)
                 err[ok_e, j] = np.sqrt(ex[ok_e] ** 2 + ef[ok_e] ** 2)
             derived.append(name)
@@ -243,16 +237,11 @@ def _build(p: Path, cols: _Columns, n: int, where: str, pipeline: Any, labels: S
         raise InputFileError(p, f"{where}: column(s) {absent} not in the table")
 
     def flags(name: str, dtype: Any = np.int64) -> np.ndarray:
-        if name not in cols:
-            return np.zeros(n, dtype)
-        v = np.asarray(cols[name])
-        if v.dtype.kind == "f":
-            v = np.where(np.isfinite(v), v, 0)
-        return v.astype(dtype)
+        return flag_values(cols.get(name), n, dtype)
 
     flag_bad, flag_warn = flags("flag_bad", bool), flags("flag_warn", bool)
     snr = np.asarray(cols["snr"], np.float64) if "snr" in cols else np.full(n, np.nan)
-    tel = _strings(cols["telescope"]) if "telescope" in cols else np.full(n, "", dtype="U1")
+    tel = stripped_strings(cols["telescope"]) if "telescope" in cols else np.full(n, "", dtype="U1")
     keep = np.ones(n, bool)
     counts: dict[str, Any] = {}
     if drop_flag_bad:
@@ -289,8 +278,8 @@ def _build(p: Path, cols: _Columns, n: int, where: str, pipeline: Any, labels: S
             extra[f"{name}_FLAGS"] = flags(f"{src}_flags")[rows]
     for c in columns:
         v = np.asarray(cols[str(c).lower()])
-        extra[str(c).upper()] = _strings(v)[rows] if v.dtype.kind in "SUO" else v[rows]
-    apogee_id = (_strings(cols["sdss4_apogee_id"])[rows] if "sdss4_apogee_id" in cols
+        extra[str(c).upper()] = stripped_strings(v)[rows] if v.dtype.kind in "SUO" else v[rows]
+    apogee_id = (stripped_strings(cols["sdss4_apogee_id"])[rows] if "sdss4_apogee_id" in cols
                  else np.full(rows.size, "", dtype="U1"))
     meta = {"FILE": str(p), "HDU": where, "PIPELINE": pipeline, "N_ROWS": n, **counts,
             "N_MASKED_BY_LABEL_FLAGS": masked, "DERIVED_LABELS": derived,
