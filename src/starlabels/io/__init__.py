@@ -3,7 +3,7 @@
 Start with :func:`read_spectra` (any supported file, recognised by content → list of
 :class:`Spectrum`) and :func:`scan_inputs` (files/folders → readable files + skipped with reasons).
 :class:`Spectrum` (``spectrum.py``) is what the spectrum readers return. APOGEE DR14–17
-(``apogee.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
+(``apogee.py``, ``apvisit.py``): :func:`read_apstar`, :func:`read_aspcapstar`, :func:`read_apvisit`,
 :func:`read_allstar` (``allstar.py``); any label table, allStar or SDSS-V astraAllStar (``astra.py``):
 :func:`read_label_table`. SDSS-V (``sdss_v.py``): :func:`read_mwm` (mwmStar/mwmVisit DR19/DR20),
 :func:`read_apstar_spectra`. Writers (``apstar_writer.py``, ``mwm_writer.py``):
@@ -14,17 +14,10 @@ SDSS Science Archive Server (``sas.py``, ``sdss_v_paths.py``): :func:`apstar_pat
 """
 
 from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
-from starlabels.io.apogee import (
-    ApStarSpectrum,
-    ApVisitSpectrum,
-    AspcapSpectrum,
-    flag_nonfinite,
-    read_apstar,
-    read_apvisit,
-    read_aspcapstar,
-    resample_to_apstar,
-)
+from starlabels.io.apogee import ApStarSpectrum, AspcapSpectrum, read_apstar, read_aspcapstar
+from starlabels.io.apogee_fits import flag_nonfinite
 from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.apvisit import ApVisitSpectrum, read_apvisit, resample_to_apstar
 from starlabels.io.astra import is_astra_table, read_astra_allstar, read_label_table
 from starlabels.io.boss import read_boss_spec
 from starlabels.io.mwm_writer import write_mwm_star, write_mwm_visit

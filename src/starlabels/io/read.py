@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.apogee import read_apvisit, read_aspcapstar
+from starlabels.io.apogee import read_aspcapstar
+from starlabels.io.apvisit import read_apvisit
 from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
 from starlabels.io.sdss_v import mwm_from_hdul, mwm_kind, read_apstar_spectra
