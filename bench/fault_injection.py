@@ -299,7 +299,7 @@ def lock_check(name: str, make, compare, inp, root: Path, ref_dir: Path) -> str:
     from starlabels.inference.catalog import run_catalog
     from starlabels.output_lock import lock_path
     from starlabels.training.config import load_config
-    from starlabels.training.trainer import train_from_config
+    from starlabels.training.from_config import train_from_config
 
     work = root / f"{name}-lock"
     work.mkdir()

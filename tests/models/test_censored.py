@@ -241,7 +241,8 @@ def test_windows_onto_the_network_grid(tmp_path, monkeypatch):
     from starlabels.instruments import get
     from starlabels.models.censored import windows_on_grid
     from starlabels.preprocess.grids import index_in
-    from starlabels.training.trainer import TrainingData, network_kwargs
+    from starlabels.training.data_access import TrainingData
+    from starlabels.training.from_config import network_kwargs
 
     apogee = get("apogee")
     aspcap = apogee.get_grid("aspcap")

@@ -8,7 +8,8 @@ import torch
 
 from starlabels.data.augment import spectrum_snr
 from starlabels.training.config import ConfigError, TrainingConfig, config_from_dict
-from starlabels.training.trainer import Trainer, TrainingData
+from starlabels.training.data_access import TrainingData
+from starlabels.training.trainer import Trainer
 
 
 def _trainer(arrays, tiny_net, n=200, dropout=0.0, scaling="none", **training):
@@ -76,8 +77,8 @@ def test_mc_dev_loss_uses_dropout_without_touching_the_training_random_stream(ar
     assert mc.network.training is False  # evaluation leaves the network in eval mode
     # by hand: the mean over 3 dropout passes (fixed seed) of the per-sample MSE
     net = mc.network
-    x = mc._to_input(mc.data.read(dev)[0])
-    y = torch.from_numpy(mc._targets(dev)[0])
+    x = mc.inputs.to_input(mc.data.read(dev)[0])
+    y = torch.from_numpy(mc.inputs.targets(dev)[0])
     with torch.random.fork_rng():
         torch.manual_seed(mc.seed + 7)
         net.train()

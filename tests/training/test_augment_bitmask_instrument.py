@@ -5,7 +5,8 @@ import numpy as np
 from starlabels import instruments
 from starlabels.models.bcnn import BayesianCNN
 from starlabels.training.config import TrainingConfig
-from starlabels.training.trainer import Trainer, TrainingData
+from starlabels.training.data_access import TrainingData
+from starlabels.training.trainer import Trainer
 
 
 def test_trainer_augments_boss_spectra_with_sppixmask_bits():
@@ -24,8 +25,8 @@ def test_trainer_augments_boss_spectra_with_sppixmask_bits():
     training = TrainingConfig(epochs=1, batch_size=4, device="cpu", augment={"snr": [5, 6], "fraction": 1.0})
     trainer = Trainer(BayesianCNN(2, P, hidden=(4, 4)), data,
                       {"train": rows[:8], "dev": rows[8:], "test": rows[:0]}, training=training)
-    assert trainer._bitmask_definition() is boss.bitmask()
-    f, e, _ = trainer._read(np.arange(n), np.random.default_rng(1))
+    assert trainer.inputs.bitmask_definition() is boss.bitmask()
+    f, e, _ = trainer.inputs.read(np.arange(n), np.random.default_rng(1))
     # flagged pixels are left exactly as they were; the others are degraded to SNR 5-6
     np.testing.assert_array_equal(f[:, 100:110], flux[:, 100:110])
     np.testing.assert_array_equal(e[:, 100:110], error[:, 100:110])

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from starlabels.cli.main import cli
 from starlabels.training.config import load_config
-from starlabels.training.trainer import trainer_from_config
+from starlabels.training.from_config import trainer_from_config
 
 N, P = 120, 8575
 

@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent(
 
     from starlabels.training import distributed as distributed_training
     from starlabels.training.config import OptimiserConfig, TrainingConfig
-    from starlabels.training.trainer import Trainer, TrainingData, _cpu_state
+    from starlabels.training.checkpoint import cpu_state
+    from starlabels.training.data_access import TrainingData
+    from starlabels.training.trainer import Trainer
 
     torch.set_num_threads(1)
 
@@ -61,7 +63,7 @@ SCRIPT = textwrap.dedent(
                      optimiser=OptimiserConfig(name="sgd", learning_rate=0.05, scheduler="none"),
                      training=TrainingConfig(epochs=3, patience=5, batch_size=16, seed=4, device="cpu"),
                      spectrum_scaling="centered", distributed=ctx,
-                     callbacks=[lambda t, row: states.append(_cpu_state(t.network))])
+                     callbacks=[lambda t, row: states.append(cpu_state(t.network))])
         tr.run_stage("main", split["train"])
         if ctx is None or ctx.rank == 0:
             torch.save({"states": states, "history": tr.history,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from starlabels.training.trainer import TrainingError
+from starlabels.training.errors import TrainingError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trainer import _resume_setup

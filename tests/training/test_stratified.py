@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from starlabels.training.config import OptimiserConfig, TrainingConfig
+from starlabels.training.data_access import TrainingData
+from starlabels.training.errors import TrainingError
 from starlabels.training.stratified import adapt
-from starlabels.training.trainer import Trainer, TrainingData, TrainingError
+from starlabels.training.trainer import Trainer
 
 P = 16
 

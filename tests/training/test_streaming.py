@@ -7,8 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from starlabels.training.batches import epoch_order, shard
 from starlabels.training.config import OptimiserConfig, TrainingConfig
-from starlabels.training.trainer import Trainer, TrainingData, epoch_order, shard
+from starlabels.training.data_access import TrainingData
+from starlabels.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("chunk_rows, buffer_chunks", [(10, 1), (16, 3), (7, 4)])

@@ -11,15 +11,13 @@ import torch
 
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
+from starlabels.training.checkpoint import CHECKPOINT_NAME
 from starlabels.training.config import OptimiserConfig, SplitConfig, TrainingConfig
-from starlabels.training.trainer import (
-    CHECKPOINT_NAME,
-    Trainer,
-    TrainingData,
-    TrainingError,
-    make_optimiser,
-    make_split,
-)
+from starlabels.training.data_access import TrainingData
+from starlabels.training.errors import TrainingError
+from starlabels.training.from_config import make_split
+from starlabels.training.loop import make_optimiser
+from starlabels.training.trainer import Trainer
 
 
 def _split(n, n_dev=60, n_test=20):
@@ -167,7 +165,7 @@ def test_loss_names_and_missing_labels(arrays, tiny_net):
         dev = [r["dev_loss"] for r in tr.history]
         assert all(np.isfinite(dev)) and min(dev) < dev[0], (loss, dev)
     # missing labels stay MISSING after scaling (so the losses can skip them)
-    y, e = tr._targets(np.arange(0, 9))
+    y, e = tr.inputs.targets(np.arange(0, 9))
     assert np.all(y[::3, 1] == MISSING) and np.all(e[::3, 1] == 0)
     # the recorded training range ignores MISSING entries
     train_logg = labels[tr.split["train"], 1]

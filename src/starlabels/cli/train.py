@@ -131,7 +131,7 @@ def _train_cannon(cfg) -> None:
 
 def _run(cfg, resume: bool):
     from starlabels.training.distributed import init_distributed, launched_by_torchrun, shutdown
-    from starlabels.training.trainer import train_from_config
+    from starlabels.training.from_config import train_from_config
 
     if not launched_by_torchrun():
         return train_from_config(cfg, resume=resume, callbacks=[_epoch_line])

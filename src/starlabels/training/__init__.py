@@ -2,9 +2,13 @@
 
 - :mod:`starlabels.training.config` — :class:`TrainConfig` and its sections, :func:`load_config`
   (the TOML format of ``starlabels train``).
-- :mod:`starlabels.training.trainer` — :class:`TrainingData` (labels in memory, spectra streamed
-  from HDF5), :class:`Trainer` (early stopping, ReduceLROnPlateau, checkpoints, exact resume),
-  :func:`train_from_config`.
+- :mod:`starlabels.training.trainer` — :class:`Trainer` (early stopping, ReduceLROnPlateau,
+  checkpoints, exact resume), built from :mod:`.data_access` (:class:`TrainingData`: labels in
+  memory, spectra streamed from HDF5), :mod:`.inputs` (preprocessing, augmentation, scalers),
+  :mod:`.batches` (epoch order and blocks), :mod:`.loop` (losses, optimisers, one step),
+  :mod:`.checkpoint` and :mod:`.provenance`.
+- :mod:`starlabels.training.from_config` — :func:`train_from_config`, :func:`trainer_from_config`,
+  :func:`make_split`.
 - :mod:`starlabels.training.stratified` — :func:`adapt`, APOGEE Net's §3.4 stratified adaptation.
 - :mod:`starlabels.training.distributed` — DistributedDataParallel under ``torchrun``.
 
@@ -20,8 +24,8 @@ _LAZY = {
     "TrainConfig": "config", "DataConfig": "config", "SplitConfig": "config", "ModelConfig": "config",
     "OptimiserConfig": "config", "TrainingConfig": "config", "StratifiedConfig": "config",
     "OutputConfig": "config", "ConfigError": "config", "load_config": "config",
-    "Trainer": "trainer", "TrainingData": "trainer", "TrainingError": "trainer",
-    "train_from_config": "trainer", "trainer_from_config": "trainer", "make_split": "trainer",
+    "Trainer": "trainer", "TrainingData": "data_access", "TrainingError": "errors",
+    "train_from_config": "from_config", "trainer_from_config": "from_config", "make_split": "from_config",
     "adapt": "stratified",
     "DistributedContext": "distributed", "init_distributed": "distributed",
 }

@@ -56,7 +56,9 @@ def train_cannon_from_config(cfg: TrainConfig) -> Any:
     from starlabels.inference.calibration import calibrate
     from starlabels.models.cannon import CannonModel, censors_from_windows
     from starlabels.preprocess.pipeline import PreprocessConfig
-    from starlabels.training.trainer import SPLITS_NAME, TrainingData, make_split
+    from starlabels.training.data_access import TrainingData
+    from starlabels.training.from_config import make_split
+    from starlabels.training.provenance import SPLITS_NAME
 
     t0 = time.perf_counter()
     folder = Path(cfg.output.folder)

@@ -130,7 +130,7 @@ def shutdown() -> None:
 def train_distributed(config_path: str, *, resume: bool = False) -> Any:
     """Run the TOML-described training as one rank of a ``torchrun`` job; returns the model."""
     from starlabels.training.config import load_config
-    from starlabels.training.trainer import train_from_config
+    from starlabels.training.from_config import train_from_config
 
     cfg = load_config(config_path)
     ctx = init_distributed(device=cfg.training.torch_device)

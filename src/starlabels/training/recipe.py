@@ -154,7 +154,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from starlabels.evaluation.metrics import ApogeeNetTables
-    from starlabels.training.trainer import TrainingData
+    from starlabels.training.data_access import TrainingData
 
 #: The paper's per-group train/dev/test fractions (§3: 80/10/10 Payne, 60/20/20 M dwarfs and YSOs).
 DEFAULT_FRACTIONS: dict[str, tuple[float, float, float]] = {
@@ -375,7 +375,7 @@ def recipe_split(
 
 def _check_groups(split: Mapping[str, np.ndarray], groups: np.ndarray, s: StratifiedConfig) -> None:
     """Fail before training when the adaptation could not run on this split."""
-    from starlabels.training.trainer import TrainingError
+    from starlabels.training.errors import TrainingError
 
     train = set(groups[split["train"]].tolist())
     dev = set(groups[split["dev"]].tolist())
@@ -441,8 +441,10 @@ def run_recipe(
     """
     from starlabels.models import build_network
     from starlabels.preprocess.pipeline import PreprocessConfig
+    from starlabels.training.data_access import TrainingData
+    from starlabels.training.from_config import network_kwargs
     from starlabels.training.stratified import adapt
-    from starlabels.training.trainer import Trainer, TrainingData, network_kwargs
+    from starlabels.training.trainer import Trainer
     from starlabels.utils import seed_everything
 
     tc = cfg.train

@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from starlabels.training.trainer import Trainer, TrainingError, _cpu_state
+from starlabels.training.checkpoint import cpu_state
+from starlabels.training.errors import TrainingError
+from starlabels.training.trainer import Trainer
 
 CRITERIA = ("dev", "balanced", "focus")
 
@@ -155,7 +157,7 @@ def adapt(
               "large_limit": None if large_tolerance is None or large_group not in initial
               else (1.0 + large_tolerance) * initial[large_group]}
         trainer.state["adapt"] = st
-        trainer.extra_states["adapt_best"] = _cpu_state(trainer.network)
+        trainer.extra_states["adapt_best"] = cpu_state(trainer.network)
         trainer.save_checkpoint()
     large_limit = st["large_limit"]
 
@@ -175,7 +177,7 @@ def adapt(
                              "n_train": len(rows), "epochs": res.epochs, "best_epoch": res.best_epoch})
         if f < st["best_focus"] - min_delta:
             st.update(best_focus=f, best_round=r, bad_rounds=0)
-            trainer.extra_states["adapt_best"] = _cpu_state(trainer.network)
+            trainer.extra_states["adapt_best"] = cpu_state(trainer.network)
         else:
             st["bad_rounds"] += 1
         st["round"] = r

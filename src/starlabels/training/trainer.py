@@ -2,10 +2,9 @@
 
 Overview
 --------
-:class:`TrainingData` holds the labels, label errors and groups of every row in memory — (N, L)
-floats, small — and reads spectra lazily, a block of rows at a time, either from in-memory arrays
-or from one or more starlabels HDF5 datasets (:class:`starlabels.data.hdf5.SpectraDataset`), so a
-file larger than memory can be trained on.
+:class:`~starlabels.training.data_access.TrainingData` holds the labels, label errors and groups of
+every row in memory and reads spectra lazily, a block of rows at a time, so a file larger than
+memory can be trained on.
 
 :class:`Trainer` fits the :class:`~starlabels.data.normalization.LabelScaler` (and the
 :class:`~starlabels.data.normalization.SpectrumScaler`, streaming) on the training rows, applies
@@ -31,24 +30,26 @@ training provenance (data files, sizes, splits, optimiser, epochs, dates, seed) 
 beside it as ``splits.npz`` (``train``, ``dev``, ``test``: int64 row numbers over the
 concatenated files).
 
-Use :func:`train_from_config` for a TOML-described run (``starlabels train``) or build a
-:class:`Trainer` directly.
+Use :func:`~starlabels.training.from_config.train_from_config` for a TOML-described run
+(``starlabels train``) or build a :class:`Trainer` directly.
+
+Module layout: :mod:`~starlabels.training.data_access` (TrainingData), :mod:`.inputs`
+(preprocessing, augmentation, scalers), :mod:`.batches` (epoch order, blocks, shards),
+:mod:`.loop` (losses, optimisers, one step), :mod:`.checkpoint` (RNG states, atomic checkpoint),
+:mod:`.provenance` (provenance facts, model folder, trust references) and :mod:`.from_config`;
+this module holds the :class:`Trainer` that runs them. Kept as one module (~550 lines, half of
+them docstrings) because what remains shares the Trainer's state: the stage/epoch/best-weights
+state that ``run_stage`` advances is what ``train_epoch``, ``evaluate`` and the checkpoint read and
+write; everything stateless lives in the modules above.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
-import io
-import json
 import math
-import os
-import random
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,511 +57,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from starlabels.constants import MISSING
-from starlabels.core.bitmask import PixelBitmask
-from starlabels.core.grid import Grid
-from starlabels.core.instrument import find_grid
-from starlabels.errors import InputDataError, InputFileError, StarlabelsError
-from starlabels.training.config import OptimiserConfig, TrainConfig, TrainingConfig
+from starlabels.training import batches as batch_planning
+from starlabels.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    check_matches_run,
+    cpu_state,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
+from starlabels.training.config import OptimiserConfig, TrainingConfig
+from starlabels.training.data_access import TrainingData
+from starlabels.training.errors import TrainingError
+from starlabels.training.inputs import InputPipeline
+from starlabels.training.loop import (
+    StageResult,
+    check_finished_stage,
+    make_optimiser,
+    make_scheduler,
+    per_sample_loss,
+    training_step,
+)
+from starlabels.training.provenance import (
+    HISTORY_COLUMNS,
+    SPLITS_NAME,
+    fit_trust_references,
+    label_range,
+    now,
+    save_model_folder,
+)
 from starlabels.utils import get_device, progress, seed_everything
 
-CHECKPOINT_NAME = "checkpoint.pt"
-SPLITS_NAME = "splits.npz"
-HISTORY_COLUMNS = ("epoch", "train_loss", "dev_loss", "lr", "seconds")
-
-#: spectra read from a source are float32; errors of rejected pixels stay finite
-_FLOAT = np.float32
-#: rows further apart than this start a new HDF5 read
-_RUN_GAP = 32
-
-
-class TrainingError(StarlabelsError):
-    """Training cannot start or continue (bad setup, non-finite loss, checkpoint mismatch)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
-
-
-class TrainingData:
-    """Rows of spectra for training: labels in memory, spectra read on demand.
-
-    Parameters
-    ----------
-    reader
-        ``reader(rows)`` → ``(flux, error, bitmask)`` for a sorted int64 array of row numbers:
-        flux (n, P) float32, error (n, P) float32 or None, bitmask (n, P) int or None.
-    labels, label_errors
-        (N, L) float32 in physical units, ``MISSING`` (or NaN) where absent.
-    label_names, label_units
-        length-L lists (allStar names, e.g. ``"TEFF"``; units e.g. ``"K"``).
-    n_pixels
-        P, spectrum length as stored.
-    groups
-        (N,) str or None (e.g. ``"payne"``, ``"mdwarf"``, ``"yso"``).
-    grid
-        Wavelength grid of the stored spectra (a :class:`~starlabels.core.Grid` or a built-in
-        grid's name such as ``"apstar"``, ``"boss"``), or None when unknown.
-    preprocessing
-        ``PreprocessConfig.to_dict()`` the stored spectra already went through, or None (raw).
-    files
-        Source files (provenance).
-    random_access
-        True when any row can be read cheaply (in-memory arrays): enables ``shuffle="full"``.
-    """
-
-    def __init__(
-        self,
-        reader: Reader,
-        labels: np.ndarray,
-        label_names: Sequence[str],
-        n_pixels: int,
-        *,
-        label_errors: np.ndarray | None = None,
-        label_units: Sequence[str] | None = None,
-        groups: np.ndarray | None = None,
-        grid: Any = None,
-        preprocessing: dict[str, Any] | None = None,
-        files: Sequence[str] = (),
-        random_access: bool = False,
-    ) -> None:
-        labels = np.asarray(labels, dtype=_FLOAT)
-        if labels.ndim != 2 or labels.shape[1] != len(label_names):
-            raise InputDataError(
-                f"labels must be (N, {len(label_names)}) for label_names {list(label_names)}, "
-                f"got shape {labels.shape}"
-            )
-        n = labels.shape[0]
-        if label_errors is None:
-            label_errors = np.zeros_like(labels)
-        label_errors = np.asarray(label_errors, dtype=_FLOAT)
-        if label_errors.shape != labels.shape:
-            raise InputDataError(f"label_errors shape {label_errors.shape} != labels shape {labels.shape}")
-        if groups is not None:
-            groups = _as_str_array(groups)
-            if groups.shape != (n,):
-                raise InputDataError(f"groups must have shape ({n},), got {groups.shape}")
-        self._reader = reader
-        self.labels = labels
-        self.label_errors = label_errors
-        self.label_names = [str(s) for s in label_names]
-        self.label_units = [str(u) for u in label_units] if label_units is not None else [""] * len(
-            self.label_names
-        )
-        self.groups = groups
-        self.n_pixels = int(n_pixels)
-        if grid is not None:
-            from starlabels.data.hdf5 import as_grid
-
-            grid = as_grid(grid)
-        self.grid = grid
-        if self.grid is not None and self.grid.n_pixels != self.n_pixels:
-            raise InputDataError(
-                f"spectra have {self.n_pixels} pixels but grid {self.grid.describe()} has "
-                f"{self.grid.n_pixels}"
-            )
-        self.preprocessing = preprocessing
-        self.files = [str(f) for f in files]
-        self.random_access = bool(random_access)
-        #: number of rows of every :meth:`read` call (lets tests check that reads stay bounded)
-        self.read_log: list[int] = []
-
-    @property
-    def n_rows(self) -> int:
-        """N, the number of rows."""
-        return int(self.labels.shape[0])
-
-    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Spectra of ``rows`` (sorted, unique int64): ``(flux, error, bitmask)``, (n, P) each."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.read_log.append(len(rows))
-        flux, error, bitmask = self._reader(rows)
-        flux = np.asarray(flux, dtype=_FLOAT)
-        if flux.shape != (len(rows), self.n_pixels):
-            raise InputDataError(
-                f"reader returned flux of shape {flux.shape}, expected {(len(rows), self.n_pixels)}"
-            )
-        return flux, (None if error is None else np.asarray(error, dtype=_FLOAT)), bitmask
-
-    @classmethod
-    def from_arrays(
-        cls,
-        flux: np.ndarray,
-        labels: np.ndarray,
-        label_names: Sequence[str],
-        *,
-        error: np.ndarray | None = None,
-        bitmask: np.ndarray | None = None,
-        label_errors: np.ndarray | None = None,
-        label_units: Sequence[str] | None = None,
-        groups: Sequence[str] | np.ndarray | None = None,
-        grid: Any = None,
-        preprocessing: dict[str, Any] | None = None,
-    ) -> TrainingData:
-        """In-memory data: flux/error/bitmask (N, P), labels/label_errors (N, L) physical units."""
-        flux = np.asarray(flux, dtype=_FLOAT)
-        if flux.ndim != 2:
-            raise InputDataError(f"flux must be 2-D (N, n_pixels), got shape {flux.shape}")
-        for name, arr in (("error", error), ("bitmask", bitmask)):
-            if arr is not None and np.shape(arr) != flux.shape:
-                raise InputDataError(f"{name} shape {np.shape(arr)} != flux shape {flux.shape}")
-        err = None if error is None else np.asarray(error, dtype=_FLOAT)
-        bm = None if bitmask is None else np.asarray(bitmask)
-
-        def reader(rows: np.ndarray):
-            return flux[rows], (None if err is None else err[rows]), (None if bm is None else bm[rows])
-
-        labels = np.asarray(labels, dtype=_FLOAT)
-        if labels.shape[0] != flux.shape[0]:
-            raise InputDataError(f"{flux.shape[0]} spectra but {labels.shape[0]} label rows")
-        return cls(
-            reader, labels, label_names, flux.shape[1], label_errors=label_errors,
-            label_units=label_units, groups=None if groups is None else np.asarray(groups),
-            grid=grid, preprocessing=preprocessing, random_access=True,
-        )
-
-    @classmethod
-    def from_hdf5(
-        cls,
-        paths: str | Path | Sequence[str | Path],
-        label_names: Sequence[str],
-        *,
-        group_column: str | None = None,
-    ) -> TrainingData:
-        """Lazy data from one or more starlabels HDF5 datasets (same grid and preprocessing).
-
-        Only the label columns named in ``label_names`` (and their errors) and the group column
-        are read into memory; spectra are read by row when training asks for them.
-        """
-        from starlabels.data.hdf5 import SpectraDataset
-
-        if isinstance(paths, str | Path):
-            paths = [paths]
-        paths = [Path(p) for p in paths]
-        if not paths:
-            raise InputDataError("no HDF5 dataset given")
-        datasets = [SpectraDataset(p) for p in paths]
-        names = [str(n).upper() for n in label_names]
-        first = datasets[0]
-        labels, errors, groups = [], [], []
-        units: list[str] = []
-        for p, ds in zip(paths, datasets, strict=True):
-            if not ds.grid.same_as(first.grid):
-                raise InputFileError(
-                    p, f"grid {ds.grid.describe()} differs from {paths[0]}'s {first.grid.describe()}"
-                )
-            if ds.preprocessing != first.preprocessing:
-                raise InputFileError(p, f"its preprocessing differs from {paths[0]}'s")
-            have = [str(n).upper() for n in ds.label_names]
-            missing = [n for n in names if n not in have]
-            if missing:
-                raise InputFileError(p, f"has no label(s) {missing}; it has {list(ds.label_names)}")
-            idx = [have.index(n) for n in names]
-            lab, err = _read_label_columns(ds, idx)
-            labels.append(lab)
-            errors.append(err)
-            units = units or [ds.label_units[i] for i in idx]
-            if group_column is not None:
-                try:
-                    groups.append(_as_str_array(ds.meta(group_column)))
-                except KeyError:
-                    raise InputFileError(p, f"has no meta/{group_column} column") from None
-        offsets = np.cumsum([0] + [len(ds) for ds in datasets])
-
-        def reader(rows: np.ndarray):
-            fl, er, bm = [], [], []
-            for k, ds in enumerate(datasets):
-                a, b = np.searchsorted(rows, [offsets[k], offsets[k + 1]])
-                if a == b:
-                    continue
-                local = rows[a:b] - offsets[k]
-                # one read per run of nearby rows: h5py reads a contiguous slab much faster than
-                # a scattered selection spanning several chunks (~5x on a 2-chunk block)
-                for run in np.split(local, np.flatnonzero(np.diff(local) > _RUN_GAP) + 1):
-                    batch = ds.read(run)
-                    fl.append(batch.flux)
-                    er.append(batch.error)
-                    bm.append(batch.bitmask)
-            if not fl:
-                p = first.n_pixels
-                return np.zeros((0, p), _FLOAT), np.zeros((0, p), _FLOAT), np.zeros((0, p), np.int32)
-            if len(fl) == 1:
-                return fl[0], er[0], bm[0]
-            return np.concatenate(fl), np.concatenate(er), np.concatenate(bm)
-
-        return cls(
-            reader, np.concatenate(labels), names, first.n_pixels,
-            label_errors=np.concatenate(errors), label_units=units,
-            groups=np.concatenate(groups) if group_column is not None else None,
-            grid=first.grid, preprocessing=first.preprocessing,
-            files=[str(Path(p).resolve()) for p in paths], random_access=False,
-        )
-
-
-def _read_label_columns(ds: Any, idx: list[int], step: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """(N, len(idx)) labels and label errors of a SpectraDataset, without touching the spectra.
-
-    Reads the ``labels``/``label_errors`` datasets (DESIGN.md HDF5 format) in row blocks.
-    """
-    import h5py
-
-    n = len(ds)
-    out_l = np.full((n, len(idx)), MISSING, _FLOAT)
-    out_e = np.full((n, len(idx)), MISSING, _FLOAT)
-    if not idx:
-        return out_l, out_e
-    with h5py.File(ds.path, "r") as f:
-        if "labels" not in f:
-            return out_l, out_e
-        for a in range(0, n, step):
-            rows = ds.rows[a:a + step]
-            lo, hi = int(rows.min()), int(rows.max()) + 1
-            out_l[a:a + len(rows)] = f["labels"][lo:hi][rows - lo][:, idx]
-            out_e[a:a + len(rows)] = f["label_errors"][lo:hi][rows - lo][:, idx]
-    return out_l, out_e
-
-
-def _as_str_array(values: Any) -> np.ndarray:
-    a = np.asarray(values)
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "utf-8")
-    elif a.dtype.kind == "O":
-        a = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in a.tolist()])
-    return a.astype(str)
-
-
-# --------------------------------------------------------------------------------------------
-# Batch plans (index arithmetic only; no data is touched)
-# --------------------------------------------------------------------------------------------
-
-
-def epoch_order(
-    rows: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    shuffle: str = "chunks",
-    chunk_rows: int = 1024,
-    buffer_chunks: int = 4,
-) -> np.ndarray:
-    """The order in which ``rows`` (sorted row numbers) are visited in one epoch.
-
-    ``shuffle="full"``: a uniform permutation. ``shuffle="chunks"``: rows are grouped by file
-    chunk (``row // chunk_rows``), the chunk order is permuted, and rows are permuted within each
-    window of ``buffer_chunks`` consecutive (shuffled) chunks — so any window of the order touches
-    at most ``buffer_chunks`` (+1 at window edges) file chunks.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if shuffle == "full":
-        return rows[rng.permutation(len(rows))]
-    if shuffle != "chunks":
-        raise ValueError(f"shuffle must be 'full' or 'chunks', got {shuffle!r}")
-    if len(rows) == 0:
-        return rows
-    chunk_id = rows // int(chunk_rows)
-    starts = np.flatnonzero(np.r_[True, chunk_id[1:] != chunk_id[:-1]])
-    bounds = np.r_[starts, len(rows)]
-    n_chunks = len(starts)
-    chunk_perm = rng.permutation(n_chunks)
-    lengths = np.diff(bounds)[chunk_perm]
-    # rows of the chunks in shuffled chunk order (vectorised gather of variable-length ranges)
-    first = np.repeat(bounds[:-1][chunk_perm], lengths)
-    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    ordered = rows[first + within]
-    # permute within windows of buffer_chunks chunks: sort by (window, random key)
-    window = np.repeat(np.arange(n_chunks) // int(buffer_chunks), lengths)
-    key = rng.random(len(ordered))
-    return ordered[np.lexsort((key, window))]
-
-
-def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """This rank's contiguous part of a global batch (``np.array_split`` order)."""
-    if world_size == 1:
-        return batch
-    return np.array_split(batch, world_size)[rank]
-
-
-# --------------------------------------------------------------------------------------------
-# Losses, optimisers
-# --------------------------------------------------------------------------------------------
-
-
-def per_sample_loss(
-    name: str,
-    mean: torch.Tensor,
-    log_var: torch.Tensor | None,
-    target: torch.Tensor,
-    target_error: torch.Tensor,
-) -> torch.Tensor:
-    """(N,) per-sample loss by name: "mse"/"mae" (masked) or "robust" (astroNN eq. 5).
-
-    All tensors are in standardised label space, (N, L); MISSING targets contribute nothing.
-    """
-    from starlabels import losses
-
-    if name == "mse":
-        return losses.masked_mse(mean, target)
-    if name == "mae":
-        return losses.masked_mae(mean, target)
-    if name == "robust":
-        if log_var is None:
-            raise TrainingError("loss 'robust' needs a network with a variance head (log_var is None)")
-        return losses.robust_mse(mean, log_var, target, target_error)
-    raise TrainingError(f"unknown loss {name!r}; known: mse, mae, robust")
-
-
-#: Optimiser kernel used by default. "fused" (one kernel for the whole update) measured 3.0 ms per
-#: Adam step on ApogeeNet's 4.66 M parameters vs 13–17 ms "foreach" and 13–50 ms "forloop" (torch's
-#: CPU default) — bench/train_throughput.py, 1 CPU thread. Where a device/dtype has no fused
-#: kernel, make_optimiser falls back to "foreach".
-DEFAULT_OPTIMISER_IMPL: str | None = "fused"
-
-
-def make_optimiser(
-    params, cfg: OptimiserConfig, *, device: torch.device | None = None, impl: str | None = "default"
-) -> torch.optim.Optimizer:
-    """Adam or SGD from ``cfg`` (learning rate, weight decay, momentum).
-
-    ``impl`` picks torch's kernel for the same update rule: ``"forloop"`` (one tensor at a time),
-    ``"foreach"`` (multi-tensor), ``"fused"`` (one fused kernel; falls back to foreach where
-    unsupported), None (torch's choice) or ``"default"`` (:data:`DEFAULT_OPTIMISER_IMPL`). The
-    kernels agree to floating-point rounding.
-    """
-    params = list(params)
-    if impl == "default":
-        impl = DEFAULT_OPTIMISER_IMPL
-    flags: dict[str, Any] | None = {
-        None: {}, "forloop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True},
-    }.get(impl)  # type: ignore[call-overload]
-    if flags is None:
-        raise TrainingError(f"unknown optimiser implementation {impl!r}")
-
-    def build(**kw: Any) -> torch.optim.Optimizer:
-        if cfg.name == "adam":
-            return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **kw)
-        if cfg.name == "sgd":
-            return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, **kw)
-        raise TrainingError(f"unknown optimiser {cfg.name!r}")
-
-    if impl == "fused":
-        try:
-            return build(**flags)
-        except (RuntimeError, ValueError):  # no fused kernel for this device/dtype
-            return build(foreach=True)
-    return build(**flags)
-
-
-def make_scheduler(optimiser: torch.optim.Optimizer, cfg: OptimiserConfig):
-    """ReduceLROnPlateau on the dev loss, or None."""
-    if cfg.scheduler == "none":
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-    )
-
-
-def training_step(
-    module: nn.Module,
-    optimiser: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    y_err: torch.Tensor,
-    *,
-    loss: str = "mse",
-    weight: float | None = None,
-    constrain: Callable[[], None] | None = None,
-) -> torch.Tensor:
-    """One optimiser step on a batch; returns the detached per-sample losses (n,).
-
-    ``x`` (n, 1, P) network input, ``y``/``y_err`` (n, L) standardised targets/errors. The
-    minimised quantity is ``weight × sum(per-sample loss)`` (``weight=None``: 1/n, the batch
-    mean; distributed ranks pass ``world_size / global_batch``). Gradients are cleared with
-    ``set_to_none``; ``constrain`` (the network's ``apply_constraints``) runs after the step.
-    """
-    out = module(x)
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise TrainingError("the network must return a tuple (mean, log_var)")
-    mean, log_var = out
-    per = per_sample_loss(loss, mean, log_var, y, y_err)
-    total = per.sum() * (1.0 / per.shape[0] if weight is None else weight)
-    optimiser.zero_grad(set_to_none=True)
-    total.backward()
-    optimiser.step()
-    if constrain is not None:
-        with torch.no_grad():
-            constrain()
-    return per.detach()
-
-
-# --------------------------------------------------------------------------------------------
-# RNG state helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------------------
-# Trainer
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StageResult:
-    """Outcome of one training stage (the main run, or one adaptation round)."""
-
-    key: str
-    epochs: int
-    best_epoch: int
-    best_loss: float
-    stopped_early: bool
-
-
-def _check_finished_stage(key: str, done: Mapping[str, Any], epochs: int) -> None:
-    """A resumed run that asks for ``epochs`` in total of a stage that already finished: nothing to
-    do when the stage ran exactly that long (or stopped early before it); otherwise a clear error —
-    never a silent no-op. A finished stage kept only its best weights, not its last epoch's state,
-    so it cannot be continued exactly."""
-    ran = int(done["epochs"])
-    if epochs == ran or (done.get("stopped_early") and epochs >= ran):
-        return
-    if epochs < ran:
-        raise TrainingError(
-            f"stage {key!r} already finished after {ran} epochs, more than the {epochs} asked for "
-            "(--epochs counts epochs in total); nothing was changed"
-        )
-    raise TrainingError(
-        f"stage {key!r} already finished after {ran} of its epochs; --resume --epochs {epochs} cannot "
-        "extend a finished training exactly (its last-epoch state is not kept, only the best weights). "
-        f"Train again with --overwrite --epochs {epochs}, or resume only interrupted runs"
-    )
+__all__ = ["CHECKPOINT_NAME", "HISTORY_COLUMNS", "SPLITS_NAME", "StageResult", "Trainer",
+           "TrainingData", "TrainingError"]
 
 
 class Trainer:
@@ -572,10 +103,10 @@ class Trainer:
         A module mapping (N, 1, P_in) float32 to ``(mean, log_var)`` in standardised label space
         (``log_var`` may be None), as every ``starlabels.models`` network does.
     data
-        :class:`TrainingData`.
+        :class:`~starlabels.training.data_access.TrainingData`.
     split
         ``{"train": rows, "dev": rows, "test": rows}`` (int64 row numbers), e.g. from
-        :func:`make_split`.
+        :func:`~starlabels.training.from_config.make_split`.
     optimiser, training
         :class:`~starlabels.training.config.OptimiserConfig`, :class:`TrainingConfig`.
     preprocess
@@ -590,8 +121,8 @@ class Trainer:
     resume
         Continue from ``folder/checkpoint.pt``.
     chunk_rows, buffer_chunks, shuffle
-        Streaming (see :func:`epoch_order`); ``shuffle="auto"`` is "full" for in-memory data and
-        "chunks" otherwise.
+        Streaming (see :func:`~starlabels.training.batches.epoch_order`); ``shuffle="auto"`` is
+        "full" for in-memory data and "chunks" otherwise.
     eval_batch_size
         Rows per forward pass when computing dev losses (default 4 × batch size).
     distributed
@@ -625,7 +156,6 @@ class Trainer:
     ) -> None:
         self.optimiser_cfg = optimiser or OptimiserConfig()
         self.training_cfg = training or TrainingConfig()
-        self.data = data
         self.split = {
             k: np.unique(np.asarray(split.get(k, []), dtype=np.int64)) for k in ("train", "dev", "test")
         }
@@ -661,11 +191,9 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"device {self.device} was asked for, but CUDA is not available here")
 
-        # ---- preprocessing: stored config wins; raw data gets ours applied per block
-        self.preprocess, self._apply_preprocess = self._resolve_preprocess(preprocess)
-        if self._apply_preprocess is not None and data.random_access:
-            self.data = self._preprocess_in_memory(data)
-            self._apply_preprocess = None
+        # ---- preprocessing (stored config wins; raw data gets ours applied per block), scalers
+        self.inputs = InputPipeline(data, preprocess, chunk_rows=self.chunk_rows,
+                                    buffer_chunks=self.buffer_chunks, augment=self.augment)
 
         self.network = network.to(self.device)
         self.model_net: nn.Module = self.network
@@ -679,7 +207,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {
             "stage": None, "epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0,
-            "global_epoch": 0, "done": [], "stages": {}, "started": _now(), "adapt": None,
+            "global_epoch": 0, "done": [], "stages": {}, "started": now(), "adapt": None,
         }
         self.best_state: dict[str, torch.Tensor] | None = None
         self.extra_states: dict[str, dict[str, torch.Tensor]] = {}
@@ -702,161 +230,50 @@ class Trainer:
                     raise TrainingError(
                         f"{self.folder} already holds {clash}; resume (--resume) or set overwrite"
                     )
-            self.label_scaler = self._fit_label_scaler()
-            self.spectrum_scaler = self._fit_spectrum_scaler(spectrum_scaling)
+            self.inputs.fit_scalers(self.split["train"], spectrum_scaling)
             # dropout etc. draw from the global generators: seed them (per rank) for a fresh run;
             # a resumed run restores them from the checkpoint instead
             seed_everything(self.seed + 7919 * self.rank)
 
-    # ---------------------------------------------------------------- setup helpers
+    # ---------------------------------------------------------------- data and batches
 
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.folder is None else self.folder / CHECKPOINT_NAME
 
-    def _resolve_preprocess(self, preprocess: Any):
-        """(config stored in the model, config applied to each block or None)."""
-        from starlabels.preprocess.pipeline import PreprocessConfig
+    @property
+    def data(self) -> TrainingData:
+        """The training data (preprocessed in memory when they were raw in-memory arrays)."""
+        return self.inputs.data
 
-        if isinstance(preprocess, Mapping):
-            preprocess = PreprocessConfig.from_dict(dict(preprocess))
-        stored = self.data.preprocessing
-        if stored is not None:
-            stored_cfg = PreprocessConfig.from_dict(dict(stored))
-            if preprocess is not None and preprocess.to_dict() != stored_cfg.to_dict():
-                raise TrainingError(
-                    "the training data were already preprocessed with "
-                    f"{stored_cfg.to_dict()}, which differs from the requested {preprocess.to_dict()}"
-                )
-            return stored_cfg, None
-        grid = self.data.grid
-        if preprocess is not None and grid is not None and not preprocess.accepts(grid):
-            raise TrainingError(
-                f"the training spectra are on grid {grid.describe()}, but the preprocessing takes "
-                f"{preprocess.grid.describe()}; ingest them onto it (resample) or set [preprocess] "
-                "instrument/input_grid to match"
-            )
-        return preprocess, preprocess
+    @property
+    def preprocess(self) -> Any:
+        """The PreprocessConfig stored in the model (None: the data are network input)."""
+        return self.inputs.preprocess
 
-    def _preprocess_block(self, flux: np.ndarray, error: np.ndarray | None, bitmask: np.ndarray | None):
-        """Raw block → network-input block (n, P_in) float32, via the PreprocessConfig."""
-        if self._apply_preprocess is None:
-            return flux, error
-        if error is None:
-            raise TrainingError("preprocessing needs flux errors; the training data have none")
-        f, e = self._apply_preprocess.apply(flux, error, bitmask, grid=self.data.grid)
-        return np.asarray(f, dtype=_FLOAT), np.asarray(e, dtype=_FLOAT)
+    @property
+    def label_scaler(self) -> Any:
+        """The :class:`~starlabels.data.normalization.LabelScaler` fitted on the training rows."""
+        return self.inputs.label_scaler
 
-    def _preprocess_in_memory(self, data: TrainingData) -> TrainingData:
-        """Apply the PreprocessConfig once to in-memory data, block by block."""
-        rows = np.arange(data.n_rows)
-        step = self.chunk_rows * self.buffer_chunks
-        parts_f, parts_e = [], []
-        for a in progress(range(0, data.n_rows, step), desc="preprocess", unit="block"):
-            f, e = self._preprocess_block(*data.read(rows[a:a + step]))
-            parts_f.append(f)
-            parts_e.append(e)
-        flux, err = np.concatenate(parts_f), np.concatenate(parts_e)
-        out = TrainingData.from_arrays(
-            flux, data.labels, data.label_names, error=err, label_errors=data.label_errors,
-            label_units=data.label_units, groups=data.groups,
-            grid=getattr(self.preprocess, "output_grid", None),
-            preprocessing=self.preprocess.to_dict(),
-        )
-        out.files = data.files
-        return out
-
-    def _fit_label_scaler(self):
-        from starlabels.data.normalization import LabelScaler
-
-        return LabelScaler(names=self.data.label_names).fit(self.data.labels[self.split["train"]])
-
-    def _fit_spectrum_scaler(self, mode: str):
-        """SpectrumScaler fitted on the training rows, streaming block by block (float64 sums)."""
-        from starlabels.data.normalization import SpectrumScaler
-
-        scaler = SpectrumScaler(mode=mode)
-        if mode == "none":
-            return scaler
-        for flux, error in self._iter_blocks(self.split["train"], desc="spectrum mean"):
-            scaler.partial_fit(flux, error)
-        return scaler.finalize()
-
-    def _iter_blocks(
-        self, rows: np.ndarray, desc: str = ""
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Preprocessed blocks of ``rows`` in file order (for fitting and evaluation)."""
-        step = self.chunk_rows * self.buffer_chunks
-        for a in progress(range(0, len(rows), step), desc=desc, unit="block"):
-            yield self._preprocess_block(*self.data.read(rows[a:a + step]))
-
-    # ---------------------------------------------------------------- batches
-
-    def _targets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised labels and label errors (n, L) for ``rows``; missing stays MISSING."""
-        y = self.data.labels[rows]
-        e = self.data.label_errors[rows]
-        ys = np.asarray(self.label_scaler.transform(y), dtype=_FLOAT)
-        es = np.asarray(self.label_scaler.transform_errors(e), dtype=_FLOAT)
-        es = np.where((es == MISSING) | ~(es >= 0), 0.0, es).astype(_FLOAT)  # unknown error: 0
-        return ys, es
-
-    def _to_input(self, flux: np.ndarray) -> torch.Tensor:
-        """(n, P) float32 numpy → (n, 1, P) tensor after the spectrum scaler (CPU)."""
-        x = np.asarray(self.spectrum_scaler.transform(flux), dtype=_FLOAT)
-        return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
-
-    def _read(self, rows: np.ndarray, rng: np.random.Generator | None):
-        """``data.read(rows)``, noise-augmented with ``rng`` when augmentation is configured.
-
-        Augmentation acts on the spectra as stored (raw, or already preprocessed when the data
-        say so or were preprocessed in memory), before the per-block preprocessing.
-        """
-        flux, error, bitmask = self.data.read(rows)
-        if self.augment is None or rng is None:
-            return flux, error, bitmask
-        if error is None:
-            raise TrainingError("noise augmentation needs flux errors; the training data have none")
-        flux, error = self.augment(flux, error, rng, bitmask, bitmask_def=self._bitmask_definition())
-        return flux, error, bitmask
-
-    def _bitmask_definition(self) -> PixelBitmask | None:
-        """The bitmask definition of the stored spectra: the preprocessing's instrument's, else the
-        instrument owning the data's grid, else None (APOGEE_PIXMASK)."""
-        if self.preprocess is not None:
-            return self.preprocess.bitmask
-        grid = getattr(self.data, "grid", None)
-        known = find_grid(grid) if isinstance(grid, Grid) else None
-        return None if known is None else known[0].bitmask()
+    @property
+    def spectrum_scaler(self) -> Any:
+        """The :class:`~starlabels.data.normalization.SpectrumScaler` fitted on the training rows."""
+        return self.inputs.spectrum_scaler
 
     def iter_batches(self, rows: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``.
+        """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``
+        (:func:`starlabels.training.batches.iter_batches`).
 
         Data are read a block at a time: a block is the run of consecutive global batches
         covering about ``chunk_rows × buffer_chunks`` rows; only this rank's shard of each batch
         is read, preprocessed and scaled. ``n_global`` is the global batch size (for the loss
         weight in distributed training).
         """
-        order = epoch_order(rows, rng, shuffle=self.shuffle, chunk_rows=self.chunk_rows,
-                            buffer_chunks=self.buffer_chunks)
-        bs = self.batch_size
-        n_batches = math.ceil(len(order) / bs)
-        if self.world_size > 1 and len(order) % bs and len(order) % bs < self.world_size:
-            n_batches -= 1  # a last batch too small to give every rank a row is dropped
-        per_block = max(1, (self.chunk_rows * self.buffer_chunks) // bs)
-        for b0 in range(0, n_batches, per_block):
-            batches = [order[i * bs:(i + 1) * bs] for i in range(b0, min(b0 + per_block, n_batches))]
-            mine = [shard(b, self.rank, self.world_size) for b in batches]
-            need = np.unique(np.concatenate(mine))
-            flux, _ = self._preprocess_block(*self._read(need, rng))
-            x_all = self._to_input(flux)
-            if self.device.type == "cuda":
-                x_all = x_all.pin_memory()  # lets the host→GPU copies run asynchronously
-            y_all, e_all = self._targets(need)
-            for glob, b in zip(batches, mine, strict=True):
-                pos = np.searchsorted(need, b)
-                pos_t = torch.from_numpy(pos)
-                yield (x_all[pos_t], torch.from_numpy(y_all[pos]), torch.from_numpy(e_all[pos]), len(glob))
+        return batch_planning.iter_batches(
+            self.inputs, rows, rng, batch_size=self.batch_size, shuffle=self.shuffle, rank=self.rank,
+            world_size=self.world_size, pin_memory=self.device.type == "cuda",
+        )
 
     # ---------------------------------------------------------------- steps
 
@@ -919,9 +336,9 @@ class Trainer:
                 torch.manual_seed(self.seed + 7)
             for a in range(0, len(mine), self.chunk_rows * self.buffer_chunks):
                 blk = mine[a:a + self.chunk_rows * self.buffer_chunks]
-                flux, _ = self._preprocess_block(*self._read(blk, aug_rng))
-                x_all = self._to_input(flux)
-                y_all, e_all = self._targets(blk)
+                flux, _ = self.inputs.preprocess_block(*self.inputs.read(blk, aug_rng))
+                x_all = self.inputs.to_input(flux)
+                y_all, e_all = self.inputs.targets(blk)
                 for i in range(0, len(blk), self.eval_batch_size):
                     x = x_all[i:i + self.eval_batch_size].to(self.device)
                     y = torch.from_numpy(y_all[i:i + self.eval_batch_size]).to(self.device)
@@ -984,7 +401,7 @@ class Trainer:
         dev_loss = dev_loss or (lambda: self.evaluate(self.split["dev"]))  # type: ignore[assignment]
         st = self.state
         if key in st["done"]:
-            _check_finished_stage(key, st["stages"][key], epochs)
+            check_finished_stage(key, st["stages"][key], epochs)
             return StageResult(**st["stages"][key])
         if st["stage"] == key and st["epoch"] > epochs:
             raise TrainingError(
@@ -996,7 +413,7 @@ class Trainer:
             self.best_state = None
             if start_from_current:
                 st["best_loss"] = float(dev_loss())
-                self.best_state = _cpu_state(self.network)
+                self.best_state = cpu_state(self.network)
         train_rows = np.asarray(train_rows, dtype=np.int64)
         min_delta = float(self.training_cfg.min_delta)
         while st["epoch"] < epochs and st["bad_epochs"] < patience:
@@ -1009,7 +426,7 @@ class Trainer:
                 self.scheduler.step(dev)
             if dev < st["best_loss"] - min_delta:
                 st.update(best_loss=dev, best_epoch=epoch, bad_epochs=0)
-                self.best_state = _cpu_state(self.network)
+                self.best_state = cpu_state(self.network)
             else:
                 st["bad_epochs"] += 1
             st["epoch"] = epoch
@@ -1041,57 +458,29 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def _scaler_state(self) -> dict[str, Any]:
-        return {"labels": self.label_scaler.to_dict(), "spectra": self.spectrum_scaler.to_dict(),
-                "spectra_tensors": self.spectrum_scaler.state_dict()}
-
-    def _restore_scalers(self, state: Mapping[str, Any]) -> None:
-        from starlabels.data.normalization import LabelScaler, SpectrumScaler
-
-        self.label_scaler = LabelScaler.from_dict(state["labels"])
-        self.spectrum_scaler = SpectrumScaler.from_state(state["spectra"], state["spectra_tensors"])
-
     def save_checkpoint(self) -> None:
         """Write ``checkpoint.pt`` atomically (rank 0 only; nothing without a folder)."""
         path = self.checkpoint_path
         if path is None or not self.is_main:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ckpt = {
-            "format": "starlabels-checkpoint", "version": 1,
+        write_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "version": 1,
             "network": self.network.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "state": copy.deepcopy(self.state),
             "best_state": self.best_state,
             "extra_states": self.extra_states,
             "history": self.history,
-            "scalers": self._scaler_state(),
+            "scalers": self.inputs.scaler_state(),
             "split": self.split,
             "seed": self.seed,
-        }
-        buf = io.BytesIO()
-        torch.save(ckpt, buf)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        })
 
     def _load_checkpoint(self, path: Path) -> None:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputFileError(path, f"not a readable checkpoint ({exc})") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "starlabels-checkpoint":
-            raise InputFileError(path, "not a starlabels training checkpoint")
-        for k in ("train", "dev"):
-            if not np.array_equal(ckpt["split"][k], self.split[k]):
-                raise TrainingError(f"{path}: the checkpoint's {k} split differs from this run's")
-        if int(ckpt["seed"]) != self.seed:
-            raise TrainingError(f"{path}: checkpoint seed {ckpt['seed']} != configured seed {self.seed}")
+        ckpt = read_checkpoint(path)
+        check_matches_run(path, ckpt, self.split, self.seed)
         self.network.load_state_dict(ckpt["network"])
         self.optimiser.load_state_dict(ckpt["optimiser"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
@@ -1100,8 +489,8 @@ class Trainer:
         self.best_state = ckpt["best_state"]
         self.extra_states = ckpt.get("extra_states") or {}
         self.history = list(ckpt["history"])
-        self._restore_scalers(ckpt["scalers"])
-        _set_rng_state(ckpt["rng"])
+        self.inputs.restore_scalers(ckpt["scalers"])
+        set_rng_state(ckpt["rng"])
 
     # ---------------------------------------------------------------- result
 
@@ -1118,28 +507,15 @@ class Trainer:
             "patience": int(self.training_cfg.patience),
             "epochs": {"max": int(self.training_cfg.epochs), "run": int(self.state["global_epoch"]),
                        "stages": self.state["stages"]},
-            "dates": {"started": self.state["started"], "finished": _now()},
+            "dates": {"started": self.state["started"], "finished": now()},
             "seed": self.seed,
-            "label_range": self._label_range(),
+            "label_range": label_range(self.data.labels[self.split["train"]]),
             "device": str(self.device),
             "world_size": self.world_size,
             "streaming": {"shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
                           "buffer_chunks": self.buffer_chunks},
             **self.extra_provenance,
         }
-
-    def _label_range(self) -> dict[str, Any]:
-        """Per-label min/max of the training rows' present labels (MISSING/NaN ignored); the
-        inference flags mark predictions outside it (LABEL_OUT_OF_RANGE)."""
-        from starlabels.constants import MISSING
-
-        lab = np.asarray(self.data.labels[self.split["train"]], dtype=np.float64)
-        lab = np.where((lab == MISSING) | ~np.isfinite(lab), np.nan, lab)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing label → NaN → null
-            lo, hi = np.nanmin(lab, axis=0), np.nanmax(lab, axis=0)
-        as_list = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
-        return {"min": as_list(lo), "max": as_list(hi), "source": "training set"}
 
     def finish(self) -> Any:
         """Build the :class:`TrainedModel` (network in eval mode, on the CPU), save it when there is
@@ -1158,9 +534,12 @@ class Trainer:
             training=self.provenance(),
             history=[{k: r[k] for k in (*HISTORY_COLUMNS, "stage")} for r in self.history],
         )
-        fitted = self._fit_trust(model) if self.is_main else ()
+        # the label coverage and domain-shift references, so every trained model knows when a
+        # spectrum is out of its depth (rank 0; up to TRUST_ROWS train and dev rows)
+        fitted = (fit_trust_references(model, self.inputs, self.split, self.seed, self.TRUST_ROWS)
+                  if self.is_main else ())
         if self.folder is not None and self.is_main:
-            self._save_model(model)
+            save_model_folder(model, self.folder, self.split)
             for part in fitted:  # coverage.safetensors, domain_shift.safetensors
                 part.save(self.folder)
         self.release_output()
@@ -1174,168 +553,3 @@ class Trainer:
 
     #: Rows of each split used to fit the label coverage and the domain shift at the end.
     TRUST_ROWS = 5000
-
-    def _fit_trust(self, model: Any) -> tuple[Any, ...]:
-        """Fit the label coverage and the domain-shift estimator of the trained ``model`` on (up
-        to :attr:`TRUST_ROWS`) train and dev rows (:func:`starlabels.inference.domain_shift.fit_trust`),
-        so every trained model knows when a spectrum is out of its depth. A failure (e.g. too few
-        dev rows) warns and leaves the model without them; it never loses the trained model."""
-        from starlabels.inference.domain_shift import fit_trust
-
-        rng = np.random.default_rng(self.seed)
-
-        def pick(rows: np.ndarray):
-            if len(rows) > self.TRUST_ROWS:
-                rows = np.sort(rng.choice(rows, self.TRUST_ROWS, replace=False))
-            f, e = self._preprocess_block(*self.data.read(rows))
-            return np.asarray(f, _FLOAT), None if e is None else np.asarray(e, _FLOAT), self.data.labels[rows]
-
-        try:
-            tf, te, tl = pick(self.split["train"])
-            df, de, dl = pick(self.split["dev"])
-            return fit_trust(model, tf, te, tl, df, de, dl, seed=self.seed)
-        except (StarlabelsError, ValueError) as exc:
-            warnings.warn(f"the model was trained, but its coverage/domain-shift reference could not be "
-                          f"fitted ({exc}); predictions will carry no DOMAIN_SHIFT flag", stacklevel=2)
-            return ()
-
-    def _save_model(self, model: Any) -> None:
-        """Save ``model`` into the folder, keeping our checkpoint and writing ``splits.npz``.
-
-        ``TrainedModel.save`` refuses a non-empty folder that is not yet a model folder, so on the
-        first save the checkpoint is moved beside the folder and back.
-        """
-        folder = self.folder
-        assert folder is not None
-        parked: list[tuple[Path, Path]] = []
-        if folder.is_dir() and not (folder / "config.json").exists():
-            for name in (CHECKPOINT_NAME, SPLITS_NAME):
-                if (folder / name).exists():
-                    aside = folder.parent / f".{folder.name}.{name}"
-                    os.replace(folder / name, aside)
-                    parked.append((aside, folder / name))
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        try:
-            model.save(folder)
-        finally:
-            for aside, back in parked:
-                back.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(aside, back)
-        np.savez(folder / SPLITS_NAME, **self.split)
-
-
-# --------------------------------------------------------------------------------------------
-# From a TrainConfig
-# --------------------------------------------------------------------------------------------
-
-
-def make_split(data: TrainingData, cfg: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``({"train", "dev", "test"} rows, description)`` from a :class:`SplitConfig`."""
-    from starlabels.data.splits import group_split, random_split
-
-    seed = int(cfg.seed if cfg.seed is not None else seed)
-    if cfg.method == "random":
-        parts = random_split(data.n_rows, cfg.fractions, seed=seed)
-        info = {"method": "random", "fractions": list(cfg.fractions), "seed": seed}
-    else:
-        if data.groups is None:
-            raise TrainingError("a group split needs a group column in the data")
-        parts = group_split(data.groups, cfg.groups, default=cfg.fractions, seed=seed)
-        info = {"method": "group", "groups": {k: list(v) for k, v in cfg.groups.items()},
-                "default": list(cfg.fractions), "seed": seed}
-    split = dict(zip(("train", "dev", "test"), parts, strict=True))
-    if data.groups is not None:
-        info["group_sizes"] = {
-            part: {str(g): int(c) for g, c in zip(*np.unique(data.groups[rows], return_counts=True),
-                                                   strict=True)}
-            for part, rows in split.items()
-        }
-    return split, info
-
-
-def network_kwargs(architecture: str, kwargs: dict[str, Any], data: TrainingData, preprocess: Any) -> dict:
-    """``kwargs`` for :func:`~starlabels.models.build_network`, with a censored network's element
-    ``windows`` (a file, or the name of the instrument's windows such as ``"dr14"``) moved onto the
-    grid of the network input (the preprocessing's output grid, or the data's)."""
-    if str(architecture).lower().replace("-", "_") != "bcnn_censored" or "windows" not in kwargs:
-        return kwargs
-    from starlabels.core import find_grid
-    from starlabels.models.censored import windows_on_grid
-
-    stored = data.preprocessing
-    if stored is not None:
-        from starlabels.preprocess.pipeline import PreprocessConfig
-
-        preprocess = PreprocessConfig.from_dict(dict(stored))
-    grid = preprocess.output_grid if preprocess is not None else data.grid
-    if grid is None:
-        return kwargs
-    if preprocess is not None:
-        instrument = preprocess.instrument
-    else:
-        hit = find_grid(grid)
-        instrument = hit[0].name if hit is not None else "apogee"
-    w, names = windows_on_grid(kwargs["windows"], kwargs.get("element_names"), grid, instrument)
-    from starlabels.models.censored import check_element_labels
-
-    check_element_labels(names, data.label_names, int(kwargs.get("n_main_labels", 3)))
-    return {**kwargs, "windows": w, "element_names": names}
-
-
-def trainer_from_config(
-    cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
-    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
-) -> Trainer:
-    """Open the data, split it, build the network and return a ready :class:`Trainer`."""
-    from starlabels.models import build_network
-    from starlabels.preprocess.pipeline import PreprocessConfig
-
-    seed = int(cfg.training.seed)
-    data = TrainingData.from_hdf5(cfg.data.files, cfg.data.label_names, group_column=cfg.data.group_column)
-    split, info = make_split(data, cfg.data.split, seed)
-    preprocess = None if cfg.preprocess is None else PreprocessConfig.from_dict(cfg.preprocess)
-    if data.preprocessing is not None:
-        n_in = data.n_pixels
-    elif preprocess is not None:
-        n_in = preprocess.n_pixels
-    else:
-        n_in = data.n_pixels
-    kwargs = network_kwargs(cfg.model.architecture, {"n_labels": len(cfg.data.label_names), "n_pixels": n_in,
-                                                     **cfg.model.kwargs}, data, preprocess)
-    seed_everything(seed)
-    network = build_network(cfg.model.architecture, **kwargs)
-    if cfg.model.init == "kaiming":
-        from starlabels.models.init import kaiming_init
-
-        kaiming_init(network)
-    return Trainer(
-        network, data, split, optimiser=cfg.optimiser, training=cfg.training, preprocess=preprocess,
-        spectrum_scaling=cfg.model.spectrum_scaling,
-        folder=cfg.output.folder, resume=resume, overwrite=cfg.output.overwrite,
-        chunk_rows=cfg.data.chunk_rows, buffer_chunks=cfg.data.buffer_chunks, shuffle=cfg.data.shuffle,
-        split_info=info, provenance={"config": json.loads(json.dumps(cfg.to_dict(), default=str))},
-        distributed=distributed, callbacks=callbacks,
-    )
-
-
-def train_from_config(
-    cfg: TrainConfig, *, resume: bool = False, distributed: Any = None,
-    callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
-) -> Any:
-    """Run a whole TOML-described training (+ stratified adaptation when configured);
-    ``callbacks(trainer, history_row)`` run after every epoch (e.g. the CLI's epoch line)."""
-    trainer = trainer_from_config(cfg, resume=resume, distributed=distributed, callbacks=callbacks)
-    if cfg.stratified is not None:  # a bad [stratified] section fails now, not after training
-        from starlabels.training.stratified import check_groups
-
-        check_groups(trainer, cfg.stratified.focus_groups, cfg.stratified.large_group)
-    trainer.run_stage("main", trainer.split["train"])
-    if cfg.stratified is not None:
-        from starlabels.training.stratified import adapt
-
-        s = cfg.stratified
-        adapt(trainer, s.focus_groups, s.large_group, fraction=s.fraction, max_rounds=s.max_rounds,
-              round_patience=s.round_patience, epochs=s.epochs, criterion=s.criterion,
-              large_tolerance=s.large_tolerance)
-    return trainer.finish()
