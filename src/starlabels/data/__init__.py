@@ -10,10 +10,10 @@ from starlabels._lazy import lazy_exports
 
 #: exported name -> module that defines it
 _LAZY: dict[str, str] = {
-    "DatasetWriter": "starlabels.data.hdf5",
+    "DatasetWriter": "starlabels.data.hdf5_writer",
     "SpectraDataset": "starlabels.data.hdf5",
     "SpectraBatch": "starlabels.data.hdf5",
-    "read_dataset_info": "starlabels.data.hdf5",
+    "read_dataset_info": "starlabels.data.hdf5_format",
     "random_split": "starlabels.data.splits",
     "group_split": "starlabels.data.splits",
     "SyntheticGenerator": "starlabels.data.synthetic",

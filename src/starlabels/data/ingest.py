@@ -1,6 +1,6 @@
 """Ingest spectrum files (and an optional label table) into one starlabels HDF5 dataset.
 
-:func:`ingest_files` streams the files in batches into a :class:`~starlabels.data.hdf5.DatasetWriter`:
+:func:`ingest_files` streams the files in batches into a :class:`~starlabels.data.hdf5_writer.DatasetWriter`:
 
 * inputs are files or folders; folders are scanned *by content* (:func:`starlabels.io.scan_inputs`),
   so any file :func:`starlabels.io.read_spectra` reads is used whatever its name (apStar DR14–17 and
@@ -45,7 +45,8 @@ from starlabels.constants import MISSING
 from starlabels.core import Grid
 from starlabels.core import get as get_instrument
 from starlabels.core.grid import from_wavelength
-from starlabels.data.hdf5 import DatasetWriter, as_grid
+from starlabels.data.hdf5_format import as_grid
+from starlabels.data.hdf5_writer import DatasetWriter
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.io import DEFAULT_LABELS, read_label_table
 from starlabels.io.read import read_spectra, scan_inputs

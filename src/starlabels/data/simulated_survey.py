@@ -59,7 +59,7 @@ class SimulatedSurvey:
     def write_hdf5(self, path: str | Path) -> Path:
         """Write the project's HDF5 dataset (true labels as ``meta/true_<LABEL>``; the grid and
         instrument stored with the spectra)."""
-        from starlabels.data.hdf5 import DatasetWriter
+        from starlabels.data.hdf5_writer import DatasetWriter
 
         path = Path(path)
         with DatasetWriter(path, **self.writer_settings()) as writer:
@@ -67,7 +67,7 @@ class SimulatedSurvey:
         return path
 
     def writer_settings(self) -> dict:
-        """Keyword arguments of :class:`~starlabels.data.hdf5.DatasetWriter` for this survey."""
+        """Keyword arguments of :class:`~starlabels.data.hdf5_writer.DatasetWriter` for this survey."""
         if self.instrument.name == "apogee":
             where = {"n_pixels": self.grid.n_pixels, "grid": "apstar"}
         else:
@@ -75,7 +75,7 @@ class SimulatedSurvey:
         return {**where, "label_names": list(self.label_names), "label_units": list(self.label_units)}
 
     def append_to(self, writer) -> None:
-        """Append these stars to an open :class:`~starlabels.data.hdf5.DatasetWriter`."""
+        """Append these stars to an open :class:`~starlabels.data.hdf5_writer.DatasetWriter`."""
         meta = {
             "apogee_id": self.apogee_id.astype(str),
             "snr": self.snr.astype(np.float64),

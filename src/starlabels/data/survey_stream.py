@@ -84,7 +84,7 @@ def simulate_to_hdf5(sim: SurveySimulator, path: str | Path, chunk_rows: int = 2
                      progress=None) -> Path:
     """Write ``sim.simulate()``'s survey to an HDF5 dataset chunk by chunk (memory flat in N),
     with a progress bar; ``progress(n_rows)`` is also called after each chunk."""
-    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.data.hdf5_writer import DatasetWriter
 
     path = Path(path)
     with contextlib.ExitStack() as stack:
