@@ -40,9 +40,10 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
             conv.weight.zero_()
             conv.bias.fill_(1.0)
     seen: dict[str, torch.Tensor] = {}
+    conv_inputs: list[torch.Tensor] = []  # one per chunk of passes
 
     def conv2d(inp, *args, **kwargs):
-        seen["conv"] = inp.detach().clone()
+        conv_inputs.append(inp.detach().clone())
         return functional.conv2d(inp, *args, **kwargs)
 
     def linear(inp, *args, **kwargs):
@@ -53,14 +54,16 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
     mc_dropout_passes(net, torch.randn(n_stars, 1, n_pixels), n_samples,
                       torch.Generator().manual_seed(5))
     left = net.trunk[4].padding[0]
-    first = seen["conv"][:, :, 0, left:left + n_pixels]  # (rows, f1, P), values 0 or 1
+    first = torch.cat(conv_inputs)[:, :, 0, left:left + n_pixels]  # (rows, f1, P), values 0 or 1
+    assert first.shape[0] == n_stars * n_samples
     second = seen["linear"]  # (rows, f2 · P//4), values 0 or 1
     return first.reshape(n_stars, n_samples, -1).numpy(), second.reshape(n_stars, n_samples, -1).numpy()
 
 
-@pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout_rate_and_independence(monkeypatch, p):
-    n_stars, n_samples = 6, 50
+@pytest.mark.parametrize(("p", "n_stars", "n_samples"), [(0.3, 6, 50), (0.5, 6, 50), (0.3, 2, 200)])
+def test_dropout_rate_and_independence(monkeypatch, p, n_stars, n_samples):
+    # 6 × 50: several stars per chunk of passes; 2 × 200: a star's passes split over two chunks
+    # (bcnn.CHUNK_BYTES // (16 · 400 px) = 163 passes per chunk)
     for masks in _recorded_masks(monkeypatch, p, n_stars, n_samples):
         assert set(np.unique(masks)) <= {0.0, 1.0}
         kept = masks.mean()
@@ -111,3 +114,72 @@ def test_same_moments_as_the_repeated_input_passes():
     assert torch.all((ratio > 0.85) & (ratio < 1.15)), ratio
     ratio = fused["aleatoric"] / generic["aleatoric"]
     assert torch.all((ratio > 0.9) & (ratio < 1.1)), ratio
+
+
+def test_keep_threshold_arithmetic():
+    # keep = round((1 - p)·2¹⁶)/2¹⁶, kept when a signed 16-bit draw r < count − 2¹⁵
+    assert bcnn_module.dropout_keep_threshold(0.3) == (45875 - 32768, 45875 / 65536)
+    assert bcnn_module.dropout_keep_threshold(0.5) == (0, 0.5)
+    assert bcnn_module.dropout_keep_threshold(0.0) == (None, 1.0)
+    assert bcnn_module.dropout_keep_threshold(1e-6) == (None, 1.0)  # < 2⁻¹⁷: nothing dropped
+    assert bcnn_module.dropout_keep_threshold(1 - 2**-16) == (1 - 32768, 1 / 65536)
+    with pytest.raises(ValueError, match="keeps fewer than 1"):
+        bcnn_module.dropout_keep_threshold(1 - 2**-18)
+    ones = bcnn_module.keep_mask(torch.empty(5), None, None)
+    assert torch.equal(ones, torch.ones(5))
+
+
+@pytest.mark.parametrize("p", [0.3, 0.05, 0.77])
+def test_keep_mask_rate_and_word_independence(p):
+    """keep_mask: the rate is the realised keep exactly (binomial test), and the four 16-bit
+    draws cut from one 64-bit word, as well as draws of neighbouring words, are independent:
+    the 16 patterns of each aligned 4-tuple (one word) and of the tuples straddling two words
+    follow the product of Bernoulli(keep) probabilities (χ² test, 15 degrees of freedom)."""
+    threshold, keep = bcnn_module.dropout_keep_threshold(p)
+    mask = bcnn_module.keep_mask(torch.empty(400_000), threshold, torch.Generator().manual_seed(3))
+    m = mask.numpy()
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    assert abs(m.mean() - keep) < 5 * np.sqrt(keep * (1 - keep) / m.size)
+    weights = np.array([8, 4, 2, 1])
+    n_ones = np.array([bin(k).count("1") for k in range(16)])
+    expected_p = keep**n_ones * (1 - keep) ** (4 - n_ones)
+    for tuples in (m.reshape(-1, 4), m[2:-2].reshape(-1, 4)):  # within a word, across two words
+        counts = np.bincount(tuples.astype(int) @ weights, minlength=16)
+        expected = expected_p * len(tuples)
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 44.0  # χ²₁₅ 99.99th percentile ≈ 44.3
+
+
+def test_fused_passes_equal_the_plain_layers_with_the_same_masks(monkeypatch):
+    """With the masks the fused path drew (recorded), the plain modules of the network — conv,
+    ReLU, max-pool, flatten, dense — with inverted dropout (mask / realised keep) give the same
+    outputs: the fusion changes the arithmetic's order only."""
+    p, n_stars, n_samples, n_pixels = 0.3, 3, 7, 203
+    net = _net(p, n_pixels)
+    drawn: list[torch.Tensor] = []
+    real_keep_mask = bcnn_module.keep_mask
+
+    def recording(out, threshold, generator):
+        drawn.append(real_keep_mask(out, threshold, generator).clone())
+        return out
+
+    monkeypatch.setattr(bcnn_module, "keep_mask", recording)
+    x = torch.randn(n_stars, 1, n_pixels)
+    mean, log_var = mc_dropout_passes(net, x, n_samples, torch.Generator().manual_seed(8))
+    # 3 stars × 7 passes fit one chunk: draws are [conv-input mask, fc1-input mask, fc2-input mask]
+    assert len(drawn) == 3
+    rows = n_stars * n_samples
+    _, keep = bcnn_module.dropout_keep_threshold(p)
+    trunk = net.trunk
+    with torch.no_grad():
+        h = torch.relu(trunk[1](trunk[0](x))).repeat_interleave(n_samples, dim=0)  # (rows, f1, P)
+        h = h * drawn[0].view(rows, n_pixels, -1).transpose(1, 2) / keep
+        h = trunk[7](torch.relu(trunk[5](trunk[4](h))))  # conv2, ReLU, max-pool (rows, f2, P//4)
+        # the fused path's features are position-major (j·f2 + c); Flatten's are channel-major
+        mask2 = drawn[1].view(rows, h.shape[2], h.shape[1]).transpose(1, 2)
+        h = trunk[8](h * mask2 / keep)  # flatten
+        h = torch.relu(trunk[10](h)) * drawn[2] / keep
+        h = torch.relu(trunk[13](h))
+        ref_mean, ref_log_var = net.mean_head(h), net.log_var_head(h)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(log_var, ref_log_var, rtol=1e-5, atol=1e-5)
