@@ -136,7 +136,7 @@ def _jacobian(fun, x, scales):
 def test_l1_solution_satisfies_the_optimality_conditions():
     labels, flux, error, _ = _known_model(n=200, n_pixels=30, seed=2, noise=0.01)
     lam = 2000.0
-    m = CannonModel(NAMES, regularization=lam).fit(flux, error, labels)
+    m = CannonModel(NAMES, regularisation=lam).fit(flux, error, labels)
     m0 = CannonModel(NAMES).fit(flux, error, labels)
     assert m.converged_.all()
     assert (m.theta_[:, 1:] == 0).sum() > (m0.theta_[:, 1:] == 0).sum()
@@ -185,7 +185,7 @@ def test_inf_error_pixels_are_unused():
 
 def test_save_load_round_trip_and_predict_through_the_folder(tmp_path):
     labels, flux, error, _ = _known_model(n=300, n_pixels=40, seed=6, noise=0.01)
-    m = CannonModel(NAMES, label_units=["K", "dex", "dex"], regularization=10.0,
+    m = CannonModel(NAMES, label_units=["K", "dex", "dex"], regularisation=10.0,
                     censors={"LOGG": np.arange(40) < 30}).fit(flux, error, labels)
     folder = m.save(tmp_path / "cannon")
     cfg = json.loads((folder / "config.json").read_text())
@@ -194,7 +194,7 @@ def test_save_load_round_trip_and_predict_through_the_folder(tmp_path):
     assert isinstance(loaded, CannonModel)
     for attr in ("theta_", "s2_", "offsets_", "scales_", "initial_labels_", "label_mask_"):
         np.testing.assert_array_equal(getattr(loaded, attr), getattr(m, attr))
-    assert loaded.regularization == 10.0 and loaded.terms_ == m.terms_
+    assert loaded.regularisation == 10.0 and loaded.terms_ == m.terms_
     p1 = starlabels.predict(m, flux[:10], error[:10], preprocessed=True)
     p2 = starlabels.predict(folder, flux[:10], error[:10], preprocessed=True)
     np.testing.assert_array_equal(p1.mean, p2.mean)
@@ -247,8 +247,8 @@ def test_bad_input_is_refused_with_clear_errors():
         CannonModel(NAMES).fit(f, error, labels)
     with pytest.raises(InputDataError, match="polynomial terms"):
         CannonModel(NAMES).fit(flux[:5], error[:5], labels[:5])
-    with pytest.raises(InputDataError, match="regularization"):
-        CannonModel(NAMES, regularization=-1.0)
+    with pytest.raises(InputDataError, match="regularisation"):
+        CannonModel(NAMES, regularisation=-1.0)
     with pytest.raises(InputDataError, match="unknown label"):
         CannonModel(NAMES, censors={"MG_FE": np.ones(20, bool)})
     with pytest.raises(InputDataError, match="censor mask"):
@@ -281,3 +281,32 @@ def test_censors_from_element_windows(tmp_path):
     assert np.all(m.theta_[~windows[0]][:, with_mg] == 0) and np.all(m.theta_[windows[0]][:, with_mg] != 0)
     with pytest.raises(InputDataError, match="element name"):
         censors_from_windows(names, windows, ["Mg"])
+
+
+def test_the_older_spelling_regularization_still_works(tmp_path):
+    """``regularization=`` (before one British spelling) warns and means ``regularisation=``; model
+    folders written with the key ``"regularization"`` (config value or per-pixel tensor) still load."""
+    from safetensors.torch import load_file, save_file
+
+    labels, flux, error, _ = _known_model(n=200, n_pixels=30, seed=2, noise=0.01)
+    lam = np.linspace(0.0, 2000.0, 30)
+    new = CannonModel(NAMES, regularisation=lam).fit(flux, error, labels)
+    with pytest.warns(DeprecationWarning, match="regularisation"):
+        old = CannonModel(NAMES, regularization=lam)
+    np.testing.assert_array_equal(old.fit(flux, error, labels).theta_, new.theta_)
+    with pytest.warns(DeprecationWarning, match="regularisation"):
+        np.testing.assert_array_equal(new.regularization, lam)
+    for per_pixel in (True, False):
+        model = new if per_pixel else CannonModel(NAMES, regularisation=7.0).fit(flux, error, labels)
+        folder = model.save(tmp_path / f"cannon_{per_pixel}")
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["cannon"]["regularization"] = cfg["cannon"].pop("regularisation")
+        (folder / "config.json").write_text(json.dumps(cfg))
+        weights = load_file(folder / "weights.safetensors")
+        assert ("regularisation" in weights) == per_pixel
+        if per_pixel:
+            weights["regularization"] = weights.pop("regularisation")
+            save_file(weights, folder / "weights.safetensors")
+        loaded = CannonModel.load(folder)
+        np.testing.assert_array_equal(loaded.regularisation, lam if per_pixel else 7.0)
+        np.testing.assert_array_equal(loaded.theta_, model.theta_)

@@ -19,6 +19,7 @@ so ``starlabels.predict``, ``calibrate``, ``run_catalog`` and reports use it lik
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,18 @@ def censors_from_windows(
             if lab.upper() not in keep and element_key(lab) in by_key}
 
 
+def _stored_regularisation(cannon: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Λ of a saved model: the (P,) tensor or the config value; folders written before the British
+    spelling hold the key ``"regularization"``."""
+    for key in ("regularisation", "regularization"):
+        if key in tensors:
+            return tensors[key].numpy()
+    for key in ("regularisation", "regularization"):
+        if key in cannon:
+            return float(cannon[key])
+    raise KeyError("regularisation")
+
+
 class CannonModel(LabelMethod):
     """The Cannon: flux_p(labels) = θ_p · v((labels − offsets)/scales) + N(0, s²_p + σ²).
 
@@ -89,8 +102,9 @@ class CannonModel(LabelMethod):
         L label names (allStar columns, e.g. ``TEFF``).
     order:
         Polynomial order of the label vector (2: quadratic, the default; all cross terms).
-    regularization:
-        L1 strength Λ ≥ 0 on θ_1… (Casey et al. 2016): one value, or (P,) per pixel.
+    regularisation:
+        L1 strength Λ ≥ 0 on θ_1… (Casey et al. 2016): one value, or (P,) per pixel. The older
+        keyword ``regularization=`` is still accepted (DeprecationWarning).
     censors:
         Optional ``{label: (P,) bool}``: True where the label may shape the pixel (as
         ``thecannon``'s censors). Terms containing a censored label are fixed at 0 there.
@@ -122,7 +136,7 @@ class CannonModel(LabelMethod):
         self,
         label_names: Sequence[str],
         order: int = 2,
-        regularization: float | Sequence[float] | np.ndarray = 0.0,
+        regularisation: float | Sequence[float] | np.ndarray = 0.0,
         *,
         censors: Mapping[str, Any] | None = None,
         label_units: Sequence[str] | None = None,
@@ -130,17 +144,22 @@ class CannonModel(LabelMethod):
         n_starts: int = 5,
         preprocessing: Any = None,
         device: str | torch.device | None = None,
+        regularization: float | Sequence[float] | np.ndarray | None = None,
     ) -> None:
+        if regularization is not None:
+            warnings.warn("CannonModel(regularization=...) is spelled regularisation= now; the old "
+                          "keyword will go", DeprecationWarning, stacklevel=2)
+            regularisation = regularization
         self.label_names = [str(n) for n in label_names]
         if not self.label_names or len(set(self.label_names)) != len(self.label_names):
             raise InputDataError(f"label_names must be distinct and non-empty, got {self.label_names}")
         self.order = int(order)
         if self.order < 1:
             raise InputDataError(f"order must be >= 1, got {order}")
-        reg = np.asarray(regularization, np.float64)
+        reg = np.asarray(regularisation, np.float64)
         if reg.ndim > 1 or not np.all(np.isfinite(reg)) or np.any(reg < 0):
-            raise InputDataError("regularization must be a finite value >= 0 or a (P,) array of them")
-        self.regularization = float(reg) if reg.ndim == 0 else reg
+            raise InputDataError("regularisation must be a finite value >= 0 or a (P,) array of them")
+        self.regularisation = float(reg) if reg.ndim == 0 else reg
         self.censors = None if censors is None else {str(k): np.asarray(v, bool) for k, v in censors.items()}
         unknown = sorted(set(self.censors or {}) - set(self.label_names))
         if unknown:
@@ -217,9 +236,9 @@ class CannonModel(LabelMethod):
         T = self.n_terms
         if N < T:
             raise InputDataError(f"{N} training spectra for {T} polynomial terms; need at least {T}")
-        reg = self.regularization
+        reg = self.regularisation
         if np.ndim(reg) == 1 and np.shape(reg)[0] != P:
-            raise InputDataError(f"regularization has {np.shape(reg)[0]} values for {P} pixels")
+            raise InputDataError(f"regularisation has {np.shape(reg)[0]} values for {P} pixels")
         label_mask = np.ones((L, P), bool)
         for name, mask in (self.censors or {}).items():
             if mask.shape != (P,):
@@ -356,6 +375,13 @@ class CannonModel(LabelMethod):
         var[~(var > 0)] = np.nan
         return labels, {"fisher": var}
 
+    @property
+    def regularization(self) -> float | np.ndarray:
+        """Deprecated spelling of :attr:`regularisation` (DeprecationWarning)."""
+        warnings.warn("CannonModel.regularization is spelled regularisation now", DeprecationWarning,
+                      stacklevel=2)
+        return self.regularisation
+
     # ------------------------------------------------------------------ folder
     def save(self, folder: str | Path) -> Path:
         """Write the model folder (config.json with ``"method": "cannon"``, weights.safetensors)."""
@@ -364,7 +390,7 @@ class CannonModel(LabelMethod):
         cfg["architecture"] = {"name": "cannon", "kwargs": {"order": self.order, "n_starts": self.n_starts}}
         cfg["cannon"] = {
             "order": self.order, "terms": self.terms_, "n_pixels": self.n_pixels,
-            "regularization": self.regularization if np.ndim(self.regularization) == 0 else "per-pixel",
+            "regularisation": self.regularisation if np.ndim(self.regularisation) == 0 else "per-pixel",
             "censored_labels": sorted(self.censors or {}),
         }
         # the label offsets/scales, where a network keeps its label scaler (read by reports)
@@ -377,8 +403,8 @@ class CannonModel(LabelMethod):
             "label_mask": torch.as_tensor(self.label_mask_), "pixel_used": torch.as_tensor(self.pixel_used_),
             "converged": torch.as_tensor(self.converged_), "label_range": torch.as_tensor(self.label_range_),
         }
-        if np.ndim(self.regularization) == 1:
-            t["regularization"] = torch.as_tensor(self.regularization)
+        if np.ndim(self.regularisation) == 1:
+            t["regularisation"] = torch.as_tensor(self.regularisation)
         return write_folder(folder, cfg, t)
 
     @classmethod
@@ -388,9 +414,9 @@ class CannonModel(LabelMethod):
         try:
             c = cfg["cannon"]
             names = cfg["labels"]["names"]
-            reg = t["regularization"].numpy() if "regularization" in t else float(c["regularization"])
+            reg = _stored_regularisation(c, t)
             label_mask = t["label_mask"].numpy().astype(bool)
-            model = cls(names, order=int(c["order"]), regularization=reg,
+            model = cls(names, order=int(c["order"]), regularisation=reg,
                         label_units=cfg["labels"].get("units"),
                         censors={n: label_mask[i] for i, n in enumerate(names)
                                  if n in c.get("censored_labels", [])},

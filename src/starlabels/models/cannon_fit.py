@@ -44,7 +44,7 @@ def solve_theta(
     A: torch.Tensor,
     b: torch.Tensor,
     mask: torch.Tensor | None = None,
-    regularization: torch.Tensor | float = 0.0,
+    regularisation: torch.Tensor | float = 0.0,
     *,
     tol: float = 1e-12,
     max_sweeps: int = 10_000,
@@ -68,7 +68,7 @@ def solve_theta(
     if bad.any():
         theta[bad] = (torch.linalg.pinv(Am[bad]) @ bm[bad][..., None])[..., 0]
     converged = torch.isfinite(theta).all(dim=1)
-    lam = torch.as_tensor(regularization, dtype=A.dtype, device=A.device).expand(P)
+    lam = torch.as_tensor(regularisation, dtype=A.dtype, device=A.device).expand(P)
     if not bool((lam > 0).any()):
         return theta * m, converged
     half = (0.5 * lam)[:, None]
