@@ -2,14 +2,17 @@
 text and colour on it) and to a PDF, whose embedded images show that every figure loaded (a
 figure that fails to load is drawn as a 14×16 broken-image icon instead).
 
-Skipped when Chromium is not installed (Debian: ``apt-get install chromium``); the package never
-depends on it.
+Skipped when Chromium is not installed (Debian: ``apt-get install chromium``; ``.ci/run`` installs
+it in CI); the package never depends on it. The screenshot of the full report is kept in the
+test's temporary folder, and copied to the path in ``STARLABELS_REPORT_SCREENSHOT`` when that is set
+(docs/report/screenshot.png was taken so).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -76,6 +79,10 @@ def test_report_with_figure_files_renders_and_every_image_loads(chromium, report
     assert len(srcs) >= 10
     img, pdf = render(chromium, report_files / "index.html", tmp_path)
     assert_page_rendered(img)
+    keep = os.environ.get("STARLABELS_REPORT_SCREENSHOT")
+    if keep:
+        Path(keep).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "shot.png", keep)
     # each figure is in the PDF at its own pixel size (so it loaded; a missing file would be a
     # 14×16 broken-image icon, below min_width)
     assert pdf_image_sizes(pdf) == png_sizes([imread(report_files / s) for s in srcs])
