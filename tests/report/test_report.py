@@ -8,6 +8,8 @@ import html
 import io
 import json
 import math
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -76,6 +78,63 @@ def test_model_card_shows_the_model_folder(report_files, inputs, h):
     for s in ("800", "2025-01-01T03:00:00+00:00", "adam", "random"):
         assert s in text
     assert "8 epoch(s) in history.csv" in text
+
+
+def check_rows(text: str) -> dict[str, str]:
+    """The model card's "What to check" table as {row heading: cell text} (unescaped)."""
+    block = text[text.index('<table class="kv check">'):]
+    block = block[:block.index("</table>")]
+    return {html.unescape(k): html.unescape(v)
+            for k, v in re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", block)}
+
+
+def test_model_card_leads_with_what_a_reader_checks_and_folds_the_rest(report_files, h):
+    text = (report_files / "index.html").read_text(encoding="utf-8")
+    rows = check_rows(text)
+    assert list(rows) == ["method", "labels and units", "training set", "instrument and grid", "uncertainty",
+                          "calibration σ_MAD(z) before → after", "label coverage", "domain shift", "warnings"]
+    assert rows["method"] == "bcnn network"
+    assert rows["labels and units"] == ", ".join(f"{x} ({u})" for x, u in zip(h.LABELS, h.UNITS, strict=True))
+    assert rows["training set"] == "800 stars (and dev 100, test 100)"  # training["sizes"] of conftest
+    assert rows["uncertainty"] == "every method, calibrated with one scale per label"
+    # conftest calibrates TEFF ×1.3 and MG_FE ×0.9 with bare scales: no z-widths recorded
+    assert rows["calibration σ_MAD(z) before → after"] == (
+        "Teff: scale 1.300 (z-widths not recorded)<br>[Mg/Fe]: scale 0.9000 (z-widths not recorded)")
+    assert rows["label coverage"].startswith("not fitted") and rows["domain shift"].startswith("not fitted")
+    # the full provenance comes after, folded: card → <details> → catalog summary
+    card, details = text.index('<table class="kv check">'), text.index('<details class="model-details">')
+    end = text.index("</details>", text.index("Training data and provenance"))
+    assert card < details < end < text.index('<h2 id="catalog">')
+    for s in ("reject_bits", html.escape(f"train {h.ODD}.h5"), "adam", "2025-01-01T03:00:00+00:00", "hidden"):
+        assert details < text.index(s) < end, s
+
+
+def test_model_card_with_per_method_calibration_and_fitted_coverage(tmp_path):
+    model = write_partial_model(tmp_path / "model")
+    cat = small_catalog_with_truth()
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    text = build_report(model, tmp_path / "cat.csv", tmp_path / "out", figures=False).path.read_text("utf-8")
+    rows = check_rows(text)
+    assert rows["method"] == "apogee_net network"
+    assert rows["training set"] == "not recorded"
+    assert rows["uncertainty"] == "mc_dropout, calibrated"
+    # σ_MAD(z) before → after as recorded in config.json (write_partial_model)
+    assert rows["calibration σ_MAD(z) before → after"] == (
+        "Teff: 1.310 → 1.000 (scale 1.310)<br>log g: 0.820 → 1.000 (scale 0.8200)")
+    assert "config.json has no 'training' entry: training provenance not recorded" in rows["warnings"]
+    assert rows["label coverage"].startswith("not fitted")
+    # a folder with the fitted label coverage and domain-shift score says so
+    from starlabels.inference.coverage import COVERAGE_FILE
+    from starlabels.inference.domain_shift import DOMAIN_SHIFT_FILE
+
+    fitted = tmp_path / "fitted"
+    shutil.copytree(model, fitted)
+    (fitted / COVERAGE_FILE).write_bytes(b"")
+    (fitted / DOMAIN_SHIFT_FILE).write_bytes(b"")
+    res = build_report(fitted, tmp_path / "cat.csv", tmp_path / "out2", figures=False)
+    rows = check_rows(res.path.read_text("utf-8"))
+    assert rows["label coverage"] == f"fitted ({COVERAGE_FILE} in the model folder)"
+    assert rows["domain shift"] == f"fitted ({DOMAIN_SHIFT_FILE} in the model folder)"
 
 
 def test_residual_tables_match_metrics_computed_independently(report_files, inputs, h):
