@@ -3,7 +3,8 @@
 - :mod:`~starlabels.evaluation.metrics` — residual statistics (median, σ_MAD) per label, group
   and bin; z-score calibration tables; APOGEE Net Tables 1–3; Markdown/CSV writers.
 - :mod:`~starlabels.evaluation.diagnostics` — visit-vs-combined self-consistency, cluster
-  homogeneity, the ∂label/∂flux sensitivity, Brackett lines and element windows.
+  homogeneity, the ∂label/∂flux sensitivity;
+  :mod:`~starlabels.evaluation.element_windows` — Brackett lines and element windows.
 - :mod:`~starlabels.evaluation.plots` — Kiel diagrams with isochrones, uncertainty vs SNR,
   predicted vs reference, binned residuals, the young-star selection, sensitivity figures.
 - :mod:`~starlabels.evaluation.isochrones` — PARSEC isochrones from a FITS grid.
@@ -26,8 +27,8 @@ _EXPORTS = {
     ),
     "diagnostics": (
         "self_consistency", "cluster_homogeneity", "cluster_summary", "sensitivity",
-        "BRACKETT_LINES", "load_element_windows", "element_window_mask",
     ),
+    "element_windows": ("BRACKETT_LINES", "load_element_windows", "element_window_mask"),
     "plots": (
         "plot_kiel", "plot_kiel_panels", "plot_uncertainty_vs_snr", "plot_pred_vs_ref",
         "plot_binned_residuals", "plot_young_selection", "plot_sensitivity",

@@ -5,8 +5,10 @@
 - :func:`cluster_homogeneity` — each label's spread within star clusters next to the mean
   reported uncertainty (§4.3, Figs. 12–13);
 - :func:`sensitivity` — the Jacobian ∂label/∂flux averaged over subsets of stars, by autograd
-  over whole batches (§4.4, Figs. 14–15), with :func:`element_window_mask` and
-  :data:`BRACKETT_LINES` to annotate it.
+  over whole batches (§4.4, Figs. 14–15; the Jacobian is :mod:`starlabels.inference.jacobian`'s,
+  the one the delta method uses), annotated with
+  :func:`~starlabels.evaluation.element_windows.element_window_mask` and
+  :data:`~starlabels.evaluation.element_windows.BRACKETT_LINES`.
 
 Tables are tidy :class:`pandas.DataFrame` objects that :mod:`starlabels.evaluation.metrics`
 writes as Markdown or CSV; :mod:`starlabels.evaluation.plots` draws the figures.
@@ -14,135 +16,40 @@ writes as Markdown or CSV; :mod:`starlabels.evaluation.plots` draws the figures.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from starlabels.errors import InputDataError, InputFileError
-from starlabels.evaluation.metrics import (
-    DEFAULT_SNR_BINS,
+from starlabels.errors import InputDataError
+from starlabels.evaluation.binned_statistics import grouped_stats
+from starlabels.evaluation.columns import (
     TableLike,
-    _clean,
-    _errors,
-    _vector,
-    element_name,
+    clean_missing,
     get_column,
-    grouped_stats,
     has_column,
     ids_of,
     is_table,
     label_matrix,
-    label_unit,
-    residual_table,
+    per_star_vector,
     table_columns,
+    uncertainty_matrix,
 )
+
+# Brackett lines and element windows moved to their own module; the names stay importable from
+# here for plots.py until it imports them from starlabels.evaluation.element_windows.
+from starlabels.evaluation.element_windows import (  # noqa: F401
+    BRACKETT_LINES,
+    element_window_mask,
+    load_element_windows,
+)
+from starlabels.evaluation.metrics import DEFAULT_SNR_BINS, residual_table
+from starlabels.units import label_unit
 
 if TYPE_CHECKING:
     import torch
-
-# --------------------------------------------------------------------------------------------
-# spectral lines and element windows
-# --------------------------------------------------------------------------------------------
-
-#: Rydberg constant for hydrogen (reduced-mass corrected), cm⁻¹.
-RYDBERG_H = 109677.5834
-
-
-def brackett_wavelength(n_upper: int | np.ndarray) -> np.ndarray | float:
-    """Vacuum wavelength (Å) of the hydrogen Brackett line n_upper → 4 (Rydberg formula).
-
-    Br11 (n = 11) is 16811.1 Å, Br19 15264.7 Å; agreement with NIST is better than 0.1 Å.
-    """
-    n = np.asarray(n_upper, dtype=float)
-    if np.any(n <= 4):
-        raise InputDataError("Brackett lines need an upper level n > 4")
-    lam = 1e8 / (RYDBERG_H * (1.0 / 16.0 - 1.0 / n**2))
-    return float(lam) if lam.ndim == 0 else lam
-
-
-#: Brackett lines in the APOGEE H band (15100–17000 Å): name → vacuum wavelength in Å.
-BRACKETT_LINES: dict[str, float] = {
-    f"Br{n}": float(brackett_wavelength(n)) for n in range(11, 22)
-    if 15100.0 <= brackett_wavelength(n) <= 17000.0
-}
-
-def element_windows_file(instrument: str = "apogee") -> Path:
-    """The instrument's element-window file (APOGEE: the ASPCAP DR14 windows on its gap-free grid):
-    looked up in the shared-data folder (``<instrument>/<file>``, like the isochrones), else where
-    :func:`starlabels.core.find_reference` looks."""
-    from starlabels.core import get
-    from starlabels.evaluation.isochrones import find_shared_file
-
-    inst = get(instrument)
-    if not inst.element_windows:
-        raise InputDataError(f"instrument {inst.name!r} defines no element windows; pass a windows file")
-    ref = next(iter(inst.element_windows.values()))
-    try:
-        return find_shared_file(Path(inst.name) / ref.filename)
-    except InputFileError:
-        return ref.path()
-
-
-def load_element_windows(path: str | Path | None = None, instrument: str = "apogee") -> dict[str, np.ndarray]:
-    """Element windows: element name (e.g. ``"Mg"``) → (P,) bool mask on the grid of the file
-    (APOGEE's DR14 ASPCAP windows: the gap-free ASPCAP grid).
-
-    The file is an ``.npz`` with ``windows`` (n_elements, P) bool and ``elements`` names; default:
-    the instrument's (:func:`element_windows_file`).
-    """
-    p = Path(path) if path is not None else element_windows_file(instrument)
-    try:
-        with np.load(p, allow_pickle=False) as d:
-            windows = np.asarray(d["windows"], dtype=bool)
-            names = [str(x) for x in d["elements"]]
-    except FileNotFoundError as exc:
-        raise InputFileError(p, "element window file does not exist") from exc
-    except (KeyError, ValueError, OSError) as exc:
-        raise InputFileError(p, f"not an element-window .npz with 'windows' and 'elements' ({exc})") \
-            from exc
-    if windows.ndim != 2 or windows.shape[0] != len(names):
-        raise InputFileError(p, f"'windows' shape {windows.shape} does not match {len(names)} elements")
-    return dict(zip(names, windows, strict=True))
-
-
-def element_of(label: str) -> str:
-    """The element an abundance label measures: ``"MG_FE"`` → ``"Mg"``, ``"FE_H"`` → ``"Fe"``."""
-    head = label.upper().split("_")[0]
-    return element_name(head)
-
-
-def element_window_mask(
-    label_or_element: str, windows: Mapping[str, np.ndarray] | None = None, *,
-    grid: Any = "aspcap", instrument: str = "apogee",
-) -> np.ndarray:
-    """Bool mask of an element's windows on ``grid`` (a :class:`~starlabels.core.Grid`, a grid
-    name such as ``"aspcap"``/``"apstar"``/``"payne"``, or a built-in grid's pixel count), which must
-    hold the windows' grid or be held by it. The windows' own grid is the ``instrument``'s grid of
-    their length. ``label_or_element`` is a label (``"MG_FE"``) or an element."""
-    from starlabels.core import get
-    from starlabels.preprocess.grids import convert, get_grid
-
-    windows = load_element_windows(instrument=instrument) if windows is None else windows
-    name = label_or_element if label_or_element in windows else element_of(label_or_element)
-    lookup = {k.upper(): k for k in windows}
-    if name.upper() not in lookup:
-        raise InputDataError(f"no element windows for {label_or_element!r}; have {sorted(windows)}")
-    mask = np.asarray(windows[lookup[name.upper()]], dtype=bool)
-    inst = get(instrument)
-    own = [g for g in inst.grids() if g.n_pixels == mask.shape[0]]
-    if not own:
-        raise InputDataError(f"element windows of {mask.shape[0]} pixels fit no grid of {inst.name!r} "
-                             f"({[g.describe() for g in inst.grids()]})")
-    try:
-        return convert(mask, own[0], get_grid(grid), fill=0).astype(bool)
-    except ValueError as exc:
-        raise InputDataError(str(exc)) from None
-
 
 # --------------------------------------------------------------------------------------------
 # self-consistency at low SNR (astroNN §4.2)
@@ -236,8 +143,8 @@ def self_consistency(
     matched = pos >= 0
     C_aligned = np.full_like(V, np.nan)
     C_aligned[matched] = C[pos[matched]]
-    snr = np.asarray(_vector(visit_snr, V.shape[0], "visit_snr", visits), dtype=float)
-    err = _errors(visit_err, visits, names, V.shape[0])
+    snr = np.asarray(per_star_vector(visit_snr, V.shape[0], "visit_snr", visits), dtype=float)
+    err = uncertainty_matrix(visit_err, visits, names, V.shape[0])
     by_snr = residual_table(V, C_aligned, names, err=err, by=snr, bins=snr_bins)
     summary = residual_table(V, C_aligned, names)[["label", "unit", "n", "median", "sigma_mad"]]
     summary["mae_at_snr"] = [interpolate_binned(by_snr, x, snr_ref) for x in names]
@@ -316,7 +223,7 @@ def cluster_homogeneity(
         is_table(catalog) and all(has_column(catalog, f"{x}_ERR") for x in names)
     ):
         err = None
-    E = _errors(err, catalog, names, n)
+    E = uncertainty_matrix(err, catalog, names, n)
     membership = _membership(members, id_column, cluster_column)
     cluster_of = membership.reindex(star_ids).to_numpy()
     in_any = pd.notna(cluster_of)
@@ -398,15 +305,6 @@ class Sensitivity:
         return self.jacobian[s, j]
 
 
-def _bypass_stopgrad(model: Any):
-    """Let gradients through StopGrad layers when starlabels.models provides the switch."""
-    try:
-        from starlabels.models.layers import bypass_stopgrad
-    except ImportError:  # pragma: no cover - models package absent
-        return contextlib.nullcontext(model)
-    return bypass_stopgrad(model)
-
-
 def sensitivity(
     model: torch.nn.Module,
     flux: np.ndarray | torch.Tensor,
@@ -458,6 +356,7 @@ def sensitivity(
     """
     import torch
 
+    from starlabels.inference.jacobian import iter_label_gradients, jacobian_mode
     from starlabels.utils import get_device
 
     x_all = torch.as_tensor(np.asarray(flux) if not torch.is_tensor(flux) else flux)
@@ -475,7 +374,6 @@ def sensitivity(
     if np.any(counts == 0):
         empty = [k for k, c in zip(subsets, counts, strict=True) if c == 0]
         raise InputDataError(f"subsets with no stars: {empty}")
-    was_training = model.training
     params = list(model.parameters())
     model_device = params[0].device if params else get_device(None)
     dev = model_device if device is None else torch.device(device)
@@ -484,30 +382,24 @@ def sensitivity(
     acc: torch.Tensor | None = None
     out_idx: list[int] = []
     all_names: list[str] = []
-    model.eval()
-    try:
-        ctx = _bypass_stopgrad(model) if through_stopgrad else contextlib.nullcontext(model)
-        with ctx, torch.enable_grad():
-            for start in range(0, used.size, batch_size):
-                rows = used[start:start + batch_size]
-                xb = x_all[torch.as_tensor(rows)].to(dev, model_dtype).detach().requires_grad_(True)
-                out = model(xb)
-                mean = out[0] if isinstance(out, tuple | list) else out
-                if mean.ndim != 2:
-                    raise InputDataError(f"network mean must be (B, n_outputs), got {tuple(mean.shape)}")
-                if acc is None:
-                    all_names = list(label_names) if label_names is not None else [
-                        f"output_{i}" for i in range(mean.shape[1])]
-                    if len(all_names) != mean.shape[1]:
-                        raise InputDataError(f"{len(all_names)} label names for {mean.shape[1]} outputs")
-                    out_idx = _label_indices(labels, all_names)
-                    acc = torch.zeros(masks.shape[0], len(out_idx), p, dtype=torch.float64, device=dev)
-                w = torch.as_tensor(masks[:, rows], dtype=torch.float64, device=dev)  # (S, B)
-                for k, j in enumerate(out_idx):
-                    (g,) = torch.autograd.grad(mean[:, j].sum(), xb, retain_graph=k < len(out_idx) - 1)
-                    acc[:, k] += w @ g[:, 0, :].to(torch.float64)
-    finally:
-        model.train(was_training)
+    with jacobian_mode(model, through_stopgrad=through_stopgrad):
+        for start in range(0, used.size, batch_size):
+            rows = used[start:start + batch_size]
+            xb = x_all[torch.as_tensor(rows)].to(dev, model_dtype).detach().requires_grad_(True)
+            out = model(xb)
+            mean = out[0] if isinstance(out, tuple | list) else out
+            if mean.ndim != 2:
+                raise InputDataError(f"network mean must be (B, n_outputs), got {tuple(mean.shape)}")
+            if acc is None:
+                all_names = list(label_names) if label_names is not None else [
+                    f"output_{i}" for i in range(mean.shape[1])]
+                if len(all_names) != mean.shape[1]:
+                    raise InputDataError(f"{len(all_names)} label names for {mean.shape[1]} outputs")
+                out_idx = _label_indices(labels, all_names)
+                acc = torch.zeros(masks.shape[0], len(out_idx), p, dtype=torch.float64, device=dev)
+            w = torch.as_tensor(masks[:, rows], dtype=torch.float64, device=dev)  # (S, B)
+            for k, g in enumerate(iter_label_gradients(mean, xb, out_idx)):  # g: (B, 1, P)
+                acc[:, k] += w @ g[:, 0, :].to(torch.float64)
     assert acc is not None
     jac = (acc / torch.as_tensor(counts, dtype=torch.float64, device=dev)[:, None, None]).cpu().numpy()
     units = "standardised label per unit input"
@@ -555,4 +447,4 @@ def _label_indices(labels: Sequence[int] | Sequence[str] | None, names: list[str
 
 def per_star_values(catalog: TableLike, name: str) -> np.ndarray:
     """A float column with MISSING → NaN (convenience for building subset masks)."""
-    return _clean(get_column(catalog, name))
+    return clean_missing(get_column(catalog, name))
