@@ -12,7 +12,7 @@ from scipy.stats import median_abs_deviation
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 from starlabels.evaluation import diagnostics
-from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
+from starlabels.preprocess.grids import ASPCAP
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
 

@@ -9,7 +9,6 @@ from starlabels.errors import InputDataError
 from starlabels.evaluation import element_windows
 from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
-
 # ---------------------------------------------------------------------- lines and windows
 
 
@@ -63,7 +62,8 @@ def test_element_windows_from_a_user_file(tmp_path):
 
 @pytest.mark.shared_data
 def test_aspcap_windows_from_shared_data(shared_data):
-    wins = element_windows.load_element_windows(shared_data / "apogee" / "aspcap_element_windows_dr14_7514.npz")
+    path = shared_data / "apogee" / "aspcap_element_windows_dr14_7514.npz"
+    wins = element_windows.load_element_windows(path)
     mg = element_windows.element_window_mask("MG_FE", wins)
     assert mg.shape == (7514,) and 50 < mg.sum() < 500
     wl = ASPCAP.wavelength[mg]
