@@ -15,7 +15,7 @@ from matplotlib.image import imread
 from matplotlib.patches import Polygon
 
 from starlabels.errors import InputDataError
-from starlabels.evaluation import diagnostics, metrics
+from starlabels.evaluation import diagnostic_plots, diagnostics, metrics
 from starlabels.evaluation import plots as pl
 from starlabels.evaluation.isochrones import Isochrone
 from starlabels.preprocess.grids import ASPCAP
@@ -220,7 +220,7 @@ def test_sensitivity_plot_with_windows_and_brackett_lines(tmp_path):
     s = _sens()
     win = np.zeros(ASPCAP.n_pixels, dtype=bool)
     win[1000:1010] = win[4000:4020] = True
-    fig = pl.plot_sensitivity(s, "MG_FE", windows=win, path=tmp_path / "s.png")
+    fig = diagnostic_plots.plot_sensitivity(s, "MG_FE", windows=win, path=tmp_path / "s.png")
     assert_png_not_blank(tmp_path / "s.png", min_std=0.02)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Vacuum wavelength (Å)"
@@ -237,7 +237,7 @@ def test_sensitivity_plot_with_windows_and_brackett_lines(tmp_path):
     assert np.isnan(y).sum() == 2
     np.testing.assert_allclose(y[np.isfinite(y)], s.jacobian[0, 1])
     assert len(ax.collections) == 1  # the shaded windows
-    fig2 = pl.plot_sensitivity(s, "LOGG", windows=None)
+    fig2 = diagnostic_plots.plot_sensitivity(s, "LOGG", windows=None)
     assert len(fig2.axes[0].collections) == 0 and "$\\log g$" in fig2.axes[0].get_ylabel()
 
 
@@ -245,7 +245,7 @@ def test_cluster_and_zscore_figures(tmp_path, catalog):
     cat, ref = catalog
     members = {i: ("M67" if k % 2 else "NGC6819") for k, i in enumerate(cat["APOGEE_ID"][:80])}
     t = diagnostics.cluster_homogeneity(cat, members, ["FE_H", "LOGG"])
-    fig = pl.plot_cluster_homogeneity(t, labels=["FE_H", "LOGG"], path=tmp_path / "c.png")
+    fig = diagnostic_plots.plot_cluster_homogeneity(t, labels=["FE_H", "LOGG"], path=tmp_path / "c.png")
     assert_png_not_blank(tmp_path / "c.png")
     assert [ax.get_ylabel() for ax in fig.axes] == ["spread (dex)", "spread (dex)"]
     assert {ax.get_title().split(" ")[0] for ax in fig.axes} == {"M67", "NGC6819"}

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from starlabels.errors import InputDataError
-from starlabels.evaluation.plots import FONT, save_figure
+from starlabels.evaluation.figure_style import FONT, save_figure
 
 
 def plot_spectrum_fit(

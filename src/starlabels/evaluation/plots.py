@@ -13,17 +13,24 @@ same length works too.
   annotated (APOGEE Net Fig. 4 left);
 - :func:`plot_binned_residuals` — median |Δ| and median reported σ in bins (astroNN Figs. 9–11);
 - :func:`plot_young_selection` — the young-star polygon and log g age bins (APOGEE Net §4);
-- :func:`plot_sensitivity` — ∂label/∂flux against wavelength with element windows and Brackett
-  lines (astroNN Figs. 14–15);
-- :func:`plot_cluster_homogeneity` — spreads in clusters with mean uncertainties (Figs. 12–13);
 - :func:`plot_zscore_histograms` — z-score distributions against a unit Gaussian.
+
+The figures of the science checks (sensitivity, cluster spreads) are in
+:mod:`starlabels.evaluation.diagnostic_plots`; the shared style (:data:`FONT`, :data:`DPI`,
+:func:`save_figure`, …) in :mod:`starlabels.evaluation.figure_style`. The keyword ``color`` (and
+``color_name``, ``colors``) keeps matplotlib's spelling because it is matplotlib's ``c``/``color``
+of the scatter points; text on the figures says "colour".
+
+Kept as one module because these are the label figures users import from one place (README:
+``plots.plot_kiel``, ``plots.plot_pred_vs_ref``, …) and they build on each other: the
+young-star selection is drawn on :func:`plot_kiel`, the panels share the running median and the
+metallicity colour scale. The science-check figures and the shared style are split off.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +47,22 @@ from starlabels.evaluation.binned_statistics import bin_codes
 from starlabels.evaluation.columns import (
     TableLike,
     clean_missing,
-    get_column,
     is_table,
     label_matrix,
     uncertainty_matrix,
+)
+from starlabels.evaluation.figure_style import (
+    FONT,
+    ArrayOrColumn,
+    axis_limits,
+    color_label,
+    column_name,
+    column_values,
+    finish_figure,
+    get_cmap,
+    log_axis,
+    save_figure,
+    style_axes,
 )
 from starlabels.evaluation.label_text import axis_label, label_display
 from starlabels.evaluation.metrics import GAUSS_1SIGMA, residual_table, sigma_mad, zscores
@@ -56,94 +75,13 @@ from starlabels.labels.young import (
 from starlabels.units import label_unit
 
 if TYPE_CHECKING:
-    from starlabels.evaluation.diagnostics import Sensitivity
     from starlabels.evaluation.isochrones import Isochrone
 
-#: Font sizes (points) used throughout.
-FONT = {"label": 12, "tick": 10, "annot": 9, "title": 12, "legend": 9}
-DPI = 150
-
-ArrayOrColumn = np.ndarray | Sequence[float] | str
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Save ``fig`` (format by suffix, PNG for none), creating parent folders."""
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
-    return path
-
-
-def _finish(fig: Figure, path: str | Path | None) -> Figure:
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
-
-def style_axes(ax: Axes) -> None:
-    """The figures' tick and axis-label style: ticks inside on all four sides, :data:`FONT` sizes."""
-    ax.tick_params(labelsize=FONT["tick"], direction="in", top=True, right=True, which="both")
-    ax.xaxis.label.set_size(FONT["label"])
-    ax.yaxis.label.set_size(FONT["label"])
-
-
-def _log_axis(ax: Axes, which: str) -> None:
-    """Logarithmic axis with plain-number labels at 1, 2, 5 × 10^k and unlabelled minor ticks."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    if which == "x":
-        ax.set_xscale("log")
-        axis = ax.xaxis
-    else:
-        ax.set_yscale("log")
-        axis = ax.yaxis
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _values(data: TableLike | None, x: ArrayOrColumn | None, what: str) -> np.ndarray | None:
-    """Column ``x`` of ``data`` or the array ``x`` itself, as float with MISSING → NaN."""
-    if x is None:
-        return None
-    if isinstance(x, str):
-        if data is None:
-            raise InputDataError(f"{what}: column {x!r} given but no catalog table")
-        return get_column(data, x)
-    return clean_missing(np.asarray(x, dtype=float).reshape(-1))
-
-
-def _name(x: ArrayOrColumn | None, default: str) -> str:
-    return x if isinstance(x, str) else default
-
-
-def color_label(name: str) -> str:
-    """Colour-bar label for a column: ``FE_H`` → ``[Fe/H] (dex)``, ``LOGG_ERR`` → ``σ(log g) (dex)``."""
-    upper = name.upper()
-    if "_ERR" in upper:
-        base = upper.split("_ERR")[0]
-        unit = label_unit(base)
-        text = rf"$\sigma$({label_display(base)})"
-        return f"{text} ({unit})" if unit else text
-    return axis_label(name)
-
-
-def _limits(x: np.ndarray, pad: float = 0.05, q: float = 0.5) -> tuple[float, float]:
-    ok = x[np.isfinite(x)]
-    if ok.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(ok, [q, 100 - q])
-    if hi <= lo:
-        lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
-    span = hi - lo
-    return float(lo - pad * span), float(hi + pad * span)
+# save_figure is re-exported: users (and the demo) save the figures of this module with it
+__all__ = [
+    "plot_binned_residuals", "plot_kiel", "plot_kiel_panels", "plot_pred_vs_ref",
+    "plot_uncertainty_vs_snr", "plot_young_selection", "plot_zscore_histograms", "save_figure",
+]
 
 
 def _is_metallicity(name: str) -> bool:
@@ -200,14 +138,14 @@ def plot_kiel(
     :func:`starlabels.evaluation.isochrones.select_isochrones`) are overlaid — coloured with the
     same colour map when the colour is a metallicity. Draws into ``ax`` when given.
     """
-    t = _values(data, teff, "teff")
-    g = _values(data, logg, "logg")
+    t = column_values(data, teff, "teff")
+    g = column_values(data, logg, "logg")
     if t is None or g is None or t.shape != g.shape:
         raise InputDataError("teff and logg must be columns or arrays of the same length")
     if data is None and isinstance(color, str):
         color = None  # plain arrays and a column name: nothing to colour by
-    c = _values(data, color, "color")
-    cname = color_name or _name(color, "value")
+    c = column_values(data, color, "color")
+    cname = color_name or column_name(color, "value")
     if ax is None:
         fig = Figure(figsize=(6.0, 4.8), layout="constrained")
         ax = fig.add_subplot()
@@ -222,7 +160,7 @@ def plot_kiel(
         ok &= np.isfinite(c)
         is_err = "_ERR" in cname.upper()
         cmap_obj = (cmap if isinstance(cmap, mcolors.Colormap) else
-                    _get_cmap(cmap or ("magma_r" if is_err else "viridis")))
+                    get_cmap(cmap or ("magma_r" if is_err else "viridis")))
         cv = c[ok]
         lo, hi = (np.percentile(cv, [2, 98]) if cv.size else (0.0, 1.0))
         norm = mcolors.Normalize(vmin=lo if vmin is None else vmin, vmax=hi if vmax is None else vmax)
@@ -239,8 +177,8 @@ def plot_kiel(
         _draw_isochrones(ax, isochrones, cmap_obj if match else None, norm if match else None)
         ax.legend(fontsize=FONT["legend"], loc="upper left", frameon=False,
                   title="PARSEC", title_fontsize=FONT["legend"])
-    x_lo, x_hi = _limits(t[ok])
-    y_lo, y_hi = _limits(g[ok])
+    x_lo, x_hi = axis_limits(t[ok])
+    y_lo, y_hi = axis_limits(g[ok])
     ax.set_xlim(x_hi, x_lo)
     ax.set_ylim(y_hi, y_lo)
     ax.set_xlabel(axis_label("TEFF"))
@@ -250,13 +188,7 @@ def plot_kiel(
     ax.text(0.98, 0.02, f"N = {int(ok.sum())}", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=FONT["annot"])
     style_axes(ax)
-    return _finish(fig, path)
-
-
-def _get_cmap(name: str) -> mcolors.Colormap:
-    from matplotlib import colormaps
-
-    return colormaps[name]
+    return finish_figure(fig, path)
 
 
 def plot_kiel_panels(
@@ -275,7 +207,7 @@ def plot_kiel_panels(
     axes = fig.subplots(1, len(colors), sharex=True, sharey=True, squeeze=False)[0]
     for ax, col in zip(axes, colors, strict=True):
         plot_kiel(data, teff=teff, logg=logg, color=col, isochrones=isochrones, ax=ax, **kwargs)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +245,7 @@ def plot_uncertainty_vs_snr(
     16–84 % band in logarithmic SNR bins. ``err`` is an (N, L) array; by default the ``X_ERR``
     columns of ``data``."""
     labels = [labels] if isinstance(labels, str) else list(labels)
-    s = _values(data, snr, "snr")
+    s = column_values(data, snr, "snr")
     E = uncertainty_matrix("columns" if err is None else err, data, labels, s.shape[0])
     fig = Figure(figsize=(4.2 * len(labels), 3.8), layout="constrained")
     axes = fig.subplots(1, len(labels), squeeze=False)[0]
@@ -328,14 +260,14 @@ def plot_uncertainty_vs_snr(
         xm, ym, lo, hi = _running(s[ok], e[ok], edges)
         ax.fill_between(xm, lo, hi, color="C0", alpha=0.25, lw=0, label="16–84 %")
         ax.plot(xm, ym, "-o", color="C0", ms=3, lw=1.8, label="running median")
-        _log_axis(ax, "x")
+        log_axis(ax, "x")
         if log_y:
-            _log_axis(ax, "y")
+            log_axis(ax, "y")
         ax.set_xlabel("SNR (per pixel)")
         ax.set_ylabel(color_label(f"{name}_ERR"))
         style_axes(ax)
     axes[0].legend(fontsize=FONT["legend"], frameon=False)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +314,7 @@ def plot_pred_vs_ref(
             kw.update(color="C0", alpha=0.6)
         mappable = ax.scatter(x, y, **kw)
         axr.scatter(x, d, **kw)
-        lo, hi = _limits(np.concatenate([x, y]), pad=0.04)
+        lo, hi = axis_limits(np.concatenate([x, y]), pad=0.04)
         ax.plot([lo, hi], [lo, hi], color="k", lw=1, ls="--", zorder=3, label="1:1")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
@@ -399,7 +331,7 @@ def plot_pred_vs_ref(
                 rf"$\sigma_\mathrm{{MAD}}$ = {row['sigma_mad']:.3g}{u}",
                 transform=ax.transAxes, ha="left", va="top", fontsize=FONT["annot"],
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
-        r_lo, r_hi = _limits(d, pad=0.1, q=1.0)
+        r_lo, r_hi = axis_limits(d, pad=0.1, q=1.0)
         span = max(abs(r_lo), abs(r_hi))
         axr.set_ylim(-span, span)
         ax.set_ylabel(f"Predicted {axis_label(name)}")
@@ -412,7 +344,7 @@ def plot_pred_vs_ref(
         cb = fig.colorbar(mappable, ax=fig.axes, pad=0.01, shrink=0.8)
         cb.set_label(color_label(color_name) if color_name else "colour value",
                      fontsize=FONT["label"])
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,7 +394,7 @@ def plot_binned_residuals(
                     label=r"median reported $\sigma$")
         ax.set_ylim(bottom=0)
         if log_x:
-            _log_axis(ax, "x")
+            log_axis(ax, "x")
         ax.set_xlabel(x_label or f"Reference {axis_label(name)}")
         ax.set_ylabel(f"{label_display(name)} ({unit})" if unit else label_display(name))
         if annotate_at is not None:
@@ -474,7 +406,7 @@ def plot_binned_residuals(
                         transform=ax.transAxes, ha="right", va="top", fontsize=FONT["annot"])
         style_axes(ax)
     axes[0].legend(fontsize=FONT["legend"], frameon=False, loc="center right")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,8 +456,8 @@ def plot_young_selection(
     ax.collections[-1].set_color("0.7")  # all stars in grey
     if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
         raise InputDataError(f"polygon must be (V >= 3, 2) (Teff, log g) vertices, got {poly.shape}")
-    t = _values(data, teff, "teff")
-    g = _values(data, logg, "logg")
+    t = column_values(data, teff, "teff")
+    g = column_values(data, logg, "logg")
     if use_default_poly:
         inside = in_young_polygon(t, g)
     else:
@@ -540,7 +472,7 @@ def plot_young_selection(
     if edges is not None and edges.size:
         codes = np.searchsorted(edges, g, side="right")
         texts = _age_bin_texts(edges, ages)
-        cmap = _get_cmap("plasma")
+        cmap = get_cmap("plasma")
         for k, text in enumerate(texts):
             sel = inside & (codes == k)
             ax.scatter(t[sel], g[sel], s=6, lw=0, color=cmap(k / max(len(texts) - 1, 1) * 0.9),
@@ -557,124 +489,12 @@ def plot_young_selection(
     ax.set_xlim(max(x0, poly[:, 0].max() + 100), min(x1, poly[:, 0].min() - 100))
     ax.set_ylim(max(y0, poly[:, 1].max() + 0.2), min(y1, poly[:, 1].min() - 0.2))
     ax.legend(fontsize=FONT["legend"], loc="upper left", frameon=False)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
-# sensitivity (astroNN Figs. 14–15)
+# calibration
 # --------------------------------------------------------------------------------------------
-
-
-def _break_gaps(wl: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Insert NaN where the wavelength step jumps (detector gaps) so lines are not joined."""
-    step = np.diff(np.log(wl))
-    med = np.median(step) if step.size else 0.0
-    gaps = np.flatnonzero(step > 5 * med) + 1
-    out = [np.insert(wl.astype(float), gaps, np.nan)]
-    out += [np.insert(np.asarray(y, dtype=float), gaps, np.nan) for y in ys]
-    return tuple(out)
-
-
-def plot_sensitivity(
-    sens: Sensitivity,
-    label: str | int,
-    *,
-    windows: np.ndarray | str | None = "auto",
-    lines: Mapping[str, float] | None = None,
-    wavelength: np.ndarray | None = None,
-    y_label: str | None = None,
-    path: str | Path | None = None,
-) -> Figure:
-    """Mean ∂label/∂flux against vacuum wavelength (Å), one curve per subset of stars.
-
-    ``windows``: a bool mask (n_pixels,) shaded in green, ``"auto"`` for the label's element
-    windows (APOGEE's ASPCAP windows) when the file can be found and the wavelengths hold their
-    grid (none for Teff/log g), or None.
-    ``lines``: name → wavelength (Å) marked with dotted lines; default the Brackett series.
-    """
-    from starlabels.evaluation.diagnostics import BRACKETT_LINES, element_window_mask
-
-    j = sens.label_names.index(label) if isinstance(label, str) else int(label)
-    name = sens.label_names[j]
-    wl = sens.wavelength if wavelength is None else np.asarray(wavelength, dtype=float)
-    if wl is None:
-        raise InputDataError("the sensitivity has no wavelengths; pass `wavelength` (Å)")
-    mask = None
-    if isinstance(windows, str):
-        if windows != "auto":
-            raise InputDataError(f"windows must be a mask, 'auto' or None, got {windows!r}")
-        if name.upper() not in ("TEFF", "LOGG"):
-            try:
-                from starlabels.core.grid import from_wavelength
-
-                mask = element_window_mask(name, grid=from_wavelength(wl, name="sensitivity"))
-            except Exception as exc:  # file absent, unknown element, or grid mismatch
-                warnings.warn(f"no element windows drawn for {name}: {exc}", stacklevel=2)
-    elif windows is not None:
-        mask = np.asarray(windows, dtype=bool)
-        if mask.shape != wl.shape:
-            raise InputDataError(f"windows mask has shape {mask.shape}, wavelengths {wl.shape}")
-    fig = Figure(figsize=(12.0, 4.0), layout="constrained")
-    ax = fig.add_subplot()
-    if mask is not None and mask.any():
-        wl_b, m_b = _break_gaps(wl, mask.astype(float))
-        ax.fill_between(wl_b, 0, 1, where=m_b > 0.5, step="mid", color="tab:green", alpha=0.25,
-                        lw=0, transform=ax.get_xaxis_transform(), label=f"{label_display(name)} windows")
-    for s, sub in enumerate(sens.subsets):
-        wl_b, y_b = _break_gaps(wl, sens.jacobian[s, j])
-        ax.plot(wl_b, y_b, lw=0.8, color=f"C{s}", label=f"{sub} (N = {int(sens.n_stars[s])})")
-    ax.axhline(0, color="0.4", lw=0.6)
-    line_set = BRACKETT_LINES if lines is None else lines
-    lo, hi = np.nanmin(wl), np.nanmax(wl)
-    for lname, lam in line_set.items():
-        if lo <= lam <= hi:
-            ax.axvline(lam, color="0.3", lw=0.7, ls=":", zorder=1)
-            ax.text(lam, 1.01, lname, transform=ax.get_xaxis_transform(), rotation=90, ha="center",
-                    va="bottom", fontsize=FONT["annot"] - 1)
-    ax.set_xlim(lo, hi)
-    ax.set_xlabel("Vacuum wavelength (Å)")
-    if y_label is None:
-        unit = label_unit(name) if "label units" in sens.units else "standardised units"
-        per = "unit flux" if "flux" in sens.units else "unit input"
-        y_label = rf"$\partial${label_display(name)}/$\partial f_\lambda$ ({unit} per {per})"
-    ax.set_ylabel(y_label)
-    fig.legend(fontsize=FONT["legend"], loc="outside lower center", frameon=False, ncol=4)
-    style_axes(ax)
-    return _finish(fig, path)
-
-
-# --------------------------------------------------------------------------------------------
-# clusters and calibration
-# --------------------------------------------------------------------------------------------
-
-
-def plot_cluster_homogeneity(
-    table: pd.DataFrame, *, labels: Sequence[str] | None = None, path: str | Path | None = None
-) -> Figure:
-    """Spread (std, σ_MAD) of each label in each cluster with the mean reported uncertainty as
-    error bars (astroNN Figs. 12–13), from :func:`~starlabels.evaluation.diagnostics.cluster_homogeneity`.
-    One panel per cluster; labels along x. Pass ``labels`` sharing a unit (e.g. abundances)."""
-    clusters = list(dict.fromkeys(table["cluster"]))
-    labels = list(dict.fromkeys(table["label"])) if labels is None else list(labels)
-    units = {label_unit(x) for x in labels}
-    unit = units.pop() if len(units) == 1 else "label units"
-    fig = Figure(figsize=(max(5.0, 0.45 * len(labels) + 2.5), 2.8 * len(clusters)),
-                 layout="constrained")
-    axes = fig.subplots(len(clusters), 1, squeeze=False, sharex=True)[:, 0]
-    x = np.arange(len(labels))
-    for ax, cl in zip(axes, clusters, strict=True):
-        rows = table[table["cluster"] == cl].set_index("label").reindex(labels)
-        ax.errorbar(x - 0.1, rows["std"], yerr=rows["mean_err"], fmt="o", color="C0", ms=4,
-                    capsize=2, label="std (error bar: mean reported σ)")
-        ax.plot(x + 0.1, rows["sigma_mad"], "s", color="C2", ms=4, label=r"$\sigma_\mathrm{MAD}$")
-        n = int(np.nanmax(rows["n"].to_numpy(float))) if rows["n"].notna().any() else 0
-        ax.set_title(f"{cl} (N ≤ {n})", fontsize=FONT["title"])
-        ax.set_ylabel(f"spread ({unit})")
-        ax.set_ylim(bottom=0)
-        style_axes(ax)
-    axes[-1].set_xticks(x, [label_display(v) for v in labels], rotation=60, ha="right")
-    axes[0].legend(fontsize=FONT["legend"], frameon=False)
-    return _finish(fig, path)
 
 
 def plot_zscore_histograms(
@@ -712,4 +532,4 @@ def plot_zscore_histograms(
         style_axes(ax)
     axes[0].set_ylabel("probability density")
     axes[0].legend(fontsize=FONT["legend"], frameon=False, loc="upper right")
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -59,7 +59,7 @@ class FigureCollector:
     def add(self, key: str, title: str, caption: str, fig: Any) -> None:
         """Save ``fig`` (a matplotlib Figure) as ``figures/<key>.png`` or embed it, with its title
         and caption."""
-        from starlabels.evaluation.plots import DPI, save_figure
+        from starlabels.evaluation.figure_style import DPI, save_figure
 
         width = round(float(fig.get_size_inches()[0]) * 96)
         if self.embed:
@@ -132,7 +132,7 @@ def _isochrones(
 def _history_figure(history: pd.DataFrame) -> Any:
     from matplotlib.figure import Figure
 
-    from starlabels.evaluation.plots import FONT, style_axes
+    from starlabels.evaluation.figure_style import FONT, style_axes
 
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
