@@ -12,7 +12,7 @@ import torch
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.losses import masked_mse, robust_mse
 from starlabels.models import CensoredBayesianCNN, build_network, bypass_stopgrad, mc_dropout
-from starlabels.models.censored import element_key, ranges_to_windows, windows_to_ranges
+from starlabels.models.censored_windows import element_key, ranges_to_windows, windows_to_ranges
 
 P = 256
 
@@ -239,7 +239,7 @@ def test_windows_onto_the_network_grid(tmp_path, monkeypatch):
     pixels, gaps False; windows already of the network's length unchanged; a length no APOGEE grid
     has is refused; the instrument's windows by name ("dr14") are found in STARLABELS_REFERENCE_DIR."""
     from starlabels.instruments import get
-    from starlabels.models.censored import windows_on_grid
+    from starlabels.models.censored_windows import windows_on_grid
     from starlabels.preprocess.grids import index_in
     from starlabels.training.data_access import TrainingData
     from starlabels.training.from_config import network_kwargs
