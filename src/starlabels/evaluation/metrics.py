@@ -284,7 +284,7 @@ SPLITS = ("train", "dev", "test")
 class ApogeeNetTables:
     """APOGEE Net (Olney et al. 2020) Tables 1–3 as tidy DataFrames.
 
-    ``normalization``: label, unit, mean, std — Table 1 (standardisation of the labels).
+    ``standardisation``: label, unit, mean, std — Table 1 (standardisation of the labels).
     ``mse``: group, split, n, mse — Table 2, the combined standardised MSE, the mean over all
     valid (star, label) entries of ((pred − ref)/std)².
     ``scatter``: group, label, unit, split, n, scatter — Table 3, per-parameter scatter between
@@ -292,10 +292,15 @@ class ApogeeNetTables:
     with no missing labels ``mse`` = mean over labels of (scatter/std)²).
     """
 
-    normalization: pd.DataFrame
+    standardisation: pd.DataFrame
     mse: pd.DataFrame
     scatter: pd.DataFrame
     statistic: str
+
+    @property
+    def normalization(self) -> pd.DataFrame:
+        """Old name of :attr:`standardisation` (kept until training/recipe.py uses the new one)."""
+        return self.standardisation
 
     def table2(self) -> pd.DataFrame:
         """Wide Table 2: one row per group, one column per split."""
