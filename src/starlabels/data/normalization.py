@@ -25,19 +25,11 @@ import torch
 
 from starlabels.constants import MISSING, SPECTRUM_MODE_ALIASES, SPECTRUM_MODES
 from starlabels.errors import InputDataError
+from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
 __all__ = ["SPECTRUM_MODES", "SPECTRUM_MODE_ALIASES", "LabelScaler", "SpectrumScaler"]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
-
-
-def _bad_pixel_error() -> float:
-    """The preprocessing's rejected-pixel error (``starlabels.preprocess.masking.BAD_PIXEL_ERROR``)."""
-    try:
-        from starlabels.preprocess.masking import BAD_PIXEL_ERROR
-    except ImportError:  # pragma: no cover - preprocessing module absent
-        return 1e10
-    return float(BAD_PIXEL_ERROR)
 
 
 def _present(x: ArrayLike) -> ArrayLike:
@@ -258,7 +250,7 @@ class SpectrumScaler:
             e = error.detach().cpu().numpy() if isinstance(error, torch.Tensor) else np.asarray(error)
             if e.shape != f.shape:
                 raise InputDataError(f"SpectrumScaler.fit: error {e.shape} != flux {f.shape}")
-            ok &= ~(e >= _bad_pixel_error())
+            ok &= ~(e >= float(BAD_PIXEL_ERROR))
         if self._sum is not None and self._sum.shape[0] != f.shape[1]:
             raise InputDataError(
                 f"SpectrumScaler.partial_fit: {f.shape[1]} pixels, earlier chunks had {self._sum.shape[0]}"
