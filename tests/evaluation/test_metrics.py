@@ -221,8 +221,9 @@ def test_apogee_net_tables_layout_and_invariants():
     groups = rng.choice(np.array(["Payne", "MStar", "YSO"]), n)
     t = metrics.apogee_net_tables(pred, ref, LABELS, split=split, groups=groups)
     train = ref[split == "train"]
-    np.testing.assert_allclose(t.normalization["mean"], train.mean(0))
-    np.testing.assert_allclose(t.normalization["std"], train.std(0))
+    np.testing.assert_allclose(t.standardisation["mean"], train.mean(0))
+    np.testing.assert_allclose(t.standardisation["std"], train.std(0))
+    assert t.normalization is t.standardisation  # the old name, until its last caller switches
     t2 = t.table2()
     assert list(t2.columns) == ["group", "train", "dev", "test"]
     assert list(t2["group"]) == ["Full", *pd.unique(groups)]
@@ -230,7 +231,7 @@ def test_apogee_net_tables_layout_and_invariants():
     assert list(t3.columns) == ["group", "label", "unit", "train", "dev", "test"]
     assert len(t3) == 4 * 3
     # Table 2 = mean over labels of (Table 3 RMS / std)² when nothing is missing
-    sd = t.normalization["std"].to_numpy()
+    sd = t.standardisation["std"].to_numpy()
     for g in t2["group"]:
         rms = t3[t3["group"] == g][["train", "dev", "test"]].to_numpy()
         expect = np.mean((rms / sd[:, None]) ** 2, axis=0)
