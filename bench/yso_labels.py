@@ -8,7 +8,9 @@ a *fresh* synthetic test set drawn with another seed. The paper reached 0.01 dex
     .venv/bin/python bench/yso_labels.py                      # full size, writes the results file
     .venv/bin/python bench/yso_labels.py --epochs 5 --n-train 5000 --out /tmp/x.md   # quick look
 
-Needs ../shared/data/isochrones (or --grid/--extinction).
+Needs the PARSEC grid: --grid (and --extinction, else the coefficients file beside the grid), else
+``$STARLABELS_REFERENCE_DIR`` / ``$STARLABELS_ISOCHRONES``, else this checkout's
+``../shared/data/isochrones`` (a development default of this script; the library has none).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from starlabels.labels import yso  # noqa: E402
+from starlabels.models.yso import scatter_report  # noqa: E402
+from starlabels.training.yso import train_yso_network  # noqa: E402
 
 PAPER = {"logg": "0.01", "log_teff": "0.003"}
 NAMES = {
@@ -55,7 +59,11 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    kw = dict(grid=args.grid, extinction=args.extinction)
+    grid = args.grid
+    from_environment = ("STARLABELS_REFERENCE_DIR", "STARLABELS_ISOCHRONES")
+    if grid is None and not any(os.environ.get(v) for v in from_environment):
+        grid = ROOT.parent / "shared" / "data" / "isochrones" / "parsec_photometry_grid.fits.gz"
+    kw = dict(grid=grid, extinction=args.extinction)
     train = yso.synthetic_population(args.n_train, seed=args.seed, **kw)
     dev = yso.synthetic_population(args.n_dev, seed=args.seed + 1000, **kw)
     test = yso.synthetic_population(args.n_test, seed=args.seed + 2000, **kw)
@@ -64,8 +72,8 @@ def main() -> None:
           f"({train.meta['n_rejected_faint_g']} of {train.meta['n_drawn']} training draws had G >= 19)")
 
     t1 = time.perf_counter()
-    labeler, history = yso.train_yso_network(train, dev=dev, epochs=args.epochs, batch_size=args.batch_size,
-                                             lr=args.lr, seed=args.seed)
+    labeler, history = train_yso_network(train, dev=dev, epochs=args.epochs, batch_size=args.batch_size,
+                                         lr=args.lr, seed=args.seed)
     t_train = time.perf_counter() - t1
     best = int(np.nanargmin([h["dev_loss"] for h in history]))
     print(f"training: {args.epochs} epochs in {t_train:.1f} s, best dev loss {history[best]['dev_loss']:.5f} "
@@ -73,7 +81,7 @@ def main() -> None:
     if args.save_model:
         labeler.save(args.save_model)
 
-    rep = yso.scatter_report(labeler, test)
+    rep = scatter_report(labeler, test)
     # censored stars (any band at its limit, or radius/log L not reported) vs the rest
     censored = np.asarray(test["censored"]) != 0
     pred = labeler.predict(test)

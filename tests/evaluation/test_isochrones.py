@@ -74,11 +74,18 @@ def test_default_path_from_environment(monkeypatch, tmp_path, user_grid):
     monkeypatch.setenv("STARLABELS_ISOCHRONES", str(path))
     assert iso.default_isochrone_path() == path
     monkeypatch.delenv("STARLABELS_ISOCHRONES")
-    monkeypatch.setenv("STARLABELS_SHARED_DATA", str(tmp_path / "empty"))
+    # no development path: only the reference folders and the download cache are searched
+    monkeypatch.setenv("STARLABELS_REFERENCE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("STARLABELS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(iso, "shared_data_candidates", lambda: [tmp_path / "empty"])
-    with pytest.raises(InputFileError, match="STARLABELS_SHARED_DATA"):
+    with pytest.raises(InputFileError, match="STARLABELS_REFERENCE_DIR"):
         iso.default_isochrone_path()
+    # found by name one folder down in a reference folder (the shared data's isochrones/<file>)
+    (tmp_path / "ref" / "isochrones").mkdir(parents=True)
+    grid = tmp_path / "ref" / "isochrones" / "parsec_photometry_grid.fits.gz"
+    grid.write_bytes(path.read_bytes())
+    monkeypatch.setenv("STARLABELS_REFERENCE_DIR", str(tmp_path / "ref"))
+    assert iso.default_isochrone_path() == grid
 
 
 @pytest.mark.shared_data

@@ -9,7 +9,11 @@ import pytest
 from astropy.table import Table
 
 from starlabels.errors import InputFileError, ModelFormatError
+from starlabels.io.parsec import read_extinction_coefficients
 from starlabels.labels import yso
+from starlabels.labels.yso_isochrones import load_isochrones
+from starlabels.models.yso import YSOLabeler, scatter_report
+from starlabels.training.yso import train_yso_network
 
 # ----------------------------------------------------------------------------- CMD-format grid
 #
@@ -48,7 +52,7 @@ def cmd_grid(tmp_path):
 
 
 def test_cmd_file_interpolates_exactly_in_mass_and_log_age(cmd_grid):
-    iso = yso.load_isochrones(cmd_grid, max_mass=3.0)
+    iso = load_isochrones(cmd_grid, max_mass=3.0)
     assert iso.bands == ("G", "BP", "RP", "J", "H", "Ks")
     np.testing.assert_array_equal(iso.log_ages, [6.0, 8.0])
     q = iso.interpolate(np.array([1.5, 0.1, 3.0]), np.array([7.0, 6.0, 7.5]))
@@ -105,22 +109,22 @@ def test_population_unreported_radius_and_faint_g(cmd_grid):
 
 def test_bad_grid_and_coefficient_files(tmp_path, cmd_grid):
     with pytest.raises(InputFileError, match="not found"):
-        yso.load_isochrones(tmp_path / "nope.dat")
+        load_isochrones(tmp_path / "nope.dat")
     bad = tmp_path / "bad.dat"
     bad.write_text("1 2 3\n4 5 6\n")
     with pytest.raises(InputFileError, match="no CMD header"):
-        yso.load_isochrones(bad)
+        load_isochrones(bad)
     short = tmp_path / "short.dat"
     short.write_text(_cmd_text().replace("G_RPmag  Jmag", "Jmag"))
     with pytest.raises(InputFileError, match="header names"):
-        yso.load_isochrones(short)
+        load_isochrones(short)
     coeffs = tmp_path / "ext.txt"
     coeffs.write_text("# NAME EXTINCTION\nGAIAEDR3_GMAG 0.8\n")
     with pytest.raises(InputFileError, match="band BP"):
         yso.synthetic_population(2, grid=cmd_grid, extinction=coeffs)
     coeffs.write_text("GAIAEDR3_GMAG zero\n")
     with pytest.raises(InputFileError, match="line 1"):
-        yso.read_extinction_coefficients(coeffs)
+        read_extinction_coefficients(coeffs)
 
 
 # ----------------------------------------------------------------------------- shared PARSEC grid
@@ -141,7 +145,7 @@ def test_grid_values_are_reproduced_at_a_node(parsec):
     row = grid[np.isclose(grid["MH"], 0.05) & np.isclose(grid["LOGAGE"], 6.6)
                & (np.abs(grid["MINI"] - 0.5) < 1e-6)]
     assert len(row) == 1
-    q = yso.load_isochrones(parsec).interpolate(np.array([0.5]), np.array([6.6]))
+    q = load_isochrones(parsec).interpolate(np.array([0.5]), np.array([6.6]))
     for name, col in {"log_teff": "LOGTE", "logg": "LOGG", "log_l": "LOGL", "G": "GAIAEDR3_GMAG",
                       "Ks": "TMASS_KSMAG"}.items():
         assert q[name][0] == pytest.approx(float(row[col][0]), abs=1e-5), name
@@ -192,12 +196,12 @@ def test_extinction_uses_each_bands_coefficient(parsec):
 def test_cnn_learns_labels_and_round_trips(population, parsec, tmp_path):
     train = population
     test = yso.synthetic_population(600, grid=parsec, seed=12)
-    labeler, history = yso.train_yso_network(
+    labeler, history = train_yso_network(
         train, dev=test[:200], epochs=25, batch_size=64, lr=5e-3, channels=(8, 16, 32), hidden=64,
         seed=0,
     )
     assert len(history) == 25 and history[-1]["train_loss"] < 0.2 * history[0]["train_loss"]
-    rep = yso.scatter_report(labeler, test[200:])
+    rep = scatter_report(labeler, test[200:])
     # residual scatter / spread of the true labels, with margin over a measured run (0.05, 0.05,
     # 0.14, 0.22, 0.48). Age is the hardest: main-sequence stars older than ~30 Myr look alike.
     limits = {"log_teff": 0.1, "av": 0.1, "mass": 0.25, "logg": 0.35, "log_age": 0.65}
@@ -206,12 +210,12 @@ def test_cnn_learns_labels_and_round_trips(population, parsec, tmp_path):
     assert rep["log_teff"]["std"] < 0.015  # dex; the label spread is ~0.17 dex
     # save / load gives identical predictions
     labeler.save(tmp_path / "m")
-    again = yso.YSOLabeler.load(tmp_path / "m")
+    again = YSOLabeler.load(tmp_path / "m")
     a, b = labeler.predict(test[:50]), again.predict(test[:50])
     np.testing.assert_array_equal(np.asarray(a["logg"]), np.asarray(b["logg"]))
     (tmp_path / "m" / "config.json").write_text("{}")
     with pytest.raises(ModelFormatError):
-        yso.YSOLabeler.load(tmp_path / "m")
+        YSOLabeler.load(tmp_path / "m")
 
 
 def test_observed_inputs_fill_limits_for_real_photometry():

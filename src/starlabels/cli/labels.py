@@ -137,11 +137,12 @@ def mdwarf(catalog: Path, output: Path, column_map: tuple[str, ...], exclude_fie
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output table (.fits, .csv, .ecsv, .parquet).")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PARSEC grid with photometry: FITS or CMD text file "
-                   "[default: ../shared/data/isochrones/parsec_photometry_grid.fits.gz].")
+              help="PARSEC grid with photometry: FITS or CMD text file [default: "
+                   "parsec_photometry_grid.fits.gz from $STARLABELS_ISOCHRONES, $STARLABELS_REFERENCE_DIR "
+                   "or the download cache].")
 @click.option("--extinction", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A_band/A_V coefficients file [default: extinction_coefficients.txt beside the "
-                   "default grid].")
+                   "grid, else from $STARLABELS_REFERENCE_DIR or the download cache].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mh", default=0.0, show_default=True, type=float,
               help="Metallicity [M/H]; the grid's nearest one is used.")
@@ -190,7 +191,8 @@ def yso_train(population: Path, output: Path, dev_fraction: float, epochs: int, 
     """Train the photometric YSO CNN on a POPULATION table from ``yso-population``."""
     import numpy as np
 
-    from starlabels.labels.yso import ALL_BANDS, train_yso_network
+    from starlabels.labels.yso import ALL_BANDS
+    from starlabels.training.yso import train_yso_network
 
     pop = read_table(population)
     pop.meta["bands"] = [b for b in ALL_BANDS if b in pop.colnames]
@@ -219,7 +221,7 @@ def yso_predict(model: Path, catalog: Path, output: Path, keep: tuple[str, ...])
     CATALOG needs the model's bands (G, BP, RP, J, H, Ks, ...; mag), radius (Rsun), log_l and
     distance (pc); faint or missing bands and unreported radius/log L are set to their limits.
     """
-    from starlabels.labels.yso import YSOLabeler
+    from starlabels.models.yso import YSOLabeler
 
     labeler = YSOLabeler.load(model)
     table = read_table(catalog)

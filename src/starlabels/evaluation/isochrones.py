@@ -5,16 +5,17 @@ the columns ``MH`` ([M/H], dex), ``LOGAGE`` (log10 age / yr), ``LOGTE`` (log10 T
 ``LOGG`` (log10 g / cm s⁻², dex); ``LABEL`` (PARSEC evolutionary phase: 0 pre-main sequence,
 1 main sequence, 2 subgiant branch, 3 red giant branch, 4–6 core-helium burning, 7 early AGB,
 8 thermally pulsing AGB, 9 post-AGB/white dwarf) and ``MINI`` (initial mass, M☉) are used when
-present. Column names are matched case-insensitively, so a CMD output converted to FITS works.
+present. Column names are matched case-insensitively, so CMD output works too. The file is read
+by :func:`starlabels.io.parsec.read_parsec_table` (the one PARSEC reader).
 
-The project's reference grid ``isochrones/parsec_photometry_grid.fits.gz`` (PARSEC v1.2S,
-[M/H] −2.19…+0.3, log age 6.0–10.2 in steps of 0.12) is found through
-:func:`default_isochrone_path`; it is never shipped with the package.
+The project's reference grid ``parsec_photometry_grid.fits.gz`` (PARSEC v1.2S, [M/H]
+−2.19…+0.3, log age 6.0–10.2 in steps of 0.12) is found through :func:`default_isochrone_path`
+(``$STARLABELS_ISOCHRONES``, else ``$STARLABELS_REFERENCE_DIR`` or the download cache); it is
+never shipped with the package.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,50 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from starlabels.errors import InputDataError, InputFileError
-
-#: File name of the reference grid inside a shared-data folder.
-PARSEC_GRID = Path("isochrones") / "parsec_photometry_grid.fits.gz"
+from starlabels.io.parsec import parsec_grid_path, read_parsec_table
 
 _REQUIRED = ("MH", "LOGAGE", "LOGTE", "LOGG")
 _OPTIONAL = ("LABEL", "MINI")
 
 
-def shared_data_candidates() -> list[Path]:
-    """Folders searched for reference data, in order: ``$STARLABELS_SHARED_DATA``,
-    ``../shared/data`` from the working directory, and ``../shared/data`` next to a source
-    checkout of starlabels."""
-    out = []
-    env = os.environ.get("STARLABELS_SHARED_DATA")
-    if env:
-        out.append(Path(env))
-    out.append(Path.cwd().parent / "shared" / "data")
-    out.append(Path(__file__).resolve().parents[3].parent / "shared" / "data")
-    return out
-
-
-def find_shared_file(relative: str | Path) -> Path:
-    """The first existing ``<candidate>/<relative>`` of :func:`shared_data_candidates`.
-
-    Raises :class:`InputFileError` naming every place looked at when none exists.
-    """
-    tried = []
-    for folder in shared_data_candidates():
-        p = folder / relative
-        if p.is_file():
-            return p
-        tried.append(str(p))
-    raise InputFileError(
-        relative, "not found; pass a path, or set STARLABELS_SHARED_DATA to the folder holding it "
-        f"(looked at: {', '.join(tried)})",
-    )
-
-
 def default_isochrone_path() -> Path:
-    """``$STARLABELS_ISOCHRONES`` if set, else the PARSEC grid of the shared-data folder."""
-    env = os.environ.get("STARLABELS_ISOCHRONES")
-    if env:
-        return Path(env)
-    return find_shared_file(PARSEC_GRID)
+    """``$STARLABELS_ISOCHRONES`` if set, else ``parsec_photometry_grid.fits.gz`` found by
+    :func:`starlabels.core.reference.find_reference` (:func:`starlabels.io.parsec.parsec_grid_path`)."""
+    return parsec_grid_path()
 
 
 @dataclass(frozen=True)
@@ -128,12 +95,7 @@ def load_isochrones(path: str | Path | None = None) -> IsochroneGrid:
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int) -> IsochroneGrid:
-    from astropy.table import Table
-
-    try:
-        table = Table.read(path)
-    except Exception as exc:  # astropy raises many types for unreadable files
-        raise InputFileError(path, f"cannot read isochrone table ({exc})") from exc
+    table = read_parsec_table(path)
     by_upper = {c.upper(): c for c in table.colnames}
     missing = [c for c in _REQUIRED if c not in by_upper]
     if missing:

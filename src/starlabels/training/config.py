@@ -46,7 +46,7 @@ are an error (typos should not pass silently).
     learning_rate = 1e-3
     weight_decay = 0.0
     momentum = 0.0                       # sgd only
-    scheduler = "plateau"                # ReduceLROnPlateau on the dev loss, or "none"
+    scheduler = "plateau"                # ReduceLROnPlateau on the dev loss, "one_cycle" or "none"
     lr_factor = 0.5
     lr_patience = 2
     min_lr = 1e-6
@@ -128,7 +128,7 @@ else:  # pragma: no cover - Python 3.10 needs the tomli backport
 
 OPTIMISERS = ("adam", "sgd")
 LOSSES = ("mse", "mae", "robust")
-SCHEDULERS = ("plateau", "none")
+SCHEDULERS = ("plateau", "one_cycle", "none")
 SHUFFLES = ("auto", "chunks", "full")
 SPLIT_METHODS = ("random", "group")
 
@@ -250,7 +250,9 @@ class OptimiserConfig:
 
     ``learning_rate`` and ``min_lr`` are per step; ``weight_decay`` is the L2 coefficient (coupled,
     as ``torch.optim.Adam``/``SGD``); ``lr_factor``/``lr_patience`` drive ReduceLROnPlateau on the
-    dev loss (``scheduler="plateau"``).
+    dev loss (``scheduler="plateau"``). ``scheduler="one_cycle"`` steps a one-cycle schedule
+    (warm-up to ``learning_rate``, then cosine annealing) after every batch over the whole run —
+    for a single training stage, as the YSO network uses it.
     """
 
     name: str = "adam"

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 
 @dataclass
@@ -106,18 +105,6 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistributedContext(rank=rank, world_size=world, local_rank=local, device=dev, backend=backend)
-
-
-def wrap_ddp(network: nn.Module, ctx: DistributedContext) -> nn.Module:
-    """``network`` (already on ``ctx.device``) wrapped in DistributedDataParallel.
-
-    Parameters are broadcast from rank 0 on wrapping, so every rank starts from the same weights.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    if ctx.device.type == "cuda":
-        return DistributedDataParallel(network, device_ids=[ctx.device.index], output_device=ctx.device.index)
-    return DistributedDataParallel(network)
 
 
 def shutdown() -> None:

@@ -19,8 +19,8 @@ from starlabels.training.config import OptimiserConfig
 from starlabels.training.errors import TrainingError
 
 __all__ = [
-    "DEFAULT_OPTIMISER_IMPL", "StageResult", "check_finished_stage", "make_optimiser", "make_scheduler",
-    "per_sample_loss", "training_step",
+    "DEFAULT_OPTIMISER_IMPL", "ONE_CYCLE_WARMUP", "StageResult", "check_finished_stage", "make_optimiser",
+    "make_scheduler", "per_sample_loss", "scheduler_steps_per_batch", "training_step", "wrap_ddp",
 ]
 
 
@@ -90,10 +90,40 @@ def make_optimiser(
     return build(**flags)
 
 
-def make_scheduler(optimiser: torch.optim.Optimizer, cfg: OptimiserConfig):
-    """ReduceLROnPlateau on the dev loss, or None."""
+def wrap_ddp(network: nn.Module, ctx: Any) -> nn.Module:
+    """``network`` (already on ``ctx.device``) wrapped in DistributedDataParallel; ``ctx`` is the
+    :class:`~starlabels.training.distributed.DistributedContext` of this rank.
+
+    Parameters are broadcast from rank 0 on wrapping, so every rank starts from the same weights.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if ctx.device.type == "cuda":
+        return DistributedDataParallel(network, device_ids=[ctx.device.index], output_device=ctx.device.index)
+    return DistributedDataParallel(network)
+
+
+#: Share of a one-cycle schedule's steps spent warming up to the learning rate.
+ONE_CYCLE_WARMUP = 0.15
+
+
+def scheduler_steps_per_batch(cfg: OptimiserConfig) -> bool:
+    """True when the schedule steps after every optimiser step ("one_cycle"), False when it steps
+    once per epoch on the dev loss ("plateau") or there is none."""
+    return cfg.scheduler == "one_cycle"
+
+
+def make_scheduler(optimiser: torch.optim.Optimizer, cfg: OptimiserConfig, *, total_steps: int | None = None):
+    """ReduceLROnPlateau on the dev loss, a one-cycle schedule over ``total_steps`` optimiser steps
+    (``torch.optim.lr_scheduler.OneCycleLR``, peak ``cfg.learning_rate``, warm-up
+    :data:`ONE_CYCLE_WARMUP`), or None."""
     if cfg.scheduler == "none":
         return None
+    if cfg.scheduler == "one_cycle":
+        if not total_steps or total_steps < 1:
+            raise TrainingError("the one-cycle schedule needs the run's total number of steps")
+        return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.learning_rate,
+                                                   total_steps=int(total_steps), pct_start=ONE_CYCLE_WARMUP)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
     )

@@ -78,7 +78,9 @@ from starlabels.training.loop import (
     make_optimiser,
     make_scheduler,
     per_sample_loss,
+    scheduler_steps_per_batch,
     training_step,
+    wrap_ddp,
 )
 from starlabels.training.provenance import (
     HISTORY_COLUMNS,
@@ -198,11 +200,10 @@ class Trainer:
         self.network = network.to(self.device)
         self.model_net: nn.Module = self.network
         if self.world_size > 1:
-            from starlabels.training.distributed import wrap_ddp
-
             self.model_net = wrap_ddp(self.network, distributed)
         self.optimiser = make_optimiser(self.network.parameters(), self.optimiser_cfg, device=self.device)
-        self.scheduler = make_scheduler(self.optimiser, self.optimiser_cfg)
+        self.scheduler = make_scheduler(self.optimiser, self.optimiser_cfg, total_steps=self._total_steps())
+        self.step_scheduler_per_batch = scheduler_steps_per_batch(self.optimiser_cfg)
 
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {
@@ -297,6 +298,8 @@ class Trainer:
                 y.to(self.device, non_blocking=True), e.to(self.device, non_blocking=True),
                 loss=self.training_cfg.loss, weight=self.world_size / n_global, constrain=constrain,
             )
+            if self.step_scheduler_per_batch:
+                self.scheduler.step()
             total += per.sum().double()
             count += per.shape[0]
         total_count = self._all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
@@ -373,8 +376,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- stages
 
+    def _total_steps(self) -> int:
+        """Optimiser steps of the main stage (``epochs × batches per epoch``; a one-cycle schedule
+        spans them)."""
+        return int(self.training_cfg.epochs) * max(1, math.ceil(len(self.split["train"]) / self.batch_size))
+
     def reset_optimiser(self) -> None:
         """Fresh optimiser and scheduler at the configured learning rate (adaptation rounds)."""
+        if self.step_scheduler_per_batch:
+            raise TrainingError("a one-cycle schedule spans one training stage; adaptation rounds need "
+                                "scheduler = 'plateau' or 'none'")
         self.optimiser = make_optimiser(self.network.parameters(), self.optimiser_cfg, device=self.device)
         self.scheduler = make_scheduler(self.optimiser, self.optimiser_cfg)
 
@@ -422,7 +433,7 @@ class Trainer:
             t0 = time.perf_counter()
             train_loss = self.train_epoch(train_rows, rng, desc=f"{key} epoch {epoch}")
             dev = float(dev_loss())
-            if self.scheduler is not None:
+            if self.scheduler is not None and not self.step_scheduler_per_batch:
                 self.scheduler.step(dev)
             if dev < st["best_loss"] - min_delta:
                 st.update(best_loss=dev, best_epoch=epoch, bad_epochs=0)
