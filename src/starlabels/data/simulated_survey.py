@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from starlabels.core import Grid, Instrument
-from starlabels.core import get as get_instrument
+from starlabels.core import Instrument
+from starlabels.data.native_spectra import NativeGridSpectra
 from starlabels.errors import InputDataError
 from starlabels.units import label_unit
 
@@ -18,7 +18,7 @@ __all__ = ["SimulatedSurvey"]
 
 
 @dataclass
-class SimulatedSurvey:
+class SimulatedSurvey(NativeGridSpectra):
     """Arrays of a simulated survey on the instrument's native grid (P pixels: APOGEE 8575, BOSS
     4648); labels in ``label_names`` order."""
 
@@ -34,23 +34,6 @@ class SimulatedSurvey:
     label_names: tuple[str, ...]
     extinction_h: np.ndarray  # (N,) A_H of the reddening tilt, mag
     instrument: Instrument | None = None  # None: APOGEE
-
-    def __post_init__(self) -> None:
-        if self.instrument is None:
-            self.instrument = get_instrument("apogee")
-
-    def __len__(self) -> int:
-        return len(self.flux)
-
-    @property
-    def grid(self) -> Grid:
-        """The native grid of :attr:`instrument` (the spectra's pixels)."""
-        return self.instrument.grid
-
-    @property
-    def wavelength(self) -> np.ndarray:
-        """(P,) vacuum Å."""
-        return self.instrument.wavelength
 
     @property
     def label_units(self) -> tuple[str, ...]:

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from starlabels.core import Grid, Instrument
-from starlabels.core import get as get_instrument
+from starlabels.core import Instrument
+from starlabels.data.native_spectra import NativeGridSpectra
 
 __all__ = ["SyntheticSpectra", "apogee_id"]
 
 
 @dataclass
-class SyntheticSpectra:
+class SyntheticSpectra(NativeGridSpectra):
     """Synthetic spectra on an instrument's native grid, with their true labels.
 
     Shapes: N stars, P pixels of the grid (APOGEE 8575, BOSS 4648), L labels, V visits.
@@ -53,23 +53,6 @@ class SyntheticSpectra:
     defects: dict[str, np.ndarray] = field(default_factory=dict)
     visits: dict[str, np.ndarray] | None = None
     instrument: Instrument | None = None
-
-    def __post_init__(self) -> None:
-        if self.instrument is None:
-            self.instrument = get_instrument("apogee")
-
-    def __len__(self) -> int:
-        return int(self.flux.shape[0])
-
-    @property
-    def grid(self) -> Grid:
-        """The native grid of :attr:`instrument`."""
-        return self.instrument.grid
-
-    @property
-    def wavelength(self) -> np.ndarray:
-        """(P,) vacuum Å of the instrument's native grid."""
-        return self.instrument.wavelength
 
     @property
     def normalized_clean(self) -> np.ndarray:
