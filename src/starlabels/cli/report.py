@@ -39,10 +39,11 @@ def command(model: str, catalog: str, reference: str | None, out: str, embed: bo
     """Write index.html into the folder given with -o for the model folder MODEL and its CATALOG
     (FITS, CSV or Parquet).
 
-    The page has the model card (architecture, labels and units, normalisation, preprocessing,
-    calibration, training provenance), catalog statistics (flags, label ranges, uncertainties),
-    accuracy tables against the reference when one is given, and every figure the inputs allow;
-    what cannot be shown is listed with the reason.
+    The page has the model card (first what to check: method, labels and units, training-set
+    size, instrument and grid, uncertainty method, calibration z-widths before and after, label
+    coverage and domain shift, warnings; the full provenance folded below), catalog statistics
+    (flags, label ranges, uncertainties), accuracy tables against the reference when one is
+    given, and every figure the inputs allow; what cannot be shown is listed with the reason.
     """
     from starlabels.errors import StarlabelsError
     from starlabels.evaluation.report import DEFAULT_ISOCHRONE_AGES, build_report
