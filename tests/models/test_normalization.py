@@ -88,11 +88,21 @@ def test_spectrum_scaler_centered_excludes_rejected_pixels():
     assert all_bad.mean[0] == pytest.approx(0.9)
 
 
+def test_finalize_is_the_deprecated_spelling_of_finalise():
+    flux = np.random.default_rng(2).normal(1, 0.1, size=(30, 8)).astype(np.float32)
+    new = SpectrumScaler("standardised").partial_fit(flux[:10]).partial_fit(flux[10:]).finalise()
+    with pytest.warns(DeprecationWarning, match="finalise"):
+        old = SpectrumScaler("standardised").partial_fit(flux[:10]).partial_fit(flux[10:]).finalize()
+    torch.testing.assert_close(old.mean, new.mean, rtol=0, atol=0)
+    torch.testing.assert_close(old.std, new.std, rtol=0, atol=0)
+    np.testing.assert_allclose(new.std.numpy(), flux.std(axis=0), rtol=1e-5)
+
+
 def test_spectrum_scaler_transform_inverse_and_chunks():
     rng = np.random.default_rng(1)
     flux = rng.normal(1, 0.1, size=(50, 16)).astype(np.float32)
     sc = SpectrumScaler("centered").fit(flux)
-    chunked = SpectrumScaler("centered").partial_fit(flux[:20]).partial_fit(flux[20:]).finalize()
+    chunked = SpectrumScaler("centered").partial_fit(flux[:20]).partial_fit(flux[20:]).finalise()
     torch.testing.assert_close(chunked.mean, sc.mean, rtol=1e-6, atol=0)
     x = sc.transform(flux)
     assert x.dtype == np.float32
@@ -129,7 +139,7 @@ def test_standardised_scaler_matches_numpy_and_round_trips():
     flux[:50, 0] = 1e6
     a = SpectrumScaler("standardised").fit(flux[:200], error[:200])
     b = SpectrumScaler("standardised").partial_fit(flux[:120], error[:120]).partial_fit(
-        flux[120:200], error[120:200]).finalize()  # chunked = one call
+        flux[120:200], error[120:200]).finalise()  # chunked = one call
     np.testing.assert_allclose(a.std.numpy(), b.std.numpy(), rtol=1e-6)
     kept = flux[50:200, 0]
     np.testing.assert_allclose(a.mean.numpy()[0], kept.mean(), rtol=1e-5)

@@ -17,6 +17,7 @@ Both accept numpy arrays or torch tensors and return the same kind (tensors stay
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -231,10 +232,10 @@ class SpectrumScaler:
         self._sum = self._count = self._sum_all = self._sum_sq = None
         self._rows = 0
         self.partial_fit(flux, error)
-        return self.finalize()
+        return self.finalise()
 
     def partial_fit(self, flux: ArrayLike, error: ArrayLike | None = None) -> SpectrumScaler:
-        """Accumulate a chunk of (N, P) flux; call :meth:`finalize` after the last chunk.
+        """Accumulate a chunk of (N, P) flux; call :meth:`finalise` after the last chunk.
 
         Pixels with error ≥ ``BAD_PIXEL_ERROR`` (rejected by the preprocessing) or non-finite flux
         are not counted; a pixel rejected in every spectrum gets the mean of all its values.
@@ -271,6 +272,11 @@ class SpectrumScaler:
         return self
 
     def finalize(self) -> SpectrumScaler:
+        """Deprecated spelling of :meth:`finalise` (same result, with a DeprecationWarning)."""
+        warnings.warn("SpectrumScaler.finalize() is now finalise()", DeprecationWarning, stacklevel=2)
+        return self.finalise()
+
+    def finalise(self) -> SpectrumScaler:
         """Turn the accumulated sums into ``mean`` (float32, (P,)) and ``std`` (ones, or the
         per-pixel standard deviation of the counted values for ``"standardised"``)."""
         if self.mode == "none":
