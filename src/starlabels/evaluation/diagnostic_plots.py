@@ -55,7 +55,7 @@ def plot_sensitivity(
     grid (none for Teff/log g), or None.
     ``lines``: name → wavelength (Å) marked with dotted lines; default the Brackett series.
     """
-    from starlabels.evaluation.diagnostics import BRACKETT_LINES, element_window_mask
+    from starlabels.evaluation.element_windows import BRACKETT_LINES, element_window_mask
 
     j = sens.label_names.index(label) if isinstance(label, str) else int(label)
     name = sens.label_names[j]

@@ -391,9 +391,3 @@ def apogee_net_tables(
 
 
 
-
-# Temporary private aliases: evaluation/diagnostics.py imports these until it uses the public
-# names (columns.clean_missing, columns.uncertainty_matrix, columns.per_star_vector); removed then.
-_clean = clean_missing
-_errors = uncertainty_matrix
-_vector = per_star_vector
