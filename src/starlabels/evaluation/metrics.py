@@ -388,6 +388,3 @@ def apogee_net_tables(
         kind="stable",
     ).reset_index(drop=True)
     return ApogeeNetTables(norm, pd.concat(mse_frames, ignore_index=True), scatter, statistic)
-
-
-
