@@ -259,3 +259,13 @@ def test_label_sampling_and_validation(gen):
         gen.generate(_ref_labels(gen), 0.0)
     with pytest.raises(InputDataError):
         gen.sample_labels(3, 0, "giants and dwarfs")
+
+
+def test_normalised_clean_is_the_line_spectrum(gen):
+    """clean flux / continuum is the generator's continuum-normalised line spectrum; the old
+    American spelling still answers, with a DeprecationWarning."""
+    s = gen.simulate(3, snr=50.0, seed=8)
+    np.testing.assert_allclose(s.normalised_clean, gen.line_spectrum(s.labels), rtol=1e-12, atol=1e-12)
+    with pytest.warns(DeprecationWarning, match="normalised_clean"):
+        old = s.normalized_clean
+    np.testing.assert_array_equal(old, s.normalised_clean)

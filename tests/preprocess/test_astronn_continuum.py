@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from starlabels.data.synthetic import SyntheticGenerator
-from starlabels.preprocess import PreprocessConfig, continuum_normalize
-from starlabels.preprocess.astronn_continuum import astronn_continuum_normalize
+from starlabels.preprocess import PreprocessConfig, astronn_continuum, continuum_normalize
+from starlabels.preprocess.astronn_continuum import astronn_continuum_normalise
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
@@ -64,11 +64,11 @@ def test_matches_astronn_algorithm(spectra):
 
 def test_gap_deleted_input_and_1d(spectra):
     s, mask = spectra
-    full = astronn_continuum_normalize(s.flux, s.error, s.bitmask, continuum_mask=mask)[0]
+    full = astronn_continuum_normalise(s.flux, s.error, s.bitmask, continuum_mask=mask)[0]
     cut = lambda a: np.concatenate([a[:, x:y] for x, y in CHIPS], axis=1)  # noqa: E731
-    short = astronn_continuum_normalize(cut(s.flux), cut(s.error), cut(s.bitmask), continuum_mask=mask)[0]
+    short = astronn_continuum_normalise(cut(s.flux), cut(s.error), cut(s.bitmask), continuum_mask=mask)[0]
     np.testing.assert_allclose(full, short, rtol=1e-12, atol=1e-12)
-    one = astronn_continuum_normalize(s.flux[2], s.error[2], s.bitmask[2], continuum_mask=mask)[0]
+    one = astronn_continuum_normalise(s.flux[2], s.error[2], s.bitmask[2], continuum_mask=mask)[0]
     np.testing.assert_allclose(one, full[2], rtol=1e-12, atol=1e-12)
 
 
@@ -76,7 +76,7 @@ def test_non_finite_pixels_are_left_out_and_filled(spectra):
     s, mask = spectra
     f = s.flux[:2].astype(np.float64).copy()
     f[0, 1000] = np.nan
-    out, err = astronn_continuum_normalize(f, s.error[:2], continuum_mask=mask)
+    out, err = astronn_continuum_normalise(f, s.error[:2], continuum_mask=mask)
     assert np.all(np.isfinite(out)) and out[0, 1000 - 246] == 1.0 and err[0, 1000 - 246] == BAD_PIXEL_ERROR
 
 
@@ -93,3 +93,13 @@ def test_config_field():
         PreprocessConfig(continuum_weights="astronn")
     with pytest.raises(ValueError, match="needs kind='continuum'"):
         PreprocessConfig(kind="raw", continuum_weights="astronn")
+
+
+def test_astronn_continuum_normalize_is_the_deprecated_spelling(spectra):
+    s, mask = spectra
+    new = astronn_continuum_normalise(s.flux[:2], s.error[:2], s.bitmask[:2], continuum_mask=mask)
+    with pytest.warns(DeprecationWarning, match="astronn_continuum_normalise"):
+        old = astronn_continuum.astronn_continuum_normalize(s.flux[:2], s.error[:2], s.bitmask[:2],
+                                                            continuum_mask=mask)
+    np.testing.assert_array_equal(old[0], new[0])
+    np.testing.assert_array_equal(old[1], new[1])

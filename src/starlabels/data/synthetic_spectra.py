@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +56,16 @@ class SyntheticSpectra(NativeGridSpectra):
     instrument: Instrument | None = None
 
     @property
-    def normalized_clean(self) -> np.ndarray:
+    def normalised_clean(self) -> np.ndarray:
         """(N, P) noise-free flux divided by its continuum (1 = no absorption)."""
         return self.clean_flux / self.continuum
+
+    @property
+    def normalized_clean(self) -> np.ndarray:
+        """Deprecated spelling of :attr:`normalised_clean` (same array, with a DeprecationWarning)."""
+        warnings.warn("SyntheticSpectra.normalized_clean is now normalised_clean", DeprecationWarning,
+                      stacklevel=2)
+        return self.normalised_clean
 
     def star_meta(self, i: int) -> dict[str, Any]:
         """Header values of star ``i`` as Python scalars (for ``write_apstar``)."""

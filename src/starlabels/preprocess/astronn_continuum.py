@@ -25,7 +25,9 @@ spectra: one 3×3 (degree 2) weighted normal-equation solve per spectrum and det
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numpy.polynomial import chebyshev
@@ -35,7 +37,7 @@ from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, bits_to_value
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
-__all__ = ["ASTRONN_CHIPS", "astronn_continuum_normalize"]
+__all__ = ["ASTRONN_CHIPS", "astronn_continuum_normalise", "astronn_continuum_normalize"]
 
 #: astroNN's ``chips_pix_info`` for DR13–DR17: the detectors' apStar pixel ranges [start, end);
 #: together the 7514-pixel gap-deleted ("ASPCAP") grid.
@@ -52,7 +54,7 @@ def _gap_delete(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:, s:e] for s, e in ASTRONN_CHIPS], axis=1)
 
 
-def astronn_continuum_normalize(
+def astronn_continuum_normalise(
     flux,
     error,
     bitmask=None,
@@ -162,3 +164,10 @@ def _normalise_chip(
         ne[bad] = BAD_PIXEL_ERROR
         out_f[rows] = nf
         out_e[rows] = ne
+
+
+def astronn_continuum_normalize(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Deprecated spelling of :func:`astronn_continuum_normalise` (same result, with a DeprecationWarning)."""
+    warnings.warn("astronn_continuum_normalize is now astronn_continuum_normalise", DeprecationWarning,
+                  stacklevel=2)
+    return astronn_continuum_normalise(*args, **kwargs)

@@ -312,9 +312,9 @@ class PreprocessConfig:
         n = np.shape(flux)[-1] if np.ndim(flux) else 0
         g = self.input_grid_for(n, grid)
         if self.kind == "continuum" and self.continuum_weights == "astronn":
-            from starlabels.preprocess.astronn_continuum import astronn_continuum_normalize
+            from starlabels.preprocess.astronn_continuum import astronn_continuum_normalise
 
-            f, e = astronn_continuum_normalize(
+            f, e = astronn_continuum_normalise(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits,
             )
