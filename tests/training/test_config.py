@@ -88,3 +88,14 @@ def test_reading_a_config_does_not_import_torch():
     code = "import sys, starlabels.training.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cannon_regularization_key_is_read_as_regularisation():
+    data = {"files": ["a.h5"], "label_names": ["TEFF"]}
+    cfg = config_from_dict({"data": data, "model": {"name": "cannon", "kwargs": {"regularization": 0.5}}})
+    assert cfg.model.kwargs == {"regularisation": 0.5}
+    cfg = config_from_dict({"data": data, "model": {"name": "cannon", "kwargs": {"regularisation": 0.25}}})
+    assert cfg.model.kwargs == {"regularisation": 0.25}
+    with pytest.raises(ConfigError, match="both 'regularisation' and its older spelling"):
+        config_from_dict({"data": data, "model": {"name": "cannon",
+                                                  "kwargs": {"regularisation": 1.0, "regularization": 1.0}}})

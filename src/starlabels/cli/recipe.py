@@ -87,8 +87,8 @@ def apogee_net(config: str, output: str | None, resume: bool, overwrite: bool, d
 
 
 def _run(cfg, resume: bool):
+    from starlabels.evaluation.recipe_tables import run_recipe
     from starlabels.training.distributed import init_distributed, launched_by_torchrun, shutdown
-    from starlabels.training.recipe import run_recipe
 
     if not launched_by_torchrun():
         return run_recipe(cfg, resume=resume)

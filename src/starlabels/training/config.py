@@ -1,5 +1,9 @@
 """Training configuration: dataclasses and the TOML file read by ``starlabels train``.
 
+Kept as one module (~550 lines, a fifth of them the file format below): the format documented
+here, the dataclass that checks each section and the loader that resolves its paths are one
+description of the file, read and changed together.
+
 A training run is described by one TOML file. Every relative path in it — ``[data] files``,
 ``[output] folder``, ``[model.kwargs] windows`` / ``censor_windows`` / ``censors``,
 ``[preprocess] continuum_mask`` — is relative to the folder holding the file, never to the working
@@ -86,7 +90,7 @@ The Cannon instead of a network (``[model] name = "cannon"``; :class:`starlabels
     name = "cannon"                      # default "network": the [model] architecture
     [model.kwargs]                       # CannonModel arguments, all optional
     order = 2                            # polynomial order of the label model (quadratic)
-    regularization = 0.0                 # L1 strength Λ (Casey et al. 2016)
+    regularisation = 0.0                 # L1 strength Λ (Casey et al. 2016; "regularization" is read too)
     n_starts = 5                         # test-step starting points (median + k-means medians)
     censors = { FE_H = "fe_h_pixels.npy" }   # (P,) bool .npy per label: True = may shape the pixel
     censor_windows = "aspcap_element_windows_dr14_7514.npz"   # or: element labels (MG_FE, ...) only
@@ -206,7 +210,9 @@ class DataConfig:
 #: Label methods ``[model] name`` selects (``"network"``: the ``architecture``).
 MODEL_NAMES = ("network", "cannon")
 #: ``[model.kwargs]`` keys of ``name = "cannon"``.
-CANNON_KWARGS = ("order", "regularization", "n_starts", "censors", "censor_windows")
+CANNON_KWARGS = ("order", "regularisation", "n_starts", "censors", "censor_windows")
+#: Older spellings of ``[model.kwargs]`` Cannon keys, read as the new key.
+CANNON_KWARG_ALIASES = {"regularization": "regularisation"}
 
 
 @dataclass
@@ -225,6 +231,11 @@ class ModelConfig:
         if self.name not in MODEL_NAMES:
             raise ConfigError(f"[model] name must be one of {MODEL_NAMES}, got {self.name!r}")
         if self.name == "cannon":
+            for old, new in CANNON_KWARG_ALIASES.items():
+                if old in self.kwargs:
+                    if new in self.kwargs:
+                        raise ConfigError(f"[model.kwargs] gives both {new!r} and its older spelling {old!r}")
+                    self.kwargs = {(new if k == old else k): v for k, v in self.kwargs.items()}
             unknown = sorted(set(self.kwargs) - set(CANNON_KWARGS))
             if unknown:
                 raise ConfigError(

@@ -96,7 +96,7 @@ class TrainingData:
         self.groups = groups
         self.n_pixels = int(n_pixels)
         if grid is not None:
-            from starlabels.data.hdf5 import as_grid
+            from starlabels.data.hdf5_format import as_grid
 
             grid = as_grid(grid)
         self.grid = grid

@@ -147,7 +147,7 @@ class InputPipeline:
         if scaler.mode != "none":
             for flux, error in self.iter_blocks(train_rows, desc="spectrum mean"):
                 scaler.partial_fit(flux, error)
-            scaler.finalize()
+            scaler.finalise()
         self.spectrum_scaler = scaler
 
     def scaler_state(self) -> dict[str, Any]:

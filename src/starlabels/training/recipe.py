@@ -1,6 +1,9 @@
 """APOGEE Net's whole training recipe (Olney et al. 2020, §3.3–3.4, Tables 1–3) in one run.
 
-:func:`run_recipe` (``starlabels recipe apogee-net CONFIG.toml``) does what the paper did:
+:func:`starlabels.evaluation.recipe_tables.run_recipe` (``starlabels recipe apogee-net CONFIG.toml``)
+does what the paper did; this module reads the recipe's config, splits the data per group and runs
+the training part (:func:`train_recipe`, steps 1–3), :mod:`starlabels.evaluation.recipe_tables`
+evaluates the model and writes the tables (step 4):
 
 1. **split per group** — each value of the dataset's group column (``meta/group``: ``payne``,
    ``mdwarf``, ``yso``) is split into train/dev/test with its own fractions
@@ -125,15 +128,17 @@ The recipe needs one or more starlabels HDF5 datasets whose rows carry labels an
   Ingesting a whole spectra folder per group also adds the stars that group does not label; they
   get MISSING labels and the recipe leaves them out of every split (``recipe.json`` counts them),
   so the result is the same, only the files are larger.
+
+Kept as one module (~500 lines, a quarter of them this user documentation of the config format):
+the config, its checks and the per-group split it implies are read together as one unit.
 """
+
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,9 +156,6 @@ from starlabels.training.config import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
-    from starlabels.evaluation.metrics import ApogeeNetTables
     from starlabels.training.data_access import TrainingData
 
 #: The paper's per-group train/dev/test fractions (§3: 80/10/10 Payne, 60/20/20 M dwarfs and YSOs).
@@ -178,12 +180,6 @@ ADAPTATION_KEYS = ("fraction", "max_rounds", "round_patience", "epochs", "criter
 STATISTICS = ("rms", "std", "sigma_mad")
 MODEL_SUBFOLDER = "model"
 SPLITS = ("train", "dev", "test")
-#: Base names of the table files (``.md`` and ``.csv`` each).
-TABLE_FILES = {"table1": "table1_normalisation", "table2": "table2_mse", "table3": "table3_scatter"}
-PREDICTIONS_FILE = "predictions.csv"
-SUMMARY_FILE = "recipe.json"
-#: Spectra read from the dataset and predicted per step during evaluation.
-EVAL_BLOCK = 2048
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,19 +387,21 @@ def _check_groups(split: Mapping[str, np.ndarray], groups: np.ndarray, s: Strati
 
 
 # --------------------------------------------------------------------------------------------
-# running
+# training
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class RecipeResult:
-    """What :func:`run_recipe` produced."""
+class RecipeTraining:
+    """What :func:`train_recipe` produced: the config with the preprocessing it trained with, the
+    data and split, the facts for ``recipe.json`` (``extra``), and whether this is the reporting
+    rank."""
 
-    output: Path
-    model_folder: Path
-    tables: Any  # ApogeeNetTables (display group names)
-    files: dict[str, Path]
-    summary: dict[str, Any]
+    cfg: RecipeConfig
+    data: TrainingData
+    split: dict[str, np.ndarray]
+    extra: dict[str, Any]
+    is_main: bool
 
 
 def _preprocess_for(cfg: TrainConfig, data: TrainingData, preset: str = "learning") -> dict[str, Any] | None:
@@ -430,14 +428,12 @@ def _raw_preprocess_for(data: TrainingData) -> dict[str, Any] | None:
     return None
 
 
-def run_recipe(
-    cfg: RecipeConfig, *, resume: bool = False, distributed: Any = None
-) -> RecipeResult | None:
-    """Split, train, adapt, evaluate and write the tables (see the module docstring).
+def train_recipe(cfg: RecipeConfig, *, resume: bool = False, distributed: Any = None) -> RecipeTraining:
+    """Split, train and adapt (steps 1–3 of the module docstring); the model is saved to
+    ``cfg.model_folder``.
 
-    ``resume`` continues an interrupted run from ``<output>/model/checkpoint.pt`` (a finished one
-    is re-evaluated). Under DistributedDataParallel (``distributed``) every rank trains and rank 0
-    evaluates and writes; other ranks return None.
+    ``resume`` continues an interrupted run from ``<output>/model/checkpoint.pt``. Under
+    DistributedDataParallel (``distributed``) every rank trains; rank 0 writes.
     """
     from starlabels.models import build_network
     from starlabels.preprocess.pipeline import PreprocessConfig
@@ -468,7 +464,7 @@ def run_recipe(
         from starlabels.models.init import kaiming_init
 
         kaiming_init(network)
-    provenance = {"config": _jsonable(tc.to_dict()),
+    provenance = {"config": plain_json(tc.to_dict()),
                   "recipe": {"name": "apogee_net", "source": cfg.source,
                              "group_names": {g: cfg.display_name(g) for g in info["fractions_used"]}}}
     trainer = Trainer(
@@ -485,208 +481,23 @@ def run_recipe(
                        criterion=s.criterion, large_tolerance=s.large_tolerance,
                        min_delta=tc.training.min_delta)
     trainer.finish()
-    if not trainer.is_main:
-        return None
-    return evaluate_recipe(cfg, data, trainer.split, extra={
+    return RecipeTraining(cfg=cfg, data=data, split=trainer.split, is_main=trainer.is_main, extra={
         "split": info, "main": dataclasses.asdict(main), "stratified": adaptation,
         "epochs_run": int(trainer.state["global_epoch"]),
     })
 
 
-def predict_rows(
-    model: Any, data: TrainingData, rows: np.ndarray, *, device: str | None = None,
-    block: int = EVAL_BLOCK,
-) -> np.ndarray:
-    """(n, L) point predictions (physical units) of ``model`` for ``rows`` of ``data``.
-
-    Spectra are read ``block`` rows at a time and passed to :func:`starlabels.predict` — raw
-    apStar-grid spectra through the model's own preprocessing, already-preprocessed ones
-    (``data.preprocessing`` set, or a model without preprocessing) as network input. Rows whose
-    spectrum is unusable get NaN.
-    """
-    from starlabels.inference.predict import predict
-    from starlabels.utils import progress
-
-    rows = np.asarray(rows, dtype=np.int64)
-    preprocessed = data.preprocessing is not None or model.preprocessing is None
-    out = np.full((len(rows), len(model.label_names)), np.nan)
-    for a in progress(range(0, len(rows), block), desc="evaluate", unit="block"):
-        flux, error, bitmask = data.read(rows[a:a + block])
-        pred = predict(model, flux, error, bitmask=None if preprocessed else bitmask,
-                       preprocessed=preprocessed, device=device, uncertainty=None)
-        out[a:a + len(flux)] = pred.mean
-    return out
-
-
-def _ordered_groups(present: Sequence[str], s: StratifiedConfig) -> list[str]:
-    """Table order: the large group, the focus groups, then any others (sorted)."""
-    first = [g for g in [s.large_group, *s.focus_groups] if g in present]
-    return first + sorted(g for g in present if g not in first)
-
-
-def evaluate_recipe(
-    cfg: RecipeConfig, data: TrainingData, split: Mapping[str, np.ndarray],
-    extra: Mapping[str, Any] | None = None,
-) -> RecipeResult:
-    """Predict the split rows with the saved model, make Tables 1–3 and write every output file."""
-    import pandas as pd
-
-    from starlabels.evaluation.metrics import apogee_net_tables
-    from starlabels.models.folder import load_model
-
-    assert data.groups is not None
-    model = load_model(cfg.model_folder)
-    parts = [(name, np.asarray(split[name], dtype=np.int64)) for name in SPLITS]
-    rows = np.concatenate([r for _, r in parts])
-    split_vec = np.concatenate([np.full(len(r), name) for name, r in parts])
-    groups = data.groups[rows]
-    order = _ordered_groups(sorted(set(groups.tolist())), cfg.stratified)
-    rank = {g: i for i, g in enumerate(order)}
-    # rows sorted by (group in table order, row): the tables list groups in order of appearance
-    perm = np.lexsort((rows, np.array([rank[g] for g in groups], dtype=np.int64)))
-    rows, split_vec, groups = rows[perm], split_vec[perm], groups[perm]
-    idx = np.argsort(rows, kind="stable")  # predict in file order (sequential reads)
-    pred = np.empty((len(rows), len(model.label_names)))
-    pred[idx] = predict_rows(model, data, rows[idx], device=cfg.train.training.torch_device)
-    ref = np.asarray(data.labels[rows], dtype=np.float64)
-    ref[(ref == MISSING) | ~np.isfinite(ref)] = np.nan
-    names = list(model.label_names)
-    scaler = model.label_scaler
-    shown = np.array([cfg.display_name(g) for g in groups], dtype=object)
-    tables = apogee_net_tables(
-        pred, ref, names, split=split_vec, groups=shown, label_mean=scaler.mean,
-        label_std=scaler.std, full_name=cfg.full_name, statistic=cfg.statistic,  # type: ignore[arg-type]
-    )
-    out = cfg.output
-    out.mkdir(parents=True, exist_ok=True)
-    files = write_tables(tables, out, names, list(model.label_units))
-
-    pred_table = pd.DataFrame({"ROW": rows})
-    ids = _meta_column(data, "apogee_id")
-    if ids is not None:
-        pred_table["APOGEE_ID"] = ids[rows]
-    pred_table["GROUP"] = groups
-    pred_table["SPLIT"] = split_vec
-    for j, n in enumerate(names):
-        pred_table[n] = pred[:, j]
-    for j, n in enumerate(names):
-        pred_table[f"{n}_REF"] = ref[:, j]
-    pred_table = pred_table.sort_values("ROW", kind="stable")
-    files["predictions"] = out / PREDICTIONS_FILE
-    pred_table.to_csv(files["predictions"], index=False)
-
-    summary = {
-        "recipe": "apogee_net",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.source,
-        "recipe_config": cfg.to_dict(),
-        "model": str(cfg.model_folder),
-        "labels": names,
-        "groups": {g: {"name": cfg.display_name(g),
-                       "rows": {p: int(np.count_nonzero((groups == g) & (split_vec == p))) for p in SPLITS}}
-                   for g in order},
-        **dict(extra or {}),
-        "statistic": cfg.statistic,
-        "table2": _records(tables.table2()),
-        "files": {k: str(v) for k, v in files.items()},
-    }
-    files["summary"] = out / SUMMARY_FILE
-    summary["files"]["summary"] = str(files["summary"])
-    files["summary"].write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
-    return RecipeResult(output=out, model_folder=cfg.model_folder, tables=tables, files=files,
-                        summary=summary)
-
-
-def _meta_column(data: TrainingData, name: str) -> np.ndarray | None:
-    """A meta column over all of ``data``'s files (str), or None when a file lacks it."""
-    from starlabels.data.hdf5 import SpectraDataset
-
-    if not data.files:
-        return None
-    cols = []
-    for path in data.files:
-        ds = SpectraDataset(path)
-        try:
-            if name not in ds.meta_names:
-                return None
-            v = np.asarray(ds.meta(name))
-            cols.append(np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v.astype(str))
-        finally:
-            ds.close()
-    return np.concatenate(cols)
-
-
-# --------------------------------------------------------------------------------------------
-# tables
-# --------------------------------------------------------------------------------------------
-
-_SPLIT_TITLES = {"train": "Train", "dev": "Dev", "test": "Test"}
-
-
-def _paper_label(name: str, unit: str) -> str:
-    from starlabels.evaluation.metrics import label_display
-
-    text = label_display(name, tex=False)
-    return f"{text} ({unit})" if unit and unit != "dex" else text
-
-
-def write_tables(
-    tables: ApogeeNetTables, folder: str | Path, label_names: Sequence[str],
-    label_units: Sequence[str] | None = None,
-) -> dict[str, Path]:
-    """Write Tables 1–3 as Markdown and CSV into ``folder``; returns ``{"table2_md": path, ...}``.
-
-    CSV (full precision): ``table1_normalisation.csv`` (label, unit, mean, std),
-    ``table2_mse.csv`` (group, train, dev, test), ``table3_scatter.csv`` (group, label, unit,
-    train, dev, test). Markdown: the same rows with a caption, labels as in the paper
-    (``Teff (K)``, ``log g``, ``[Fe/H]``) and 4 significant figures.
-    """
-    from starlabels.evaluation.metrics import to_markdown, write_table
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    units = dict(zip(label_names, label_units or [""] * len(label_names), strict=True))
-    t1 = tables.normalization.copy()
-    t2 = tables.table2()
-    t3 = tables.table3()
-    wide = {"table1": t1, "table2": t2, "table3": t3}
-    captions = {
-        "table1": "Table 1. Normalisation values of the labels (training set)",
-        "table2": "Table 2. Combined standardised MSE loss",
-        "table3": f"Table 3. Typical scatter ({tables.statistic}) between the input labels and the "
-                  "predictions for each parameter in each group",
-    }
-    md_frames = {
-        "table1": t1.assign(label=[_paper_label(n, units.get(n, u)) for n, u in zip(t1["label"], t1["unit"],
-                                                                                      strict=True)])
-        .drop(columns="unit").rename(columns={"label": "Parameter", "mean": "Mean", "std": "Std"}),
-        "table2": t2.rename(columns={"group": "Group", **_SPLIT_TITLES}),
-        "table3": t3.assign(label=[_paper_label(n, u) for n, u in zip(t3["label"], t3["unit"], strict=True)])
-        .drop(columns="unit").rename(columns={"group": "Group", "label": "Parameter", **_SPLIT_TITLES}),
-    }
-    paths: dict[str, Path] = {}
-    for key, base in TABLE_FILES.items():
-        paths[f"{key}_csv"] = write_table(wide[key], folder / f"{base}.csv")
-        md = folder / f"{base}.md"
-        md.write_text(f"{captions[key]}\n\n{to_markdown(md_frames[key])}", encoding="utf-8")
-        paths[f"{key}_md"] = md
-    return paths
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in r.items()} for r in df.to_dict(orient="records")]
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars/arrays converted, non-finite floats as None."""
+def plain_json(obj: Any) -> Any:
+    """Plain JSON values of ``obj``, recursively: numpy scalars/arrays converted, non-finite floats
+    as None, other objects as their ``str()`` (the recipe's provenance and ``recipe.json``)."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): plain_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [plain_json(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return plain_json(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return plain_json(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, str | int | bool) or obj is None:
