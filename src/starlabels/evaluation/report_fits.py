@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from starlabels.errors import StarlabelsError
+from starlabels.evaluation.report_figures import FigureCollector
+from starlabels.evaluation.report_inputs import ModelCard
 
 #: catalog rows fitted and drawn at most (the first rows whose SOURCE can be read)
 DEFAULT_MAX_FITS = 6
@@ -38,10 +40,10 @@ class _Star:
     bitmask: np.ndarray
 
 
-def add_fit_figures(figs: Any, card: Any, catalog: pd.DataFrame, catalog_path: str | os.PathLike,
-                    *, max_fits: int = DEFAULT_MAX_FITS) -> None:
+def add_fit_figures(figs: FigureCollector, card: ModelCard, catalog: pd.DataFrame,
+                    catalog_path: str | os.PathLike, *, max_fits: int = DEFAULT_MAX_FITS) -> None:
     """Add fit figures of up to ``max_fits`` catalog stars to ``figs`` (the report's figure
-    collector, with ``add(key, title, caption, fig)`` and ``skip(title, reason)``).
+    collector: ``add(key, title, caption, fig)``, ``skip(title, reason)``).
 
     ``card``: the report's model card (``config`` dict, ``folder`` Path); ``catalog`` the catalog
     table; ``catalog_path`` its file (a relative ``SOURCE`` is also looked up beside it).
@@ -74,7 +76,7 @@ def add_fit_figures(figs: Any, card: Any, catalog: pd.DataFrame, catalog_path: s
         _add_one(figs, model, fit, k, star, len(stars))
 
 
-def _add_one(figs: Any, model: Any, fit: Any, k: int, star: _Star, n: int) -> None:
+def _add_one(figs: FigureCollector, model: Any, fit: Any, k: int, star: _Star, n: int) -> None:
     from starlabels.evaluation.fit_plots import plot_spectrum_fit
 
     title = f"{SECTION_TITLE} {k + 1} of {n}: {star.name}"
