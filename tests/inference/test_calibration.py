@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import starlabels
+from starlabels import PredictOptions
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
 from starlabels.inference import flags
-from starlabels.inference.calibration import calibrate, report, sigma_mad
+from starlabels.inference.calibration import calibrate, report
+from starlabels.statistics import sigma_mad
 
 
 @pytest.fixture
@@ -24,7 +26,8 @@ def dev_set(make_model, tmp_path):
     rng = np.random.default_rng(0)
     x = 1 + 0.1 * rng.normal(size=(300, 256))
     e = np.full_like(x, 0.05)
-    pred = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta", calibrated=False)
+    pred = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta",
+                              options=PredictOptions(calibrated=False))
     labels = pred.mean + np.array([2.5, 0.5, 1.0]) * pred.std * rng.normal(size=pred.mean.shape)
     labels[:15] += 50 * pred.std[:15]  # 5 % gross outliers: σ_MAD ignores them
     labels[20:40, 0] = MISSING
@@ -45,11 +48,13 @@ def test_scales_make_sigma_mad_of_z_one_and_are_saved(dev_set):
     assert "before -> after" in report(out)
 
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["calibration"] == pytest.approx(out["scales"])
-    info = cfg["training"]["uncertainty_calibration"]
+    info = cfg["calibration"]  # stored once, under its own key (not in the training provenance)
+    assert "uncertainty_calibration" not in cfg["training"] and cfg["format_version"] == 2
+    assert info["methods"]["delta"]["scales"] == pytest.approx(out["scales"])
     assert info["method"] == "delta"
     assert set(info["methods"]["delta"]["sigma_reference"]) == {"TEFF", "LOGG", "FE_H"}
-    assert starlabels.load_model(folder).calibration == pytest.approx(out["scales"])
+    loaded = starlabels.load_model(folder).calibration
+    assert loaded["methods"]["delta"]["scales"] == pytest.approx(out["scales"])
 
     # applied by default when predicting from the folder: z-scores now have σ_MAD 1
     cal = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta")

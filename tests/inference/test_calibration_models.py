@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 
 import starlabels
+from starlabels import PredictOptions
 from starlabels.errors import InputDataError
-from starlabels.inference.calibration import (
-    apply_calibration,
-    calibrate,
-    fit_power,
-    fit_scales,
-    fit_two_parts,
-    sigma_mad,
-)
-from starlabels.inference.predict import Prediction
+from starlabels.inference.calibration import apply_calibration, calibrate, fit_scales
+from starlabels.inference.calibration_fits import fit_power, fit_two_parts
+from starlabels.inference.prediction import Prediction
+from starlabels.statistics import sigma_mad
 
 
 def test_two_part_fit_recovers_the_factors_of_each_part():
@@ -80,7 +76,7 @@ def test_parts_entry_is_applied_as_fitted():
 
 
 def test_floor_calibration_round_trip_through_the_model_folder(make_model, tmp_path):
-    """calibrate(model_kind="floor") on a dev set whose errors span 1.5 decades: saved, and
+    """calibrate(model="floor") on a dev set whose errors span 1.5 decades: saved, and
     predict's σ² is then exactly (sσ)² + f², with a ``floor`` part."""
     model = make_model("apogee_net", 256, dropout=0.0, seed=2)
     folder = tmp_path / "model"
@@ -88,11 +84,12 @@ def test_floor_calibration_round_trip_through_the_model_folder(make_model, tmp_p
     rng = np.random.default_rng(0)
     x = 1 + 0.1 * rng.normal(size=(600, 256))
     e = 0.05 * 10 ** rng.uniform(-1, 0.5, size=(600, 1)) * np.ones_like(x)
-    pred = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta", calibrated=False)
+    pred = starlabels.predict(folder, x, e, preprocessed=True, uncertainty="delta",
+                              options=PredictOptions(calibrated=False))
     floor = 2.0 * np.median(pred.std, axis=0)
     labels = pred.mean + np.sqrt((1.5 * pred.std) ** 2 + floor**2) * rng.normal(size=pred.mean.shape)
     out = calibrate(folder, x, e, labels, uncertainty="delta", preprocessed=True, save=True,
-                    model_kind="floor")
+                    model="floor")
     names = ["TEFF", "LOGG", "FE_H"]
     np.testing.assert_allclose([out["scales"][k] for k in names], 1.5, rtol=0.2)
     np.testing.assert_allclose([out["floor"][k] for k in names], floor, rtol=0.3)

@@ -11,8 +11,7 @@ import torch
 import starlabels
 from starlabels.data.normalization import LabelScaler, SpectrumScaler
 from starlabels.errors import InputDataError, ModelFormatError
-from starlabels.models import ApogeeNet, BayesianCNN, CensoredBayesianCNN
-from starlabels.models import folder as folder_mod
+from starlabels.models import ApogeeNet, BayesianCNN, CensoredBayesianCNN, folder_io
 from starlabels.models.folder import TrainedModel, load_model
 
 P = 256
@@ -76,7 +75,8 @@ def test_round_trip_gives_identical_predictions(kind, tmp_path):
     model.network.eval()
     assert torch.equal(loaded.network(x)[0], model.network(x)[0])
     assert loaded.label_names == NAMES and loaded.label_units == UNITS
-    assert loaded.calibration == {"TEFF": 1.3, "MG_FE": 0.9}
+    # a bare {label: scale} is stored as the calibration of every uncertainty method ("*")
+    assert loaded.calibration["methods"]["*"]["scales"] == {"TEFF": 1.3, "MG_FE": 0.9}
     assert loaded.preprocessing == model.preprocessing and loaded.training == model.training
     assert loaded.history == model.history
     assert loaded.config_dict() == model.config_dict()
@@ -88,7 +88,7 @@ def test_config_json_layout_and_physical_units(tmp_path):
     model = make_model("bcnn", rng)
     model.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert cfg["format_version"] == 1 and cfg["starlabels_version"] == starlabels.__version__
+    assert cfg["format_version"] == 2 and cfg["starlabels_version"] == starlabels.__version__
     assert cfg["architecture"] == {"name": "bcnn", "kwargs": model.network.config()}
     assert cfg["labels"] == {"names": NAMES, "units": UNITS}
     assert cfg["normalisation"]["spectra"] == {"mode": "centred", "n_pixels": P}
@@ -139,7 +139,7 @@ def test_failed_save_leaves_existing_folder_untouched(tmp_path, monkeypatch):
     make_model("bcnn", rng).save(target)
     (target / "checkpoint.pt").write_bytes(b"x")
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    real_rename = folder_mod.os.rename
+    real_rename = folder_io.os.rename
 
     def failing_rename(src, dst):
         # the final step, temporary folder → destination, fails (after the old one was moved away)
@@ -147,7 +147,7 @@ def test_failed_save_leaves_existing_folder_untouched(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(folder_mod.os, "rename", failing_rename)
+    monkeypatch.setattr(folder_io.os, "rename", failing_rename)
     with pytest.raises(OSError, match="disk full"):
         make_model("apogee_net", rng).save(target)
     monkeypatch.undo()
@@ -169,8 +169,8 @@ def test_load_errors(tmp_path):
 
     future = tmp_path / "future"
     make_model("bcnn", rng).save(future)
-    (future / "config.json").write_text(json.dumps({**cfg, "format_version": 2}))
-    with pytest.raises(ModelFormatError, match="format_version 2"):
+    (future / "config.json").write_text(json.dumps({**cfg, "format_version": 3}))
+    with pytest.raises(ModelFormatError, match="format_version 3"):
         load_model(future)
 
     broken = tmp_path / "broken"

@@ -76,8 +76,13 @@ def test_round_trip_through_a_folder(spaces, tmp_path):
 
 
 def test_bad_settings_and_unfitted_use_are_refused():
+    # scikit-learn conventions: the constructor only stores its settings; fit checks them
+    bad = DomainShift("mahalanobis", percentile=99.0)
+    assert bad.method == "mahalanobis" and bad.percentile == 99.0 and not hasattr(bad, "threshold_")
     with pytest.raises(InputDataError, match="method"):
-        DomainShift("mahalanobis")
+        bad.fit(np.zeros((5, 3)), np.zeros((2, 3)))
+    with pytest.raises(InputDataError, match="percentile"):
+        DomainShift(percentile=0.0).fit(np.zeros((5, 3)), np.zeros((2, 3)))
     with pytest.raises(InputDataError, match="not fitted"):
         DomainShift().score(np.zeros((2, 3)))
 

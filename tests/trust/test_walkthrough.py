@@ -58,7 +58,8 @@ def test_walkthrough_runs_on_simulated_files_laid_out_as_the_real_ones(tmp_path)
     assert len(plan) == len(labels)
     assert all("/dr17/apogee/spectro/redux/dr17/stars/apo25m/SIMFIELD/apStar-dr17-" in x for x in plan)
     config = json.loads((work / "model" / "config.json").read_text())
-    assert "mc_dropout" in config["training"]["uncertainty_calibration"]["methods"]
+    assert "mc_dropout" in config["calibration"]["methods"]  # stored once, not in the provenance
+    assert "uncertainty_calibration" not in config["training"]
     catalog = pd.read_csv(work / "catalog.csv")
     assert len(catalog) == N  # every apStar file, labelled or not
     assert "uncalibrated" not in proc.stdout  # step 5 calibrated the method predict uses

@@ -29,7 +29,8 @@ score divided by that threshold: ``domain_shift > 1`` raises the ``DOMAIN_SHIFT`
 
 Stored in the model folder as ``domain_shift.safetensors`` (arrays of :meth:`DomainShift.to_dict`
 plus JSON metadata with a fingerprint of the network weights: a file left beside retrained
-weights is ignored with a warning).
+weights is ignored with a warning). Training fits it with the label coverage
+(:func:`starlabels.inference.trust.fit_trust`). This module runs no predictions.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 
 from starlabels.errors import InputDataError, ModelFormatError
+from starlabels.inference.label_coverage import fingerprint
 from starlabels.inference.uncertainty import BAD_ERROR
 
 __all__ = ["DOMAIN_SHIFT_FILE", "DomainShift", "load_domain_shift"]
@@ -74,24 +76,26 @@ class DomainShift:
 
     Fitted attributes: ``mean_`` (P,), ``components_`` (K, P), ``floor_`` (P,) (``"pca"``);
     ``reference_`` (R, D) (``"knn"``); ``threshold_`` (raw score at the dev percentile);
-    ``dev_fraction_flagged_``.
+    ``dev_fraction_flagged_``; ``fingerprint_`` (of the network weights the features came from,
+    or None). The settings are checked by :meth:`fit`.
     """
 
     def __init__(self, method: str = "pca", *, n_components: int = 16, k: int = 10,
                  percentile: float = 99.0, max_reference: int = 5000, z2_cap: float = 100.0,
                  seed: int = 0) -> None:
-        if method not in METHODS:
-            raise InputDataError(f"domain shift method must be one of {METHODS}, got {method!r}")
-        if not 0 < percentile <= 100:
-            raise InputDataError(f"percentile must be in (0, 100], got {percentile}")
         self.method = method
-        self.n_components = int(n_components)
-        self.k = int(k)
-        self.percentile = float(percentile)
-        self.max_reference = int(max_reference)
-        self.z2_cap = float(z2_cap)
-        self.seed = int(seed)
-        self.fingerprint: str | None = None
+        self.n_components = n_components
+        self.k = k
+        self.percentile = percentile
+        self.max_reference = max_reference
+        self.z2_cap = z2_cap
+        self.seed = seed
+
+    def _check_settings(self) -> None:
+        if self.method not in METHODS:
+            raise InputDataError(f"domain shift method must be one of {METHODS}, got {self.method!r}")
+        if not 0 < self.percentile <= 100:
+            raise InputDataError(f"percentile must be in (0, 100], got {self.percentile}")
 
     # ------------------------------------------------------------------ fitting
 
@@ -113,22 +117,25 @@ class DomainShift:
                     e = np.asarray(error[a:a + chunk], np.float64)
                     var = var + np.where(np.isfinite(e) & (e < BAD_ERROR), e, np.inf) ** 2
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    z2 = np.minimum(r * r / var, self.z2_cap)
+                    z2 = np.minimum(r * r / var, float(self.z2_cap))
                 usable = np.isfinite(var) & np.isfinite(z2)
                 z2 = np.where(usable, z2, 0.0)
                 out[a:a + chunk] = z2.sum(axis=1) / np.maximum(usable.sum(axis=1), 1)
             else:
                 xt = torch.from_numpy(xb)
                 d = torch.cdist(xt, torch.from_numpy(self.reference_))
-                kk = min(self.k, d.shape[1])
+                kk = min(int(self.k), d.shape[1])
                 out[a:a + chunk] = d.topk(kk, largest=False).values.mean(dim=1).numpy()
         return out
 
     def fit(self, train: np.ndarray, dev: np.ndarray, *, train_error: np.ndarray | None = None,
-            dev_error: np.ndarray | None = None) -> DomainShift:
+            dev_error: np.ndarray | None = None, network_fingerprint: str | None = None) -> DomainShift:
         """Fit on training rows ``train`` (N, P) and set the threshold on ``dev`` (M, P) (the
         same features: normalised network input for ``"pca"``, embeddings for ``"knn"``);
-        ``*_error`` (same shapes): normalised flux errors (``"pca"``; None: unknown)."""
+        ``*_error`` (same shapes): normalised flux errors (``"pca"``; None: unknown);
+        ``network_fingerprint``: of the weights the features belong to
+        (:func:`~starlabels.inference.label_coverage.fingerprint`). Returns ``self``."""
+        self._check_settings()
         train = np.asarray(train, np.float64)
         dev = np.asarray(dev, np.float64)
         ok = np.isfinite(train).all(axis=1)
@@ -137,12 +144,12 @@ class DomainShift:
         rng = np.random.default_rng(self.seed)
         rows = np.flatnonzero(ok)
         if len(rows) > self.max_reference:
-            rows = np.sort(rng.choice(rows, self.max_reference, replace=False))
+            rows = np.sort(rng.choice(rows, int(self.max_reference), replace=False))
         x = train[rows]
         if self.method == "pca":
             self.mean_ = x.mean(axis=0)
             c = x - self.mean_
-            q = int(min(self.n_components, min(c.shape) - 1))
+            q = int(min(int(self.n_components), min(c.shape) - 1))
             if q < 1:
                 raise InputDataError("domain shift (pca) needs at least 2 training rows and 2 pixels")
             gen_state = torch.random.get_rng_state()
@@ -164,6 +171,7 @@ class DomainShift:
         if not self.threshold_ > 0:
             self.threshold_ = float(np.max(raw)) or 1.0
         self.dev_fraction_flagged_ = float(np.mean(raw > self.threshold_))
+        self.fingerprint_ = network_fingerprint
         return self
 
     def score(self, x: np.ndarray, error: np.ndarray | None = None) -> np.ndarray:
@@ -180,13 +188,16 @@ class DomainShift:
             out[ok] = self._raw(x[ok], e) / self.threshold_
         return out
 
+    transform = score
+
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
         """Settings and fitted state: JSON-able ``meta`` plus numpy ``arrays``."""
-        meta = {"method": self.method, "n_components": self.n_components, "k": self.k,
-                "percentile": self.percentile, "max_reference": self.max_reference,
-                "z2_cap": self.z2_cap, "seed": self.seed, "fingerprint": self.fingerprint,
+        meta = {"method": self.method, "n_components": int(self.n_components), "k": int(self.k),
+                "percentile": float(self.percentile), "max_reference": int(self.max_reference),
+                "z2_cap": float(self.z2_cap), "seed": int(self.seed),
+                "fingerprint": getattr(self, "fingerprint_", None),
                 "threshold": getattr(self, "threshold_", None),
                 "dev_fraction_flagged": getattr(self, "dev_fraction_flagged_", None), "format": 1}
         names = ("mean_", "components_", "floor_") if self.method == "pca" else ("reference_",)
@@ -196,16 +207,17 @@ class DomainShift:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DomainShift:
+        """The estimator of a :meth:`to_dict` (fitted when the dict holds a threshold)."""
         meta, arrays = d["meta"], d["arrays"]
         obj = cls(meta["method"], n_components=meta["n_components"], k=meta["k"],
                   percentile=meta["percentile"], max_reference=meta["max_reference"],
                   z2_cap=meta["z2_cap"], seed=meta["seed"])
-        obj.fingerprint = meta.get("fingerprint")
         for name, a in arrays.items():
             setattr(obj, name + "_", np.asarray(a, np.float64))
         if meta.get("threshold") is not None:
             obj.threshold_ = float(meta["threshold"])
             obj.dev_fraction_flagged_ = float(meta.get("dev_fraction_flagged") or 0.0)
+            obj.fingerprint_ = meta.get("fingerprint")
         return obj
 
     def save(self, folder: str | Path) -> Path:
@@ -235,31 +247,17 @@ def load_domain_shift(folder: str | Path, network: torch.nn.Module | None = None
     except Exception as exc:
         raise ModelFormatError(f"{path}: not a readable domain-shift file ({exc})") from None
     ds = DomainShift.from_dict({"meta": meta, "arrays": arrays})
-    if network is not None and ds.fingerprint is not None:
-        from starlabels.inference.coverage import fingerprint
-
-        if ds.fingerprint != fingerprint(network):
-            warnings.warn(f"{path} was fitted for other network weights; ignored (retrain or refit it)",
-                          stacklevel=2)
-            return None
+    stored = getattr(ds, "fingerprint_", None)
+    if network is not None and stored is not None and stored != fingerprint(network):
+        warnings.warn(f"{path} was fitted for other network weights; ignored (retrain or refit it)",
+                      stacklevel=2)
+        return None
     return ds
 
 
-def fit_trust(model: Any, train_x: np.ndarray, train_error: np.ndarray | None, train_labels: np.ndarray,
-              dev_x: np.ndarray, dev_error: np.ndarray | None, dev_labels: np.ndarray, *,
-              seed: int = 0) -> tuple[Any, ...]:
-    """Fit the label coverage and the domain shift of a trained network model on preprocessed
-    network input (train (N, P), dev (M, P), normalised errors or None, labels (·, L) with MISSING
-    where absent), attach both to the model (``coverage``, ``domain_shift``) and return them
-    (the domain shift alone for a network without an ``embedding``). Called by the trainer at the
-    end of training."""
-    from starlabels.inference.coverage import fingerprint, fit_coverage
+def fit_trust(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """:func:`starlabels.inference.trust.fit_trust` (its old home, until the trainer imports it
+    from there; requests.md)."""
+    from starlabels.inference.trust import fit_trust as fit
 
-    ds = DomainShift(seed=seed).fit(train_x, dev_x, train_error=train_error, dev_error=dev_error)
-    ds.fingerprint = fingerprint(model.network)
-    model.domain_shift = ds
-    if not hasattr(model.network, "embedding"):  # the coverage needs the network's embedding
-        return (ds,)
-    cov = fit_coverage(model, train_x, train_error, train_labels, dev_x, dev_error, dev_labels,
-                       preprocessed=True, seed=seed)
-    return cov, ds
+    return fit(*args, **kwargs)

@@ -1,37 +1,30 @@
-"""The trained-model folder: :class:`TrainedModel`, its ``save`` and :func:`load_model`.
+"""The trained-model folder of a network: :class:`TrainedModel`, its ``save`` and :func:`load_model`.
 
 Layout (docs/DESIGN.md, "Trained model folder")::
 
     model/
-      config.json          format_version, starlabels_version, created, architecture {name, kwargs},
-                           labels {names, units}, normalisation {labels: {mean, std, names},
-                           spectra: {mode, n_pixels}}, grid {Grid.to_dict()} | null (the
+      config.json          format_version (2), starlabels_version, created, architecture {name,
+                           kwargs}, labels {names, units}, normalisation {labels: {mean, std,
+                           names}, spectra: {mode, n_pixels}}, grid {Grid.to_dict()} | null (the
                            network input's wavelength grid), preprocessing {...} | null (its
-                           to_dict() stores the grid raw spectra must be on), calibration
-                           {label: scale} | null, training {...}
+                           to_dict() stores the grid raw spectra must be on), calibration {format,
+                           method, methods {method: fitted calibration}, label_range?} | null
+                           (:mod:`starlabels.models.calibration_store`), training {provenance}
       weights.safetensors  network state dict + "spectrum_scaler.mean"/"spectrum_scaler.std"
       history.csv          epoch, train_loss, dev_loss, lr, seconds (when a history is attached)
 
-Folders written before grids were stored have no ``grid`` entry: their network grid is the
-preprocessing's output grid (``continuum`` → ASPCAP, ``raw`` → apStar) or, without preprocessing,
-the built-in grid with the network's pixel count (none when no built-in grid has it).
-
-Saving is atomic: the files are written to a temporary folder beside the destination which then
-replaces it by rename; on any failure the destination is left as it was. Files in an existing
-destination that are not part of the format (e.g. the trainer's ``checkpoint.pt``) are carried over.
+Folders of ``format_version`` 1 kept the calibration in two places (a flat ``{label: scale}``
+and details in ``training["uncertainty_calibration"]``): they load with identical predictions and
+are written in the new layout when saved again. Folders written before grids were stored have no
+``grid`` entry: their network grid is the preprocessing's output grid (``continuum`` → ASPCAP,
+``raw`` → apStar) or, without preprocessing, the built-in grid with the network's pixel count
+(none when no built-in grid has it). Saving is atomic
+(:func:`~starlabels.models.folder_io.write_model_folder`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +34,23 @@ import torch
 from starlabels.data.normalization import LabelScaler, SpectrumScaler
 from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.models import build_network
+from starlabels.models.calibration_store import CalibrationHolder, migrate_calibration
+from starlabels.models.folder_io import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    WEIGHTS_FILE,
+    check_format_version,
+    jsonable,
+    network_grid,
+    now_utc,
+    read_config,
+    read_history,
+    read_weights,
+    write_model_folder,
+)
 from starlabels.models.layers import LabelNetwork
-from starlabels.utils import give_default_permissions
 
 __all__ = [
     "CONFIG_FILE",
@@ -52,40 +60,15 @@ __all__ = [
     "WEIGHTS_FILE",
     "TrainedModel",
     "load_model",
+    "network_grid",
+    "read_config",
+    "read_weights",
 ]
 
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-HISTORY_FILE = "history.csv"
-HISTORY_COLUMNS = ("epoch", "train_loss", "dev_loss", "lr", "seconds")
-_OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE)
 _SCALER_PREFIX = "spectrum_scaler."
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(obj: Any) -> Any:
-    """Recursively convert numpy/torch scalars and arrays, tuples and Paths to JSON types;
-    non-finite floats become ``null`` (JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-class TrainedModel:
+class TrainedModel(CalibrationHolder):
     """A network with everything needed to turn preprocessed spectra into physical labels.
 
     Parameters
@@ -103,13 +86,16 @@ class TrainedModel:
         ``PreprocessConfig.to_dict()`` of the preprocessing used in training (kept opaque here), or
         ``None`` when the network input is used as stored.
     calibration:
-        Optional ``{label: scale}`` uncertainty calibration (applied by :mod:`starlabels.inference`).
+        The uncertainty calibration as stored (:mod:`starlabels.models.calibration_store`; fitted
+        by :func:`starlabels.inference.calibration.calibrate`, applied by ``starlabels.predict``),
+        or a bare ``{label: scale}`` applying to every uncertainty method; ``None``: uncalibrated.
     grid:
         The wavelength grid of the network input (:class:`~starlabels.core.Grid`, a built-in
         grid's name or a ``Grid.to_dict()``); ``None``: the preprocessing's output grid, else the
         built-in grid with the network's pixel count (else unknown).
     training:
         Provenance (data files, sizes, splits, optimiser, epochs, dates, seed); any JSON-able dict.
+        Model state (the calibration) is not kept here.
     history:
         Optional per-epoch records (dicts with ``epoch, train_loss, dev_loss, lr, seconds``, or a
         pandas DataFrame with those columns).
@@ -123,7 +109,7 @@ class TrainedModel:
         spectrum_scaler: SpectrumScaler | None = None,
         label_units: Sequence[str] | None = None,
         preprocessing: Mapping[str, Any] | None = None,
-        calibration: Mapping[str, float] | None = None,
+        calibration: Mapping[str, Any] | None = None,
         training: Mapping[str, Any] | None = None,
         history: Any = None,
         created: str | None = None,
@@ -146,19 +132,11 @@ class TrainedModel:
         if sp is not None and sp != network.n_pixels:
             raise InputDataError(f"spectrum scaler has {sp} pixels, the network takes {network.n_pixels}")
         self.preprocessing = None if preprocessing is None else dict(preprocessing)
-        self.grid = _network_grid(grid, self.preprocessing, network.n_pixels)
-        self.calibration = None
-        if calibration is not None:
-            unknown = sorted(set(calibration) - set(self.label_names))
-            if unknown:
-                raise InputDataError(f"calibration for unknown label(s) {unknown}")
-            bad = {k: v for k, v in calibration.items() if not (math.isfinite(v) and v > 0)}
-            if bad:
-                raise InputDataError(f"calibration scales must be finite and > 0, got {bad}")
-            self.calibration = {str(k): float(v) for k, v in calibration.items()}
+        self.grid = network_grid(grid, self.preprocessing, network.n_pixels)
+        self.calibration = calibration  # checked and stored by CalibrationHolder
         self.training = dict(training or {})
         self.history = _history_records(history)
-        self.created = created or _now()
+        self.created = created or now_utc()
         if starlabels_version is None:
             from starlabels import __version__ as starlabels_version
         self.starlabels_version = str(starlabels_version)
@@ -273,7 +251,7 @@ class TrainedModel:
     # ------------------------------------------------------------------ saving
     def config_dict(self) -> dict[str, Any]:
         """The content of ``config.json``."""
-        return _jsonable(
+        return jsonable(
             {
                 "format_version": FORMAT_VERSION,
                 "starlabels_version": self.starlabels_version,
@@ -307,87 +285,13 @@ class TrainedModel:
         trainer checkpoint) are kept — or refused (``overwrite=False``: ``FileExistsError``). A
         non-empty folder without ``config.json`` is never replaced (``FileExistsError``).
         """
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        if folder.exists():
-            if not folder.is_dir():
-                raise FileExistsError(f"{folder}: exists and is not a folder")
-            if any(folder.iterdir()):
-                if not (folder / CONFIG_FILE).is_file():
-                    raise FileExistsError(
-                        f"{folder}: exists, is not empty and is not a starlabels model folder; "
-                        "refusing to replace it"
-                    )
-                if not overwrite:
-                    raise FileExistsError(f"{folder}: model folder exists (pass overwrite=True)")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # provenance may hold odd objects (dates, enums): stored as their str()
-        config_text = json.dumps(self.config_dict(), indent=2, allow_nan=False, default=str)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        give_default_permissions(tmp, directory=True)  # mkdtemp makes it owner-only (0700)
-        moved: list[str] = []
-        backup: Path | None = None
-        try:
-            (tmp / CONFIG_FILE).write_text(config_text + "\n")
-            save_file(self.tensors(), str(tmp / WEIGHTS_FILE), metadata={"format": "starlabels"})
-            if self.history:
-                _write_history(tmp / HISTORY_FILE, self.history)
-            for written in tmp.iterdir():  # safetensors writes its file owner-only (0600)
-                give_default_permissions(written)
-            if folder.exists():
-                for entry in sorted(os.listdir(folder)):
-                    if entry not in _OWN_FILES:
-                        os.rename(folder / entry, tmp / entry)
-                        moved.append(entry)
-                backup = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(folder, backup)
-            os.rename(tmp, folder)
-        except BaseException:
-            if backup is not None and backup.exists() and not folder.exists():
-                os.rename(backup, folder)
-            for entry in moved:
-                if (tmp / entry).exists() and folder.is_dir():
-                    os.rename(tmp / entry, folder / entry)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-        return folder
+        return write_model_folder(folder, self.config_dict(), self.tensors(), self.history, overwrite)
 
     def __repr__(self) -> str:
         return (
             f"TrainedModel({self.architecture!r}, labels={self.label_names}, "
             f"n_pixels={self.n_pixels}, spectra={self.spectrum_scaler.mode!r})"
         )
-
-
-def _network_grid(grid: Any, preprocessing: Mapping[str, Any] | None, n_pixels: int) -> Any:
-    """The network input's :class:`~starlabels.core.Grid` (see :class:`TrainedModel`'s ``grid``)."""
-    from starlabels.preprocess.grids import get_grid
-
-    given = grid is not None
-    if grid is None and preprocessing is not None:
-        from starlabels.preprocess.pipeline import PreprocessConfig
-
-        try:
-            grid = PreprocessConfig.from_dict(dict(preprocessing)).output_grid
-        except (TypeError, ValueError, InputDataError):
-            grid = None
-    if grid is None:
-        try:
-            grid = get_grid(int(n_pixels))  # only for models saved before grids were stored
-        except ValueError:
-            return None
-    try:
-        g = get_grid(grid)
-    except (ValueError, InputDataError) as exc:
-        raise InputDataError(f"not a wavelength grid: {exc}") from None
-    if g.n_pixels != int(n_pixels):
-        if not given:  # a derived guess that does not fit: the grid is unknown
-            return None
-        raise InputDataError(f"grid {g.describe()} has {g.n_pixels} pixels, the network takes {n_pixels}")
-    return g
 
 
 def _history_records(history: Any) -> list[dict[str, Any]] | None:
@@ -399,73 +303,10 @@ def _history_records(history: Any) -> list[dict[str, Any]] | None:
     return records or None
 
 
-def _write_history(path: Path, records: list[dict[str, Any]]) -> None:
-    columns = list(HISTORY_COLUMNS)
-    for r in records:
-        columns += [k for k in r if k not in columns]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, restval="")
-        w.writeheader()
-        for r in records:
-            w.writerow({k: _jsonable(v) for k, v in r.items()})
-
-
-def _parse_number(v: str) -> Any:
-    if v == "":
-        return None
-    try:
-        i = int(v)
-    except ValueError:
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return i
-
-
-def _read_history(path: Path) -> list[dict[str, Any]] | None:
-    if not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        return [{k: _parse_number(v) for k, v in row.items()} for row in csv.DictReader(f)] or None
-
-
 def _require(cfg: Mapping[str, Any], key: str, where: Path) -> Any:
     if key not in cfg:
         raise ModelFormatError(f"{where}: config.json lacks the {key!r} entry")
     return cfg[key]
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model folder (``ModelFormatError`` when absent or bad)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFormatError(f"{folder}: model folder does not exist")
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise ModelFormatError(f"{folder}: not a starlabels model folder (no {CONFIG_FILE})")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object")
-    return cfg
-
-
-def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a model folder's ``weights.safetensors`` on the CPU (``ModelFormatError`` when
-    the file is missing or unreadable)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        raise ModelFormatError(f"{folder}: {WEIGHTS_FILE} is missing")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: unreadable weights file: {exc}") from None
 
 
 def load_model(folder: str | Path, device: str | torch.device | None = None) -> Any:
@@ -487,13 +328,7 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
         from starlabels.models.method import method_class
 
         return method_class(cfg["method"]).load(folder)
-    version = cfg.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{cfg_path}: format_version {version!r} cannot be read by this starlabels, which reads "
-            f"format_version {FORMAT_VERSION} (model written by starlabels "
-            f"{cfg.get('starlabels_version', 'unknown')})"
-        )
+    check_format_version(cfg, folder)
     weights_path = folder / WEIGHTS_FILE
     tensors = read_weights(folder)
 
@@ -511,6 +346,7 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
     except RuntimeError as exc:
         raise ModelFormatError(f"{weights_path}: weights do not fit {arch['name']!r}: {exc}") from None
     try:
+        calibration, training = migrate_calibration(cfg)
         model = TrainedModel(
             network=network,
             label_names=labels["names"],
@@ -518,9 +354,9 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
             label_scaler=LabelScaler.from_dict(norm["labels"]),
             spectrum_scaler=SpectrumScaler.from_state(norm.get("spectra", {}), tensors),
             preprocessing=cfg.get("preprocessing"),
-            calibration=cfg.get("calibration"),
-            training=cfg.get("training"),
-            history=_read_history(folder / HISTORY_FILE),
+            calibration=calibration,
+            training=training,
+            history=read_history(folder),
             created=cfg.get("created"),
             starlabels_version=cfg.get("starlabels_version"),
             grid=cfg.get("grid"),

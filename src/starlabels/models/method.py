@@ -11,17 +11,17 @@ flags and catalog columns. What a subclass provides:
   under this name, as the networks' under ``"mc_dropout"``/``"delta"``...);
 - instance attributes ``label_names``, ``label_units`` (L each), ``preprocessing``
   (a :class:`~starlabels.preprocess.pipeline.PreprocessConfig` applied to raw input by
-  ``predict``, or ``None``: input used as given), ``calibration`` (``{label: scale}`` or None) and
-  ``training`` (provenance dict; the calibration details live in
-  ``training["uncertainty_calibration"]``, as for networks — see
-  :mod:`starlabels.inference.calibration`);
+  ``predict``, or ``None``: input used as given), ``calibration`` (the stored calibration of
+  :mod:`starlabels.models.calibration_store`, or None — the same attribute, layout and
+  :class:`~starlabels.inference.calibration.UncertaintyCalibration` as for networks) and
+  ``training`` (provenance dict);
 - ``n_pixels`` (the pixel count of its input space), :meth:`predict_moments`, :meth:`save`,
   :meth:`load`.
 
 :data:`METHODS` maps ``config.json["method"]`` to the class (``"module:Class"``, imported lazily by
 :func:`starlabels.models.folder.load_model`). :func:`write_folder` / :func:`read_folder` do the
-atomic folder I/O shared by every method (``config.json`` + ``weights.safetensors`` +
-``history.csv``), the same layout as the networks'.
+folder I/O of every method (``config.json`` + ``weights.safetensors`` + ``history.csv``) with the
+networks' own writer and readers (:mod:`starlabels.models.folder_io`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from starlabels.errors import ModelFormatError
+from starlabels.errors import InputDataError, ModelFormatError
+from starlabels.models.calibration_store import CalibrationHolder, migrate_calibration
+from starlabels.models.folder_io import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    check_format_version,
+    network_grid,
+    now_utc,
+    read_config,
+    read_history,
+    read_weights,
+    write_model_folder,
+)
 
 __all__ = ["METHODS", "LabelMethod", "method_class", "read_folder", "write_folder"]
 
@@ -55,7 +67,7 @@ def method_class(name: str) -> type[LabelMethod]:
     return getattr(importlib.import_module(module), cls)
 
 
-class LabelMethod:
+class LabelMethod(CalibrationHolder):
     """Base class of label models that are not a single network (The Cannon, a Payne fitter).
 
     Subclasses set the class attributes ``method`` and ``default_uncertainty`` and implement
@@ -71,9 +83,7 @@ class LabelMethod:
     label_units: list[str]
     #: ``PreprocessConfig`` applied to raw input by ``starlabels.predict``; None = input as given.
     preprocessing: Any = None
-    #: ``{label: scale}`` of the most recently calibrated uncertainty (or None), as for networks.
-    calibration: dict[str, float] | None = None
-    #: Provenance; ``training["uncertainty_calibration"]`` holds the per-method calibration details.
+    #: Provenance (no model state: the calibration is :attr:`calibration`).
     training: dict[str, Any]
     #: Set by :meth:`load` to the folder the model was read from.
     source_folder: Path | None = None
@@ -132,12 +142,9 @@ class LabelMethod:
         explicit = self.__dict__.get("_grid")
         if explicit is not None:
             return explicit
-        from starlabels.errors import InputDataError
-        from starlabels.models.folder import _network_grid
-
         pre = self.preprocess_config()
         try:
-            return _network_grid(None, None if pre is None else pre.to_dict(), int(self.n_pixels))
+            return network_grid(None, None if pre is None else pre.to_dict(), int(self.n_pixels))
         except InputDataError:
             return None
 
@@ -169,14 +176,12 @@ class LabelMethod:
 
     def base_config(self) -> dict[str, Any]:
         """The ``config.json`` entries every method shares (a subclass adds its own keys)."""
-        from starlabels.models.folder import FORMAT_VERSION
-
         pre = self.preprocess_config()
         return {
             "format_version": FORMAT_VERSION,
             "method": self.method,
             "starlabels_version": getattr(self, "starlabels_version", None) or _version(),
-            "created": getattr(self, "created", None) or _now(),
+            "created": getattr(self, "created", None) or now_utc(),
             "architecture": {"name": self.method, "kwargs": {}},
             "labels": {"names": list(self.label_names), "units": list(self.label_units)},
             "preprocessing": None if pre is None else pre.to_dict(),
@@ -195,21 +200,16 @@ class LabelMethod:
             except (TypeError, ValueError, KeyError) as exc:
                 raise ModelFormatError(f"{folder}: bad preprocessing entry in config.json: {exc}") from None
         self.preprocessing = pre
-        cal = config.get("calibration")
-        self.calibration = None if cal is None else {str(k): float(v) for k, v in dict(cal).items()}
-        self.training = dict(config.get("training") or {})
+        try:  # folders of format_version 1: migrated (models.calibration_store)
+            self.calibration, self.training = migrate_calibration(config)
+        except InputDataError as exc:
+            raise ModelFormatError(f"{folder}: bad calibration entry in config.json: {exc}") from None
         self.created = config.get("created")
         self.starlabels_version = config.get("starlabels_version")
         self.source_folder = None if folder is None else Path(folder).resolve()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.method!r}, labels={self.label_names})"
-
-
-def _now() -> str:
-    from starlabels.models.folder import _now as now
-
-    return now()
 
 
 def _version() -> str:
@@ -227,26 +227,7 @@ def write_folder(
     """Atomically write a method's model folder: ``config.json`` (``config``, JSON-able),
     ``weights.safetensors`` (``tensors``) and ``history.csv`` (``history`` rows, if any), with the
     same replace-or-refuse rules as :meth:`TrainedModel.save` (extra files carried over)."""
-    from starlabels.models.folder import TrainedModel
-
-    writer = _FolderWriter(dict(config), {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                           list(history) if history else None)
-    return TrainedModel.save(writer, folder)  # type: ignore[arg-type]
-
-
-class _FolderWriter:
-    """Duck-typed stand-in for :meth:`TrainedModel.save` (which only calls these three)."""
-
-    def __init__(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], history):
-        self._config, self._tensors, self.history = config, tensors, history
-
-    def config_dict(self) -> dict[str, Any]:
-        from starlabels.models.folder import _jsonable
-
-        return _jsonable(self._config)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return self._tensors
+    return write_model_folder(folder, config, tensors, history)
 
 
 def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[str, torch.Tensor],
@@ -256,25 +237,11 @@ def read_folder(folder: str | Path, method: str) -> tuple[dict[str, Any], dict[s
     Raises :class:`ModelFormatError` naming the folder/file for a missing or unreadable folder,
     config or weights, another ``format_version``, or another method.
     """
-
-    from starlabels.models.folder import (
-        CONFIG_FILE,
-        FORMAT_VERSION,
-        HISTORY_FILE,
-        _read_history,
-        read_config,
-        read_weights,
-    )
-
     folder = Path(folder)
     cfg = read_config(folder)
-    if cfg.get("format_version") != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{folder / CONFIG_FILE}: format_version {cfg.get('format_version')!r} cannot be read by "
-            f"this starlabels (reads {FORMAT_VERSION})"
-        )
+    check_format_version(cfg, folder)
     if cfg.get("method") != method:
         raise ModelFormatError(
             f"{folder / CONFIG_FILE}: a {cfg.get('method') or 'network'!r} model, not a {method!r} one"
         )
-    return cfg, read_weights(folder), _read_history(folder / HISTORY_FILE)
+    return cfg, read_weights(folder), read_history(folder)
