@@ -201,3 +201,20 @@ def test_ingest_real_dr17_file(shared_data, tmp_path):
     assert ds.meta("apogee_id").tolist() == ["2M19485057+5005279"]
     assert ds.meta("snr")[0] == pytest.approx(137.489, abs=1e-3)
     assert ds.meta("nvisits").tolist() == [1]
+
+
+def test_commits_during_the_run_give_the_same_dataset(archive, tmp_path, monkeypatch):
+    """A commit replaces the open writer (work copy published, reopened). Appends after it must go to
+    the new writer: with a commit after every batch the dataset equals the one-commit run. (Before the
+    fix every ingest longer than COMMIT_SECONDS failed at its first append after a commit.)"""
+    once = ingest_files([archive["root"]], tmp_path / "once.h5", labels=archive["catalog"], label_names=NAMES,
+                        batch_size=2)
+    monkeypatch.setenv("STARLABELS_INGEST_COMMIT_SECONDS", "0")
+    often = ingest_files([archive["root"]], tmp_path / "often.h5", labels=archive["catalog"],
+                         label_names=NAMES, batch_size=2)
+    assert often.rows_added == once.rows_added == 7 and often.rows_total == 7
+    (arrays_a, meta_a), (arrays_b, meta_b) = _dataset_arrays(tmp_path / "once.h5"), _dataset_arrays(
+        tmp_path / "often.h5")
+    for key in ("flux", "error", "bitmask", "labels"):
+        np.testing.assert_array_equal(getattr(arrays_a, key), getattr(arrays_b, key))
+    assert meta_a["source"].tolist() == meta_b["source"].tolist()

@@ -283,8 +283,8 @@ def ingest_files(
 
     lock = OutputLock(output, "ingest")
     with lock, _CrashSafeWriter(output, target, label_names, inst.name) as safe:
-        writer = safe.writer
-        done = set(writer.read_meta("source").tolist()) if "source" in writer.meta_names else set()
+        # ``safe.writer`` is replaced at every commit: always go through ``safe``, never keep the writer
+        done = set(safe.writer.read_meta("source").tolist()) if "source" in safe.writer.meta_names else set()
         todo = [f for f in files if str(f) not in done]
         result.files_present = len(files) - len(todo)
         buf: dict[str, list[Any]] = {}
@@ -295,7 +295,7 @@ def ingest_files(
             nonlocal buf, n_buf, buf_files
             if n_buf:
                 meta = {k: np.concatenate(v) for k, v in buf.items() if k not in SPECTRUM_KEYS}
-                writer.append(
+                safe.writer.append(
                     np.stack(buf["flux"]), np.stack(buf["error"]), np.stack(buf["bitmask"]),
                     labels=np.stack(buf["labels"]) if L else None,
                     label_errors=np.stack(buf["label_errors"]) if L else None,
