@@ -272,10 +272,10 @@ def fit_ood_coverage(model: Any, cfg: Mapping[str, Any], survey: Any, train_rows
                        dev.flux, dev.error, dev.labels, train_bitmask=survey.bitmask[train_rows],
                        dev_bitmask=dev.bitmask, k=int(ccfg.get("k", 10)),
                        percentile=float(ccfg.get("percentile", 95.0)))
-    return {"k": cov.k, "percentile": cov.percentile, "n_reference": int(cov.reference.shape[0]),
-            "snr_bins": [float(np.exp(v)) for v in cov.log_snr],
-            "d_ref_logg": [float(v) for v in cov.d_ref[LABELS.index("LOGG")]],
-            "tau_logg": float(cov.tau[LABELS.index("LOGG")])}
+    return {"k": cov.k, "percentile": cov.percentile, "n_reference": int(cov.reference_.shape[0]),
+            "snr_bins": [float(np.exp(v)) for v in cov.log_snr_],
+            "d_ref_logg": [float(v) for v in cov.d_ref_[LABELS.index("LOGG")]],
+            "tau_logg": float(cov.tau_[LABELS.index("LOGG")])}
 
 
 def accuracy_target(
@@ -572,7 +572,7 @@ def evaluate_network(
     cal_set = calibration_set(dev, ccfg, preprocess_config(name, cfg))
     entry = calibrate(model, cal_set.flux, cal_set.error, cal_set.true_labels, uncertainty=method,
                       n_samples=n_samples, bitmask=cal_set.bitmask, seed=0, save=folder,
-                      model_kind=str(ccfg.get("model", "scale")))
+                      model=str(ccfg.get("model", "scale")))
     scales = np.array([entry["scales"][k] for k in LABELS])
     out: dict[str, Any] = {"method": method, "n_samples": n_samples, "scales": scales, "entry": entry,
                            "dev_before": np.array([entry["sigma_mad_before"][k] for k in LABELS]),
