@@ -21,7 +21,6 @@ this writer does not compute) and then the visits.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 
 from starlabels.core import apogee as apogee_core
 from starlabels.errors import InputDataError
+from starlabels.io.fits_write import header_scalar
 from starlabels.utils import give_default_permissions
 
 __all__ = ["atomic_write_hdulist", "write_apstar", "write_aspcapstar"]
@@ -60,19 +60,6 @@ def _wcs_cards(header: Any, n_pixels: int = apogee_core.N_PIXELS) -> None:
     header["CTYPE1"] = ("LOG-LINEAR", "Logarithmic wavelength scale in subsequent HDUs")
     header["DC-FLAG"] = (1, "Logarithmic wavelength scale in subsequent HDUs")
     header["NWAVE"] = (n_pixels, "Number of wavelengths in subsequent HDUs")
-
-
-def _scalar(v: Any) -> Any:
-    """A FITS-header-safe scalar, or None (NaN/inf and non-scalars are left out)."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    return None
 
 
 def atomic_write(
@@ -209,18 +196,18 @@ def write_apstar(
     h["OBJID"] = (str(objid), _COMMENTS["OBJID"])
     values = dict(meta)
     values["NVISITS"] = nvisits
-    if _scalar(values.get("SNR")) is None:
+    if header_scalar(values.get("SNR")) is None:
         with np.errstate(divide="ignore", invalid="ignore"):
             snr = f / e
         snr = snr[np.isfinite(snr)]
         values["SNR"] = float(np.median(snr)) if snr.size else None
     for key in _HEADER_KEYS:
-        v = _scalar(values.get(key))
+        v = header_scalar(values.get(key))
         if v is not None:
             h[key] = (v, _COMMENTS[key])
     for key, v in meta.items():
         k = str(key).upper()
-        sv = _scalar(v)
+        sv = header_scalar(v)
         if k in _SKIP_META or sv is None or not _KEYWORD.match(k):
             continue
         if k in h:  # never let meta clobber the WCS/structure cards
@@ -294,7 +281,7 @@ def write_aspcapstar(
     cols = [fits.Column(name="APOGEE_ID", format=f"{max(len(objid), 1)}A", array=np.array([objid]))]
     for key, v in meta.items():
         k = str(key).upper()
-        sv = _scalar(v)
+        sv = header_scalar(v)
         if k in ("APOGEE_ID", "OBJID") or sv is None:
             continue
         if isinstance(sv, str):

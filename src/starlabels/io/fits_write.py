@@ -15,6 +15,7 @@ verifies both (tests do).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -22,10 +23,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BLOCK", "card_image", "checksum32", "encode_checksum", "hdu_bytes"]
+__all__ = ["BLOCK", "card_image", "checksum32", "encode_checksum", "hdu_bytes", "header_scalar"]
 
 BLOCK = 2880
 _EXCLUDE = frozenset((0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60))
+
+
+def header_scalar(value: Any) -> Any:
+    """A FITS-header-safe scalar (bool, int, finite float or str; numpy scalars and bytes
+    converted), or None for NaN/inf and anything that is not a scalar (the card is then left out)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str):
+        return value
+    return None
 
 
 @lru_cache(maxsize=8192)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -48,7 +47,7 @@ import numpy as np
 
 from starlabels.errors import InputDataError
 from starlabels.io.apstar_writer import atomic_write
-from starlabels.io.fits_write import hdu_bytes
+from starlabels.io.fits_write import hdu_bytes, header_scalar
 from starlabels.io.spectrum import Spectrum, ivar_from_error
 
 __all__ = ["LAYOUTS", "mwm_layout", "mwm_wavelength", "write_mwm_star", "write_mwm_visit"]
@@ -212,18 +211,6 @@ def _write_bytes(data: bytes, path: str | os.PathLike[str], overwrite: bool) -> 
     return atomic_write(path, lambda fh: fh.write(data), overwrite)
 
 
-def _header_value(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, bool | int | float | str):
-        return v
-    return None
-
-
 def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
            meta: Mapping[str, Any] | None, layout: str, overwrite: bool) -> Path:
     lay = mwm_layout(kind, layout)
@@ -257,7 +244,7 @@ def _write(kind: str, path: str | os.PathLike[str], spectra: Sequence[Spectrum],
         elif key == "CREATED":
             v = created
         else:
-            v = _header_value(meta.get(key))
+            v = header_scalar(meta.get(key))
             if v is None and key in counts and kind == "mwmVisit":
                 v = counts[key]
         primary.append((key, v, comment))
