@@ -1,6 +1,6 @@
 """The uncertainty calibration estimator: :class:`UncertaintyCalibration`, and how a model carries it.
 
-Three calibration models, fitted per label k on a dev set with known labels (rows whose label is
+The calibration models, fitted per label k on a dev set with known labels (rows whose label is
 MISSING/NaN, or whose spectrum was invalid, are ignored), all judged by σ_MAD of the normalised
 residuals z = (prediction − label)/σ — σ_MAD = 1.4826 · median|z − median z| is robust to the
 outliers every survey has, so the calibration makes the *bulk* of the z-distribution unit-normal:
