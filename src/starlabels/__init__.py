@@ -3,7 +3,8 @@
 Public API (imported lazily so ``import starlabels`` stays fast):
 
 - :func:`starlabels.load_model` — restore a trained model folder.
-- :func:`starlabels.predict` — labels and uncertainties for spectra (networks, The Cannon, Payne fits).
+- :func:`starlabels.predict` — labels and uncertainties for spectra (networks, The Cannon, Payne fits);
+  :class:`starlabels.PredictOptions` — its less common settings (calibration, flag thresholds, …).
 - :class:`starlabels.CannonModel` — The Cannon (Ness et al. 2015; Casey et al. 2016), native in torch.
 - :func:`starlabels.payne_model` — a Payne fitter around a Payne-format emulator.
 - :func:`starlabels.tune_process` — opt-in process tuning (glibc allocator) for scripts that own
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "starlabels.models.folder",
     "predict": "starlabels.inference.predict",
+    "PredictOptions": "starlabels.inference.predict_options",
     "CannonModel": "starlabels.models.cannon",
     "payne_model": "starlabels.models.payne_fit",
     "tune_process": "starlabels.process",
@@ -32,8 +34,8 @@ _SUBPACKAGES = {
     "evaluation", "cli",
 }
 
-__all__ = ["CannonModel", "__version__", "load_model", "payne_model", "predict", "tune_process",
-           *sorted(_SUBPACKAGES)]
+__all__ = ["CannonModel", "PredictOptions", "__version__", "load_model", "payne_model", "predict",
+           "tune_process", *sorted(_SUBPACKAGES)]
 
 
 def __getattr__(name: str) -> Any:

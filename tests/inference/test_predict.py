@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
 import pytest
-import torch
 
 import starlabels
 from starlabels.errors import InputDataError, ModelFormatError, StarlabelsError
 from starlabels.inference import flags as flag_bits
-from starlabels.inference.predict import Prediction, inference_network, resolve
-from starlabels.inference.uncertainty import FastGradConv1d
+from starlabels.inference.inference_model import resolve
+from starlabels.inference.predict_options import PredictOptions
+from starlabels.inference.prediction import Prediction
 
 
 def test_public_predict_shapes_and_parts(raw_model_folder, spectra):
@@ -127,7 +126,8 @@ def test_seeded_stochastic_methods_are_reproducible_and_chunking_does_not_change
         np.testing.assert_array_equal(a.std, b.std)
         assert not np.array_equal(a.std, c.std)
     whole = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
-    chunked = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", chunk_size=4, batch_size=8)
+    chunked = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", batch_size=8,
+                                 options=PredictOptions(chunk_size=4))
     np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(chunked.std, whole.std, rtol=1e-5)
 
@@ -139,7 +139,8 @@ def test_calibration_is_applied_by_default_and_can_be_switched_off(make_model):
     raw = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
     m.calibration = {"TEFF": 2.0, "LOGG": 0.5, "FE_H": 1.0}  # a bare {label: scale}
     cal = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta")
-    off = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta", calibrated=False)
+    off = starlabels.predict(m, x, e, preprocessed=True, uncertainty="delta",
+                            options=PredictOptions(calibrated=False))
     np.testing.assert_allclose(cal.std, raw.std * [2.0, 0.5, 1.0], rtol=1e-12)
     np.testing.assert_allclose(cal.std**2, sum(cal.variance_parts.values()), rtol=1e-10)
     np.testing.assert_array_equal(off.std, raw.std)
@@ -169,49 +170,6 @@ def test_snr_masking_and_range_flags(make_model, spectra, raw_model_folder):
     np.testing.assert_allclose(hi, [7000, 7, 1.2])
 
 
-def test_inference_network_is_identical_and_swaps_relu_and_pool(make_model):
-    for arch in ("apogee_net", "bcnn"):
-        m = make_model(arch, 512, dropout=0.1)
-        fast = inference_network(m.network)
-        assert fast is not m.network
-        x = torch.randn(5, 1, 512)
-        with torch.inference_mode():
-            a, b = m.network(x), fast(x)
-        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
-        mods = list(fast.modules())
-        assert any(
-            isinstance(a, torch.nn.MaxPool1d) and isinstance(b, torch.nn.ReLU)
-            for a, b in itertools.pairwise(mods)
-        )
-        assert all(mod.inplace for mod in mods if isinstance(mod, torch.nn.ReLU))
-        assert all(isinstance(mod, FastGradConv1d) for mod in mods if isinstance(mod, torch.nn.Conv1d))
-        assert not any(p.requires_grad for p in fast.parameters())
-        # the model's own network is untouched
-        assert not any(mod.inplace for mod in m.network.modules() if isinstance(mod, torch.nn.ReLU))
-        assert all(p.requires_grad for p in m.network.parameters())
-
-
-@pytest.mark.parametrize(
-    ("c_in", "c_out", "k", "pad"), [(1, 8, 3, 1), (8, 16, 3, 1), (2, 4, 8, 0), (3, 5, 5, 4)]
-)
-def test_fast_grad_conv_gradients_equal_autograd(c_in, c_out, k, pad):
-    torch.manual_seed(0)
-    conv = torch.nn.Conv1d(c_in, c_out, k, padding=pad)
-    assert FastGradConv1d.supports(conv)
-    fast = FastGradConv1d.from_conv(conv)
-    x = torch.randn(4, c_in, 50, requires_grad=True)
-    g = torch.randn_like(conv(x))
-    ref = torch.autograd.grad(conv(x), [x, conv.weight, conv.bias], g)
-    got = torch.autograd.grad(fast(x), [x, fast.weight, fast.bias], g)
-    for a, b in zip(ref, got, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
-    for method in FastGradConv1d.METHODS:  # every kernel, not only the one the rule picks
-        torch.testing.assert_close(
-            fast.input_grad(g, x.detach(), fast.weight.detach(), method), ref[0], rtol=1e-4, atol=1e-5
-        )
-    assert not FastGradConv1d.supports(torch.nn.Conv1d(2, 2, 3, stride=2))
-
-
 def test_prediction_variance_parts_as_sigma_and_label_lookup(make_model):
     m = make_model("bcnn", 256)
     p = starlabels.predict(
@@ -224,3 +182,31 @@ def test_prediction_variance_parts_as_sigma_and_label_lookup(make_model):
     with pytest.raises(KeyError, match="TEFF"):
         p.label("VMICRO")
     json.dumps({k: v.tolist() for k, v in p.variance_parts.items()})  # plain arrays
+
+
+def test_predict_options_are_the_former_keywords(make_model):
+    """options=PredictOptions(...) gives bit-identical results to the former keywords (still
+    accepted, with a DeprecationWarning); the fields reach predict (flag threshold, chunking)."""
+    m = make_model("bcnn", 256)
+    x = 1 + 0.1 * np.random.default_rng(2).normal(size=(7, 256))
+    e = np.full_like(x, 0.02)
+    new = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3,
+                             options=PredictOptions(calibrated=False, chunk_size=3, snr_min=1e9))
+    with pytest.warns(DeprecationWarning, match=r"options=PredictOptions\(calibrated=\.\.\."):
+        old = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3,
+                                 calibrated=False, chunk_size=3, snr_min=1e9)
+    np.testing.assert_array_equal(new.mean, old.mean)
+    np.testing.assert_array_equal(new.std, old.std)
+    np.testing.assert_array_equal(new.flags, old.flags)
+    assert (new.flags & flag_bits.bit("LOW_SNR")).all()  # SNR 50 < 1e9
+    default = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3)
+    assert not (default.flags & flag_bits.bit("LOW_SNR")).any()
+    assert starlabels.PredictOptions is PredictOptions
+    with pytest.raises(TypeError, match="chunksize"):
+        starlabels.predict(m, x, e, preprocessed=True, chunksize=3)
+    with pytest.raises(TypeError, match="PredictOptions"):
+        starlabels.predict(m, x, e, preprocessed=True, options={"calibrated": False})
+    with pytest.raises(InputDataError, match="error_cap"):
+        PredictOptions(error_cap="none")
+    with pytest.raises(AttributeError):
+        PredictOptions().calibrated = False  # frozen: settings never change under a running call

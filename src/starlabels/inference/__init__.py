@@ -1,7 +1,8 @@
 """starlabels.inference: labels, uncertainties, calibration, flags and catalogs at survey scale.
 
 - ``starlabels.predict`` (:func:`starlabels.inference.predict.predict`) → :class:`Prediction`;
-  uncertainties ``"mc_dropout"``, ``"noise"``, ``"delta"`` (:mod:`.uncertainty`).
+  uncertainties ``"mc_dropout"``, ``"noise"``, ``"delta"`` (:mod:`.uncertainty`); its less common
+  settings in :class:`PredictOptions`.
 - :func:`calibrate` fits per-label σ scale factors on a dev set (:mod:`.calibration`).
 - :data:`FLAG_BITS` — the ``FLAG`` bitmask (:mod:`.flags`).
 - :func:`run_catalog` / :func:`read_catalog` — resumable FITS/CSV/Parquet catalogs from files,
@@ -18,7 +19,8 @@ from starlabels._lazy import lazy_exports
 # ``predict`` is not listed: it is the name of a submodule too; use ``starlabels.predict`` or
 # ``from starlabels.inference.predict import predict``.
 _NAMES = {
-    "Prediction": "starlabels.inference.predict",
+    "Prediction": "starlabels.inference.prediction",
+    "PredictOptions": "starlabels.inference.predict_options",
     "calibrate": "starlabels.inference.calibration",
     "FLAG_BITS": "starlabels.inference.flags",
     "run_catalog": "starlabels.inference.catalog",

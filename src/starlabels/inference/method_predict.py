@@ -1,6 +1,8 @@
 """``starlabels.predict`` for a :class:`~starlabels.models.method.LabelMethod` (The Cannon, a Payne
-fitter): the networks' input handling, validation, flags, calibration and :class:`Prediction`, with
-the method's ``predict_moments`` in place of a network.
+fitter): the networks' input handling, validation, flags, calibration and
+:class:`~starlabels.inference.prediction.Prediction`, with the method's ``predict_moments`` in place
+of a network (its :class:`~starlabels.inference.inference_model.InferenceModel` comes from
+:func:`~starlabels.inference.inference_model.resolve_method`).
 
 A method without ``preprocessing`` takes its own grid as raw input (bitmask included); one with a
 ``PreprocessConfig`` gets raw spectra preprocessed as a network would, or ``preprocessed=True``
@@ -10,56 +12,32 @@ input. Pixels the preprocessing or the masks reject reach the method with σ = i
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.inference import flags as flag_bits
 from starlabels.inference import grid_input
-from starlabels.inference.predict import (
-    InferenceModel,
-    Prediction,
-    _finish,
-    _label_range,
-    _model_version,
-    _reject_bits,
-)
+from starlabels.inference.finish import finish_prediction
+from starlabels.inference.inference_model import InferenceModel
+from starlabels.inference.predict_options import PredictOptions
+from starlabels.inference.prediction import Prediction
+from starlabels.inference.prepare import reject_bits
 from starlabels.utils import progress
 
-__all__ = ["predict_method", "prepare_method", "resolve_method"]
-
-
-def resolve_method(tm: Any, folder: Path | None) -> InferenceModel:
-    """An :class:`InferenceModel` around a LabelMethod (no network; ``physical`` None).
-
-    ``name`` (the catalog's ``MODEL_NAME``) is ``"<method>:<folder name>"`` so every catalog row
-    says which method made it."""
-    n_labels = len(tm.label_names)
-    units = list(getattr(tm, "label_units", None) or [""] * n_labels)
-    preprocessing = tm.preprocess_config()
-    n_pixels = int(tm.n_pixels)
-    if preprocessing is not None and int(preprocessing.n_pixels) != n_pixels:
-        raise ModelFormatError(
-            f"the {tm.method} model's preprocessing gives {preprocessing.n_pixels} pixels but it "
-            f"takes {n_pixels}"
-        )
-    base = folder.name if folder is not None else "unsaved"
-    return InferenceModel(
-        trained=tm, physical=None, label_names=list(tm.label_names), label_units=units,  # type: ignore[arg-type]
-        preprocessing=preprocessing, n_pixels=n_pixels, label_range=_label_range(tm, n_labels),
-        name=f"{tm.method}:{base}", version=_model_version(tm), folder=folder, coverage=None,
-        method=str(tm.method),
-    )
+__all__ = ["predict_method", "prepare_method"]
 
 
 def predict_method(
-    im: InferenceModel, flux, error, *, uncertainty, bitmask, device, preprocessed, calibrated, seed,
-    snr, snr_min, max_masked_fraction, ood_factor, chunk_size, wavelength=None, grid=None, resample=None,
+    im: InferenceModel, flux, error, *, uncertainty, bitmask, device, preprocessed, seed, snr,
+    wavelength=None, grid=None, resample=None, options: PredictOptions | None = None,
 ) -> Prediction:
-    """:func:`predict` for a :class:`~starlabels.models.method.LabelMethod`: preprocessing,
-    validation and flags as for networks, ``predict_moments`` per chunk instead of a network."""
+    """:func:`starlabels.predict` for a :class:`~starlabels.models.method.LabelMethod` (``im`` from
+    :func:`~starlabels.inference.inference_model.resolve_method`): preprocessing, validation and
+    flags as for networks, ``predict_moments`` per chunk instead of a network. ``options``:
+    :class:`PredictOptions` (``calibrated``, the flag thresholds and ``chunk_size`` apply)."""
+    options = PredictOptions() if options is None else options
+    chunk_size = max(1, int(options.chunk_size))
     tm = im.trained
     unc = uncertainty or tm.default_uncertainty
     if unc not in tm.uncertainty_methods:
@@ -83,9 +61,9 @@ def predict_method(
     valid = np.zeros(n, bool)
     snr_all = np.full(n, np.nan)
     masked = np.ones(n)
-    steps = range(0, n, max(1, int(chunk_size)))
+    steps = range(0, n, chunk_size)
     for start in progress(steps, desc=f"predict ({im.method})", total=len(steps), unit="chunk"):
-        sl = slice(start, min(n, start + int(chunk_size)))
+        sl = slice(start, min(n, start + chunk_size))
         x, xe, bm, ok, snr_c, masked_c = prepare_method(
             im, f[sl], e[sl], None if b is None else b[sl], preprocessed or as_given, in_grid
         )
@@ -105,9 +83,8 @@ def predict_method(
             parts.setdefault(k, np.full((n, L), np.nan))[rows] = np.asarray(v, np.float64)
     if snr_given is not None:
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)
-    pred = _finish(
-        im, mean, parts, valid, snr_all, masked, uncertainty=unc, n_samples=0, calibrated=calibrated,
-        snr_min=snr_min, max_masked_fraction=max_masked_fraction, ood_factor=ood_factor,
+    pred = finish_prediction(
+        im, mean, parts, valid, snr_all, masked, uncertainty=unc, n_samples=0, options=options
     )
     pred.flags[resampled] |= flag_bits.bit("RESAMPLED")
     return pred
@@ -121,7 +98,7 @@ def prepare_method(im: InferenceModel, f, e, b, as_given: bool, grid=None):
 
     f = np.asarray(f, np.float64)
     e = np.asarray(e, np.float64)
-    rej = rejected_pixels(f, e, b, bits=_reject_bits(im)) if b is not None else rejected_pixels(f, e)
+    rej = rejected_pixels(f, e, b, bits=reject_bits(im)) if b is not None else rejected_pixels(f, e)
     ok = ~rej.all(axis=1)
     masked = rej.mean(axis=1)
     snr = np.full(f.shape[0], np.nan)

@@ -17,8 +17,8 @@ Methods (all return ``(mean, parts)`` with ``mean`` (N, L) and ``parts`` a dict 
                 per-pixel errors, errors capped at ``error_cap`` (5) × the spectrum's mean error;
                 the scatter of the predictions is ``"noise"`` (+ mean ``"aleatoric"`` if any).
 ``delta``       first-order propagation σ_k² = Σ_i (∂y_k/∂x_i)² σ_i² (``"delta"``), with the
-                Jacobian from autograd: one forward and one batched backward pass per label for
-                a whole chunk of spectra, network in eval mode.
+                Jacobian from autograd (:mod:`starlabels.inference.jacobian`): one forward and one
+                batched backward pass per label for a whole chunk of spectra, network in eval mode.
 
 Pixel errors (both ``noise`` and ``delta``) go through :func:`effective_errors`: pixels that
 preprocessing rejected (error ≥ ``bad_error`` ≈ the inflated ``BAD_PIXEL_ERROR``, or non-finite)
@@ -57,9 +57,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 
 from starlabels.errors import InputDataError, StarlabelsError
+from starlabels.inference.jacobian import jacobian_mode, label_gradients
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
 #: Errors at or above this (preprocessed flux units) mark pixels that preprocessing rejected
@@ -114,106 +114,6 @@ class PhysicalNetwork(nn.Module):
         mean = mean * self.out_slope + self.out_offset
         var = None if log_var is None else torch.exp(log_var) * self.out_slope**2
         return mean, var
-
-
-class _Conv1dFn(torch.autograd.Function):
-    """conv1d (stride 1, zero padding) whose input gradient is computed by ``layer.input_grad``."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding, layer):  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.layer = padding, layer
-        return functional.conv1d(x, weight, bias, padding=padding)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = ctx.layer.input_grad(g.contiguous(), x, w)
-        if ctx.needs_input_grad[1]:
-            gw = torch.nn.grad.conv1d_weight(x, w.shape, g, padding=ctx.padding)
-        if ctx.needs_input_grad[2]:
-            gb = g.sum(dim=(0, 2))
-        return gx, gw, gb, None, None
-
-
-_NO_INIT = threading.local()  # FastGradConv1d.from_conv: build without the random initialisation
-
-
-class FastGradConv1d(nn.Conv1d):
-    """A ``Conv1d`` (stride 1, no dilation, one group, symmetric zero padding p ≤ k − 1) with the
-    same forward pass and a faster *input* gradient — the delta method's hot spot. Three equivalent
-    kernels (equal to float32 rounding):
-
-    ``"native"``      PyTorch's ``convolution_backward`` (oneDNN backward-data);
-    ``"transposed"``  a forward convolution with the flipped, transposed kernel;
-    ``"matmul"``      one matmul ``(C_in·k × C_out) @ g`` and k shifted adds.
-
-    Measured for APOGEE Net's layers on the apStar grid (batch 64, one thread, ms; native /
-    transposed / matmul): 1→8 channels at full length 10.1 / 3.8 / 1.5; 8→8 at full length
-    12.0 / 5.8 / 9.8; 16→16 at 1/4 length 3.5 / 2.6 / 6.5; 64→64 at 1/32 length 3.0 / 2.6 / 7.1.
-    The rule is therefore fixed (deterministic, so every process of a
-    distributed run computes bit-identical σ): ``"matmul"`` for one input channel, else
-    ``"transposed"``. Weight and bias gradients are the usual ones, so the layer still trains.
-    """
-
-    METHODS = ("native", "transposed", "matmul")
-
-    @property
-    def method(self) -> str:
-        return "matmul" if self.in_channels == 1 else "transposed"
-
-    @classmethod
-    def supports(cls, conv: nn.Module) -> bool:
-        return (
-            type(conv) is nn.Conv1d and conv.stride == (1,) and conv.dilation == (1,)
-            and conv.groups == 1 and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
-            and 0 <= conv.padding[0] <= conv.kernel_size[0] - 1
-        )
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv1d) -> FastGradConv1d:
-        # no random init (its weights are overwritten): built without touching the global RNG,
-        # which forking it would (not thread-safe: concurrent forks restore each other's states)
-        _NO_INIT.on = True
-        try:
-            new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                      bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
-        finally:
-            _NO_INIT.on = False
-        new.load_state_dict(conv.state_dict())
-        new.train(conv.training)
-        return new
-
-    def reset_parameters(self) -> None:
-        if not getattr(_NO_INIT, "on", False):  # skipped only inside from_conv (this thread)
-            super().reset_parameters()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return _Conv1dFn.apply(x, self.weight, self.bias, self.padding[0], self)
-        return functional.conv1d(x, self.weight, self.bias, padding=self.padding)
-
-    def input_grad(self, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, method: str | None = None):
-        """∂L/∂x from ∂L/∂y = ``g`` (B, C_out, L_out); ``method`` forces a kernel (tests)."""
-        method = method or self.method
-        p, k = self.padding[0], self.kernel_size[0]
-        if method == "native":
-            return torch.ops.aten.convolution_backward(
-                g, x, w, None, [1], [p], [1], False, [0], 1, [True, False, False]
-            )[0]
-        if method == "transposed":
-            return functional.conv1d(g, w.transpose(0, 1).flip(-1), padding=k - 1 - p)
-        b, _, l_out = g.shape
-        c_in, l_in = w.shape[1], x.shape[-1]
-        h = torch.matmul(w.permute(1, 2, 0).reshape(c_in * k, -1), g).view(b, c_in, k, l_out)
-        out = x.new_zeros((b, c_in, l_in))
-        for t in range(k):  # over the kernel taps: grad_x[j] = Σ_t h[t, j − t + p]
-            j0, j1 = max(0, t - p), min(l_in, l_out + t - p)
-            if j1 > j0:
-                out[..., j0:j1] += h[:, :, t, j0 - t + p : j1 - t + p]
-        return out
 
 
 def effective_errors(
@@ -528,17 +428,15 @@ def delta_method(
     Spectra are independent in eval mode, so ∂(Σ_b y_bk)/∂x_b = ∂y_bk/∂x_b. ``StopGrad`` layers are
     bypassed (their Jacobian is the identity; they only shape training).
     """
-    from starlabels.models.layers import bypass_stopgrad
-
     sigma2 = effective_errors(error, error_cap=error_cap, bad_error=bad_error) ** 2
     n, L = flux.shape[0], fn.n_labels
     means, deltas, ales = [], [], []
     # StopGrad layers block gradients for *training* only; the sensitivity needs the full Jacobian
-    with _eval_mode(fn), bypass_stopgrad(fn.network), torch.enable_grad():
+    with jacobian_mode(fn):
         for sl in _chunks(n, max(1, batch_size)):
             x = flux[sl].detach().clone().requires_grad_(True)
             m, v = fn(x)
-            grads = _label_gradients(m, x)  # (L, b, P)
+            grads = label_gradients(m, x)  # (L, b, P)
             deltas.append((grads.square() * sigma2[sl].unsqueeze(0)).sum(dim=2).T)
             means.append(m.detach())
             if v is not None:
@@ -548,19 +446,6 @@ def delta_method(
     if ales:
         parts["aleatoric"] = torch.cat(ales)
     return mean, parts
-
-
-def _label_gradients(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(L, b, P): ∂m[:, k]/∂x for every label k — one backward pass per label over the whole chunk.
-
-    (A single vmapped backward, ``is_grads_batched=True``, was measured slightly slower on CPU.)
-    """
-    L = m.shape[1]
-    out = []
-    for k in range(L):  # over labels (few), never over spectra
-        (g,) = torch.autograd.grad(m[:, k].sum(), x, retain_graph=k < L - 1)
-        out.append(g)
-    return torch.stack(out)
 
 
 def _check_samples(n_samples: int) -> None:
