@@ -50,12 +50,12 @@ def label_range(labels: np.ndarray) -> dict[str, Any]:
 def fit_trust_references(model: Any, inputs: Any, split: Mapping[str, np.ndarray], seed: int,
                          max_rows: int) -> tuple[Any, ...]:
     """Fit the label coverage and the domain-shift estimator of the trained ``model`` on (up to
-    ``max_rows``) train and dev rows (:func:`starlabels.inference.domain_shift.fit_trust`), read
+    ``max_rows``) train and dev rows (:func:`starlabels.inference.trust.fit_trust`), read
     and preprocessed through ``inputs`` (an :class:`~starlabels.training.inputs.InputPipeline`).
 
     A failure (e.g. too few dev rows) warns and returns ``()``: it never loses the trained model.
     """
-    from starlabels.inference.domain_shift import fit_trust
+    from starlabels.inference.trust import fit_trust
 
     rng = np.random.default_rng(seed)
 
