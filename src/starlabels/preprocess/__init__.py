@@ -5,11 +5,10 @@ from starlabels.preprocess.continuum import (
     ContinuumFit,
     continuum_normalize,
     fit_continuum,
-    load_continuum_mask,
-    mask_from_indices,
     pseudo_normalize,
     select_continuum_pixels,
 )
+from starlabels.preprocess.continuum_masks import load_continuum_mask, mask_from_indices
 from starlabels.preprocess.grids import APSTAR, ASPCAP, GRIDS, PAYNE, Grid, convert, get_grid
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR, raw_flux, rejected_pixels
 from starlabels.preprocess.pipeline import PreprocessConfig

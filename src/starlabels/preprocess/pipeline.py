@@ -22,12 +22,8 @@ from starlabels.core.bitmask import PixelBitmask
 from starlabels.core.grid import Grid
 from starlabels.core.instrument import Instrument, find_grid, get
 from starlabels.errors import InputDataError
-from starlabels.preprocess.continuum import (
-    continuum_normalize,
-    load_continuum_mask,
-    mask_from_indices,
-    output_grid,
-)
+from starlabels.preprocess.continuum import continuum_normalize, output_grid
+from starlabels.preprocess.continuum_masks import load_continuum_mask, mask_from_indices
 from starlabels.preprocess.masking import raw_flux
 
 KINDS = ("continuum", "raw")
