@@ -223,7 +223,6 @@ def test_apogee_net_tables_layout_and_invariants():
     train = ref[split == "train"]
     np.testing.assert_allclose(t.standardisation["mean"], train.mean(0))
     np.testing.assert_allclose(t.standardisation["std"], train.std(0))
-    assert t.normalization is t.standardisation  # the old name, until its last caller switches
     t2 = t.table2()
     assert list(t2.columns) == ["group", "train", "dev", "test"]
     assert list(t2["group"]) == ["Full", *pd.unique(groups)]

@@ -297,11 +297,6 @@ class ApogeeNetTables:
     scatter: pd.DataFrame
     statistic: str
 
-    @property
-    def normalization(self) -> pd.DataFrame:
-        """Old name of :attr:`standardisation` (kept until training/recipe.py uses the new one)."""
-        return self.standardisation
-
     def table2(self) -> pd.DataFrame:
         """Wide Table 2: one row per group, one column per split."""
         return pivot(self.mse, index=["group"], columns="split", values="mse")
