@@ -253,11 +253,3 @@ def load_domain_shift(folder: str | Path, network: torch.nn.Module | None = None
                       stacklevel=2)
         return None
     return ds
-
-
-def fit_trust(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
-    """:func:`starlabels.inference.trust.fit_trust` (its old home, until the trainer imports it
-    from there; requests.md)."""
-    from starlabels.inference.trust import fit_trust as fit
-
-    return fit(*args, **kwargs)
