@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import median_abs_deviation
 
+from starlabels import units
 from starlabels.constants import MISSING
 from starlabels.errors import InputDataError
-from starlabels.evaluation import metrics
+from starlabels.evaluation import columns, label_text, metrics, table_format
 
 LABELS = ["TEFF", "LOGG", "FE_H"]
 
@@ -164,12 +165,12 @@ def test_masked_astropy_columns_are_missing():
 def test_match_reference_by_id():
     cat = pd.DataFrame({"APOGEE_ID": ["b", "a", "z", "c"], "TEFF": [1.0, 2.0, 3.0, 4.0]})
     ref = Table({"APOGEE_ID": ["a ", "b", "c"], "TEFF": [20.0, 10.0, MISSING], "LOGG": [1, 2, 3]})
-    out = metrics.match_reference(cat, ref)
+    out = columns.match_reference(cat, ref)
     assert list(out.columns) == ["TEFF"]
     np.testing.assert_array_equal(out["TEFF"], [10.0, 20.0, np.nan, np.nan])
     dup = Table({"APOGEE_ID": ["a", "a"], "TEFF": [1.0, 2.0]})
     with pytest.raises(InputDataError, match="duplicate"):
-        metrics.match_reference(cat, dup)
+        columns.match_reference(cat, dup)
 
 
 def test_zscore_table_calibrated_and_miscalibrated():
@@ -256,7 +257,7 @@ def test_markdown_formatter_round_trips_through_csv_reader(tmp_path):
         "label": ["TEFF", "LOGG", "X|Y"], "n": [10, 20, 0],
         "sigma_mad": [144.8234, 0.07691234, np.nan], "big": [12345.67, 1e-6, MISSING],
     })
-    text = metrics.to_markdown(df)
+    text = table_format.to_markdown(df)
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
     assert lines[1].startswith("|---") and lines[1].count("|") == 5
@@ -266,25 +267,25 @@ def test_markdown_formatter_round_trips_through_csv_reader(tmp_path):
     assert cells[3][2] == "0.07691" and cells[3][3] == "1.000e-06"
     assert cells[2][2] == "144.8" and cells[2][3] == "12346"
     assert cells[4][0] == r"X\|Y" and cells[4][2] == "" and cells[4][3] == ""
-    assert metrics.to_markdown(df, formats={"sigma_mad": ".1f"}).count("144.8 ") == 1
-    md = metrics.write_table(df, tmp_path / "t.md")
+    assert table_format.to_markdown(df, formats={"sigma_mad": ".1f"}).count("144.8 ") == 1
+    md = table_format.write_table(df, tmp_path / "t.md")
     assert md.read_text() == text
-    csv = metrics.write_table(df, tmp_path / "t.csv")
+    csv = table_format.write_table(df, tmp_path / "t.csv")
     back = pd.read_csv(csv)
     np.testing.assert_allclose(back["sigma_mad"], df["sigma_mad"])
     with pytest.raises(InputDataError, match="format"):
-        metrics.write_table(df, tmp_path / "t.txt")
+        table_format.write_table(df, tmp_path / "t.txt")
     # astropy tables are written too
-    assert "TEFF" in metrics.to_markdown(Table.from_pandas(df))
+    assert "TEFF" in table_format.to_markdown(Table.from_pandas(df))
     assert pd.read_csv(io.StringIO(back.to_csv(index=False))).shape == df.shape
 
 
 def test_label_names_and_units():
-    assert metrics.label_unit("TEFF_ERR") == "K"
-    assert metrics.label_unit("MG_FE") == "dex" and metrics.label_unit("FE_H_ERR_NOISE") == "dex"
-    assert metrics.label_display("TIII_FE") == "[TiII/Fe]"
-    assert metrics.axis_label("LOGG") == r"$\log g$ (dex)"
-    assert metrics.axis_label("TEFF", tex=False) == "Teff (K)"
+    assert units.label_unit("TEFF_ERR") == "K"
+    assert units.label_unit("MG_FE") == "dex" and units.label_unit("FE_H_ERR_NOISE") == "dex"
+    assert label_text.label_display("TIII_FE") == "[TiII/Fe]"
+    assert label_text.axis_label("LOGG") == r"$\log g$ (dex)"
+    assert label_text.axis_label("TEFF", tex=False) == "Teff (K)"
 
 
 def test_clear_errors():

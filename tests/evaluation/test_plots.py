@@ -14,8 +14,9 @@ from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 from matplotlib.patches import Polygon
 
+from starlabels import units
 from starlabels.errors import InputDataError
-from starlabels.evaluation import diagnostic_plots, diagnostics, metrics
+from starlabels.evaluation import diagnostic_plots, diagnostics, label_text, metrics
 from starlabels.evaluation import plots as pl
 from starlabels.evaluation.isochrones import Isochrone
 from starlabels.preprocess.grids import ASPCAP
@@ -127,9 +128,9 @@ def test_pred_vs_ref_annotates_median_and_sigma_mad(tmp_path, catalog):
     top = fig.axes[0::2]
     bottom = fig.axes[1::2]
     for j, (ax, axr) in enumerate(zip(top, bottom, strict=True)):
-        unit = metrics.label_unit(LABELS[j])
-        assert ax.get_ylabel() == f"Predicted {metrics.axis_label(LABELS[j])}"
-        assert axr.get_xlabel() == f"Reference {metrics.axis_label(LABELS[j])}"
+        unit = units.label_unit(LABELS[j])
+        assert ax.get_ylabel() == f"Predicted {label_text.axis_label(LABELS[j])}"
+        assert axr.get_xlabel() == f"Reference {label_text.axis_label(LABELS[j])}"
         assert axr.get_ylabel() == rf"$\Delta$ ({unit})"
         text = ax.texts[0].get_text()
         assert f"N = {stats.loc[j, 'n']}" in text
