@@ -1,8 +1,8 @@
 """Training configuration: dataclasses and the TOML file read by ``starlabels train``.
 
-Kept as one module (~550 lines, a fifth of them the file format below): the format documented
-here, the dataclass that checks each section and the loader that resolves its paths are one
-description of the file, read and changed together.
+Kept as one module because the format documented here (a fifth of its ~550 lines), the dataclass
+that checks each section and the loader that resolves its paths are one description of the file,
+read and changed together.
 
 A training run is described by one TOML file. Every relative path in it — ``[data] files``,
 ``[output] folder``, ``[model.kwargs] windows`` / ``censor_windows`` / ``censors``,

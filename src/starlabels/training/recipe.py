@@ -129,8 +129,8 @@ The recipe needs one or more starlabels HDF5 datasets whose rows carry labels an
   get MISSING labels and the recipe leaves them out of every split (``recipe.json`` counts them),
   so the result is the same, only the files are larger.
 
-Kept as one module (~500 lines, a quarter of them this user documentation of the config format):
-the config, its checks and the per-group split it implies are read together as one unit.
+Kept as one module because the config, its checks and the per-group split it implies are read
+together as one unit (~500 lines, a quarter of them this user documentation of the format).
 """
 
 

@@ -37,10 +37,10 @@ Module layout: :mod:`~starlabels.training.data_access` (TrainingData), :mod:`.in
 (preprocessing, augmentation, scalers), :mod:`.batches` (epoch order, blocks, shards),
 :mod:`.loop` (losses, optimisers, one step), :mod:`.checkpoint` (RNG states, atomic checkpoint),
 :mod:`.provenance` (provenance facts, model folder, trust references) and :mod:`.from_config`;
-this module holds the :class:`Trainer` that runs them. Kept as one module (~550 lines, half of
-them docstrings) because what remains shares the Trainer's state: the stage/epoch/best-weights
-state that ``run_stage`` advances is what ``train_epoch``, ``evaluate`` and the checkpoint read and
-write; everything stateless lives in the modules above.
+this module holds the :class:`Trainer` that runs them. Kept as one module because what remains
+shares the Trainer's state: the stage/epoch/best-weights state that ``run_stage`` advances is what
+``train_epoch``, ``evaluate`` and the checkpoint read and write (~560 lines, a fifth of them
+docstrings); everything stateless lives in the modules above.
 """
 
 from __future__ import annotations
