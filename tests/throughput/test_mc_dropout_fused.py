@@ -183,3 +183,15 @@ def test_fused_passes_equal_the_plain_layers_with_the_same_masks(monkeypatch):
         ref_mean, ref_log_var = net.mean_head(h), net.log_var_head(h)
     torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(log_var, ref_log_var, rtol=1e-5, atol=1e-5)
+
+
+def test_changed_weights_are_used():
+    """The first dense layer's permuted weights are memoised per layer: an in-place change of the
+    weights (an optimiser step, load_state_dict) must reach the next call."""
+    net = _net(0.0)
+    x = torch.randn(2, 1, 203)
+    mc_dropout_passes(net, x, 2)
+    with torch.no_grad():
+        net.trunk[10].weight.mul_(-2.0)
+    mean, _ = mc_dropout_passes(net, x, 2)
+    torch.testing.assert_close(mean.view(2, 2, 3)[:, 0], net(x)[0].detach())

@@ -19,6 +19,7 @@ prior as torch's coupled ``weight_decay`` (gradient ``+ wd · w``) is ``wd = 2λ
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -92,9 +93,6 @@ def check_dropout(dropout: float, who: str) -> float:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
     return float(dropout)
-
-
-_check_dropout = check_dropout  # old private name, until models/censored.py imports check_dropout
 
 
 class BayesianCNN(LabelNetwork):
@@ -235,7 +233,7 @@ def mc_dropout_passes(
       chunks of passes whose activations stay in cache (:data:`CHUNK_BYTES`);
     - max-pooling is a tree of elementwise maxima on the channels-last memory, ReLU after it
       (max and ReLU commute); the first dense layer's weight columns are permuted to that
-      position-major order once per call.
+      position-major order once per layer and weight version (memoised).
     Requires the trunk built by :func:`bcnn_trunk` (checked).
     """
     n_hidden = len(network.hidden)
@@ -284,17 +282,34 @@ def mc_dropout_passes(
             _max_over_taps(taps, out.view(rows, n_pool, f2))
             out.relu_().mul_(keep_mask(mask2[:rows], threshold2, generator))
     lin = t[8]
-    # Flatten's channel-major order (c·n_pool + j) → our position-major order (j·f2 + c), and the
-    # 1/keep of the dropout before it, in one pass over the weights
-    w = lin.weight.view(-1, f2, n_pool).transpose(1, 2)
-    w = torch.div(w, keep2, out=w.new_empty(w.shape)).view(w.shape[0], -1)
-    h = functional.linear(feats, w, lin.bias).relu_()
+    h = functional.linear(feats, _position_major_weight(lin, f2, n_pool, keep2), lin.bias).relu_()
     for i in range(1, n_hidden):
         threshold, keep = dropout_keep_threshold(t[9 + 2 * (i - 1)].p)
         h.mul_(keep_mask(torch.empty_like(h), threshold, generator))
         lin = t[8 + 2 * i]
         h = functional.linear(h, lin.weight / keep, lin.bias).relu_()
     return network.mean_head(h), network.log_var_head(h)
+
+
+#: First-dense-layer weights permuted for the fused path, per layer (dropped with the layer):
+#: (weight version, data pointer, f2, n_pool, keep) → weight. Recomputed whenever the weights change.
+_PERMUTED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _position_major_weight(lin: nn.Linear, f2: int, n_pool: int, keep: float) -> torch.Tensor:
+    """``lin.weight / keep`` with its columns permuted from Flatten's channel-major order
+    (c·n_pool + j) to the fused path's position-major order (j·f2 + c); memoised per layer while
+    its weights are unchanged (the permutation is a strided pass over 1.5M weights — as long
+    as the rest of a 2-star call)."""
+    w = lin.weight
+    key = (w._version, w.data_ptr(), w.dtype, w.device, f2, n_pool, keep)
+    hit = _PERMUTED.get(lin)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    out = torch.stack(w.detach().view(-1, f2, n_pool).unbind(1), dim=2).div_(keep)
+    out = out.view(w.shape[0], -1)
+    _PERMUTED[lin] = (key, out)
+    return out
 
 
 def _max_over_taps(taps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
