@@ -82,14 +82,15 @@ def train_yso_network(
     if cpu_threads is not None and get_device(device).type == "cpu":
         torch.set_num_threads(cpu_threads)
     try:
-        return _train(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size,
+        return _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size,
                       hidden, seed, device, limits)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size, hidden,
-           seed, device, limits) -> tuple[YSOLabeler, list[dict[str, float]]]:
+def _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size, hidden,
+                 seed, device, limits) -> tuple[YSOLabeler, list[dict[str, float]]]:
+    """The work of :func:`train_yso_network`: arrays from the tables, one Trainer run, the labeler."""
     from starlabels.labels.mdwarf import table_columns
     from starlabels.utils import seed_everything
 
