@@ -11,6 +11,7 @@ import starlabels
 from starlabels.errors import StarlabelsError
 from starlabels.inference import catalog as catalogs
 from starlabels.inference import flags
+from starlabels.inference.catalog_parts import parts_dir
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     assert "no known spectrum format" in reasons["apStar-dr17-2M0000000y.fits"]
     assert "model takes raw flux" in reasons["aspcapStar-dr17-2M0000000z.fits[1]"]
     assert reasons["missing.fits"] == "does not exist"
-    assert not catalogs.parts_dir(out).exists()
+    assert not parts_dir(out).exists()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -131,7 +132,7 @@ def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, i
     monkeypatch.setattr(catalogs, "run_unit", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         catalogs.run_catalog(raw_model_folder, [d, h5], out, **kw)
-    assert not out.exists() and len(list(catalogs.parts_dir(out).glob("unit-*.json"))) == 3
+    assert not out.exists() and len(list(parts_dir(out).glob("unit-*.json"))) == 3
     monkeypatch.setattr(catalogs, "run_unit", real)
     res = catalogs.run_catalog(raw_model_folder, [d, h5], out, **kw)
     assert res.units_computed == full.units_total - 3

@@ -8,6 +8,7 @@ import pytest
 
 from starlabels.inference import catalog as catalogs
 from starlabels.inference import distributed
+from starlabels.inference.catalog_inputs import InputItem, Unit
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def apstar_dir(tmp_path, spectra):
 
 
 def test_partition_is_contiguous_and_complete():
-    units = [catalogs.Unit(i, (catalogs.InputItem("apstar", f"f{i}"),)) for i in range(10)]
+    units = [Unit(i, (InputItem("apstar", f"f{i}"),)) for i in range(10)]
     parts = distributed.partition(units, 4)
     assert [len(p) for p in parts] == [3, 3, 2, 2]
     assert [u for p in parts for u in p] == units

@@ -11,6 +11,8 @@ import starlabels
 from starlabels.errors import InputDataError
 from starlabels.inference import catalog as catalogs
 from starlabels.inference import flags as flag_bits
+from starlabels.inference.catalog_parts import parts_dir, skipped_path
+from starlabels.output_lock import OutputLock, lock_path
 
 from .conftest import raw_spectra
 
@@ -131,11 +133,11 @@ def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
     assert cli_run(tmp_path / "full.csv").exit_code == 0
     real, tries = catalogs.run_unit, []
 
-    def flaky(im, unit, pdir, settings):
+    def flaky(im, unit, pdir, settings, read=None):
         if unit.index == 1:
             tries.append(unit.name)
             raise OSError(5, "Input/output error")
-        return real(im, unit, pdir, settings)
+        return real(im, unit, pdir, settings, read=read)
 
     out = tmp_path / "cat.csv"
     monkeypatch.setattr(catalogs, "run_unit", flaky)
@@ -147,7 +149,7 @@ def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
         and "Input/output error" in r.output
     )
     assert len(catalogs.read_catalog(out)) == 4  # the two other units are there
-    skipped = pd.read_csv(catalogs.skipped_path(out), sep="\t")
+    skipped = pd.read_csv(skipped_path(out), sep="\t")
     assert len(skipped) == 2 and skipped["reason"].str.contains("failed after retries").all()
     monkeypatch.setattr(catalogs, "run_unit", real)
     r = cli_run(out)  # the same command again: only the failed unit is computed
@@ -167,9 +169,9 @@ def test_a_second_run_on_the_same_output_gets_a_clear_error(continuum_model_fold
         d / "apStar-dr17-2M00000001.fits", flux[0], error[0], bitmask[0], {"APOGEE_ID": "2M00000001"}
     )
     out = tmp_path / "cat.csv"
-    with catalogs.OutputLock(out):  # another run holds the output
+    with OutputLock(out):  # another run holds the output
         with pytest.raises(StarlabelsError, match=r"another catalog run \(pid \d+\) is writing this output"):
             catalogs.run_catalog(continuum_model_folder, [d], out)
-        assert not out.exists() and not catalogs.parts_dir(out).exists()
+        assert not out.exists() and not parts_dir(out).exists()
     assert catalogs.run_catalog(continuum_model_folder, [d], out).n_rows == 1  # released: runs
-    assert not catalogs.lock_path(out).exists()
+    assert not lock_path(out).exists()

@@ -18,6 +18,7 @@ import pytest
 
 from starlabels.inference import catalog as catalogs
 from starlabels.inference import distributed as distributed_inference
+from starlabels.inference.catalog_parts import parts_dir
 
 from .conftest import raw_spectra
 
@@ -165,7 +166,7 @@ def test_a_worker_sigkilled_mid_run_leaves_a_complete_catalog(
     continuum_model_folder, star_dir, single, tmp_path, external_cluster
 ):
     out = tmp_path / "killed.parquet"
-    pdir = catalogs.parts_dir(out)
+    pdir = parts_dir(out)
     pids = external_cluster.run(os.getpid)
     killed: list[int] = []
 

@@ -87,7 +87,7 @@ def test_a_dask_partition_restores_the_worker_thread_setting(continuum_model_fol
     """``threads_per_worker`` applies while a partition runs; the worker's own setting comes back."""
     import torch
 
-    from starlabels.inference import catalog, distributed
+    from starlabels.inference import catalog, catalog_inputs, catalog_parts, distributed
     from starlabels.io import write_apstar
 
     flux, error, bitmask = raw_spectra(2, seed=6)
@@ -96,10 +96,10 @@ def test_a_dask_partition_restores_the_worker_thread_setting(continuum_model_fol
     for i in range(2):
         write_apstar(d / f"apStar-dr17-2M4000000{i}.fits", flux[i], error[i], bitmask[i],
                      {"APOGEE_ID": str(i)})
-    items, _ = catalog.expand_inputs([d])
-    units, _ = catalog.plan_units(items, files_per_unit=1)
+    items, _ = catalog_inputs.expand_inputs([d])
+    units, _ = catalog_inputs.plan_units(items, files_per_unit=1)
     out = tmp_path / "c.csv"
-    catalog.parts_dir(out).mkdir()
+    catalog_parts.parts_dir(out).mkdir()
     seen = []
     real = catalog.run_unit
 

@@ -102,7 +102,7 @@ def plan_units(
 ) -> tuple[list[Unit], list[tuple[str, str]]]:
     """Cut items into units: runs of up to ``files_per_unit`` spectrum files, and ``rows_per_unit``
     row ranges of each HDF5 file. Unreadable HDF5 files go to ``skipped``."""
-    from starlabels.data.hdf5 import read_dataset_info
+    from starlabels.data.hdf5_format import read_dataset_info
 
     units: list[Unit] = []
     skipped: list[tuple[str, str]] = []
@@ -243,8 +243,34 @@ def read_spectra_unit(
     return blocks, skipped
 
 
+def same_preprocessing(stored: Any, im: Any) -> bool:
+    """Whether a dataset's stored preprocessing config (a dict or its JSON text) is exactly the model's
+    (``im.preprocessing``), so its spectra are the network's input as they are."""
+    cfg = im.preprocessing
+    if cfg is None or not hasattr(cfg, "to_dict"):
+        return False
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            return False
+    return json.dumps(stored, sort_keys=True, default=str) == json.dumps(cfg.to_dict(), sort_keys=True,
+                                                                         default=str)
+
+
+def read_unit(
+    unit: Unit, im: Any, resample: str | None
+) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
+    """Read a unit's inputs into blocks on the model's grid (:func:`read_hdf5_unit` for a unit of HDF5
+    rows, else :func:`read_spectra_unit`) → ``(blocks, skipped)``. Only I/O and grid conversion: no
+    random draws, so it may run ahead in another thread (:mod:`starlabels.inference.prefetch`)."""
+    if unit.items and unit.items[0].kind == "hdf5":
+        return read_hdf5_unit(unit.items[0], im, resample)
+    return read_spectra_unit(unit, im, resample)
+
+
 def read_hdf5_unit(
-    it: InputItem, im: Any, resample: str | None, same_preprocessing: Any
+    it: InputItem, im: Any, resample: str | None
 ) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
     """Rows [start, stop) of a starlabels HDF5 dataset as one block (raw spectra on the model's grid
     or resampled onto it; or network input preprocessed exactly as the model's config)."""

@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from starlabels.errors import StarlabelsError
-from starlabels.inference import catalog as catalogs
+from starlabels.inference.catalog import catalog_meta, run_settings, run_units
+from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT, Unit
+from starlabels.inference.catalog_parts import CatalogResult, assemble, parts_dir, prepare_run
+from starlabels.inference.catalog_tables import guess_format
 from starlabels.inference.predict import InferenceModel, resolve
+from starlabels.output_lock import OutputLock
 from starlabels.utils import progress
 
 _CACHE: dict[tuple[str, float, str], InferenceModel] = {}
@@ -59,14 +63,16 @@ def cached_model(path: str | os.PathLike) -> InferenceModel:
 
 
 def run_partition(
-    model_path: str, units: list[catalogs.Unit], out: str, settings: dict[str, Any], torch_threads: int | None
+    model_path: str, units: list[Unit], out: str, settings: dict[str, Any], torch_threads: int | None
 ) -> dict[str, Any]:
     """Dask task: predict and store every unit of one partition. Returns a small summary.
 
     Units already done (their marker exists: a retry of this task after its worker died, or a
     resumed run) are skipped, so a rescheduled partition neither loses nor duplicates rows. A unit
     failing as a whole is retried and recorded (:func:`~starlabels.inference.catalog.run_unit_safely`).
-    ``torch_threads`` applies while the task runs; the worker's setting is restored after it.
+    The next unit is read in a background thread while one is computed
+    (:func:`~starlabels.inference.catalog.run_units`). ``torch_threads`` applies while the task runs;
+    the worker's setting is restored after it.
     """
     import torch
 
@@ -75,20 +81,17 @@ def run_partition(
         torch.set_num_threads(int(torch_threads))
     try:
         im = cached_model(model_path)
-        pdir = catalogs.parts_dir(out)
-        rows, failed = 0, 0
-        for u in units:  # units in order; each stored as soon as it is done (resumable)
-            if (pdir / f"{u.name}.json").exists():
-                continue
-            n = catalogs.run_unit_safely(im, u, pdir, settings)
-            rows += n or 0
-            failed += n is None
+        pdir = parts_dir(out)
+        # units in order; each stored as soon as it is done (resumable)
+        todo = [u for u in units if not (pdir / f"{u.name}.json").exists()]
+        counts = run_units(im, todo, pdir, settings, progress_bar=False)
+        rows, failed = sum(n or 0 for n in counts), sum(n is None for n in counts)
     finally:
         torch.set_num_threads(before)
     return {"worker": _worker_id(), "units": len(units), "rows": rows, "failed": failed}
 
 
-def partition(units: list[catalogs.Unit], n_partitions: int) -> list[list[catalogs.Unit]]:
+def partition(units: list[Unit], n_partitions: int) -> list[list[Unit]]:
     """Split ``units`` into at most ``n_partitions`` contiguous, near-equal, non-empty lists."""
     n = max(1, min(int(n_partitions), len(units)))
     size, extra = divmod(len(units), n)
@@ -119,12 +122,12 @@ def run_distributed(
     batch_size: int = 256,
     device: str | None = None,
     calibrated: bool = True,
-    files_per_unit: int = catalogs.FILES_PER_UNIT,
-    rows_per_unit: int = catalogs.ROWS_PER_UNIT,
+    files_per_unit: int = FILES_PER_UNIT,
+    rows_per_unit: int = ROWS_PER_UNIT,
     overwrite: bool = False,
     keep_parts: bool = False,
     resample: str | None = None,
-) -> catalogs.CatalogResult:
+) -> CatalogResult:
     """Write the catalog ``out`` for ``inputs`` with the model folder ``model_path`` on Dask.
 
     Cluster: ``client`` (an existing :class:`distributed.Client`), else ``scheduler`` (address of
@@ -136,12 +139,12 @@ def run_distributed(
     model_path = str(Path(model_path).resolve())
     if not Path(model_path).is_dir():
         raise StarlabelsError(f"{model_path}: distributed inference needs a model folder path")
-    fmt = catalogs.guess_format(out, format)
+    fmt = guess_format(out, format)
     im = resolve(model_path)
-    settings = catalogs.run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
+    settings = run_settings(uncertainty=uncertainty, n_samples=n_samples, seed=seed,
                               batch_size=batch_size, device=device, calibrated=calibrated,
                               resample=resample)
-    with catalogs.OutputLock(out):
+    with OutputLock(out):
         return _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
                            model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit,
                            overwrite, keep_parts)
@@ -149,10 +152,10 @@ def run_distributed(
 
 def _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
                 model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit, overwrite,
-                keep_parts) -> catalogs.CatalogResult:
+                keep_parts) -> CatalogResult:
     from distributed import Client, LocalCluster, as_completed
 
-    units, pending, skipped = catalogs.prepare_run(
+    units, pending, skipped = prepare_run(
         im, inputs, out, settings, files_per_unit=files_per_unit, rows_per_unit=rows_per_unit,
         overwrite=overwrite,
     )
@@ -182,7 +185,7 @@ def _run_locked(client, scheduler, workers, threads_per_worker, processes, parti
             client.close()
         if own_cluster is not None:
             own_cluster.close()
-    res = catalogs.assemble(im.label_names, im.label_units, units, out, fmt, skipped,
-                     meta=catalogs.catalog_meta(im, settings), keep_parts=keep_parts)
+    res = assemble(im.label_names, im.label_units, units, out, fmt, skipped,
+                     meta=catalog_meta(im, settings), keep_parts=keep_parts)
     res.units_computed = len(pending)
     return res

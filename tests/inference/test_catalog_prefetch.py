@@ -1,0 +1,119 @@
+"""Catalog runs read the next unit in a background thread: same catalog, real overlap, retries intact."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from starlabels.inference import catalog as catalogs
+
+KW = dict(uncertainty="noise", n_samples=4, seed=3, files_per_unit=2, rows_per_unit=2)
+
+
+@pytest.fixture
+def inputs(tmp_path, spectra):
+    """A folder of 4 apStar files (one NaN-only) and a 3-row HDF5 dataset: 2 + 2 units."""
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.io import write_apstar
+
+    flux, error, bitmask = spectra(7, seed=5)
+    flux[1] = np.nan
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(4):
+        write_apstar(d / f"apStar-dr17-2M1000000{i}.fits", flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M1000000{i}"})
+    with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
+        w.append(flux[4:], error[4:], bitmask[4:], meta={"apogee_id": ["h0", "h1", "h2"]})
+    return [d, tmp_path / "rows.h5"]
+
+
+def spy_reads(monkeypatch) -> list[tuple[int, str]]:
+    """Record (unit index, thread name) of every unit read."""
+    real, seen = catalogs.read_unit, []
+
+    def spy(unit, im, resample):
+        seen.append((unit.index, threading.current_thread().name))
+        return real(unit, im, resample)
+
+    monkeypatch.setattr(catalogs, "read_unit", spy)
+    return seen
+
+
+def test_prefetched_catalog_is_bit_identical_and_read_in_the_background(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    seen = spy_reads(monkeypatch)
+    plain = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "plain.parquet", prefetch=False, **KW)
+    assert [i for i, _ in seen] == [0, 1, 2, 3] and {t for _, t in seen} == {"MainThread"}
+    seen.clear()
+    ahead = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **KW)
+    assert [i for i, _ in seen] == [0, 1, 2, 3] and {t for _, t in seen} == {"starlabels-prefetch"}
+    assert ahead.n_rows == plain.n_rows == 7 and ahead.skipped == plain.skipped
+    a, b = catalogs.read_catalog(ahead.path), catalogs.read_catalog(plain.path)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert np.isfinite(a["TEFF_ERR_NOISE"]).sum() == 6  # noise realisations really ran (NaN-only row: NaN)
+
+
+def test_the_next_unit_is_read_while_one_is_computed(raw_model_folder, inputs, tmp_path, monkeypatch):
+    """While unit 0 is predicted, unit 1 gets read (the predict step waits for that read)."""
+    real_read, real_predict = catalogs.read_unit, catalogs.predict_blocks
+    read_started = {i: threading.Event() for i in range(4)}
+    overlapped = []
+
+    def read(unit, im, resample):
+        read_started[unit.index].set()
+        return real_read(unit, im, resample)
+
+    def predict_blocks(im, unit, read, settings):
+        if unit.index + 1 in read_started:
+            overlapped.append(read_started[unit.index + 1].wait(timeout=30))
+        return real_predict(im, unit, read, settings)
+
+    monkeypatch.setattr(catalogs, "read_unit", read)
+    monkeypatch.setattr(catalogs, "predict_blocks", predict_blocks)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+    assert res.n_rows == 7 and overlapped == [True, True, True]
+
+
+def test_a_unit_whose_read_ahead_failed_is_read_again_by_its_retry(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    full = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "full.csv", prefetch=False, **KW)
+    real, calls = catalogs.read_unit, []
+
+    def flaky(unit, im, resample):
+        calls.append((unit.index, threading.current_thread().name))
+        if unit.index == 2 and len([c for c in calls if c[0] == 2]) == 1:
+            raise OSError(5, "Input/output error")
+        return real(unit, im, resample)
+
+    monkeypatch.setattr(catalogs, "read_unit", flaky)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+    assert [c for c in calls if c[0] == 2] == [(2, "starlabels-prefetch"), (2, "MainThread")]
+    assert not res.failed_units
+    pd.testing.assert_frame_equal(catalogs.read_catalog(res.path), catalogs.read_catalog(full.path),
+                                  check_exact=True)
+
+
+def test_an_error_that_is_not_a_unit_failure_stops_the_run_and_the_reader(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    def broken(unit, im, resample):
+        if unit.index == 1:
+            raise MemoryError("simulated")
+        return real(unit, im, resample)
+
+    real = catalogs.read_unit
+    monkeypatch.setattr(catalogs, "read_unit", broken)
+    with pytest.raises(MemoryError, match="simulated"):
+        catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+    assert not any(t.name == "starlabels-prefetch" for t in threading.enumerate())
+    out = tmp_path / "c.csv"
+    assert not out.exists()
+    monkeypatch.setattr(catalogs, "read_unit", real)  # the same command again resumes after unit 0
+    res = catalogs.run_catalog(raw_model_folder, inputs, out, **KW)
+    assert res.units_computed == 3 and res.n_rows == 7
