@@ -82,11 +82,11 @@ def simulated(source_cfg, seed: int, n: int):
     ``seed``) from the demo's source."""
     from dataclasses import replace
 
-    from starlabels.demo import _simulate, _source
+    from starlabels.demo.steps import simulate_survey, spectrum_source
 
     cfg = replace(source_cfg, seed=seed, n_train=max(n, 40), n_test=1)
-    source, _ = _source(cfg)
-    survey = _simulate(source, cfg)
+    source, _ = spectrum_source(cfg)
+    survey = simulate_survey(source, cfg)
     k = slice(0, n)
     return survey.flux[k], survey.error[k], survey.bitmask[k], survey.true_labels[k], list(survey.label_names)
 
