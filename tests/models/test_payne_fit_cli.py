@@ -116,6 +116,7 @@ def test_jacobian_sigma_is_calibrated_like_the_networks(tmp_path):
     scales = np.asarray([entry["scales"][n] for n in LABELS]) if isinstance(entry["scales"], dict) \
         else np.asarray(entry["scales"])
     assert np.all((scales > 1.6) & (scales < 2.5)), scales
-    raw = starlabels.predict(model, flux[:5], error[:5] / 2, calibrated=False)
+    raw = starlabels.predict(model, flux[:5], error[:5] / 2,
+                             options=starlabels.PredictOptions(calibrated=False))
     cal = starlabels.predict(starlabels.load_model(tmp_path / "cal"), flux[:5], error[:5] / 2)
     np.testing.assert_allclose(cal.std / raw.std, np.broadcast_to(scales, raw.std.shape), rtol=1e-6)
