@@ -43,7 +43,7 @@ file: ``examples/train_bcnn.toml``)::
     folder = "models/apogee_net"
 
 With ``[model] name = "cannon"`` the run trains :class:`starlabels.CannonModel` instead (keys
-``order``, ``regularization``, ``n_starts``, ``censors`` in ``[model.kwargs]``; ``[preprocess]``
+``order``, ``regularisation``, ``n_starts``, ``censors`` in ``[model.kwargs]``; ``[preprocess]``
 must be continuum normalisation; see :mod:`starlabels.training.config`), calibrates its σ on the
 dev split and writes its model folder; ``--resume`` and ``--epochs`` do not apply.
 
@@ -74,7 +74,7 @@ def command(config: str, resume: bool, overwrite: bool, device: str | None, epoc
     """Train a network (or The Cannon) on HDF5 spectra as described by CONFIG (a TOML file).
 
     Sections: [data] (files, label_names, group_column, [data.split]), [model] (architecture,
-    [model.kwargs]; name = "cannon" for The Cannon with order, regularization, n_starts, censors),
+    [model.kwargs]; name = "cannon" for The Cannon with order, regularisation, n_starts, censors),
     [preprocess], [optimiser], [training] (loss, epochs, patience, batch_size, seed, device),
     [stratified] (optional) and [output] (folder). See `examples/train_bcnn.toml` and the
     docstring of starlabels.training.config for every key.
@@ -117,8 +117,8 @@ def _train_cannon(cfg) -> None:
     model = train_cannon_from_config(cfg)
     t = model.training
     click.echo(
-        f"trained The Cannon (order {model.order}, {model.n_terms} terms, regularization "
-        f"{model.regularization if np.ndim(model.regularization) == 0 else 'per pixel'}) on "
+        f"trained The Cannon (order {model.order}, {model.n_terms} terms, regularisation "
+        f"{model.regularisation if np.ndim(model.regularisation) == 0 else 'per pixel'}) on "
         f"{model.n_train_} spectra with every label (train split {t['sizes']['train']}) and "
         f"{model.n_pixels} pixels ({int(model.pixel_used_.sum())} used) in {model.train_seconds_:.1f} s"
     )
