@@ -16,7 +16,7 @@ from matplotlib.patches import Polygon
 
 from starlabels import units
 from starlabels.errors import InputDataError
-from starlabels.evaluation import diagnostic_plots, diagnostics, label_text, metrics
+from starlabels.evaluation import diagnostic_plots, diagnostics, element_windows, label_text, metrics
 from starlabels.evaluation import plots as pl
 from starlabels.evaluation.isochrones import Isochrone
 from starlabels.preprocess.grids import ASPCAP
@@ -228,7 +228,7 @@ def test_sensitivity_plot_with_windows_and_brackett_lines(tmp_path):
     assert "[Mg/Fe]" in ax.get_ylabel() and "(dex per unit input)" in ax.get_ylabel()
     texts = {t.get_text(): t.get_position()[0] for t in ax.texts}
     for name in ("Br11", "Br12", "Br13", "Br14", "Br15", "Br16", "Br17", "Br18", "Br19"):
-        assert texts[name] == pytest.approx(diagnostics.BRACKETT_LINES[name])
+        assert texts[name] == pytest.approx(element_windows.BRACKETT_LINES[name])
     curves = [ln for ln in ax.get_lines() if "N =" in ln.get_label()]
     feh = np.linspace(-2, 0.5, 12)
     assert [c.get_label() for c in curves] == [f"[Fe/H] < -1 (N = {(feh < -1).sum()})",

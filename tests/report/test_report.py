@@ -124,8 +124,8 @@ def test_model_card_with_per_method_calibration_and_fitted_coverage(tmp_path):
     assert "config.json has no 'training' entry: training provenance not recorded" in rows["warnings"]
     assert rows["label coverage"].startswith("not fitted")
     # a folder with the fitted label coverage and domain-shift score says so
-    from starlabels.inference.coverage import COVERAGE_FILE
     from starlabels.inference.domain_shift import DOMAIN_SHIFT_FILE
+    from starlabels.inference.label_coverage import COVERAGE_FILE
 
     fitted = tmp_path / "fitted"
     shutil.copytree(model, fitted)

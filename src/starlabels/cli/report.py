@@ -23,7 +23,9 @@ import click
               help="Embed the figures in index.html (base64 PNG) instead of writing figures/*.png.")
 @click.option("--no-figures", is_flag=True, help="Tables only (quick).")
 @click.option("--isochrones", type=click.Path(dir_okay=False), default=None,
-              help="PARSEC isochrone grid (default: the shared-data folder's, when found).")
+              help="PARSEC isochrone grid (default: $STARLABELS_ISOCHRONES, else "
+                   "parsec_photometry_grid.fits.gz found via $STARLABELS_REFERENCE_DIR or the download "
+                   "cache; no isochrones, with a note, when not found).")
 @click.option("--no-isochrones", is_flag=True, help="Draw no isochrones on the Kiel diagrams.")
 @click.option("--isochrone-age", "ages", type=float, multiple=True,
               help="log10(age/yr) of an isochrone to draw (repeatable; default 9.6 = 4 Gyr).")

@@ -129,7 +129,9 @@ def build_report(
     figures
         ``False`` leaves the figures out (tables only; quick).
     isochrones
-        PARSEC grid path; ``None`` looks in the shared-data folder (skipped with a note when
+        PARSEC grid path; ``None`` uses :func:`starlabels.evaluation.isochrones.default_isochrone_path`
+        (``$STARLABELS_ISOCHRONES``, else ``parsec_photometry_grid.fits.gz`` via
+        ``$STARLABELS_REFERENCE_DIR`` or the download cache; skipped with a note when
         absent); ``False`` draws none.
     isochrone_ages
         log10(age / yr) of the isochrones drawn.

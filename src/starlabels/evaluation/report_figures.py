@@ -100,7 +100,8 @@ def _isochrones(
     spec: str | os.PathLike | bool | None, feh: np.ndarray | None, ages: Sequence[float], notes: list[str]
 ) -> list[Any]:
     """PARSEC isochrones at ``ages`` and the catalog's 10th/50th/90th percentile [Fe/H]
-    (snapped to the grid). ``spec``: None = look in the shared-data folder, False = none, or a
+    (snapped to the grid). ``spec``: None = :func:`~starlabels.evaluation.isochrones.default_isochrone_path`
+    (``$STARLABELS_ISOCHRONES``, ``$STARLABELS_REFERENCE_DIR``, download cache), False = none, or a
     path (then a missing file is an error)."""
     if spec is False:
         notes.append("isochrones not drawn (turned off)")

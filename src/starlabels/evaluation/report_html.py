@@ -28,10 +28,11 @@ from markupsafe import Markup
 
 from starlabels.evaluation.label_text import label_display
 from starlabels.evaluation.report_figures import FigureEntry
-from starlabels.evaluation.report_inputs import ALL_METHODS_KEY, ModelCard, grid_descriptions
+from starlabels.evaluation.report_inputs import ModelCard, grid_descriptions
 from starlabels.evaluation.report_reference import Reference
 from starlabels.evaluation.report_statistics import TableSection
 from starlabels.evaluation.table_format import format_number
+from starlabels.models.calibration_store import ALL_METHODS
 from starlabels.units import label_unit
 
 __all__ = ["COLUMN_TITLES", "FOLD_ROWS", "LIST_SHOWN", "TableView", "ValueNode", "model_card_view",
@@ -270,10 +271,10 @@ def _uncertainty_text(card: ModelCard) -> str:
         return "the model's own σ, not calibrated on a dev set"
     methods = cal.get("methods")
     every = "every method, calibrated with one scale per label"
-    if isinstance(cal.get("method"), str) and cal["method"] != ALL_METHODS_KEY:
+    if isinstance(cal.get("method"), str) and cal["method"] != ALL_METHODS:
         return f"{cal['method']}, calibrated"
-    if isinstance(methods, Mapping) and set(methods) - {ALL_METHODS_KEY}:
-        return ", ".join(str(m) for m in methods if m != ALL_METHODS_KEY) + ", calibrated"
+    if isinstance(methods, Mapping) and set(methods) - {ALL_METHODS}:
+        return ", ".join(str(m) for m in methods if m != ALL_METHODS) + ", calibrated"
     return every
 
 
@@ -306,8 +307,8 @@ def model_card_view(card: ModelCard, labels_shown: Sequence[str], tables: dict[s
     → after, label coverage and domain-shift status, warnings), then the labels and calibration
     tables, then the full provenance (folded). Adds ``model_labels`` and ``calibration`` to
     ``tables``."""
-    from starlabels.inference.coverage import COVERAGE_FILE
     from starlabels.inference.domain_shift import DOMAIN_SHIFT_FILE
+    from starlabels.inference.label_coverage import COVERAGE_FILE
 
     cfg = card.config
     norm = card.label_normalisation()

@@ -1,6 +1,7 @@
 """Reading the report's inputs: catalog and reference tables (FITS, CSV, Parquet, or a simulated
 HDF5 dataset's truth) and the model card of a model folder (``config.json``, ``history.csv``),
-without torch.
+read as JSON and CSV without building the network (the format versions it knows come from
+:data:`starlabels.models.folder_io.READABLE_FORMAT_VERSIONS`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from starlabels.errors import InputFileError
+from starlabels.models.calibration_store import ALL_METHODS
 from starlabels.units import label_unit
 
-__all__ = ["KNOWN_FORMAT_VERSIONS", "TABLE_FORMATS", "ModelCard", "grid_descriptions", "read_model_card",
+__all__ = ["TABLE_FORMATS", "ModelCard", "grid_descriptions", "read_model_card",
            "read_table"]
 
 #: Suffixes of readable tables and their format.
@@ -27,11 +29,9 @@ TABLE_FORMATS: dict[str, str] = {
     ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
     ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet",
 }
-#: Model-folder format versions this module knows how to present (2: the calibration only under
-#: ``config.json["calibration"]``, ``"*"`` for the entry that applies to every method).
-KNOWN_FORMAT_VERSIONS: tuple[int, ...] = (1, 2)
-#: The calibration entry that applies to every uncertainty method, and how the card names it.
-ALL_METHODS_KEY, ALL_METHODS_NAME = "*", "all"
+#: How the card names the calibration entry that applies to every uncertainty method
+#: (stored under :data:`starlabels.models.calibration_store.ALL_METHODS`).
+ALL_METHODS_NAME = "all"
 
 
 def _table_format(path: Path) -> str | None:
@@ -208,7 +208,7 @@ class ModelCard:
                     continue
                 scales = entry.get("scales") if isinstance(entry.get("scales"), Mapping) else {}
                 for label, scale in scales.items():
-                    shown = ALL_METHODS_NAME if method == ALL_METHODS_KEY else str(method)
+                    shown = ALL_METHODS_NAME if method == ALL_METHODS else str(method)
                     row: dict[str, Any] = {"label": str(label), "method": shown,
                                            "scale": _num(scale)}
                     for key, col in (("sigma_mad_before", "z_sigma_mad_before"),
@@ -278,12 +278,14 @@ def read_model_card(model: str | os.PathLike) -> ModelCard:
         raise InputFileError(cfg_path, f"not valid JSON ({exc})") from None
     if not isinstance(cfg, dict):
         raise InputFileError(cfg_path, f"expected a JSON object, got {type(cfg).__name__}")
+    from starlabels.models.folder_io import READABLE_FORMAT_VERSIONS  # lazily: it imports torch
+
     card = ModelCard(folder=folder, config=cfg)
     version = cfg.get("format_version")
-    if version not in KNOWN_FORMAT_VERSIONS:
+    if version not in READABLE_FORMAT_VERSIONS:
         card.notes.append(
             f"config.json has format_version {version!r}; this starlabels knows "
-            f"{', '.join(map(str, KNOWN_FORMAT_VERSIONS))}, so the card shows what it can read"
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}, so the card shows what it can read"
         )
     for key, meaning in (("architecture", "network architecture"), ("labels", "label names and units"),
                          ("normalisation", "label normalisation"), ("preprocessing", "preprocessing"),
