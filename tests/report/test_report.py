@@ -354,7 +354,6 @@ def test_fits_catalog_and_allstar_like_reference(tmp_path, inputs, h):
 
 
 def test_isochrones_from_the_shared_data_folder(tmp_path, shared_data, monkeypatch):
-    monkeypatch.setenv("STARLABELS_SHARED_DATA", str(shared_data))  # until evaluation.isochrones drops it
     monkeypatch.setenv("STARLABELS_REFERENCE_DIR", str(shared_data))
     monkeypatch.delenv("STARLABELS_ISOCHRONES", raising=False)
     model = write_partial_model(tmp_path / "model")
