@@ -5,7 +5,7 @@ lines whose depths vary from star to star, plus Gaussian noise, a few NaN and bi
 pixels. Both implementations normalise them with the same continuum pixels (line-free pixels of
 the synthetic line list, ~7% of each detector, or the DR17 mask with ``--mask``):
 
-* ``starlabels.preprocess.continuum_normalize`` — one weighted least-squares solve per detector
+* ``starlabels.preprocess.continuum_normalise`` — one weighted least-squares solve per detector
   for the whole batch;
 * a Python loop over spectra and detectors calling ``numpy.polynomial.chebyshev.chebfit``
   (weights 1/σ) and ``chebval``, dividing flux and error, filling rejected pixels.
@@ -16,7 +16,7 @@ best CPU time kept; the headline ratio is wall-clock). For context it also times
 
 Issue 17's numbers come first: the **allocate-and-copy floor** (fresh (N, 7514) outputs, flux and
 error copied to the ASPCAP grid, bitmask tested — what any implementation must do) against
-``continuum_normalize`` warm (a reused ``out=`` pair, as a streaming caller) and cold (fresh
+``continuum_normalise`` warm (a reused ``out=`` pair, as a streaming caller) and cold (fresh
 outputs), interleaved rounds in this process; and astroNN 1.1.0's ``apogee_continuum`` against ours,
 each in its own fresh process (astroNN in ``bench/.astronn-venv``, 1 BLAS thread both, the same
 float64 spectra and DR17-style mask; ``bench/continuum_timing.py``). Prints e.g.::
@@ -38,7 +38,7 @@ from numpy.polynomial import chebyshev
 
 from starlabels.preprocess.bitmask import PIXMASK_BITS, bits_to_value
 from starlabels.preprocess.chebyshev_fit import ChebyshevDesign
-from starlabels.preprocess.continuum import continuum_normalize
+from starlabels.preprocess.continuum import continuum_normalise
 from starlabels.preprocess.grids import APSTAR, ASPCAP, apstar_wavelength, index_in, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
 
@@ -171,15 +171,15 @@ def best_time(fn, repeat: int) -> tuple[float, float, object]:
 
 
 def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds of the allocate-and-copy floor, of ``continuum_normalize`` writing
+    """Best (wall, CPU) seconds of the allocate-and-copy floor, of ``continuum_normalise`` writing
     into a reused output pair (``out=``, warm) and into fresh outputs (cold), interleaved rounds."""
     n = flux.shape[0]
     dtype = np.result_type(flux, np.float32)
     out = (np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype))
     fns = {
         "floor": lambda: memory_floor(flux, error, bitmask),
-        "warm": lambda: continuum_normalize(flux, error, bitmask, continuum_mask=mask, out=out),
-        "cold": lambda: continuum_normalize(flux, error, bitmask, continuum_mask=mask),
+        "warm": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask, out=out),
+        "cold": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask),
     }
     fns["warm"]()
     best = {k: (np.inf, np.inf) for k in fns}
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{fw * ms:.1f} ms wall {fc * ms:.1f} ms CPU")
     for k, label in (("warm", "warm (out= reused)"), ("cold", "cold (fresh outputs)")):
         w, c = best[k]
-        print(f"continuum_normalize {label}: {w * ms:.1f} ms wall {c * ms:.1f} ms CPU -> "
+        print(f"continuum_normalise {label}: {w * ms:.1f} ms wall {c * ms:.1f} ms CPU -> "
               f"{w / fw:.2f}x the floor (wall), {c / fc:.2f}x (CPU); target <= 2x")
     if not args.skip_astronn:
         vs = versus_astronn(flux, error, bitmask, mask, args.repeat)
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             print("astroNN: bench/.astronn-venv absent (bench/astronn_agreement.py creates it); skipped")
         else:
             ours, theirs = vs["starlabels"], vs["astronn"]
-            print("astroNN 1.1.0 apogee_continuum vs continuum_normalize, each in a fresh process, 1 BLAS "
+            print("astroNN 1.1.0 apogee_continuum vs continuum_normalise, each in a fresh process, 1 BLAS "
                   "thread, float64 input (target >= 12x warm and cold):")
             for k in ("cold", "warm"):
                 print(f"  {k}: astroNN {theirs[k + '_s'] * ms:.0f} ms wall "
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_loop:
         return
     t_batch, c_batch, (bf, be) = best_time(
-        lambda: continuum_normalize(flux, error, bitmask, continuum_mask=mask), 3 * args.repeat
+        lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask), 3 * args.repeat
     )
     t_loop, c_loop, (lf, le) = best_time(
         lambda: normalize_loop(flux, error, bitmask, mask), args.repeat

@@ -37,10 +37,10 @@ def main() -> None:
 
         warm = cold
     else:
-        from starlabels.preprocess.continuum import continuum_normalize
+        from starlabels.preprocess.continuum import continuum_normalise
 
         def cold():
-            return continuum_normalize(flux, error, bitmask, continuum_mask=mask)
+            return continuum_normalise(flux, error, bitmask, continuum_mask=mask)
 
         out = None
 
@@ -48,8 +48,8 @@ def main() -> None:
             nonlocal out
             if out is None:  # the streaming caller's pair, allocated (and faulted in) once
                 out = tuple(np.empty((flux.shape[0], mask.size)) for _ in range(2))
-                continuum_normalize(flux, error, bitmask, continuum_mask=mask, out=out)
-            return continuum_normalize(flux, error, bitmask, continuum_mask=mask, out=out)
+                continuum_normalise(flux, error, bitmask, continuum_mask=mask, out=out)
+            return continuum_normalise(flux, error, bitmask, continuum_mask=mask, out=out)
 
     t0, c0 = time.perf_counter(), time.process_time()
     cold()

@@ -57,7 +57,7 @@ def test_batched_fit_equals_per_spectrum_chebfit(synth, degree):
     s = synth.spectra(40, seed=degree, degree=degree, snr=80)  # 40 rows: several chunks
     bitmask = _damage(s)
     fit = cn.fit_continuum(s["flux"], s["error"], bitmask, continuum_mask=s["mask"], degree=degree)
-    flux, _ = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], degree)
+    flux, _ = cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"], degree)
     ref_coef, ref_flux = _reference(s["flux"], s["error"], bitmask, s["mask"], degree)
     np.testing.assert_allclose(fit.coefficients, ref_coef, rtol=1e-9, atol=1e-9 * np.abs(ref_coef).max())
     assert np.abs(flux - ref_flux).max() <= 1e-6
@@ -68,7 +68,7 @@ def test_known_polynomial_continuum_times_lines_is_recovered(synth):
     s = synth.spectra(6, seed=3, snr=None)  # noiseless: the continuum pixels are exactly line-free
     fit = cn.fit_continuum(s["flux"], s["error"], continuum_mask=s["mask"])
     np.testing.assert_allclose(fit.continuum, s["continuum"], rtol=1e-10)
-    flux, err = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
+    flux, err = cn.continuum_normalise(s["flux"], s["error"], continuum_mask=s["mask"])
     np.testing.assert_allclose(flux, s["absorption"], rtol=1e-10, atol=1e-12)
     ea = s["error"][:, index_in(ASPCAP, "apstar")]
     np.testing.assert_allclose(err, ea / s["continuum"], rtol=1e-10)
@@ -92,7 +92,7 @@ def test_without_a_mask_the_lines_pull_the_continuum_low(synth):
 def test_rejected_pixels_get_flux_one_and_the_bad_pixel_error(synth):
     s = synth.spectra(5, seed=6)
     bitmask = _damage(s)
-    flux, err = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
+    flux, err = cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"])
     fa, ea = s["flux"][:, index_in(ASPCAP, "apstar")], s["error"][:, index_in(ASPCAP, "apstar")]
     ba = bitmask[:, index_in(ASPCAP, "apstar")]
     with np.errstate(invalid="ignore"):
@@ -103,7 +103,7 @@ def test_rejected_pixels_get_flux_one_and_the_bad_pixel_error(synth):
     assert np.all(err[~rejected] < 1)  # S/N ≥ ~100: normalised errors are small
     assert np.isfinite(flux).all() and np.isfinite(err).all()
     # reject bits are configurable: PERSIST_LOW rejects when asked for (by name)
-    flux2, err2 = cn.continuum_normalize(
+    flux2, err2 = cn.continuum_normalise(
         s["flux"], s["error"], bitmask, s["mask"], bits=["PERSIST_LOW", "BADPIX"]
     )
     persist = (ba & PERSIST_LOW) != 0
@@ -115,9 +115,9 @@ def test_aspcap_and_1d_input_give_the_same_result(synth):
     s = synth.spectra(4, seed=7)
     bitmask = _damage(s)
     idx = index_in(ASPCAP, "apstar")
-    full = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
-    small = cn.continuum_normalize(s["flux"][:, idx], s["error"][:, idx], bitmask[:, idx], s["mask"])
-    one = cn.continuum_normalize(s["flux"][2], s["error"][2], bitmask[2], s["mask"])
+    full = cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"])
+    small = cn.continuum_normalise(s["flux"][:, idx], s["error"][:, idx], bitmask[:, idx], s["mask"])
+    one = cn.continuum_normalise(s["flux"][2], s["error"][2], bitmask[2], s["mask"])
     for a, b in zip(full, small, strict=True):
         np.testing.assert_array_equal(a, b)
     assert one[0].shape == (ASPCAP.n_pixels,)
@@ -128,8 +128,8 @@ def test_aspcap_and_1d_input_give_the_same_result(synth):
 
 def test_float32_input_gives_float32_output_close_to_float64(synth):
     s = synth.spectra(4, seed=8)
-    f64, e64 = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
-    f32, e32 = cn.continuum_normalize(
+    f64, e64 = cn.continuum_normalise(s["flux"], s["error"], continuum_mask=s["mask"])
+    f32, e32 = cn.continuum_normalise(
         s["flux"].astype(np.float32), s["error"].astype(np.float32), continuum_mask=s["mask"]
     )
     assert f64.dtype == np.float64 and f32.dtype == np.float32 and e32.dtype == np.float32
@@ -143,24 +143,24 @@ def test_float32_input_gives_float32_output_close_to_float64(synth):
 )
 def test_wrong_shapes_raise_input_data_error(shape, match):
     with pytest.raises(InputDataError, match=match):
-        cn.continuum_normalize(np.ones(shape), np.ones(shape))
+        cn.continuum_normalise(np.ones(shape), np.ones(shape))
 
 
 def test_mismatched_arrays_raise_input_data_error():
     f = np.ones((2, APSTAR.n_pixels))
     with pytest.raises(InputDataError, match="error shape"):
-        cn.continuum_normalize(f, np.ones((3, APSTAR.n_pixels)))
+        cn.continuum_normalise(f, np.ones((3, APSTAR.n_pixels)))
     with pytest.raises(InputDataError, match="bitmask shape"):
-        cn.continuum_normalize(f, f, np.zeros((2, 10), dtype=int))
+        cn.continuum_normalise(f, f, np.zeros((2, 10), dtype=int))
     with pytest.raises(InputDataError, match="dtype"):
-        cn.continuum_normalize(f.astype(str), f)
+        cn.continuum_normalise(f.astype(str), f)
 
 
 def test_nan_only_spectrum_raises_naming_the_spectrum(synth):
     s = synth.spectra(3, seed=9)
     s["flux"][1] = np.nan
     with pytest.raises(InputDataError, match=r"spectrum 1, blue segment \(0 usable"):
-        cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
+        cn.continuum_normalise(s["flux"], s["error"], continuum_mask=s["mask"])
 
 
 def test_all_masked_detector_raises_or_is_rejected(synth):
@@ -169,10 +169,10 @@ def test_all_masked_detector_raises_or_is_rejected(synth):
     a0, a1 = pixel_ranges(APSTAR)[1]
     bitmask[33, a0:a1] = BADPIX  # row 33: in the second chunk, green detector
     with pytest.raises(InputDataError, match="spectrum 33, green segment") as info:
-        cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"])
+        cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"])
     assert "blue" not in str(info.value) and "on_failure" in str(info.value)
-    flux, err = cn.continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], on_failure="reject")
-    good, _ = cn.continuum_normalize(s["flux"], s["error"], None, s["mask"])
+    flux, err = cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"], on_failure="reject")
+    good, _ = cn.continuum_normalise(s["flux"], s["error"], None, s["mask"])
     green = ASPCAP.segment_slices[1]
     assert np.all(flux[33, green] == 1.0) and np.all(err[33, green] == BAD_PIXEL_ERROR)
     others = np.ones(ASPCAP.n_pixels, dtype=bool)
@@ -190,23 +190,23 @@ def test_too_few_continuum_pixels_in_the_mask_raise(synth):
     mask[ASPCAP.segment_slices[2]] = False
     mask[ASPCAP.segment_slices[2].start + 5] = True  # one pixel cannot fix a quadratic
     with pytest.raises(InputDataError, match="red segment"):
-        cn.continuum_normalize(s["flux"], s["error"], continuum_mask=mask)
+        cn.continuum_normalise(s["flux"], s["error"], continuum_mask=mask)
     # a line (degree 1) through 2 pixels is possible
     mask[ASPCAP.segment_slices[2].start + 500] = True
-    flux, _ = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=mask, degree=1)
+    flux, _ = cn.continuum_normalise(s["flux"], s["error"], continuum_mask=mask, degree=1)
     assert np.isfinite(flux).all()
 
 
 def test_bad_arguments_raise():
     f = np.ones((1, ASPCAP.n_pixels))
     with pytest.raises(InputDataError, match="degree"):
-        cn.continuum_normalize(f, f, degree=-1)
+        cn.continuum_normalise(f, f, degree=-1)
     with pytest.raises(ValueError, match="on_failure"):
-        cn.continuum_normalize(f, f, on_failure="ignore")
+        cn.continuum_normalise(f, f, on_failure="ignore")
     with pytest.raises(InputDataError, match="mask_from_indices"):
-        cn.continuum_normalize(f, f, continuum_mask=np.arange(10))
+        cn.continuum_normalise(f, f, continuum_mask=np.arange(10))
     with pytest.raises(InputDataError, match="unknown APOGEE_PIXMASK bit"):
-        cn.continuum_normalize(f, f, np.zeros(f.shape, dtype=int), bits=["NOPE"])
+        cn.continuum_normalise(f, f, np.zeros(f.shape, dtype=int), bits=["NOPE"])
 
 
 # ------------------------------------------------------------------ properties
@@ -227,7 +227,7 @@ def test_an_exact_polynomial_normalises_to_one_and_scale_drops_out(scale, coef):
     err = 0.01 * cont
     mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
     mask[::37] = True
-    flux, e = cn.continuum_normalize(scale * cont, scale * err, continuum_mask=mask)
+    flux, e = cn.continuum_normalise(scale * cont, scale * err, continuum_mask=mask)
     np.testing.assert_allclose(flux, 1.0, atol=1e-9)
     np.testing.assert_allclose(e, 0.01, rtol=1e-8)
 
@@ -241,7 +241,7 @@ def test_output_is_never_nan_for_any_damage(seed, frac_bad):
     bad = rng.random(f.shape) < frac_bad
     f[bad] = rng.choice([np.nan, np.inf, -np.inf], bad.sum())
     e[rng.random(f.shape) < frac_bad / 2] = np.nan
-    flux, err = cn.continuum_normalize(f, e, continuum_mask=rng.random(ASPCAP.n_pixels) < 0.1,
+    flux, err = cn.continuum_normalise(f, e, continuum_mask=rng.random(ASPCAP.n_pixels) < 0.1,
                                        on_failure="reject")
     assert np.isfinite(flux).all() and np.isfinite(err).all()
     assert (err > 0).all()
@@ -298,9 +298,9 @@ def test_mask_from_indices():
 # ------------------------------------------------------------------ pseudo-continuum and selection
 
 
-def test_pseudo_normalize_reaches_the_upper_envelope(synth):
+def test_pseudo_normalise_reaches_the_upper_envelope(synth):
     s = synth.spectra(8, seed=12, snr=300, n_lines=600)
-    flux, _ = cn.pseudo_normalize(s["flux"], s["error"])
+    flux, _ = cn.pseudo_normalise(s["flux"], s["error"])
     line_free = s["absorption"] > 0.9999
     assert abs(np.median(flux[line_free]) - 1) < 3e-3
     plain = cn.fit_continuum(s["flux"], s["error"]).continuum  # unclipped: biased low
@@ -335,10 +335,10 @@ def test_select_continuum_pixels_finds_line_free_pixels(synth):
     assert per_det == expected
     assert line_free[mask].mean() > 0.95
     # the selected pixels normalise the spectra well
-    flux, err = cn.continuum_normalize(f, e, continuum_mask=mask)
+    flux, err = cn.continuum_normalise(f, e, continuum_mask=mask)
     assert abs(np.median(flux[:, line_free]) - 1) < 5e-3
     # already-normalised input skips the pseudo-continuum step and agrees
-    again = cn.select_continuum_pixels(flux, err, labels, fraction=0.05, normalized=True)
+    again = cn.select_continuum_pixels(flux, err, labels, fraction=0.05, normalised=True)
     assert line_free[again].mean() > 0.95
     assert (again & mask).sum() > 0.5 * mask.sum()
 
@@ -370,7 +370,7 @@ def test_real_apstar_with_the_dr17_mask(shared_data):
     spec = io.read_apstar(shared_data / "real" / "apStar-dr17-2M19485057+5005279.fits")
     mask = cn.load_continuum_mask(shared_data / "apogee" / "continuum_mask_dr17_7514.npy")
     assert mask.sum() == 532
-    flux, err = cn.continuum_normalize(spec.flux, spec.error, spec.bitmask, mask)
+    flux, err = cn.continuum_normalise(spec.flux, spec.error, spec.bitmask, mask)
     assert flux.shape == (ASPCAP.n_pixels,)
     assert np.isfinite(flux).all() and np.isfinite(err).all()
     # its NaN pixels (edges and gaps) are outside the ASPCAP grid; flagged pixels are inside
@@ -389,9 +389,9 @@ def test_real_apstar_with_the_dr17_mask(shared_data):
 
 def test_tiny_errors_do_not_overflow_the_weights(synth):
     s = synth.spectra(3, seed=15)
-    ref, _ = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
+    ref, _ = cn.continuum_normalise(s["flux"], s["error"], continuum_mask=s["mask"])
     # 1/σ² would overflow float64 (errors ≥ BAD_PIXEL_ERROR are rejected, so no huge scale)
-    flux, err = cn.continuum_normalize(s["flux"], s["error"] * 1e-170, continuum_mask=s["mask"])
+    flux, err = cn.continuum_normalise(s["flux"], s["error"] * 1e-170, continuum_mask=s["mask"])
     np.testing.assert_allclose(flux, ref, rtol=1e-9)
     assert np.isfinite(err).all() and (err > 0).all()
 
@@ -402,8 +402,28 @@ def test_float32_overflow_is_rejected_not_inf():
     mask = np.zeros(ASPCAP.n_pixels, dtype=bool)
     mask[::10] = True
     f[0, 5] = 3e38  # not a continuum pixel; 3e38 / 0.5 overflows float32
-    flux, err = cn.continuum_normalize(f, e, continuum_mask=mask)
+    flux, err = cn.continuum_normalise(f, e, continuum_mask=mask)
     assert flux.dtype == np.float32
     assert np.isfinite(flux).all() and np.isfinite(err).all()
     assert flux[0, 5] == 1.0 and err[0, 5] == BAD_PIXEL_ERROR
     np.testing.assert_allclose(np.delete(flux[0], 5), 1.0, rtol=1e-6)
+
+
+def test_the_american_spellings_still_work_with_a_deprecation_warning(synth):
+    s = synth.spectra(24, seed=8)
+    flux, err = cn.continuum_normalise(s["flux"], s["error"], continuum_mask=s["mask"])
+    with pytest.warns(DeprecationWarning, match="continuum_normalise"):
+        old = cn.continuum_normalize(s["flux"], s["error"], continuum_mask=s["mask"])
+    np.testing.assert_array_equal(old[0], flux)
+    np.testing.assert_array_equal(old[1], err)
+    new = cn.pseudo_normalise(s["flux"], s["error"])
+    with pytest.warns(DeprecationWarning, match="pseudo_normalise"):
+        old = cn.pseudo_normalize(s["flux"], s["error"])
+    np.testing.assert_array_equal(old[0], new[0])
+    labels = np.random.default_rng(0).normal(size=(24, 2))
+    picked = cn.select_continuum_pixels(flux, err, labels, normalised=True, max_offset=None, fraction=0.05)
+    with pytest.warns(DeprecationWarning, match="normalised="):
+        old = cn.select_continuum_pixels(flux, err, labels, normalized=True, max_offset=None, fraction=0.05)
+    np.testing.assert_array_equal(old, picked)
+    with pytest.raises(TypeError, match="normalisd"):
+        cn.select_continuum_pixels(flux, err, labels, normalisd=True)

@@ -3,8 +3,10 @@
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_BITS, PIXMASK_BITS, bad_pixels
 from starlabels.preprocess.continuum import (
     ContinuumFit,
+    continuum_normalise,
     continuum_normalize,
     fit_continuum,
+    pseudo_normalise,
     pseudo_normalize,
     select_continuum_pixels,
 )
@@ -15,7 +17,8 @@ from starlabels.preprocess.pipeline import PreprocessConfig
 
 __all__ = [
     "APSTAR", "ASPCAP", "BAD_PIXEL_ERROR", "DEFAULT_REJECT_BITS", "GRIDS", "PAYNE", "PIXMASK_BITS",
-    "ContinuumFit", "Grid", "PreprocessConfig", "bad_pixels", "continuum_normalize", "convert",
-    "fit_continuum", "get_grid", "load_continuum_mask", "mask_from_indices", "pseudo_normalize",
+    "ContinuumFit", "Grid", "PreprocessConfig", "bad_pixels", "continuum_normalise", "continuum_normalize",
+    "convert", "fit_continuum", "get_grid", "load_continuum_mask", "mask_from_indices", "pseudo_normalise",
+    "pseudo_normalize",
     "raw_flux", "rejected_pixels", "select_continuum_pixels",
 ]

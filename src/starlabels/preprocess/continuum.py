@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -49,11 +50,13 @@ from starlabels.preprocess.masking import as_batch, is_rejected_error
 
 __all__ = [
     "ContinuumFit",
+    "continuum_normalise",
     "continuum_normalize",
     "fit_continuum",
     "load_continuum_mask",
     "mask_from_indices",
     "output_grid",
+    "pseudo_normalise",
     "pseudo_normalize",
     "select_continuum_pixels",
 ]
@@ -65,7 +68,7 @@ def output_grid(grid: Grid | str) -> Grid:
     return SegmentLayout(get_grid(grid)).out_grid
 
 
-def continuum_normalize(
+def continuum_normalise(
     flux,
     error,
     bitmask=None,
@@ -147,9 +150,9 @@ def fit_continuum(
     grid: Grid | str | None = None,
     bitmask_def: PixelBitmask | None = None,
 ) -> ContinuumFit:
-    """The continuum :func:`continuum_normalize` divides by, with its coefficients.
+    """The continuum :func:`continuum_normalise` divides by, with its coefficients.
 
-    Same arguments as :func:`continuum_normalize`. Returns a :class:`ContinuumFit`
+    Same arguments as :func:`continuum_normalise`. Returns a :class:`ContinuumFit`
     ``(continuum (N, P_out) float64, coefficients (N, n_segments, degree+1), rejected (N, P_out) bool)``;
     always 2-D. The coefficients are Chebyshev coefficients (``numpy.polynomial.chebyshev``
     convention) in ``x = linspace(-1, 1, n_detector)`` over each detector's ASPCAP-grid pixels.
@@ -160,7 +163,7 @@ def fit_continuum(
     )[3]
 
 
-def pseudo_normalize(
+def pseudo_normalise(
     flux,
     error,
     bitmask=None,
@@ -176,13 +179,13 @@ def pseudo_normalize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalise without knowing the continuum pixels: iterative asymmetric sigma-clipped fit.
 
-    Per detector a Chebyshev polynomial (as :func:`continuum_normalize`) is fitted to all usable
+    Per detector a Chebyshev polynomial (as :func:`continuum_normalise`) is fitted to all usable
     pixels, then refitted ``n_iter`` times to the pixels whose residual in units of their noise,
     ``(f − c)/σ``, is above ``−low`` (and below ``high`` when given; by default nothing is clipped
     above, since the first fit sits below the continuum and spikes are in the bitmask).
     Absorption lines deeper than ~``low`` σ are dropped, so the fit climbs to the upper envelope
     (the pseudo-continuum; on pure noise the clipping biases it up by ~0.15 σ with ``low=1.5``).
-    Inputs, outputs and ``on_failure`` as :func:`continuum_normalize`.
+    Inputs, outputs and ``on_failure`` as :func:`continuum_normalise`.
     """
     if n_iter < 0 or low <= 0 or (high is not None and high <= 0):
         raise ValueError("n_iter must be ≥ 0 and low, high > 0")
@@ -214,6 +217,15 @@ def _clean_labels(labels, n_spectra: int) -> tuple[np.ndarray, np.ndarray]:
     return (z - z.mean(axis=0)) / std, good
 
 
+def _normalised_keyword(normalised: bool, kwargs: dict[str, Any]) -> bool:
+    """``normalized=`` (deprecated) as ``normalised``; any other unknown keyword is a TypeError."""
+    unknown = set(kwargs) - {"normalized"}
+    if unknown:
+        raise TypeError(f"select_continuum_pixels() got unexpected keyword argument(s) {sorted(unknown)}")
+    warnings.warn("select_continuum_pixels(normalized=) is now normalised=", DeprecationWarning, stacklevel=3)
+    return bool(kwargs["normalized"]) or normalised
+
+
 def select_continuum_pixels(
     flux,
     error,
@@ -223,15 +235,16 @@ def select_continuum_pixels(
     fraction: float = 0.07,
     n_per_detector: int | Iterable[int] | None = None,
     max_offset: float | None = 0.02,
-    normalized: bool = False,
+    normalised: bool = False,
     degree: int = 2,
     bits: Iterable[str | int] | None = None,
     grid: Grid | str | None = None,
     bitmask_def: PixelBitmask | None = None,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Data-driven continuum pixels, in the spirit of The Cannon (Ness et al. 2015; Casey 2016).
 
-    1. Unless ``normalized``, the spectra are pseudo-normalised (:func:`pseudo_normalize`).
+    1. Unless ``normalised``, the spectra are pseudo-normalised (:func:`pseudo_normalise`).
     2. Per pixel p, a linear model ``f[n, p] = θ0[p] + Σ_l θ_l[p] · z[n, l]`` of the normalised flux
        versus the standardised labels ``z`` (mean 0, std 1) is fitted by inverse-variance weighted
        least squares (rejected pixels weight 0), all pixels in one batched solve.
@@ -244,7 +257,7 @@ def select_continuum_pixels(
     Parameters
     ----------
     flux, error, bitmask:
-        (N, P) spectra as for :func:`continuum_normalize` (N ≥ L + 2).
+        (N, P) spectra as for :func:`continuum_normalise` (N ≥ L + 2).
     labels:
         (N, L) (or (N,)) labels in any units; rows with MISSING/NaN labels are not used.
     fraction, n_per_detector:
@@ -252,10 +265,10 @@ def select_continuum_pixels(
     max_offset:
         Largest allowed ``|θ0 − 1|`` (``None``: no cut). When fewer pixels pass than asked for,
         the passing ones are returned with a warning.
-    normalized:
+    normalised:
         The input flux is already (pseudo-)normalised: skip step 1.
     degree, bits:
-        Passed to :func:`pseudo_normalize`.
+        Passed to :func:`pseudo_normalise`.
 
     Returns
     -------
@@ -267,6 +280,8 @@ def select_continuum_pixels(
         Bad shapes or labels, or a detector where fewer than ``degree + 1`` pixels qualify (the
         mask could not normalise that detector).
     """
+    if kwargs:  # the American spelling of normalised, deprecated
+        normalised = _normalised_keyword(normalised, kwargs)
     f, e, b, _ = as_batch(flux, error, bitmask)
     layout = segment_layout(f.shape[1], grid)
     if f.shape[0] < 2:
@@ -274,11 +289,11 @@ def select_continuum_pixels(
     if not (0 < fraction <= 1):
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     z, good = _clean_labels(labels, f.shape[0])
-    if normalized:
+    if normalised:
         fa, ea, ba = gather_segments(f, e, b, slice(None), np.dtype(np.float64), layout)
         rej = ~usable_pixels(fa, ea, ba, reject_value(bits, bitmask_for_grid(layout.in_grid, bitmask_def)))
     else:
-        fa, ea = pseudo_normalize(f, e, b, degree, bits=bits, on_failure="reject", grid=layout.in_grid,
+        fa, ea = pseudo_normalise(f, e, b, degree, bits=bits, on_failure="reject", grid=layout.in_grid,
                                   bitmask_def=bitmask_def)
         rej = is_rejected_error(ea)
     fa, ea, rej = fa[good].astype(np.float64), ea[good].astype(np.float64), rej[good]
@@ -338,3 +353,14 @@ def select_continuum_pixels(
         mask[sl.start + order] = True
     return mask
 
+
+def continuum_normalize(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Deprecated spelling of :func:`continuum_normalise` (same result, with a DeprecationWarning)."""
+    warnings.warn("continuum_normalize is now continuum_normalise", DeprecationWarning, stacklevel=2)
+    return continuum_normalise(*args, **kwargs)
+
+
+def pseudo_normalize(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Deprecated spelling of :func:`pseudo_normalise` (same result, with a DeprecationWarning)."""
+    warnings.warn("pseudo_normalize is now pseudo_normalise", DeprecationWarning, stacklevel=2)
+    return pseudo_normalise(*args, **kwargs)

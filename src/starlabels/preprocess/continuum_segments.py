@@ -1,8 +1,8 @@
 """The continuum-normalisation driver: input grid → gap-free segments → fit → divide, chunk by chunk.
 
-:func:`normalise_segments` is what :func:`~starlabels.preprocess.continuum.continuum_normalize`,
+:func:`normalise_segments` is what :func:`~starlabels.preprocess.continuum.continuum_normalise`,
 :func:`~starlabels.preprocess.continuum.fit_continuum` and
-:func:`~starlabels.preprocess.continuum.pseudo_normalize` run. Per chunk of rows
+:func:`~starlabels.preprocess.continuum.pseudo_normalise` run. Per chunk of rows
 (:attr:`~starlabels.preprocess.chebyshev_fit.ChebyshevDesign.chunk_rows`) it
 
 1. gathers flux and error at the fit pixels straight from the input (one small fancy-index copy),

@@ -22,7 +22,7 @@ from starlabels.core.bitmask import PixelBitmask
 from starlabels.core.grid import Grid
 from starlabels.core.instrument import Instrument, find_grid, get
 from starlabels.errors import InputDataError
-from starlabels.preprocess.continuum import continuum_normalize, output_grid
+from starlabels.preprocess.continuum import continuum_normalise, output_grid
 from starlabels.preprocess.continuum_masks import load_continuum_mask, mask_from_indices
 from starlabels.preprocess.masking import raw_flux
 
@@ -91,7 +91,7 @@ class PreprocessConfig:
     Attributes
     ----------
     kind:
-        ``"continuum"`` (astroNN: :func:`~starlabels.preprocess.continuum.continuum_normalize`, per
+        ``"continuum"`` (astroNN: :func:`~starlabels.preprocess.continuum.continuum_normalise`, per
         segment; output on the input grid's segment grid, for APOGEE the ASPCAP grid) or ``"raw"``
         (APOGEE Net: :func:`~starlabels.preprocess.masking.raw_flux`, output on the input grid).
     degree:
@@ -106,7 +106,7 @@ class PreprocessConfig:
         Error cap in units of the spectrum's mean error (raw only); ``None``: no cap.
     on_failure:
         ``"raise"`` or ``"reject"`` for detectors without enough usable continuum pixels
-        (continuum only; see ``continuum_normalize``).
+        (continuum only; see ``continuum_normalise``).
     scale:
         Raw only: ``None`` (flux in the file's units, as APOGEE Net) or ``"median"`` (each
         spectrum's flux and usable errors divided by the median flux of its usable pixels, after
@@ -315,7 +315,7 @@ class PreprocessConfig:
                 bits=self.reject_bits,
             )
         elif self.kind == "continuum":
-            f, e = continuum_normalize(
+            f, e = continuum_normalise(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits, on_failure=self.on_failure,  # type: ignore[arg-type]
                 grid=g, bitmask_def=self._bitmask,
