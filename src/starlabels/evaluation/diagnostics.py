@@ -37,14 +37,6 @@ from starlabels.evaluation.columns import (
     table_columns,
     uncertainty_matrix,
 )
-
-# Brackett lines and element windows moved to their own module; the names stay importable from
-# here for plots.py until it imports them from starlabels.evaluation.element_windows.
-from starlabels.evaluation.element_windows import (  # noqa: F401
-    BRACKETT_LINES,
-    element_window_mask,
-    load_element_windows,
-)
 from starlabels.evaluation.metrics import DEFAULT_SNR_BINS, residual_table
 from starlabels.units import label_unit
 
