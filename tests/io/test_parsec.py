@@ -88,9 +88,9 @@ def test_cmd_text_and_the_same_grid_in_both_users(tmp_path):
     table = parsec.read_parsec_table(path)
     assert table.colnames[:4] == ["Zini", "MH", "logAge", "Mini"] and len(table) == 4
     np.testing.assert_array_equal(table["logTe"], [3.70, 3.76, 3.69, 3.75])
-    assert parsec.find_column(table.colnames, ("LOGTE", "logTe")) == "logTe"
-    assert parsec.find_column(table.colnames, ("GAIAEDR3_GMAG", "Gmag")) == "Gmag"
-    assert parsec.find_column(table.colnames, ("WISE_W1MAG", "W1mag")) is None
+    assert parsec.grid_column(table.colnames, ("LOGTE", "logTe")) == "logTe"
+    assert parsec.grid_column(table.colnames, ("GAIAEDR3_GMAG", "Gmag")) == "Gmag"
+    assert parsec.grid_column(table.colnames, ("WISE_W1MAG", "W1mag")) is None
     # the Kiel-diagram isochrones and the young-star population read the same file through it
     kiel = kiel_isochrones.load_isochrones(path)
     np.testing.assert_array_equal(kiel.log_teff, table["logTe"])

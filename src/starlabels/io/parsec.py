@@ -7,7 +7,7 @@ text file written by the CMD web tool (``#`` comment lines; the last comment lin
 ``Zini`` names the columns; repeated headers of multi-isochrone files are skipped). Other tables
 astropy reads by extension (``.ecsv``, ``.csv``, ``.hdf5``, ``.parquet``, ``.vot``/``.xml``) are
 read as they are. :func:`read_parsec_table` returns an astropy ``Table`` with the file's own
-column names; :func:`find_column` matches a quantity's possible names.
+column names; :func:`grid_column` matches a quantity's possible names.
 
 The extinction-coefficient file beside the grid (``extinction_coefficients.txt``: ``NAME A_band/A_V
 [LAMBDA WIDTH]`` per line) is read by :func:`read_extinction_coefficients`.
@@ -31,7 +31,7 @@ from starlabels.core.reference import find_reference
 from starlabels.errors import InputFileError
 
 __all__ = [
-    "EXTINCTION_COEFFICIENTS_NAME", "PARSEC_GRID_NAME", "extinction_coefficients_path", "find_column",
+    "EXTINCTION_COEFFICIENTS_NAME", "PARSEC_GRID_NAME", "extinction_coefficients_path", "grid_column",
     "parsec_grid_path", "read_extinction_coefficients", "read_parsec_table",
 ]
 
@@ -127,7 +127,7 @@ def _read_cmd_text(path: Path) -> Any:
     return Table(data, names=header)
 
 
-def find_column(colnames: Sequence[str], options: Sequence[str]) -> str | None:
+def grid_column(colnames: Sequence[str], options: Sequence[str]) -> str | None:
     """The first of ``options`` present in ``colnames`` (exact match first, then case-insensitive;
     the CMD magnitudes ``Jmag``, ``Hmag`` and ``Gmag`` only match exactly, since their lower-case
     forms name other bands in some grids); None when none is present."""

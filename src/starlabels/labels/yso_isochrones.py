@@ -24,7 +24,7 @@ import numpy as np
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.io.parsec import (
     extinction_coefficients_path,
-    find_column,
+    grid_column,
     parsec_grid_path,
     read_extinction_coefficients,
     read_parsec_table,
@@ -165,11 +165,11 @@ def _load_isochrones_cached(
 ) -> Isochrones:
     table = read_parsec_table(path)
     names = list(table.colnames)
-    cols = {q: find_column(names, opts) for q, opts in QUANTITY_COLUMNS.items()}
+    cols = {q: grid_column(names, opts) for q, opts in QUANTITY_COLUMNS.items()}
     missing = [q for q in ("log_age", "mini", "log_l", "log_teff", "logg") if cols[q] is None]
     if missing:
         raise InputFileError(path, f"isochrone table lacks columns for {missing}; has {names[:30]}")
-    band_cols = {b: find_column(names, BAND_GRID_COLUMNS[b]) for b in ALL_BANDS}
+    band_cols = {b: grid_column(names, BAND_GRID_COLUMNS[b]) for b in ALL_BANDS}
     absent = [b for b in REQUIRED_BANDS if band_cols[b] is None]
     if absent:
         raise InputFileError(path, f"isochrone table lacks magnitudes for bands {absent}")
