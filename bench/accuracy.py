@@ -496,8 +496,8 @@ def train_network(
     elif init != "default":
         raise BenchError(f"[{name}] init must be 'default' or 'kaiming', got {init!r}")
     scaling = str(ncfg["spectrum_scaling"])
-    if scaling not in ("none", "centered", "standardised"):
-        raise BenchError(f"[{name}] spectrum_scaling must be none, centered or standardised, got {scaling!r}")
+    if scaling not in ("none", "centred", "centered", "standardised"):  # "centered": the old spelling
+        raise BenchError(f"[{name}] spectrum_scaling must be none, centred or standardised, got {scaling!r}")
     budget = float(ncfg.get("time_budget_s", 0) or 0)
     t_epoch: list[float] = []
     t0 = time.perf_counter()
