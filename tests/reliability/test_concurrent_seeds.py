@@ -17,7 +17,8 @@ from torch import nn
 import starlabels
 from starlabels.data.normalization import LabelScaler, SpectrumScaler
 from starlabels.inference import uncertainty as uncertainty_methods
-from starlabels.inference.predict import resolve
+from starlabels.inference.inference_model import resolve
+from starlabels.inference.predict_options import PredictOptions
 from starlabels.models import build_network
 from starlabels.models.folder import TrainedModel
 
@@ -54,7 +55,7 @@ def test_concurrent_threads_with_different_seeds_get_their_single_threaded_resul
 
     def run(seed: int):
         return starlabels.predict(model, x, e, preprocessed=True, uncertainty=method, n_samples=32,
-                                  seed=seed, chunk_size=2, batch_size=16)
+                                  seed=seed, options=PredictOptions(chunk_size=2), batch_size=16)
 
     rng_before = torch.get_rng_state()
     alone = {s: run(s) for s in seeds}

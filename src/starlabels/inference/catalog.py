@@ -87,7 +87,9 @@ from starlabels.inference.catalog_parts import (
     write_unit,
 )
 from starlabels.inference.catalog_tables import guess_format, read_catalog, write_table
-from starlabels.inference.predict import InferenceModel, predict, resolve
+from starlabels.inference.inference_model import InferenceModel, resolve
+from starlabels.inference.predict import predict
+from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prefetch import prefetched
 from starlabels.output_lock import OutputLock
 from starlabels.utils import progress
@@ -131,6 +133,7 @@ def predict_blocks(
     opts = dict(settings)
     seed = opts.pop("seed", 0)
     opts.pop("resample", None)
+    options = PredictOptions(calibrated=opts.pop("calibrated", True))
     frames = []
     for i, (_, b) in enumerate(sorted(blocks.items())):
         if not b.flux:
@@ -142,7 +145,7 @@ def predict_blocks(
         pre = b.kind == "pre"
         pred = predict(
             im, flux, error, bitmask=bitmask, preprocessed=pre, grid=None if pre else b.grid,
-            seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64), **opts,
+            seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64), options=options, **opts,
         )
         pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
         meta["SNR"] = pred.snr

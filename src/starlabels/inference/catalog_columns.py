@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.inference.catalog_inputs import ID_COLUMNS
-from starlabels.inference.predict import Prediction
+from starlabels.inference.prediction import Prediction
 
 __all__ = ["OPTIONAL_ID_COLUMNS", "PART_ORDER", "catalog_columns", "catalog_frame"]
 

@@ -26,7 +26,7 @@ from starlabels.inference import flags as flag_bits
 from starlabels.inference.catalog_columns import catalog_columns
 from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT, Unit, expand_inputs, plan_units
 from starlabels.inference.catalog_tables import write_table
-from starlabels.inference.predict import InferenceModel
+from starlabels.inference.inference_model import InferenceModel
 
 __all__ = [
     "SUMMARY_FLAGS",

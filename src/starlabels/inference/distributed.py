@@ -28,7 +28,7 @@ from starlabels.inference.catalog import catalog_meta, run_settings, run_units
 from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT, Unit
 from starlabels.inference.catalog_parts import CatalogResult, assemble, parts_dir, prepare_run
 from starlabels.inference.catalog_tables import guess_format
-from starlabels.inference.predict import InferenceModel, resolve
+from starlabels.inference.inference_model import InferenceModel, resolve
 from starlabels.output_lock import OutputLock
 from starlabels.utils import progress
 
