@@ -200,7 +200,7 @@ _SPLIT_TITLES = {"train": "Train", "dev": "Dev", "test": "Test"}
 
 
 def _paper_label(name: str, unit: str) -> str:
-    from starlabels.evaluation.metrics import label_display
+    from starlabels.evaluation.label_text import label_display
 
     text = label_display(name, tex=False)
     return f"{text} ({unit})" if unit and unit != "dex" else text
@@ -217,7 +217,7 @@ def write_tables(
     train, dev, test). Markdown: the same rows with a caption, labels as in the paper
     (``Teff (K)``, ``log g``, ``[Fe/H]``) and 4 significant figures.
     """
-    from starlabels.evaluation.metrics import to_markdown, write_table
+    from starlabels.evaluation.table_format import to_markdown, write_table
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

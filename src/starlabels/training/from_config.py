@@ -52,7 +52,7 @@ def network_kwargs(architecture: str, kwargs: dict[str, Any], data: TrainingData
     if str(architecture).lower().replace("-", "_") != "bcnn_censored" or "windows" not in kwargs:
         return kwargs
     from starlabels.core import find_grid
-    from starlabels.models.censored import windows_on_grid
+    from starlabels.models.censored_windows import windows_on_grid
 
     stored = data.preprocessing
     if stored is not None:
@@ -68,7 +68,7 @@ def network_kwargs(architecture: str, kwargs: dict[str, Any], data: TrainingData
         hit = find_grid(grid)
         instrument = hit[0].name if hit is not None else "apogee"
     w, names = windows_on_grid(kwargs["windows"], kwargs.get("element_names"), grid, instrument)
-    from starlabels.models.censored import check_element_labels
+    from starlabels.models.censored_windows import check_element_labels
 
     check_element_labels(names, data.label_names, int(kwargs.get("n_main_labels", 3)))
     return {**kwargs, "windows": w, "element_names": names}
