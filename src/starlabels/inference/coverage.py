@@ -21,11 +21,10 @@ import numpy as np
 
 from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.inference.inference_model import resolve
-from starlabels.inference.label_coverage import COVERAGE_FILE, LabelCoverage, embed_input, fingerprint
+from starlabels.inference.label_coverage import LabelCoverage, embed_input, fingerprint
 from starlabels.inference.prepare import prepare_chunk
 
-# COVERAGE_FILE: until evaluation/report_html.py imports it from label_coverage (requests.md)
-__all__ = ["COVERAGE_FILE", "LabelCoverage", "embeddings", "fit_coverage"]
+__all__ = ["embeddings", "fit_coverage"]
 
 
 def embeddings(
