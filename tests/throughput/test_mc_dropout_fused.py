@@ -35,6 +35,7 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
     """The 0/1 masks of the first two dropout layers, read from the inputs of conv2 and fc1 of a
     network whose activations before those dropouts are exactly 1 (zero weights, bias 1)."""
     net = _net(p, n_pixels)
+    monkeypatch.setattr(bcnn_module, "CHUNK_BYTES", 1 << 20)  # 163 passes of 400 px per chunk
     with torch.no_grad():
         for conv in (net.trunk[1], net.trunk[5]):
             conv.weight.zero_()
@@ -55,7 +56,7 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
                       torch.Generator().manual_seed(5))
     left = net.trunk[4].padding[0]
     first = torch.cat(conv_inputs)[:, :, 0, left:left + n_pixels]  # (rows, f1, P), values 0 or 1
-    assert first.shape[0] == n_stars * n_samples
+    assert first.shape[0] == n_stars * n_samples and len(conv_inputs) > 1  # several chunks
     second = seen["linear"]  # (rows, f2 · P//4), values 0 or 1
     return first.reshape(n_stars, n_samples, -1).numpy(), second.reshape(n_stars, n_samples, -1).numpy()
 
@@ -63,7 +64,7 @@ def _recorded_masks(monkeypatch, p: float, n_stars: int, n_samples: int, n_pixel
 @pytest.mark.parametrize(("p", "n_stars", "n_samples"), [(0.3, 6, 50), (0.5, 6, 50), (0.3, 2, 200)])
 def test_dropout_rate_and_independence(monkeypatch, p, n_stars, n_samples):
     # 6 × 50: several stars per chunk of passes; 2 × 200: a star's passes split over two chunks
-    # (bcnn.CHUNK_BYTES // (16 · 400 px) = 163 passes per chunk)
+    # (CHUNK_BYTES = 2²⁰ here: 2²⁰ // (16 · 400 px) = 163 passes per chunk)
     for masks in _recorded_masks(monkeypatch, p, n_stars, n_samples):
         assert set(np.unique(masks)) <= {0.0, 1.0}
         kept = masks.mean()

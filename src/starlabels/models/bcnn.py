@@ -173,7 +173,7 @@ class BayesianCNN(LabelNetwork):
 MASK_BITS = 16
 #: Target size of one chunk of second-convolution output (bytes): the passes of a star are run in
 #: chunks this large, so the masked input, the convolution output and the pooling stay in L2 cache.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 2 << 20
 
 
 def dropout_keep_threshold(p: float) -> tuple[int | None, float]:
