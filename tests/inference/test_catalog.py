@@ -199,7 +199,6 @@ def test_floor_and_coverage_parts_get_columns_and_add_up(raw_model_folder, spect
     import shutil
 
     from starlabels.data.hdf5 import DatasetWriter
-    from starlabels.inference.calibration import attach
     from starlabels.inference.coverage import fit_coverage
 
     folder = tmp_path / "model"
@@ -207,7 +206,7 @@ def test_floor_and_coverage_parts_get_columns_and_add_up(raw_model_folder, spect
     tm = starlabels.load_model(folder)
     names = ["TEFF", "LOGG", "FE_H"]
     entry = {"scales": dict.fromkeys(names, 1.5), "floor": {"TEFF": 40.0, "LOGG": 0.05, "FE_H": 0.02}}
-    attach(tm, {"format": 1, "method": "delta", "methods": {"delta": entry}})
+    tm.calibration = {"format": 1, "method": "delta", "methods": {"delta": entry}}
     tm.save(folder)
     flux, error, bitmask = spectra(40, seed=3)
     labels = np.column_stack([np.full(40, 5000.0), np.full(40, 3.0), np.zeros(40)])

@@ -1,0 +1,226 @@
+"""End-to-end catalog throughput vs the bare network forward (issue 17, must-have 3).
+
+    python bench/end_to_end.py [--quick] [--rounds 3] [--tuned-allocator] [--json PATH] [--out MD]
+
+Prints a markdown section (:func:`markdown_section`; ``bench/throughput.py`` includes it via
+:func:`run` + :func:`markdown_section`). For two networks, side by side in one process, rounds
+interleaved, best round kept:
+
+* **APOGEE Net** (random weights, raw-flux preprocessing, 8575 px), point estimates;
+* **BayesianCNN** (astroNN's BCNN, dropout 0.3, continuum normalisation onto the 7514-px ASPCAP
+  grid), **MC dropout, 100 passes**;
+
+the rates in spectra/s of
+
+* ``bare forward``: the library's compute on preprocessed float32 tensors, nothing else —
+  ``uncertainty.point`` / ``uncertainty.mc_dropout`` on ``resolve(model).physical`` (the network
+  with its scalers), same batch size;
+* ``end-to-end``: :func:`starlabels.inference.catalog.run_catalog` from raw apStar-grid spectra to a
+  Parquet catalog — planning the inputs, reading them (HDF5 rows, or a folder of apStar FITS
+  files), grid checks, preprocessing, the network, flags and calibration bookkeeping, the parts
+  files and the final catalog — with the next unit read in a background thread (the default);
+* ``end-to-end, no prefetch``: the same with ``prefetch=False``.
+
+Same process, same float32 input values, torch threads = 1 for every row (the end-to-end rows also
+run the prefetch reader thread next to it; the machine has 2 cores), the glibc-default allocator
+unless ``--tuned-allocator`` (then ``starlabels.tune_process`` for the whole process, every row).
+The target is end-to-end ≥ 0.90 × bare forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+LABELS = ["TEFF", "LOGG", "FE_H"]
+BATCH = 128
+#: units per input: a survey run has many units, so the first unit's read (not overlapped) is a
+#: small part of the total
+UNITS = 8
+
+
+def build_models(mask: np.ndarray) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """``{name: (TrainedModel, run settings)}`` for APOGEE Net (point) and the BCNN (MC dropout)."""
+    import torch
+
+    from starlabels.data.normalization import LabelScaler, SpectrumScaler
+    from starlabels.models import ApogeeNet, BayesianCNN
+    from starlabels.models.folder import TrainedModel
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    scaler = LabelScaler([5000.0, 3.0, -0.5], [700.0, 1.2, 0.5])
+    torch.manual_seed(0)
+    apogee = TrainedModel(ApogeeNet(3).eval(), LABELS, scaler, SpectrumScaler("none"), ["K", "dex", "dex"],
+                          preprocessing=PreprocessConfig(kind="raw").to_dict())
+    bcnn = TrainedModel(BayesianCNN(3, 7514, dropout=0.3).eval(), LABELS, scaler, SpectrumScaler("none"),
+                        ["K", "dex", "dex"],
+                        preprocessing=PreprocessConfig(kind="continuum",
+                                                       continuum_pixels=np.flatnonzero(mask).tolist()).to_dict())
+    return {
+        "APOGEE Net, point estimates": (apogee, {"uncertainty": None, "n_samples": 1}),
+        "BCNN, MC dropout (100 passes)": (bcnn, {"uncertainty": "mc_dropout", "n_samples": 100}),
+    }
+
+
+def write_inputs(folder: Path, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> dict[str, Path]:
+    """The same spectra as a starlabels HDF5 dataset and as a folder of apStar FITS files."""
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.io import write_apstar
+
+    folder.mkdir(parents=True, exist_ok=True)
+    h5 = folder / "spectra.h5"
+    with DatasetWriter(h5, flux.shape[1], "apstar") as w:
+        w.append(flux, error, bitmask, meta={"apogee_id": [f"2M{i:08d}" for i in range(len(flux))]})
+    fits_dir = folder / "apstar"
+    fits_dir.mkdir(exist_ok=True)
+    for i in range(len(flux)):
+        write_apstar(fits_dir / f"apStar-dr17-2M{i:08d}.fits", flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M{i:08d}"})
+    return {"HDF5": h5, "FITS folder": fits_dir}
+
+
+def preprocessed(im: Any, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray):
+    """The network input of ``im`` for these raw spectra, as the bare-forward rows get it."""
+    import torch
+
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    cfg = im.preprocessing if isinstance(im.preprocessing, PreprocessConfig) else \
+        PreprocessConfig.from_dict(im.preprocessing)
+    x, _ = cfg.apply(flux, error, bitmask)
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32))
+
+
+def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int, rounds: int,
+            tmp: Path) -> dict[str, float]:
+    """Best seconds per configuration (bare forward; end-to-end from each source with and without
+    prefetch), configurations interleaved over ``rounds``."""
+    from starlabels.inference import uncertainty
+    from starlabels.inference.catalog import run_catalog
+
+    def bare():
+        if settings["uncertainty"] == "mc_dropout":
+            uncertainty.mc_dropout(im.physical, x, n_samples=settings["n_samples"], batch_size=BATCH, seed=0)
+        else:
+            uncertainty.point(im.physical, x, batch_size=BATCH)
+
+    def e2e(source, prefetch):
+        def go():
+            out = tmp / "catalog.parquet"
+            run_catalog(im, [source], out, batch_size=BATCH, seed=0, files_per_unit=per_unit,
+                        rows_per_unit=per_unit, overwrite=True, prefetch=prefetch, **settings)
+            out.unlink()
+        return go
+
+    steps = {"bare forward": bare}
+    for src_name, src in sources.items():
+        steps[f"end-to-end, {src_name}"] = e2e(src, True)
+        steps[f"end-to-end, {src_name}, no prefetch"] = e2e(src, False)
+    bare()  # warm-up
+    best = {s: float("inf") for s in steps}
+    for _ in range(rounds):
+        for s, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            best[s] = min(best[s], time.perf_counter() - t0)
+    return best
+
+
+def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None) -> dict:
+    """Measure every row (see the module docstring) and return the numbers as a dict."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from continuum import make_spectra
+    from starlabels.inference.predict import resolve
+
+    if tuned_allocator:
+        from starlabels.process import tune_process
+
+        tune_process()
+    torch.set_num_threads(1)
+    sizes = n or ({"APOGEE Net, point estimates": 128, "BCNN, MC dropout (100 passes)": 16} if quick else
+                  {"APOGEE Net, point estimates": 512, "BCNN, MC dropout (100 passes)": 48})
+    flux, error, bitmask, mask = make_spectra(max(sizes.values()), 0)
+    flux, error = flux.astype(np.float32), error.astype(np.float32)
+    load0 = os.getloadavg()[0]
+    results: dict[str, Any] = {"threads": 1, "tuned_allocator": tuned_allocator, "batch_size": BATCH,
+                               "rounds": rounds, "models": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="starlabels_e2e_"))
+    try:
+        for name, (tm, settings) in build_models(mask).items():
+            k = sizes[name]
+            sources = write_inputs(tmp / f"in{k}", flux[:k], error[:k], bitmask[:k])
+            im = resolve(tm)
+            x = preprocessed(im, flux[:k], error[:k], bitmask[:k])
+            per_unit = max(1, k // UNITS)
+
+            rates = measure(im, settings, x, sources, per_unit, rounds, tmp)
+            results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit,
+                                       "rates": {s: k / t for s, t in rates.items()}}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["load_average"] = (load0, os.getloadavg()[0])
+    return results
+
+
+def markdown_section(results: dict, heading: str = "##") -> str:
+    """The results of :func:`run` as a markdown section (a table per network and the ratios)."""
+    lines = [
+        f"{heading} End-to-end `predict` (catalog) vs the bare network forward",
+        "",
+        f"Made by `bench/end_to_end.py`: torch threads = {results['threads']} for every row (the end-to-end "
+        "rows also run the prefetch reader thread), float32 input, batch "
+        f"{results['batch_size']}, "
+        f"{'starlabels.tune_process' if results['tuned_allocator'] else 'glibc-default'} allocator for "
+        f"every row; rows interleaved, best of {results['rounds']} rounds; load average "
+        f"{results['load_average'][0]:.1f} at start, {results['load_average'][1]:.1f} at end. End-to-end = "
+        "`run_catalog` from raw apStar-grid spectra (an HDF5 dataset, or a folder of apStar FITS files) to a "
+        "Parquet catalog: planning, reading, grid checks, preprocessing, network, flags, parts files and the "
+        "catalog writer. Bare forward = `uncertainty.point` / `uncertainty.mc_dropout` on the preprocessed "
+        "tensor. Target: end-to-end ≥ 0.90 × bare forward.",
+        "",
+    ]
+    for name, m in results["models"].items():
+        r = m["rates"]
+        bare = r["bare forward"]
+        lines += [f"**{name}** ({m['n_spectra']} spectra, {m['spectra_per_unit']} per unit)", "",
+                  "| configuration | spectra/s | / bare forward | CPU h for 250,000 stars |",
+                  "|---|---:|---:|---:|"]
+        for s, v in r.items():
+            lines.append(f"| {s} | {v:.1f} | {v / bare:.2f} | {250_000 / v / 3600:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer spectra")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    ap.add_argument("--tuned-allocator", action="store_true",
+                    help="apply starlabels.tune_process to this process (every row)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    ap.add_argument("--out", type=Path, default=None, help="also write the section to this markdown file")
+    a = ap.parse_args()
+    os.environ.setdefault("STARLABELS_NO_PROGRESS", "1")
+    results = run(quick=a.quick, rounds=a.rounds, tuned_allocator=a.tuned_allocator)
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
+    text = markdown_section(results, "#")
+    if a.out:
+        a.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
