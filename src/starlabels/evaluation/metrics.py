@@ -24,8 +24,10 @@ Every function returns a *tidy* :class:`pandas.DataFrame` (one row per label × 
 - :func:`apogee_net_tables` — APOGEE Net Tables 1–3: label normalisation, combined standardised
   MSE and per-parameter scatter per group for train/dev/test.
 
-The names users import from here since before the split (``match_reference``, ``get_column``,
-``label_display``, ``to_markdown``, ``write_table``, …) are re-exported from their modules.
+Column access, display names and table formatting live in :mod:`~starlabels.evaluation.columns`,
+:mod:`~starlabels.evaluation.label_text` and :mod:`~starlabels.evaluation.table_format`
+(``starlabels.evaluation.match_reference``, ``to_markdown`` and ``write_table`` stay importable
+from the package).
 """
 
 from __future__ import annotations
@@ -47,59 +49,30 @@ from starlabels.evaluation.binned_statistics import (
     quiet_nan_warnings,
     residuals,
     tidy_statistics,
-    valid,
 )
 from starlabels.evaluation.columns import (
     TableLike,
     clean_missing,
-    get_column,
-    has_column,
-    ids_of,
     is_table,
     label_matrix,
-    match_reference,
     per_star_vector,
-    table_columns,
     uncertainty_matrix,
 )
-from starlabels.evaluation.label_text import axis_label, element_name, label_display
-from starlabels.evaluation.table_format import format_number, pivot, to_markdown, write_table
-from starlabels.statistics import MAD_TO_SIGMA
+from starlabels.evaluation.table_format import pivot, to_markdown
 from starlabels.units import label_unit
 
 __all__ = [
     "DEFAULT_SNR_BINS",
     "GAUSS_1SIGMA",
     "GAUSS_2SIGMA",
-    "MAD_TO_SIGMA",
     "SPLITS",
     "ApogeeNetTables",
-    # re-exported from their own modules (imported from here by users since before the split)
-    "BinsLike",
-    "TableLike",
     "apogee_net_tables",
-    "axis_label",
-    "element_name",
-    "format_number",
-    "get_column",
-    "grouped_stats",
-    "has_column",
-    "ids_of",
-    "is_table",
-    "label_display",
-    "label_matrix",
-    "label_unit",
-    "match_reference",
-    "pivot",
     "residual_table",
-    "residuals",
     "residuals_by_label_value",
     "residuals_by_snr",
     "sigma_mad",
-    "table_columns",
-    "to_markdown",
-    "valid",
-    "write_table",
+    "to_markdown",  # re-exported until cli/recipe.py imports it from table_format
     "zscore_table",
     "zscores",
 ]

@@ -289,7 +289,7 @@ def plot_pred_vs_ref(
     with zero line and running median), annotated with N, the median and σ_MAD of the residual.
 
     ``pred`` and ``ref`` are row-aligned tables or (N, L) arrays (see
-    :func:`~starlabels.evaluation.metrics.match_reference`). ``color``: optional (N,) values
+    :func:`~starlabels.evaluation.columns.match_reference`). ``color``: optional (N,) values
     (e.g. SNR) to colour the points, named by ``color_name``.
     """
     P, names = label_matrix(pred, labels, what="predictions")
