@@ -259,7 +259,8 @@ def mc_dropout_passes(
     w2 = (conv2.weight / keep1).unsqueeze(2)
     feats = x.new_empty((b * S, n_pool * f2))  # pooled features, position-major: j·f2 + c
     # chunks of passes of one star, or of whole stars (all their passes) when S is small
-    chunk = max(1, CHUNK_BYTES // (4 * P * f2))
+    # (on a GPU one chunk: caches are not the limit there, kernel launches are)
+    chunk = max(1, CHUNK_BYTES // (4 * P * f2)) if x.device.type == "cpu" else b * S
     stars_per_chunk = max(1, chunk // S)
     passes_per_chunk = min(S, chunk)
     rows_max = stars_per_chunk * passes_per_chunk
