@@ -562,7 +562,7 @@ def evaluate_network(
 ) -> dict[str, Any]:
     """Calibrate (``ncfg["calibration"]``: model and dev SNR range) on the dev stars' true labels
     and predict every set of ``sets`` (uncalibrated σ and calibrated ``std_cal`` kept)."""
-    from starlabels import predict
+    from starlabels import PredictOptions, predict
     from starlabels.inference.calibration import apply_calibration, calibrate
 
     method = str(ncfg["uncertainty"])
@@ -581,7 +581,7 @@ def evaluate_network(
     t0 = time.perf_counter()
     for b, s in sets.items():
         p = predict(model, s.flux, s.error, bitmask=s.bitmask, uncertainty=method, n_samples=n_samples,
-                    calibrated=False, seed=1)
+                    options=PredictOptions(calibrated=False), seed=1)
         cal_parts, _ = apply_calibration(p.variance_parts, list(LABELS), entry)
         std_cal = np.sqrt(sum(cal_parts.values()))
         out["pred"][b] = {"mean": p.mean, "std": p.std, "std_cal": std_cal, "flags": p.flags}
@@ -960,7 +960,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ood_split = {"train": o_train, "dev": o_dev}
         ood_model, ood_info = train_network("bcnn-ood", "bcnn", ocfg, cfg, ood_s, ood_split,
                                             work / "models" / "bcnn_ood", log)
-        from starlabels import predict
+        from starlabels import PredictOptions, predict
 
         t0 = time.perf_counter()
         ood_info["coverage"] = fit_ood_coverage(ood_model, cfg, ood_s, o_train, o_dev)
@@ -969,7 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = surveys["test"]
         ood_preds = {b: predict(ood_model, surveys[b].flux, surveys[b].error, bitmask=surveys[b].bitmask,
                                 uncertainty="mc_dropout", n_samples=int(cfg["ood"]["n_samples"]),
-                                calibrated=False, seed=2) for b in BINS}
+                                options=PredictOptions(calibrated=False), seed=2) for b in BINS}
         op = ood_preds["test"]
         ood_info["predict_seconds"] = time.perf_counter() - t0
         k_logg = LABELS.index("LOGG")
