@@ -26,13 +26,11 @@ from starlabels.inference.uncertainty_calibration import (
     PERCENTILE,
     UncertaintyCalibration,
     apply_calibration,
-    attach,
     fit_scales,
     store_calibration,
 )
 
-# attach: until tests/inference/test_catalog.py imports it from uncertainty_calibration (requests.md)
-__all__ = ["UncertaintyCalibration", "apply_calibration", "attach", "calibrate", "fit_scales", "report"]
+__all__ = ["UncertaintyCalibration", "apply_calibration", "calibrate", "fit_scales", "report"]
 
 
 def calibrate(

@@ -93,7 +93,6 @@ __all__ = [
     "UNSCALED_PARTS",
     "UncertaintyCalibration",
     "apply_calibration",
-    "attach",
     "calibration_for",
     "calibration_info",
     "fit_scales",
@@ -359,11 +358,6 @@ def calibration_for(tm: Any, method: str) -> UncertaintyCalibration | None:
     point estimates), or None."""
     entry = method_entry(tm, method)
     return None if entry is None else UncertaintyCalibration.from_dict(entry)
-
-
-def attach(tm: Any, info: Mapping[str, Any]) -> None:
-    """``tm.calibration = info`` (a stored calibration dict; kept for callers of the old API)."""
-    tm.calibration = info
 
 
 def store_calibration(
