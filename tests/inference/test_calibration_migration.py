@@ -5,6 +5,7 @@ when saved again — for networks and for a LabelMethod (The Cannon)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,49 @@ def test_format_1_folder_with_details_in_the_provenance(make_model, tmp_path):
     np.testing.assert_array_equal(again.flags, mc.flags)
 
 
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_format_1_folder_written_by_the_old_code_predicts_as_it_did(tmp_path):
+    """tests/fixtures/calibrated_format1 (made by make_calibrated_format1.py with the code before the
+    calibration was stored once): a ``parts`` calibration for ``mc_dropout`` whose flat copy reads
+    1.0, and a ``floor`` one for ``delta``. Loaded now, and after saving it again in the new layout:
+    the deterministic ``delta`` prediction equals that code's; every method predicts the same from
+    both folders, bit for bit; the ``parts`` factors recorded in the old details are what σ gets
+    (not the flat 1.0); the recorded default method is kept. (MC-dropout and noise draws are not
+    compared with the old code's numbers: a change of the sampler may change them legitimately.)"""
+    src = FIXTURES / "calibrated_format1" / "model"
+    ref = np.load(FIXTURES / "calibrated_format1" / "reference.npz")
+    x, e = ref["flux"], ref["error"]
+    old = _config(src)
+    details = old["training"]["uncertainty_calibration"]
+    assert old["format_version"] == 1 and old["calibration"] == dict.fromkeys(NAMES, 1.0)
+    assert details["methods"]["mc_dropout"]["model"] == "parts"
+    migrated = tmp_path / "model"
+    starlabels.load_model(src).save(migrated)
+    new = _config(migrated)
+    assert new["format_version"] == 2 and "uncertainty_calibration" not in new["training"]
+    assert new["calibration"]["methods"] == details["methods"]
+    kw = {"preprocessed": True, "n_samples": 10, "seed": 2}
+    delta = starlabels.predict(migrated, x, e, uncertainty="delta", **kw)
+    np.testing.assert_allclose(delta.mean, ref["delta_mean"], rtol=1e-12)
+    np.testing.assert_allclose(delta.std, ref["delta_std"], rtol=1e-12)
+    np.testing.assert_array_equal(delta.flags, ref["delta_flags"])
+    for method in ("mc_dropout", "delta", "noise", None):
+        a, b = (starlabels.predict(folder, x, e, **kw, **({} if method is None else {"uncertainty": method}))
+                for folder in (src, migrated))
+        np.testing.assert_array_equal(a.std, b.std, err_msg=str(method))
+        np.testing.assert_array_equal(a.flags, b.flags, err_msg=str(method))
+    assert b.uncertainty == str(ref["default_method"]) == "mc_dropout"
+    raw = starlabels.predict(migrated, x, e, uncertainty="mc_dropout", options=RAW, **kw)
+    factors = details["methods"]["mc_dropout"]["part_scales"]
+    a2 = np.array([factors[k]["epistemic"] for k in NAMES]) ** 2
+    b2 = np.array([factors[k]["aleatoric"] for k in NAMES]) ** 2
+    expect = a2 * raw.variance_parts["epistemic"] + b2 * raw.variance_parts["aleatoric"]
+    np.testing.assert_allclose(b.std**2, expect, rtol=1e-9)
+    assert not np.allclose(b.std, raw.std)  # the flat 1.0 would have left σ as it was
+
+
 def test_format_1_folder_with_bare_scales_applies_them_to_every_method(make_model, tmp_path):
     folder = tmp_path / "bare"
     make_model("bcnn", 256, seed=5).save(folder)
@@ -108,9 +152,7 @@ def test_format_1_folder_with_bare_scales_applies_them_to_every_method(make_mode
 
 
 def test_committed_format_1_fixture_saves_in_the_new_layout(tmp_path):
-    from pathlib import Path
-
-    fixture = Path(__file__).parents[1] / "fixtures" / "apogee_reference" / "model_raw"
+    fixture = FIXTURES / "apogee_reference" / "model_raw"
     assert _config(fixture)["format_version"] == 1
     model = starlabels.load_model(fixture, device="cpu")
     assert model.calibration is None
