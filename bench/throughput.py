@@ -15,7 +15,8 @@ One run, one machine, float32 unless stated, torch threads = 1 throughout. Parts
    (``bench/reference/bcnn_fused_v1.py``), now, now under bf16 autocast; agreement over 2000 passes;
    the bf16 label change of a trained model (``starlabels demo --quick``) in units of its σ.
 3. **End-to-end predict** (``bench/predict_throughput.py --skip cost,agreement,memory``): the
-   throughput table, allocator effect on its own line.
+   throughput table, allocator effect on its own line; then ``bench/end_to_end.py``'s section
+   (catalog from raw apStar spectra vs the bare forward, APOGEE Net and the BCNN with MC dropout).
 4. **simulate** peak memory vs N, all at once vs streamed (``bench/simulate_memory.py``).
 5. GPU: ``bench/gpu.py`` (nothing measured without CUDA, said so on the page). CPU hours for
    250,000 stars are given beside every rate.
@@ -339,6 +340,12 @@ def main() -> None:
                         "--rounds", "2", "--repeat", str(repeat), "--skip", "cost,agreement,memory",
                         "--json", str(path)], check=True, capture_output=True, timeout=3600)
         e2e = json.loads(path.read_text())["throughput"]
+        # ENGINEER-8's end-to-end section (bench/end_to_end.py), its own process, glibc-default allocator
+        path = Path("/tmp") / f"throughput_end_to_end_{os.getpid()}.json"
+        subprocess.run([sys.executable, str(HERE / "end_to_end.py"), *(["--quick"] if a.quick else []),
+                        "--json", str(path)], check=True, capture_output=True, timeout=3600,
+                       env={**os.environ, "STARLABELS_NO_PROGRESS": "1"})
+        catalog_e2e = json.loads(path.read_text())
     sim = None
     if not a.skip_simulate:
         sim = run_json([str(HERE / "simulate_memory.py"), "--n", "500,2000", "--json"], timeout=3600)
@@ -468,6 +475,11 @@ def main() -> None:
                   "move by up to 2x between rounds: an end-to-end rate above the network-only rate is "
                   "such noise, not a real effect.",
                   ""]
+    if e2e is not None:
+        sys.path.insert(0, str(HERE))
+        import end_to_end
+
+        lines += [*end_to_end.markdown_section(catalog_e2e, "##").splitlines(), ""]
     if sim is not None:
         lines += ["## 4. `starlabels simulate` peak memory (APOGEE, seed 0; each run its own process)", "",
                   "| mode | N | peak RSS MB | s |", "|---|---:|---:|---:|"]
