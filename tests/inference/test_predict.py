@@ -184,24 +184,24 @@ def test_prediction_variance_parts_as_sigma_and_label_lookup(make_model):
     json.dumps({k: v.tolist() for k, v in p.variance_parts.items()})  # plain arrays
 
 
-def test_predict_options_are_the_former_keywords(make_model):
-    """options=PredictOptions(...) gives bit-identical results to the former keywords (still
-    accepted, with a DeprecationWarning); the fields reach predict (flag threshold, chunking)."""
+def test_predict_options_reach_predict_and_bad_options_are_clear_errors(make_model):
+    """The PredictOptions fields reach predict (a flag threshold, the calibration switch); a former
+    keyword of predict is a TypeError pointing at PredictOptions, as are other bad options."""
     m = make_model("bcnn", 256)
     x = 1 + 0.1 * np.random.default_rng(2).normal(size=(7, 256))
     e = np.full_like(x, 0.02)
-    new = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3,
-                             options=PredictOptions(calibrated=False, chunk_size=3, snr_min=1e9))
-    with pytest.warns(DeprecationWarning, match=r"options=PredictOptions\(calibrated=\.\.\."):
-        old = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3,
-                                 calibrated=False, chunk_size=3, snr_min=1e9)
-    np.testing.assert_array_equal(new.mean, old.mean)
-    np.testing.assert_array_equal(new.std, old.std)
-    np.testing.assert_array_equal(new.flags, old.flags)
-    assert (new.flags & flag_bits.bit("LOW_SNR")).all()  # SNR 50 < 1e9
+    m.calibration = {"TEFF": 2.0, "LOGG": 0.5, "FE_H": 1.0}
+    strict = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3,
+                                options=PredictOptions(calibrated=False, snr_min=1e9))
     default = starlabels.predict(m, x, e, preprocessed=True, uncertainty="noise", n_samples=8, seed=3)
+    assert (strict.flags & flag_bits.bit("LOW_SNR")).all()  # SNR 50 < 1e9
     assert not (default.flags & flag_bits.bit("LOW_SNR")).any()
+    np.testing.assert_array_equal(strict.mean, default.mean)
+    np.testing.assert_allclose(default.std, strict.std * [2.0, 0.5, 1.0], rtol=1e-12)
+    assert default.calibrated and not strict.calibrated
     assert starlabels.PredictOptions is PredictOptions
+    with pytest.raises(TypeError, match=r"calibrated: pass options=PredictOptions\(calibrated=\.\.\.\)"):
+        starlabels.predict(m, x, e, preprocessed=True, calibrated=False)
     with pytest.raises(TypeError, match="chunksize"):
         starlabels.predict(m, x, e, preprocessed=True, chunksize=3)
     with pytest.raises(TypeError, match="PredictOptions"):

@@ -99,23 +99,18 @@ def default_uncertainty(model: Any) -> str | None:
 MOVED_TO_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PredictOptions))
 
 
-def _merged_options(options: PredictOptions | None, moved: dict[str, Any]) -> PredictOptions:
-    """``options`` (default ``PredictOptions()``) with former keywords of :func:`predict` applied
-    (DeprecationWarning); an unknown keyword is a TypeError as for any function."""
-    unknown = sorted(set(moved) - set(MOVED_TO_OPTIONS))
-    if unknown:
-        raise TypeError(f"predict() got unexpected keyword argument(s) {unknown}")
-    options = PredictOptions() if options is None else options
+def _check_options(options: PredictOptions | None, unexpected: dict[str, Any]) -> PredictOptions:
+    """``options`` (default ``PredictOptions()``); a keyword :func:`predict` does not take is a
+    TypeError, which for a former keyword says where it went."""
+    if unexpected:
+        moved = [k for k in unexpected if k in MOVED_TO_OPTIONS]
+        hint = (f" ({', '.join(moved)}: pass options=PredictOptions({', '.join(f'{k}=...' for k in moved)}))"
+                if moved else "")
+        raise TypeError(f"predict() got unexpected keyword argument(s) {sorted(unexpected)}{hint}")
+    if options is None:
+        return PredictOptions()
     if not isinstance(options, PredictOptions):
         raise TypeError(f"options must be a PredictOptions, got {type(options).__name__}")
-    if moved:
-        warnings.warn(
-            f"predict({', '.join(f'{k}=' for k in moved)}) is deprecated: pass "
-            f"options=PredictOptions({', '.join(f'{k}=...' for k in moved)})",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        options = dataclasses.replace(options, **moved)
     return options
 
 
@@ -136,7 +131,7 @@ def predict(
     grid: Any = None,
     resample: str | None = None,
     options: PredictOptions | None = None,
-    **moved_options: Any,
+    **unexpected: Any,
 ) -> Prediction:
     """Predict labels (and uncertainties) for spectra.
 
@@ -193,14 +188,14 @@ def predict(
         The less common settings (:class:`~starlabels.inference.predict_options.PredictOptions`):
         ``calibrated``, ``coverage``, ``error_cap``, the flag thresholds ``snr_min``,
         ``max_masked_fraction``, ``ood_factor``, and ``chunk_size``. Default: ``PredictOptions()``.
-        (Those names as keywords of ``predict`` still work, with a DeprecationWarning.)
+        (Those names were keywords of ``predict``; as keywords they are now a TypeError saying so.)
 
     Returns
     -------
     Prediction
         ``.mean``/``.std`` (N, L) physical units, ``.variance_parts``, ``.flags`` (N,), ``.label_names``.
     """
-    options = _merged_options(options, moved_options)
+    options = _check_options(options, unexpected)
     im = resolve(model)
     by_default = uncertainty is MODEL_DEFAULT
     if by_default:
