@@ -14,7 +14,7 @@ the rates in spectra/s of
 
 * ``bare forward``: the library's compute on preprocessed float32 tensors, nothing else —
   ``uncertainty.point`` / ``uncertainty.mc_dropout`` on ``resolve(model).physical`` (the network
-  with its scalers), same batch size;
+  with its scalers), same batch size, called on the same spectra per call as a catalog unit holds;
 * ``end-to-end``: :func:`starlabels.inference.catalog.run_catalog` from raw apStar-grid spectra to a
   Parquet catalog — planning the inputs, reading them (HDF5 rows, or a folder of apStar FITS
   files), grid checks, preprocessing, the network, flags and calibration bookkeeping, the parts
@@ -44,9 +44,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 LABELS = ["TEFF", "LOGG", "FE_H"]
 BATCH = 128
-#: units per input: a survey run has many units, so the first unit's read (not overlapped) is a
-#: small part of the total
-UNITS = 8
+#: units per input (each unit: one predict call, one parts file; a survey run uses the default
+#: ROWS_PER_UNIT = 1024 / FILES_PER_UNIT = 64, so per-unit costs are spread over many spectra)
+UNITS = 4
 
 
 def build_models(mask: np.ndarray) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -108,11 +108,14 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
     from starlabels.inference import uncertainty
     from starlabels.inference.catalog import run_catalog
 
-    def bare():
-        if settings["uncertainty"] == "mc_dropout":
-            uncertainty.mc_dropout(im.physical, x, n_samples=settings["n_samples"], batch_size=BATCH, seed=0)
-        else:
-            uncertainty.point(im.physical, x, batch_size=BATCH)
+    def bare():  # the same spectra per call as a unit gets (the working set matters for the allocator)
+        for start in range(0, x.shape[0], per_unit):
+            xs = x[start:start + per_unit]
+            if settings["uncertainty"] == "mc_dropout":
+                uncertainty.mc_dropout(im.physical, xs, n_samples=settings["n_samples"], batch_size=BATCH,
+                                       seed=0)
+            else:
+                uncertainty.point(im.physical, xs, batch_size=BATCH)
 
     def e2e(source, prefetch):
         def go():
@@ -149,8 +152,8 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
 
         tune_process()
     torch.set_num_threads(1)
-    sizes = n or ({"APOGEE Net, point estimates": 128, "BCNN, MC dropout (100 passes)": 16} if quick else
-                  {"APOGEE Net, point estimates": 512, "BCNN, MC dropout (100 passes)": 48})
+    sizes = n or ({"APOGEE Net, point estimates": 256, "BCNN, MC dropout (100 passes)": 32} if quick else
+                  {"APOGEE Net, point estimates": 1024, "BCNN, MC dropout (100 passes)": 128})
     flux, error, bitmask, mask = make_spectra(max(sizes.values()), 0)
     flux, error = flux.astype(np.float32), error.astype(np.float32)
     load0 = os.getloadavg()[0]
