@@ -427,3 +427,22 @@ def test_the_american_spellings_still_work_with_a_deprecation_warning(synth):
     np.testing.assert_array_equal(old, picked)
     with pytest.raises(TypeError, match="normalisd"):
         cn.select_continuum_pixels(flux, err, labels, normalisd=True)
+
+
+def test_results_do_not_depend_on_how_many_rows_are_fitted_at_once(synth, monkeypatch):
+    """The fits run on blocks of chunks (fewer NumPy calls) but their matrix products per chunk, so
+    the numbers are the same bit for bit whatever the block size (and as the per-chunk original)."""
+    from starlabels.preprocess import continuum_segments
+
+    s = synth.spectra(70, seed=9, snr=60)  # several chunks and a ragged last one
+    bitmask = _damage(s)
+    runs = []
+    for chunks in (1, 3, 16):
+        monkeypatch.setattr(continuum_segments, "FIT_BLOCK_CHUNKS", chunks)
+        fit = cn.fit_continuum(s["flux"], s["error"], bitmask, continuum_mask=s["mask"], on_failure="reject")
+        flux, err = cn.continuum_normalise(s["flux"], s["error"], bitmask, s["mask"], on_failure="reject")
+        pseudo = cn.pseudo_normalise(s["flux"], s["error"], bitmask, on_failure="reject")
+        runs.append((*fit, flux, err, *pseudo))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
