@@ -139,6 +139,49 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
     return best
 
 
+def time_breakdown(
+    im: Any, settings: dict[str, Any], source: Path, per_unit: int, tmp: Path
+) -> dict[str, float]:
+    """Seconds inside each step of one end-to-end run without prefetch (wrappers around the library's
+    functions; summed over threads where predict prepares its next chunk in one): reading, preprocessing
+    (``prepare_chunk``), the network (``uncertainty.point`` / ``mc_dropout``), catalog rows
+    (``catalog_frame``), parts and catalog files (``write_unit``, ``assemble``), and the rest."""
+    from starlabels.inference import catalog, uncertainty
+    from starlabels.inference import predict as predict_module
+
+    spent: dict[str, float] = {}
+    patches = [(catalog, "read_unit", "reading"), (predict_module, "prepare_chunk", "preprocessing"),
+               (uncertainty, "point", "network"), (uncertainty, "mc_dropout", "network"),
+               (catalog, "catalog_frame", "catalog rows"), (catalog, "write_unit", "parts and catalog files"),
+               (catalog, "assemble", "parts and catalog files")]
+    originals = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+
+    def timed(fn, key):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    for (mod, name, key), (_, _, fn) in zip(patches, originals, strict=True):
+        setattr(mod, name, timed(fn, key))
+    try:
+        t0 = time.perf_counter()
+        catalog.run_catalog(im, [source], tmp / "catalog.parquet", batch_size=BATCH, seed=0,
+                            files_per_unit=per_unit, rows_per_unit=per_unit, overwrite=True, prefetch=False,
+                            **settings)
+        total = time.perf_counter() - t0
+    finally:
+        for mod, name, fn in originals:
+            setattr(mod, name, fn)
+        (tmp / "catalog.parquet").unlink(missing_ok=True)
+    spent["other (planning, predict bookkeeping, flags)"] = total - sum(spent.values())
+    spent["total"] = total
+    return spent
+
+
 def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None) -> dict:
     """Measure every row (see the module docstring) and return the numbers as a dict."""
     import torch
@@ -169,8 +212,10 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
             per_unit = max(1, k // UNITS)
 
             rates = measure(im, settings, x, sources, per_unit, rounds, tmp)
+            breakdown = {src: time_breakdown(im, settings, path, per_unit, tmp)
+                         for src, path in sources.items()}
             results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit,
-                                       "rates": {s: k / t for s, t in rates.items()}}
+                                       "rates": {s: k / t for s, t in rates.items()}, "breakdown": breakdown}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["load_average"] = (load0, os.getloadavg()[0])
@@ -203,6 +248,16 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         for s, v in r.items():
             lines.append(f"| {s} | {v:.1f} | {v / bare:.2f} | {250_000 / v / 3600:.2f} |")
         lines.append("")
+        if m.get("breakdown"):
+            srcs = list(m["breakdown"])
+            steps = list(next(iter(m["breakdown"].values())))
+            lines += ["Where the time goes (one run without prefetch; seconds inside each step, summed over "
+                      "threads):", "", "| step | " + " | ".join(srcs) + " |",
+                      "|---|" + "---:|" * len(srcs)]
+            for step in steps:
+                lines.append(f"| {step} | " + " | ".join(f"{m['breakdown'][s_].get(step, 0.0):.2f} s"
+                                                        for s_ in srcs) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
