@@ -3,8 +3,8 @@
     python bench/end_to_end.py [--quick] [--rounds 3] [--tuned-allocator] [--json PATH] [--out MD]
 
 Prints a markdown section (:func:`markdown_section`; ``bench/throughput.py`` includes it via
-:func:`run` + :func:`markdown_section`). For two networks, side by side in one process, rounds
-interleaved, best round kept:
+:func:`section`, i.e. :func:`run` + :func:`markdown_section`). For two networks, side by side in
+one process, rounds interleaved, best round kept:
 
 * **APOGEE Net** (random weights, raw-flux preprocessing, 8575 px), point estimates;
 * **BayesianCNN** (astroNN's BCNN, dropout 0.3, continuum normalisation onto the 7514-px ASPCAP
@@ -259,6 +259,11 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                                                         for s_ in srcs) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def section(quick: bool = False, heading: str = "##", rounds: int | None = None) -> str:
+    """Measure (:func:`run`) and return the markdown section (:func:`markdown_section`) in one call."""
+    return markdown_section(run(quick=quick, rounds=rounds or (2 if quick else 3)), heading)
 
 
 def main() -> None:
