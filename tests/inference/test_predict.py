@@ -210,3 +210,55 @@ def test_predict_options_reach_predict_and_bad_options_are_clear_errors(make_mod
         PredictOptions(error_cap="none")
     with pytest.raises(AttributeError):
         PredictOptions().calibrated = False  # frozen: settings never change under a running call
+
+
+def _prefetch_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "starlabels-prefetch"]
+
+
+def test_chunks_are_prepared_ahead_and_errors_stop_the_thread(make_model, monkeypatch):
+    """Chunk k+1 is prepared in a thread while chunk k runs: the results equal a one-chunk run, an
+    error in a later chunk's preparation or in the network surfaces from predict, and no prefetch
+    thread is left behind either way."""
+    from starlabels.inference import predict as predict_module
+
+    m = make_model("bcnn", 256)
+    x = 1 + 0.1 * np.random.default_rng(3).normal(size=(10, 256))
+    e = np.full_like(x, 0.02)
+    x[4] = np.nan  # an invalid row inside the second chunk
+    whole = starlabels.predict(m, x, e, preprocessed=True, uncertainty=None)
+    chunked = starlabels.predict(m, x, e, preprocessed=True, uncertainty=None,
+                                 options=PredictOptions(chunk_size=3))
+    np.testing.assert_array_equal(chunked.flags, whole.flags)
+    np.testing.assert_array_equal(chunked.snr, whole.snr)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-6, atol=1e-6)  # batch composition
+    assert np.isnan(chunked.mean[4]).all()
+    assert not _prefetch_threads()
+
+    real, calls = predict_module.prepare_chunk, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("chunk 2 cannot be prepared")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "prepare_chunk", failing_second)
+    with pytest.raises(RuntimeError, match="chunk 2"):
+        starlabels.predict(m, x, e, preprocessed=True, uncertainty=None, options=PredictOptions(chunk_size=3))
+    assert not _prefetch_threads()
+    monkeypatch.setattr(predict_module, "prepare_chunk", real)
+
+    def failing_network(*args, **kwargs):
+        raise RuntimeError("network failed")
+
+    monkeypatch.setattr(predict_module, "_run", failing_network)
+    try:
+        starlabels.predict(m, x, e, preprocessed=True, uncertainty=None, options=PredictOptions(chunk_size=3))
+    except RuntimeError as exc:  # checked while the traceback (and predict's frame) is still alive
+        assert "network failed" in str(exc)
+        assert not _prefetch_threads()
+    else:
+        pytest.fail("the network's error did not reach the caller")

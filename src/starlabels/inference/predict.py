@@ -7,7 +7,10 @@ grid. Spectra on another grid are given with their grid (``wavelength=``/``grid=
 :class:`~starlabels.io.Spectrum` objects from :func:`starlabels.io.read_spectra`) and are resampled
 onto the model's grid when ``resample`` asks for it, else refused naming both grids
 (:mod:`starlabels.inference.grid_input`). Spectra are processed in chunks of
-``PredictOptions.chunk_size`` rows (preprocessing + network), so memory stays bounded for any N.
+``PredictOptions.chunk_size`` rows (preprocessing + network), so memory stays bounded for any N;
+the next chunk is preprocessed in a background thread while the network runs on the current one
+(:func:`starlabels.inference.prefetch.prefetched`; preprocessing draws no random numbers, so the
+results are the same as one after the other).
 
 This module is the public function; the pieces behind it live in their own modules:
 :mod:`~starlabels.inference.inference_model` (loading/resolving a model),
@@ -31,6 +34,7 @@ Bad input never yields a silent wrong number:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any
@@ -48,6 +52,7 @@ from starlabels.inference.label_coverage import embed_input
 from starlabels.inference.method_predict import predict_method
 from starlabels.inference.predict_options import CHUNK_SIZE, PredictOptions
 from starlabels.inference.prediction import Prediction
+from starlabels.inference.prefetch import prefetched
 from starlabels.inference.prepare import prepare_chunk
 from starlabels.inference.uncertainty_calibration import calibration_info
 from starlabels.utils import get_device, progress
@@ -256,27 +261,34 @@ def predict(
 
     chunk_size = max(1, int(options.chunk_size))
     steps = range(0, n, chunk_size)
-    for start in progress(steps, desc="predict", total=len(steps), unit="chunk"):
-        sl = slice(start, min(n, start + chunk_size))
-        x, xe, ok, snr_c, masked_c = prepare_chunk(
-            im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error, in_grid
-        )
-        valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
-        if not ok.any():
-            continue
-        xt = torch.from_numpy(x).to(dev)
-        et = torch.from_numpy(xe).to(dev) if has_error else None
-        m, p = _run(phys, xt, et, method, n_samples, batch_size, gen, error_cap)
-        if options.coverage and im.coverage is not None:
-            p["coverage"] = im.coverage.variance(
-                embed_input(im, xt, batch_size=batch_size), snr_c[ok] if has_error else None
+
+    def prepared():  # chunk k+1 is prepared in a thread while chunk k runs (no random draws there)
+        for start in steps:
+            sl = slice(start, min(n, start + chunk_size))
+            yield sl, prepare_chunk(
+                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error, in_grid
             )
-        rows = np.arange(sl.start, sl.stop)[ok]
-        if im.domain_shift is not None:
-            shift[rows] = im.domain_shift.score(x, xe if has_error else None)
-        mean[rows] = m
-        for k, v in p.items():
-            parts.setdefault(k, np.full((n, L), np.nan))[rows] = v
+
+    chunks = prefetched(prepared(), depth=1) if len(steps) > 1 else prepared()
+    with contextlib.closing(chunks):  # an exception below stops the prefetch thread at once
+        for sl, (x, xe, ok, snr_c, masked_c) in progress(chunks, desc="predict", total=len(steps),
+                                                          unit="chunk"):
+            valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
+            if not ok.any():
+                continue
+            xt = torch.from_numpy(x).to(dev)
+            et = torch.from_numpy(xe).to(dev) if has_error else None
+            m, p = _run(phys, xt, et, method, n_samples, batch_size, gen, error_cap)
+            if options.coverage and im.coverage is not None:
+                p["coverage"] = im.coverage.variance(
+                    embed_input(im, xt, batch_size=batch_size), snr_c[ok] if has_error else None
+                )
+            rows = np.arange(sl.start, sl.stop)[ok]
+            if im.domain_shift is not None:
+                shift[rows] = im.domain_shift.score(x, xe if has_error else None)
+            mean[rows] = m
+            for k, v in p.items():
+                parts.setdefault(k, np.full((n, L), np.nan))[rows] = v
 
     if snr_given is not None:  # given values win; NaN entries fall back to the computed SNR
         snr_all = np.where(np.isfinite(snr_given), snr_given, snr_all)

@@ -10,7 +10,6 @@ segment rejected by the continuum fit) comes back as not ``ok`` — its labels b
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import numpy as np
@@ -60,9 +59,9 @@ def prepare_chunk(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = f / e
         ratio[rej] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of invalid spectra
-            snr = np.nanmedian(ratio, axis=1).astype(np.float64)
+        # only rows with a usable pixel: no all-NaN row, so no warning to silence (warnings filters
+        # are process-wide; this may run in predict's prefetch thread)
+        snr[ok] = np.nanmedian(ratio[ok], axis=1)
         del ratio
     P = im.n_pixels
     if not ok.any():
