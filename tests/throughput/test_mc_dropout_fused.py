@@ -160,8 +160,8 @@ def test_fused_passes_equal_the_plain_layers_with_the_same_masks(monkeypatch):
     drawn: list[torch.Tensor] = []
     real_keep_mask = bcnn_module.keep_mask
 
-    def recording(out, threshold, generator):
-        drawn.append(real_keep_mask(out, threshold, generator).clone())
+    def recording(out, threshold, generator=None, draws=None):
+        drawn.append(real_keep_mask(out, threshold, generator, draws).clone())
         return out
 
     monkeypatch.setattr(bcnn_module, "keep_mask", recording)
@@ -179,7 +179,7 @@ def test_fused_passes_equal_the_plain_layers_with_the_same_masks(monkeypatch):
         # the fused path's features are position-major (j·f2 + c); Flatten's are channel-major
         mask2 = drawn[1].view(rows, h.shape[2], h.shape[1]).transpose(1, 2)
         h = trunk[8](h * mask2 / keep)  # flatten
-        h = torch.relu(trunk[10](h)) * drawn[2] / keep
+        h = torch.relu(trunk[10](h)) * drawn[2].view(rows, -1) / keep
         h = torch.relu(trunk[13](h))
         ref_mean, ref_log_var = net.mean_head(h), net.log_var_head(h)
     torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-5)
@@ -196,3 +196,21 @@ def test_changed_weights_are_used():
         net.trunk[10].weight.mul_(-2.0)
     mean, _ = mc_dropout_passes(net, x, 2)
     torch.testing.assert_close(mean.view(2, 2, 3)[:, 0], net(x)[0].detach())
+
+
+def test_a_stars_masks_do_not_depend_on_chunks_or_batch_company(monkeypatch):
+    """Each star's draws are one fixed block of the generator's stream: the same seed gives the same
+    passes whether the star shares a call with others or not, and whatever the chunk size."""
+    net = _net(0.3)
+    x = torch.randn(3, 1, 203)
+
+    def passes(*batches, chunk_bytes=bcnn_module.CHUNK_BYTES):
+        monkeypatch.setattr(bcnn_module, "CHUNK_BYTES", chunk_bytes)
+        gen = torch.Generator().manual_seed(21)
+        return torch.cat([mc_dropout_passes(net, x[sl], 5, gen)[0] for sl in batches])
+
+    together = passes(slice(0, 3))
+    torch.testing.assert_close(passes(slice(0, 1), slice(1, 3)), together, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(passes(slice(0, 3), chunk_bytes=1), together, rtol=1e-6, atol=1e-6)
+    other_seed = mc_dropout_passes(net, x, 5, torch.Generator().manual_seed(22))[0]
+    assert not torch.allclose(other_seed, together)

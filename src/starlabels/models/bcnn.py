@@ -37,6 +37,7 @@ __all__ = [
     "dropout_keep_threshold",
     "keep_mask",
     "mc_dropout_passes",
+    "random_draws",
 ]
 
 #: astroNN's Keras L2 coefficient λ (loss += λ Σ w²).
@@ -194,22 +195,35 @@ def dropout_keep_threshold(p: float) -> tuple[int | None, float]:
     return count - (1 << (MASK_BITS - 1)), count / (1 << MASK_BITS)
 
 
-def keep_mask(
-    out: torch.Tensor, threshold: int | None, generator: torch.Generator | None
+def random_draws(
+    n: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Fill ``out`` (float, contiguous, any shape) with independent 0/1 dropout-keep draws; returns it.
+    """``n`` independent uniform signed 16-bit integers (int16, shape (n,)): the four 16-bit slices
+    of each of ⌈n/4⌉ full-range 64-bit words from ``generator`` (``random_(-2**63, None)``)."""
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(1 << 63), None, generator=generator)
+    return words.view(torch.int16)[:n]
 
-    Each element is 1 with probability ``keep`` of :func:`dropout_keep_threshold`: one signed
-    16-bit slice of a full-range 64-bit word from ``generator`` (``random_(-2**63, None)``: four
-    draws per word — 4-6x cheaper than one float uniform per element) compared with ``threshold``.
-    ``threshold`` None fills ones (nothing dropped).
+
+def keep_mask(
+    out: torch.Tensor,
+    threshold: int | None,
+    generator: torch.Generator | None = None,
+    draws: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fill ``out`` (float, any shape) with independent 0/1 dropout-keep draws; returns it.
+
+    Each element is 1 with probability ``keep`` of :func:`dropout_keep_threshold`: a uniform
+    signed 16-bit integer compared with ``threshold`` — from ``draws`` (int16, ``out``'s number of
+    elements) when given, else :func:`random_draws` from ``generator`` (four draws per 64-bit word:
+    4-6x cheaper than one float uniform per element). ``threshold`` None fills ones (nothing dropped).
     """
     if threshold is None:
         return out.fill_(1.0)
-    n = out.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=out.device)
-    words.random_(-(1 << 63), None, generator=generator)
-    draws = words.view(torch.int16)[:n].view(out.shape)
+    if draws is None:
+        draws = random_draws(out.numel(), generator, out.device)
+    if draws.shape != out.shape:
+        draws = draws.reshape(out.shape)
     return torch.lt(draws, threshold, out=out)
 
 
@@ -267,13 +281,23 @@ def mc_dropout_passes(
     buf = x.new_zeros((rows_max, width, f1))  # padded channels-last input of the second conv
     mask = x.new_empty((rows_max, P, f1))
     mask2 = x.new_empty((rows_max, n_pool * f2))
+    # every mask draw of a star, in one fixed block per star (conv input, fc1 input, then each
+    # hidden dropout; passes in order), the stars' blocks drawn one after the other: a star's masks
+    # depend on the generator's state and on nothing else — not on the chunking, nor on which
+    # other stars share the call
+    n1, n2 = S * P * f1, S * n_pool * f2
+    hidden_starts = [n1 + n2 + S * sum(network.hidden[:i]) for i in range(n_hidden)]
+    per_star = 4 * ((hidden_starts[-1] + 3) // 4)
+    draws = random_draws(b * per_star, generator, x.device).view(b, per_star)
     for s0 in range(0, b, stars_per_chunk):
         ns = min(stars_per_chunk, b - s0)
+        stars = slice(s0, s0 + ns)
         for r0 in range(0, S, passes_per_chunk):
             nr = min(passes_per_chunk, S - r0)
             rows = ns * nr
-            keep_mask(mask[:rows], threshold1, generator)
-            torch.mul(mask[:rows].view(ns, nr, P, f1), h1[s0:s0 + ns].unsqueeze(1),
+            keep_mask(mask[:rows].view(ns, -1), threshold1,
+                      draws=draws[stars, r0 * P * f1:(r0 + nr) * P * f1])
+            torch.mul(mask[:rows].view(ns, nr, P, f1), h1[stars].unsqueeze(1),
                       out=buf[:rows, left:left + P].view(ns, nr, P, f1))
             h2 = functional.conv2d(buf[:rows].view(rows, 1, width, f1).permute(0, 3, 1, 2), w2,
                                    conv2.bias)  # (rows, f2, 1, P), channels-last memory
@@ -281,12 +305,17 @@ def mc_dropout_passes(
             first = s0 * S + r0  # rows of consecutive stars are consecutive when nr == S
             out = feats[first:first + rows]
             _max_over_taps(taps, out.view(rows, n_pool, f2))
-            out.relu_().mul_(keep_mask(mask2[:rows], threshold2, generator))
+            m2 = keep_mask(mask2[:rows].view(ns, -1), threshold2,
+                           draws=draws[stars, n1 + r0 * n_pool * f2:n1 + (r0 + nr) * n_pool * f2])
+            out.relu_().mul_(m2.view(rows, -1))
     lin = t[8]
     h = functional.linear(feats, _position_major_weight(lin, f2, n_pool, keep2), lin.bias).relu_()
     for i in range(1, n_hidden):
         threshold, keep = dropout_keep_threshold(t[9 + 2 * (i - 1)].p)
-        h.mul_(keep_mask(torch.empty_like(h), threshold, generator))
+        start = hidden_starts[i - 1]
+        m = keep_mask(torch.empty_like(h).view(b, -1), threshold,
+                      draws=draws[:, start:start + S * h.shape[1]])
+        h.mul_(m.view(h.shape))
         lin = t[8 + 2 * i]
         h = functional.linear(h, lin.weight / keep, lin.bias).relu_()
     return network.mean_head(h), network.log_var_head(h)
