@@ -9,7 +9,7 @@ Four measurements, side by side in one run (``.venv/bin/python bench/predict_thr
                     what the CLI applies to its own process; the library never does);
    ``ours``         ``starlabels.predict`` on preprocessed input (validation, scalers, flags
                     included): inference-mode, the rewritten network copy (ReLU after max-pool,
-                    in-place ReLUs; see ``starlabels.inference.predict.inference_network``);
+                    in-place ReLUs; see ``starlabels.inference.fast_network.inference_network``);
    ``ours+malloc``  the same with the allocator setting;
    ``ours+jit``     ours with the network ``torch.jit.trace`` + ``freeze`` — measured, not used
                     (it did not help on this CPU);
@@ -140,7 +140,7 @@ def worker_throughput(impl: str, threads: int, repeat: int) -> dict[str, Any]:
                 return ref(x)
     else:
         import starlabels
-        from starlabels.inference.predict import resolve
+        from starlabels.inference.inference_model import resolve
         from starlabels.preprocess.pipeline import PreprocessConfig
 
         tm = make_trained_model(ours, n_pixels=8575, preprocessing=PreprocessConfig(kind="raw").to_dict())
@@ -197,7 +197,7 @@ def worker_cost(threads: int, n_spectra: int, n_samples: int) -> dict[str, Any]:
     import torch
 
     import starlabels
-    from starlabels.inference.predict import resolve
+    from starlabels.inference.inference_model import resolve
 
     torch.set_num_threads(threads)
     _, ours = apogee_pair()

@@ -47,10 +47,10 @@ from starlabels.inference import flags as flag_bits
 from starlabels.inference import grid_input
 from starlabels.inference import uncertainty as uncertainty_methods
 from starlabels.inference.finish import finish_prediction
-from starlabels.inference.inference_model import InferenceModel, resolve
+from starlabels.inference.inference_model import resolve
 from starlabels.inference.label_coverage import embed_input
 from starlabels.inference.method_predict import predict_method
-from starlabels.inference.predict_options import CHUNK_SIZE, PredictOptions
+from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prediction import Prediction
 from starlabels.inference.prefetch import prefetched
 from starlabels.inference.prepare import prepare_chunk
@@ -58,15 +58,12 @@ from starlabels.inference.uncertainty_calibration import calibration_info
 from starlabels.utils import get_device, progress
 
 __all__ = [
-    "CHUNK_SIZE",
     "MODEL_DEFAULT",
     "UNCERTAINTY_METHODS",
-    "InferenceModel",
     "PredictOptions",
     "Prediction",
     "default_uncertainty",
     "predict",
-    "resolve",
 ]
 
 #: Accepted values of ``uncertainty``.
