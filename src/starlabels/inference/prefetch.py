@@ -10,7 +10,8 @@ thread. No process-wide state is touched.
 The overlap is only as good as the GIL allows: NumPy's large array operations and torch kernels
 release it, but astropy's FITS header parsing is Python code that holds it, and h5py takes and drops
 it around every call. ``bench/end_to_end.py`` measured catalog runs with and without it on 2 shared
-cores: within ±10 %, either way (bench/results/end_to_end.md).
+cores: from 23 % slower to 23 % faster depending on the run and the case, no consistent gain
+(bench/results/end_to_end.md); a reader process did no better in a trial (the cores were busy).
 
     for chunk in prefetched(read_chunks(path), depth=2):
         predict(chunk)
