@@ -17,6 +17,7 @@ import numpy as np
 from starlabels.errors import ModelFormatError
 from starlabels.inference.inference_model import InferenceModel
 from starlabels.inference.uncertainty import BAD_ERROR
+from starlabels.statistics import nanmedian_rows
 
 __all__ = ["per_star_preprocessing", "prepare_chunk", "reject_bits"]
 
@@ -59,9 +60,7 @@ def prepare_chunk(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = f / e
         ratio[rej] = np.nan
-        # only rows with a usable pixel: no all-NaN row, so no warning to silence (warnings filters
-        # are process-wide; this may run in predict's prefetch thread)
-        snr[ok] = np.nanmedian(ratio[ok], axis=1)
+        snr[ok] = nanmedian_rows(ratio[ok])  # = np.nanmedian(axis=1), vectorised, warns never
         del ratio
     P = im.n_pixels
     if not ok.any():
