@@ -23,3 +23,18 @@ def test_sigma_mad_ignores_non_finite_values_and_gives_nan_for_empty_slices():
     assert out[0] == pytest.approx(MAD_TO_SIGMA * 1.0)  # finite values 1, 3, 2: median 2, MAD 1
     assert np.isnan(out[1])
     assert np.isnan(sigma_mad(np.array([1.0, np.nan]), ignore_nan=False))
+
+
+def test_empty_slices_give_nan_without_warnings_or_touching_the_filters():
+    """No warning to silence, so no warnings.catch_warnings (process-wide, not thread-safe)."""
+    import warnings
+
+    x = np.array([[np.nan, np.inf], [1.0, 2.0]])
+    filters_before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        by_row = sigma_mad(x, axis=1)
+        whole = sigma_mad(np.full((3, 2), np.nan))
+    assert caught == []
+    assert np.isnan(by_row[0]) and by_row[1] == pytest.approx(MAD_TO_SIGMA * 0.5) and np.isnan(whole)
+    assert list(warnings.filters) == filters_before

@@ -9,8 +9,6 @@ Gaussian sample it estimates σ (1.4826 = 1/Φ⁻¹(3/4)), and it ignores a mino
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 #: σ_MAD = MAD_TO_SIGMA · MAD for a Gaussian: 1/Φ⁻¹(0.75).
@@ -26,12 +24,15 @@ def sigma_mad(values: np.ndarray, axis: int | None = None, *, ignore_nan: bool =
     """
     array = np.asarray(values, dtype=np.float64)
     if ignore_nan:
-        array = np.where(np.isfinite(array), array, np.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            # an all-NaN slice gives NaN by design; numpy would warn about it
-            warnings.simplefilter("ignore", RuntimeWarning)
-            centre = np.nanmedian(array, axis=axis, keepdims=True)
-            result = MAD_TO_SIGMA * np.nanmedian(np.abs(array - centre), axis=axis)
+        finite = np.isfinite(array)
+        # a slice without finite values gives NaN; it is filled with zeros first so that numpy has
+        # nothing to warn about (warnings.catch_warnings would change process-wide state: not thread-safe)
+        empty = ~finite.any(axis=axis, keepdims=True)
+        array = np.where(finite, array, np.nan)
+        array = np.where(empty, 0.0, array)
+        centre = np.nanmedian(array, axis=axis, keepdims=True)
+        result = MAD_TO_SIGMA * np.nanmedian(np.abs(array - centre), axis=axis)
+        result = np.where(empty.reshape(np.shape(result)) if np.ndim(result) else empty.all(), np.nan, result)
     else:
         centre = np.median(array, axis=axis, keepdims=True)
         result = MAD_TO_SIGMA * np.median(np.abs(array - centre), axis=axis)

@@ -11,8 +11,6 @@ input. Pixels the preprocessing or the masks reject reach the method with σ = i
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from starlabels.errors import InputDataError, ModelFormatError
@@ -23,6 +21,7 @@ from starlabels.inference.inference_model import InferenceModel
 from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prediction import Prediction
 from starlabels.inference.prepare import reject_bits
+from starlabels.statistics import nanmedian_rows
 from starlabels.utils import progress
 
 __all__ = ["predict_method", "prepare_method"]
@@ -106,9 +105,7 @@ def prepare_method(im: InferenceModel, f, e, b, as_given: bool, grid=None):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = f / e
         ratio[rej] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            snr = np.nanmedian(ratio, axis=1)
+        snr = nanmedian_rows(ratio)  # NaN for a spectrum without usable pixels, no warning
     P = im.n_pixels
     if not ok.any():
         return np.zeros((0, P)), np.zeros((0, P)), None, ok, snr, masked

@@ -17,7 +17,6 @@ constant :data:`BAD_PIXEL_ERROR`, i.e. weight ≈ 0 for any inverse-variance use
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -27,6 +26,7 @@ from starlabels.core.grid import Grid
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import bad_pixels
 from starlabels.preprocess.grids import APSTAR, ASPCAP, get_grid
+from starlabels.statistics import nanmedian_rows
 
 #: Error given to rejected pixels after preprocessing (same units as the flux). Large but finite,
 #: and representable in float32, so it survives casting and never produces NaN/inf.
@@ -231,13 +231,12 @@ def raw_flux(
     out_f = f.astype(dtype, copy=True)
     out_e = e.astype(dtype, copy=True)
     masked = np.where(rej, np.nan, f.astype(np.float64))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # detectors without usable pixels
-        spectrum_median = np.nanmedian(masked, axis=1)
-        fill = np.empty_like(masked)
-        for a0, a1 in raw_regions(g):
-            med = np.nanmedian(masked[:, a0:a1], axis=1)
-            fill[:, a0:a1] = np.where(np.isnan(med), spectrum_median, med)[:, None]
+    # nanmedian_rows: NaN for a detector without usable pixels, with no warning to silence
+    spectrum_median = nanmedian_rows(masked)
+    fill = np.empty_like(masked)
+    for a0, a1 in raw_regions(g):
+        med = nanmedian_rows(masked[:, a0:a1])
+        fill[:, a0:a1] = np.where(np.isnan(med), spectrum_median, med)[:, None]
     if error_cap is not None:
         ev = np.where(rej, 0.0, e.astype(np.float64))
         mean_err = ev.sum(axis=1) / np.count_nonzero(~rej, axis=1)

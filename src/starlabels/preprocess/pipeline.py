@@ -25,6 +25,7 @@ from starlabels.errors import InputDataError
 from starlabels.preprocess.continuum import continuum_normalise, output_grid
 from starlabels.preprocess.continuum_masks import load_continuum_mask, mask_from_indices
 from starlabels.preprocess.masking import raw_flux
+from starlabels.statistics import nanmedian_rows
 
 KINDS = ("continuum", "raw")
 
@@ -349,8 +350,5 @@ def median_scale(flux: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _nanmedian_rows(f: np.ndarray, rej: np.ndarray) -> np.ndarray:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows with every pixel rejected
-        return np.nanmedian(np.where(rej, np.nan, f), axis=-1)
+    """(N,) median of each row's accepted pixels; NaN (no warning) for a row with every pixel rejected."""
+    return nanmedian_rows(np.where(rej, np.nan, f))
