@@ -78,7 +78,7 @@ def apogee_net(config: str, output: str | None, resume: bool, overwrite: bool, d
                f"at epoch {main['best_epoch']}")
     st = s["stratified"]
     click.echo(f"stratified adaptation: {len(st['rounds'])} rounds, best round {st['best_round']}")
-    from starlabels.evaluation.metrics import to_markdown
+    from starlabels.evaluation.table_format import to_markdown
 
     click.echo("\nTable 2 (combined standardised MSE):")
     click.echo(to_markdown(result.tables.table2()))
