@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from starlabels.demo import DEFAULT_OUTPUT, QUICK, DemoConfig
+from starlabels.demo.config import DEFAULT_OUTPUT, QUICK, DemoConfig
 
 _DEFAULTS = {f: DemoConfig.__dataclass_fields__[f].default
              for f in ("n_train", "n_test", "epochs", "n_samples")}
@@ -62,7 +62,8 @@ def command(output: str, n_train: int | None, n_test: int | None, epochs: int | 
     and a predicted-vs-true figure. Prints the median and sigma_MAD of the residuals per label and
     the widths of the z-scores after calibration.
     """
-    from starlabels.demo import run_demo, with_sizes
+    from starlabels.demo.config import with_sizes
+    from starlabels.demo.run import run_demo
     from starlabels.errors import StarlabelsError
 
     try:

@@ -120,7 +120,7 @@ def _stars(apogee_ids: tuple[str, ...], catalog: str | None, release: str, teles
     """(ID, telescope, field) for each file to fetch."""
     if catalog is None:
         return [(i, telescope, field) for i in apogee_ids]
-    from starlabels.io import read_allstar
+    from starlabels.io.allstar import read_allstar
 
     field_col = "LOCATION_ID" if release.lower() == "dr14" else "FIELD"
     table = read_allstar(catalog, labels=(), columns=("TELESCOPE", field_col))

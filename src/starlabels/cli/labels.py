@@ -191,7 +191,7 @@ def yso_train(population: Path, output: Path, dev_fraction: float, epochs: int, 
     """Train the photometric YSO CNN on a POPULATION table from ``yso-population``."""
     import numpy as np
 
-    from starlabels.labels.yso import ALL_BANDS
+    from starlabels.labels.yso_isochrones import ALL_BANDS
     from starlabels.training.yso import train_yso_network
 
     pop = read_table(population)

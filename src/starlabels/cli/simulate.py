@@ -70,7 +70,9 @@ def command(n_stars: int, output: str, instrument: str, emulator: str | None, dr
             population: str | None, snr: str | None, missing_fraction: float, seed: int,
             fits_dir: str | None, layout: str, labels_csv: str | None) -> None:
     """Simulate a survey with known true labels (a test/benchmark tool, not real stars)."""
-    from starlabels.data.survey import GeneratorSource, SurveyConfig, SurveySimulator, default_population
+    from starlabels.data.survey import SurveyConfig, SurveySimulator
+    from starlabels.data.survey_labels import default_population
+    from starlabels.data.survey_sources import GeneratorSource
     from starlabels.errors import StarlabelsError
     from starlabels.instruments import available, get
 

@@ -131,7 +131,7 @@ def _astronn_data_file(name: str) -> Path | None:
 def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
     """Element windows by lower-case astroNN element name → (7514,) bool, from astroNN's
     ``aspcap_l31c_masks.npy`` (one bit per element) or an ``.npz`` with ``windows``/``elements``."""
-    from starlabels.models.censored import load_windows
+    from starlabels.models.censored_windows import load_windows
 
     path = Path(source)
     if path.suffix == ".npz":
@@ -151,7 +151,7 @@ def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
 
 
 def _continuum_preprocessing(continuum_mask: Any, dr: int) -> tuple[dict | None, str | None]:
-    from starlabels.preprocess.continuum import load_continuum_mask
+    from starlabels.preprocess.continuum_masks import load_continuum_mask
     from starlabels.preprocess.pipeline import PreprocessConfig
 
     source: Any = continuum_mask

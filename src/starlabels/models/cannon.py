@@ -66,7 +66,7 @@ def censors_from_windows(
     ``aspcap_element_windows_dr14_7514.npz``), or an (E, P) bool array with ``element_names``.
     Returns ``{label: (P,) bool}`` for :class:`CannonModel` ``censors``.
     """
-    from starlabels.models.censored import element_key, load_windows
+    from starlabels.models.censored_windows import element_key, load_windows
 
     if isinstance(windows, (str, Path)):
         w, names = load_windows(windows)
