@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from starlabels.inference.predict import predict
-from starlabels.preprocess.continuum import continuum_normalize, fit_continuum
+from starlabels.preprocess.continuum import continuum_normalise, fit_continuum
 from starlabels.preprocess.masking import raw_flux
 from starlabels.preprocess.pipeline import PreprocessConfig
 
@@ -39,11 +39,11 @@ def _mask(ref):
 
 def test_continuum_normalisation_unchanged(ref):
     flux, error, bitmask, mask = ref["flux"], ref["error"], ref["bitmask"], _mask(ref)
-    f, e = continuum_normalize(flux, error, bitmask, continuum_mask=mask, degree=2)
+    f, e = continuum_normalise(flux, error, bitmask, continuum_mask=mask, degree=2)
     assert f.dtype == ref["cont_flux"].dtype
     _close(f, ref["cont_flux"])
     _close(e, ref["cont_error"])
-    f64, e64 = continuum_normalize(flux.astype(np.float64), error.astype(np.float64), bitmask,
+    f64, e64 = continuum_normalise(flux.astype(np.float64), error.astype(np.float64), bitmask,
                                    continuum_mask=mask, degree=3)
     _close(f64, ref["cont_flux_f64_deg3"])
     _close(e64, ref["cont_error_f64_deg3"])

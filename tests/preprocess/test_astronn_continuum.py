@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from starlabels.data.synthetic import SyntheticGenerator
-from starlabels.preprocess import PreprocessConfig, astronn_continuum, continuum_normalize
+from starlabels.preprocess import PreprocessConfig, astronn_continuum, continuum_normalise
 from starlabels.preprocess.astronn_continuum import astronn_continuum_normalise
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
@@ -57,7 +57,7 @@ def test_matches_astronn_algorithm(spectra):
     flagged = np.concatenate([s.bitmask[:, a:b] for a, b in CHIPS], axis=1) & DEFAULT_REJECT_VALUE
     assert flagged.any() and np.all(err[flagged != 0] == np.float32(BAD_PIXEL_ERROR))
     # and it differs from starlabels' own 1/σ² fit by far more than that
-    own, _ = continuum_normalize(s.flux, s.error, s.bitmask, continuum_mask=mask)
+    own, _ = continuum_normalise(s.flux, s.error, s.bitmask, continuum_mask=mask)
     good = flagged == 0
     assert np.median(np.abs(own - ref)[good]) > 1e-5  # ≫ the 2e-6 agreement above
 

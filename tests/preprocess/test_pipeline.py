@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from starlabels.errors import InputDataError
-from starlabels.preprocess import PreprocessConfig, continuum_normalize, raw_flux
+from starlabels.preprocess import PreprocessConfig, continuum_normalise, raw_flux
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_BITS, PIXMASK_BITS, bits_to_value
 from starlabels.preprocess.grids import APSTAR, ASPCAP, index_in
 
@@ -87,7 +87,7 @@ def test_apply_continuum_equals_continuum_normalize_in_float32(synth):
         PreprocessConfig.from_mask(s["mask"], reject_bits=["BADPIX", "PERSIST_HIGH"])
     )
     f, e = cfg.apply(s["flux"], s["error"], bitmask)
-    rf, re = continuum_normalize(s["flux"], s["error"], bitmask, s["mask"], 2,
+    rf, re = continuum_normalise(s["flux"], s["error"], bitmask, s["mask"], 2,
                                  bits=["BADPIX", "PERSIST_HIGH"])
     assert f.dtype == e.dtype == np.float32 and f.shape == (5, cfg.n_pixels)
     np.testing.assert_array_equal(f, rf.astype(np.float32))

@@ -1,4 +1,4 @@
-"""continuum_normalize(out=...): caller-owned output buffers give the same numbers (issue 17)."""
+"""continuum_normalise(out=...): caller-owned output buffers give the same numbers (issue 17)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from starlabels.errors import InputDataError
-from starlabels.preprocess.continuum import continuum_normalize, output_grid
+from starlabels.preprocess.continuum import continuum_normalise, output_grid
 
 
 def _spectra(n: int, dtype=np.float64):
@@ -21,12 +21,12 @@ def _spectra(n: int, dtype=np.float64):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_out_buffers_are_filled_and_returned_with_identical_numbers(dtype):
     flux, error = _spectra(5, dtype)
-    ref_f, ref_e = continuum_normalize(flux, error)
+    ref_f, ref_e = continuum_normalise(flux, error)
     n_out = output_grid("apstar").n_pixels
     buf_f = np.full((5, n_out), -7.0, dtype)
     buf_e = np.full((5, n_out), -7.0, dtype)
     for _ in range(2):  # reuse: the second call overwrites the first's results
-        got_f, got_e = continuum_normalize(flux, error, out=(buf_f, buf_e))
+        got_f, got_e = continuum_normalise(flux, error, out=(buf_f, buf_e))
         assert got_f is buf_f and got_e is buf_e
         np.testing.assert_array_equal(got_f, ref_f)
         np.testing.assert_array_equal(got_e, ref_e)
@@ -37,12 +37,12 @@ def test_out_buffers_are_checked():
     n_out = output_grid("apstar").n_pixels
     good = np.empty((2, n_out))
     with pytest.raises(InputDataError, match="shaped"):
-        continuum_normalize(flux, error, out=(np.empty((3, n_out)), good))
+        continuum_normalise(flux, error, out=(np.empty((3, n_out)), good))
     with pytest.raises(InputDataError, match="float64"):
-        continuum_normalize(flux, error, out=(np.empty((2, n_out), np.float32), good))
+        continuum_normalise(flux, error, out=(np.empty((2, n_out), np.float32), good))
     with pytest.raises(InputDataError, match="overlap"):
-        continuum_normalize(flux, error, out=(good, good))
+        continuum_normalise(flux, error, out=(good, good))
     with pytest.raises(InputDataError, match="pair"):
-        continuum_normalize(flux, error, out=good[0])
+        continuum_normalise(flux, error, out=good[0])
     with pytest.raises(InputDataError, match="2-D"):
-        continuum_normalize(flux[0], error[0], out=(good, np.empty((2, n_out))))
+        continuum_normalise(flux[0], error[0], out=(good, np.empty((2, n_out))))

@@ -2,7 +2,7 @@
 
 Models imported from astroNN (:func:`starlabels.models.astronn_import.from_astronn`) were trained on
 spectra normalised this way, so ``PreprocessConfig(continuum_weights="astronn")`` runs this instead
-of :func:`~starlabels.preprocess.continuum.continuum_normalize`. The two differ in three ways:
+of :func:`~starlabels.preprocess.continuum.continuum_normalise`. The two differ in three ways:
 
 * **Weights.** astroNN calls ``numpy.polynomial.Chebyshev.fit(x, y, w=ivar, deg)`` with
   ``ivar = 1/(σ² + 1e-8)``; numpy multiplies the *residuals* by ``w``, so each squared residual is
