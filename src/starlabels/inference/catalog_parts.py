@@ -27,6 +27,7 @@ from starlabels.inference.catalog_columns import catalog_columns
 from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT, Unit, expand_inputs, plan_units
 from starlabels.inference.catalog_tables import write_table
 from starlabels.inference.inference_model import InferenceModel
+from starlabels.io.apstar_writer import atomic_write
 
 __all__ = [
     "SUMMARY_FLAGS",
@@ -141,10 +142,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed into place."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), overwrite=True)
 
 
 def write_unit(pdir: Path, unit: Unit, df: Any, skipped: list[tuple[str, str]]) -> int:

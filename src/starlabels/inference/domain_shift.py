@@ -222,14 +222,13 @@ class DomainShift:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``domain_shift.safetensors`` into a model folder (atomic replace)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save as safetensors_bytes
+
+        from starlabels.io.apstar_writer import atomic_write
 
         d = self.to_dict()
-        path = Path(folder) / DOMAIN_SHIFT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(d["arrays"], str(tmp), metadata={"domain_shift": json.dumps(d["meta"])})
-        tmp.replace(path)
-        return path
+        blob = safetensors_bytes(d["arrays"], metadata={"domain_shift": json.dumps(d["meta"])})
+        return atomic_write(Path(folder) / DOMAIN_SHIFT_FILE, lambda fh: fh.write(blob), overwrite=True)
 
 
 def load_domain_shift(folder: str | Path, network: torch.nn.Module | None = None) -> DomainShift | None:

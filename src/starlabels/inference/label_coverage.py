@@ -262,14 +262,13 @@ class LabelCoverage:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``coverage.safetensors`` into a model folder (atomic replace)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save as safetensors_bytes
+
+        from starlabels.io.apstar_writer import atomic_write
 
         d = self.to_dict()
-        path = Path(folder) / COVERAGE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(d["arrays"], str(tmp), metadata={"coverage": json.dumps(d["meta"])})
-        tmp.replace(path)
-        return path
+        blob = safetensors_bytes(d["arrays"], metadata={"coverage": json.dumps(d["meta"])})
+        return atomic_write(Path(folder) / COVERAGE_FILE, lambda fh: fh.write(blob), overwrite=True)
 
     def __repr__(self) -> str:
         state = "fitted" if hasattr(self, "d_ref_") else "not fitted"
