@@ -686,7 +686,7 @@ def train_native_cannon(cfg: Mapping[str, Any], train: Any, train_rows: np.ndarr
     starts = (group_initial_labels(train.labels[train_rows], train.group[train_rows])
               if cfg["cannon"]["initial"] == "groups" else None)
     model = starlabels.CannonModel(list(LABELS), order=int(ncfg["order"]),
-                                   regularization=float(ncfg["regularization"]),
+                                   regularisation=float(ncfg["regularization"]),
                                    label_units=[UNITS[k] for k in LABELS], initial_labels=starts,
                                    preprocessing=pp, device=ncfg.get("device") or None)
     t0 = time.perf_counter()

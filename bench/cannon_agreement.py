@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return np.where(iv > 0, 1.0 / np.sqrt(iv), np.inf)
 
     # --- ours (first, so its default starting points can be given to the peer too)
-    model = starlabels.CannonModel(list(acc.LABELS), order=2, regularization=args.regularization,
+    model = starlabels.CannonModel(list(acc.LABELS), order=2, regularisation=args.regularization,
                                    device="cpu")
     t0 = time.perf_counter()
     model.fit(f_tr, error_of(iv_tr), labels)
