@@ -27,7 +27,7 @@ from starlabels.inference.catalog_columns import catalog_columns
 from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT, Unit, expand_inputs, plan_units
 from starlabels.inference.catalog_tables import write_table
 from starlabels.inference.inference_model import InferenceModel
-from starlabels.io.apstar_writer import atomic_write
+from starlabels.io.atomic_file import atomic_write
 
 __all__ = [
     "SUMMARY_FLAGS",

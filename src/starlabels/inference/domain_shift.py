@@ -224,7 +224,7 @@ class DomainShift:
         """Write ``domain_shift.safetensors`` into a model folder (atomic replace)."""
         from safetensors.numpy import save as safetensors_bytes
 
-        from starlabels.io.apstar_writer import atomic_write
+        from starlabels.io.atomic_file import atomic_write
 
         d = self.to_dict()
         blob = safetensors_bytes(d["arrays"], metadata={"domain_shift": json.dumps(d["meta"])})

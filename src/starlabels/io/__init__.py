@@ -16,9 +16,10 @@ SDSS Science Archive Server (``sas.py``, ``sdss_v_paths.py``): :func:`apstar_pat
 from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
 from starlabels.io.apogee import ApStarSpectrum, AspcapSpectrum, read_apstar, read_aspcapstar
 from starlabels.io.apogee_fits import flag_nonfinite
-from starlabels.io.apstar_writer import atomic_write_hdulist, write_apstar, write_aspcapstar
+from starlabels.io.apstar_writer import write_apstar, write_aspcapstar
 from starlabels.io.apvisit import ApVisitSpectrum, read_apvisit, resample_to_apstar
 from starlabels.io.astra import is_astra_table, read_astra_allstar, read_label_table
+from starlabels.io.atomic_file import atomic_write_hdulist
 from starlabels.io.boss import read_boss_spec
 from starlabels.io.mwm_writer import write_mwm_star, write_mwm_visit
 from starlabels.io.read import FORMATS, identify_format, read_spectra, scan_inputs

@@ -20,22 +20,20 @@ this writer does not compute) and then the visits.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from starlabels.core import apogee as apogee_core
 from starlabels.errors import InputDataError
+from starlabels.io.atomic_file import atomic_write_hdulist
 from starlabels.io.fits_write import header_scalar
-from starlabels.utils import give_default_permissions
 
-__all__ = ["atomic_write_hdulist", "write_apstar", "write_aspcapstar"]
+__all__ = ["write_apstar", "write_aspcapstar"]
 
 _HEADER_KEYS = ("RA", "DEC", "SNR", "VHELIO", "NVISITS", "J", "H", "K")
 _COMMENTS = {
@@ -60,41 +58,6 @@ def _wcs_cards(header: Any, n_pixels: int = apogee_core.N_PIXELS) -> None:
     header["CTYPE1"] = ("LOG-LINEAR", "Logarithmic wavelength scale in subsequent HDUs")
     header["DC-FLAG"] = (1, "Logarithmic wavelength scale in subsequent HDUs")
     header["NWAVE"] = (n_pixels, "Number of wavelengths in subsequent HDUs")
-
-
-def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[BinaryIO], None], overwrite: bool = False
-) -> Path:
-    """Write a file through ``write(fh)`` into a temporary file in the same folder, then os.replace.
-
-    An existing file is untouched unless the new one was written completely (and ``overwrite`` is
-    True); a failed write leaves no temporary file behind; the file gets the usual umask permissions.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p}: exists; pass overwrite=True to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        give_default_permissions(tmp)  # mkstemp makes it owner-only (0600)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return p
-
-
-def atomic_write_hdulist(hdul: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write an astropy HDUList to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda fh: hdul.writeto(fh, output_verify="exception"), overwrite)
 
 
 def _spectrum(a: Any, name: str, n_pixels: int, integer: bool = False) -> np.ndarray:

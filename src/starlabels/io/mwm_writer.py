@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputDataError
-from starlabels.io.apstar_writer import atomic_write
+from starlabels.io.atomic_file import atomic_write
 from starlabels.io.fits_write import hdu_bytes, header_scalar
 from starlabels.io.spectrum import Spectrum, ivar_from_error
 
@@ -207,7 +207,7 @@ def _table(columns: list[tuple[str, str, np.ndarray]],
 
 
 def _write_bytes(data: bytes, path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Write ``data`` to ``path`` atomically (:func:`starlabels.io.apstar_writer.atomic_write`)."""
+    """Write ``data`` to ``path`` atomically (:func:`starlabels.io.atomic_file.atomic_write`)."""
     return atomic_write(path, lambda fh: fh.write(data), overwrite)
 
 
