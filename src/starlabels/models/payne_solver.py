@@ -131,9 +131,7 @@ def _refine_velocity(sm: SpectrumModel, result: FitResult, y, weight, n_pix,
     best_c = theta[idx, sm.n_labels + 1:].clone()
     for dv in np.linspace(-options.refine_rv, options.refine_rv, 21):
         vv = v + float(dv)
-        shifted, _, _ = sm.shifted(flux, vv)
-        c = sm.continuum_fit(shifted, yy, ww)
-        chi2 = (ww * (yy - (c @ sm.basis.T) * shifted) ** 2).sum(1)
+        c, chi2 = _continuum_chi2(sm, flux, vv, yy, ww)
         better = chi2 < best_chi2
         best_chi2 = torch.where(better, chi2, best_chi2)
         best_v = torch.where(better, vv, best_v)
@@ -204,6 +202,14 @@ def _chi2(sm: SpectrumModel, theta, y, w):
     return (w * (y - model) ** 2).sum(1)
 
 
+def _continuum_chi2(sm: SpectrumModel, flux, velocity, y, w):
+    """Continuum coefficients (rows, n_basis) fitted to ``y`` with the rest-frame model ``flux``
+    shifted to ``velocity`` (rows,) km/s, and the weighted χ² (rows,) of that fit."""
+    shifted, _, _ = sm.shifted(flux, velocity)
+    c = sm.continuum_fit(shifted, y, w)
+    return c, (w * (y - (c @ sm.basis.T) * shifted) ** 2).sum(1)
+
+
 def _scan_velocity(sm: SpectrumModel, s0, y, w, options: FitOptions):
     """Best trial velocity per row (continuum solved linearly at each), and the velocity bounds."""
     rows = s0.shape[0]
@@ -217,9 +223,7 @@ def _scan_velocity(sm: SpectrumModel, s0, y, w, options: FitOptions):
     best_v = torch.zeros(rows, dtype=sm.dtype, device=s0.device)
     for v in grid:
         vv = v.expand(rows)
-        shifted, _, _ = sm.shifted(flux, vv)
-        c = sm.continuum_fit(shifted, y, w)
-        chi2 = (w * (y - (c @ sm.basis.T) * shifted) ** 2).sum(1)
+        _, chi2 = _continuum_chi2(sm, flux, vv, y, w)
         better = chi2 < best_chi2
         best_chi2 = torch.where(better, chi2, best_chi2)
         best_v = torch.where(better, vv, best_v)
