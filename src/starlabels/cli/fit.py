@@ -68,9 +68,4 @@ def command(emulator, inputs, out, labels, fit_mask, continuum_degree, starts, r
                           calibrated=not no_calibration, overwrite=overwrite)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"wrote {res.n_rows} rows to {res.path} ({res.units_computed} of {res.units_total} units "
-        f"computed now); {len(res.skipped)} input(s) skipped"
-        + (f", listed in {res.skipped_path}" if res.skipped else "")
-        + f"; model folder {folder}"
-    )
+    click.echo(f"{res.written()}; model folder {folder}")

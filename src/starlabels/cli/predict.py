@@ -83,11 +83,7 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
             res = run_catalog(model, inputs, out, **kwargs)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"wrote {res.n_rows} rows to {res.path} ({res.units_computed} of {res.units_total} units "
-        f"computed now); {len(res.skipped)} input(s) skipped"
-        + (f", listed in {res.skipped_path}" if res.skipped else "")
-    )
+    click.echo(res.written())
     click.echo(res.summary())
     note = uncalibrated_note(res.flag_counts.get("UNCALIBRATED", 0), model, uncertainty)
     if note:

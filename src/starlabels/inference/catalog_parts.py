@@ -65,6 +65,12 @@ class CatalogResult:
         NONFINITE_OUTPUT (see :attr:`flag_counts` for every bit)."""
         return int(self.flag_counts.get("_PROBLEM_ROWS", 0))
 
+    def written(self) -> str:
+        """The line the CLI prints when the catalog is written: rows, units computed now, skips."""
+        return (f"wrote {self.n_rows} rows to {self.path} ({self.units_computed} of {self.units_total} units "
+                f"computed now); {len(self.skipped)} input(s) skipped"
+                + (f", listed in {self.skipped_path}" if self.skipped else ""))
+
     def summary(self) -> str:
         """One line per problem kind, for logs and the CLI."""
         kinds = [f"{n} {k}" for k, n in self.flag_counts.items() if not k.startswith("_") and n]
