@@ -28,11 +28,10 @@ def sigma_mad(values: np.ndarray, axis: int | None = None, *, ignore_nan: bool =
         # a slice without finite values gives NaN; it is filled with zeros first so that numpy has
         # nothing to warn about (warnings.catch_warnings would change process-wide state: not thread-safe)
         empty = ~finite.any(axis=axis, keepdims=True)
-        array = np.where(finite, array, np.nan)
-        array = np.where(empty, 0.0, array)
+        array = np.where(finite, array, np.where(empty, 0.0, np.nan))
         centre = np.nanmedian(array, axis=axis, keepdims=True)
         result = MAD_TO_SIGMA * np.nanmedian(np.abs(array - centre), axis=axis)
-        result = np.where(empty.reshape(np.shape(result)) if np.ndim(result) else empty.all(), np.nan, result)
+        result = np.where(empty.reshape(np.shape(result)), np.nan, result)
     else:
         centre = np.median(array, axis=axis, keepdims=True)
         result = MAD_TO_SIGMA * np.median(np.abs(array - centre), axis=axis)
