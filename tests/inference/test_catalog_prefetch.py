@@ -1,4 +1,5 @@
-"""Catalog runs read the next unit in a background thread: same catalog, real overlap, retries intact."""
+"""Catalog runs read and prepare the next unit in a background thread: same catalog, real overlap,
+retries intact."""
 
 from __future__ import annotations
 
@@ -43,15 +44,31 @@ def spy_reads(monkeypatch) -> list[tuple[int, str]]:
     return seen
 
 
+def spy_preparations(monkeypatch) -> list[str]:
+    """Record the thread name of every block prepared for the network."""
+    real, seen = catalogs.prepare_spectra, []
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalogs, "prepare_spectra", spy)
+    return seen
+
+
 def test_prefetched_catalog_is_bit_identical_and_read_in_the_background(
     raw_model_folder, inputs, tmp_path, monkeypatch
 ):
-    seen = spy_reads(monkeypatch)
+    seen, prepared = spy_reads(monkeypatch), spy_preparations(monkeypatch)
     plain = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "plain.parquet", prefetch=False, **KW)
     assert [i for i, _ in seen] == [0, 1, 2, 3] and {t for _, t in seen} == {"MainThread"}
+    assert prepared == ["MainThread"] * 4  # one block per unit
     seen.clear()
+    prepared.clear()
     ahead = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **KW)
     assert [i for i, _ in seen] == [0, 1, 2, 3] and {t for _, t in seen} == {"starlabels-prefetch"}
+    # the preprocessing runs in the reading thread too: the computing thread only runs the network
+    assert prepared == ["starlabels-prefetch"] * 4
     assert ahead.n_rows == plain.n_rows == 7 and ahead.skipped == plain.skipped
     a, b = catalogs.read_catalog(ahead.path), catalogs.read_catalog(plain.path)
     pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -223,6 +223,7 @@ def test_chunks_are_prepared_ahead_and_errors_stop_the_thread(make_model, monkey
     error in a later chunk's preparation or in the network surfaces from predict, and no prefetch
     thread is left behind either way."""
     from starlabels.inference import predict as predict_module
+    from starlabels.inference import prepared_spectra
 
     m = make_model("bcnn", 256)
     x = 1 + 0.1 * np.random.default_rng(3).normal(size=(10, 256))
@@ -237,7 +238,7 @@ def test_chunks_are_prepared_ahead_and_errors_stop_the_thread(make_model, monkey
     assert np.isnan(chunked.mean[4]).all()
     assert not _prefetch_threads()
 
-    real, calls = predict_module.prepare_chunk, []
+    real, calls = prepared_spectra.prepare_chunk, []
 
     def failing_second(*args, **kwargs):
         calls.append(1)
@@ -245,11 +246,11 @@ def test_chunks_are_prepared_ahead_and_errors_stop_the_thread(make_model, monkey
             raise RuntimeError("chunk 2 cannot be prepared")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "prepare_chunk", failing_second)
+    monkeypatch.setattr(prepared_spectra, "prepare_chunk", failing_second)
     with pytest.raises(RuntimeError, match="chunk 2"):
         starlabels.predict(m, x, e, preprocessed=True, uncertainty=None, options=PredictOptions(chunk_size=3))
     assert not _prefetch_threads()
-    monkeypatch.setattr(predict_module, "prepare_chunk", real)
+    monkeypatch.setattr(prepared_spectra, "prepare_chunk", real)
 
     def failing_network(*args, **kwargs):
         raise RuntimeError("network failed")

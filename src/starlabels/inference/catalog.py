@@ -39,10 +39,12 @@ How the writing works (the same scheme for every output format):
    skipped inputs are listed in ``<OUT>.skipped.tsv`` (``path<TAB>reason``). The parts folder is
    removed unless ``keep_parts``.
 
-Reading overlaps computing: while unit k is predicted, a background thread reads unit k+1 (files or
-HDF5 rows onto the model's grid; :func:`~starlabels.inference.prefetch.prefetched`). Reading draws
-no random numbers and a unit's seed depends only on the unit, so the catalog is bit-identical with
-``prefetch=False``; a unit whose read failed is read again in the computing thread by its retries.
+Reading overlaps computing: while the network runs on unit k, a background thread reads unit k+1
+(files or HDF5 rows onto the model's grid) and prepares it for the network (pixel rejection and the
+model's preprocessing: :func:`prepare_blocks`; :func:`~starlabels.inference.prefetch.prefetched`).
+Reading and preparing draw no random numbers and a unit's seed depends only on the unit, so the
+catalog is bit-identical with ``prefetch=False``; a unit whose read failed is read again in the
+computing thread by its retries.
 
 Where the pieces live: :mod:`~starlabels.inference.catalog_inputs` (inputs → units → blocks),
 :mod:`~starlabels.inference.catalog_columns` (rows of a Prediction),
@@ -91,6 +93,7 @@ from starlabels.inference.inference_model import InferenceModel, resolve
 from starlabels.inference.predict import predict
 from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prefetch import prefetched
+from starlabels.inference.prepared_spectra import prepare_spectra
 from starlabels.output_lock import OutputLock
 from starlabels.utils import progress
 
@@ -136,17 +139,18 @@ def predict_blocks(
     options = PredictOptions(calibrated=opts.pop("calibrated", True))
     frames = []
     for i, (_, b) in enumerate(sorted(blocks.items())):
-        if not b.flux:
+        if not b.meta:
             continue
-        flux = np.concatenate(b.flux)
-        error = np.concatenate(b.error)
-        bitmask = np.concatenate(b.bitmask) if b.bitmask else None
         meta = {k: [m[k] for m in b.meta] for k in (*ID_COLUMNS, "_ORDER")}
-        pre = b.kind == "pre"
-        pred = predict(
-            im, flux, error, bitmask=bitmask, preprocessed=pre, grid=None if pre else b.grid,
-            seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64), options=options, **opts,
-        )
+        if b.prepared is not None:
+            spectra: dict[str, Any] = {"flux": b.prepared}
+        else:
+            pre = b.kind == "pre"
+            spectra = {"flux": np.concatenate(b.flux), "error": np.concatenate(b.error),
+                       "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
+                       "grid": None if pre else b.grid}
+        pred = predict(im, **spectra, seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64),
+                       options=options, **opts)
         pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
         meta["SNR"] = pred.snr
         df = catalog_frame(pred, meta, im.name, im.version)
@@ -160,11 +164,36 @@ def predict_blocks(
     return df, skipped
 
 
+def prepare_blocks(im: InferenceModel, read: UnitRead) -> UnitRead:
+    """The blocks of a unit prepared for a network (checked and preprocessed:
+    :func:`~starlabels.inference.prepared_spectra.prepare_spectra`), their arrays dropped; a Cannon or
+    Payne model's blocks as they are. No random draws, so it runs in the reading thread."""
+    blocks, _ = read
+    if im.method is not None:
+        return read
+    for b in blocks.values():
+        if b.meta and b.prepared is None:
+            pre = b.kind == "pre"
+            b.prepared = prepare_spectra(
+                im, np.concatenate(b.flux), np.concatenate(b.error),
+                bitmask=np.concatenate(b.bitmask) if b.bitmask else None, preprocessed=pre,
+                grid=None if pre else b.grid,
+            )
+            b.flux, b.error, b.bitmask = [], [], []
+    return read
+
+
+def read_prepared_unit(unit: Unit, im: InferenceModel, settings: dict[str, Any]) -> UnitRead:
+    """A unit's inputs read (:func:`~starlabels.inference.catalog_inputs.read_unit`) and prepared for the
+    model (:func:`prepare_blocks`): everything before the network."""
+    return prepare_blocks(im, read_unit(unit, im, settings.get("resample")))
+
+
 def predict_unit(
     im: InferenceModel, unit: Unit, settings: dict[str, Any]
 ) -> tuple[Any, list[tuple[str, str]]]:
     """Read and predict one unit → (pandas DataFrame in catalog column order, skipped inputs)."""
-    return predict_blocks(im, unit, read_unit(unit, im, settings.get("resample")), settings)
+    return predict_blocks(im, unit, read_prepared_unit(unit, im, settings), settings)
 
 
 def run_unit(
@@ -173,7 +202,7 @@ def run_unit(
     """Predict one unit (from ``read``, its inputs already read, else reading them now) and store it in
     the parts folder ``pdir``; returns its number of rows."""
     if read is None:
-        read = read_unit(unit, im, settings.get("resample"))
+        read = read_prepared_unit(unit, im, settings)
     df, skipped = predict_blocks(im, unit, read, settings)
     return write_unit(pdir, unit, df, skipped)
 
@@ -200,11 +229,11 @@ def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[s
     return None
 
 
-def _read_ahead(im: InferenceModel, units: Sequence[Unit], resample: str | None) -> Iterator[tuple]:
-    """``(unit, its inputs read, or the unit error reading them raised)`` for each unit in order."""
+def _read_ahead(im: InferenceModel, units: Sequence[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
+    """``(unit, its inputs read and prepared, or the unit error that raised)`` for each unit in order."""
     for u in units:
         try:
-            yield u, read_unit(u, im, resample)
+            yield u, read_prepared_unit(u, im, settings)
         except UNIT_ERRORS as exc:  # retried by run_unit_safely in the computing thread
             yield u, exc
 
@@ -213,10 +242,10 @@ def run_units(
     im: InferenceModel, units: Sequence[Unit], pdir: Path, settings: dict[str, Any], *,
     prefetch: bool = True, progress_bar: bool = True,
 ) -> list[int | None]:
-    """Run and store ``units`` in order (:func:`run_unit_safely`), reading unit k+1 in a background
-    thread while unit k is computed when ``prefetch`` (same results either way). Returns each
-    unit's row count (None: failed as a whole)."""
-    reads = _read_ahead(im, units, settings.get("resample"))
+    """Run and store ``units`` in order (:func:`run_unit_safely`), reading and preparing unit k+1 in a
+    background thread while the network runs on unit k when ``prefetch`` (same results either way).
+    Returns each unit's row count (None: failed as a whole)."""
+    reads = _read_ahead(im, units, settings)
     if prefetch:
         reads = prefetched(reads, depth=PREFETCH_UNITS)
     if progress_bar:

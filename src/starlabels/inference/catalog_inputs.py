@@ -134,7 +134,9 @@ def plan_units(
 @dataclass
 class Block:
     """Spectra of one kind on one grid, ready for :func:`starlabels.predict`: ``kind`` ``"raw"`` or
-    ``"pre"`` (network input), per-row ``meta`` dicts (:data:`ID_COLUMNS` + ``_ORDER``)."""
+    ``"pre"`` (network input), per-row ``meta`` dicts (:data:`ID_COLUMNS` + ``_ORDER``);
+    ``prepared`` the same spectra as :class:`~starlabels.inference.prepared_spectra.PreparedSpectra`
+    once prepared for a network (then the arrays are dropped)."""
 
     kind: str
     grid: Any
@@ -143,6 +145,7 @@ class Block:
     bitmask: list[np.ndarray] = field(default_factory=list)
     resampled: list[np.ndarray] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)
+    prepared: Any = None
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.inference.inference_model import resolve
 from starlabels.inference.label_coverage import LabelCoverage, embed_input, fingerprint
-from starlabels.inference.prepare import prepare_chunk
+from starlabels.inference.prepared_spectra import iter_prepared
 
 __all__ = ["embeddings", "fit_coverage"]
 
@@ -41,10 +41,8 @@ def embeddings(
     out: np.ndarray | None = None
     valid = np.zeros(len(f), bool)
     snr = np.full(len(f), np.nan)
-    for a in range(0, len(f), chunk_size):
-        sl = slice(a, min(len(f), a + chunk_size))
-        bl = None if b is None else b[sl]
-        x, _, ok, snr[sl], _ = prepare_chunk(im, f[sl], e[sl], bl, preprocessed, has_error)
+    for sl, (x, _, ok, snr_chunk, _) in iter_prepared(im, f, e, b, preprocessed, has_error, None, chunk_size):
+        snr[sl] = snr_chunk
         valid[sl] = ok
         if not ok.any():
             continue

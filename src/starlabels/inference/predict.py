@@ -10,7 +10,8 @@ onto the model's grid when ``resample`` asks for it, else refused naming both gr
 ``PredictOptions.chunk_size`` rows (preprocessing + network), so memory stays bounded for any N;
 the next chunk is preprocessed in a background thread while the network runs on the current one
 (:func:`starlabels.inference.prefetch.prefetched`; preprocessing draws no random numbers, so the
-results are the same as one after the other).
+results are the same as one after the other). Spectra can also be prepared ahead of the call
+(:mod:`~starlabels.inference.prepared_spectra`), as catalog runs do in their reading thread.
 
 This module is the public function; the pieces behind it live in their own modules:
 :mod:`~starlabels.inference.inference_model` (loading/resolving a model),
@@ -53,7 +54,7 @@ from starlabels.inference.method_predict import predict_method
 from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prediction import Prediction
 from starlabels.inference.prefetch import prefetched
-from starlabels.inference.prepare import prepare_chunk
+from starlabels.inference.prepared_spectra import PreparedSpectra, iter_prepared, model_signature
 from starlabels.inference.uncertainty_calibration import calibration_info
 from starlabels.utils import get_device, progress
 
@@ -155,6 +156,9 @@ def predict(
         ``error`` is required for ``"noise"``/``"delta"``; without it SNR is unknown. ``flux`` may
         instead be a :class:`~starlabels.io.Spectrum` (or a specutils spectrum) or a list of them:
         their errors, bitmasks and wavelengths are used (give no ``error``/``bitmask``/``grid``).
+        Or :class:`~starlabels.inference.prepared_spectra.PreparedSpectra` from
+        :func:`~starlabels.inference.prepared_spectra.prepare_spectra` for this model (checked and
+        preprocessed earlier, e.g. in a reading thread; same results).
     uncertainty:
         Not given: the model's own method (:func:`default_uncertainty`: the one it was calibrated
         for; MC dropout for the BCNN, noise realisations for APOGEE Net — without ``error``, a
@@ -203,6 +207,8 @@ def predict(
     if by_default:
         uncertainty = default_uncertainty(im)
     if im.method is not None:
+        if isinstance(flux, PreparedSpectra):
+            raise InputDataError(f"a {im.method} model takes the spectra themselves, not PreparedSpectra")
         return predict_method(
             im, flux, error, uncertainty=uncertainty, bitmask=bitmask, device=device,
             preprocessed=preprocessed, seed=seed, snr=snr, wavelength=wavelength, grid=grid,
@@ -233,14 +239,25 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    f, e, b, has_error, in_grid, resampled = grid_input.model_inputs(
-        im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
-    )
+    if isinstance(flux, PreparedSpectra):
+        _check_prepared(im, flux, error, bitmask, wavelength, grid, preprocessed, resample)
+        chunks, n, has_error, resampled = (c for c in flux.chunks), flux.n, flux.has_error, flux.resampled
+        n_chunks = len(flux.chunks)
+    else:
+        f, e, b, has_error, in_grid, resampled = grid_input.model_inputs(
+            im, flux, error, bitmask, preprocessed, wavelength=wavelength, grid=grid, resample=resample
+        )
+        n = f.shape[0]
+        n_chunks = -(-n // max(1, int(options.chunk_size)))
+        # chunk k+1 is prepared in a thread while chunk k runs (no random draws there)
+        chunks = iter_prepared(im, f, e, b, preprocessed, has_error, in_grid, options.chunk_size)
+        if n_chunks > 1:
+            chunks = prefetched(chunks, depth=1)
     if by_default and uncertainty in ("noise", "delta") and not has_error:
         uncertainty = None  # the model's own method needs errors; none were given
     if uncertainty in ("noise", "delta") and not has_error:
         raise InputDataError(f"uncertainty={uncertainty!r} needs per-pixel errors (error=...)")
-    n, L = f.shape[0], len(im.label_names)
+    L = len(im.label_names)
     snr_given = None if snr is None else np.asarray(snr, np.float64).reshape(-1)
     if snr_given is not None and snr_given.shape[0] != n:
         raise InputDataError(f"snr has {snr_given.shape[0]} values for {n} spectra")
@@ -256,19 +273,8 @@ def predict(
     shift = np.full(n, np.nan)
     gen = uncertainty_methods.call_generator(dev, seed)  # one per call: every random draw below comes from it
 
-    chunk_size = max(1, int(options.chunk_size))
-    steps = range(0, n, chunk_size)
-
-    def prepared():  # chunk k+1 is prepared in a thread while chunk k runs (no random draws there)
-        for start in steps:
-            sl = slice(start, min(n, start + chunk_size))
-            yield sl, prepare_chunk(
-                im, f[sl], e[sl], None if b is None else b[sl], preprocessed, has_error, in_grid
-            )
-
-    chunks = prefetched(prepared(), depth=1) if len(steps) > 1 else prepared()
     with contextlib.closing(chunks):  # an exception below stops the prefetch thread at once
-        for sl, (x, xe, ok, snr_c, masked_c) in progress(chunks, desc="predict", total=len(steps),
+        for sl, (x, xe, ok, snr_c, masked_c) in progress(chunks, desc="predict", total=n_chunks,
                                                           unit="chunk"):
             valid[sl], snr_all[sl], masked[sl] = ok, snr_c, masked_c
             if not ok.any():
@@ -305,6 +311,17 @@ def predict(
     with np.errstate(invalid="ignore"):
         pred.flags[shift > 1.0] |= flag_bits.bit("DOMAIN_SHIFT")
     return pred
+
+
+def _check_prepared(im, prepared: PreparedSpectra, *given: Any) -> None:
+    """Prepared spectra come alone (no error/bitmask/grid/preprocessed/resample) and for this model."""
+    if any(g is not None and g is not False for g in given):
+        raise InputDataError("give PreparedSpectra alone: they were checked and preprocessed by "
+                             "prepare_spectra (no error=, bitmask=, wavelength=, grid=, preprocessed= "
+                             "or resample=)")
+    if prepared.signature != model_signature(im):
+        raise InputDataError("these PreparedSpectra were prepared for another model (pixel count or "
+                             "preprocessing differ); prepare them with this model")
 
 
 def _run(phys, x, e, method, n_samples, batch_size, gen, error_cap):
