@@ -54,6 +54,7 @@ from starlabels.io.apogee_fits import (
 )
 from starlabels.io.apvisit import ApVisitSpectrum, read_apvisit, resample_to_apstar
 from starlabels.io.fits_file import native, open_fits
+from starlabels.io.fits_source import FitsSource, read_fits
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -61,6 +62,7 @@ __all__ = [
     "ApStarSpectrum",
     "ApVisitSpectrum",
     "AspcapSpectrum",
+    "apstar_from_source",
     "flag_nonfinite",
     "read_allstar",
     "read_apstar",
@@ -154,68 +156,76 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
     """
     if isinstance(row, bool) or not (isinstance(row, int | np.integer) or row in ("combined", "visits")):
         raise ValueError(f"row must be 'combined', 'visits' or an int, got {row!r}")
-    with open_fits(path, "apStar") as hdul:
-        if len(hdul) < 4:
-            raise InputFileError(
-                path, f"not an apStar file: {len(hdul)} HDU(s), expected at least 4 "
-                      "(header, flux, error, bitmask); or the file is truncated"
-            )
-        arrays = [image_data(hdul, i, path, n) for i, n in ((1, "flux"), (2, "error"), (3, "bitmask"))]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise InputFileError(path, f"HDU1–3 shapes differ: {[a.shape for a in arrays]}")
-        shape = arrays[0].shape
-        if len(shape) not in (1, 2) or shape[-1] != N_APSTAR:
-            raise InputFileError(
-                path, f"not an apStar file: HDU1 has shape {shape}, expected (8575,) or "
-                      f"(n_rows, {N_APSTAR})"
-            )
-        if not np.issubdtype(arrays[2].dtype, np.integer):
-            raise InputFileError(path, f"HDU3 (bitmask) has dtype {arrays[2].dtype}, expected integers")
-        primary = hdul[0].header
-        n_rows = 1 if len(shape) == 1 else shape[0]
-        nvisits = header_int(primary, "NVISITS")
+    return read_fits(path, "apStar", lambda source: apstar_from_source(source, row))
 
-        if row == "combined":
-            sel: int | slice = 0
-        elif row == "visits":
-            sel = _visit_rows(n_rows, nvisits, path)
+
+def apstar_from_source(source: FitsSource, row: str | int = "combined") -> ApStarSpectrum:
+    """:func:`read_apstar` on an open file (either backend of :mod:`starlabels.io.fits_source`).
+
+    Reads the headers of HDU0–3 and, of HDU1–3, only the rows ``row`` selects.
+    """
+    path = source.path
+    n_hdus = len(source)
+    if n_hdus < 4:
+        raise InputFileError(
+            path, f"not an apStar file: {n_hdus} HDU(s), expected at least 4 "
+                  "(header, flux, error, bitmask); or the file is truncated"
+        )
+    names = ((1, "flux"), (2, "error"), (3, "bitmask"))
+    shapes = [source.image_shape(i, n) for i, n in names]
+    if len(set(shapes)) != 1:
+        raise InputFileError(path, f"HDU1–3 shapes differ: {shapes}")
+    shape = shapes[0]
+    if len(shape) not in (1, 2) or shape[-1] != N_APSTAR:
+        raise InputFileError(
+            path, f"not an apStar file: HDU1 has shape {shape}, expected (8575,) or "
+                  f"(n_rows, {N_APSTAR})"
+        )
+    primary = source.header(0)
+    n_rows = 1 if len(shape) == 1 else shape[0]
+    nvisits = header_int(primary, "NVISITS")
+
+    if row == "combined":
+        sel: int | slice = 0
+    elif row == "visits":
+        sel = _visit_rows(n_rows, nvisits, path)
+    else:
+        r = int(row)
+        if not -n_rows <= r < n_rows:
+            raise InputFileError(path, f"row {r} out of range: the file has {n_rows} row(s)")
+        sel = r % n_rows
+    try:
+        if len(shape) == 1:
+            flux, error, mask = (source.image(i, n)[None, :][sel] for i, n in names)
         else:
-            r = int(row)
-            if not -n_rows <= r < n_rows:
-                raise InputFileError(path, f"row {r} out of range: the file has {n_rows} row(s)")
-            sel = r % n_rows
-        try:
-            if len(shape) == 1:
-                flux, error, mask = (a[None, :][sel] for a in arrays)
-            else:
-                flux, error, mask = (a[sel] for a in arrays)
-            flux, error = native(flux), native(error)
-            mask = native(mask, np.int64)
-        except (TypeError, ValueError, OSError) as e:  # short data behind a complete header
-            raise InputFileError(
-                path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"
-            ) from e
-        wavelength = wcs_wavelength(hdul[1].header, primary, N_APSTAR)
+            flux, error, mask = (source.image(i, n, sel) for i, n in names)
+        flux, error, mask = native(flux), native(error), native(mask)  # (memory-mapped data are read here)
+    except (TypeError, ValueError, OSError) as e:  # short data behind a complete header
+        raise InputFileError(
+            path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"
+        ) from e
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise InputFileError(path, f"HDU3 (bitmask) has dtype {mask.dtype}, expected integers")
+    wavelength = wcs_wavelength(source.header(1), primary, N_APSTAR)
 
-        if nvisits < 0:
-            nvisits = n_rows - 2 if n_rows >= 3 else 1
-        meta: dict[str, Any] = {
-            "APOGEE_ID": header_str(primary, "OBJID") or apogee_id_from_name(path),
-            "RA": header_float(primary, "RA"),
-            "DEC": header_float(primary, "DEC"),
-            "SNR": header_float(primary, "SNR"),
-            "VHELIO": header_float(primary, "VHELIO"),
-            "NVISITS": nvisits,
-            "J": header_float(primary, "J"),
-            "H": header_float(primary, "H"),
-            "K": header_float(primary, "K"),
-            "FIELD": header_str(primary, "FIELD"),
-            "STARFLAG": header_int(primary, "STARFLAG", 0),
-            "ROW": row if isinstance(row, str) else int(row),
-            "N_ROWS": n_rows,
-            "FILE": str(path),
-        }
+    if nvisits < 0:
+        nvisits = n_rows - 2 if n_rows >= 3 else 1
+    meta: dict[str, Any] = {
+        "APOGEE_ID": header_str(primary, "OBJID") or apogee_id_from_name(path),
+        "RA": header_float(primary, "RA"),
+        "DEC": header_float(primary, "DEC"),
+        "SNR": header_float(primary, "SNR"),
+        "VHELIO": header_float(primary, "VHELIO"),
+        "NVISITS": nvisits,
+        "J": header_float(primary, "J"),
+        "H": header_float(primary, "H"),
+        "K": header_float(primary, "K"),
+        "FIELD": header_str(primary, "FIELD"),
+        "STARFLAG": header_int(primary, "STARFLAG", 0),
+        "ROW": row if isinstance(row, str) else int(row),
+        "N_ROWS": n_rows,
+        "FILE": str(path),
+    }
     return ApStarSpectrum(flux, error, flag_nonfinite(flux, error, mask), wavelength, meta)
 
 
@@ -235,53 +245,59 @@ def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
         InputFileError: missing/truncated/non-FITS file, fewer than 3 HDUs, arrays of a length
             no APOGEE grid has, or flux/error shapes that differ.
     """
+    with open_fits(path, "aspcapStar") as hdul:
+        return aspcapstar_from_hdul(hdul, path)
+
+
+def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpectrum:
+    """:func:`read_aspcapstar` on an already open file (``hdul`` from
+    :func:`~starlabels.io.fits_file.open_fits`)."""
     from astropy.io import fits
 
-    with open_fits(path, "aspcapStar") as hdul:
-        if len(hdul) < 3:
-            raise InputFileError(
-                path, f"not an aspcapStar file: {len(hdul)} HDU(s), expected at least 3 "
-                      "(header, flux, error)"
-            )
-        flux = image_data(hdul, 1, path, "flux")
-        error = image_data(hdul, 2, path, "error")
-        if flux.ndim == 2 and flux.shape[0] == 1:
-            flux, error = flux[0], error.reshape(-1) if error.ndim == 2 else error
-        if flux.ndim != 1 or flux.shape != error.shape:
-            raise InputFileError(path, f"flux {flux.shape} / error {error.shape}: expected equal 1-D arrays")
-        grid = _APOGEE_GRIDS.get(int(flux.shape[0]))
-        if grid is None:
-            sizes = {g.name: n for n, g in _APOGEE_GRIDS.items()}
-            raise InputFileError(path, f"not an aspcapStar spectrum: {flux.shape[0]} pixels; APOGEE grids "
-                                       f"have {sizes}")
-        model = None
-        if len(hdul) > 3 and isinstance(hdul[3], fits.ImageHDU) and hdul[3].data is not None:
-            m = hdul[3].data
-            if m.shape[-1] == flux.shape[0]:
-                model = native(m.reshape(-1)[: flux.shape[0]])
-        try:
-            flux, error = native(flux), native(error)
-        except (TypeError, ValueError) as e:
-            raise InputFileError(path, f"cannot read the spectrum ({e}); truncated?") from e
-        primary, h1 = hdul[0].header, hdul[1].header
-        if grid.name == "apstar":
-            wavelength = wcs_wavelength(h1, primary, grid.n_pixels)
-        else:  # a sub-grid of apStar pixels: no single WCS describes it
-            wavelength = grid.wavelength.copy()
-
-        meta: dict[str, Any] = {}
-        if len(hdul) > 4 and isinstance(hdul[4], fits.BinTableHDU) and len(hdul[4].data):
-            rec = hdul[4].data[0]
-            for col in hdul[4].columns:
-                v = rec[col.name]
-                if isinstance(v, bytes | str):
-                    meta[col.name.upper()] = (v.decode() if isinstance(v, bytes) else v).strip()
-                elif np.ndim(v) == 0:
-                    meta[col.name.upper()] = v.item() if hasattr(v, "item") else v
-        meta["APOGEE_ID"] = (
-            header_str(primary, "OBJID") or str(meta.get("APOGEE_ID", "")) or apogee_id_from_name(path)
+    if len(hdul) < 3:
+        raise InputFileError(
+            path, f"not an aspcapStar file: {len(hdul)} HDU(s), expected at least 3 "
+                  "(header, flux, error)"
         )
-        meta["FILE"] = str(path)
-        meta["GRID"] = grid.name
+    flux = image_data(hdul, 1, path, "flux")
+    error = image_data(hdul, 2, path, "error")
+    if flux.ndim == 2 and flux.shape[0] == 1:
+        flux, error = flux[0], error.reshape(-1) if error.ndim == 2 else error
+    if flux.ndim != 1 or flux.shape != error.shape:
+        raise InputFileError(path, f"flux {flux.shape} / error {error.shape}: expected equal 1-D arrays")
+    grid = _APOGEE_GRIDS.get(int(flux.shape[0]))
+    if grid is None:
+        sizes = {g.name: n for n, g in _APOGEE_GRIDS.items()}
+        raise InputFileError(path, f"not an aspcapStar spectrum: {flux.shape[0]} pixels; APOGEE grids "
+                                   f"have {sizes}")
+    model = None
+    if len(hdul) > 3 and isinstance(hdul[3], fits.ImageHDU) and hdul[3].data is not None:
+        m = hdul[3].data
+        if m.shape[-1] == flux.shape[0]:
+            model = native(m.reshape(-1)[: flux.shape[0]])
+    try:
+        flux, error = native(flux), native(error)
+    except (TypeError, ValueError) as e:
+        raise InputFileError(path, f"cannot read the spectrum ({e}); truncated?") from e
+    primary, h1 = hdul[0].header, hdul[1].header
+    if grid.name == "apstar":
+        wavelength = wcs_wavelength(h1, primary, grid.n_pixels)
+    else:  # a sub-grid of apStar pixels: no single WCS describes it
+        wavelength = grid.wavelength.copy()
+
+    meta: dict[str, Any] = {}
+    if len(hdul) > 4 and isinstance(hdul[4], fits.BinTableHDU) and len(hdul[4].data):
+        rec = hdul[4].data[0]
+        for col in hdul[4].columns:
+            v = rec[col.name]
+            if isinstance(v, bytes | str):
+                meta[col.name.upper()] = (v.decode() if isinstance(v, bytes) else v).strip()
+            elif np.ndim(v) == 0:
+                meta[col.name.upper()] = v.item() if hasattr(v, "item") else v
+    meta["APOGEE_ID"] = (
+        header_str(primary, "OBJID") or str(meta.get("APOGEE_ID", "")) or apogee_id_from_name(path)
+    )
+    meta["FILE"] = str(path)
+    meta["GRID"] = grid.name
     mask = flag_nonfinite(flux, error, np.zeros(flux.shape, np.int64))
     return AspcapSpectrum(flux, error, model, mask, wavelength, grid.name, meta)

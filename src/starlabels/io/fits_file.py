@@ -18,7 +18,8 @@ import numpy as np
 
 from starlabels.errors import InputFileError
 
-__all__ = ["FITS_BLOCK", "is_fits", "native", "open_fits", "read_bintable"]
+__all__ = ["FITS_BLOCK", "check_fits_file", "is_compressed", "is_fits", "native", "open_fits",
+           "read_bintable"]
 
 FITS_BLOCK = 2880
 _COMPRESSED = (".gz", ".bz2", ".fz", ".zip")
@@ -63,11 +64,18 @@ def _data_end(hdul: Any, index: int) -> int:
     return int(offset) + int(size)
 
 
-@contextlib.contextmanager
-def open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
-    """Open a FITS file; every failure becomes an InputFileError naming file and problem."""
-    from astropy.io import fits
+def is_compressed(path: str | os.PathLike[str]) -> bool:
+    """True for names ending in a compression suffix (``.gz``, ``.bz2``, ``.fz``, ``.zip``)."""
+    return Path(path).suffix.lower() in _COMPRESSED
 
+
+def check_fits_file(path: str | os.PathLike[str], what: str) -> int:
+    """The size in bytes of a file that may be FITS, after the checks that need no parsing.
+
+    Raises:
+        InputFileError: missing, a folder, empty, or (uncompressed) not starting with the FITS
+            signature or not a whole number of 2880-byte blocks.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFileError(p, f"{what} file does not exist")
@@ -76,8 +84,7 @@ def open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
     size = p.stat().st_size
     if size == 0:
         raise InputFileError(p, "file is empty")
-    compressed = p.suffix.lower() in _COMPRESSED
-    if not compressed:
+    if not is_compressed(p):
         with open(p, "rb") as fh:
             head = fh.read(9)
         if head != b"SIMPLE  =":
@@ -87,6 +94,17 @@ def open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
                 p, f"truncated FITS file: {size} bytes is not a multiple of the {FITS_BLOCK}-byte "
                    "FITS block"
             )
+    return size
+
+
+@contextlib.contextmanager
+def open_fits(path: str | os.PathLike[str], what: str) -> Iterator[Any]:
+    """Open a FITS file; every failure becomes an InputFileError naming file and problem."""
+    from astropy.io import fits
+
+    p = Path(path)
+    size = check_fits_file(p, what)
+    compressed = is_compressed(p)
     try:
         hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
     except Exception as e:  # astropy raises OSError/ValueError/... for corrupt files

@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.apogee import read_aspcapstar
+from starlabels.io.apogee import aspcapstar_from_hdul
 from starlabels.io.apvisit import read_apvisit
 from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
-from starlabels.io.sdss_v import mwm_from_hdul, mwm_kind, read_apstar_spectra
+from starlabels.io.fits_source import AstropySource, DirectSource, FitsSource, NeedsAstropyError, read_fits
+from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_hdul, mwm_kind
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra, table_kind
 
@@ -53,41 +54,42 @@ FORMATS: tuple[str, ...] = ("mwmStar", "mwmVisit", "boss-spec", "apStar", "apSta
 _APOGEE_LENGTHS = (8575, 7514, 7214)
 
 
-def _image_info(hdu: Any) -> tuple[int, tuple[int, ...]] | None:
-    """(BITPIX, shape in numpy order) of an image HDU from its header, or None."""
-    from astropy.io import fits
+def _identify(source: FitsSource) -> str | None:
+    """The format of an open FITS file (None: none of the FITS formats above but ``table-fits``).
 
-    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-        return None
-    h = hdu.header
-    naxis = int(h.get("ZNAXIS", h.get("NAXIS", 0)))
-    prefix = "ZNAXIS" if "ZNAXIS" in h else "NAXIS"
-    shape = tuple(int(h.get(f"{prefix}{i}", 0)) for i in range(naxis, 0, -1))
-    return int(h.get("ZBITPIX", h.get("BITPIX", 0))), shape
-
-
-def _identify_fits(hdul: Any) -> str | None:
-    kind = mwm_kind(hdul)
-    if kind is not None:
-        return kind
-    if is_boss_spec(hdul):
-        return "boss-spec"
-    n = len(hdul)
-    one = _image_info(hdul[1]) if n > 1 else None
+    A :class:`DirectSource` identifies the image formats; it raises :class:`NeedsAstropyError` for files
+    whose HDU1 is a table (mwm, BOSS spec, tables: their readers use astropy), files with V_ASTRA,
+    and files it cannot name (so that astropy describes them in the error).
+    """
+    direct = not isinstance(source, AstropySource)
+    if not direct:
+        kind = mwm_kind(source.hdul)
+        if kind is not None:
+            return kind
+        if is_boss_spec(source.hdul):
+            return "boss-spec"
+    n = len(source)
+    one = source.image_info(1) if n > 1 else None
+    if direct and ("V_ASTRA" in source.header(0) or (n > 1 and one is None)):
+        raise NeedsAstropyError
+    fmt = None
     if one is not None and one[1]:
         _bitpix, shape = one
-        three = _image_info(hdul[3]) if n > 3 else None
+        three = source.image_info(3) if n > 3 else None
         three_int = three is not None and three[0] > 0 and three[1] == shape
         if n >= 4 and shape[-1] == 8575 and len(shape) in (1, 2) and three_int:
-            primary = hdul[0].header
-            return "apStar-sdss5" if ("HEALPIX" in primary or "APRED" in primary) else "apStar"
-        if (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)) and shape[-1] in _APOGEE_LENGTHS \
+            primary = source.header(0)
+            fmt = "apStar-sdss5" if ("HEALPIX" in primary or "APRED" in primary) else "apStar"
+        elif (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)) and shape[-1] in _APOGEE_LENGTHS \
                 and not three_int:
-            return "aspcapStar"
-        four = _image_info(hdul[4]) if n > 4 else None
-        if len(shape) == 2 and four is not None and four[1] == shape and four[0] < 0:
-            return "apVisit"
-    return None
+            fmt = "aspcapStar"
+        else:
+            four = source.image_info(4) if n > 4 else None
+            if len(shape) == 2 and four is not None and four[1] == shape and four[0] < 0:
+                fmt = "apVisit"
+    if fmt is None and direct:
+        raise NeedsAstropyError
+    return fmt
 
 
 def identify_format(path: str | os.PathLike[str]) -> str:
@@ -103,8 +105,13 @@ def identify_format(path: str | os.PathLike[str]) -> str:
     if p.is_dir():
         raise InputFileError(p, "is a directory, not a spectrum file")
     if is_fits(p):
+        try:
+            with DirectSource.open(p, "spectrum") as source:
+                return str(_identify(source))
+        except NeedsAstropyError:
+            pass
         with open_fits(p, "spectrum") as hdul:
-            fmt = _identify_fits(hdul)
+            fmt = _identify(AstropySource(hdul, p))
             described = ", ".join(f"HDU{i} {type(h).__name__}"
                                   f"{' ' + str(h.header.get('EXTNAME')) if h.header.get('EXTNAME') else ''}"
                                   for i, h in enumerate(hdul[:6]))
@@ -152,8 +159,8 @@ def _apvisit(path: Path, rest_frame: bool, velocity: float | None) -> list[Spect
     return [Spectrum("apogee", v.wavelength, v.flux, v.error, v.bitmask, meta)]
 
 
-def _aspcapstar(path: Path) -> list[Spectrum]:
-    a = read_aspcapstar(path)
+def _aspcapstar(hdul: Any, path: Path) -> list[Spectrum]:
+    a = aspcapstar_from_hdul(hdul, path)
     meta = dict(a.meta)
     meta.update(HDU=1, FORMAT="aspcapStar", NORMALISED=True)
     return [Spectrum("apogee", a.wavelength, a.flux, a.error, a.bitmask, meta)]
@@ -188,21 +195,32 @@ def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True
 
         raise InputDataError(f"read_spectra takes a path or spectra, got {type(source).__name__}")
     path = Path(source)
-    if path.is_file() and is_fits(path):
-        with open_fits(path, "spectrum") as hdul:  # one open for the SDSS-V tables
-            fmt = _identify_fits(hdul)
-            if fmt in ("mwmStar", "mwmVisit"):
-                return mwm_from_hdul(hdul, path)
-            if fmt == "boss-spec":
-                return boss_from_hdul(hdul, path)
-    fmt = identify_format(path)
-    if fmt in ("apStar", "apStar-sdss5"):
-        return read_apstar_spectra(path, rows=rows)
-    if fmt == "aspcapStar":
-        return _aspcapstar(path)
-    if fmt == "apVisit":
-        return _apvisit(path, rest_frame, velocity)
+    if path.is_file() and is_fits(path):  # one open (two where the fast reader hands over to astropy)
+        got = read_fits(path, "spectrum", lambda fits_source: _from_fits(fits_source, rows))
+        if isinstance(got, list):
+            return got
+        if got == "apVisit":
+            return _apvisit(path, rest_frame, velocity)
+    identify_format(path)  # tables (FITS, NPZ, CSV); anything else raises, naming what it found
     return read_table_spectra(path, instrument=instrument)
+
+
+def _from_fits(source: FitsSource, rows: str) -> list[Spectrum] | str | None:
+    """The spectra of an open FITS file, or the format name of those read by path (apVisit) or
+    None (tables, and files of no format, which :func:`read_table_spectra` reports)."""
+    fmt = _identify(source)
+    if fmt in ("apStar", "apStar-sdss5"):
+        return apstar_spectra_from_source(source, rows=rows)
+    if isinstance(source, AstropySource):
+        if fmt in ("mwmStar", "mwmVisit"):
+            return mwm_from_hdul(source.hdul, source.path)
+        if fmt == "boss-spec":
+            return boss_from_hdul(source.hdul, source.path)
+        if fmt == "aspcapStar":
+            return _aspcapstar(source.hdul, Path(source.path))
+    elif fmt == "aspcapStar":
+        raise NeedsAstropyError  # read through astropy (its ASPCAP table)
+    return fmt
 
 
 def _files(paths: Iterable[str | os.PathLike[str]], recursive: bool) -> Iterable[Path]:

@@ -37,11 +37,13 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.apogee import read_apstar
+from starlabels.io.apogee import apstar_from_source
 from starlabels.io.fits_file import open_fits, plain_value, read_bintable
+from starlabels.io.fits_source import FitsSource, read_fits
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
-__all__ = ["MWM_EXTENSIONS", "mwm_from_hdul", "mwm_kind", "read_apstar_spectra", "read_mwm"]
+__all__ = ["MWM_EXTENSIONS", "apstar_spectra_from_source", "mwm_from_hdul", "mwm_kind", "read_apstar_spectra",
+           "read_mwm"]
 
 #: Extension names of mwmStar/mwmVisit files, in file order (HDU1–4).
 MWM_EXTENSIONS: tuple[str, ...] = ("BOSS/APO", "BOSS/LCO", "APOGEE/APO", "APOGEE/LCO")
@@ -217,19 +219,25 @@ def read_apstar_spectra(path: str | os.PathLike[str], rows: str = "combined") ->
     """
     if rows not in ("combined", "visits"):
         raise ValueError(f"rows must be 'combined' or 'visits', got {rows!r}")
-    spec = read_apstar(path, row=rows)
-    with open_fits(path, "apStar") as hdul:
-        primary = hdul[0].header
-        sdss5 = "HEALPIX" in primary or "APRED" in primary
-        extra: dict[str, Any] = {"HDU": 1, "FORMAT": "apStar-sdss5" if sdss5 else "apStar"}
-        tel = _telescope_from_header(primary, path)
-        if tel:
-            extra["TELESCOPE"] = tel
-        if sdss5:
-            for key, name in (("HEALPIX", "HEALPIX"), ("APRED", "APRED"), ("CATID", "CATALOGID"),
-                              ("VRAD", "VRAD"), ("SDSS_ID", "SDSS_ID")):
-                if key in primary:
-                    extra[name] = _header_scalar(primary, key)
+    return read_fits(path, "apStar", lambda source: apstar_spectra_from_source(source, rows))
+
+
+def apstar_spectra_from_source(source: FitsSource, rows: str = "combined") -> list[Spectrum]:
+    """:func:`read_apstar_spectra` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
+    if rows not in ("combined", "visits"):
+        raise ValueError(f"rows must be 'combined' or 'visits', got {rows!r}")
+    spec = apstar_from_source(source, row=rows)
+    primary = source.header(0)
+    sdss5 = "HEALPIX" in primary or "APRED" in primary
+    extra: dict[str, Any] = {"HDU": 1, "FORMAT": "apStar-sdss5" if sdss5 else "apStar"}
+    tel = _telescope_from_header(primary, source.path)
+    if tel:
+        extra["TELESCOPE"] = tel
+    if sdss5:
+        for key, name in (("HEALPIX", "HEALPIX"), ("APRED", "APRED"), ("CATID", "CATALOGID"),
+                          ("VRAD", "VRAD"), ("SDSS_ID", "SDSS_ID")):
+            if key in primary:
+                extra[name] = _header_scalar(primary, key)
     flux = np.atleast_2d(spec.flux)
     error = np.atleast_2d(spec.error)
     bits = np.atleast_2d(spec.bitmask)
