@@ -1,0 +1,237 @@
+"""The direct FITS backend (io/fits_source.py) against astropy: the same header values and
+bit-identical arrays on fixtures and on the real DR17 files, the same apStar spectra from the one
+reader on either backend, and the hand-over to astropy for what the direct backend does not read."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from starlabels.errors import InputFileError
+from starlabels.io import identify_format, read_apstar, read_spectra, write_apstar, write_aspcapstar
+from starlabels.io.apogee import apstar_from_source
+from starlabels.io.fits_file import open_fits
+from starlabels.io.fits_source import AstropySource, DirectSource, NeedsAstropyError
+from starlabels.io.read import _identify
+from starlabels.io.sdss_v import apstar_spectra_from_source
+
+REAL_APSTAR = "real/apStar-dr17-2M19485057+5005279.fits"
+REAL_APVISIT = "real/apVisit-r13-9518-57729-104.fits"
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def _compare_backends(path) -> set[str]:
+    """Assert equal HDU counts, image infos, header values and image bytes; return the keywords the
+    direct backend left to astropy."""
+    left: set[str] = set()
+    with fits.open(path) as hdul, DirectSource.open(path, "test") as direct:
+        theirs = AstropySource(hdul, path)
+        assert len(direct) == len(theirs)
+        for i in range(len(direct)):
+            assert direct.image_info(i) == theirs.image_info(i), i
+            header, reference = direct.header(i), hdul[i].header
+            keys = {k for k in reference if k not in ("", "COMMENT", "HISTORY")}
+            assert keys <= set(header), keys - set(header)
+            for key in header:
+                try:
+                    value = header[key]
+                except NeedsAstropyError:
+                    left.add(key)
+                    continue
+                assert _same_value(value, reference[key]), (i, key, value, reference[key])
+                assert key in header and _same_value(header.get(key), value)
+            info = direct.image_info(i)
+            if info is not None and info[1] and hdul[i].data is not None:
+                ours, data = direct.image(i, "x"), hdul[i].data
+                assert ours.dtype == data.dtype and ours.shape == data.shape
+                assert ours.tobytes() == data.tobytes(), i  # bit-identical, NaN payloads included
+                if data.ndim == 2 and data.shape[0] > 2:
+                    assert direct.image(i, "x", 1).tobytes() == data[1].tobytes()
+                    assert direct.image(i, "x", slice(1, 3)).tobytes() == data[1:3].tobytes()
+    return left
+
+
+def _both(path, row="combined"):
+    with DirectSource.open(path, "apStar") as direct:
+        ours = apstar_from_source(direct, row)
+    with open_fits(path, "apStar") as hdul:
+        theirs = apstar_from_source(AstropySource(hdul, path), row)
+    return ours, theirs
+
+
+def _assert_same_apstar(a, b):
+    for name in ("flux", "error", "bitmask", "wavelength"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+    assert a.meta.keys() == b.meta.keys()
+    for k in a.meta:
+        assert _same_value(a.meta[k], b.meta[k]), k
+
+
+@pytest.fixture
+def visits_file(tmp_path, star):
+    rng = np.random.default_rng(5)
+    visits = ((1000 + rng.standard_normal((3, 8575))).astype(np.float32),
+              (10 + rng.random((3, 8575))).astype(np.float32),
+              rng.integers(0, 1 << 14, (3, 8575)).astype(np.int32))
+    return write_apstar(tmp_path / "apStar-dr17-2M00000001+0000001.fits", star["flux"], star["error"],
+                        star["bitmask"], {**star["meta"], "NRES": " 5.00 4.25", "NOTE": "it's"},
+                        visits=visits)
+
+
+def test_written_apstar_same_on_both_backends(visits_file):
+    assert _compare_backends(visits_file) == set()
+    for row in ("combined", "visits", 1, -1):
+        _assert_same_apstar(*_both(visits_file, row))
+    (ours,) = read_spectra(visits_file)  # the direct path
+    with open_fits(visits_file, "apStar") as hdul:
+        (theirs,) = apstar_spectra_from_source(AstropySource(hdul, visits_file))
+    for name in ("flux", "error", "bitmask", "wavelength"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+    assert ours.meta.keys() == theirs.meta.keys()
+    assert all(_same_value(ours.meta[k], theirs.meta[k]) for k in ours.meta)
+
+
+def test_real_dr17_files_same_on_both_backends(shared_data):
+    apstar = shared_data / REAL_APSTAR
+    assert _compare_backends(apstar) == set()  # every card of the real file read directly
+    for row in ("combined", "visits"):
+        _assert_same_apstar(*_both(apstar, row))
+    with DirectSource.open(apstar, "x") as direct:
+        assert _identify(direct) == "apStar"
+    apvisit = shared_data / REAL_APVISIT
+    # the one long string (SYNTHFIL … CONTINUE) is left to astropy, every other card is read directly
+    assert _compare_backends(apvisit) == {"SYNTHFIL", "CONTINUE"}
+    with DirectSource.open(apvisit, "x") as direct:
+        assert _identify(direct) == "apVisit"
+
+
+@pytest.mark.parametrize("release", ["DR17", "DR19"])
+def test_data_model_apstar_same_on_both_backends(tmp_path, datamodel, release):
+    hdus = datamodel.hdus("apStar", release)
+    cards = datamodel.cards(hdus[1])
+    shape = (int(cards["NAXIS2"]), int(cards["NAXIS1"]))
+    rng = np.random.default_rng(11)
+    flux = rng.normal(1000, 10, shape)
+    flux[0, :4] = np.nan
+    images = {1: flux, 2: rng.uniform(1, 2, shape), 3: rng.integers(0, 1 << 14, shape).astype(np.int32)}
+    path = tmp_path / "x.fits"
+    datamodel.hdulist("apStar", release, images=images).writeto(path)
+    _compare_backends(path)
+    _assert_same_apstar(*_both(path))
+    with DirectSource.open(path, "x") as direct, open_fits(path, "x") as hdul:
+        assert _identify(direct) == _identify(AstropySource(hdul, path))
+
+
+@pytest.mark.filterwarnings("ignore:The following header keyword is invalid")
+def test_header_values_parsed_as_astropy(tmp_path):
+    raw = [
+        "SIMPLE  =                    T / conforms",
+        "BITPIX  =                    8",
+        "NAXIS   =                    0",
+        "QUOTE   = 'it''s ''quoted'''  / a quote",
+        "SLASH   = 'a/b = c'           / slash and equals in a string",
+        "SPACES  = '  lead and trail   '",
+        "EMPTY   = ''",
+        "DEXP    =             1.5D+03",
+        "LOWER   =            -2.25e-01",
+        "ZEROS   =                 0012",
+        "NEG     =                  -17",
+        "BIGINT  = 123456789012345678901",
+        "POINT   =                  12.",
+        "FALSE   =                    F",
+        "UNDEF   =                      / no value",
+        "DUP     =                    1",
+        "DUP     =                    2",
+        "CPLX    = (1.0, 2.0)",
+        "LONG    = 'first part &'",
+        "CONTINUE  'second part'",
+        "BLANKVAL",
+        "COMMENT a comment",
+        "HISTORY a history",
+        "END",
+    ]
+    text = "".join(card.ljust(80) for card in raw)
+    path = tmp_path / "cards.fits"  # cards as written by hand (astropy would reformat some)
+    path.write_bytes(text.encode().ljust(-(-len(text) // 2880) * 2880))
+    left = _compare_backends(path)
+    assert left == {"CPLX", "LONG", "CONTINUE", "BLANKVAL"}
+    with DirectSource.open(path, "x") as direct:
+        h = direct.header(0)
+        assert h["DUP"] == 1 and h["QUOTE"] == "it's 'quoted'" and h["SPACES"] == "  lead and trail"
+        assert h["UNDEF"] is None and "UNDEF" in h and h.get("ABSENT", 3) == 3 and h["dexp"] == 1500.0
+        with pytest.raises(KeyError):
+            h["ABSENT"]
+
+
+# --- what the direct backend leaves to astropy ---------------------------------------------------
+def test_scaled_bitmask_goes_to_astropy(tmp_path, star):
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(np.stack([star["flux"], star["flux"]])),
+            fits.ImageHDU(np.stack([star["error"], star["error"]])),
+            fits.ImageHDU(np.stack([star["bitmask"], star["bitmask"]]).astype(np.uint16))]  # BZERO = 32768
+    path = tmp_path / "u16.fits"
+    fits.HDUList(hdus).writeto(path)
+    with DirectSource.open(path, "x") as direct, pytest.raises(NeedsAstropyError):
+        apstar_from_source(direct)
+    # astropy's answer, as before the direct backend existed (memory-mapped files cannot be scaled)
+    with pytest.raises(InputFileError, match=r"u16\.fits: cannot read HDU3 \(bitmask\).*BZERO"):
+        read_apstar(path)
+
+
+def test_complex_header_value_goes_to_astropy(tmp_path, star):
+    path = write_apstar(tmp_path / "a.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    with fits.open(path) as h:
+        h[0].header.append(fits.Card.fromstring("VHELIO  = (1.0, 2.0)".ljust(80)))
+        hdus = fits.HDUList([hdu.copy() for hdu in h])
+    del hdus[0].header["VHELIO"]  # the original, so that the complex card is the one read
+    hdus[0].header.append(fits.Card.fromstring("VHELIO  = (1.0, 2.0)".ljust(80)))
+    hdus.writeto(tmp_path / "c.fits")
+    with DirectSource.open(tmp_path / "c.fits", "x") as direct, pytest.raises(NeedsAstropyError):
+        apstar_from_source(direct)
+    s = read_apstar(tmp_path / "c.fits")
+    assert math.isnan(s.meta["VHELIO"]) and s.meta["RA"] == 12.5  # as header_float reads a complex value
+
+
+def test_gzipped_apstar_goes_to_astropy(tmp_path, star):
+    path = write_apstar(tmp_path / "a.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    gz = tmp_path / "apStar-dr17-2M00000001+0000001.fits.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(NeedsAstropyError):
+        DirectSource.open(gz, "x")
+    zipped, plain = read_apstar(gz), _both(path)[1]
+    assert zipped.meta.pop("FILE") == str(gz) and plain.meta.pop("FILE") == str(path)
+    _assert_same_apstar(zipped, plain)
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_block_truncated_data_goes_to_astropy(tmp_path, star):
+    path = write_apstar(tmp_path / "t.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 2 * 2880])  # inside HDU7's data, on a block boundary
+    with pytest.raises(NeedsAstropyError), DirectSource.open(path, "x"):
+        pass
+    with pytest.raises(InputFileError, match="truncated") as e:
+        read_apstar(path)
+    assert str(path) in str(e.value)
+    with pytest.raises(InputFileError, match="truncated"):
+        read_spectra(path)
+
+
+def test_identification_same_on_both_backends(tmp_path, star):
+    aspcap = write_aspcapstar(tmp_path / "aspcap.fits", np.ones(8575), np.ones(8575), {"APOGEE_ID": "x"})
+    apstar = write_apstar(tmp_path / "s.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    for path, fmt in ((aspcap, "aspcapStar"), (apstar, "apStar")):
+        with DirectSource.open(path, "x") as direct, open_fits(path, "x") as hdul:
+            assert _identify(direct) == _identify(AstropySource(hdul, path)) == fmt
+        assert identify_format(path) == fmt
+    (a,) = read_spectra(aspcap)
+    assert a.meta["FORMAT"] == "aspcapStar" and a.meta["NORMALISED"] is True
