@@ -58,6 +58,7 @@ import numpy as np
 
 from starlabels.constants import MISSING
 from starlabels.core import Grid
+from starlabels.data.hdf5_chunks import read_row_range
 from starlabels.data.hdf5_format import (
     CHUNK_CACHE_BYTES,
     FORMAT,
@@ -222,12 +223,14 @@ class SpectraDataset(_TorchDataset):  # type: ignore[misc]
             return np.zeros((0, *ds.shape[1:]), dtype=str if is_str else ds.dtype)
         uniq, inverse = np.unique(file_rows, return_inverse=True)
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-        if hi - lo <= 2 * len(uniq) + 16:  # dense: one contiguous slab
-            block = ds[lo:hi]
-            out = block[uniq - lo]
+        if hi - lo <= 2 * len(uniq) + 16:  # dense: one contiguous slab (decoded outside the GIL)
+            block = ds[lo:hi] if is_str else read_row_range(ds, lo, hi)
+            out = block if len(uniq) == hi - lo else block[uniq - lo]
         else:
             out = ds[uniq]  # h5py fancy indexing needs increasing unique indices
-        out = out[inverse.ravel()]
+        inverse = inverse.ravel()
+        if len(inverse) != len(uniq) or np.any(inverse != np.arange(len(uniq))):  # unsorted or repeated rows
+            out = out[inverse]
         return out.astype(str) if is_str else out
 
     def _positions(self, index: Any) -> np.ndarray:
