@@ -181,6 +181,24 @@ def _block(blocks: dict[tuple[str, str], Block], kind: str, grid: Any) -> Block:
     return blocks.setdefault((kind, grid.checksum), Block(kind, grid))
 
 
+class _GridCache:
+    """:func:`~starlabels.inference.grid_input.named_grid` for the spectra of a unit, made once per
+    distinct wavelength array (a unit's files are nearly always on one grid; hashing and checking
+    8575 wavelengths per file cost more than reading the file)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int], list[tuple[np.ndarray, Any]]] = {}
+
+    def __call__(self, wavelength: np.ndarray, instrument: str) -> Any:
+        known = self._seen.setdefault((str(instrument), len(wavelength)), [])
+        for wl, grid in known:
+            if wl is wavelength or np.array_equal(wl, wavelength):
+                return grid
+        grid = grid_input.named_grid(wavelength, instrument)
+        known.append((np.array(wavelength, copy=True), grid))
+        return grid
+
+
 def read_spectra_unit(
     unit: Unit, im: Any, resample: str | None
 ) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
@@ -195,6 +213,7 @@ def read_spectra_unit(
     network_grid = grid_input.expected_grid(im, preprocessed=True)
     kind = str(getattr(im.preprocessing, "kind", "") or "")
     own = grid_input.model_instrument(im)
+    grid_of = _GridCache()
     order = 0
     for it in unit.items:  # one file at a time: this is I/O, the compute is batched per block
         try:
@@ -210,7 +229,7 @@ def read_spectra_unit(
                     if kind != "continuum" or network_grid is None:
                         raise InputFileError(it.path, "holds continuum-normalised flux (aspcapStar); this "
                                                       "model takes raw flux")
-                    src = grid_input.named_grid(s.wavelength, s.instrument)
+                    src = grid_of(s.wavelength, s.instrument)
                     if network_grid.positions_in(src) is None and src.positions_in(network_grid) is None:
                         raise InputFileError(
                             it.path, f"continuum-normalised spectrum on grid {src.describe()}, not a "
@@ -230,7 +249,7 @@ def read_spectra_unit(
                             it.path, f"HDU {s.meta.get('HDU')}: {s.instrument} spectrum covers "
                                      f"{s.wavelength[0]:.0f}–{s.wavelength[-1]:.0f} Å, none of the model's "
                                      f"grid {target.describe()}")
-                    src = grid_input.named_grid(s.wavelength, s.instrument)
+                    src = grid_of(s.wavelength, s.instrument)
                     gi = grid_input.onto_model_grid(im, s.flux[None], s.error[None], s.bitmask[None], src,
                                            preprocessed=False, resample=resample, instrument=s.instrument,
                                            where=f"{it.path} HDU {s.meta.get('HDU')}: ")
