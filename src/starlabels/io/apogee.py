@@ -199,7 +199,6 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined") -> ApSta
             flux, error, mask = (source.image(i, n)[None, :][sel] for i, n in names)
         else:
             flux, error, mask = (source.image(i, n, sel) for i, n in names)
-        flux, error, mask = native(flux), native(error), native(mask)  # (memory-mapped data are read here)
     except (TypeError, ValueError, OSError) as e:  # short data behind a complete header
         raise InputFileError(
             path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"

@@ -5,6 +5,7 @@ flag on non-finite pixels."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -84,8 +85,16 @@ def apogee_id_from_name(path: str | os.PathLike[str]) -> str:
 
 def apstar_wavelength(n_pixels: int = N_APSTAR, crval: float = apogee_core.CRVAL,
                        cdelt: float = apogee_core.CDELT, crpix: float = 1.0) -> np.ndarray:
-    """(n_pixels,) vacuum Å of a log-linear grid: 10**(crval + cdelt·(i + 1 − crpix))."""
-    return 10.0 ** (crval + cdelt * (np.arange(n_pixels) - (crpix - 1.0)))
+    """(n_pixels,) vacuum Å of a log-linear grid: 10**(crval + cdelt·(i + 1 − crpix)) (a new array;
+    the few grids files use are computed once: 8575 powers cost more than reading an apStar row)."""
+    return _log_linear(int(n_pixels), float(crval), float(cdelt), float(crpix)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _log_linear(n_pixels: int, crval: float, cdelt: float, crpix: float) -> np.ndarray:
+    out = 10.0 ** (crval + cdelt * (np.arange(n_pixels) - (crpix - 1.0)))
+    out.flags.writeable = False
+    return out
 
 
 def wcs_wavelength(header: Any, primary: Any, n_pixels: int) -> np.ndarray:

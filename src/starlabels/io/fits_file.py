@@ -66,7 +66,7 @@ def _data_end(hdul: Any, index: int) -> int:
 
 def is_compressed(path: str | os.PathLike[str]) -> bool:
     """True for names ending in a compression suffix (``.gz``, ``.bz2``, ``.fz``, ``.zip``)."""
-    return Path(path).suffix.lower() in _COMPRESSED
+    return os.path.splitext(os.fspath(path))[1].lower() in _COMPRESSED
 
 
 def check_fits_file(path: str | os.PathLike[str], what: str) -> int:

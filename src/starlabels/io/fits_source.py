@@ -20,16 +20,18 @@ damaged files keep astropy's wording (tests compare the two on fixtures and on t
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.fits_file import FITS_BLOCK, check_fits_file, is_compressed, open_fits
+from starlabels.io.fits_file import FITS_BLOCK, check_fits_file, is_compressed, native, open_fits
 
 __all__ = ["AstropySource", "DirectHeader", "DirectSource", "FitsSource", "NeedsAstropyError", "read_fits"]
 
@@ -81,8 +83,13 @@ class FitsSource:
         raise NotImplementedError
 
     def image(self, index: int, name: str, rows: int | slice | None = None) -> np.ndarray:
-        """Image HDU ``index`` as stored (dtype and byte order of the file; may be read-only):
-        everything, or only ``rows`` (an int or a step-1 slice over the first numpy axis)."""
+        """Image HDU ``index`` (everything, or only ``rows``: an int or a slice over the first numpy
+        axis) as a new C-contiguous array in native byte order, of the file's dtype (astropy's for
+        scaled data).
+
+        Raises:
+            InputFileError: as :meth:`image_shape`; OSError, ValueError: data shorter than the header says.
+        """
         raise NotImplementedError
 
 
@@ -123,7 +130,7 @@ class AstropySource(FitsSource):
 
     def image(self, index: int, name: str, rows: int | slice | None = None) -> np.ndarray:
         data = self._data(index, name)
-        return data if rows is None else data[rows]
+        return native(data if rows is None else data[rows])  # (memory-mapped data are read here)
 
     def _data(self, index: int, name: str) -> np.ndarray:
         from astropy.io import fits
@@ -193,109 +200,141 @@ class DirectHeader(Mapping[str, Any]):
     astropy's ``header[key]``). COMMENT, HISTORY and blank cards are left out.
     """
 
-    __slots__ = ("_cards",)
+    __slots__ = ("_index", "_text")
 
-    def __init__(self, cards: dict[str, str]):
-        self._cards = cards
+    def __init__(self, text: str):
+        keys = [text[i:i + 8].rstrip(" ") for i in range(0, len(text), 80)]
+        index = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # first occurrence
+        for key in _COMMENTARY:
+            index.pop(key, None)
+        self._text = text
+        self._index = index
+
+    def _value(self, i: int) -> Any:
+        return _card_value(self._text[80 * i + 8:80 * i + 80])
 
     def __getitem__(self, key: str) -> Any:
-        return _card_value(self._cards[key.upper()])
+        return self._value(self._index[key.upper()])
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.upper() in self._cards
+        return isinstance(key, str) and key.upper() in self._index
 
     def get(self, key: str, default: Any = None) -> Any:
-        card = self._cards.get(key.upper())
-        return default if card is None else _card_value(card)
+        i = self._index.get(key.upper())
+        return default if i is None else self._value(i)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._cards)
+        return iter(sorted(self._index, key=self._index.__getitem__))
 
     def __len__(self) -> int:
-        return len(self._cards)
+        return len(self._index)
 
 
-def _parse_cards(text: str) -> dict[str, str]:
-    """keyword → the rest of its card (columns 9–80), first occurrence, commentary cards left out."""
-    cards: dict[str, str] = {}
-    for i in range(0, len(text), 80):
-        key = text[i:i + 8].rstrip(" ")
-        if key not in cards and key not in _COMMENTARY:
-            cards[key] = text[i + 8:i + 80]
-    return cards
+def _mandatory(text: str, index: int, key: str) -> Any:
+    """The value of card ``index`` of a header, which the FITS standard requires to be ``key``."""
+    card = text[80 * index:80 * index + 80]
+    if card[:8].rstrip(" ") != key:
+        raise NeedsAstropyError  # not in the standard's order: astropy reads (and warns about) it
+    if key != "XTENSION" and key != "SIMPLE" and card[8:10] == "= " and "_" not in card[10:30] \
+            and card[30:].lstrip(" ")[:1] in ("", "/"):
+        try:
+            return int(card[10:30])  # fixed format: an integer right-justified in columns 11–30
+        except ValueError:
+            pass
+    return _card_value(card[8:])
 
 
-def _structure(cards: dict[str, str], key: str, default: int | None = None) -> int:
-    card = cards.get(key)
-    if card is None:
-        if default is None:
-            raise NeedsAstropyError
-        return default
-    value = _card_value(card)
-    if type(value) is not int:
+def _mandatory_int(text: str, index: int, key: str) -> int:
+    value = _mandatory(text, index, key)
+    if type(value) is not int or value < 0:
         raise NeedsAstropyError
     return value
 
 
-class _Hdu:
-    __slots__ = ("data_offset", "data_size", "dtype", "header", "image", "scaled", "shape")
+class _Layout:
+    """What one HDU's header says: image or table, dtype, shape, data bytes; its other cards
+    parsed into a :class:`DirectHeader` when first asked for."""
 
-    def __init__(self, cards: dict[str, str], primary: bool, data_offset: int):
-        bitpix = _structure(cards, "BITPIX")
-        naxis = _structure(cards, "NAXIS")
-        if bitpix not in _DTYPES or not 0 <= naxis <= 999:
-            raise NeedsAstropyError
-        axes = [_structure(cards, f"NAXIS{i}") for i in range(1, naxis + 1)]
-        if any(n < 0 for n in axes):
-            raise NeedsAstropyError
+    __slots__ = ("_header", "_text", "data_size", "dtype", "image", "shape")
+
+    def __init__(self, text: str, primary: bool):
+        first = _mandatory(text, 0, "SIMPLE" if primary else "XTENSION")
         if primary:
-            if "GROUPS" in cards or "XTENSION" in cards:
-                raise NeedsAstropyError  # random groups
+            if first is not True:
+                raise NeedsAstropyError
             self.image = True
+        elif first in ("IMAGE", "BINTABLE", "TABLE"):
+            self.image = first == "IMAGE"  # (compressed images are BINTABLEs: left to astropy)
+        else:
+            raise NeedsAstropyError  # foreign extensions
+        bitpix = _mandatory(text, 1, "BITPIX")
+        naxis = _mandatory_int(text, 2, "NAXIS")
+        if bitpix not in _DTYPES or naxis > 999:
+            raise NeedsAstropyError
+        axes = [_mandatory_int(text, 3 + i, f"NAXIS{i + 1}") for i in range(naxis)]
+        if primary:
+            if axes[:1] == [0]:
+                raise NeedsAstropyError  # random groups
             pcount, gcount = 0, 1
         else:
-            xtension = _card_value(cards.get("XTENSION", "= ''"))
-            if xtension not in ("IMAGE", "BINTABLE", "TABLE") or "ZIMAGE" in cards or "ZTABLE" in cards:
-                raise NeedsAstropyError  # compressed HDUs, foreign extensions
-            self.image = xtension == "IMAGE"
-            pcount, gcount = _structure(cards, "PCOUNT", 0), _structure(cards, "GCOUNT", 1)
-        elements = int(np.prod(axes, dtype=np.int64)) if naxis else 0
+            pcount = _mandatory_int(text, 3 + naxis, "PCOUNT")
+            gcount = _mandatory_int(text, 4 + naxis, "GCOUNT")
+        elements = math.prod(axes) if naxis else 0
         self.data_size = abs(bitpix) // 8 * gcount * (pcount + elements)
-        self.data_offset = data_offset
-        self.header = DirectHeader(cards)
         self.shape = tuple(reversed(axes))
         self.dtype = _DTYPES[bitpix]
-        self.scaled = "BSCALE" in cards or "BZERO" in cards
+        self._text = text
+        self._header: DirectHeader | None = None
+
+    @property
+    def header(self) -> DirectHeader:
+        if self._header is None:
+            self._header = DirectHeader(self._text)
+        return self._header
+
+
+def _layout(head: bytes, primary: bool) -> _Layout:
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise NeedsAstropyError from None
+    return _Layout(text, primary)
+
+
+#: extension headers repeat from file to file (apStar HDU1–7 differ at most in NAXIS2): each
+#: distinct one is parsed once (keyed by its bytes, so a cached layout is exactly that header's)
+_extension_layout = functools.lru_cache(maxsize=256)(lambda head: _layout(head, False))
 
 
 class DirectSource(FitsSource):
     """:class:`FitsSource` reading a plain FITS file itself (see the module docstring).
 
-    Use :meth:`open` (a context manager); it raises :class:`NeedsAstropyError` for files astropy must read.
+    Use :meth:`open` (a context manager); it raises :class:`NeedsAstropyError` for files astropy
+    must read.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fd: int, hdus: list[_Hdu]):
+    def __init__(self, path: str | os.PathLike[str], fd: int, hdus: list[tuple[_Layout, int]]):
         self.path = path
         self._fd = fd
         self._hdus = hdus
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], what: str) -> _Opened:
-        """Open and scan ``path`` (InputFileError as :func:`~starlabels.io.fits_file.open_fits` for
-        missing, empty, non-FITS and block-truncated files; NeedsAstropyError for what it leaves to
-        astropy)."""
-        p = Path(path)
-        size = check_fits_file(p, what)
-        if is_compressed(p):
+        """A context manager that opens and scans ``path``: InputFileError as
+        :func:`~starlabels.io.fits_file.open_fits` for missing, empty, non-FITS and block-truncated
+        files; NeedsAstropyError for what it leaves to astropy."""
+        if is_compressed(path):
+            check_fits_file(path, what)
             raise NeedsAstropyError
-        return _Opened(cls, path, size)
+        return _Opened(cls, path, what)
 
     @staticmethod
-    def _scan(fd: int, size: int) -> list[_Hdu]:
-        hdus: list[_Hdu] = []
+    def _scan(fd: int, size: int) -> list[tuple[_Layout, int]]:
+        """(layout, data offset) of every HDU, from the headers."""
+        hdus: list[tuple[_Layout, int]] = []
         offset = 0
         while offset < size:
-            buf = os.pread(fd, _HEADER_READ, offset)
+            buf = os.pread(fd, FITS_BLOCK if hdus else _HEADER_READ, offset)
             start = 0
             while True:
                 pos = buf.find(_END, start)
@@ -303,21 +342,16 @@ class DirectSource(FitsSource):
                     pos = buf.find(_END, pos + 1)
                 if pos >= 0:
                     break
-                if len(buf) < _HEADER_READ or offset + len(buf) >= size:
+                more = os.pread(fd, _HEADER_READ, offset + len(buf)) if offset + len(buf) < size else b""
+                if not more:
                     raise NeedsAstropyError  # no END card before the end of the file
                 start = len(buf) - len(_END) + 1
-                buf += os.pread(fd, _HEADER_READ, offset + len(buf))
+                buf += more
             head = buf[:pos]
-            if not head.startswith(b"SIMPLE  =" if not hdus else b"XTENSION="):
-                raise NeedsAstropyError  # trailing bytes that are not an HDU
-            try:
-                text = head.decode("ascii")
-            except UnicodeDecodeError:
-                raise NeedsAstropyError from None
-            header_end = offset + (pos // FITS_BLOCK + 1) * FITS_BLOCK
-            hdu = _Hdu(_parse_cards(text), not hdus, header_end)
-            hdus.append(hdu)
-            offset = header_end + -(-hdu.data_size // FITS_BLOCK) * FITS_BLOCK
+            layout = _extension_layout(head) if hdus else _layout(head, True)
+            data_offset = offset + (pos // FITS_BLOCK + 1) * FITS_BLOCK
+            hdus.append((layout, data_offset))
+            offset = data_offset + -(-layout.data_size // FITS_BLOCK) * FITS_BLOCK
         if offset > size or not hdus:
             raise NeedsAstropyError  # data beyond the end of the file: astropy words the error
         return hdus
@@ -330,24 +364,24 @@ class DirectSource(FitsSource):
         return len(self._hdus)
 
     def header(self, index: int) -> Mapping[str, Any]:
-        return self._hdus[index].header
+        return self._hdus[index][0].header
 
     def image_info(self, index: int) -> tuple[int, tuple[int, ...]] | None:
-        hdu = self._hdus[index]
-        return (_bitpix(hdu.dtype), hdu.shape) if hdu.image else None
+        layout = self._hdus[index][0]
+        return (_bitpix(layout.dtype), layout.shape) if layout.image else None
 
     def image_shape(self, index: int, name: str) -> tuple[int, ...]:
-        return self._image_hdu(index, name).shape
+        return self._image_hdu(index, name)[0].shape
 
     def image(self, index: int, name: str, rows: int | slice | None = None) -> np.ndarray:
-        hdu = self._image_hdu(index, name)
-        shape = hdu.shape
+        layout, data_offset = self._image_hdu(index, name)
+        shape = layout.shape
         if rows is None:
             first, count, out_shape = 0, shape[0], shape
         elif isinstance(rows, slice):
             first, stop, step = rows.indices(shape[0])
             if step != 1:
-                return self.image(index, name)[rows]
+                return np.ascontiguousarray(self.image(index, name)[rows])
             count = max(stop - first, 0)
             out_shape = (count, *shape[1:])
         else:
@@ -355,21 +389,24 @@ class DirectSource(FitsSource):
             if not -shape[0] <= r < shape[0]:
                 raise IndexError(f"row {r} out of range for HDU{index} of shape {shape}")
             first, count, out_shape = r % shape[0], 1, shape[1:]
-        row_bytes = hdu.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-        out = np.empty(out_shape, hdu.dtype)
+        row_bytes = layout.dtype.itemsize * math.prod(shape[1:])
+        out = np.empty(out_shape, layout.dtype)
         n = count * row_bytes
         target = out.reshape(-1).view(np.uint8)
-        if n and os.preadv(self._fd, [target], hdu.data_offset + first * row_bytes) != n:
+        if n and os.preadv(self._fd, [target], data_offset + first * row_bytes) != n:
             raise OSError(f"short read in HDU{index} ({name})")
+        if out.dtype.byteorder not in ("=", "|"):
+            out = out.byteswap(inplace=True).view(out.dtype.newbyteorder("="))
         return out
 
-    def _image_hdu(self, index: int, name: str) -> _Hdu:
+    def _image_hdu(self, index: int, name: str) -> tuple[_Layout, int]:
         if index >= len(self._hdus):
             raise InputFileError(self.path, f"has {len(self._hdus)} HDUs, no HDU{index} ({name})")
-        hdu = self._hdus[index]
-        if not hdu.image or hdu.scaled or not hdu.shape or 0 in hdu.shape:
+        layout = self._hdus[index][0]
+        if not layout.image or not layout.shape or 0 in layout.shape or "BSCALE" in layout.header \
+                or "BZERO" in layout.header:
             raise NeedsAstropyError  # tables, scaled or empty images: astropy's data and wording
-        return hdu
+        return self._hdus[index]
 
 
 def _bitpix(dtype: np.dtype) -> int:
@@ -379,14 +416,24 @@ def _bitpix(dtype: np.dtype) -> int:
 class _Opened:
     """Context manager of :meth:`DirectSource.open`."""
 
-    def __init__(self, cls: type[DirectSource], path: str | os.PathLike[str], size: int):
-        self._cls, self._path, self._size = cls, path, size
+    def __init__(self, cls: type[DirectSource], path: str | os.PathLike[str], what: str):
+        self._cls, self._path, self._what = cls, path, what
         self._source: DirectSource | None = None
 
     def __enter__(self) -> DirectSource:
-        fd = os.open(self._path, os.O_RDONLY)
         try:
-            hdus = self._cls._scan(fd, self._size)
+            fd = os.open(self._path, os.O_RDONLY)
+        except OSError:
+            check_fits_file(self._path, self._what)  # the error, worded as open_fits words it
+            raise NeedsAstropyError from None
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode) or not size or size % FITS_BLOCK \
+                    or os.pread(fd, 9, 0) != b"SIMPLE  =":
+                check_fits_file(self._path, self._what)
+                raise NeedsAstropyError
+            hdus = self._cls._scan(fd, size)
         except BaseException:
             os.close(fd)
             raise
