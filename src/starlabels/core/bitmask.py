@@ -55,4 +55,10 @@ class PixelBitmask:
 
     def rejected(self, bitmask, bits: Iterable[str | int] | None = None) -> np.ndarray:
         """Bool array, True where ``bitmask`` has any of ``bits`` (default: ``default_reject``) set."""
-        return (np.asarray(bitmask).astype(np.int64) & self.value(bits)) != 0
+        array = np.asarray(bitmask)
+        value = self.value(bits)
+        if not (np.issubdtype(array.dtype, np.integer) and value <= np.iinfo(array.dtype).max):
+            array = array.astype(np.int64)  # e.g. bool, or bits beyond a narrow dtype's positive range
+        # in the array's own dtype (no int64 copy): the value has no bit above the dtype's sign
+        # bit, so sign extension to int64 could not have changed the AND
+        return np.bitwise_and(array, value, dtype=array.dtype) != 0

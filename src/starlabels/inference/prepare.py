@@ -17,7 +17,7 @@ import numpy as np
 from starlabels.errors import ModelFormatError
 from starlabels.inference.inference_model import InferenceModel
 from starlabels.inference.uncertainty import BAD_ERROR
-from starlabels.statistics import nanmedian_rows
+from starlabels.statistics import count_per_row, masked_median_rows
 
 __all__ = ["per_star_preprocessing", "prepare_chunk", "reject_bits"]
 
@@ -38,65 +38,106 @@ def prepare_chunk(
     input with ``preprocessed``), ``b`` (n, P_in) bitmask or None; ``has_error`` False when the
     errors are placeholders (then the SNR is unknown); ``grid`` the spectra's grid when known
     (checked by the preprocessing). Returns ``x``, ``xe`` float32 (n_ok, P) network input and
-    errors of the valid rows (inf errors capped at 3e38), ``ok`` (n,) bool, ``snr`` (n,) median
-    flux/error of the unrejected pixels (NaN when unknown) and the masked fraction (n,) of
-    rejected pixels (segments the preprocessing rejected included)."""
+    errors of the valid rows (inf and NaN errors become 3e38, finite ones are capped there), ``ok``
+    (n,) bool, ``snr`` (n,) float64 median flux/error of the unrejected pixels (NaN when unknown)
+    and the masked fraction (n,) float64 of rejected pixels (segments the preprocessing rejected
+    included). Every array returned is new (none is a view of the input).
+
+    Speed (this runs next to the network, on the reading thread): the rejected pixels are found
+    once (the raw preprocessing reuses them), the SNR median is one partial sort per row in the
+    ratio's dtype, float32 input stays float32, and the arrays this function allocates are
+    reused in place (``bench/prepare.py``).
+    """
     from starlabels.preprocess.masking import rejected_pixels
+    from starlabels.preprocess.pipeline import PreprocessConfig
 
     # keep float32 input float32 (as read from files): float64 copies of a chunk and the
     # preprocessing temporaries would double the memory of a streaming run
     f = np.asarray(f) if np.issubdtype(np.asarray(f).dtype, np.floating) else np.asarray(f, np.float64)
     e = np.asarray(e) if np.issubdtype(np.asarray(e).dtype, np.floating) else np.asarray(e, np.float64)
+    cfg = im.preprocessing
     if preprocessed:
         rej = rejected_pixels(f, e)
     else:
-        rej = rejected_pixels(
-            f, e, b, bits=reject_bits(im), bitmask_def=getattr(im.preprocessing, "bitmask", None)
-        )
-    ok = ~rej.all(axis=1)
-    masked = rej.mean(axis=1)
-    snr = np.full(f.shape[0], np.nan)
+        rej = rejected_pixels(f, e, b, bits=reject_bits(im), bitmask_def=getattr(cfg, "bitmask", None))
+    n, p_in = rej.shape
+    n_rej = count_per_row(rej)
+    ok = n_rej < p_in  # = ~rej.all(axis=1)
+    masked = n_rej / p_in  # = rej.mean(axis=1)
+    snr = np.full(n, np.nan)
     if has_error and ok.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = f / e
-        ratio[rej] = np.nan
-        snr[ok] = nanmedian_rows(ratio[ok])  # = np.nanmedian(axis=1), vectorised, warns never
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ratio = np.divide(f, e)
+        # unrejected ratios are never NaN (finite flux over a finite positive error); rows without
+        # one (not ok) come back NaN and stay NaN
+        snr[ok] = masked_median_rows(ratio, rej, overwrite_input=True, nan_free=True)[ok]
         del ratio
     P = im.n_pixels
     if not ok.any():
         return np.zeros((0, P), np.float32), np.zeros((0, P), np.float32), ok, snr, masked
+    rows = slice(None) if ok.all() else ok  # no copy of the chunk when every row is usable
     if preprocessed:
-        x, xe = f[ok], e[ok]
+        x, xe = f[ok], e[ok]  # copies (never hand back the caller's arrays)
     else:
-        if im.preprocessing is None:
+        if cfg is None:
             raise ModelFormatError("the model has no preprocessing config; pass preprocessed=True input")
-        x, xe = per_star_preprocessing(im.preprocessing).apply(
-            f[ok], e[ok], None if b is None else b[ok], grid=grid
-        )
+        lenient = per_star_preprocessing(cfg)
+        extra = {"rejected": rej[rows]} if isinstance(lenient, PreprocessConfig) else {}
+        x, xe = lenient.apply(f[rows], e[rows], None if b is None else b[rows], grid=grid, **extra)
         x, xe = np.asarray(x), np.asarray(xe)
         if x.shape[1] != P:
             raise ModelFormatError(
                 f"the model's preprocessing gives {x.shape[1]} pixels but its network takes {P}"
             )
+        if np.may_share_memory(x, f):  # a preprocessing that hands back its input: copy it
+            x = x.copy()
+        if np.may_share_memory(xe, e):  # (xe is changed in place below)
+            xe = xe.copy()
+    idx = np.flatnonzero(ok)
+    finite = _finite_rows(x)
     if not preprocessed:  # segments rejected in preprocessing (a dead detector) count as masked
-        bad_out = ~(np.asarray(xe) < BAD_ERROR)
-        idx = np.flatnonzero(ok)
-        masked[idx] = np.maximum(masked[idx], bad_out.mean(axis=1))
-    finite = np.isfinite(x).all(axis=1)
-    if not preprocessed:  # nothing usable left after preprocessing: invalid, not a guess
-        finite &= ~bad_out.all(axis=1)
+        with np.errstate(invalid="ignore"):
+            n_bad_out = P - count_per_row(xe < BAD_ERROR)  # NaN counts as bad
+        masked[idx] = np.maximum(masked[idx], n_bad_out / P)
+        finite &= n_bad_out < P  # nothing usable left after preprocessing: invalid, not a guess
     if not finite.all():  # never feed NaN/inf to the network: flag the row invalid instead
-        idx = np.flatnonzero(ok)
         ok[idx[~finite]] = False
         x, xe = x[finite], xe[finite]
-    xe = np.where(np.isfinite(xe), xe, np.inf)
-    return (
-        np.ascontiguousarray(x, np.float32),
-        np.ascontiguousarray(np.minimum(xe, 3e38), np.float32),
-        ok,
-        snr,
-        masked,
-    )
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, as before
+        x = np.ascontiguousarray(x, np.float32)
+        xe = _capped_errors(np.ascontiguousarray(xe, np.float32))
+    return x, xe, ok, snr, masked
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    """(n,) bool: every value of the row finite. A row sum is finite exactly when no value is
+    NaN/±inf, unless finite values overflow it; only rows whose sum is not finite are tested
+    value by value (one read of ``x``, no (n, P) temporary in the common case)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(np.add.reduce(x, axis=1))
+    if not finite.all():
+        suspect = np.flatnonzero(~finite)
+        finite[suspect] = np.isfinite(x[suspect]).all(axis=1)
+    return finite
+
+
+#: Largest error handed to the network (float32-safe): NaN and ±inf errors become this too.
+ERROR_CEILING = 3e38
+
+
+def _capped_errors(xe: np.ndarray) -> np.ndarray:
+    """In place on float32 ``xe`` (which this module owns): ``min(xe, 3e38)`` where finite, 3e38
+    for NaN and ±inf — ``np.minimum(np.where(np.isfinite(xe), xe, np.inf), 3e38)``."""
+    with np.errstate(invalid="ignore"):
+        np.minimum(xe, ERROR_CEILING, out=xe)  # +inf → 3e38; NaN and -inf stay
+        with np.errstate(over="ignore"):
+            clean = np.add.reduce(xe, axis=1) > -np.inf  # False exactly for a row with NaN or -inf
+    if not clean.all():
+        rows = np.flatnonzero(~clean)
+        sub = xe[rows]
+        sub[~(sub > -np.inf)] = ERROR_CEILING
+        xe[rows] = sub
+    return xe
 
 
 def per_star_preprocessing(cfg: Any) -> Any:

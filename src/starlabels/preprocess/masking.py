@@ -21,16 +21,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from starlabels.core.apogee import PIXMASK
 from starlabels.core.bitmask import PixelBitmask
 from starlabels.core.grid import Grid
 from starlabels.errors import InputDataError
-from starlabels.preprocess.bitmask import bad_pixels
 from starlabels.preprocess.grids import APSTAR, ASPCAP, get_grid
-from starlabels.statistics import nanmedian_rows
+from starlabels.statistics import count_per_row, middle_values_rows
 
 #: Error given to rejected pixels after preprocessing (same units as the flux). Large but finite,
 #: and representable in float32, so it survives casting and never produces NaN/inf.
 BAD_PIXEL_ERROR: float = 1e10
+
+#: Values per block of :func:`rejected_pixels` (its temporaries stay in cache).
+_BLOCK = 1 << 18
 
 
 def as_batch(
@@ -106,19 +109,37 @@ def rejected_pixels(
     e = np.asarray(error)
     if f.shape != e.shape:
         raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(f) | ~np.isfinite(e) | (e <= 0) | (e >= BAD_PIXEL_ERROR)
+    b = None
     if bitmask is not None:
         b = np.asarray(bitmask)
         if b.shape != f.shape:
             raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
         bits = None if bits is None else list(bits)
-        if bits is None or bits:
+        if bits is not None and not bits:
+            b = None
+        else:
+            rule = PIXMASK if bitmask_def is None else bitmask_def
             try:
-                bad |= bad_pixels(b, bits) if bitmask_def is None else bitmask_def.rejected(b, bits)
+                rule.value(bits)  # unknown names fail here, before any work
             except ValueError as exc:
                 raise InputDataError(str(exc)) from None
-    return bad
+    # usable = finite flux and 0 < error < BAD_PIXEL_ERROR (False for NaN/inf errors), written
+    # block by block into the output with cache-sized temporaries (no full-size temporary)
+    flat_f, flat_e = f.reshape(-1), e.reshape(-1)
+    flat_b = None if b is None else b.reshape(-1)
+    bad = np.empty(flat_f.shape, dtype=bool)
+    tmp = np.empty(min(_BLOCK, bad.size), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for a in range(0, bad.size, _BLOCK):
+            z = min(bad.size, a + _BLOCK)
+            out, t = bad[a:z], tmp[: z - a]
+            np.greater(flat_e[a:z], 0, out=out)
+            out &= np.less(flat_e[a:z], BAD_PIXEL_ERROR, out=t)
+            out &= np.isfinite(flat_f[a:z], out=t)
+            np.logical_not(out, out=out)
+            if flat_b is not None:
+                out |= rule.rejected(flat_b[a:z], bits)
+    return bad.reshape(f.shape)
 
 
 def is_rejected_error(error) -> np.ndarray:
@@ -187,6 +208,7 @@ def raw_flux(
     bits: Iterable[str | int] | None = None,
     grid: Grid | str | None = None,
     bitmask_def: PixelBitmask | None = None,
+    rejected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """APOGEE Net's input (Olney et al. 2020): raw flux with rejected pixels repaired, errors capped.
 
@@ -206,6 +228,10 @@ def raw_flux(
         The spectra's grid (any instrument's); ``None``: APOGEE's apStar or ASPCAP grid by pixel count.
     bitmask_def:
         The bitmask's definition (default APOGEE_PIXMASK).
+    rejected:
+        Optional (N, P) bool array ``rejected_pixels(flux, error, bitmask, bits, bitmask_def)``
+        when the caller has computed it already (:func:`starlabels.inference.prepare.prepare_chunk`
+        needs it for the SNR too); then ``bitmask`` is not looked at again.
 
     Returns
     -------
@@ -214,7 +240,7 @@ def raw_flux(
         (see module docstring) get the median flux of the usable pixels of their detector (apStar
         columns split at the middle of the detector gaps: :data:`APSTAR_RAW_REGIONS`; a detector
         with no usable pixel takes the whole spectrum's median) and error ``BAD_PIXEL_ERROR``.
-        Never NaN.
+        Never NaN. The medians are exact (the mean of the two middle values taken in float64).
 
     Raises
     ------
@@ -226,22 +252,81 @@ def raw_flux(
     f, e, b, was_1d = as_batch(flux, error, bitmask)
     g = _grid_for(f.shape[1], grid)
     dtype = np.result_type(f.dtype, np.float32)
-    rej = rejected_pixels(f, e, b, bits, bitmask_def)
+    if rejected is None:
+        rej = rejected_pixels(f, e, b, bits, bitmask_def)
+    else:
+        if np.shape(rejected) != np.shape(flux):
+            raise InputDataError(
+                f"rejected shape {np.shape(rejected)} differs from flux shape {np.shape(flux)}"
+            )
+        rej = np.asarray(rejected, dtype=bool).reshape(f.shape)
     check_has_valid_pixels(rej)
     out_f = f.astype(dtype, copy=True)
-    out_e = e.astype(dtype, copy=True)
-    masked = np.where(rej, np.nan, f.astype(np.float64))
-    # nanmedian_rows: NaN for a detector without usable pixels, with no warning to silence
-    spectrum_median = nanmedian_rows(masked)
-    fill = np.empty_like(masked)
-    for a0, a1 in raw_regions(g):
-        med = nanmedian_rows(masked[:, a0:a1])
-        fill[:, a0:a1] = np.where(np.isnan(med), spectrum_median, med)[:, None]
+    for (a0, a1), med in zip(raw_regions(g), _region_medians(f, rej, raw_regions(g)), strict=True):
+        np.copyto(out_f[:, a0:a1], med.astype(dtype)[:, None], where=rej[:, a0:a1])
     if error_cap is not None:
-        ev = np.where(rej, 0.0, e.astype(np.float64))
-        mean_err = ev.sum(axis=1) / np.count_nonzero(~rej, axis=1)
-        np.minimum(out_e, (error_cap * mean_err)[:, None].astype(dtype), out=out_e, where=~rej)
-    fill_rejected(out_f, out_e, rej, fill.astype(dtype))
+        cap = (error_cap * usable_mean(e, rej))[:, None].astype(dtype)
+        with np.errstate(invalid="ignore"):  # NaN errors of rejected pixels: overwritten below
+            out_e = np.minimum(e if e.dtype == dtype else e.astype(dtype), cap)
+    else:
+        out_e = e.astype(dtype, copy=True)
+    np.copyto(out_e, dtype.type(BAD_PIXEL_ERROR), where=rej)
     if was_1d:
         return out_f[0], out_e[0]
     return out_f, out_e
+
+
+def _region_medians(
+    f: np.ndarray, rej: np.ndarray, regions: Iterable[tuple[int, int]]
+) -> list[np.ndarray]:
+    """(N,) float64 median of the usable flux of each region's columns, or of the whole spectrum for
+    a region without a usable pixel (``rej`` must leave every row one). The middle values are
+    selected in the flux's own dtype (exact) and averaged in float64."""
+    out = []
+    empty_rows = np.zeros(f.shape[0], dtype=bool)
+    for a0, a1 in regions:
+        med = _median64(f[:, a0:a1], rej[:, a0:a1])
+        empty_rows |= np.isnan(med)
+        out.append(med)
+    if empty_rows.any():
+        spectrum = _median64(f[empty_rows], rej[empty_rows])
+        for med in out:
+            med[empty_rows] = np.where(np.isnan(med[empty_rows]), spectrum, med[empty_rows])
+    return out
+
+
+def _median64(values: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """(N,) median of each row's unrejected values as float64 (NaN without one): the median of the
+    row's values cast to float64, i.e. ``np.nanmedian`` of that cast, without the float64 copy.
+    Unrejected values are finite (:func:`rejected_pixels` rejects the others)."""
+    work = np.array(values, dtype=values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64,
+                    order="C")
+    low, high, count = middle_values_rows(work, rejected, overwrite_input=True, nan_free=True)
+    low, high = low.astype(np.float64), high.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # as np.nanmedian: float64 overflow gives inf
+        med = np.where(count % 2 == 1, high, (low + high) / 2)
+    med[count == 0] = np.nan
+    return med
+
+
+#: Values in the float64 work block of :func:`usable_mean` (4 MiB: it stays in cache).
+_MEAN_BLOCK_VALUES = 1 << 19
+
+
+def usable_mean(values: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """(N,) float64 mean of each row of (N, P) ``values`` over its unrejected entries (every row
+    needs one). Bit for bit ``np.where(rejected, 0.0, values.astype(np.float64)).sum(axis=1) /
+    (~rejected).sum(axis=1)``: the same float64 row sums (numpy's pairwise summation over
+    contiguous float64 rows), built one cache-sized block of rows at a time instead of from a
+    float64 copy of the whole array."""
+    n, p = values.shape
+    total = np.empty(n)
+    rows = max(1, _MEAN_BLOCK_VALUES // max(p, 1))
+    block = np.empty((min(rows, n), p))
+    for a in range(0, n, rows):
+        z = min(n, a + rows) - a
+        work = block[:z]
+        work[...] = values[a : a + z]
+        np.copyto(work, 0.0, where=rejected[a : a + z])
+        np.add.reduce(work, axis=1, out=total[a : a + z])
+    return total / (p - count_per_row(rejected))

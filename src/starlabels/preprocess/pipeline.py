@@ -299,12 +299,18 @@ class PreprocessConfig:
             + (f" or {self.output_grid.describe()}" if self.kind == "continuum" else "")
         )
 
-    def apply(self, flux, error, bitmask=None, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, flux, error, bitmask=None, grid: Grid | None = None, *, rejected: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Preprocess spectra: (N, P) (or (P,)) flux, error and optional bitmask on the input grid
         → float32 ``(flux, error)`` of shape (N, :attr:`n_pixels`) (1-D for 1-D input).
 
         The continuum kind also accepts input already on its output grid (APOGEE: the ASPCAP grid).
         ``grid``: the spectra's grid, checked by checksum (default: recognised by pixel count).
+        ``rejected``: optional bool array shaped like ``flux``, ``rejected_pixels(flux, error,
+        bitmask, self.reject_bits, self.bitmask)`` when the caller has it already; the raw kind
+        then does not test the bitmask again (the continuum kinds find rejected pixels chunk by
+        chunk themselves and ignore it).
         """
         n = np.shape(flux)[-1] if np.ndim(flux) else 0
         g = self.input_grid_for(n, grid)
@@ -323,7 +329,7 @@ class PreprocessConfig:
             )
         else:
             f, e = raw_flux(flux, error, bitmask, error_cap=self.error_cap, bits=self.reject_bits, grid=g,
-                            bitmask_def=self._bitmask)
+                            bitmask_def=self._bitmask, rejected=rejected)
             if self.scale == "median":
                 f, e = median_scale(f, e)
         return f.astype(np.float32, copy=False), e.astype(np.float32, copy=False)
