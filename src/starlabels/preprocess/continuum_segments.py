@@ -2,20 +2,24 @@
 
 :func:`normalise_segments` is what :func:`~starlabels.preprocess.continuum.continuum_normalise`,
 :func:`~starlabels.preprocess.continuum.fit_continuum` and
-:func:`~starlabels.preprocess.continuum.pseudo_normalise` run. Per chunk of rows
-(:attr:`~starlabels.preprocess.chebyshev_fit.ChebyshevDesign.chunk_rows`) it
+:func:`~starlabels.preprocess.continuum.pseudo_normalise` run. Per chunk of rows (a few times
+:attr:`~starlabels.preprocess.chebyshev_fit.ChebyshevDesign.chunk_rows`, small enough to stay in
+cache) it
 
-1. gathers flux and error at the fit pixels straight from the input (one small fancy-index copy),
-   marks the usable ones and fits every segment of every row at once
-   (:func:`~starlabels.preprocess.chebyshev_fit.fit_rows`);
-2. per segment evaluates the continuum into a reused buffer and divides the input's segment *views*
-   by it directly into the output (no copy of the input to the output grid first), then marks the
-   rejected pixels of that segment in reused bool buffers and fills them (flux 1, error
-   ``BAD_PIXEL_ERROR``) while the segment is still in cache.
+1. marks the usable pixels of the chunk's input span in one pass over the input
+   (:func:`_usable_span`), which brings the chunk into cache;
+2. gathers flux and error at the fit pixels from those cached rows and fits every segment of every
+   row at once (:func:`~starlabels.preprocess.chebyshev_fit.fit_rows`);
+3. per segment evaluates the continuum into a reused buffer and divides the input's segment *views*
+   by it directly into the output (no copy of the input to the output grid first, and the only
+   full pass over the outputs), then sets the segment's rejected pixels (flux 1, error
+   ``BAD_PIXEL_ERROR``) through their indices while it is still in cache (:func:`_divide_chunk`).
 
 Work buffers are allocated once per call, so a streaming caller that also passes ``out=`` touches no
 fresh memory per chunk (no page faults). The numbers are those of the straightforward version
-(copy to the output grid, then divide): the same float operations on the same values.
+(copy to the output grid, divide, test every pixel of the quotients, fill): the same float
+operations on the same values, and the same pixels rejected (:func:`_divide_chunk` says why the
+tests it skips or moves to the input cannot change that).
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class SegmentLayout:
     itself when it has no gaps; a built-in grid with the same wavelengths is used by name, so APOGEE's
     apStar input gives the ASPCAP grid). ``in_ranges``: column range ``(start, stop)`` of each segment
     in the input; ``out_slices``: the same segments in the output; ``in_columns`` (P_out,): the input
-    column of every output pixel.
+    column of every output pixel; ``span``: the input columns ``(start, stop)`` from the first
+    segment's first to the last segment's last (the gaps between segments included).
     """
 
     def __init__(self, in_grid: Grid):
@@ -67,6 +72,7 @@ class SegmentLayout:
         self.in_ranges = pixel_ranges(in_grid)
         self.out_slices = self.out_grid.segment_slices
         self.in_columns = np.concatenate([np.arange(a0, a1) for a0, a1 in self.in_ranges])
+        self.span = (self.in_ranges[0][0], self.in_ranges[-1][1])
 
 
 def segment_layout(n_pixels: int, grid: Grid | str | None) -> SegmentLayout:
@@ -198,21 +204,25 @@ def output_arrays(out, shape: tuple[int, int], dtype) -> tuple[np.ndarray, np.nd
     return out_f, out_e
 
 
-#: The fits run on blocks of this many chunks at once (fewer, larger NumPy calls; the matrix
-#: products still run per chunk, so the numbers do not depend on it).
-FIT_BLOCK_CHUNKS = 16
+#: Rows are normalised in chunks of this many times ``ChebyshevDesign.chunk_rows`` (fewer NumPy calls;
+#: the matrix products still run per ``chunk_rows`` rows, so the numbers do not depend on it).
+FIT_BLOCK_CHUNKS = 2
 
 
 class _WorkBuffers:
-    """Per-call scratch arrays of one chunk × the widest segment, handed out as contiguous views."""
+    """Per-call scratch arrays for one chunk of rows, handed out as contiguous views: the continuum
+    (and its cast to the output dtype) of the widest segment, and the bool and bitmask tests of the
+    input's span from the first segment's first column to the last segment's last."""
 
-    def __init__(self, rows: int, width: int, dtype: np.dtype, bitmask_dtype: np.dtype | None):
-        size = rows * width
-        self.cont = np.empty(size)
-        self.cast = np.empty(size, dtype) if dtype != np.float64 else None
-        self.good = np.empty(size, bool)
-        self.test = np.empty(size, bool)
-        self.bits = None if bitmask_dtype is None else np.empty(size, bitmask_dtype)
+    def __init__(
+        self, rows: int, width: int, span: int, dtype: np.dtype, bitmask_dtype: np.dtype | None
+    ):
+        self.cont = np.empty(rows * width)
+        self.cast = np.empty(rows * width, dtype) if dtype != np.float64 else None
+        self.good = np.empty(rows * span, bool)
+        self.bad = np.empty(rows * width, bool)
+        self.test = np.empty(rows * span, bool)
+        self.bits = None if bitmask_dtype is None else np.empty(rows * span, bitmask_dtype)
 
     @staticmethod
     def view(buf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -222,10 +232,12 @@ class _WorkBuffers:
 def _divide_segment(
     fin: np.ndarray, ein: np.ndarray, cont_cast: np.ndarray, of: np.ndarray, oe: np.ndarray
 ) -> bool:
-    """``of = fin / cont``, ``oe = ein / cont``; True when a quotient overflowed the dtype (rare: a
-    continuum ~0 under a finite flux), checked only when it happens."""
+    """``of = fin / cont``, ``oe = ein / cont``. True when a division overflowed the dtype, divided
+    a finite value by 0 or gave 0/0 or ∞/∞ (a continuum ~0 or ~∞ in the dtype; NaN and ∞ inputs
+    raise nothing): only then can ``fin / cont`` be non-finite where ``fin`` is finite (continuum
+    > 0), so callers test the quotients instead of the input. Checked only when it happens."""
     try:
-        with np.errstate(divide="ignore", invalid="ignore", over="raise"):
+        with np.errstate(divide="raise", invalid="raise", over="raise"):
             np.divide(fin, cont_cast, out=of)
             np.divide(ein, cont_cast, out=oe)
         return False
@@ -236,47 +248,106 @@ def _divide_segment(
         return True
 
 
+def surely_positive(coef: np.ndarray) -> np.ndarray:
+    """(n, n_segments, k) Chebyshev coefficients → (n, n_segments) bool, True where the series is
+    certainly > 0 on [−1, 1] *as computed*: ``|T_j(x)| ≤ 1`` there, so ``c_0 > Σ_{j≥1} |c_j|`` (with a
+    relative margin of 1e-9, far above the rounding of the k-term sums and of the tabulated ``T_j``)
+    bounds the series away from 0. Lets :func:`_divide_chunk` skip the per-pixel
+    ``continuum > 0`` test where it cannot fail."""
+    c0 = coef[..., 0]
+    rest = np.abs(coef[..., 1:]).sum(axis=-1)
+    return c0 - rest > 1e-9 * (np.abs(c0) + rest)
+
+
+#: A chunk's rejected pixels are set through their indices when at most this fraction of them is
+#: rejected (the usual few per cent: no second pass over the outputs), else by masked copies.
+SPARSE_FILL_FRACTION = 1 / 16
+
+
+def _fill_rejected(out_f: np.ndarray, out_e: np.ndarray, rows: slice, cols: slice, bad: np.ndarray) -> None:
+    """Flux 1 and error ``BAD_PIXEL_ERROR`` in ``out_f[rows, cols]``, ``out_e[rows, cols]`` (C-contiguous
+    outputs) where ``bad`` (C-contiguous, shaped as that block) is True: through the indices when few
+    are bad (no pass over the outputs, which the division has just written), else by masked copies."""
+    flat = np.flatnonzero(bad)  # 1-D: several times faster than np.nonzero on 2-D
+    if flat.size == 0:
+        return
+    if flat.size <= SPARSE_FILL_FRACTION * bad.size:
+        r, c = np.divmod(flat, bad.shape[1])
+        r += rows.start
+        r *= out_f.shape[1]
+        r += c
+        r += cols.start  # flat indices into the outputs
+        np.put(out_f, r, 1.0)
+        np.put(out_e, r, BAD_PIXEL_ERROR)
+    else:
+        np.copyto(out_f[rows, cols], 1.0, where=bad)
+        np.copyto(out_e[rows, cols], BAD_PIXEL_ERROR, where=bad)
+
+
+def _usable_span(
+    f: np.ndarray, e: np.ndarray, b: np.ndarray | None, reject: int, rows: slice, dtype: np.dtype,
+    layout: SegmentLayout, work: _WorkBuffers,
+) -> np.ndarray:
+    """(n, span) bool over rows ``rows`` of the input span (:attr:`SegmentLayout.span`), True for
+    usable pixels (the rule of :func:`usable_pixels` on flux and error cast to ``dtype``: error in
+    (0, ``BAD_PIXEL_ERROR``), flux finite, no bit of ``reject`` set in ``b``), in ``work.good``. One
+    pass over the chunk's input, which brings it into cache for the fit and the division."""
+    s0, s1 = layout.span
+    shape = (rows.stop - rows.start, s1 - s0)
+    good, test = work.view(work.good, shape), work.view(work.test, shape)
+    ein = e[rows, s0:s1].astype(dtype, copy=False)
+    with np.errstate(invalid="ignore"):
+        np.greater(ein, 0, out=good)
+        good &= np.less(ein, BAD_PIXEL_ERROR, out=test)
+    good &= np.isfinite(f[rows, s0:s1].astype(dtype, copy=False), out=test)
+    if b is not None:
+        bits = np.bitwise_and(b[rows, s0:s1], reject, out=work.view(work.bits, shape))
+        good &= np.equal(bits, 0, out=test)
+    return good
+
 
 def _divide_chunk(
-    f: np.ndarray, e: np.ndarray, b: np.ndarray | None, reject: int, rows: slice, coef: np.ndarray,
+    f: np.ndarray, e: np.ndarray, rows: slice, coef: np.ndarray, good: np.ndarray,
     design: ChebyshevDesign, layout: SegmentLayout, out_f: np.ndarray, out_e: np.ndarray,
     work: _WorkBuffers, keep: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Normalise rows ``rows`` (≤ ``chunk_rows``) of the (N, P_in) input into the outputs, segment by
-    segment, given their finite coefficients ``coef`` (n, n_segments, k). ``b``: the bitmask, or None
-    when no bit rejects. ``keep``: ``(continuum, rejected, failed)`` rows of a :class:`ContinuumFit`
-    to fill, ``failed`` (n, n_segments) bool (continuum NaN there)."""
+    """Normalise rows ``rows`` of the (N, P_in) input into the outputs given their finite
+    coefficients ``coef`` (n, n_segments, k) and their usable pixels ``good`` (n, span) from
+    :func:`_usable_span` (updated in place). ``keep``: ``(continuum, rejected, failed)`` rows of a
+    :class:`ContinuumFit` to fill, ``failed`` (n, n_segments) bool (continuum NaN there).
+
+    Per segment the continuum is evaluated (in blocks of ``design.chunk_rows`` rows) and the input's
+    segment, in cache since :func:`_usable_span`, divided by it straight into the outputs: the only
+    full pass over them. Where the continuum is > 0, flux / continuum is finite exactly when the flux
+    is, unless a division overflowed or met a continuum of 0 or ∞ in the dtype; only then
+    (:func:`_divide_segment`) are the quotients tested too. ``continuum > 0`` is tested only where
+    :func:`surely_positive` cannot rule a non-positive continuum out. The rejected pixels then get
+    flux 1 and ``BAD_PIXEL_ERROR`` through their indices (:func:`_fill_rejected`)."""
     dtype = out_f.dtype
+    n = rows.stop - rows.start
+    s0 = layout.span[0]
+    test = work.view(work.test, good.shape)
+    positive = surely_positive(coef).all(axis=0).tolist()
+    blocks = [slice(a, min(a + design.chunk_rows, n)) for a in range(0, n, design.chunk_rows)]
     for d, (sl, (a0, a1)) in enumerate(zip(design.slices, layout.in_ranges, strict=True)):
-        shape = (rows.stop - rows.start, a1 - a0)
-        cont = matmul(coef[:, d], design.Vt[d], out=work.view(work.cont, shape))  # (n, n_d) float64
+        cont = work.view(work.cont, (n, a1 - a0))
+        for block in blocks:  # (n, n_d) float64, one matrix product per block as in the fits
+            matmul(coef[block, d], design.Vt[d], out=cont[block])
         if work.cast is None:
             cd = cont
         else:
-            cd = work.view(work.cast, shape)
+            cd = work.view(work.cast, cont.shape)
             np.copyto(cd, cont, casting="same_kind")
-        fin = f[rows, a0:a1].astype(dtype, copy=False)
-        ein = e[rows, a0:a1].astype(dtype, copy=False)
         of, oe = out_f[rows, sl], out_e[rows, sl]
-        overflowed = _divide_segment(fin, ein, cd, of, oe)
-        good, test = work.view(work.good, shape), work.view(work.test, shape)
-        # usable: error in (0, BAD_PIXEL_ERROR), flux finite (given continuum > 0, exactly when
-        # flux / continuum is finite), bitmask clear, continuum > 0
-        with np.errstate(invalid="ignore"):
-            np.greater(ein, 0, out=good)
-            np.less(ein, BAD_PIXEL_ERROR, out=test)
-        good &= test
-        good &= np.isfinite(of, out=test)
-        good &= np.greater(cont, 0, out=test)
-        if overflowed:
-            good &= np.isfinite(oe, out=test)
-        if b is not None:
-            bits_seg = work.view(work.bits, shape)
-            np.bitwise_and(b[rows, a0:a1], reject, out=bits_seg)
-            good &= np.equal(bits_seg, 0, out=test)
-        bad = np.logical_not(good, out=test)
-        np.copyto(of, 1.0, where=bad)
-        np.copyto(oe, BAD_PIXEL_ERROR, where=bad)
+        fin, ein = f[rows, a0:a1].astype(dtype, copy=False), e[rows, a0:a1].astype(dtype, copy=False)
+        good_seg, test_seg = good[:, a0 - s0 : a1 - s0], test[:, a0 - s0 : a1 - s0]
+        if _divide_segment(fin, ein, cd, of, oe):
+            good_seg &= np.isfinite(of, out=test_seg)
+            good_seg &= np.isfinite(oe, out=test_seg)
+        if not positive[d]:
+            good_seg &= np.greater(cont, 0, out=test_seg)
+        bad = np.logical_not(good_seg, out=work.view(work.bad, cont.shape))
+        _fill_rejected(out_f, out_e, rows, sl, bad)
         if keep is not None:
             conts, rejected, failed = keep
             conts[:, sl] = cont
@@ -314,31 +385,27 @@ def normalise_segments(
         coefs = np.empty((n, len(names), design.k))
         rejected = np.empty((n, out_grid.n_pixels), dtype=bool)
     use_bits = b is not None and bool(reject)
-    step = design.chunk_rows
+    chunk_rows = design.chunk_rows * FIT_BLOCK_CHUNKS
     width = max(sl.stop - sl.start for sl in design.slices)
-    work = _WorkBuffers(min(step, max(n, 1)), width, dtype, b.dtype if use_bits else None)
-    in_fit_cols = layout.in_columns[design.fit_cols]
-    block_rows = step * FIT_BLOCK_CHUNKS
-    for block in range(0, n, block_rows):
-        # 1. the fits of a block of rows, from the fit pixels gathered straight from the input
-        rows = slice(block, min(block + block_rows, n))
-        fc = f[rows, in_fit_cols].astype(dtype, copy=False)
-        ec = e[rows, in_fit_cols].astype(dtype, copy=False)
-        gc = usable_pixels(fc, ec, b[rows, in_fit_cols] if use_bits else None, reject)
-        coef = fit_rows(
-            fc.astype(np.float64), ec.astype(np.float64), gc, design,
-            on_failure=on_failure, row0=block, what=what, clip=clip, segments=names,
-        )
+    work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], dtype,
+                        b.dtype if use_bits else None)
+    fit_cols = layout.in_columns[design.fit_cols]  # input columns of the fit pixels
+    fit_span_cols = fit_cols - layout.span[0]
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        # 1. usable pixels of the chunk's input span (this reads the chunk into cache)
+        good = _usable_span(f, e, b if use_bits else None, reject, rows, dtype, layout, work)
+        # 2. the fits, from the fit pixels gathered from the cached rows
+        fc = f[rows, fit_cols].astype(dtype, copy=False).astype(np.float64, copy=False)
+        ec = e[rows, fit_cols].astype(dtype, copy=False).astype(np.float64, copy=False)
+        coef = fit_rows(fc, ec, good[:, fit_span_cols], design, on_failure=on_failure, row0=start,
+                        what=what, clip=clip, segments=names)
         if keep_fit:
             coefs[rows] = coef
-        coef_safe = np.nan_to_num(coef, nan=0.0)  # failed segments: continuum 0 → rejected below
-        for start in range(block, rows.stop, step):
-            chunk = slice(start, min(start + step, n))
-            local = slice(start - block, chunk.stop - block)
-            _divide_chunk(
-                f, e, b if use_bits else None, reject, chunk, coef_safe[local], design, layout,
-                out_f, out_e, work,
-                keep=(conts[chunk], rejected[chunk], np.isnan(coef[local, :, 0])) if keep_fit else None,
-            )
+        # 3. divide (failed segments: continuum 0, rejected there)
+        _divide_chunk(
+            f, e, rows, np.nan_to_num(coef, nan=0.0), good, design, layout, out_f, out_e, work,
+            keep=(conts[rows], rejected[rows], np.isnan(coef[:, :, 0])) if keep_fit else None,
+        )
     fit = ContinuumFit(conts, coefs, rejected) if keep_fit else None
     return out_f, out_e, was_1d, fit, layout
