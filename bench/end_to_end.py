@@ -18,11 +18,12 @@ the rates in spectra/s of
 * ``end-to-end``: :func:`starlabels.inference.catalog.run_catalog` from raw apStar-grid spectra to a
   Parquet catalog — planning the inputs, reading them (HDF5 rows, or a folder of apStar FITS
   files), grid checks, preprocessing, the network, flags and calibration bookkeeping, the parts
-  files and the final catalog — with the next unit read in a background thread (the default);
+  files and the final catalog — with the next unit read and prepared (pixel rejection,
+  preprocessing) in a background thread while the network runs (the default);
 * ``end-to-end, no prefetch``: the same with ``prefetch=False``.
 
 Same process, same float32 input values, torch threads = 1 for every row (the end-to-end rows also
-run the prefetch reader thread next to it; the machine has 2 cores), the glibc-default allocator
+run the reading-and-preparing thread next to it; the machine has 2 cores), the glibc-default allocator
 unless ``--tuned-allocator`` (then ``starlabels.tune_process`` for the whole process, every row).
 The target is end-to-end ≥ 0.90 × bare forward.
 """
@@ -45,8 +46,10 @@ HERE = Path(__file__).resolve().parent
 LABELS = ["TEFF", "LOGG", "FE_H"]
 BATCH = 128
 #: units per input (each unit: one predict call, one parts file; a survey run uses the default
-#: ROWS_PER_UNIT = 1024 / FILES_PER_UNIT = 64, so per-unit costs are spread over many spectra)
-UNITS = 4
+#: ROWS_PER_UNIT = 1024 / FILES_PER_UNIT = 64, so per-unit costs are spread over many spectra). The
+#: first unit is read and prepared before the network can start (the pipeline's fill, about 1/UNITS
+#: of the reading work), so too few units would measure the fill rather than a survey run's steady state.
+UNITS = 16
 
 
 def build_models(mask: np.ndarray) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -102,11 +105,13 @@ def preprocessed(im: Any, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarr
 
 
 def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int, rounds: int,
-            tmp: Path) -> dict[str, float]:
-    """Best seconds per configuration (bare forward; end-to-end from each source with and without
-    prefetch), configurations interleaved over ``rounds``."""
-    from starlabels.inference import uncertainty
-    from starlabels.inference.catalog import run_catalog
+            tmp: Path) -> dict[str, tuple[float, float]]:
+    """Best (seconds for the whole run, seconds from the first unit's network start to the end) per
+    configuration (bare forward; end-to-end from each source with and without prefetch),
+    configurations interleaved over ``rounds``. The second figure leaves out the pipeline's fill (the
+    first unit is read and prepared before anything else can run), i.e. the rate a survey run of
+    many units has; for the bare forward both are the same."""
+    from starlabels.inference import catalog, uncertainty
 
     def bare():  # the same spectra per call as a unit gets (the working set matters for the allocator)
         for start in range(0, x.shape[0], per_unit):
@@ -116,13 +121,26 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
                                        seed=0)
             else:
                 uncertainty.point(im.physical, xs, batch_size=BATCH)
+        return None
 
     def e2e(source, prefetch):
         def go():
             out = tmp / "catalog.parquet"
-            run_catalog(im, [source], out, batch_size=BATCH, seed=0, files_per_unit=per_unit,
-                        rows_per_unit=per_unit, overwrite=True, prefetch=prefetch, **settings)
+            real, first = catalog.predict_blocks, []
+
+            def first_network(*args, **kwargs):  # when the first unit reaches the network
+                if not first:
+                    first.append(time.perf_counter())
+                return real(*args, **kwargs)
+
+            catalog.predict_blocks = first_network
+            try:
+                catalog.run_catalog(im, [source], out, batch_size=BATCH, seed=0, files_per_unit=per_unit,
+                                    rows_per_unit=per_unit, overwrite=True, prefetch=prefetch, **settings)
+            finally:
+                catalog.predict_blocks = real
             out.unlink()
+            return first[0]
         return go
 
     steps = {"bare forward": bare}
@@ -130,12 +148,14 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
         steps[f"end-to-end, {src_name}"] = e2e(src, True)
         steps[f"end-to-end, {src_name}, no prefetch"] = e2e(src, False)
     bare()  # warm-up
-    best = {s: float("inf") for s in steps}
+    best = {s: (float("inf"), float("inf")) for s in steps}
     for _ in range(rounds):
         for s, fn in steps.items():
             t0 = time.perf_counter()
-            fn()
-            best[s] = min(best[s], time.perf_counter() - t0)
+            started = fn()
+            t1 = time.perf_counter()
+            total, steady = t1 - t0, t1 - (started if started is not None else t0)
+            best[s] = (min(best[s][0], total), min(best[s][1], steady))
     return best
 
 
@@ -146,11 +166,10 @@ def time_breakdown(
     functions; summed over threads where predict prepares its next chunk in one): reading, preprocessing
     (``prepare_chunk``), the network (``uncertainty.point`` / ``mc_dropout``), catalog rows
     (``catalog_frame``), parts and catalog files (``write_unit``, ``assemble``), and the rest."""
-    from starlabels.inference import catalog, uncertainty
-    from starlabels.inference import predict as predict_module
+    from starlabels.inference import catalog, prepared_spectra, uncertainty
 
     spent: dict[str, float] = {}
-    patches = [(catalog, "read_unit", "reading"), (predict_module, "prepare_chunk", "preprocessing"),
+    patches = [(catalog, "read_unit", "reading"), (prepared_spectra, "prepare_chunk", "preprocessing"),
                (uncertainty, "point", "network"), (uncertainty, "mc_dropout", "network"),
                (catalog, "catalog_frame", "catalog rows"), (catalog, "write_unit", "parts and catalog files"),
                (catalog, "assemble", "parts and catalog files")]
@@ -195,8 +214,8 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
 
         tune_process()
     torch.set_num_threads(1)
-    sizes = n or ({"APOGEE Net, point estimates": 256, "BCNN, MC dropout (100 passes)": 32} if quick else
-                  {"APOGEE Net, point estimates": 1024, "BCNN, MC dropout (100 passes)": 128})
+    sizes = n or ({"APOGEE Net, point estimates": 512, "BCNN, MC dropout (100 passes)": 64} if quick else
+                  {"APOGEE Net, point estimates": 4096, "BCNN, MC dropout (100 passes)": 256})
     flux, error, bitmask, mask = make_spectra(max(sizes.values()), 0)
     flux, error = flux.astype(np.float32), error.astype(np.float32)
     load0 = os.getloadavg()[0]
@@ -215,7 +234,9 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
             breakdown = {src: time_breakdown(im, settings, path, per_unit, tmp)
                          for src, path in sources.items()}
             results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit,
-                                       "rates": {s: k / t for s, t in rates.items()}, "breakdown": breakdown}
+                                       "rates": {s: k / t for s, (t, _) in rates.items()},
+                                       "steady_rates": {s: k / t for s, (_, t) in rates.items()},
+                                       "breakdown": breakdown}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["load_average"] = (load0, os.getloadavg()[0])
@@ -228,7 +249,7 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         f"{heading} End-to-end `predict` (catalog) vs the bare network forward",
         "",
         f"Made by `bench/end_to_end.py`: torch threads = {results['threads']} for every row (the end-to-end "
-        "rows also run the prefetch reader thread), float32 input, batch "
+        "rows also run the thread that reads and prepares the next unit), float32 input, batch "
         f"{results['batch_size']}, "
         f"{'starlabels.tune_process' if results['tuned_allocator'] else 'glibc-default'} allocator for "
         f"every row; rows interleaved, best of {results['rounds']} rounds; load average "
@@ -236,17 +257,23 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         "`run_catalog` from raw apStar-grid spectra (an HDF5 dataset, or a folder of apStar FITS files) to a "
         "Parquet catalog: planning, reading, grid checks, preprocessing, network, flags, parts files and the "
         "catalog writer. Bare forward = `uncertainty.point` / `uncertainty.mc_dropout` on the preprocessed "
-        "tensor. Target: end-to-end ≥ 0.90 × bare forward.",
+        "tensor. Target: end-to-end ≥ 0.90 × bare forward. \"Once the first unit is read\": from the "
+        "moment the first unit reaches the network to the end, i.e. without the pipeline's fill (the first "
+        "unit is read and prepared before the network can start; a survey run of hundreds of units pays it "
+        "once), which is the rate the CPU hours for 250,000 stars are computed from.",
         "",
     ]
     for name, m in results["models"].items():
-        r = m["rates"]
+        r, steady = m["rates"], m.get("steady_rates", m["rates"])
         bare = r["bare forward"]
         lines += [f"**{name}** ({m['n_spectra']} spectra, {m['spectra_per_unit']} per unit)", "",
-                  "| configuration | spectra/s | / bare forward | CPU h for 250,000 stars |",
-                  "|---|---:|---:|---:|"]
+                  "| configuration | spectra/s, whole run | / bare forward | spectra/s once the first unit "
+                  "is read | / bare forward | CPU h for 250,000 stars |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for s, v in r.items():
-            lines.append(f"| {s} | {v:.1f} | {v / bare:.2f} | {250_000 / v / 3600:.2f} |")
+            w = steady[s]
+            lines.append(f"| {s} | {v:.1f} | {v / bare:.2f} | {w:.1f} | {w / bare:.2f} | "
+                         f"{250_000 / w / 3600:.2f} |")
         lines.append("")
         if m.get("breakdown"):
             srcs = list(m["breakdown"])
