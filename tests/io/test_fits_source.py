@@ -237,3 +237,24 @@ def test_identification_same_on_both_backends(tmp_path, star):
         assert identify_format(path) == fmt
     (a,) = read_spectra(aspcap)
     assert a.meta["FORMAT"] == "aspcapStar" and a.meta["NORMALISED"] is True
+
+
+def test_without_pread_astropy_reads(tmp_path, star, monkeypatch):
+    from starlabels.io import fits_source
+
+    path = write_apstar(tmp_path / "a.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    direct = read_apstar(path)
+    monkeypatch.setattr(fits_source, "_HAVE_PREAD", False)  # as on Windows
+    with pytest.raises(NeedsAstropyError):
+        DirectSource.open(path, "x")
+    _assert_same_apstar(read_apstar(path), direct)
+
+
+def test_file_errors_worded_as_before(tmp_path):
+    with pytest.raises(InputFileError, match="is a directory"):
+        read_apstar(tmp_path)
+    (tmp_path / "empty.fits").write_bytes(b"")
+    with pytest.raises(InputFileError, match="file is empty"):
+        read_apstar(tmp_path / "empty.fits")
+    with pytest.raises(InputFileError, match="apStar file does not exist"):
+        read_apstar(tmp_path / "missing.fits")

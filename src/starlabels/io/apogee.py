@@ -1,9 +1,11 @@
 """Readers for SDSS APOGEE apStar and aspcapStar spectra (apVisit: :mod:`.apvisit`, re-exported here;
 allStar catalogues: :mod:`.allstar`; FITS helpers: :mod:`.apogee_fits`).
 
-All readers take a path, read with :mod:`astropy.io.fits` and return plain numpy arrays in
-native byte order (ready for ``torch.from_numpy``). Anything wrong with a file raises
-:class:`starlabels.errors.InputFileError` naming the file and the problem.
+All readers take a path and return plain numpy arrays in native byte order (ready for
+``torch.from_numpy``). apStar files are read through :mod:`starlabels.io.fits_source` (the file's
+own headers and only the rows asked for where it is a plain FITS file, astropy otherwise; one reader,
+:func:`apstar_from_source`, on either); aspcapStar files with :mod:`astropy.io.fits`. Anything wrong
+with a file raises :class:`starlabels.errors.InputFileError` naming the file and the problem.
 
 apStar row layout (worked out from the SDSS pipelines and the real DR17 file
 ``apStar-dr17-2M19485057+5005279.fits``)

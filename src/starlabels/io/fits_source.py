@@ -42,6 +42,7 @@ _DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.d
            -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 _END = b"END" + b" " * 77
 _COMMENTARY = frozenset({"", "COMMENT", "HISTORY"})
+_HAVE_PREAD = hasattr(os, "pread") and hasattr(os, "preadv")  # (not on Windows: astropy reads there)
 #: bytes read at once for a header: most apStar extension headers fit one block, primaries three
 _HEADER_READ = 4 * FITS_BLOCK
 
@@ -323,7 +324,7 @@ class DirectSource(FitsSource):
         """A context manager that opens and scans ``path``: InputFileError as
         :func:`~starlabels.io.fits_file.open_fits` for missing, empty, non-FITS and block-truncated
         files; NeedsAstropyError for what it leaves to astropy."""
-        if is_compressed(path):
+        if is_compressed(path) or not _HAVE_PREAD:
             check_fits_file(path, what)
             raise NeedsAstropyError
         return _Opened(cls, path, what)

@@ -1,7 +1,8 @@
 """One entry point for spectra: :func:`read_spectra` recognises a file by its content, not its name.
 
 Formats (:func:`identify_format` returns the name; checked in this order, from headers and
-column names only, without reading the data):
+column names only, without reading the data; image formats from the file's own headers through
+:mod:`starlabels.io.fits_source`, the rest with astropy):
 
 =================  ==========================================================================
 ``mwmStar``        HDU0 has V_ASTRA; tables BOSS/APO, BOSS/LCO, APOGEE/APO, APOGEE/LCO with a
