@@ -14,7 +14,7 @@ from starlabels.core import apogee as apogee_core
 from starlabels.core import boss as boss_core
 from starlabels.errors import InputDataError, InputFileError
 from starlabels.io import Spectrum, write_apstar, write_aspcapstar, write_mwm_star
-from starlabels.io.read import identify_format, read_spectra, scan_inputs
+from starlabels.io.read import identify_format, list_files, read_spectra, scan_inputs
 
 C_KM_S = 299792.458
 APOGEE_WAVE = 10.0 ** (4.179 + 6e-6 * np.arange(8575))
@@ -313,6 +313,29 @@ def test_scan_inputs_lists_every_file(tmp_path, star):
     assert "not a spectrum file" in reasons["notes.txt"]
     readable2, skipped2 = scan_inputs([folder / "apVisit-1-2-3.fits", folder / "missing.fits"])
     assert readable2 == [folder / "apVisit-1-2-3.fits"] and "does not exist" in skipped2[0][1]
+
+
+def test_list_files_walks_without_opening(tmp_path, monkeypatch):
+    import starlabels.io.read as read_module
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.fits", "a.txt", "sub/c.fits"):
+        (folder / name).write_bytes(b"not opened")
+    (folder / "link.fits").symlink_to(folder / "b.fits")  # the same file under another name
+
+    def no(*args, **kwargs):
+        raise AssertionError("list_files opened a file")
+
+    monkeypatch.setattr(read_module, "identify_format", no)
+    monkeypatch.setattr(read_module, "read_spectra", no)
+    names = [p.relative_to(folder).as_posix() for p in list_files(folder)]
+    assert names == ["a.txt", "b.fits", "sub/c.fits"]  # sorted; link.fits is b.fits again
+    assert [p.name for p in list_files(folder, recursive=False)] == ["a.txt", "b.fits"]
+    given = [folder / "sub" / "c.fits", folder, tmp_path / "missing.fits", folder / "b.fits"]
+    assert [p.relative_to(tmp_path).as_posix() for p in list_files(given)] == [
+        "in/sub/c.fits", "in/a.txt", "in/b.fits", "missing.fits"]
+    assert list_files(str(folder / "a.txt")) == [folder / "a.txt"]
 
 
 # --- specutils objects ------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_hdul, mwm_
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra, table_kind
 
-__all__ = ["FORMATS", "identify_format", "read_spectra", "scan_inputs"]
+__all__ = ["FORMATS", "identify_format", "list_files", "read_spectra", "scan_inputs"]
 
 #: Format names :func:`identify_format` can return.
 FORMATS: tuple[str, ...] = ("mwmStar", "mwmVisit", "boss-spec", "apStar", "apStar-sdss5", "aspcapStar",
@@ -234,6 +234,31 @@ def _files(paths: Iterable[str | os.PathLike[str]], recursive: bool) -> Iterable
             yield p
 
 
+def list_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+               recursive: bool = True) -> list[Path]:
+    """The files of ``paths``, in order, without opening them.
+
+    Args:
+        paths: files and/or folders (folders are walked, recursively by default, in sorted order).
+        recursive: walk sub-folders.
+
+    Returns:
+        Every file once (duplicates — the same file reached twice, also through another path to it
+        — dropped after the first), given files in the order given, folders' files in sorted order.
+        Paths that do not exist are kept (the reader reports them).
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for f in _files(paths, recursive):
+        key = f.resolve() if f.exists() else f
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
 def scan_inputs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                 recursive: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Sort files and folders into spectrum files and the rest, by content.
@@ -243,20 +268,13 @@ def scan_inputs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         recursive: walk sub-folders.
 
     Returns:
-        ``(readable, skipped)``: the files :func:`read_spectra` can read (in order, no duplicates),
-        and ``(path, reason)`` for every other file (not a spectrum format, unreadable, missing),
-        so that callers can list what they did not use. Only headers are read.
+        ``(readable, skipped)``: the files :func:`read_spectra` can read (in order, no duplicates:
+        :func:`list_files`), and ``(path, reason)`` for every other file (not a spectrum format,
+        unreadable, missing), so that callers can list what they did not use. Only headers are read.
     """
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
     readable: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for f in _files(paths, recursive):
-        key = f.resolve() if f.exists() else f
-        if key in seen:
-            continue
-        seen.add(key)
+    for f in list_files(paths, recursive=recursive):
         try:
             identify_format(f)
         except InputFileError as e:
