@@ -57,8 +57,9 @@ class PixelBitmask:
         """Bool array, True where ``bitmask`` has any of ``bits`` (default: ``default_reject``) set."""
         array = np.asarray(bitmask)
         value = self.value(bits)
-        if not (np.issubdtype(array.dtype, np.integer) and value <= np.iinfo(array.dtype).max):
+        kind, size = array.dtype.kind, array.dtype.itemsize
+        if not (kind in "iu" and value < 1 << (8 * size - (kind == "i"))):
             array = array.astype(np.int64)  # e.g. bool, or bits beyond a narrow dtype's positive range
-        # in the array's own dtype (no int64 copy): the value has no bit above the dtype's sign
-        # bit, so sign extension to int64 could not have changed the AND
+        # in the array's own dtype (no int64 copy): the value has no bit at or above the dtype's
+        # sign bit, so sign extension to int64 could not have changed the AND
         return np.bitwise_and(array, value, dtype=array.dtype) != 0

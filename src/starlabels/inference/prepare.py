@@ -66,12 +66,7 @@ def prepare_chunk(
     masked = n_rej / p_in  # = rej.mean(axis=1)
     snr = np.full(n, np.nan)
     if has_error and ok.any():
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ratio = np.divide(f, e)
-        # unrejected ratios are never NaN (finite flux over a finite positive error); rows without
-        # one (not ok) come back NaN and stay NaN
-        snr[ok] = masked_median_rows(ratio, rej, overwrite_input=True, nan_free=True)[ok]
-        del ratio
+        snr[ok] = _snr(f, e, rej)[ok]
     P = im.n_pixels
     if not ok.any():
         return np.zeros((0, P), np.float32), np.zeros((0, P), np.float32), ok, snr, masked
@@ -109,6 +104,29 @@ def prepare_chunk(
     return x, xe, ok, snr, masked
 
 
+def _snr(f: np.ndarray, e: np.ndarray, rej: np.ndarray) -> np.ndarray:
+    """(n,) median of f/e over each row's unrejected pixels (NaN for a row without one), in the
+    ratio's dtype. Unrejected ratios are never NaN (finite flux over a finite positive error). A
+    block of rows at a time into one reused buffer: no page faults for a chunk-sized ratio array,
+    and each block is partially sorted while it is in cache."""
+    n, p = f.shape
+    rows = max(1, SNR_BLOCK_VALUES // max(p, 1))
+    buffer = np.empty((min(rows, n), p), np.result_type(f.dtype, e.dtype))
+    out = np.empty(n, buffer.dtype)
+    for a in range(0, n, rows):
+        block = slice(a, min(n, a + rows))
+        ratio = buffer[: block.stop - a]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            np.divide(f[block], e[block], out=ratio)
+        out[block] = masked_median_rows(ratio, rej[block], overwrite_input=True, nan_free=True)
+    return out
+
+
+#: Values per block of :func:`_snr` (4 MiB of float32; measured: 12 ms instead of 16 ms for 1024
+#: apStar spectra, against one chunk-sized ratio array).
+SNR_BLOCK_VALUES = 1 << 20
+
+
 def _finite_rows(x: np.ndarray) -> np.ndarray:
     """(n,) bool: every value of the row finite. A row sum is finite exactly when no value is
     NaN/±inf, unless finite values overflow it; only rows whose sum is not finite are tested
@@ -127,16 +145,13 @@ ERROR_CEILING = 3e38
 
 def _capped_errors(xe: np.ndarray) -> np.ndarray:
     """In place on float32 ``xe`` (which this module owns): ``min(xe, 3e38)`` where finite, 3e38
-    for NaN and ±inf — ``np.minimum(np.where(np.isfinite(xe), xe, np.inf), 3e38)``."""
+    for NaN and ±inf — ``np.minimum(np.where(np.isfinite(xe), xe, np.inf), 3e38)``. Two read-only
+    reductions first: preprocessed errors (finite, at most ``BAD_PIXEL_ERROR``) need nothing else."""
+    if xe.size == 0 or (xe.max() <= ERROR_CEILING and xe.min() > -np.inf):  # False for any NaN
+        return xe
     with np.errstate(invalid="ignore"):
         np.minimum(xe, ERROR_CEILING, out=xe)  # +inf → 3e38; NaN and -inf stay
-        with np.errstate(over="ignore"):
-            clean = np.add.reduce(xe, axis=1) > -np.inf  # False exactly for a row with NaN or -inf
-    if not clean.all():
-        rows = np.flatnonzero(~clean)
-        sub = xe[rows]
-        sub[~(sub > -np.inf)] = ERROR_CEILING
-        xe[rows] = sub
+        np.copyto(xe, np.float32(ERROR_CEILING), where=~(xe > -np.inf))  # NaN, -inf → 3e38
     return xe
 
 
