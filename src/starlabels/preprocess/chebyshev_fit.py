@@ -23,7 +23,10 @@ from numpy.polynomial import chebyshev
 
 from starlabels.errors import InputDataError
 
-__all__ = ["BLAS_SINGLE_THREAD_MNK", "ChebyshevDesign", "OnFailure", "failure_message", "fit_rows", "matmul"]
+__all__ = [
+    "BLAS_SINGLE_THREAD_MNK", "ChebyshevDesign", "FitWorkspace", "OnFailure", "failure_message", "fit_rows",
+    "matmul",
+]
 
 #: Rows per chunk are chosen so that every matrix product of a chunk has m·n·k ≤ this: OpenBLAS
 #: runs such products single-threaded. Multithreading gains nothing on these skinny products and,
@@ -40,6 +43,30 @@ OnFailure = Literal["raise", "reject"]
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``a @ b`` (BLAS) into ``out``; callers keep m·n·k under :data:`BLAS_SINGLE_THREAD_MNK`."""
     return np.matmul(a, b, out=out)
+
+
+class FitWorkspace:
+    """Scratch arrays for :func:`fit_rows` over chunks of at most ``rows`` rows and ``n_fit`` fit
+    pixels, allocated once and reused chunk after chunk: fresh temporaries of this size (above the
+    C allocator's mmap threshold) would be returned to the system and page-faulted in again for
+    every chunk. ``get(name, n, dtype)`` hands out the first ``n`` rows of the buffer ``name``."""
+
+    def __init__(self, rows: int, n_fit: int):
+        self.rows, self.n_fit = rows, n_fit
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, n: int, dtype=np.float64) -> np.ndarray:
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty((self.rows, self.n_fit), dtype)
+        return buf[:n]
+
+
+def _scratch(work: FitWorkspace | None, name: str, like: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """An uninitialised array shaped as ``like``: from ``work`` when given, else a new one."""
+    if work is None:
+        return np.empty(like.shape, dtype)
+    return work.get(name, like.shape[0], dtype)
 
 
 class ChebyshevDesign:
@@ -90,20 +117,22 @@ class ChebyshevDesign:
         step = self.chunk_rows
         return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
-    def fit(self, flux: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fit(
+        self, flux: np.ndarray, weight: np.ndarray, work: FitWorkspace | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Weighted least-squares fits of all rows and detectors at once.
 
         ``flux``, ``weight``: (n, n_fit) float64 at the fit pixels, ``flux`` finite (0 is fine)
         wherever ``weight`` is 0. Returns ``coef`` (n, 3, k) Chebyshev coefficients (NaN where a fit
         is impossible: fewer than k pixels with weight > 0) and ``n_used`` (n, 3) int. The
         elementwise work and the solve run on all n rows at once; the matrix products in blocks
-        of :attr:`chunk_rows` rows (results independent of n).
+        of :attr:`chunk_rows` rows (results independent of n). ``work``: reused scratch arrays.
         """
         n, k, n_det = flux.shape[0], self.k, len(self.slices)
         moments = np.empty((n, n_det, 2 * k - 1))
         rhs = np.empty((n, n_det, k))
         n_used = np.empty((n, n_det), dtype=np.int64)
-        wf = weight * flux
+        wf = np.multiply(weight, flux, out=_scratch(work, "weighted_flux", flux))
         blocks = self._row_blocks(n)
         for d in range(n_det):
             seg = slice(self.bounds[d], self.bounds[d + 1])
@@ -173,21 +202,27 @@ def fit_rows(
     what: str,
     segments: tuple[str, ...],
     clip: tuple[int, float, float | None] | None = None,
+    work: FitWorkspace | None = None,
 ) -> np.ndarray:
     """Fit the continua of n spectra (any n; ``row0``: the index of the first) from their fit pixels.
 
     ``fc``, ``ec`` (n, n_fit) float64 flux and error at ``design.fit_cols``; ``gc`` (n, n_fit) bool
     marks the usable ones. Returns ``coef`` (n, 3, k), NaN for detectors whose fit is impossible
-    (raises ``InputDataError`` instead when ``on_failure == "raise"``).
+    (raises ``InputDataError`` instead when ``on_failure == "raise"``). ``work``: scratch arrays
+    reused across calls (:class:`FitWorkspace`); the results are the same with or without.
     """
     # weights 1/σ², scaled per spectrum by its smallest σ² (the solution does not change; the
     # scaling keeps tiny or huge errors from overflowing)
+    w = _scratch(work, "weight", ec)
+    w.fill(0.0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e_min = np.min(np.where(gc, ec, np.inf), axis=1, keepdims=True)
-        r = np.where(gc, e_min / ec, 0.0)
-    w = r * r
-    fz = np.where(gc, fc, 0.0)
-    coef, n_used = design.fit(fz, w)
+        e_min = np.min(ec, axis=1, where=gc, initial=np.inf, keepdims=True)
+        np.divide(e_min, ec, out=w, where=gc)
+    w *= w
+    fz = _scratch(work, "flux", fc)
+    fz.fill(0.0)
+    np.copyto(fz, fc, where=gc)
+    coef, n_used = design.fit(fz, w, work)
     failed = np.isnan(coef[..., 0])
     if failed.any() and on_failure == "raise":  # named per block of chunk_rows rows, the first first
         first = int(np.flatnonzero(failed.any(axis=1))[0])
@@ -204,7 +239,7 @@ def fit_rows(
                 keep = gc & (r > -low)
                 if high is not None:
                     keep &= r < high
-            coef_new, n_new = design.fit(fz, np.where(keep, w, 0.0))
+            coef_new, n_new = design.fit(fz, np.where(keep, w, 0.0), work)
             # keep the previous fit where clipping left too few pixels
             coef = np.where((n_new >= design.k)[..., None], coef_new, coef)
     return coef

@@ -33,7 +33,7 @@ from starlabels.core.grid import Grid
 from starlabels.core.instrument import find_grid
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, bits_to_value
-from starlabels.preprocess.chebyshev_fit import ChebyshevDesign, OnFailure, fit_rows, matmul
+from starlabels.preprocess.chebyshev_fit import ChebyshevDesign, FitWorkspace, OnFailure, fit_rows, matmul
 from starlabels.preprocess.continuum_masks import MaskLike, resolve_continuum_mask
 from starlabels.preprocess.grids import APSTAR, ASPCAP, get_grid, pixel_ranges
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR, as_batch
@@ -211,18 +211,16 @@ FIT_BLOCK_CHUNKS = 2
 
 class _WorkBuffers:
     """Per-call scratch arrays for one chunk of rows, handed out as contiguous views: the continuum
-    (and its cast to the output dtype) of the widest segment, and the bool and bitmask tests of the
-    input's span from the first segment's first column to the last segment's last."""
+    (and its cast to the output dtype) and the rejected pixels of the widest segment, and the bool
+    tests of the input's span from the first segment's first column to the last segment's last."""
 
-    def __init__(
-        self, rows: int, width: int, span: int, dtype: np.dtype, bitmask_dtype: np.dtype | None
-    ):
-        self.cont = np.empty(rows * width)
+    def __init__(self, rows: int, width: int, span: int, dtype: np.dtype):
+        # float64 output: the continuum is computed in the flux output itself
+        self.cont = np.empty(rows * width) if dtype != np.float64 else None
         self.cast = np.empty(rows * width, dtype) if dtype != np.float64 else None
         self.good = np.empty(rows * span, bool)
         self.bad = np.empty(rows * width, bool)
         self.test = np.empty(rows * span, bool)
-        self.bits = None if bitmask_dtype is None else np.empty(rows * span, bitmask_dtype)
 
     @staticmethod
     def view(buf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -230,22 +228,20 @@ class _WorkBuffers:
 
 
 def _divide_segment(
-    fin: np.ndarray, ein: np.ndarray, cont_cast: np.ndarray, of: np.ndarray, oe: np.ndarray
+    fin: np.ndarray, ein: np.ndarray, cont: np.ndarray, of: np.ndarray, oe: np.ndarray
 ) -> bool:
-    """``of = fin / cont``, ``oe = ein / cont``. True when a division overflowed the dtype, divided
-    a finite value by 0 or gave 0/0 or ∞/∞ (a continuum ~0 or ~∞ in the dtype; NaN and ∞ inputs
-    raise nothing): only then can ``fin / cont`` be non-finite where ``fin`` is finite (continuum
-    > 0), so callers test the quotients instead of the input. Checked only when it happens."""
-    try:
-        with np.errstate(divide="raise", invalid="raise", over="raise"):
-            np.divide(fin, cont_cast, out=of)
-            np.divide(ein, cont_cast, out=oe)
-        return False
-    except FloatingPointError:
-        with np.errstate(all="ignore"):
-            np.divide(fin, cont_cast, out=of)
-            np.divide(ein, cont_cast, out=oe)
-        return True
+    """``oe = ein / cont``, then ``of = fin / cont`` (so ``cont`` may be ``of`` itself: the continuum
+    written into the flux output, divided in place). True when a division overflowed the dtype,
+    divided a finite value by 0 or gave 0/0 or ∞/∞ (a continuum ~0 or ~∞ in the dtype; NaN and ∞
+    inputs raise nothing): only then can ``fin / cont`` be non-finite where ``fin`` is finite
+    (continuum > 0), so callers test the quotients instead of the input. The floating-point flags
+    are collected through NumPy's (context-local) error callback, after each division completed."""
+    flags: list[str] = []
+    with np.errstate(divide="call", invalid="call", over="call", under="ignore",
+                     call=lambda kind, flag: flags.append(kind)):
+        np.divide(ein, cont, out=oe)
+        np.divide(fin, cont, out=of)
+    return bool(flags)
 
 
 def surely_positive(coef: np.ndarray) -> np.ndarray:
@@ -284,6 +280,22 @@ def _fill_rejected(out_f: np.ndarray, out_e: np.ndarray, rows: slice, cols: slic
         np.copyto(out_e[rows, cols], BAD_PIXEL_ERROR, where=bad)
 
 
+def _gather(
+    a: np.ndarray, rows: slice, cols: np.ndarray, dtype: np.dtype, work: FitWorkspace, name: str
+) -> np.ndarray:
+    """``a[rows, cols]`` cast to ``dtype`` and then to float64 (the fit's input), into ``work``'s
+    buffers when ``a`` already has ``dtype`` (no fresh memory per chunk)."""
+    n = rows.stop - rows.start
+    if a.dtype != dtype:  # e.g. float64 error with float32 flux: rounded to float32 first
+        return a[rows, cols].astype(dtype).astype(np.float64, copy=False)
+    if dtype == np.float64:
+        return np.take(a[rows], cols, axis=1, out=work.get(name, n))
+    gathered = np.take(a[rows], cols, axis=1, out=work.get(name + "_cast", n, dtype))
+    out = work.get(name, n)
+    np.copyto(out, gathered)
+    return out
+
+
 def _usable_span(
     f: np.ndarray, e: np.ndarray, b: np.ndarray | None, reject: int, rows: slice, dtype: np.dtype,
     layout: SegmentLayout, work: _WorkBuffers,
@@ -300,9 +312,9 @@ def _usable_span(
         np.greater(ein, 0, out=good)
         good &= np.less(ein, BAD_PIXEL_ERROR, out=test)
     good &= np.isfinite(f[rows, s0:s1].astype(dtype, copy=False), out=test)
-    if b is not None:
-        bits = np.bitwise_and(b[rows, s0:s1], reject, out=work.view(work.bits, shape))
-        good &= np.equal(bits, 0, out=test)
+    if b is not None:  # flagged = (b & reject) != 0, cast to bool as it is computed (no int buffer)
+        flagged = np.bitwise_and(b[rows, s0:s1], reject, out=test, casting="unsafe")
+        np.greater(good, flagged, out=good)  # good and not flagged
     return good
 
 
@@ -330,28 +342,32 @@ def _divide_chunk(
     positive = surely_positive(coef).all(axis=0).tolist()
     blocks = [slice(a, min(a + design.chunk_rows, n)) for a in range(0, n, design.chunk_rows)]
     for d, (sl, (a0, a1)) in enumerate(zip(design.slices, layout.in_ranges, strict=True)):
-        cont = work.view(work.cont, (n, a1 - a0))
-        for block in blocks:  # (n, n_d) float64, one matrix product per block as in the fits
-            matmul(coef[block, d], design.Vt[d], out=cont[block])
-        if work.cast is None:
-            cd = cont
-        else:
-            cd = work.view(work.cast, cont.shape)
-            np.copyto(cd, cont, casting="same_kind")
         of, oe = out_f[rows, sl], out_e[rows, sl]
-        fin, ein = f[rows, a0:a1].astype(dtype, copy=False), e[rows, a0:a1].astype(dtype, copy=False)
+        # the continuum (n, n_d) float64, one matrix product per block of rows as in the fits: for
+        # float64 output straight into the flux output (then divided in place: no buffer, and the
+        # output written where it will stay), else into a buffer and cast to the output dtype
+        cont = of if work.cast is None else work.view(work.cont, of.shape)
+        for block in blocks:
+            matmul(coef[block, d], design.Vt[d], out=cont[block])
         good_seg, test_seg = good[:, a0 - s0 : a1 - s0], test[:, a0 - s0 : a1 - s0]
-        if _divide_segment(fin, ein, cd, of, oe):
-            good_seg &= np.isfinite(of, out=test_seg)
-            good_seg &= np.isfinite(oe, out=test_seg)
         if not positive[d]:
             good_seg &= np.greater(cont, 0, out=test_seg)
-        bad = np.logical_not(good_seg, out=work.view(work.bad, cont.shape))
-        _fill_rejected(out_f, out_e, rows, sl, bad)
         if keep is not None:
             conts, rejected, failed = keep
             conts[:, sl] = cont
             conts[:, sl][failed[:, d]] = np.nan
+        if work.cast is None:
+            cd = cont
+        else:
+            cd = work.view(work.cast, of.shape)
+            np.copyto(cd, cont, casting="same_kind")
+        fin, ein = f[rows, a0:a1].astype(dtype, copy=False), e[rows, a0:a1].astype(dtype, copy=False)
+        if _divide_segment(fin, ein, cd, of, oe):
+            good_seg &= np.isfinite(of, out=test_seg)
+            good_seg &= np.isfinite(oe, out=test_seg)
+        bad = np.logical_not(good_seg, out=work.view(work.bad, of.shape))
+        _fill_rejected(out_f, out_e, rows, sl, bad)
+        if keep is not None:
             rejected[:, sl] = bad
 
 
@@ -387,19 +403,21 @@ def normalise_segments(
     use_bits = b is not None and bool(reject)
     chunk_rows = design.chunk_rows * FIT_BLOCK_CHUNKS
     width = max(sl.stop - sl.start for sl in design.slices)
-    work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], dtype,
-                        b.dtype if use_bits else None)
+    work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], dtype)
     fit_cols = layout.in_columns[design.fit_cols]  # input columns of the fit pixels
     fit_span_cols = fit_cols - layout.span[0]
+    fit_work = FitWorkspace(min(chunk_rows, max(n, 1)), fit_cols.size)
     for start in range(0, n, chunk_rows):
         rows = slice(start, min(start + chunk_rows, n))
         # 1. usable pixels of the chunk's input span (this reads the chunk into cache)
         good = _usable_span(f, e, b if use_bits else None, reject, rows, dtype, layout, work)
         # 2. the fits, from the fit pixels gathered from the cached rows
-        fc = f[rows, fit_cols].astype(dtype, copy=False).astype(np.float64, copy=False)
-        ec = e[rows, fit_cols].astype(dtype, copy=False).astype(np.float64, copy=False)
-        coef = fit_rows(fc, ec, good[:, fit_span_cols], design, on_failure=on_failure, row0=start,
-                        what=what, clip=clip, segments=names)
+        n_rows = rows.stop - start
+        fc = _gather(f, rows, fit_cols, dtype, fit_work, "gathered_flux")
+        ec = _gather(e, rows, fit_cols, dtype, fit_work, "gathered_error")
+        gc = np.take(good, fit_span_cols, axis=1, out=fit_work.get("usable", n_rows, bool))
+        coef = fit_rows(fc, ec, gc, design, on_failure=on_failure, row0=start, what=what, clip=clip,
+                        segments=names, work=fit_work)
         if keep_fit:
             coefs[rows] = coef
         # 3. divide (failed segments: continuum 0, rejected there)
