@@ -45,9 +45,9 @@ def test_catalog_columns_values_units_and_skipped_inputs(raw_model_folder, input
     out = tmp_path / "cat.fits"
     res = catalogs.run_catalog(raw_model_folder, [d, h5, tmp_path / "missing.fits"], out, uncertainty="delta",
                         files_per_unit=2, rows_per_unit=2)
-    # the truncated and the 7514-pixel "apStar" are recognised as no spectrum at planning:
-    # 6 spectrum files / 2 + 3 HDF5 rows / 2
-    assert res.n_rows == 8 and res.units_computed == res.units_total == 5
+    # planning opens no file: 8 files / 2 + 3 HDF5 rows / 2 units; the truncated and the 7514-pixel
+    # "apStar" are recognised as no spectrum when read (skipped, listed below)
+    assert res.n_rows == 8 and res.units_computed == res.units_total == 6
     df = catalogs.read_catalog(out)
     parts = ["ERR", "ERR_ALEATORIC", "ERR_DELTA"]
     labels = [c for x in ("TEFF", "LOGG", "FE_H") for c in (x, *(f"{x}_{p}" for p in parts))]
