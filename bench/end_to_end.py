@@ -215,7 +215,7 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
         tune_process()
     torch.set_num_threads(1)
     sizes = n or ({"APOGEE Net, point estimates": 512, "BCNN, MC dropout (100 passes)": 64} if quick else
-                  {"APOGEE Net, point estimates": 4096, "BCNN, MC dropout (100 passes)": 256})
+                  {"APOGEE Net, point estimates": 4096, "BCNN, MC dropout (100 passes)": 512})
     flux, error, bitmask, mask = make_spectra(max(sizes.values()), 0)
     flux, error = flux.astype(np.float32), error.astype(np.float32)
     load0 = os.getloadavg()[0]
