@@ -149,10 +149,14 @@ def fits_loop(fc: np.ndarray, ec: np.ndarray, gc: np.ndarray, mask: np.ndarray) 
     return out
 
 
-def memory_floor(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> None:
-    """What any implementation must do: read flux, error and bitmask, write (N, 7514) outputs."""
-    out_f = np.empty((flux.shape[0], ASPCAP.n_pixels), np.result_type(flux, np.float32))
-    out_e = np.empty_like(out_f)
+def memory_floor(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray, out=None) -> None:
+    """What any implementation must do: read flux, error and bitmask, write (N, 7514) outputs (fresh
+    ones: the allocate-and-copy floor; ``out``: a reused pair, the copy-only floor)."""
+    if out is None:
+        out_f = np.empty((flux.shape[0], ASPCAP.n_pixels), np.result_type(flux, np.float32))
+        out_e = np.empty_like(out_f)
+    else:
+        out_f, out_e = out
     for sl, (a, b) in zip(ASPCAP.segment_slices, pixel_ranges(APSTAR), strict=True):
         out_f[:, sl] = flux[:, a:b]
         out_e[:, sl] = error[:, a:b]
@@ -171,17 +175,21 @@ def best_time(fn, repeat: int) -> tuple[float, float, object]:
 
 
 def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds of the allocate-and-copy floor, of ``continuum_normalise`` writing
-    into a reused output pair (``out=``, warm) and into fresh outputs (cold), interleaved rounds."""
+    """Best (wall, CPU) seconds of the allocate-and-copy floor, of the copy-only floor (a reused
+    output pair), of ``continuum_normalise`` writing into a reused output pair (``out=``, warm) and
+    into fresh outputs (cold), interleaved rounds."""
     n = flux.shape[0]
     dtype = np.result_type(flux, np.float32)
     out = (np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype))
+    out_copy = (np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype))
     fns = {
         "floor": lambda: memory_floor(flux, error, bitmask),
+        "copy": lambda: memory_floor(flux, error, bitmask, out_copy),
         "warm": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask, out=out),
         "cold": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask),
     }
     fns["warm"]()
+    fns["copy"]()
     best = {k: (np.inf, np.inf) for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
@@ -190,12 +198,29 @@ def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[flo
     return best
 
 
-def versus_astronn(flux, error, bitmask, mask, repeat: int) -> dict[str, dict] | None:
-    """Each implementation in its own fresh process (starlabels' venv, astroNN's
-    ``bench/.astronn-venv``), 1 BLAS/OpenMP thread each: cold (first call) and warm (best of
-    ``repeat``) seconds from ``bench/continuum_timing.py``. None when astroNN's venv is absent."""
+def fresh_floor(data: str, repeat: int) -> None:
+    """Child process: the allocate-and-copy floor timed as ``bench/continuum_timing.py`` times the
+    normalisers (cold: the first call in this fresh process; warm: best of ``repeat`` more), one
+    JSON line."""
     import json
-    import os
+
+    with np.load(data) as d:
+        flux, error, bitmask = d["flux"], d["error"], d["bitmask"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    memory_floor(flux, error, bitmask)
+    cold_s, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
+    warm_s, warm_cpu, _ = best_time(lambda: memory_floor(flux, error, bitmask), repeat)
+    print(json.dumps({"impl": "floor", "n": int(flux.shape[0]), "cold_s": cold_s, "warm_s": warm_s,
+                      "cold_cpu_s": cold_cpu, "warm_cpu_s": warm_cpu}))
+
+
+def versus_astronn(flux, error, bitmask, mask, repeat: int, processes: int) -> dict[str, list[dict]] | None:
+    """astroNN, ours and the floor, each in its own fresh process (starlabels' venv, astroNN's
+    ``bench/.astronn-venv``), 1 BLAS/OpenMP thread each, the same float64 input file: cold (first
+    call) and warm (best of ``repeat``) seconds from ``bench/continuum_timing.py`` (the floor from
+    :func:`fresh_floor`), ``processes`` rounds of the three in turn. None when astroNN's venv is
+    absent."""
+    import json
     import subprocess
     import sys
     import tempfile
@@ -205,20 +230,54 @@ def versus_astronn(flux, error, bitmask, mask, repeat: int) -> dict[str, dict] |
         return None
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
-    results = {}
+    results: dict[str, list[dict]] = {"astronn": [], "starlabels": [], "floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "spectra.npz"
         np.savez(data, flux=flux.astype(np.float64), error=error.astype(np.float64),
                  bitmask=bitmask.astype(np.int64), mask=mask)
-        for impl, python in (("starlabels", sys.executable), ("astronn", str(venv_python))):
-            run = subprocess.run([python, str(HERE / "continuum_timing.py"), "--impl", impl, str(data),
-                                  "--repeat", str(repeat)], capture_output=True, text=True, env=env,
-                                 check=True, timeout=1800)
-            results[impl] = json.loads(run.stdout.strip().splitlines()[-1])
+        commands = {
+            "astronn": [str(venv_python), str(HERE / "continuum_timing.py"), "--impl", "astronn"],
+            "starlabels": [sys.executable, str(HERE / "continuum_timing.py"), "--impl", "starlabels"],
+            "floor": [sys.executable, str(Path(__file__).resolve()), "--fresh-floor"],
+        }
+        for _ in range(processes):
+            for impl, cmd in commands.items():
+                run = subprocess.run([*cmd, str(data), "--repeat", str(repeat)], capture_output=True,
+                                     text=True, env=env, check=True, timeout=1800)
+                results[impl].append(json.loads(run.stdout.strip().splitlines()[-1]))
     return results
 
 
+def print_versus_astronn(vs: dict[str, list[dict]]) -> None:
+    """Min and median over the fresh processes, and the ratios astroNN / ours and ours / floor."""
+    ms = 1e3
+    n_proc = len(vs["starlabels"])
+    print(f"fresh processes ({n_proc} rounds of astroNN, ours, floor in turn), 1 BLAS/OpenMP thread each, "
+          "the same float64 input (bitmask int64); cold = the first call in the process, warm = best of "
+          "the next calls (ours: out= reused; astroNN and the floor: fresh outputs); min / median over "
+          "the processes; targets: astroNN / ours >= 12x, ours / floor <= 2x:")
+    for kind in ("cold", "warm"):
+        for clock, key in (("wall", f"{kind}_s"), ("CPU", f"{kind}_cpu_s")):
+            stats = {impl: (min(r[key] for r in runs), float(np.median([r[key] for r in runs])))
+                     for impl, runs in vs.items()}
+            a, o, f = stats["astronn"], stats["starlabels"], stats["floor"]
+            print(f"  {kind} {clock:4}: astroNN {a[0] * ms:.0f} / {a[1] * ms:.0f} ms; "
+                  f"ours {o[0] * ms:.0f} / {o[1] * ms:.0f} ms; floor {f[0] * ms:.0f} / {f[1] * ms:.0f} ms "
+                  f"-> astroNN/ours {a[0] / o[0]:.1f}x / {a[1] / o[1]:.1f}x; "
+                  f"ours/floor {o[0] / f[0]:.2f}x / {o[1] / f[1]:.2f}x")
+
+
 HERE = Path(__file__).resolve().parent
+
+
+def _thp_mode() -> str:
+    """The kernel's transparent-hugepage mode (``[madvise]`` etc.; NumPy advises hugepages for large
+    arrays), or "unknown"."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().split()
+    except OSError:
+        return "unknown"
+    return next((w.strip("[]") for w in text if w.startswith("[")), "unknown")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,37 +291,43 @@ def main(argv: list[str] | None = None) -> None:
                     help="continuum mask .npy on the 7514 grid instead of the synthetic line-free one")
     ap.add_argument("--skip-loop", action="store_true", help="skip the per-spectrum chebfit loop")
     ap.add_argument("--skip-astronn", action="store_true", help="skip astroNN's apogee_continuum")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="fresh-process rounds of the astroNN / ours / floor comparison (default 3)")
+    ap.add_argument("--fresh-floor", metavar="NPZ", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fresh_floor is not None:  # child process of the fresh-process comparison
+        fresh_floor(args.fresh_floor, args.repeat)
+        return
 
     flux, error, bitmask, mask = make_spectra(args.n, args.seed, args.dtype)
     if args.mask is not None:
         mask = np.load(args.mask)
-    print(f"{args.n} synthetic apStar spectra ({args.dtype}), {mask.sum()} continuum pixels, "
-          f"degree 2; best of {args.repeat}; numpy/BLAS threads as the environment sets them; "
+    print(f"{args.n} synthetic apStar spectra ({args.dtype}, bitmask {bitmask.dtype}), {mask.sum()} "
+          f"continuum pixels, degree 2; numpy {np.__version__}; threads: OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (the continuum's matrix products stay under "
+          f"OpenBLAS's single-thread size; NumPy's elementwise loops use one thread); allocator: glibc "
+          f"malloc defaults (nothing tuned), transparent hugepages {_thp_mode()}; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
+    print(f"in this process, best of {3 * args.repeat} interleaved rounds:")
     ms = 1e3
     best = floor_ratios(flux, error, bitmask, mask, 3 * args.repeat)
     fw, fc = best["floor"]
+    cw, cc = best["copy"]
     print(f"allocate-and-copy floor (fresh (N, 7514) outputs, copy flux+error, test bitmask): "
           f"{fw * ms:.1f} ms wall {fc * ms:.1f} ms CPU")
+    print(f"copy-only floor (the same into a reused output pair): {cw * ms:.1f} ms wall {cc * ms:.1f} ms CPU")
     for k, label in (("warm", "warm (out= reused)"), ("cold", "cold (fresh outputs)")):
         w, c = best[k]
         print(f"continuum_normalise {label}: {w * ms:.1f} ms wall {c * ms:.1f} ms CPU -> "
-              f"{w / fw:.2f}x the floor (wall), {c / fc:.2f}x (CPU); target <= 2x")
+              f"{w / fw:.2f}x the floor (wall), {c / fc:.2f}x (CPU); target <= 2x"
+              + (f"; {w / cw:.2f}x / {c / cc:.2f}x the copy-only floor" if k == "warm" else ""))
     if not args.skip_astronn:
-        vs = versus_astronn(flux, error, bitmask, mask, args.repeat)
+        vs = versus_astronn(flux, error, bitmask, mask, args.repeat, args.processes)
         if vs is None:
             print("astroNN: bench/.astronn-venv absent (bench/astronn_agreement.py creates it); skipped")
         else:
-            ours, theirs = vs["starlabels"], vs["astronn"]
-            print("astroNN 1.1.0 apogee_continuum vs continuum_normalise, each in a fresh process, 1 BLAS "
-                  "thread, float64 input (target >= 12x warm and cold):")
-            for k in ("cold", "warm"):
-                print(f"  {k}: astroNN {theirs[k + '_s'] * ms:.0f} ms wall "
-                      f"{theirs[k + '_cpu_s'] * ms:.0f} ms CPU; "
-                      f"ours {ours[k + '_s'] * ms:.0f} ms wall {ours[k + '_cpu_s'] * ms:.0f} ms CPU -> "
-                      f"{theirs[k + '_s'] / ours[k + '_s']:.1f}x (wall), "
-                      f"{theirs[k + '_cpu_s'] / ours[k + '_cpu_s']:.1f}x (CPU)")
+            print_versus_astronn(vs)
     if args.skip_loop:
         return
     t_batch, c_batch, (bf, be) = best_time(

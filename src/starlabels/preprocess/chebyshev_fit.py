@@ -16,6 +16,7 @@ single-threaded and the temporaries stay in cache.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -101,7 +102,7 @@ class ChebyshevDesign:
         i, j = np.indices((k, k))
         self._sum_idx, self._diff_idx = i + j, np.abs(i - j)
 
-    @property
+    @functools.cached_property
     def chunk_rows(self) -> int:
         """Rows per chunk keeping every product of a chunk under ``BLAS_SINGLE_THREAD_MNK``."""
         widest = max(

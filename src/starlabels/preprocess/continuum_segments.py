@@ -206,7 +206,7 @@ def output_arrays(out, shape: tuple[int, int], dtype) -> tuple[np.ndarray, np.nd
 
 #: Rows are normalised in chunks of this many times ``ChebyshevDesign.chunk_rows`` (fewer NumPy calls;
 #: the matrix products still run per ``chunk_rows`` rows, so the numbers do not depend on it).
-FIT_BLOCK_CHUNKS = 2
+FIT_BLOCK_CHUNKS = 1
 
 
 class _WorkBuffers:
