@@ -340,10 +340,12 @@ def main() -> None:
                         "--rounds", "2", "--repeat", str(repeat), "--skip", "cost,agreement,memory",
                         "--json", str(path)], check=True, capture_output=True, timeout=3600)
         e2e = json.loads(path.read_text())["throughput"]
-        # ENGINEER-8's end-to-end section (bench/end_to_end.py), its own process, glibc-default allocator
+        # the catalog end-to-end section (bench/end_to_end.py), its own process, glibc-default allocator;
+        # the same run also writes bench/results/end_to_end.md (a quick run writes nothing there)
         path = Path("/tmp") / f"throughput_end_to_end_{os.getpid()}.json"
+        page = [] if a.quick else ["--out", str(HERE / "results" / "end_to_end.md")]
         subprocess.run([sys.executable, str(HERE / "end_to_end.py"), *(["--quick"] if a.quick else []),
-                        "--json", str(path)], check=True, capture_output=True, timeout=3600,
+                        "--json", str(path), *page], check=True, capture_output=True, timeout=3600,
                        env={**os.environ, "STARLABELS_NO_PROGRESS": "1"})
         catalog_e2e = json.loads(path.read_text())
     sim = None
