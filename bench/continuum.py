@@ -15,11 +15,16 @@ best CPU time kept; the headline ratio is wall-clock). For context it also times
 (batched solve vs chebfit loop on the same gathered continuum pixels).
 
 Issue 17's numbers come first: the **allocate-and-copy floor** (fresh (N, 7514) outputs, flux and
-error copied to the ASPCAP grid, bitmask tested — what any implementation must do) against
-``continuum_normalise`` warm (a reused ``out=`` pair, as a streaming caller) and cold (fresh
-outputs), interleaved rounds in this process; and astroNN 1.1.0's ``apogee_continuum`` against ours,
-each in its own fresh process (astroNN in ``bench/.astronn-venv``, 1 BLAS thread both, the same
-float64 spectra and DR17-style mask; ``bench/continuum_timing.py``). Prints e.g.::
+error copied to the ASPCAP grid, bitmask tested — what any implementation must do; also the
+copy-only floor into a reused output pair, for reference) against ``continuum_normalise`` warm (a
+reused ``out=`` pair, as a streaming caller) and cold (fresh outputs), interleaved rounds in this
+process. Then astroNN 1.1.0's ``apogee_continuum``, ours and the floor, each in its own fresh
+process (astroNN in ``bench/.astronn-venv``; 1 BLAS/OpenMP thread each; the same float64 spectra,
+int64 bitmask and DR17-style mask from one file; ``bench/continuum_timing.py``, the floor by this
+script's hidden ``--fresh-floor``), ``--processes`` rounds of the three in turn, min and median:
+the first call in a fresh process pays the kernel's first touch of fresh output memory, which on a
+shared VM varies by 10x or more from run to run. The output states the threads, dtype, N and the
+allocator (glibc defaults: nothing is tuned). Prints e.g.::
 
     batched vs loop: 35.2x faster, max |diff| = 3.1e-09 (N=2000)
 

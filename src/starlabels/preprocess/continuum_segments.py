@@ -214,12 +214,12 @@ class _WorkBuffers:
     (and its cast to the output dtype) and the rejected pixels of the widest segment, and the bool
     tests of the input's span from the first segment's first column to the last segment's last."""
 
-    def __init__(self, rows: int, width: int, span: int, dtype: np.dtype):
+    def __init__(self, rows: int, width: int, span: int, out_width: int, dtype: np.dtype):
         # float64 output: the continuum is computed in the flux output itself
         self.cont = np.empty(rows * width) if dtype != np.float64 else None
         self.cast = np.empty(rows * width, dtype) if dtype != np.float64 else None
         self.good = np.empty(rows * span, bool)
-        self.bad = np.empty(rows * width, bool)
+        self.bad = np.empty(rows * out_width, bool)
         self.test = np.empty(rows * span, bool)
 
     @staticmethod
@@ -260,24 +260,20 @@ def surely_positive(coef: np.ndarray) -> np.ndarray:
 SPARSE_FILL_FRACTION = 1 / 16
 
 
-def _fill_rejected(out_f: np.ndarray, out_e: np.ndarray, rows: slice, cols: slice, bad: np.ndarray) -> None:
-    """Flux 1 and error ``BAD_PIXEL_ERROR`` in ``out_f[rows, cols]``, ``out_e[rows, cols]`` (C-contiguous
-    outputs) where ``bad`` (C-contiguous, shaped as that block) is True: through the indices when few
-    are bad (no pass over the outputs, which the division has just written), else by masked copies."""
+def _fill_rejected(out_f: np.ndarray, out_e: np.ndarray, rows: slice, bad: np.ndarray) -> None:
+    """Flux 1 and error ``BAD_PIXEL_ERROR`` in output rows ``rows`` (C-contiguous outputs) where
+    ``bad`` (C-contiguous, shaped as those rows) is True: through the indices when few are bad (no
+    pass over the outputs, which the division has just written), else by masked copies."""
     flat = np.flatnonzero(bad)  # 1-D: several times faster than np.nonzero on 2-D
     if flat.size == 0:
         return
     if flat.size <= SPARSE_FILL_FRACTION * bad.size:
-        r, c = np.divmod(flat, bad.shape[1])
-        r += rows.start
-        r *= out_f.shape[1]
-        r += c
-        r += cols.start  # flat indices into the outputs
-        np.put(out_f, r, 1.0)
-        np.put(out_e, r, BAD_PIXEL_ERROR)
+        flat += rows.start * out_f.shape[1]  # flat indices into the outputs
+        np.put(out_f, flat, 1.0)
+        np.put(out_e, flat, BAD_PIXEL_ERROR)
     else:
-        np.copyto(out_f[rows, cols], 1.0, where=bad)
-        np.copyto(out_e[rows, cols], BAD_PIXEL_ERROR, where=bad)
+        np.copyto(out_f[rows], 1.0, where=bad)
+        np.copyto(out_e[rows], BAD_PIXEL_ERROR, where=bad)
 
 
 def _gather(
@@ -340,6 +336,7 @@ def _divide_chunk(
     s0 = layout.span[0]
     test = work.view(work.test, good.shape)
     positive = surely_positive(coef).all(axis=0).tolist()
+    bad = work.view(work.bad, (n, out_f.shape[1]))  # rejected pixels, laid out as the output rows
     blocks = [slice(a, min(a + design.chunk_rows, n)) for a in range(0, n, design.chunk_rows)]
     for d, (sl, (a0, a1)) in enumerate(zip(design.slices, layout.in_ranges, strict=True)):
         of, oe = out_f[rows, sl], out_e[rows, sl]
@@ -353,7 +350,7 @@ def _divide_chunk(
         if not positive[d]:
             good_seg &= np.greater(cont, 0, out=test_seg)
         if keep is not None:
-            conts, rejected, failed = keep
+            conts, _, failed = keep
             conts[:, sl] = cont
             conts[:, sl][failed[:, d]] = np.nan
         if work.cast is None:
@@ -365,10 +362,10 @@ def _divide_chunk(
         if _divide_segment(fin, ein, cd, of, oe):
             good_seg &= np.isfinite(of, out=test_seg)
             good_seg &= np.isfinite(oe, out=test_seg)
-        bad = np.logical_not(good_seg, out=work.view(work.bad, of.shape))
-        _fill_rejected(out_f, out_e, rows, sl, bad)
-        if keep is not None:
-            rejected[:, sl] = bad
+        np.logical_not(good_seg, out=bad[:, sl])
+    _fill_rejected(out_f, out_e, rows, bad)
+    if keep is not None:
+        keep[1][:] = bad
 
 
 def normalise_segments(
@@ -403,7 +400,8 @@ def normalise_segments(
     use_bits = b is not None and bool(reject)
     chunk_rows = design.chunk_rows * FIT_BLOCK_CHUNKS
     width = max(sl.stop - sl.start for sl in design.slices)
-    work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], dtype)
+    work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], out_grid.n_pixels,
+                        dtype)
     fit_cols = layout.in_columns[design.fit_cols]  # input columns of the fit pixels
     fit_span_cols = fit_cols - layout.span[0]
     fit_work = FitWorkspace(min(chunk_rows, max(n, 1)), fit_cols.size)
