@@ -1,5 +1,6 @@
 """Robust statistics used across the package: one σ_MAD for metrics, calibration, YSO and benches,
-and one fast row-wise NaN-median (:func:`nanmedian_rows`) for per-spectrum medians.
+and fast exact row-wise medians for per-spectrum medians (:func:`nanmedian_rows`,
+:func:`masked_median_rows`: one partial sort per row, see :func:`middle_values_rows`).
 
 Bottom layer: imports numpy only, so every layer may use it.
 
