@@ -101,6 +101,17 @@ class ChebyshevDesign:
         self.fit_cols = np.concatenate(cols)
         i, j = np.indices((k, k))
         self._sum_idx, self._diff_idx = i + j, np.abs(i - j)
+        # all segments' moments (and right-hand sides) in one product per block of rows: the design
+        # matrices side by side, block-diagonal over the fit pixels (used while that product stays
+        # under BLAS_SINGLE_THREAD_MNK, see fit)
+        n_det, n_fit = len(slices), self.fit_cols.size
+        self._Vm_all = np.zeros((n_fit, n_det * (2 * k - 1)))
+        self._Vf_all = np.zeros((n_fit, n_det * k))
+        for d in range(n_det):
+            seg = slice(self.bounds[d], self.bounds[d + 1])
+            self._Vm_all[seg, d * (2 * k - 1) : (d + 1) * (2 * k - 1)] = self.Vm[d]
+            self._Vf_all[seg, d * k : (d + 1) * k] = self.Vf[d]
+        self._nonempty = [d for d in range(n_det) if self.bounds[d] < self.bounds[d + 1]]
 
     @functools.cached_property
     def chunk_rows(self) -> int:
@@ -132,15 +143,24 @@ class ChebyshevDesign:
         n, k, n_det = flux.shape[0], self.k, len(self.slices)
         moments = np.empty((n, n_det, 2 * k - 1))
         rhs = np.empty((n, n_det, k))
-        n_used = np.empty((n, n_det), dtype=np.int64)
         wf = np.multiply(weight, flux, out=_scratch(work, "weighted_flux", flux))
         blocks = self._row_blocks(n)
-        for d in range(n_det):
-            seg = slice(self.bounds[d], self.bounds[d + 1])
-            for rows in blocks:
-                matmul(weight[rows, seg], self.Vm[d], out=moments[rows, d])  # m_q = Σ_p w T_q(x_p)
-                matmul(wf[rows, seg], self.Vf[d], out=rhs[rows, d])  # Σ_p w f T_j(x_p)
-            n_used[:, d] = np.count_nonzero(weight[:, seg], axis=1)
+        if self.chunk_rows * self.fit_cols.size * self._Vm_all.shape[1] <= BLAS_SINGLE_THREAD_MNK:
+            for rows in blocks:  # m_q = Σ_p w T_q(x_p) and Σ_p w f T_j(x_p), every segment at once
+                matmul(weight[rows], self._Vm_all, out=moments[rows].reshape(-1, n_det * (2 * k - 1)))
+                matmul(wf[rows], self._Vf_all, out=rhs[rows].reshape(-1, n_det * k))
+        else:
+            for d in range(n_det):
+                seg = slice(self.bounds[d], self.bounds[d + 1])
+                for rows in blocks:
+                    matmul(weight[rows, seg], self.Vm[d], out=moments[rows, d])
+                    matmul(wf[rows, seg], self.Vf[d], out=rhs[rows, d])
+        n_used = np.zeros((n, n_det), dtype=np.int64)  # pixels with weight ≠ 0 per segment
+        if self._nonempty:
+            nonzero = np.not_equal(weight, 0, out=_scratch(work, "nonzero", weight, bool))
+            n_used[:, self._nonempty] = np.add.reduceat(
+                nonzero, [self.bounds[d] for d in self._nonempty], axis=1, dtype=np.int64
+            )
         M = 0.5 * (moments[..., self._sum_idx] + moments[..., self._diff_idx])  # (n, 3, k, k)
         failed = n_used < k
         if failed.any():
