@@ -134,3 +134,28 @@ def test_an_error_that_is_not_a_unit_failure_stops_the_run_and_the_reader(
     monkeypatch.setattr(catalogs, "read_unit", real)  # the same command again resumes after unit 0
     res = catalogs.run_catalog(raw_model_folder, inputs, out, **KW)
     assert res.units_computed == 3 and res.n_rows == 7
+
+
+def test_parts_are_written_by_a_writer_thread_and_a_failed_write_is_retried(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    """With prefetch, each unit's parts file and marker are written in the writer thread while the
+    next unit computes; a write that fails there (a full disk) sends its unit back to the retries in
+    the computing thread, and the catalog ends complete and equal to a run without prefetch."""
+    plain = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "plain.parquet", prefetch=False, **KW)
+    real, writes = catalogs.write_unit, []
+
+    def full_disk_once(pdir, unit, df, skipped):
+        writes.append((unit.index, threading.current_thread().name))
+        if unit.index == 1 and len([i for i, _ in writes if i == 1]) == 1:
+            raise OSError(28, "No space left on device")
+        return real(pdir, unit, df, skipped)
+
+    monkeypatch.setattr(catalogs, "write_unit", full_disk_once)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **KW)
+    # unit 1's failed write is noticed before unit 2's is handed over, and retried right there
+    assert writes == [(0, "starlabels-writer_0"), (1, "starlabels-writer_0"), (1, "MainThread"),
+                      (2, "starlabels-writer_0"), (3, "starlabels-writer_0")]
+    assert res.n_rows == plain.n_rows == 7 and not res.failed_units
+    pd.testing.assert_frame_equal(catalogs.read_catalog(res.path), catalogs.read_catalog(plain.path),
+                                  check_exact=True)

@@ -133,11 +133,11 @@ def test_a_unit_failing_as_a_whole_is_retried_recorded_and_the_run_goes_on(
     assert cli_run(tmp_path / "full.csv").exit_code == 0
     real, tries = catalogs.run_unit, []
 
-    def flaky(im, unit, pdir, settings, read=None):
+    def flaky(im, unit, pdir, settings, **kwargs):
         if unit.index == 1:
             tries.append(unit.name)
             raise OSError(5, "Input/output error")
-        return real(im, unit, pdir, settings, read=read)
+        return real(im, unit, pdir, settings, **kwargs)
 
     out = tmp_path / "cat.csv"
     monkeypatch.setattr(catalogs, "run_unit", flaky)

@@ -42,9 +42,11 @@ How the writing works (the same scheme for every output format):
 Reading overlaps computing: while the network runs on unit k, a background thread reads unit k+1
 (files or HDF5 rows onto the model's grid) and prepares it for the network (pixel rejection and the
 model's preprocessing: :func:`prepare_blocks`; :func:`~starlabels.inference.prefetch.prefetched`).
-Reading and preparing draw no random numbers and a unit's seed depends only on the unit, so the
-catalog is bit-identical with ``prefetch=False``; a unit whose read failed is read again in the
-computing thread by its retries.
+Writing overlaps computing too: unit k's parts file and marker are written by a writer thread while
+the network runs on unit k+1 (at most one write in flight, in unit order). Reading and preparing
+draw no random numbers and a unit's seed depends only on the unit, so the catalog is bit-identical
+with ``prefetch=False``; a unit whose read or write failed is run again in the computing thread by
+its retries.
 
 Where the pieces live: :mod:`~starlabels.inference.catalog_inputs` (inputs → units → blocks),
 :mod:`~starlabels.inference.catalog_columns` (rows of a Prediction),
@@ -62,7 +64,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,29 +199,33 @@ def predict_unit(
 
 
 def run_unit(
-    im: InferenceModel, unit: Unit, pdir: Path, settings: dict[str, Any], read: UnitRead | None = None
+    im: InferenceModel, unit: Unit, pdir: Path, settings: dict[str, Any], read: UnitRead | None = None,
+    write: Callable[..., int] = write_unit,
 ) -> int:
     """Predict one unit (from ``read``, its inputs already read, else reading them now) and store it in
-    the parts folder ``pdir``; returns its number of rows."""
+    the parts folder ``pdir`` with ``write`` (:func:`~starlabels.inference.catalog_parts.write_unit`'s
+    arguments; a background writer's hand-over in :func:`run_units`); returns its number of rows."""
     if read is None:
         read = read_prepared_unit(unit, im, settings)
     df, skipped = predict_blocks(im, unit, read, settings)
-    return write_unit(pdir, unit, df, skipped)
+    return write(pdir, unit, df, skipped)
 
 
 def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[str, Any],
-                    tries: int = UNIT_TRIES, read: UnitRead | BaseException | None = None) -> int | None:
+                    tries: int = UNIT_TRIES, read: UnitRead | BaseException | None = None,
+                    write: Callable[..., int] = write_unit) -> int | None:
     """:func:`run_unit` retried up to ``tries`` times; a unit that still fails is recorded in
     ``<unit>.failed.json`` (error text) and ``None`` returned — the run goes on. Per-star problems
     never get here (they are flags); this is for a unit failing as a whole. A later success removes
     the failure record. ``read``: the unit's inputs read ahead (or the error reading them raised),
-    used by the first try; later tries read again."""
+    and ``write`` the writer, both used by the first try; later tries read again and write here."""
     err = ""
     for attempt in range(max(1, int(tries))):
         try:
             if attempt == 0 and isinstance(read, BaseException):
                 raise read
-            n = run_unit(im, unit, pdir, settings, read=read if attempt == 0 else None)
+            n = run_unit(im, unit, pdir, settings, read=read if attempt == 0 else None,
+                         write=write if attempt == 0 else write_unit)
         except UNIT_ERRORS as exc:
             err = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             continue
@@ -242,15 +248,56 @@ def run_units(
     im: InferenceModel, units: Sequence[Unit], pdir: Path, settings: dict[str, Any], *,
     prefetch: bool = True, progress_bar: bool = True,
 ) -> list[int | None]:
-    """Run and store ``units`` in order (:func:`run_unit_safely`), reading and preparing unit k+1 in a
-    background thread while the network runs on unit k when ``prefetch`` (same results either way).
-    Returns each unit's row count (None: failed as a whole)."""
+    """Run and store ``units`` in order (:func:`run_unit_safely`). With ``prefetch``, unit k+1 is read
+    and prepared in a background thread while the network runs on unit k, and unit k-1's parts file
+    and marker are written in another (:func:`_overlapped`); same results either way. Returns each
+    unit's row count (None: failed as a whole)."""
     reads = _read_ahead(im, units, settings)
     if prefetch:
         reads = prefetched(reads, depth=PREFETCH_UNITS)
     if progress_bar:
         reads = progress(reads, desc="catalog", total=len(units), unit="unit")
-    return [run_unit_safely(im, u, pdir, settings, read=read) for u, read in reads]
+    if not prefetch:
+        return [run_unit_safely(im, u, pdir, settings, read=read) for u, read in reads]
+    return _overlapped(im, reads, pdir, settings)
+
+
+def _overlapped(
+    im: InferenceModel, reads: Iterable[tuple], pdir: Path, settings: dict[str, Any]
+) -> list[int | None]:
+    """The computing side of :func:`run_units` with prefetch: each unit runs here
+    (:func:`run_unit_safely`) and its first try hands its parts file and marker (a Parquet write and
+    an fsync) to a one-thread writer, which writes them while the next unit computes — at most one
+    write in flight, written in unit order. A write that failed sends its unit back to
+    :func:`run_unit_safely` with that error, which retries it here, as without prefetch."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    counts: list[int | None] = []
+    in_flight: tuple[int, Unit, Future] | None = None
+
+    def settle() -> None:  # wait for the write in flight
+        nonlocal in_flight
+        if in_flight is not None:
+            pos, unit, future = in_flight
+            in_flight = None
+            try:
+                future.result()
+            except UNIT_ERRORS as exc:
+                counts[pos] = run_unit_safely(im, unit, pdir, settings, read=exc)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="starlabels-writer") as writer:
+        for pos, (unit, read) in enumerate(reads):
+
+            def write_later(pdir: Path, unit: Unit, df: Any, skipped: list, pos: int = pos) -> int:
+                nonlocal in_flight
+                settle()
+                in_flight = (pos, unit, writer.submit(write_unit, pdir, unit, df, skipped))
+                return 0 if df is None else len(df)
+
+            counts.append(None)
+            counts[pos] = run_unit_safely(im, unit, pdir, settings, read=read, write=write_later)
+        settle()
+    return counts
 
 
 # ----------------------------------------------------------------------------------------------
