@@ -54,7 +54,7 @@ from starlabels.inference.method_predict import predict_method
 from starlabels.inference.predict_options import PredictOptions
 from starlabels.inference.prediction import Prediction
 from starlabels.inference.prefetch import prefetched
-from starlabels.inference.prepared_spectra import PreparedSpectra, iter_prepared, model_signature
+from starlabels.inference.prepared_spectra import PreparedSpectra, iter_prepared
 from starlabels.inference.uncertainty_calibration import calibration_info
 from starlabels.utils import get_device, progress
 
@@ -319,7 +319,7 @@ def _check_prepared(im, prepared: PreparedSpectra, *given: Any) -> None:
         raise InputDataError("give PreparedSpectra alone: they were checked and preprocessed by "
                              "prepare_spectra (no error=, bitmask=, wavelength=, grid=, preprocessed= "
                              "or resample=)")
-    if prepared.signature != model_signature(im):
+    if not prepared.prepared_for(im):
         raise InputDataError("these PreparedSpectra were prepared for another model (pixel count or "
                              "preprocessing differ); prepare them with this model")
 

@@ -34,11 +34,9 @@ __all__ = ["PreparedChunk", "PreparedSpectra", "iter_prepared", "prepare_spectra
 PreparedChunk = tuple[slice, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
-def model_signature(im: InferenceModel) -> str:
-    """What prepared input depends on: the network's pixel count and the preprocessing config."""
-    cfg = im.preprocessing
+def _signature(n_pixels: int, cfg: Any) -> str:
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=str) if hasattr(cfg, "to_dict") else repr(cfg)
-    return f"{int(im.n_pixels)}:{text}"
+    return f"{int(n_pixels)}:{text}"
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,24 @@ class PreparedSpectra:
     ``chunks`` the prepared chunks in row order (:data:`PreparedChunk`; ``x``/``xe`` float32
     (n_ok, P) network input and errors of the valid rows, ``ok`` (n,) bool, ``snr`` (n,) median
     flux/error, ``masked`` (n,) rejected fraction); ``has_error`` whether real errors were given;
-    ``resampled`` (N,) bool rows resampled onto the model's grid; ``signature`` the model it was
-    prepared for (:func:`model_signature`)."""
+    ``resampled`` (N,) bool rows resampled onto the model's grid; ``n_pixels`` and ``preprocessing``
+    the network input size and preprocessing config they were prepared with (:meth:`prepared_for`)."""
 
     n: int
     chunks: tuple[PreparedChunk, ...]
     has_error: bool
     resampled: np.ndarray
-    signature: str
+    n_pixels: int
+    preprocessing: Any
+
+    def prepared_for(self, im: InferenceModel) -> bool:
+        """Whether these spectra are ``im``'s network input: same pixel count and the same
+        preprocessing config (the same object, or one with equal settings)."""
+        if int(self.n_pixels) != int(im.n_pixels):
+            return False
+        return self.preprocessing is im.preprocessing or (
+            _signature(self.n_pixels, self.preprocessing) == _signature(im.n_pixels, im.preprocessing)
+        )
 
 
 def iter_prepared(
@@ -98,4 +106,4 @@ def prepare_spectra(
     )
     chunks = tuple(iter_prepared(im, f, e, b, preprocessed, has_error, in_grid, chunk_size))
     return PreparedSpectra(int(f.shape[0]), chunks, bool(has_error), np.asarray(resampled, bool),
-                           model_signature(im))
+                           int(im.n_pixels), im.preprocessing)
