@@ -201,6 +201,54 @@ def time_breakdown(
     return spent
 
 
+def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int,
+               rounds: int) -> dict[str, tuple[float, float]]:
+    """The bare forward alone and next to a thread that reads and prepares units of each source in a
+    loop (what the catalog's reading thread does), best seconds of ``rounds`` each → ``{source: (alone,
+    next to the reader)}``. The ratio is the price the network pays for sharing the machine and the
+    GIL with the reader."""
+    import threading
+
+    from starlabels.inference import catalog, uncertainty
+    from starlabels.inference.catalog_inputs import expand_inputs, plan_units
+
+    xs = x[:per_unit]
+
+    def forward() -> float:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            if settings["uncertainty"] == "mc_dropout":
+                uncertainty.mc_dropout(im.physical, xs, n_samples=settings["n_samples"], batch_size=BATCH,
+                                       seed=0)
+            else:
+                uncertainty.point(im.physical, xs, batch_size=BATCH)
+        return time.perf_counter() - t0
+
+    def reader(units: list, stop: threading.Event) -> None:
+        while not stop.is_set():
+            for u in units[:4]:
+                catalog.read_prepared_unit(u, im, {"resample": None})
+
+    out = {}
+    for src_name, src in sources.items():
+        items, _ = expand_inputs([src])
+        units, _ = plan_units(items, files_per_unit=per_unit, rows_per_unit=per_unit)
+        alone, shared = float("inf"), float("inf")
+        for _ in range(rounds):
+            alone = min(alone, forward())
+            stop = threading.Event()
+            thread = threading.Thread(target=reader, args=(units, stop))
+            thread.start()
+            time.sleep(0.05)
+            try:
+                shared = min(shared, forward())
+            finally:
+                stop.set()
+                thread.join()
+        out[src_name] = (alone, shared)
+    return out
+
+
 def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None) -> dict:
     """Measure every row (see the module docstring) and return the numbers as a dict."""
     import torch
@@ -233,7 +281,8 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
             rates = measure(im, settings, x, sources, per_unit, rounds, tmp)
             breakdown = {src: time_breakdown(im, settings, path, per_unit, tmp)
                          for src, path in sources.items()}
-            results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit,
+            shared = contention(im, settings, x, sources, per_unit, rounds)
+            results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit, "contention": shared,
                                        "rates": {s: k / t for s, (t, _) in rates.items()},
                                        "steady_rates": {s: k / t for s, (_, t) in rates.items()},
                                        "breakdown": breakdown}
@@ -275,6 +324,15 @@ def markdown_section(results: dict, heading: str = "##") -> str:
             lines.append(f"| {s} | {v:.1f} | {v / bare:.2f} | {w:.1f} | {w / bare:.2f} | "
                          f"{250_000 / w / 3600:.2f} |")
         lines.append("")
+        if m.get("contention"):
+            lines += ["The bare forward (3 calls of one unit's spectra) alone and next to a thread reading "
+                      "and preparing units of each source in a loop, as the catalog's reading thread does "
+                      f"(best of {results['rounds']}): what sharing 2 cores and the GIL costs the network.",
+                      "",
+                      "| source | alone | next to the reading thread | ratio |", "|---|---:|---:|---:|"]
+            for src_name, (alone, shared) in m["contention"].items():
+                lines.append(f"| {src_name} | {alone:.3f} s | {shared:.3f} s | {shared / alone:.2f}x |")
+            lines.append("")
         if m.get("breakdown"):
             srcs = list(m["breakdown"])
             steps = list(next(iter(m["breakdown"].values())))
