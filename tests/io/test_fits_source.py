@@ -17,7 +17,7 @@ from starlabels.io.apogee import apstar_from_source
 from starlabels.io.fits_file import native, open_fits
 from starlabels.io.fits_source import AstropySource, DirectSource, NeedsAstropyError
 from starlabels.io.read import _identify
-from starlabels.io.sdss_v import apstar_spectra_from_source
+from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_source
 
 REAL_APSTAR = "real/apStar-dr17-2M19485057+5005279.fits"
 REAL_APVISIT = "real/apVisit-r13-9518-57729-104.fits"
@@ -49,6 +49,14 @@ def _compare_backends(path) -> set[str]:
                     continue
                 assert _same_value(value, reference[key]), (i, key, value, reference[key])
                 assert key in header and _same_value(header.get(key), value)
+            assert direct.is_bintable(i) == theirs.is_bintable(i)
+            if direct.is_bintable(i):
+                ours_table, their_table = direct.table(i), theirs.table(i)
+                assert ours_table.keys() == their_table.keys()
+                for k, col in their_table.items():
+                    same = np.array_equal(ours_table[k], col) if col.dtype.kind in "US" else \
+                        ours_table[k].tobytes() == col.tobytes()
+                    assert ours_table[k].dtype == col.dtype and same, (i, k)
             info = direct.image_info(i)
             if info is not None and info[1] and hdul[i].data is not None:
                 ours, data = direct.image(i, "x"), native(hdul[i].data)
@@ -258,3 +266,69 @@ def test_file_errors_worded_as_before(tmp_path):
         read_apstar(tmp_path / "empty.fits")
     with pytest.raises(InputFileError, match="apStar file does not exist"):
         read_apstar(tmp_path / "missing.fits")
+
+
+# --- mwmStar / mwmVisit ----------------------------------------------------------------------------
+def _mwm_both(path):
+    with DirectSource.open(path, "mwm") as direct:
+        ours = mwm_from_source(direct)
+    with open_fits(path, "mwm") as hdul:
+        theirs = mwm_from_source(AstropySource(hdul, path))
+    return ours, theirs
+
+
+def _assert_same_spectra(a, b):
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x.instrument == y.instrument
+        for name in ("flux", "error", "bitmask", "wavelength"):
+            u, v = getattr(x, name), getattr(y, name)
+            assert u.dtype == v.dtype and u.tobytes() == v.tobytes(), name
+        assert x.meta.keys() == y.meta.keys()
+        assert all(_same_value(x.meta[k], y.meta[k]) for k in x.meta), x.meta
+
+
+@pytest.mark.parametrize("release", ["DR19", "DR20"])
+@pytest.mark.parametrize("name", ["mwmStar", "mwmVisit"])
+def test_data_model_mwm_same_on_both_backends(tmp_path, datamodel, name, release):
+    rng = np.random.default_rng(4)
+    hdus = datamodel.hdus(name, release)
+    n_apo = 1 if name == "mwmStar" else 3
+    values, rows = {}, {1: 0, 2: 1, 3: n_apo, 4: 0}
+    for i, n_rows in ((2, 1), (3, n_apo)):
+        npix = int(datamodel.cards(hdus[i])["NPIXELS"])
+        values[i] = {"flux": rng.normal(100, 5, (n_rows, npix)).astype(np.float32),
+                     "ivar": rng.uniform(0, 2, (n_rows, npix)).astype(np.float32),
+                     "pixel_flags": rng.integers(0, 1 << 20, (n_rows, npix)),
+                     "telescope": ["apo25m"] * n_rows, "snr": np.arange(n_rows, dtype=np.float32) + 1.5}
+        if i == 3:
+            values[i]["obj"] = ["2M00000001+0000001"] * n_rows
+    path = tmp_path / f"{name}.fits"
+    datamodel.hdulist(name, release, rows=rows, values=values).writeto(path)
+    _compare_backends(path)  # header cards, table columns
+    ours, theirs = _mwm_both(path)
+    _assert_same_spectra(ours, theirs)
+    with DirectSource.open(path, "x") as direct:
+        assert _identify(direct) == name  # identified and read without astropy
+    _assert_same_spectra(read_spectra(path), theirs)
+
+
+def test_written_mwm_same_on_both_backends(tmp_path):
+    from starlabels.io import Spectrum, write_mwm_star, write_mwm_visit
+
+    rng = np.random.default_rng(8)
+    wave = 10.0 ** (4.179 + 6e-6 * np.arange(8575))
+
+    def spectrum(seed_meta):
+        return Spectrum("apogee", wave, rng.normal(100, 5, 8575), rng.uniform(0.5, 2, 8575),
+                        rng.integers(0, 1 << 12, 8575), seed_meta)
+
+    for layout in ("dr19", "dr20"):
+        star = write_mwm_star(tmp_path / f"s-{layout}.fits", [spectrum({"TELESCOPE": "apo25m"})],
+                              {"SDSS_ID": 5}, layout=layout)
+        visits = write_mwm_visit(tmp_path / f"v-{layout}.fits",
+                                 [spectrum({"MJD": 60000 + k}) for k in range(3)], {"SDSS_ID": 5},
+                                 layout=layout)
+        for path in (star, visits):
+            _compare_backends(path)
+            _assert_same_spectra(*_mwm_both(path))

@@ -18,8 +18,8 @@ import numpy as np
 
 from starlabels.errors import InputFileError
 
-__all__ = ["FITS_BLOCK", "check_fits_file", "is_compressed", "is_fits", "native", "open_fits",
-           "read_bintable"]
+__all__ = ["FITS_BLOCK", "bintable_columns", "bintable_dtype", "check_fits_file", "is_compressed", "is_fits",
+           "native", "open_fits", "read_bintable"]
 
 FITS_BLOCK = 2880
 _COMPRESSED = (".gz", ".bz2", ".fz", ".zip")
@@ -125,7 +125,7 @@ _TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
 _NUMPY_CODE = {"L": "S1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8", "A": "S"}
 
 
-def _bintable_dtype(header: Any) -> np.dtype | None:
+def bintable_dtype(header: Any) -> np.dtype | None:
     """The numpy dtype of a binary table row from its TFORMn cards, or None when a column needs
     astropy (scaled, variable-length, complex or bit columns)."""
     n = int(header.get("TFIELDS", 0))
@@ -161,7 +161,7 @@ def read_bintable(hdul: Any, index: int, path: str | os.PathLike[str]) -> dict[s
     """
     hdu = hdul[index]
     n_rows = int(hdu.header.get("NAXIS2", 0))
-    dtype = _bintable_dtype(hdu.header)
+    dtype = bintable_dtype(hdu.header)
     compressed = Path(path).suffix.lower() in _COMPRESSED
     out: dict[str, np.ndarray] = {}
     if dtype is not None and not compressed:
@@ -169,21 +169,29 @@ def read_bintable(hdul: Any, index: int, path: str | os.PathLike[str]) -> dict[s
         raw = np.fromfile(path, dtype=dtype, count=n_rows, offset=offset) if n_rows else np.zeros(0, dtype)
         if raw.shape[0] != n_rows:
             raise InputFileError(path, f"HDU {index}: truncated table ({raw.shape[0]} of {n_rows} rows)")
-        for name in dtype.names or ():
-            col = raw[name]
-            base = dtype.fields[name][0].base
-            if base == np.dtype("S1") and col.dtype.kind == "S" and str(
-                    hdu.header.get(f"TFORM{dtype.names.index(name) + 1}", "")).strip().endswith("L"):
-                out[name] = col == b"T"
-            elif col.dtype.kind == "S":
-                out[name] = np.char.strip(np.char.decode(col, "ascii", errors="replace"))
-            else:
-                out[name] = native(col)
-        return out
+        return bintable_columns(raw, hdu.header)
     data = hdu.data
     for name in ([] if data is None else data.names):
         col = np.asarray(data.field(name))
         out[name] = np.char.strip(col.astype(str)) if col.dtype.kind in "SU" else native(col)
+    return out
+
+
+def bintable_columns(raw: np.ndarray, header: Any) -> dict[str, np.ndarray]:
+    """The columns of binary-table rows ``raw`` (read with :func:`bintable_dtype`'s dtype) as native
+    arrays: logical columns as bool, strings as ``str`` (stripped)."""
+    out: dict[str, np.ndarray] = {}
+    dtype = raw.dtype
+    for name in dtype.names or ():
+        col = raw[name]
+        base = dtype.fields[name][0].base
+        if base == np.dtype("S1") and col.dtype.kind == "S" and str(
+                header.get(f"TFORM{dtype.names.index(name) + 1}", "")).strip().endswith("L"):
+            out[name] = col == b"T"
+        elif col.dtype.kind == "S":
+            out[name] = np.char.strip(np.char.decode(col, "ascii", errors="replace"))
+        else:
+            out[name] = native(col)
     return out
 
 

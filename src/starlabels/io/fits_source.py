@@ -4,8 +4,9 @@ The APOGEE readers (:mod:`starlabels.io.apogee`, :mod:`starlabels.io.sdss_v`, :m
 are written once against :class:`FitsSource`; where the bytes come from is the backend's business:
 
 * :class:`DirectSource` reads a plain, uncompressed FITS file itself: the header blocks of every HDU
-  (80-character cards; a value is parsed only when asked for) and, of an image, only the rows asked
-  for, with ``os.pread`` at the offset the headers give. It costs a fraction of a millisecond per
+  (80-character cards; a value is parsed only when asked for), of an image only the rows asked
+  for, of a binary table of fixed-size columns all rows, with ``os.pread`` at the offset the headers
+  give. It costs a fraction of a millisecond per
   apStar file where astropy spends most of its time building and validating header cards, and it
   holds the GIL only while it parses the few cards a reader asks for (the reads release it).
 * :class:`AstropySource` wraps an :mod:`astropy.io.fits` HDUList: every file and every HDU.
@@ -31,7 +32,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.fits_file import FITS_BLOCK, check_fits_file, is_compressed, native, open_fits
+from starlabels.io.fits_file import (
+    FITS_BLOCK,
+    bintable_columns,
+    bintable_dtype,
+    check_fits_file,
+    is_compressed,
+    native,
+    open_fits,
+    read_bintable,
+)
 
 __all__ = ["AstropySource", "DirectHeader", "DirectSource", "FitsSource", "NeedsAstropyError", "read_fits"]
 
@@ -73,6 +83,14 @@ class FitsSource:
     def image_info(self, index: int) -> tuple[int, tuple[int, ...]] | None:
         """(BITPIX, shape in numpy order) of image HDU ``index`` from its header; None when the HDU
         is not an image (a table)."""
+        raise NotImplementedError
+
+    def is_bintable(self, index: int) -> bool:
+        """Whether HDU ``index`` is a binary table (not a compressed image)."""
+        raise NotImplementedError
+
+    def table(self, index: int) -> dict[str, np.ndarray]:
+        """Every column of binary-table HDU ``index`` (as :func:`~starlabels.io.fits_file.read_bintable`)."""
         raise NotImplementedError
 
     def image_shape(self, index: int, name: str) -> tuple[int, ...]:
@@ -125,6 +143,14 @@ class AstropySource(FitsSource):
         naxis = int(h.get(prefix, 0))
         shape = tuple(int(h.get(f"{prefix}{i}", 0)) for i in range(naxis, 0, -1))
         return int(h.get("ZBITPIX", h.get("BITPIX", 0))), shape
+
+    def is_bintable(self, index: int) -> bool:
+        from astropy.io import fits
+
+        return isinstance(self.hdul[index], fits.BinTableHDU)
+
+    def table(self, index: int) -> dict[str, np.ndarray]:
+        return read_bintable(self.hdul, index, self.path)
 
     def image_shape(self, index: int, name: str) -> tuple[int, ...]:
         return tuple(self._data(index, name).shape)
@@ -256,10 +282,11 @@ class _Layout:
     """What one HDU's header says: image or table, dtype, shape, data bytes; its other cards
     parsed into a :class:`DirectHeader` when first asked for."""
 
-    __slots__ = ("_header", "_text", "data_size", "dtype", "image", "shape")
+    __slots__ = ("_header", "_text", "data_size", "dtype", "image", "shape", "xtension")
 
     def __init__(self, text: str, primary: bool):
         first = _mandatory(text, 0, "SIMPLE" if primary else "XTENSION")
+        self.xtension = "" if primary else first
         if primary:
             if first is not True:
                 raise NeedsAstropyError
@@ -370,6 +397,24 @@ class DirectSource(FitsSource):
     def image_info(self, index: int) -> tuple[int, tuple[int, ...]] | None:
         layout = self._hdus[index][0]
         return (_bitpix(layout.dtype), layout.shape) if layout.image else None
+
+    def is_bintable(self, index: int) -> bool:
+        layout = self._hdus[index][0]
+        if layout.xtension == "BINTABLE" and "ZIMAGE" in layout.header:
+            raise NeedsAstropyError  # a compressed image (astropy: CompImageHDU) or not
+        return layout.xtension == "BINTABLE"
+
+    def table(self, index: int) -> dict[str, np.ndarray]:
+        layout, data_offset = self._hdus[index]
+        dtype = bintable_dtype(layout.header) if self.is_bintable(index) else None
+        if dtype is None:
+            raise NeedsAstropyError  # scaled, variable-length, complex or bit columns; not a table
+        n_rows = layout.shape[0] if layout.shape else 0
+        raw = np.empty(n_rows, dtype)
+        n = n_rows * dtype.itemsize
+        if n and os.preadv(self._fd, [raw.view(np.uint8)], data_offset) != n:
+            raise OSError(f"short read in HDU{index} (table)")
+        return bintable_columns(raw, layout.header)
 
     def image_shape(self, index: int, name: str) -> tuple[int, ...]:
         return self._image_hdu(index, name)[0].shape

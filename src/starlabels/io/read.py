@@ -1,8 +1,8 @@
 """One entry point for spectra: :func:`read_spectra` recognises a file by its content, not its name.
 
 Formats (:func:`identify_format` returns the name; checked in this order, from headers and
-column names only, without reading the data; image formats from the file's own headers through
-:mod:`starlabels.io.fits_source`, the rest with astropy):
+column names only, without reading the data; mwm and image formats from the file's own headers
+through :mod:`starlabels.io.fits_source`, the rest with astropy):
 
 =================  ==========================================================================
 ``mwmStar``        HDU0 has V_ASTRA; tables BOSS/APO, BOSS/LCO, APOGEE/APO, APOGEE/LCO with a
@@ -43,7 +43,7 @@ from starlabels.io.apvisit import read_apvisit
 from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
 from starlabels.io.fits_source import AstropySource, DirectSource, FitsSource, NeedsAstropyError, read_fits
-from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_hdul, mwm_kind
+from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_source, mwm_kind
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra, table_kind
 
@@ -58,21 +58,20 @@ _APOGEE_LENGTHS = (8575, 7514, 7214)
 def _identify(source: FitsSource) -> str | None:
     """The format of an open FITS file (None: none of the FITS formats above but ``table-fits``).
 
-    A :class:`DirectSource` identifies the image formats; it raises :class:`NeedsAstropyError` for files
-    whose HDU1 is a table (mwm, BOSS spec, tables: their readers use astropy), files with V_ASTRA,
-    and files it cannot name (so that astropy describes them in the error).
+    A :class:`DirectSource` identifies mwm files and the image formats; it raises
+    :class:`NeedsAstropyError` for other files whose HDU1 is a table (BOSS spec, tables: their readers
+    use astropy) and files it cannot name (so that astropy describes them in the error).
     """
     direct = not isinstance(source, AstropySource)
-    if not direct:
-        kind = mwm_kind(source.hdul)
-        if kind is not None:
-            return kind
-        if is_boss_spec(source.hdul):
-            return "boss-spec"
+    kind = mwm_kind(source)
+    if kind is not None:
+        return kind
+    if not direct and is_boss_spec(source.hdul):
+        return "boss-spec"
     n = len(source)
     one = source.image_info(1) if n > 1 else None
-    if direct and ("V_ASTRA" in source.header(0) or (n > 1 and one is None)):
-        raise NeedsAstropyError
+    if direct and n > 1 and one is None:
+        raise NeedsAstropyError  # HDU1 a table: BOSS spec, a table of spectra, or none
     fmt = None
     if one is not None and one[1]:
         _bitpix, shape = one
@@ -212,9 +211,9 @@ def _from_fits(source: FitsSource, rows: str) -> list[Spectrum] | str | None:
     fmt = _identify(source)
     if fmt in ("apStar", "apStar-sdss5"):
         return apstar_spectra_from_source(source, rows=rows)
+    if fmt in ("mwmStar", "mwmVisit"):
+        return mwm_from_source(source)
     if isinstance(source, AstropySource):
-        if fmt in ("mwmStar", "mwmVisit"):
-            return mwm_from_hdul(source.hdul, source.path)
         if fmt == "boss-spec":
             return boss_from_hdul(source.hdul, source.path)
         if fmt == "aspcapStar":

@@ -38,12 +38,12 @@ import numpy as np
 
 from starlabels.errors import InputFileError
 from starlabels.io.apogee import apstar_from_source
-from starlabels.io.fits_file import open_fits, plain_value, read_bintable
-from starlabels.io.fits_source import FitsSource, read_fits
+from starlabels.io.fits_file import plain_value
+from starlabels.io.fits_source import AstropySource, FitsSource, read_fits
 from starlabels.io.spectrum import Spectrum, error_from_ivar, monotonic_order
 
-__all__ = ["MWM_EXTENSIONS", "apstar_spectra_from_source", "mwm_from_hdul", "mwm_kind", "read_apstar_spectra",
-           "read_mwm"]
+__all__ = ["MWM_EXTENSIONS", "apstar_spectra_from_source", "mwm_from_hdul", "mwm_from_source", "mwm_kind",
+           "read_apstar_spectra", "read_mwm"]
 
 #: Extension names of mwmStar/mwmVisit files, in file order (HDU1–4).
 MWM_EXTENSIONS: tuple[str, ...] = ("BOSS/APO", "BOSS/LCO", "APOGEE/APO", "APOGEE/LCO")
@@ -53,18 +53,21 @@ _ARRAY_COLUMNS = frozenset({"flux", "ivar", "pixel_flags", "wavelength", "contin
 _TELESCOPE_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])(apo25m|lco25m|apo1m)(?![A-Za-z0-9])")
 
 
-def mwm_kind(hdul: Any) -> str | None:
-    """``"mwmStar"``, ``"mwmVisit"`` or None (not an mwm file), from headers and column names only."""
-    from astropy.io import fits
+def mwm_kind(source: Any) -> str | None:
+    """``"mwmStar"``, ``"mwmVisit"`` or None (not an mwm file), from headers and column names only.
 
-    if len(hdul) < 2 or "V_ASTRA" not in hdul[0].header:
+    ``source``: a :class:`~starlabels.io.fits_source.FitsSource` or an astropy HDUList."""
+    if not isinstance(source, FitsSource):
+        source = AstropySource(source, "")
+    n = len(source)
+    if n < 2 or "V_ASTRA" not in source.header(0):
         return None
     kind = None
-    for hdu in hdul[1:]:
-        if not isinstance(hdu, fits.BinTableHDU) or str(hdu.header.get("EXTNAME", "")).upper() \
-                not in MWM_EXTENSIONS:
+    for index in range(1, n):
+        header = source.header(index)
+        if not source.is_bintable(index) or str(header.get("EXTNAME", "")).upper() not in MWM_EXTENSIONS:
             continue
-        names = _column_names(hdu.header)
+        names = _column_names(header)
         if "flux" not in names or "ivar" not in names or "model_flux" in names:
             return None  # astraStar/astraVisit pipeline outputs carry model_flux
         if "wavelength" in names or "min_mjd" in names:
@@ -111,20 +114,25 @@ def read_mwm(path: str | os.PathLike[str], *, extensions: tuple[str, ...] | None
         InputFileError: not an mwm file; all extensions empty; an extension without CRVAL/CDELT/
             NPIXELS or whose arrays are not NPIXELS long; pixel flags that are not integers.
     """
-    with open_fits(path, "mwmStar/mwmVisit") as hdul:
-        return mwm_from_hdul(hdul, path, extensions=extensions)
+    return read_fits(path, "mwmStar/mwmVisit", lambda source: mwm_from_source(source, extensions=extensions))
 
 
 def mwm_from_hdul(hdul: Any, path: str | os.PathLike[str], *,
                   extensions: tuple[str, ...] | None = None) -> list[Spectrum]:
     """:func:`read_mwm` on an already open file (``hdul`` from :func:`~starlabels.io.fits_file.open_fits`)."""
+    return mwm_from_source(AstropySource(hdul, path), extensions=extensions)
+
+
+def mwm_from_source(source: FitsSource, *, extensions: tuple[str, ...] | None = None) -> list[Spectrum]:
+    """:func:`read_mwm` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
+    path = source.path
     out: list[Spectrum] = []
     wanted = None if extensions is None else {e.upper() for e in extensions}
-    kind = mwm_kind(hdul)
+    kind = mwm_kind(source)
     if kind is None:
         raise InputFileError(path, "not an mwmStar/mwmVisit file (needs V_ASTRA in HDU0 and "
                                    f"binary tables named {', '.join(MWM_EXTENSIONS)})")
-    primary = hdul[0].header
+    primary = source.header(0)
     file_meta = {"FILE": str(path), "FORMAT": kind}
     for key in ("V_ASTRA", "SDSS_ID", "RA", "DEC"):
         v = _header_scalar(primary, key)
@@ -132,15 +140,15 @@ def mwm_from_hdul(hdul: Any, path: str | os.PathLike[str], *,
             file_meta[key] = v
     apogee_id = _header_scalar(primary, "APOGEEID")
     n_rows_total = 0
-    for index, hdu in enumerate(hdul):
-        name = str(hdu.header.get("EXTNAME", "")).upper()
+    for index in range(len(source)):
+        h = source.header(index)
+        name = str(h.get("EXTNAME", "")).upper()
         if name not in MWM_EXTENSIONS:
             continue
-        n_rows = int(hdu.header.get("NAXIS2", 0))
+        n_rows = int(h.get("NAXIS2", 0))
         n_rows_total += n_rows
         if n_rows == 0 or (wanted is not None and name not in wanted):
             continue
-        h = hdu.header
         missing = [k for k in ("CRVAL", "CDELT", "NPIXELS") if k not in h]
         if missing:
             raise InputFileError(path, f"HDU {name}: no wavelength solution (missing {missing})")
@@ -149,7 +157,7 @@ def mwm_from_hdul(hdul: Any, path: str | os.PathLike[str], *,
         wave = 10.0 ** (float(h["CRVAL"]) + float(h["CDELT"]) * (np.arange(n_pix) + 1 - crpix))
         order = monotonic_order(wave, path, name)
         try:
-            data = {k.lower(): v for k, v in read_bintable(hdul, index, path).items()}
+            data = {k.lower(): v for k, v in source.table(index).items()}
             flux = data["flux"].astype(np.float64)
             ivar = data["ivar"].astype(np.float64)
             flags = data["pixel_flags"] if "pixel_flags" in data else np.zeros(flux.shape, int)
