@@ -224,25 +224,35 @@ def fit_rows(
     segments: tuple[str, ...],
     clip: tuple[int, float, float | None] | None = None,
     work: FitWorkspace | None = None,
+    overwrite_inputs: bool = False,
 ) -> np.ndarray:
     """Fit the continua of n spectra (any n; ``row0``: the index of the first) from their fit pixels.
 
     ``fc``, ``ec`` (n, n_fit) float64 flux and error at ``design.fit_cols``; ``gc`` (n, n_fit) bool
     marks the usable ones. Returns ``coef`` (n, 3, k), NaN for detectors whose fit is impossible
     (raises ``InputDataError`` instead when ``on_failure == "raise"``). ``work``: scratch arrays
-    reused across calls (:class:`FitWorkspace`); the results are the same with or without.
+    reused across calls (:class:`FitWorkspace`); ``overwrite_inputs``: ``fc`` and ``ec`` (then
+    C-contiguous) may be overwritten (flux 0 and error ∞ at the unusable pixels) instead of copied.
+    The results are the same either way.
     """
+    if overwrite_inputs and fc.flags.c_contiguous and ec.flags.c_contiguous:
+        fz, es = fc, ec
+    else:
+        fz, es = _scratch(work, "flux", fc), _scratch(work, "error", ec)
+        np.copyto(fz, fc)
+        np.copyto(es, ec)
+    # unusable pixels (usually a few per cent): flux 0, error ∞ (so weight 0), set through their
+    # indices instead of masked passes over every pixel
+    unusable = np.flatnonzero(np.logical_not(gc, out=_scratch(work, "unusable", gc, bool)))
+    fz.reshape(-1)[unusable] = 0.0
+    es.reshape(-1)[unusable] = np.inf
     # weights 1/σ², scaled per spectrum by its smallest σ² (the solution does not change; the
     # scaling keeps tiny or huge errors from overflowing)
-    w = _scratch(work, "weight", ec)
-    w.fill(0.0)
+    e_min = es.min(axis=1, keepdims=True)
+    e_min[np.isinf(e_min)] = 1.0  # no usable pixel in the row: every weight is 0 anyway
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        e_min = np.min(ec, axis=1, where=gc, initial=np.inf, keepdims=True)
-        np.divide(e_min, ec, out=w, where=gc)
+        w = np.divide(e_min, es, out=_scratch(work, "weight", es))
     w *= w
-    fz = _scratch(work, "flux", fc)
-    fz.fill(0.0)
-    np.copyto(fz, fc, where=gc)
     coef, n_used = design.fit(fz, w, work)
     failed = np.isnan(coef[..., 0])
     if failed.any() and on_failure == "raise":  # named per block of chunk_rows rows, the first first
@@ -256,7 +266,7 @@ def fit_rows(
         for _ in range(n_iter):
             cont = design.evaluate_fit_pixels(coef)
             with np.errstate(divide="ignore", invalid="ignore"):
-                r = (fc - cont) / ec  # residual in units of the pixel's noise
+                r = (fz - cont) / es  # residual in units of the pixel's noise (0 where unusable)
                 keep = gc & (r > -low)
                 if high is not None:
                     keep &= r < high

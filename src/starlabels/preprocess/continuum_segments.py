@@ -415,7 +415,7 @@ def normalise_segments(
         ec = _gather(e, rows, fit_cols, dtype, fit_work, "gathered_error")
         gc = np.take(good, fit_span_cols, axis=1, out=fit_work.get("usable", n_rows, bool))
         coef = fit_rows(fc, ec, gc, design, on_failure=on_failure, row0=start, what=what, clip=clip,
-                        segments=names, work=fit_work)
+                        segments=names, work=fit_work, overwrite_inputs=True)
         if keep_fit:
             coefs[rows] = coef
         # 3. divide (failed segments: continuum 0, rejected there)
