@@ -1,8 +1,8 @@
 """Per-file cost of ``starlabels.io.read_spectra`` on apStar FITS files, and what a reading thread costs
 a torch loop next to it (issue 17, must-have 3: catalogs from folders of apStar files).
 
-    python bench/fits_read.py [--files 200] [--real-copies 100] [--rounds 3] [--gil-rounds 10]
-                              [--paced 1000] [--before REV] [--out MD]
+    python bench/fits_read.py [--files 200] [--real-copies 100] [--mwm-files 100] [--rounds 3]
+                              [--gil-rounds 10] [--paced 1000] [--before REV] [--out MD]
 
 Rows, each measured in its own fresh process (``--worker``), rounds interleaved, best round kept:
 
@@ -21,9 +21,11 @@ Inputs: ``--files`` synthetic apStar files as ``bench/end_to_end.py`` writes the
 ``bench/continuum.py``'s ``make_spectra`` spectra cast to float32: 8 HDUs, HDU1–3 (2, 8575) float32 /
 int32, a 16-card primary header), and ``--real-copies`` copies of the real DR17 file
 ``apStar-dr17-2M19485057+5005279.fits`` (11 HDUs, float64 / int64 images, 99-card primary header)
-when ../shared/data is present. Files on local disk, page cache warm (each process reads every file
-once before timing, then times ``--passes`` passes over all of them and keeps the best). One thread
-per process for the timing (torch is not imported there); numpy's float64 outputs.
+when ../shared/data is present, and ``--mwm-files`` copies of one mwmStar file (DR20 layout, an
+APOGEE and a BOSS spectrum, as ``bench/readers.py`` writes it). Files on local disk, page cache warm
+(each process reads every file once before timing, then times ``--passes`` passes over all of them
+and keeps the best). One thread per process for the timing (torch is not imported there); numpy's
+float64 outputs.
 
 Every variant's spectra are compared, file by file, with the direct reader's (flux, error, bitmask,
 wavelength bit for bit; every meta value) and the result is printed.
@@ -173,6 +175,11 @@ def reader(variant: str):
     raise ValueError(variant)
 
 
+def of_set(variants: list[str], name: str) -> list[str]:
+    """The variants measured on file set ``name`` (the fitsio backend here reads apStar files only)."""
+    return [v for v in variants if not (v == "fitsio" and name == "mwmStar")]
+
+
 def worker(variant: str, folder: Path, passes: int) -> None:
     """Print the best ms per file over ``passes`` passes (after one warm pass)."""
     files = sorted(folder.glob("*.fits"))
@@ -210,6 +217,28 @@ def write_real(folder: Path, n: int) -> bool:
     folder.mkdir(parents=True)
     for i in range(n):
         shutil.copyfile(REAL, folder / f"apStar-dr17-2M{i:08d}.fits")
+    return True
+
+
+def write_mwm(folder: Path, n: int) -> bool:
+    """``n`` copies of one mwmStar file (DR20 layout, an APOGEE and a BOSS spectrum, as bench/readers.py)."""
+    from starlabels.io import Spectrum, write_mwm_star
+
+    if n <= 0:
+        return False
+    rng = np.random.default_rng(2)
+    spectra = []
+    for instrument, wave, telescope in (("apogee", 10.0 ** (4.179 + 6e-6 * np.arange(8575)), "apo25m"),
+                                        ("boss", 10.0 ** (3.5523 + 1e-4 * np.arange(4648)), "lco25m")):
+        err = rng.uniform(0.5, 2.0, wave.size)
+        err[:10] = np.inf
+        spectra.append(Spectrum(instrument, wave, rng.normal(100, 5, wave.size), err,
+                                rng.integers(0, 1 << 12, wave.size), {"TELESCOPE": telescope}))
+    folder.mkdir(parents=True)
+    template = write_mwm_star(folder / "template.fits.tmp", spectra, {"SDSS_ID": 103020000}, layout="dr20")
+    for i in range(n):
+        shutil.copyfile(template, folder / f"mwmStar-0.8.1-{103020000 + i}.fits")
+    template.unlink()
     return True
 
 
@@ -350,6 +379,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=200)
     ap.add_argument("--real-copies", type=int, default=100)
+    ap.add_argument("--mwm-files", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--gil-iterations", type=int, default=400)
@@ -371,6 +401,8 @@ def main() -> None:
         write_synthetic(sets["synthetic"], args.files)
         if write_real(tmp / "real", args.real_copies):
             sets["real DR17"] = tmp / "real"
+        if write_mwm(tmp / "mwm", args.mwm_files):
+            sets["mwmStar"] = tmp / "mwm"
         before_src = export_before(args.before, tmp / "before")
         variants = (["before"] if before_src else []) + ["astropy only", "direct"]
         if fitsio_available():
@@ -379,7 +411,7 @@ def main() -> None:
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
             for name, folder in sets.items():
-                for v in variants:
+                for v in of_set(variants, name):
                     src = str(before_src) if v == "before" else ours
                     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                         [src, *filter(None, [os.environ.get("PYTHONPATH")])]), OMP_NUM_THREADS="1",
@@ -389,7 +421,7 @@ def main() -> None:
                                          capture_output=True, text=True)
                     ms = json.loads(run.stdout.splitlines()[-1])["ms_per_file"]
                     times.setdefault((name, v), []).append(ms)
-        checks = {name: check_identical(folder, variants) for name, folder in sets.items()}
+        checks = {name: check_identical(folder, of_set(variants, name)) for name, folder in sets.items()}
         gil = gil_rows(sets["synthetic"], args.gil_rounds, args.gil_iterations, args.paced)
         # float32 → float64: what Spectrum's documented float64 flux/error cost per file
         f32 = np.ones(8575, np.float32)
@@ -418,7 +450,7 @@ def markdown(args: Any, sets: dict[str, Path], variants: list[str], times: dict[
         "# Reading apStar FITS files: `read_spectra` per file, and the GIL",
         "",
         f"Command: `python bench/fits_read.py --files {args.files} --real-copies {args.real_copies} "
-        f"--rounds {args.rounds} --gil-rounds {args.gil_rounds}`",
+        f"--mwm-files {args.mwm_files} --rounds {args.rounds} --gil-rounds {args.gil_rounds}`",
         "",
         f"Each row in its own process, 1 thread, page cache warm, best of {args.passes} passes over all "
         f"files per process, best of {args.rounds} interleaved rounds; output float64 (Spectrum's "
@@ -428,12 +460,16 @@ def markdown(args: Any, sets: dict[str, Path], variants: list[str], times: dict[
         "",
     ]
     for name in sets:
-        what = (f"{args.files} synthetic files (write_apstar, float32, 8 HDUs)" if name == "synthetic"
-                else f"{args.real_copies} copies of the real DR17 file (float64, 11 HDUs, 99-card header)")
+        what = {"synthetic": f"{args.files} synthetic apStar files (write_apstar, float32, 8 HDUs)",
+                "real DR17": f"{args.real_copies} copies of the real DR17 apStar file (float64, 11 HDUs, "
+                             "99-card header)",
+                "mwmStar": f"{args.mwm_files} copies of an mwmStar file (write_mwm_star, DR20 layout, an "
+                           "APOGEE and a BOSS spectrum; no fitsio row: the fitsio backend here reads "
+                           "apStar only)"}[name]
         direct = min(times[(name, "direct")])
         lines += [f"**{what}**", "", "| reader | ms/file (best) | median of rounds | / direct |",
                   "|---|---:|---:|---:|"]
-        for v in variants:
+        for v in of_set(variants, name):
             t = times[(name, v)]
             lines.append(f"| {label[v]} | {min(t):.3f} | {statistics.median(t):.3f} | "
                          f"{min(t) / direct:.2f} |")

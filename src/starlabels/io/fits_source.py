@@ -224,10 +224,11 @@ class DirectHeader(Mapping[str, Any]):
     """Header values of one HDU read by :class:`DirectSource`; each value is parsed when asked for.
 
     Keys are upper-case keywords; a keyword that occurs more than once gives its first card (as
-    astropy's ``header[key]``). COMMENT, HISTORY and blank cards are left out.
+    astropy's ``header[key]``). COMMENT, HISTORY and blank cards are left out. Values are immutable
+    Python scalars, kept once parsed.
     """
 
-    __slots__ = ("_index", "_text")
+    __slots__ = ("_index", "_text", "_values")
 
     def __init__(self, text: str):
         keys = [text[i:i + 8].rstrip(" ") for i in range(0, len(text), 80)]
@@ -236,9 +237,14 @@ class DirectHeader(Mapping[str, Any]):
             index.pop(key, None)
         self._text = text
         self._index = index
+        self._values: dict[int, Any] = {}  # parsed values (extension headers are shared across files)
 
     def _value(self, i: int) -> Any:
-        return _card_value(self._text[80 * i + 8:80 * i + 80])
+        try:
+            return self._values[i]
+        except KeyError:
+            value = self._values[i] = _card_value(self._text[80 * i + 8:80 * i + 80])
+            return value
 
     def __getitem__(self, key: str) -> Any:
         return self._value(self._index[key.upper()])
