@@ -1,7 +1,7 @@
 """Per-file cost of ``starlabels.io.read_spectra`` on apStar FITS files, and what a reading thread costs
 a torch loop next to it (issue 17, must-have 3: catalogs from folders of apStar files).
 
-    python bench/fits_read.py [--files 200] [--real-copies 100] [--mwm-files 100] [--rounds 3]
+    python bench/fits_read.py [--files 200] [--real-copies 100] [--mwm-files 50] [--rounds 3]
                               [--gil-rounds 10] [--paced 1000] [--before REV] [--out MD]
 
 Rows, each measured in its own fresh process (``--worker``), rounds interleaved, best round kept:
@@ -21,10 +21,13 @@ Inputs: ``--files`` synthetic apStar files as ``bench/end_to_end.py`` writes the
 ``bench/continuum.py``'s ``make_spectra`` spectra cast to float32: 8 HDUs, HDU1–3 (2, 8575) float32 /
 int32, a 16-card primary header), and ``--real-copies`` copies of the real DR17 file
 ``apStar-dr17-2M19485057+5005279.fits`` (11 HDUs, float64 / int64 images, 99-card primary header)
-when ../shared/data is present, and ``--mwm-files`` copies of one mwmStar file (DR20 layout, an
-APOGEE and a BOSS spectrum, as ``bench/readers.py`` writes it). Files on local disk, page cache warm
-(each process reads every file once before timing, then times ``--passes`` passes over all of them
-and keeps the best). One thread per process for the timing (torch is not imported there); numpy's
+when ../shared/data is present, and ``--mwm-files`` mwmStar files (DR20 layout, an APOGEE and a
+BOSS spectrum, as ``bench/readers.py`` writes them; each file its own data, so its own CHECKSUM /
+DATASUM cards). The direct reader parses each distinct extension header once per process: the
+synthetic and real-copy apStar files share theirs (as real apStar files of the same number of visits
+do: no checksum cards), the mwm files do not. Files on local disk, page cache warm (each process
+reads every file once before timing, then times ``--passes`` passes over all of them and keeps the
+best). One thread per process for the timing (torch is not imported there); numpy's
 float64 outputs.
 
 Every variant's spectra are compared, file by file, with the direct reader's (flux, error, bitmask,
@@ -221,24 +224,25 @@ def write_real(folder: Path, n: int) -> bool:
 
 
 def write_mwm(folder: Path, n: int) -> bool:
-    """``n`` copies of one mwmStar file (DR20 layout, an APOGEE and a BOSS spectrum, as bench/readers.py)."""
+    """``n`` mwmStar files (DR20 layout, an APOGEE and a BOSS spectrum each, as bench/readers.py
+    writes them), each with its own data, so each has its own CHECKSUM/DATASUM header cards."""
     from starlabels.io import Spectrum, write_mwm_star
 
     if n <= 0:
         return False
     rng = np.random.default_rng(2)
-    spectra = []
-    for instrument, wave, telescope in (("apogee", 10.0 ** (4.179 + 6e-6 * np.arange(8575)), "apo25m"),
-                                        ("boss", 10.0 ** (3.5523 + 1e-4 * np.arange(4648)), "lco25m")):
-        err = rng.uniform(0.5, 2.0, wave.size)
-        err[:10] = np.inf
-        spectra.append(Spectrum(instrument, wave, rng.normal(100, 5, wave.size), err,
-                                rng.integers(0, 1 << 12, wave.size), {"TELESCOPE": telescope}))
     folder.mkdir(parents=True)
-    template = write_mwm_star(folder / "template.fits.tmp", spectra, {"SDSS_ID": 103020000}, layout="dr20")
+    grids = (("apogee", 10.0 ** (4.179 + 6e-6 * np.arange(8575)), "apo25m"),
+             ("boss", 10.0 ** (3.5523 + 1e-4 * np.arange(4648)), "lco25m"))
     for i in range(n):
-        shutil.copyfile(template, folder / f"mwmStar-0.8.1-{103020000 + i}.fits")
-    template.unlink()
+        spectra = []
+        for instrument, wave, telescope in grids:
+            err = rng.uniform(0.5, 2.0, wave.size)
+            err[:10] = np.inf
+            spectra.append(Spectrum(instrument, wave, rng.normal(100, 5, wave.size), err,
+                                    rng.integers(0, 1 << 12, wave.size), {"TELESCOPE": telescope}))
+        write_mwm_star(folder / f"mwmStar-0.8.1-{103020000 + i}.fits", spectra, {"SDSS_ID": 103020000 + i},
+                       layout="dr20")
     return True
 
 
@@ -379,7 +383,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=200)
     ap.add_argument("--real-copies", type=int, default=100)
-    ap.add_argument("--mwm-files", type=int, default=100)
+    ap.add_argument("--mwm-files", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--gil-iterations", type=int, default=400)
@@ -463,9 +467,9 @@ def markdown(args: Any, sets: dict[str, Path], variants: list[str], times: dict[
         what = {"synthetic": f"{args.files} synthetic apStar files (write_apstar, float32, 8 HDUs)",
                 "real DR17": f"{args.real_copies} copies of the real DR17 apStar file (float64, 11 HDUs, "
                              "99-card header)",
-                "mwmStar": f"{args.mwm_files} copies of an mwmStar file (write_mwm_star, DR20 layout, an "
-                           "APOGEE and a BOSS spectrum; no fitsio row: the fitsio backend here reads "
-                           "apStar only)"}[name]
+                "mwmStar": f"{args.mwm_files} mwmStar files (write_mwm_star, DR20 layout, an APOGEE and a "
+                           "BOSS spectrum each; no fitsio row: the fitsio backend here reads apStar "
+                           "only)"}[name]
         direct = min(times[(name, "direct")])
         lines += [f"**{what}**", "", "| reader | ms/file (best) | median of rounds | / direct |",
                   "|---|---:|---:|---:|"]
