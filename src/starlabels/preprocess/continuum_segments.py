@@ -305,8 +305,9 @@ def _usable_span(
     good, test = work.view(work.good, shape), work.view(work.test, shape)
     ein = e[rows, s0:s1].astype(dtype, copy=False)
     with np.errstate(invalid="ignore"):
-        np.greater(ein, 0, out=good)
-        good &= np.less(ein, BAD_PIXEL_ERROR, out=test)
+        np.less(ein, BAD_PIXEL_ERROR, out=good)  # also False for NaN
+        if not ein.min() > 0:  # some error ≤ 0 or NaN in the chunk (rare): test every pixel
+            good &= np.greater(ein, 0, out=test)
     good &= np.isfinite(f[rows, s0:s1].astype(dtype, copy=False), out=test)
     if b is not None:  # flagged = (b & reject) != 0, cast to bool as it is computed (no int buffer)
         flagged = np.bitwise_and(b[rows, s0:s1], reject, out=test, casting="unsafe")
