@@ -353,14 +353,16 @@ class DirectSource(FitsSource):
         self._hdus = hdus
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], what: str) -> _Opened:
+    def open(cls, path: str | os.PathLike[str], what: str, *, quiet: bool = False) -> _Opened:
         """A context manager that opens and scans ``path``: InputFileError as
         :func:`~starlabels.io.fits_file.open_fits` for missing, empty, non-FITS and block-truncated
-        files; NeedsAstropyError for what it leaves to astropy."""
+        files (with ``quiet``, NeedsAstropyError for those too: for callers that try other formats
+        next); NeedsAstropyError for what it leaves to astropy."""
         if is_compressed(path) or not _HAVE_PREAD:
-            check_fits_file(path, what)
+            if not quiet:
+                check_fits_file(path, what)
             raise NeedsAstropyError
-        return _Opened(cls, path, what)
+        return _Opened(cls, path, what, quiet)
 
     @staticmethod
     def _scan(fd: int, size: int) -> list[tuple[_Layout, int]]:
@@ -468,22 +470,24 @@ def _bitpix(dtype: np.dtype) -> int:
 class _Opened:
     """Context manager of :meth:`DirectSource.open`."""
 
-    def __init__(self, cls: type[DirectSource], path: str | os.PathLike[str], what: str):
-        self._cls, self._path, self._what = cls, path, what
+    def __init__(self, cls: type[DirectSource], path: str | os.PathLike[str], what: str, quiet: bool):
+        self._cls, self._path, self._what, self._quiet = cls, path, what, quiet
         self._source: DirectSource | None = None
 
     def __enter__(self) -> DirectSource:
         try:
             fd = os.open(self._path, os.O_RDONLY)
         except OSError:
-            check_fits_file(self._path, self._what)  # the error, worded as open_fits words it
+            if not self._quiet:
+                check_fits_file(self._path, self._what)  # the error, worded as open_fits words it
             raise NeedsAstropyError from None
         try:
             st = os.fstat(fd)
             size = st.st_size
             if not stat.S_ISREG(st.st_mode) or not size or size % FITS_BLOCK \
                     or os.pread(fd, 9, 0) != b"SIMPLE  =":
-                check_fits_file(self._path, self._what)
+                if not self._quiet:
+                    check_fits_file(self._path, self._what)
                 raise NeedsAstropyError
             hdus = self._cls._scan(fd, size)
         except BaseException:

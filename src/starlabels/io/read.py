@@ -42,7 +42,7 @@ from starlabels.io.apogee import aspcapstar_from_hdul
 from starlabels.io.apvisit import read_apvisit
 from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
-from starlabels.io.fits_source import AstropySource, DirectSource, FitsSource, NeedsAstropyError, read_fits
+from starlabels.io.fits_source import AstropySource, DirectSource, FitsSource, NeedsAstropyError
 from starlabels.io.sdss_v import apstar_spectra_from_source, mwm_from_source, mwm_kind
 from starlabels.io.spectrum import Spectrum
 from starlabels.io.table import read_table_spectra, table_kind
@@ -195,14 +195,27 @@ def read_spectra(source: Any, *, rows: str = "combined", rest_frame: bool = True
 
         raise InputDataError(f"read_spectra takes a path or spectra, got {type(source).__name__}")
     path = Path(source)
-    if path.is_file() and is_fits(path):  # one open (two where the fast reader hands over to astropy)
-        got = read_fits(path, "spectrum", lambda fits_source: _from_fits(fits_source, rows))
-        if isinstance(got, list):
-            return got
-        if got == "apVisit":
-            return _apvisit(path, rest_frame, velocity)
+    got = _read_fits_file(path, rows)
+    if isinstance(got, list):
+        return got
+    if got == "apVisit":
+        return _apvisit(path, rest_frame, velocity)
     identify_format(path)  # tables (FITS, NPZ, CSV); anything else raises, naming what it found
     return read_table_spectra(path, instrument=instrument)
+
+
+def _read_fits_file(path: Path, rows: str) -> list[Spectrum] | str | None:
+    """:func:`_from_fits` on ``path`` opened once (twice where the direct backend hands over to
+    astropy); None for files that are not FITS (or missing: :func:`identify_format` says so)."""
+    try:
+        with DirectSource.open(path, "spectrum", quiet=True) as source:
+            return _from_fits(source, rows)
+    except NeedsAstropyError:
+        pass
+    if path.is_file() and is_fits(path):
+        with open_fits(path, "spectrum") as hdul:
+            return _from_fits(AstropySource(hdul, path), rows)
+    return None
 
 
 def _from_fits(source: FitsSource, rows: str) -> list[Spectrum] | str | None:
