@@ -332,3 +332,27 @@ def test_written_mwm_same_on_both_backends(tmp_path):
         for path in (star, visits):
             _compare_backends(path)
             _assert_same_spectra(*_mwm_both(path))
+
+
+def test_apstar_spectra_share_one_checked_grid(tmp_path, star, visits_file):
+    from starlabels.errors import InputDataError
+    from starlabels.io import Spectrum
+    from starlabels.io.spectrum import validated_grid
+
+    other = write_apstar(tmp_path / "b.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    spectra = read_spectra(visits_file, rows="visits") + read_spectra(other)
+    grid = spectra[0].wavelength
+    assert all(s.wavelength is grid for s in spectra) and not grid.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        grid[0] = 1.0
+    np.testing.assert_array_equal(grid, 10.0 ** (4.179 + 6e-6 * np.arange(8575)))
+    assert read_apstar(other).wavelength.flags.writeable  # read_apstar still gives its own array
+    # only read-only arrays that own their data are trusted, and only when increasing
+    with pytest.raises(ValueError):
+        validated_grid(np.arange(3.0))
+    backwards = np.arange(3.0)[::-1].copy()
+    backwards.flags.writeable = False
+    with pytest.raises(InputDataError):
+        validated_grid(backwards)
+    with pytest.raises(InputDataError, match="strictly increasing"):  # not registered: still checked
+        Spectrum("x", backwards, np.ones(3), np.ones(3), np.zeros(3, int))

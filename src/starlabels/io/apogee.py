@@ -161,10 +161,13 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
     return read_fits(path, "apStar", lambda source: apstar_from_source(source, row))
 
 
-def apstar_from_source(source: FitsSource, row: str | int = "combined") -> ApStarSpectrum:
+def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
+                       shared_wavelength: bool = False) -> ApStarSpectrum:
     """:func:`read_apstar` on an open file (either backend of :mod:`starlabels.io.fits_source`).
 
-    Reads the headers of HDU0–3 and, of HDU1–3, only the rows ``row`` selects.
+    Reads the headers of HDU0–3 and, of HDU1–3, only the rows ``row`` selects. With
+    ``shared_wavelength`` the wavelengths are the grid's one read-only array (see
+    :func:`~starlabels.io.apogee_fits.wcs_wavelength`) instead of a new one.
     """
     path = source.path
     n_hdus = len(source)
@@ -207,7 +210,7 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined") -> ApSta
         ) from e
     if not np.issubdtype(mask.dtype, np.integer):
         raise InputFileError(path, f"HDU3 (bitmask) has dtype {mask.dtype}, expected integers")
-    wavelength = wcs_wavelength(source.header(1), primary, N_APSTAR)
+    wavelength = wcs_wavelength(source.header(1), primary, N_APSTAR, shared=shared_wavelength)
 
     if nvisits < 0:
         nvisits = n_rows - 2 if n_rows >= 3 else 1

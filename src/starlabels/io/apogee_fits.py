@@ -15,6 +15,7 @@ import numpy as np
 
 from starlabels.core import apogee as apogee_core
 from starlabels.errors import InputFileError
+from starlabels.io.spectrum import validated_grid
 
 __all__ = [
     "BADPIX", "N_APSTAR", "apogee_id_from_name", "apstar_wavelength", "flag_nonfinite", "header_float",
@@ -94,13 +95,19 @@ def apstar_wavelength(n_pixels: int = N_APSTAR, crval: float = apogee_core.CRVAL
 def _log_linear(n_pixels: int, crval: float, cdelt: float, crpix: float) -> np.ndarray:
     out = 10.0 ** (crval + cdelt * (np.arange(n_pixels) - (crpix - 1.0)))
     out.flags.writeable = False
+    if n_pixels >= 2 and np.all(out[1:] > out[:-1]):
+        validated_grid(out)
     return out
 
 
-def wcs_wavelength(header: Any, primary: Any, n_pixels: int) -> np.ndarray:
-    """Å from the log-linear WCS of ``header`` (falling back on ``primary``, then the default)."""
+def wcs_wavelength(header: Any, primary: Any, n_pixels: int, *, shared: bool = False) -> np.ndarray:
+    """Å from the log-linear WCS of ``header`` (falling back on ``primary``, then the default): a new
+    array, or with ``shared`` the one read-only array of that grid (checked once for
+    :class:`~starlabels.io.spectrum.Spectrum` by :func:`~starlabels.io.spectrum.validated_grid`)."""
+    crval, cdelt, crpix = apogee_core.CRVAL, apogee_core.CDELT, 1.0
     for h in (header, primary):
         if h is not None and "CRVAL1" in h and "CDELT1" in h:
-            return apstar_wavelength(n_pixels, float(h["CRVAL1"]), float(h["CDELT1"]),
-                                      float(h.get("CRPIX1", 1)))
-    return apstar_wavelength(n_pixels)
+            crval, cdelt, crpix = float(h["CRVAL1"]), float(h["CDELT1"]), float(h.get("CRPIX1", 1))
+            break
+    grid = _log_linear(int(n_pixels), crval, cdelt, crpix)
+    return grid if shared else grid.copy()

@@ -288,7 +288,7 @@ class _Layout:
     """What one HDU's header says: image or table, dtype, shape, data bytes; its other cards
     parsed into a :class:`DirectHeader` when first asked for."""
 
-    __slots__ = ("_header", "_text", "data_size", "dtype", "image", "shape", "xtension")
+    __slots__ = ("_header", "_plain", "_text", "data_size", "dtype", "image", "shape", "xtension")
 
     def __init__(self, text: str, primary: bool):
         first = _mandatory(text, 0, "SIMPLE" if primary else "XTENSION")
@@ -319,6 +319,15 @@ class _Layout:
         self.dtype = _DTYPES[bitpix]
         self._text = text
         self._header: DirectHeader | None = None
+        self._plain: bool | None = None
+
+    @property
+    def plain_image(self) -> bool:
+        """An image with data and without BSCALE/BZERO (read directly; anything else by astropy)."""
+        if self._plain is None:
+            self._plain = bool(self.image and self.shape and 0 not in self.shape
+                               and "BSCALE" not in self.header and "BZERO" not in self.header)
+        return self._plain
 
     @property
     def header(self) -> DirectHeader:
@@ -457,8 +466,7 @@ class DirectSource(FitsSource):
         if index >= len(self._hdus):
             raise InputFileError(self.path, f"has {len(self._hdus)} HDUs, no HDU{index} ({name})")
         layout = self._hdus[index][0]
-        if not layout.image or not layout.shape or 0 in layout.shape or "BSCALE" in layout.header \
-                or "BZERO" in layout.header:
+        if not layout.plain_image:
             raise NeedsAstropyError  # tables, scaled or empty images: astropy's data and wording
         return self._hdus[index]
 

@@ -18,6 +18,7 @@ Conventions (shared by every reader in :mod:`starlabels.io`):
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "error_from_ivar",
     "ivar_from_error",
     "monotonic_order",
+    "validated_grid",
 ]
 
 #: Flux unit of SDSS spectra (astropy unit string), used when converting to specutils.
@@ -54,6 +56,32 @@ def ivar_from_error(error: Any) -> np.ndarray:
     out = np.zeros(e.shape)
     out[good] = 1.0 / e[good] ** 2
     return out
+
+
+#: read-only wavelength arrays already checked by :func:`validated_grid` (id → the array; an entry
+#: goes when its array does)
+_VALIDATED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def validated_grid(wavelength: np.ndarray) -> np.ndarray:
+    """Check a read-only (P,) float64 wavelength array once, for :class:`Spectrum` objects that share it.
+
+    Readers that give many spectra the same grid (e.g. every apStar file its log-linear 8575 pixels)
+    pass one read-only array; :class:`Spectrum` then skips re-checking that it is 1-D and strictly
+    increasing.
+
+    Raises:
+        ValueError: the array is writeable, a view, or not float64 (its values could change or be
+            converted after the check).
+        InputDataError: not 1-D with ≥ 2 strictly increasing values.
+    """
+    w = wavelength
+    if not isinstance(w, np.ndarray) or w.flags.writeable or w.base is not None or w.dtype != np.float64:
+        raise ValueError("validated_grid takes a read-only float64 array that owns its data")
+    if w.ndim != 1 or w.size < 2 or not np.all(w[1:] > w[:-1]):
+        raise InputDataError("wavelength must be 1-D and strictly increasing")
+    _VALIDATED[id(w)] = w
+    return w
 
 
 def monotonic_order(wavelength: np.ndarray, path: str | os.PathLike[str], hdu: str | int) -> slice:
@@ -83,7 +111,8 @@ class Spectrum:
 
     Attributes:
         instrument: ``"apogee"``, ``"boss"`` or the name a table gives (``starlabels.instruments``).
-        wavelength: (P,) float64 vacuum Å, strictly increasing.
+        wavelength: (P,) float64 vacuum Å, strictly increasing. Readers may give spectra on one
+            grid one shared read-only array (copy it before changing it).
         flux: (P,) float64.
         error: (P,) float64 1σ; ``inf`` marks pixels without information (ivar ≤ 0).
         bitmask: (P,) int64 pixel flags as stored in the file.
@@ -118,7 +147,8 @@ class Spectrum:
                 f"{self._where()}wavelength/flux/error/bitmask must be 1-D of one length, got "
                 f"{self.wavelength.shape}, {self.flux.shape}, {self.error.shape}, {self.bitmask.shape}"
             )
-        if self.wavelength.size < 2 or not np.all(np.diff(self.wavelength) > 0):
+        w = self.wavelength
+        if _VALIDATED.get(id(w)) is not w and (w.size < 2 or not np.all(w[1:] > w[:-1])):
             raise InputDataError(f"{self._where()}wavelength must be strictly increasing")
         self.instrument = str(self.instrument)
 
