@@ -140,7 +140,7 @@ class Spectrum:
                 raise InputDataError(f"{self._where()}bitmask holds non-integer values")
         elif bm.dtype.kind not in "iub":
             raise InputDataError(f"{self._where()}bitmask has dtype {bm.dtype}, expected integers")
-        self.bitmask = bm.astype(np.int64)
+        self.bitmask = bm.astype(np.int64, copy=False)  # (as flux/error: no copy when already int64)
         shapes = {a.shape for a in (self.wavelength, self.flux, self.error, self.bitmask)}
         if len(shapes) != 1 or self.wavelength.ndim != 1:
             raise InputDataError(
