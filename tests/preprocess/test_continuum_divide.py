@@ -102,3 +102,32 @@ def test_surely_positive_is_only_claimed_for_positive_series(coef, scale):
         assert (values > 0).all()
     if c[0] > 0 and c[0] > 1.001 * np.abs(c[1:]).sum():
         assert claimed  # a clear margin is recognised
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rejected_from_the_caller_gives_the_same_outputs(dtype):
+    from starlabels.errors import InputDataError
+    from starlabels.preprocess.masking import rejected_pixels
+
+    flux, error, bitmask = _damaged(40, seed=5, frac=0.05, dtype=dtype)
+    mask = np.zeros(ASPCAP.n_pixels, bool)
+    mask[::9] = True
+    expected = cn.continuum_normalise(flux, error, bitmask, mask, on_failure="reject")
+    rejected = rejected_pixels(flux, error, bitmask)
+    got = cn.continuum_normalise(flux, error, bitmask, mask, on_failure="reject", rejected=rejected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    one = cn.continuum_normalise(flux[3], error[3], bitmask[3], mask, on_failure="reject",
+                                 rejected=rejected[3])
+    np.testing.assert_array_equal(one[0], cn.continuum_normalise(flux[3], error[3], bitmask[3], mask,
+                                                                 on_failure="reject")[0])
+    # a usable pixel the caller calls rejected is rejected: the caller's mask is what is used
+    cols = index_in(ASPCAP, "apstar")
+    pixel = int(np.flatnonzero(~rejected[0, cols] & (expected[0][0] != 1.0))[0])  # usable, flux ≠ 1
+    rejected[0, cols[pixel]] = True
+    again = cn.continuum_normalise(flux, error, bitmask, mask, on_failure="reject", rejected=rejected)
+    assert again[0][0, pixel] == 1.0 and again[1][0, pixel] == BAD_PIXEL_ERROR
+    with pytest.raises(InputDataError, match="rejected must be a bool array"):
+        cn.continuum_normalise(flux, error, bitmask, mask, rejected=rejected[:, :100])
+    with pytest.raises(InputDataError, match="rejected must be a bool array"):
+        cn.continuum_normalise(flux, error, bitmask, mask, rejected=rejected.astype(np.uint8))

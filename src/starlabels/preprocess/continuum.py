@@ -80,6 +80,7 @@ def continuum_normalise(
     grid: Grid | str | None = None,
     bitmask_def: PixelBitmask | None = None,
     out: tuple[np.ndarray, np.ndarray] | None = None,
+    rejected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Continuum-normalise spectra (astroNN §3): per-detector weighted Chebyshev fit, batched.
 
@@ -116,6 +117,13 @@ def continuum_normalise(
         Optional ``(flux_out, error_out)``: C-contiguous (N, P_out) arrays of the output dtype
         (2-D input only) written in place and returned — streaming callers reuse one pair per
         chunk instead of page-faulting fresh outputs (the "cold" cost). Same numbers as without.
+    rejected:
+        Optional bool array shaped as ``flux``: the rejected pixels as
+        :func:`starlabels.preprocess.masking.rejected_pixels` gives them for the same ``bits`` and
+        bitmask definition, from a caller that computed them already (``prepare_chunk``); skips this
+        function's own pass over the input. Same numbers as without (flux and error of one dtype).
+        Not re-checked: a pixel it calls usable must have finite flux and an error in
+        (0, ``BAD_PIXEL_ERROR``).
 
     Returns
     -------
@@ -131,7 +139,7 @@ def continuum_normalise(
         raise InputDataError("out= needs 2-D (N, P) input")
     out_f, out_e, was_1d, _, _ = normalise_segments(
         flux, error, bitmask, continuum_mask, degree, bits, on_failure, None,
-        "continuum", grid=grid, bitmask_def=bitmask_def, out=out,
+        "continuum", grid=grid, bitmask_def=bitmask_def, out=out, input_rejected=rejected,
     )
     if was_1d:
         return out_f[0], out_e[0]

@@ -373,6 +373,7 @@ def normalise_segments(
     flux, error, bitmask, continuum_mask: MaskLike, degree: int, bits, on_failure: OnFailure,
     clip: tuple[int, float, float | None] | None, what: str, *, keep_fit: bool = False,
     grid: Grid | str | None = None, bitmask_def: PixelBitmask | None = None, out=None,
+    input_rejected: np.ndarray | None = None,
 ):
     """Validate, then fit and divide chunk by chunk (see the module docstring).
 
@@ -383,11 +384,19 @@ def normalise_segments(
     pixel kind named in failure messages. Returns ``(flux, error, was_1d, fit, layout)``: (N, P_out)
     outputs of dtype ``result_type(input, float32)``, whether the input was 1-D, a
     :class:`ContinuumFit` when ``keep_fit`` (else None) and the :class:`SegmentLayout`.
+    ``input_rejected``: the caller's (N, P_in) bool rejected pixels by the same rule (see
+    :func:`~starlabels.preprocess.continuum.continuum_normalise`), used instead of the usability pass.
     """
     check_on_failure(on_failure)
     f, e, b, was_1d = as_batch(flux, error, bitmask)
     layout = segment_layout(f.shape[1], grid)
     out_grid = layout.out_grid
+    if input_rejected is not None:
+        input_rejected = np.asarray(input_rejected)
+        if input_rejected.dtype != bool or input_rejected.shape not in (f.shape, np.shape(flux)):
+            raise InputDataError(f"rejected must be a bool array shaped as the flux {np.shape(flux)}, got "
+                                 f"{input_rejected.dtype} {input_rejected.shape}")
+        input_rejected = input_rejected.reshape(f.shape)
     reject = reject_value(bits, bitmask_for_grid(layout.in_grid, bitmask_def))
     design = ChebyshevDesign(resolve_continuum_mask(continuum_mask, out_grid), degree, layout.out_slices)
     n = f.shape[0]
@@ -409,7 +418,12 @@ def normalise_segments(
     for start in range(0, n, chunk_rows):
         rows = slice(start, min(start + chunk_rows, n))
         # 1. usable pixels of the chunk's input span (this reads the chunk into cache)
-        good = _usable_span(f, e, b if use_bits else None, reject, rows, dtype, layout, work)
+        if input_rejected is None:
+            good = _usable_span(f, e, b if use_bits else None, reject, rows, dtype, layout, work)
+        else:
+            span = (rows.stop - start, layout.span[1] - layout.span[0])
+            good = np.logical_not(input_rejected[rows, layout.span[0] : layout.span[1]],
+                                  out=work.view(work.good, span))
         # 2. the fits, from the fit pixels gathered from the cached rows
         n_rows = rows.stop - start
         fc = _gather(f, rows, fit_cols, dtype, fit_work, "gathered_flux")
