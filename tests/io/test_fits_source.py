@@ -356,3 +356,34 @@ def test_apstar_spectra_share_one_checked_grid(tmp_path, star, visits_file):
         validated_grid(backwards)
     with pytest.raises(InputDataError, match="strictly increasing"):  # not registered: still checked
         Spectrum("x", backwards, np.ones(3), np.ones(3), np.zeros(3, int))
+
+
+@pytest.mark.parametrize("n", [8575, 7214])
+def test_aspcapstar_same_on_both_backends(tmp_path, n):
+    from starlabels.io.apogee import aspcapstar_from_source
+
+    rng = np.random.default_rng(9)
+    flux, error = rng.normal(1, 0.01, n).astype(np.float32), rng.uniform(0.005, 0.02, n).astype(np.float32)
+    flux[:3] = np.nan
+    path = write_aspcapstar(tmp_path / "aspcapStar-dr17-2M00000003+0000003.fits", flux, error,
+                            {"APOGEE_ID": "2M00000003+0000003", "TEFF": 4800.5, "LOGG": 2.5, "NVISITS": 3,
+                             "ASPCAPFLAGS": "STAR_WARN"}, model=np.ones(n, np.float32))
+    # an ASPCAP-like table as DR17 has it: array, logical and string columns next to scalars
+    with fits.open(path) as h:
+        cols = [*h[4].columns, fits.Column("PARAM", "7D", array=np.arange(7.0)[None]),
+                fits.Column("OK", "L", array=np.array([True])),
+                fits.Column("FIELD", "10A", array=np.array([" K04  "]))]
+        hdus = fits.HDUList([hdu.copy() for hdu in h[:4]] + [fits.BinTableHDU.from_columns(cols)])
+    hdus.writeto(tmp_path / "full.fits")
+    for p in (path, tmp_path / "full.fits"):
+        _compare_backends(p)
+        with DirectSource.open(p, "aspcapStar") as direct:
+            ours = aspcapstar_from_source(direct)
+        with open_fits(p, "aspcapStar") as hdul:
+            theirs = aspcapstar_from_source(AstropySource(hdul, p))
+        for name in ("flux", "error", "model", "bitmask", "wavelength"):
+            x, y = getattr(ours, name), getattr(theirs, name)
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+        assert ours.meta == theirs.meta and ours.grid == theirs.grid
+    assert theirs.meta["OK"] is True and theirs.meta["FIELD"] == "K04" and "PARAM" not in theirs.meta
+    assert theirs.meta["TEFF"] == 4800.5 and theirs.meta["NVISITS"] == 3

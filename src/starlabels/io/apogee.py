@@ -4,8 +4,9 @@ allStar catalogues: :mod:`.allstar`; FITS helpers: :mod:`.apogee_fits`).
 All readers take a path and return plain numpy arrays in native byte order (ready for
 ``torch.from_numpy``). apStar files are read through :mod:`starlabels.io.fits_source` (the file's
 own headers and only the rows asked for where it is a plain FITS file, astropy otherwise; one reader,
-:func:`apstar_from_source`, on either); aspcapStar files with :mod:`astropy.io.fits`. Anything wrong
-with a file raises :class:`starlabels.errors.InputFileError` naming the file and the problem.
+:func:`apstar_from_source`, on either), aspcapStar files likewise (:func:`aspcapstar_from_source`).
+Anything wrong with a file raises :class:`starlabels.errors.InputFileError` naming the file and the
+problem.
 
 apStar row layout (worked out from the SDSS pipelines and the real DR17 file
 ``apStar-dr17-2M19485057+5005279.fits``)
@@ -51,12 +52,10 @@ from starlabels.io.apogee_fits import (
     header_float,
     header_int,
     header_str,
-    image_data,
     wcs_wavelength,
 )
 from starlabels.io.apvisit import ApVisitSpectrum, read_apvisit, resample_to_apstar
-from starlabels.io.fits_file import native, open_fits
-from starlabels.io.fits_source import FitsSource, read_fits
+from starlabels.io.fits_source import AstropySource, FitsSource, read_fits
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -65,6 +64,8 @@ __all__ = [
     "ApVisitSpectrum",
     "AspcapSpectrum",
     "apstar_from_source",
+    "aspcapstar_from_hdul",
+    "aspcapstar_from_source",
     "flag_nonfinite",
     "read_allstar",
     "read_apstar",
@@ -249,22 +250,30 @@ def read_aspcapstar(path: str | os.PathLike[str]) -> AspcapSpectrum:
         InputFileError: missing/truncated/non-FITS file, fewer than 3 HDUs, arrays of a length
             no APOGEE grid has, or flux/error shapes that differ.
     """
-    with open_fits(path, "aspcapStar") as hdul:
-        return aspcapstar_from_hdul(hdul, path)
+    return read_fits(path, "aspcapStar", aspcapstar_from_source)
 
 
 def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpectrum:
     """:func:`read_aspcapstar` on an already open file (``hdul`` from
     :func:`~starlabels.io.fits_file.open_fits`)."""
-    from astropy.io import fits
+    return aspcapstar_from_source(AstropySource(hdul, path))
 
-    if len(hdul) < 3:
+
+def aspcapstar_from_source(source: FitsSource) -> AspcapSpectrum:
+    """:func:`read_aspcapstar` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
+    path = source.path
+    n_hdus = len(source)
+    if n_hdus < 3:
         raise InputFileError(
-            path, f"not an aspcapStar file: {len(hdul)} HDU(s), expected at least 3 "
+            path, f"not an aspcapStar file: {n_hdus} HDU(s), expected at least 3 "
                   "(header, flux, error)"
         )
-    flux = image_data(hdul, 1, path, "flux")
-    error = image_data(hdul, 2, path, "error")
+    for index, name in ((1, "flux"), (2, "error")):
+        source.image_shape(index, name)  # (no such HDU, not an image, no data: errors naming it)
+    try:
+        flux, error = source.image(1, "flux"), source.image(2, "error")
+    except (TypeError, ValueError, OSError) as e:
+        raise InputFileError(path, f"cannot read the spectrum ({e}); truncated?") from e
     if flux.ndim == 2 and flux.shape[0] == 1:
         flux, error = flux[0], error.reshape(-1) if error.ndim == 2 else error
     if flux.ndim != 1 or flux.shape != error.shape:
@@ -275,29 +284,25 @@ def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpect
         raise InputFileError(path, f"not an aspcapStar spectrum: {flux.shape[0]} pixels; APOGEE grids "
                                    f"have {sizes}")
     model = None
-    if len(hdul) > 3 and isinstance(hdul[3], fits.ImageHDU) and hdul[3].data is not None:
-        m = hdul[3].data
+    three = source.image_info(3) if n_hdus > 3 else None
+    if three is not None and three[1] and 0 not in three[1]:
+        m = source.image(3, "model")
         if m.shape[-1] == flux.shape[0]:
-            model = native(m.reshape(-1)[: flux.shape[0]])
-    try:
-        flux, error = native(flux), native(error)
-    except (TypeError, ValueError) as e:
-        raise InputFileError(path, f"cannot read the spectrum ({e}); truncated?") from e
-    primary, h1 = hdul[0].header, hdul[1].header
+            model = np.array(m.reshape(-1)[: flux.shape[0]])
+    primary, h1 = source.header(0), source.header(1)
     if grid.name == "apstar":
         wavelength = wcs_wavelength(h1, primary, grid.n_pixels)
     else:  # a sub-grid of apStar pixels: no single WCS describes it
         wavelength = grid.wavelength.copy()
 
     meta: dict[str, Any] = {}
-    if len(hdul) > 4 and isinstance(hdul[4], fits.BinTableHDU) and len(hdul[4].data):
-        rec = hdul[4].data[0]
-        for col in hdul[4].columns:
-            v = rec[col.name]
+    if n_hdus > 4 and source.is_bintable(4) and int(source.header(4).get("NAXIS2", 0)):
+        for name, column in source.table(4).items():  # the scalar cells of the first row
+            v = column[0]
             if isinstance(v, bytes | str):
-                meta[col.name.upper()] = (v.decode() if isinstance(v, bytes) else v).strip()
+                meta[name.upper()] = (v.decode() if isinstance(v, bytes) else str(v)).strip()
             elif np.ndim(v) == 0:
-                meta[col.name.upper()] = v.item() if hasattr(v, "item") else v
+                meta[name.upper()] = v.item() if hasattr(v, "item") else v
     meta["APOGEE_ID"] = (
         header_str(primary, "OBJID") or str(meta.get("APOGEE_ID", "")) or apogee_id_from_name(path)
     )

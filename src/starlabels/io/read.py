@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.errors import InputFileError
-from starlabels.io.apogee import aspcapstar_from_hdul
+from starlabels.io.apogee import aspcapstar_from_source
 from starlabels.io.apvisit import read_apvisit
 from starlabels.io.boss import boss_from_hdul, is_boss_spec
 from starlabels.io.fits_file import is_fits, open_fits
@@ -159,8 +159,8 @@ def _apvisit(path: Path, rest_frame: bool, velocity: float | None) -> list[Spect
     return [Spectrum("apogee", v.wavelength, v.flux, v.error, v.bitmask, meta)]
 
 
-def _aspcapstar(hdul: Any, path: Path) -> list[Spectrum]:
-    a = aspcapstar_from_hdul(hdul, path)
+def _aspcapstar(source: FitsSource) -> list[Spectrum]:
+    a = aspcapstar_from_source(source)
     meta = dict(a.meta)
     meta.update(HDU=1, FORMAT="aspcapStar", NORMALISED=True)
     return [Spectrum("apogee", a.wavelength, a.flux, a.error, a.bitmask, meta)]
@@ -226,13 +226,10 @@ def _from_fits(source: FitsSource, rows: str) -> list[Spectrum] | str | None:
         return apstar_spectra_from_source(source, rows=rows)
     if fmt in ("mwmStar", "mwmVisit"):
         return mwm_from_source(source)
-    if isinstance(source, AstropySource):
-        if fmt == "boss-spec":
-            return boss_from_hdul(source.hdul, source.path)
-        if fmt == "aspcapStar":
-            return _aspcapstar(source.hdul, Path(source.path))
-    elif fmt == "aspcapStar":
-        raise NeedsAstropyError  # read through astropy (its ASPCAP table)
+    if fmt == "aspcapStar":
+        return _aspcapstar(source)
+    if fmt == "boss-spec" and isinstance(source, AstropySource):
+        return boss_from_hdul(source.hdul, source.path)
     return fmt
 
 
