@@ -4,19 +4,20 @@ The APOGEE readers (:mod:`starlabels.io.apogee`, :mod:`starlabels.io.sdss_v`, :m
 are written once against :class:`FitsSource`; where the bytes come from is the backend's business:
 
 * :class:`DirectSource` reads a plain, uncompressed FITS file itself: the header blocks of every HDU
-  (80-character cards; a value is parsed only when asked for), of an image only the rows asked
-  for, of a binary table of fixed-size columns all rows, with ``os.pread`` at the offset the headers
-  give. It costs a fraction of a millisecond per
-  apStar file where astropy spends most of its time building and validating header cards, and it
-  holds the GIL only while it parses the few cards a reader asks for (the reads release it).
+  (80-character cards, :mod:`starlabels.io.fits_cards`; a value is parsed only when asked for), of an
+  image only the rows asked for, of a binary table of fixed-size columns all rows, with ``os.pread``
+  at the offsets the headers give. It costs a fraction of a millisecond per apStar file where astropy
+  spends most of its time building and validating header cards, and it holds the GIL only while it
+  parses the few cards a reader asks for (the reads release it).
 * :class:`AstropySource` wraps an :mod:`astropy.io.fits` HDUList: every file and every HDU.
 
 :class:`DirectSource` handles only what it reads exactly as astropy does. For anything else —
 compressed files or HDUs, BSCALE/BZERO scaling, random groups, a header card whose value it does not
 parse (complex numbers, long strings continued with CONTINUE, …), headers or data beyond the end of
-the file, anything else unusual — it raises :class:`NeedsAstropyError`, and :func:`read_fits` reads the file
-again through astropy. So the two backends give the same results by construction, and errors about
-damaged files keep astropy's wording (tests compare the two on fixtures and on the real DR17 file).
+the file, tables with variable-length or scaled columns, anything else unusual — it raises
+:class:`NeedsAstropyError`, and :func:`read_fits` reads the file again through astropy. So the two
+backends give the same results by construction, and errors about damaged files keep astropy's
+wording (tests compare the two on fixtures and on the real DR17 files).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
 from starlabels.errors import InputFileError
+from starlabels.io.fits_cards import DirectHeader, NeedsAstropyError, mandatory, mandatory_int
 from starlabels.io.fits_file import (
     FITS_BLOCK,
     bintable_columns,
@@ -46,19 +47,12 @@ from starlabels.io.fits_file import (
 __all__ = ["AstropySource", "DirectHeader", "DirectSource", "FitsSource", "NeedsAstropyError", "read_fits"]
 
 _T = TypeVar("_T")
-_INT = re.compile(r"[+-]?[0-9]+")
-_FLOAT = re.compile(r"[+-]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[EeDd][+-]?[0-9]+)?")
 _DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
            -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 _END = b"END" + b" " * 77
-_COMMENTARY = frozenset({"", "COMMENT", "HISTORY"})
 _HAVE_PREAD = hasattr(os, "pread") and hasattr(os, "preadv")  # (not on Windows: astropy reads there)
 #: bytes read at once for a header: most apStar extension headers fit one block, primaries three
 _HEADER_READ = 4 * FITS_BLOCK
-
-
-class NeedsAstropyError(Exception):
-    """The file (or the part a reader asked for) needs astropy; :func:`read_fits` falls back to it."""
 
 
 class FitsSource:
@@ -181,109 +175,6 @@ class AstropySource(FitsSource):
 # ------------------------------------------------------------------------------------------------
 # direct
 # ------------------------------------------------------------------------------------------------
-def _card_value(card: str) -> Any:
-    """The value of an 80-character card (from column 9 on: the ``"= "`` indicator and value field),
-    as astropy gives it; :class:`NeedsAstropyError` for anything this parser does not read exactly so."""
-    if card[:2] != "= ":
-        raise NeedsAstropyError  # a keyword without a value indicator (astropy: its text)
-    field = card[2:].lstrip(" ")
-    if field[:1] == "'":
-        parts = []
-        i = 1
-        while True:
-            j = field.find("'", i)
-            if j < 0:
-                raise NeedsAstropyError  # no closing quote
-            parts.append(field[i:j])
-            if field[j + 1:j + 2] == "'":  # '' is a quote inside the string
-                parts.append("'")
-                i = j + 2
-                continue
-            rest = field[j + 1:].lstrip(" ")
-            if rest and rest[0] != "/":
-                raise NeedsAstropyError
-            value = "".join(parts).rstrip(" ")
-            if value.endswith("&"):
-                raise NeedsAstropyError  # possibly a long string continued by CONTINUE cards
-            if not value.isascii() or not value.isprintable():
-                raise NeedsAstropyError
-            return value
-    token = field.split("/", 1)[0].strip(" ")
-    if not token:
-        return None
-    if token in ("T", "F"):
-        return token == "T"
-    if _INT.fullmatch(token):
-        return int(token)
-    if _FLOAT.fullmatch(token):
-        return float(token.replace("D", "E").replace("d", "e"))
-    raise NeedsAstropyError  # complex numbers, non-standard numbers, …
-
-
-class DirectHeader(Mapping[str, Any]):
-    """Header values of one HDU read by :class:`DirectSource`; each value is parsed when asked for.
-
-    Keys are upper-case keywords; a keyword that occurs more than once gives its first card (as
-    astropy's ``header[key]``). COMMENT, HISTORY and blank cards are left out. Values are immutable
-    Python scalars, kept once parsed.
-    """
-
-    __slots__ = ("_index", "_text", "_values")
-
-    def __init__(self, text: str):
-        keys = [text[i:i + 8].rstrip(" ") for i in range(0, len(text), 80)]
-        index = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # first occurrence
-        for key in _COMMENTARY:
-            index.pop(key, None)
-        self._text = text
-        self._index = index
-        self._values: dict[int, Any] = {}  # parsed values (extension headers are shared across files)
-
-    def _value(self, i: int) -> Any:
-        try:
-            return self._values[i]
-        except KeyError:
-            value = self._values[i] = _card_value(self._text[80 * i + 8:80 * i + 80])
-            return value
-
-    def __getitem__(self, key: str) -> Any:
-        return self._value(self._index[key.upper()])
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.upper() in self._index
-
-    def get(self, key: str, default: Any = None) -> Any:
-        i = self._index.get(key.upper())
-        return default if i is None else self._value(i)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._index, key=self._index.__getitem__))
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-
-def _mandatory(text: str, index: int, key: str) -> Any:
-    """The value of card ``index`` of a header, which the FITS standard requires to be ``key``."""
-    card = text[80 * index:80 * index + 80]
-    if card[:8].rstrip(" ") != key:
-        raise NeedsAstropyError  # not in the standard's order: astropy reads (and warns about) it
-    if key != "XTENSION" and key != "SIMPLE" and card[8:10] == "= " and "_" not in card[10:30] \
-            and card[30:].lstrip(" ")[:1] in ("", "/"):
-        try:
-            return int(card[10:30])  # fixed format: an integer right-justified in columns 11–30
-        except ValueError:
-            pass
-    return _card_value(card[8:])
-
-
-def _mandatory_int(text: str, index: int, key: str) -> int:
-    value = _mandatory(text, index, key)
-    if type(value) is not int or value < 0:
-        raise NeedsAstropyError
-    return value
-
-
 class _Layout:
     """What one HDU's header says: image or table, dtype, shape, data bytes; its other cards
     parsed into a :class:`DirectHeader` when first asked for."""
@@ -291,7 +182,7 @@ class _Layout:
     __slots__ = ("_header", "_plain", "_text", "data_size", "dtype", "image", "shape", "xtension")
 
     def __init__(self, text: str, primary: bool):
-        first = _mandatory(text, 0, "SIMPLE" if primary else "XTENSION")
+        first = mandatory(text, 0, "SIMPLE" if primary else "XTENSION")
         self.xtension = "" if primary else first
         if primary:
             if first is not True:
@@ -301,18 +192,18 @@ class _Layout:
             self.image = first == "IMAGE"  # (compressed images are BINTABLEs: left to astropy)
         else:
             raise NeedsAstropyError  # foreign extensions
-        bitpix = _mandatory(text, 1, "BITPIX")
-        naxis = _mandatory_int(text, 2, "NAXIS")
+        bitpix = mandatory(text, 1, "BITPIX")
+        naxis = mandatory_int(text, 2, "NAXIS")
         if bitpix not in _DTYPES or naxis > 999:
             raise NeedsAstropyError
-        axes = [_mandatory_int(text, 3 + i, f"NAXIS{i + 1}") for i in range(naxis)]
+        axes = [mandatory_int(text, 3 + i, f"NAXIS{i + 1}") for i in range(naxis)]
         if primary:
             if axes[:1] == [0]:
                 raise NeedsAstropyError  # random groups
             pcount, gcount = 0, 1
         else:
-            pcount = _mandatory_int(text, 3 + naxis, "PCOUNT")
-            gcount = _mandatory_int(text, 4 + naxis, "GCOUNT")
+            pcount = mandatory_int(text, 3 + naxis, "PCOUNT")
+            gcount = mandatory_int(text, 4 + naxis, "GCOUNT")
         elements = math.prod(axes) if naxis else 0
         self.data_size = abs(bitpix) // 8 * gcount * (pcount + elements)
         self.shape = tuple(reversed(axes))
