@@ -113,7 +113,7 @@ class AstropySource(FitsSource):
     """:class:`FitsSource` on an open astropy HDUList (from :func:`~starlabels.io.fits_file.open_fits`).
 
     Attributes:
-        hdul: the HDUList, for readers of formats only astropy reads here (tables).
+        hdul: the HDUList, for readers of formats only astropy reads here (BOSS spec files, tables).
     """
 
     def __init__(self, hdul: Any, path: str | os.PathLike[str]):
