@@ -115,7 +115,8 @@ class Spectrum:
             grid one shared read-only array (copy it before changing it).
         flux: (P,) float64.
         error: (P,) float64 1σ; ``inf`` marks pixels without information (ivar ≤ 0).
-        bitmask: (P,) int64 pixel flags as stored in the file.
+        bitmask: (P,) int64 pixel flags as stored in the file. (Arrays given in the attribute's dtype
+            are kept, not copied: float64 wavelength/flux/error, int64 bitmask.)
         meta: identifiers and provenance (``FILE``, ``HDU``, ``FORMAT``, ``SDSS_ID``, ``TELESCOPE``,
             ``APOGEE_ID``, ``RA``, ``DEC``, ``SNR``, …).
 
