@@ -131,3 +131,24 @@ def test_rejected_from_the_caller_gives_the_same_outputs(dtype):
         cn.continuum_normalise(flux, error, bitmask, mask, rejected=rejected[:, :100])
     with pytest.raises(InputDataError, match="rejected must be a bool array"):
         cn.continuum_normalise(flux, error, bitmask, mask, rejected=rejected.astype(np.uint8))
+
+
+def test_the_pipeline_forwards_the_callers_rejected_pixels_to_the_continuum():
+    """PreprocessConfig.apply(rejected=) reaches the continuum fit (prepare_chunk passes the pixels it
+    rejected for the SNR): same outputs as without, and a pixel the caller rejects is rejected."""
+    from starlabels.preprocess.masking import rejected_pixels
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    flux, error, bitmask = _damaged(12, seed=8, frac=0.05, dtype=np.float32)
+    cfg = PreprocessConfig(kind="continuum", continuum_pixels=list(range(0, ASPCAP.n_pixels, 9)))
+    cfg.on_failure = "reject"
+    rejected = rejected_pixels(flux, error, bitmask, bits=cfg.reject_bits, bitmask_def=cfg.bitmask)
+    expected = cfg.apply(flux, error, bitmask)
+    got = cfg.apply(flux, error, bitmask, rejected=rejected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.tobytes() == b.tobytes()
+    cols = index_in(ASPCAP, "apstar")
+    pixel = int(np.flatnonzero(~rejected[0, cols] & (expected[0][0] != 1.0))[0])
+    rejected[0, cols[pixel]] = True
+    again = cfg.apply(flux, error, bitmask, rejected=rejected)
+    assert again[0][0, pixel] == 1.0 and again[1][0, pixel] == np.float32(BAD_PIXEL_ERROR)

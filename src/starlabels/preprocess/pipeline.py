@@ -308,9 +308,8 @@ class PreprocessConfig:
         The continuum kind also accepts input already on its output grid (APOGEE: the ASPCAP grid).
         ``grid``: the spectra's grid, checked by checksum (default: recognised by pixel count).
         ``rejected``: optional bool array shaped like ``flux``, ``rejected_pixels(flux, error,
-        bitmask, self.reject_bits, self.bitmask)`` when the caller has it already; the raw kind
-        then does not test the bitmask again (the continuum kinds find rejected pixels chunk by
-        chunk themselves and ignore it).
+        bitmask, self.reject_bits, self.bitmask)`` when the caller has it already; the raw kind and
+        the continuum kind then do not test the pixels again (astroNN's continuum weights ignore it).
         """
         n = np.shape(flux)[-1] if np.ndim(flux) else 0
         g = self.input_grid_for(n, grid)
@@ -325,7 +324,7 @@ class PreprocessConfig:
             f, e = continuum_normalise(
                 flux, error, bitmask, continuum_mask=self.continuum_mask, degree=self.degree,
                 bits=self.reject_bits, on_failure=self.on_failure,  # type: ignore[arg-type]
-                grid=g, bitmask_def=self._bitmask,
+                grid=g, bitmask_def=self._bitmask, rejected=rejected,
             )
         else:
             f, e = raw_flux(flux, error, bitmask, error_cap=self.error_cap, bits=self.reject_bits, grid=g,
