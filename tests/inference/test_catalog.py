@@ -115,6 +115,26 @@ def test_csv_and_parquet_hold_the_same_catalog(raw_model_folder, inputs, tmp_pat
     pd.testing.assert_frame_equal(a, b, check_dtype=False, rtol=1e-7)
 
 
+def test_the_same_spectra_give_the_same_rows_from_fits_files_and_from_hdf5(make_model, inputs, tmp_path):
+    """apStar files 0-2 and the HDF5 rows hold the same float32 spectra: a continuum-normalising
+    model's label columns for them are equal bit for bit (both preprocessed in float32; the FITS
+    reader's float64 arrays used to be fitted in float64), whatever container they came in."""
+    from starlabels.preprocess.pipeline import PreprocessConfig
+
+    d, h5, _ = inputs
+    model = make_model("bcnn", 7514, preprocessing=PreprocessConfig(kind="continuum").to_dict(), seed=3,
+                       dropout=0.0)
+    res = catalogs.run_catalog(model, [d, h5], tmp_path / "c.parquet", uncertainty="delta",
+                               files_per_unit=3, rows_per_unit=3)
+    df = catalogs.read_catalog(res.path)
+    cols = [c for c in df.columns if c.startswith(("TEFF", "LOGG", "FE_H"))]
+    ids = df["APOGEE_ID"].tolist()
+    fits_rows = df.iloc[[ids.index("2M00000000"), ids.index("2M00000001")]][cols].to_numpy()
+    h5_rows = df.iloc[[ids.index("h0"), ids.index("h1")]][cols].to_numpy()
+    assert np.isfinite(fits_rows).all()
+    np.testing.assert_array_equal(fits_rows, h5_rows)
+
+
 def test_an_interrupted_run_resumes_and_skips_finished_units(raw_model_folder, inputs, tmp_path, monkeypatch):
     d, h5, _ = inputs
     kw = dict(uncertainty="noise", n_samples=6, seed=11, files_per_unit=1, rows_per_unit=1)

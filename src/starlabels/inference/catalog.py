@@ -167,7 +167,7 @@ def predict_blocks(
 
 
 def prepare_blocks(im: InferenceModel, read: UnitRead) -> UnitRead:
-    """The blocks of a unit prepared for a network (checked and preprocessed:
+    """The blocks of a unit prepared for a network (checked and preprocessed, in float32:
     :func:`~starlabels.inference.prepared_spectra.prepare_spectra`), their arrays dropped; a Cannon or
     Payne model's blocks as they are. No random draws, so it runs in the reading thread."""
     blocks, _ = read
@@ -176,8 +176,10 @@ def prepare_blocks(im: InferenceModel, read: UnitRead) -> UnitRead:
     for b in blocks.values():
         if b.meta and b.prepared is None:
             pre = b.kind == "pre"
+            # float32 like the network's input and like HDF5 rows (files' spectra come as float64
+            # Spectrum arrays): the same spectra give the same catalog from FITS files and from HDF5
             b.prepared = prepare_spectra(
-                im, np.concatenate(b.flux), np.concatenate(b.error),
+                im, np.concatenate(b.flux, dtype=np.float32), np.concatenate(b.error, dtype=np.float32),
                 bitmask=np.concatenate(b.bitmask) if b.bitmask else None, preprocessed=pre,
                 grid=None if pre else b.grid,
             )
