@@ -180,24 +180,6 @@ def _block(blocks: dict[tuple[str, str], Block], kind: str, grid: Any) -> Block:
     return blocks.setdefault((kind, grid.checksum), Block(kind, grid))
 
 
-class _GridCache:
-    """:func:`~starlabels.inference.grid_input.named_grid` for the spectra of a unit, made once per
-    distinct wavelength array (a unit's files are nearly always on one grid; hashing and checking
-    8575 wavelengths per file cost more than reading the file)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, int], list[tuple[np.ndarray, Any]]] = {}
-
-    def __call__(self, wavelength: np.ndarray, instrument: str) -> Any:
-        known = self._seen.setdefault((str(instrument), len(wavelength)), [])
-        for wl, grid in known:
-            if wl is wavelength or np.array_equal(wl, wavelength):
-                return grid
-        grid = grid_input.named_grid(wavelength, instrument)
-        known.append((np.array(wavelength, copy=True), grid))
-        return grid
-
-
 def read_spectra_unit(
     unit: Unit, im: Any, resample: str | None
 ) -> tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]:
@@ -212,7 +194,7 @@ def read_spectra_unit(
     network_grid = grid_input.expected_grid(im, preprocessed=True)
     kind = str(getattr(im.preprocessing, "kind", "") or "")
     own = grid_input.model_instrument(im)
-    grid_of = _GridCache()
+    grid_of = grid_input.GridCache()  # a unit's files are nearly always on one grid
     order = 0
     for it in unit.items:  # one file at a time: this is I/O, the compute is batched per block
         try:

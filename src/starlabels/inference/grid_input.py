@@ -34,8 +34,8 @@ from starlabels.core.grid import from_wavelength
 from starlabels.errors import InputDataError
 
 __all__ = [
-    "RESAMPLE_METHODS", "GridInput", "as_arrays", "expected_grid", "from_spectra", "model_inputs",
-    "onto_model_grid",
+    "RESAMPLE_METHODS", "GridCache", "GridInput", "as_arrays", "expected_grid", "from_spectra",
+    "model_inputs", "named_grid", "onto_model_grid",
 ]
 
 #: Accepted values of ``resample`` (None: refuse spectra on another grid).
@@ -210,22 +210,44 @@ def spectrum_where(s: Any) -> str:
 
 
 def from_spectra(spectra: Sequence[Any]) -> list[SpectraInput]:
-    """Group Spectrum objects by (wavelength checksum, instrument), keeping their positions."""
-    groups: dict[tuple[str, str], list[int]] = {}
+    """Group Spectrum objects by (wavelengths, instrument), keeping their positions."""
+    grid_of = GridCache()
+    groups: dict[tuple[int, str], tuple[Grid, list[int]]] = {}
     for i, s in enumerate(spectra):
-        key = (from_wavelength(s.wavelength).checksum, str(s.instrument))
-        groups.setdefault(key, []).append(i)
+        grid = grid_of(s.wavelength, s.instrument)  # the same Grid object for equal wavelengths
+        groups.setdefault((id(grid), str(s.instrument)), (grid, []))[1].append(i)
     out = []
-    for (_, inst), rows in groups.items():
+    for (_, inst), (grid, rows) in groups.items():
         first = spectra[rows[0]]
         out.append(SpectraInput(
             flux=np.stack([spectra[i].flux for i in rows]),
             error=np.stack([spectra[i].error for i in rows]),
             bitmask=np.stack([spectra[i].bitmask for i in rows]),
-            grid=named_grid(first.wavelength, inst), instrument=inst, rows=np.asarray(rows),
+            grid=grid, instrument=inst, rows=np.asarray(rows),
             where=spectrum_where(first),
         ))
     return out
+
+
+class GridCache:
+    """:func:`named_grid` once per distinct wavelength array: spectra read from files are nearly all
+    on one grid, and hashing and checking 8575 wavelengths per spectrum costs more than reading an
+    apStar file. Call it as ``named_grid``; equal wavelengths (exactly, same instrument) give the
+    same :class:`Grid` object."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int], list[tuple[np.ndarray, Grid]]] = {}
+
+    def __call__(self, wavelength: np.ndarray, instrument: str) -> Grid:
+        known = self._seen.setdefault((str(instrument), len(wavelength)), [])
+        for stored, grid in known:
+            if stored is wavelength or np.array_equal(stored, wavelength):
+                return grid
+        grid = named_grid(wavelength, instrument)
+        # a read-only array (the readers' shared grids) is kept as it is, so the next lookup is `is`
+        kept = wavelength if not np.asarray(wavelength).flags.writeable else np.array(wavelength, copy=True)
+        known.append((kept, grid))
+        return grid
 
 
 def named_grid(wavelength: np.ndarray, instrument: str) -> Grid:
