@@ -144,13 +144,7 @@ def predict_blocks(
         if not b.meta:
             continue
         meta = {k: [m[k] for m in b.meta] for k in (*ID_COLUMNS, "_ORDER")}
-        if b.prepared is not None:
-            spectra: dict[str, Any] = {"flux": b.prepared}
-        else:
-            pre = b.kind == "pre"
-            spectra = {"flux": np.concatenate(b.flux), "error": np.concatenate(b.error),
-                       "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
-                       "grid": None if pre else b.grid}
+        spectra = {"flux": b.prepared} if b.prepared is not None else _block_spectra(b)
         pred = predict(im, **spectra, seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64),
                        options=options, **opts)
         pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
@@ -175,16 +169,20 @@ def prepare_blocks(im: InferenceModel, read: UnitRead) -> UnitRead:
         return read
     for b in blocks.values():
         if b.meta and b.prepared is None:
-            pre = b.kind == "pre"
             # float32 like the network's input and like HDF5 rows (files' spectra come as float64
             # Spectrum arrays): the same spectra give the same catalog from FITS files and from HDF5
-            b.prepared = prepare_spectra(
-                im, np.concatenate(b.flux, dtype=np.float32), np.concatenate(b.error, dtype=np.float32),
-                bitmask=np.concatenate(b.bitmask) if b.bitmask else None, preprocessed=pre,
-                grid=None if pre else b.grid,
-            )
+            b.prepared = prepare_spectra(im, **_block_spectra(b, np.float32))
             b.flux, b.error, b.bitmask = [], [], []
     return read
+
+
+def _block_spectra(b: Block, dtype: Any = None) -> dict[str, Any]:
+    """A block's spectra as the keywords of :func:`predict` / ``prepare_spectra`` (flux and errors
+    in ``dtype``, default as read)."""
+    pre = b.kind == "pre"
+    return {"flux": np.concatenate(b.flux, dtype=dtype), "error": np.concatenate(b.error, dtype=dtype),
+            "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
+            "grid": None if pre else b.grid}
 
 
 def read_prepared_unit(unit: Unit, im: InferenceModel, settings: dict[str, Any]) -> UnitRead:
@@ -296,8 +294,7 @@ def _overlapped(
                 in_flight = (pos, unit, writer.submit(write_unit, pdir, unit, df, skipped))
                 return 0 if df is None else len(df)
 
-            counts.append(None)
-            counts[pos] = run_unit_safely(im, unit, pdir, settings, read=read, write=write_later)
+            counts.append(run_unit_safely(im, unit, pdir, settings, read=read, write=write_later))
         settle()
     return counts
 
