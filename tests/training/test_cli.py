@@ -160,3 +160,23 @@ def test_raw_spectra_are_preprocessed_block_by_block(tmp_path, raw_h5):
     ok = te < 1e9
     mean = np.where(ok, tf, 0).sum(0) / np.maximum(ok.sum(0), 1)
     np.testing.assert_allclose(tr.spectrum_scaler.mean.numpy(), mean, rtol=1e-4)
+
+
+def test_trainer_from_config_seeds_the_weights_without_touching_the_callers_random_states(tmp_path, raw_h5):
+    from starlabels.utils import global_random_state, set_global_random_state
+
+    cfg = load_config(_config(tmp_path, raw_h5))
+    saved = global_random_state()
+    try:
+        torch.manual_seed(1)
+        before = global_random_state()
+        first = trainer_from_config(cfg)
+        assert torch.equal(global_random_state()["torch"], before["torch"])
+        first.release_output()
+        torch.manual_seed(2)  # another caller state: the same initial weights
+        second = trainer_from_config(cfg)
+        second.release_output()
+    finally:
+        set_global_random_state(saved)
+    for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -151,3 +151,62 @@ def test_a_folder_written_by_the_old_save_still_loads(tmp_path):
     assert set(weights) >= {"features.0.weight", "dense.1.weight", "dense.3.bias"}
     np.testing.assert_array_equal(YSOLabeler.load(folder).predict_array(X), lab.predict_array(X))
     assert lab.config_dict() == old_config  # and a new save writes the same config
+
+
+def test_yso_training_leaves_the_process_threads_and_random_states_alone(populations, monkeypatch):
+    """Threads and random states are process-wide: the caller's (the CLI sets one thread itself)."""
+    from starlabels.utils import global_random_state, set_global_random_state
+
+    train, _ = populations
+    seen = []
+    original = Trainer.train_epoch
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    saved = global_random_state()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(1)
+        np.random.seed(1)
+        before = global_random_state()
+        first, _ = train_yso_network(train, epochs=1, batch_size=64, channels=(4, 8, 8), hidden=16, seed=3)
+        after = global_random_state()
+        torch.manual_seed(2)  # another caller state: the same network
+        second, _ = train_yso_network(train, epochs=1, batch_size=64, channels=(4, 8, 8), hidden=16, seed=3)
+        threads_after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(1)
+        set_global_random_state(saved)
+    assert seen == [2, 2] and threads_after == 2
+    assert torch.equal(after["torch"], before["torch"])
+    assert np.array_equal(after["numpy"][1], before["numpy"][1]) and after["numpy"][2] == before["numpy"][2]
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_yso_train_cli_sets_its_own_processs_threads(populations, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from starlabels.cli.main import cli
+    from starlabels.training import yso as yso_training
+
+    train, _ = populations
+    table = tmp_path / "pop.csv"
+    train.write(table, format="ascii.csv")
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise SystemExit(0)
+
+    monkeypatch.setattr(yso_training, "train_yso_network", fake)
+    for threads, expected in (("1", 1), ("2", 2)):
+        torch.set_num_threads(3)
+        res = CliRunner().invoke(cli, ["labels", "yso-train", str(table), "-o", str(tmp_path / "m"),
+                                       "--threads", threads, "--device", "cpu"])
+        assert res.exit_code == 0, res.output
+        assert seen[-1] == expected
+    torch.set_num_threads(1)

@@ -72,6 +72,10 @@ def command(output: str, n_train: int | None, n_test: int | None, epochs: int | 
             threads=threads or None, instrument=instrument,
         )
         cfg = with_sizes(base, n_train=n_train, n_test=n_test, epochs=epochs, n_samples=n_samples)
+        if cfg.threads is not None:  # process-wide, so the CLI's business: it owns its process
+            import torch
+
+            torch.set_num_threads(int(cfg.threads))
         run_demo(cfg, echo=click.echo)
     except StarlabelsError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -186,13 +186,21 @@ def yso_population(n_stars: int, output: Path, grid: Path | None, extinction: Pa
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu].")
+@click.option("--threads", type=click.IntRange(0), default=1, show_default=True,
+              help="Torch CPU threads when training on the CPU (0: torch's default). The network is "
+                   "so small that one is fastest.")
 def yso_train(population: Path, output: Path, dev_fraction: float, epochs: int, batch_size: int,
-              lr: float, seed: int, device: str | None) -> None:
+              lr: float, seed: int, device: str | None, threads: int) -> None:
     """Train the photometric YSO CNN on a POPULATION table from ``yso-population``."""
     import numpy as np
+    import torch
 
     from starlabels.labels.yso_isochrones import ALL_BANDS
     from starlabels.training.yso import train_yso_network
+    from starlabels.utils import get_device
+
+    if threads and get_device(device).type == "cpu":  # process-wide: the CLI owns its process
+        torch.set_num_threads(threads)
 
     pop = read_table(population)
     pop.meta["bands"] = [b for b in ALL_BANDS if b in pop.colnames]

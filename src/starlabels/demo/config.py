@@ -52,6 +52,10 @@ class DemoConfig:
     ``n_train`` stars form the training pool, of which ``dev_fraction`` (at least
     :data:`MIN_DEV` stars) is the dev set (early stopping and calibration); ``n_test`` stars are
     held out. ``n_samples`` MC-dropout passes per spectrum are used for calibration and prediction.
+    ``threads``: torch intra-op threads for the run (None: torch's default), recorded in
+    ``summary.json``; ``starlabels demo`` applies them to its process before the run (one is
+    fastest for the demo's small convolutions: two made a training step 3.5× slower on a busy
+    2-core machine, measured). :func:`run_demo` never changes the process's thread setting.
     """
 
     output: str | os.PathLike[str] = DEFAULT_OUTPUT

@@ -39,26 +39,18 @@ def run_demo(config: DemoConfig | None = None, *, echo: Echo | None = None) -> D
     """Simulate, train, calibrate, predict and write the demo's outputs (see the module docstring).
 
     ``echo`` receives the one-line status messages and the final table (default: ``print``);
-    progress bars go to stderr (:func:`starlabels.utils.progress`). Torch runs with
-    ``config.threads`` intra-op threads (default 1; restored afterwards): the demo's small
-    convolutions gain little from more, and on a busy 2-core machine two threads made a training
-    step 3.5× slower (measured). Returns a :class:`DemoResult`.
+    progress bars go to stderr (:func:`starlabels.utils.progress`). The run leaves the process's
+    state alone: torch's thread setting (``config.threads`` is applied by ``starlabels demo``, which
+    owns its process; a script calls ``torch.set_num_threads`` itself) and the global random
+    states (training draws from a seeded stream of its own). Returns a :class:`DemoResult`.
     """
-    import torch
-
     cfg = config or DemoConfig()
     say: Echo = echo or print
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
-    try:
-        return _run(cfg, say)
-    finally:
-        torch.set_num_threads(threads_before)
+    return _run(cfg, say)
 
 
 def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
-    """The body of :func:`run_demo` (torch threads already set)."""
+    """The body of :func:`run_demo`."""
     import pandas as pd
 
     import starlabels
@@ -69,7 +61,7 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
     from starlabels.models.bcnn import BayesianCNN
     from starlabels.training.config import OptimiserConfig, TrainingConfig
     from starlabels.training.trainer import Trainer, TrainingData
-    from starlabels.utils import seed_everything
+    from starlabels.utils import seeded
 
     out = cfg.output_path
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +108,8 @@ def _run(cfg: DemoConfig, say: Echo) -> DemoResult:
         label_errors=survey.label_errors[pool][:, cols], label_units=units, groups=survey.group[pool],
         grid=pre.output_grid, preprocessing=pre.to_dict(),
     )
-    seed_everything(cfg.seed)
-    network = build_network("bcnn", n_labels=len(names), n_pixels=pre.n_pixels, dropout=cfg.dropout)
+    with seeded(cfg.seed):  # the initial weights, without touching the caller's random states
+        network = build_network("bcnn", n_labels=len(names), n_pixels=pre.n_pixels, dropout=cfg.dropout)
 
     def epoch_line(trainer: Any, row: dict[str, Any]) -> None:
         say(f"      epoch {row['epoch']:3d}: train loss {row['train_loss']:8.4f}   dev loss "

@@ -1,9 +1,10 @@
-"""Training checkpoints: the random-number states, model weights on the CPU, and the atomic
-``checkpoint.pt`` file a resumed run continues from.
+"""Training checkpoints: model weights on the CPU and the atomic ``checkpoint.pt`` file a resumed
+run continues from.
 
 A checkpoint is a dict (``format="starlabels-checkpoint"``, ``version`` 1) holding the network,
-optimiser and scheduler states, the torch/numpy/python (and CUDA) RNG states, the stage state,
-the best and extra weights, the history, the scalers, the split and the seed;
+optimiser and scheduler states, the torch/numpy/python (and CUDA) states of the trainer's own
+random stream (:class:`starlabels.utils.RandomStream`), the stage state, the best and extra
+weights, the history, the scalers, the split and the seed;
 :class:`~starlabels.training.trainer.Trainer` builds and restores it. :func:`write_checkpoint`
 replaces the file atomically (write a temporary file, fsync, rename), so a kill never leaves a
 half-written checkpoint.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,32 +27,11 @@ from starlabels.training.errors import TrainingError
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "check_matches_run", "cpu_state", "read_checkpoint",
-    "rng_state", "set_rng_state", "write_checkpoint",
+    "write_checkpoint",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "starlabels-checkpoint"
-
-
-def rng_state() -> dict[str, Any]:
-    """The process's torch, numpy and python (and CUDA, when present) random-number states."""
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the states of :func:`rng_state` (a resumed run continues the same random stream)."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from starlabels.training.config import TrainConfig
 from starlabels.training.data_access import TrainingData
 from starlabels.training.errors import TrainingError
 from starlabels.training.trainer import Trainer
-from starlabels.utils import seed_everything
+from starlabels.utils import seeded
 
 __all__ = ["make_split", "network_kwargs", "train_from_config", "trainer_from_config"]
 
@@ -94,12 +94,12 @@ def trainer_from_config(
         n_in = data.n_pixels
     kwargs = network_kwargs(cfg.model.architecture, {"n_labels": len(cfg.data.label_names), "n_pixels": n_in,
                                                      **cfg.model.kwargs}, data, preprocess)
-    seed_everything(seed)
-    network = build_network(cfg.model.architecture, **kwargs)
-    if cfg.model.init == "kaiming":
-        from starlabels.models.init import kaiming_init
+    with seeded(seed):  # the initial weights: seeded, without touching the caller's random states
+        network = build_network(cfg.model.architecture, **kwargs)
+        if cfg.model.init == "kaiming":
+            from starlabels.models.init import kaiming_init
 
-        kaiming_init(network)
+            kaiming_init(network)
     return Trainer(
         network, data, split, optimiser=cfg.optimiser, training=cfg.training, preprocess=preprocess,
         spectrum_scaling=cfg.model.spectrum_scaling,

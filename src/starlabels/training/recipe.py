@@ -441,7 +441,7 @@ def train_recipe(cfg: RecipeConfig, *, resume: bool = False, distributed: Any = 
     from starlabels.training.from_config import network_kwargs
     from starlabels.training.stratified import adapt
     from starlabels.training.trainer import Trainer
-    from starlabels.utils import seed_everything
+    from starlabels.utils import seeded
 
     tc = cfg.train
     seed = int(tc.training.seed)
@@ -455,15 +455,15 @@ def train_recipe(cfg: RecipeConfig, *, resume: bool = False, distributed: Any = 
     preprocess = None if tc.preprocess is None else PreprocessConfig.from_dict(dict(tc.preprocess))
     # the network's input length: as stored, or what the preprocessing makes of raw spectra
     n_in = data.n_pixels if data.preprocessing is not None or preprocess is None else preprocess.n_pixels
-    seed_everything(seed)
-    kwargs = network_kwargs(tc.model.architecture,
-                            {"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs},
-                            data, preprocess)
-    network = build_network(tc.model.architecture, **kwargs)
-    if tc.model.init == "kaiming":
-        from starlabels.models.init import kaiming_init
+    with seeded(seed):  # the initial weights: seeded, without touching the caller's random states
+        kwargs = network_kwargs(tc.model.architecture,
+                                {"n_labels": len(tc.data.label_names), "n_pixels": n_in, **tc.model.kwargs},
+                                data, preprocess)
+        network = build_network(tc.model.architecture, **kwargs)
+        if tc.model.init == "kaiming":
+            from starlabels.models.init import kaiming_init
 
-        kaiming_init(network)
+            kaiming_init(network)
     provenance = {"config": plain_json(tc.to_dict()),
                   "recipe": {"name": "apogee_net", "source": cfg.source,
                              "group_names": {g: cfg.display_name(g) for g in info["fractions_used"]}}}

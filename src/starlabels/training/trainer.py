@@ -19,9 +19,14 @@ spectra it reads, and runs epochs of mini-batch training:
 - the dev loss (mean per-sample loss over the dev rows) after each epoch drives
   ReduceLROnPlateau and early stopping (``patience`` epochs without improvement); the best weights
   are kept and restored at the end;
-- after every epoch a checkpoint (``checkpoint.pt``: network, optimiser, scheduler, torch/numpy/
-  python RNG states, epoch, best loss and weights, history, scalers) is written atomically; a
-  trainer built with ``resume=True`` continues from it and reproduces the uninterrupted run;
+- what training draws from the global generators (``nn.Dropout`` masks) comes from the trainer's
+  own :class:`~starlabels.utils.RandomStream`, seeded by ``seed`` (+ 7919 × rank), swapped in
+  while ``run_stage``, ``train_epoch``, ``evaluate`` and ``finish`` run: the caller's global
+  torch/numpy/python random states are as they were after each call;
+- after every epoch a checkpoint (``checkpoint.pt``: network, optimiser, scheduler, the random
+  stream's torch/numpy/python states, epoch, best loss and weights, history, scalers) is written
+  atomically; a trainer built with ``resume=True`` continues from it and reproduces the
+  uninterrupted run;
 - the network's ``apply_constraints()`` is called after every optimiser step when it exists.
 
 The result is a :class:`~starlabels.models.folder.TrainedModel`, saved to ``folder`` with the
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,8 +70,6 @@ from starlabels.training.checkpoint import (
     check_matches_run,
     cpu_state,
     read_checkpoint,
-    rng_state,
-    set_rng_state,
     write_checkpoint,
 )
 from starlabels.training.config import OptimiserConfig, TrainingConfig
@@ -90,10 +94,23 @@ from starlabels.training.provenance import (
     now,
     save_model_folder,
 )
-from starlabels.utils import get_device, progress, seed_everything
+from starlabels.utils import RandomStream, get_device, progress
 
 __all__ = ["CHECKPOINT_NAME", "HISTORY_COLUMNS", "SPLITS_NAME", "StageResult", "Trainer",
            "TrainingData", "TrainingError"]
+
+
+def _on_own_stream(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a :class:`Trainer` method on the trainer's own random stream (``random_stream``): what
+    it draws from the global generators (dropout masks) comes from the trainer's seeded stream,
+    and the caller's global random states are given back afterwards."""
+
+    @functools.wraps(method)
+    def on_stream(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        with self.random_stream.active():
+            return method(self, *args, **kwargs)
+
+    return on_stream
 
 
 class Trainer:
@@ -232,9 +249,9 @@ class Trainer:
                         f"{self.folder} already holds {clash}; resume (--resume) or set overwrite"
                     )
             self.inputs.fit_scalers(self.split["train"], spectrum_scaling)
-            # dropout etc. draw from the global generators: seed them (per rank) for a fresh run;
-            # a resumed run restores them from the checkpoint instead
-            seed_everything(self.seed + 7919 * self.rank)
+            # dropout etc. draw from the global generators: the trainer swaps in a stream of its own
+            # (seeded per rank) while it runs; a resumed run continues the checkpoint's stream instead
+            self.random_stream = RandomStream(self.seed + 7919 * self.rank)
 
     # ---------------------------------------------------------------- data and batches
 
@@ -284,6 +301,7 @@ class Trainer:
             raise TrainingError("the network must return a tuple (mean, log_var)")
         return out
 
+    @_on_own_stream
     def train_epoch(self, rows: np.ndarray, rng: np.random.Generator, desc: str = "") -> float:
         """One pass over ``rows``; returns the mean per-sample training loss (over all ranks)."""
         self.model_net.train()
@@ -311,6 +329,7 @@ class Trainer:
             )
         return mean_loss
 
+    @_on_own_stream
     @torch.no_grad()
     def evaluate(self, rows: np.ndarray, by_group: bool = False) -> float | dict[str, float]:
         """Mean per-sample loss over ``rows``, or ``{group: loss}`` with ``by_group``.
@@ -389,6 +408,7 @@ class Trainer:
         self.optimiser = make_optimiser(self.network.parameters(), self.optimiser_cfg, device=self.device)
         self.scheduler = make_scheduler(self.optimiser, self.optimiser_cfg)
 
+    @_on_own_stream
     def run_stage(
         self,
         key: str,
@@ -479,7 +499,7 @@ class Trainer:
             "network": self.network.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": self.random_stream.snapshot(),
             "state": copy.deepcopy(self.state),
             "best_state": self.best_state,
             "extra_states": self.extra_states,
@@ -501,7 +521,7 @@ class Trainer:
         self.extra_states = ckpt.get("extra_states") or {}
         self.history = list(ckpt["history"])
         self.inputs.restore_scalers(ckpt["scalers"])
-        set_rng_state(ckpt["rng"])
+        self.random_stream = RandomStream(state=ckpt["rng"])
 
     # ---------------------------------------------------------------- result
 
@@ -528,6 +548,7 @@ class Trainer:
             **self.extra_provenance,
         }
 
+    @_on_own_stream
     def finish(self) -> Any:
         """Build the :class:`TrainedModel` (network in eval mode, on the CPU), save it when there is
         a folder (rank 0), and return it."""

@@ -60,7 +60,6 @@ def train_yso_network(
     seed: int = 0,
     device: str | None = None,
     limits: Mapping[str, float] | None = None,
-    cpu_threads: int | None = 1,
 ) -> tuple[YSOLabeler, list[dict[str, float]]]:
     """Train the YSO photometry CNN on a synthetic population (table from
     :func:`~starlabels.labels.yso.synthetic_population`) through the shared Trainer.
@@ -68,31 +67,22 @@ def train_yso_network(
     Inputs: the bands present in ``train.meta["bands"]`` (else in the table), radius, log L and
     distance (as log10), standardised; targets standardised. MSE loss, Adam (``lr`` peak,
     ``weight_decay``) with a one-cycle learning-rate schedule; with ``dev`` the epoch with the
-    lowest dev loss is kept. ``cpu_threads``: torch intra-op threads while training on the CPU
-    (restored afterwards); the network is so small that one thread is fastest, and several threads
-    are many times slower on a busy machine. ``None`` leaves the setting alone.
+    lowest dev loss is kept. The network is so small that one torch intra-op thread is fastest on
+    the CPU (several are many times slower on a busy machine); the thread setting is process-wide,
+    so it is the caller's: ``starlabels labels yso-train`` sets one (``--threads``), scripts call
+    ``torch.set_num_threads(1)`` themselves. The caller's global random states are left as they were.
     Returns the labeler and the history (one dict per epoch, counted from 0: ``epoch, train_loss,
     dev_loss, lr, seconds``; ``dev_loss`` NaN without ``dev``).
     """
-    import torch
-
-    from starlabels.utils import get_device
-
-    previous_threads = torch.get_num_threads()
-    if cpu_threads is not None and get_device(device).type == "cpu":
-        torch.set_num_threads(cpu_threads)
-    try:
-        return _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size,
-                      hidden, seed, device, limits)
-    finally:
-        torch.set_num_threads(previous_threads)
+    return _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size,
+                        hidden, seed, device, limits)
 
 
 def _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, channels, kernel_size, hidden,
                  seed, device, limits) -> tuple[YSOLabeler, list[dict[str, float]]]:
     """The work of :func:`train_yso_network`: arrays from the tables, one Trainer run, the labeler."""
     from starlabels.labels.mdwarf import table_columns
-    from starlabels.utils import seed_everything
+    from starlabels.utils import seeded
 
     bands = list(train.meta.get("bands", [])) if hasattr(train, "meta") else []
     if not bands:
@@ -106,10 +96,10 @@ def _fit_labeler(train, dev, targets, epochs, batch_size, lr, weight_decay, chan
     x_dev, y_dev = _arrays(dev, features, lim, targets) if dev is not None else (x[:0], y[:0])
     n_train, n_dev = len(x), len(x_dev)
 
-    seed_everything(seed)  # the network's initial weights
     arch = {"n_inputs": len(features), "n_outputs": len(targets), "channels": list(channels),
             "kernel_size": kernel_size, "hidden": hidden}
-    network = YSOPhotometryCNN(**arch)
+    with seeded(seed):  # the network's initial weights, without touching the caller's random states
+        network = YSOPhotometryCNN(**arch)
     data = TrainingData.from_arrays(
         np.concatenate([x, x_dev]), np.concatenate([y, y_dev]), targets,
         label_units=[TARGET_UNITS.get(t, "") for t in targets],
