@@ -90,3 +90,42 @@ def test_bad_settings_and_unfitted_use_are_refused():
 def test_flag_bit():
     assert flags.DOMAIN_SHIFT == flags.bit("DOMAIN_SHIFT") == 1 << 9
     assert flags.decode(flags.DOMAIN_SHIFT | flags.bit("RESAMPLED")) == ["RESAMPLED", "DOMAIN_SHIFT"]
+
+
+@pytest.mark.parametrize("shape", [(120, 80), (80, 120)], ids=["tall", "wide"])
+def test_randomized_svd_is_svd_lowrank_on_a_private_generator(shape):
+    import torch
+
+    from starlabels.inference.domain_shift import randomized_right_singular_vectors
+
+    rng = np.random.default_rng(3)
+    left, right = (np.linalg.qr(rng.normal(size=(n, 6)))[0] for n in shape)
+    a = torch.from_numpy(left @ np.diag([50.0, 40, 30, 20, 10, 5]) @ right.T
+                         + 0.01 * rng.normal(size=shape))  # rank 6 and a little noise
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        _, _, v = torch.svd_lowrank(a, q=12, niter=4)
+    before = torch.get_rng_state()
+    ours = randomized_right_singular_vectors(a, 12, niter=4, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator was not drawn from
+    assert torch.equal(ours, v)  # step for step the same algorithm and draws
+    # and they are right singular vectors: ||a v_i|| are the leading singular values
+    exact = np.linalg.svd(a.numpy(), compute_uv=False)[:6]
+    np.testing.assert_allclose(np.linalg.norm(a.numpy() @ ours.numpy()[:, :6], axis=0), exact, rtol=1e-6)
+    assert exact[5] > 4.9  # (the spectrum the test was built with)
+
+
+def test_pca_fit_neither_uses_nor_changes_the_global_torch_generator(spaces):
+    import torch
+
+    rng, basis, _ = spaces
+    train, dev = _low_rank(rng, 300, basis), _low_rank(rng, 100, basis)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        before = torch.get_rng_state()
+        first = DomainShift("pca", n_components=4, seed=2).fit(train, dev)
+        assert torch.equal(torch.get_rng_state(), before)
+        torch.manual_seed(99)
+        second = DomainShift("pca", n_components=4, seed=2).fit(train, dev)
+    assert np.array_equal(first.components_, second.components_)
+    assert first.threshold_ == second.threshold_

@@ -47,10 +47,29 @@ from starlabels.errors import InputDataError, ModelFormatError
 from starlabels.inference.label_coverage import fingerprint
 from starlabels.inference.uncertainty import BAD_ERROR
 
-__all__ = ["DOMAIN_SHIFT_FILE", "DomainShift", "load_domain_shift"]
+__all__ = ["DOMAIN_SHIFT_FILE", "DomainShift", "load_domain_shift", "randomized_right_singular_vectors"]
 
 DOMAIN_SHIFT_FILE = "domain_shift.safetensors"
 METHODS = ("pca", "knn")
+
+
+def randomized_right_singular_vectors(
+    a: torch.Tensor, q: int, *, niter: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(n, q) approximate leading right singular vectors of ``a`` (m, n), in order: the randomised
+    range finder with ``niter`` subspace iterations of Halko, Martinsson & Tropp (2011, Alg. 4.4
+    and 5.1), step for step as :func:`torch.svd_lowrank`, but drawing its Gaussian test matrix
+    from ``generator`` instead of torch's global generator (which it leaves alone). With a CPU
+    generator seeded ``s`` the result equals ``svd_lowrank`` after ``torch.manual_seed(s)``."""
+    tall = a.shape[0] >= a.shape[1]
+    m = a if tall else a.mH  # the range is found for the taller orientation, as svd_lowrank does
+    test = torch.randn(m.shape[-1], q, dtype=m.dtype, device=m.device, generator=generator)
+    basis = torch.linalg.qr(m @ test).Q
+    for _ in range(niter):
+        basis = torch.linalg.qr(m.mH @ basis).Q
+        basis = torch.linalg.qr(m @ basis).Q
+    u, _, vh = torch.linalg.svd(basis.mH @ m, full_matrices=False)
+    return vh.mH if tall else basis @ u
 
 
 class DomainShift:
@@ -152,12 +171,9 @@ class DomainShift:
             q = int(min(int(self.n_components), min(c.shape) - 1))
             if q < 1:
                 raise InputDataError("domain shift (pca) needs at least 2 training rows and 2 pixels")
-            gen_state = torch.random.get_rng_state()
-            try:  # svd_lowrank draws from the global generator: seed it and restore it
-                torch.manual_seed(self.seed)
-                _, _, v = torch.svd_lowrank(torch.from_numpy(c), q=min(q + 8, min(c.shape)), niter=4)
-            finally:
-                torch.random.set_rng_state(gen_state)
+            v = randomized_right_singular_vectors(
+                torch.from_numpy(c), min(q + 8, min(c.shape)), niter=4,
+                generator=torch.Generator().manual_seed(int(self.seed)))
             self.components_ = v[:, :q].T.numpy().copy()
             r = c - (c @ self.components_.T) @ self.components_
             self.floor_ = np.sqrt(np.mean(r * r, axis=0)) + 1e-6
