@@ -166,6 +166,27 @@ def test_external_scheduler_and_two_worker_processes_match_the_single_process_ru
     assert len(pids) == 2 and os.getpid() not in pids.values()  # the work ran in the worker processes
 
 
+def test_torch_threads_on_an_external_cluster_apply_for_the_run_only(
+    continuum_model_folder, star_dir, single, tmp_path, external_cluster
+):
+    """``starlabels predict --scheduler`` passes --threads-per-worker as ``torch_threads``: a
+    TorchThreads plugin for the run, unregistered after it, so the workers get their setting back."""
+    import torch
+
+    client = external_cluster
+    tasks_before = [client.submit(torch.get_num_threads, pure=False).result() for _ in range(4)]
+    loops_before = client.run(torch.get_num_threads)
+    res = distributed_inference.run_distributed(
+        continuum_model_folder, [star_dir], tmp_path / "threads.parquet", scheduler=client.scheduler.address,
+        torch_threads=2, **KW,
+    )
+    _same(res, single)
+    assert client.run(torch.get_num_threads) == loops_before
+    assert [client.submit(torch.get_num_threads, pure=False).result() for _ in range(4)] == tasks_before
+    names = client.run(lambda dask_worker: [n for n in dask_worker.plugins if n.startswith("starlabels")])
+    assert all(v == [] for v in names.values())
+
+
 def test_a_worker_sigkilled_mid_run_leaves_a_complete_catalog(
     continuum_model_folder, star_dir, single, tmp_path, external_cluster
 ):

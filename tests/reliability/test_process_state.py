@@ -8,9 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from starlabels.errors import StarlabelsError
 
 from .conftest import raw_spectra
 
@@ -83,40 +87,99 @@ def test_import_predict_and_run_catalog_leave_the_process_state_alone(continuum_
     assert report["run_catalog"] == {}, report["run_catalog"]
 
 
-def test_a_dask_partition_restores_the_worker_thread_setting(continuum_model_folder, tmp_path):
-    """``threads_per_worker`` applies while a partition runs; the worker's own setting comes back."""
-    import torch
-
-    from starlabels.inference import catalog, catalog_inputs, catalog_parts, distributed
+def _write_inputs(d: Path, n: int, seed: int) -> None:
     from starlabels.io import write_apstar
 
-    flux, error, bitmask = raw_spectra(2, seed=6)
-    d = tmp_path / "in"
+    flux, error, bitmask = raw_spectra(n, seed=seed)
     d.mkdir()
-    for i in range(2):
+    for i in range(n):
         write_apstar(d / f"apStar-dr17-2M4000000{i}.fits", flux[i], error[i], bitmask[i],
                      {"APOGEE_ID": str(i)})
-    items, _ = catalog_inputs.expand_inputs([d])
-    units, _ = catalog_inputs.plan_units(items, files_per_unit=1)
-    out = tmp_path / "c.csv"
-    catalog_parts.parts_dir(out).mkdir()
-    seen = []
+
+
+def _spy_on_units(monkeypatch) -> list[int]:
+    """The torch thread count each unit of a catalog run computes with."""
+    import torch
+
+    from starlabels.inference import catalog
+
+    seen: list[int] = []
     real = catalog.run_unit
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    before = torch.get_num_threads()
-    catalog.run_unit = spy
-    try:
-        summary = distributed.run_partition(
-            str(continuum_model_folder), units, str(out), catalog.run_settings(), 2
-        )
-    finally:
-        catalog.run_unit = real
-    assert summary["rows"] == 2 and seen == [2, 2]  # the partition ran with 2 threads ...
-    assert torch.get_num_threads() == before  # ... and gave the worker its setting back
+    monkeypatch.setattr(catalog, "run_unit", spy)
+    return seen
+
+
+def test_a_dask_partition_leaves_the_worker_thread_setting_alone(continuum_model_folder, tmp_path,
+                                                                 monkeypatch):
+    """Without a TorchThreads plugin a task never sets torch threads (process state): the worker's
+    owner does."""
+    import torch
+
+    from starlabels.inference import catalog, catalog_inputs, catalog_parts, distributed
+
+    _write_inputs(tmp_path / "in", 2, seed=6)
+    items, _ = catalog_inputs.expand_inputs([tmp_path / "in"])
+    units, _ = catalog_inputs.plan_units(items, files_per_unit=1)
+    out = tmp_path / "c.csv"
+    catalog_parts.parts_dir(out).mkdir()
+    seen = _spy_on_units(monkeypatch)
+    torch.set_num_threads(2)
+    assert distributed.registered_torch_threads() is None
+    summary = distributed.run_partition(str(continuum_model_folder), units, str(out), catalog.run_settings())
+    assert summary["rows"] == 2 and seen == [2, 2] and torch.get_num_threads() == 2
+
+
+def _threads_of_a_new_thread() -> int:
+    """What a thread started now begins with (torch keeps the setting per thread once used)."""
+    import torch
+
+    box: list[int] = []
+    t = threading.Thread(target=lambda: box.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    return box[0]
+
+
+def test_torch_threads_plugin_sets_the_workers_threads_for_the_run_and_gives_them_back(
+        continuum_model_folder, tmp_path, monkeypatch):
+    """On a cluster whose workers are threads of this process (processes=False) run_distributed
+    leaves the thread setting alone, unless torch_threads asks for a TorchThreads plugin, which
+    applies to every task of the run and is unregistered after it (the setting comes back)."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    from starlabels.inference import distributed
+
+    _write_inputs(tmp_path / "in", 3, seed=7)
+    seen = _spy_on_units(monkeypatch)
+    torch.set_num_threads(3)
+
+    def plugins(client) -> list[str]:
+        return [n for names in client.run(lambda dask_worker: list(dask_worker.plugins)).values()
+                for n in names if n.startswith("starlabels")]
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        res = distributed.run_distributed(continuum_model_folder, [tmp_path / "in"], tmp_path / "a.csv",
+                                          client=client, files_per_unit=1)
+        assert res.n_rows == 3 and seen == [3, 3, 3] and _threads_of_a_new_thread() == 3
+        seen.clear()
+        res = distributed.run_distributed(continuum_model_folder, [tmp_path / "in"], tmp_path / "b.csv",
+                                          client=client, files_per_unit=1, torch_threads=2)
+        assert res.n_rows == 3 and seen == [2, 2, 2]  # every task ran with the plugin's setting ...
+        assert plugins(client) == [] and distributed.registered_torch_threads() is None
+        assert torch.get_num_threads() == 3 and _threads_of_a_new_thread() == 3  # ... and it is undone
+        seen.clear()
+        distributed.run_distributed(continuum_model_folder, [tmp_path / "in"], tmp_path / "c.csv",
+                                    client=client, files_per_unit=1)
+        assert seen == [3, 3, 3]  # the workers' executor threads have their own setting back
+    with pytest.raises(StarlabelsError, match="positive integer"):
+        distributed.TorchThreads(0)
 
 
 def starlabels_src() -> Path:

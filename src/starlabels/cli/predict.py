@@ -27,7 +27,9 @@ from starlabels.inference.flags import describe as _describe_flags
 @click.option("--workers", type=int, default=None,
               help="Run on a local Dask cluster with this many worker processes.")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
-@click.option("--threads-per-worker", type=int, default=1, show_default=True)
+@click.option("--threads-per-worker", type=int, default=1, show_default=True,
+              help="Dask threads and torch intra-op threads of each worker (the torch setting is "
+                   "given back to the workers of an existing cluster at the end).")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Rows per forward pass.")
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of dropout masks / noise.")
@@ -76,7 +78,8 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
             from starlabels.inference.distributed import run_distributed
 
             res = run_distributed(model, inputs, out, workers=workers or 2, scheduler=scheduler,
-                                  threads_per_worker=threads_per_worker, **kwargs)
+                                  threads_per_worker=threads_per_worker,
+                                  torch_threads=threads_per_worker, **kwargs)
         else:
             from starlabels.inference.catalog import run_catalog
 

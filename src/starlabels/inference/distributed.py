@@ -13,15 +13,28 @@ distributed run resumes like a single-process one.
 The output folder must be visible to every worker (a shared filesystem) when the cluster spans
 machines. Default cluster: a :class:`distributed.LocalCluster` with ``workers`` worker processes of
 ``threads_per_worker`` threads; ``scheduler="tcp://host:8786"`` uses an existing cluster.
+
+Torch's intra-op thread count is process state (``torch.set_num_threads`` is not thread-safe), so
+it belongs to whoever owns the worker processes, and a task leaves it alone unless the owner opted
+in with the worker plugin :class:`TorchThreads` (``client.register_plugin(TorchThreads(1))``): it
+applies to every worker, also those started later, and gives the workers their setting back when
+unregistered.
+:func:`run_distributed` registers it itself on the worker processes of the ``LocalCluster`` it
+starts (``threads_per_worker``), and on any cluster for the run when ``torch_threads`` is given
+(``starlabels predict --workers/--scheduler`` passes ``--threads-per-worker``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from starlabels.errors import StarlabelsError
 from starlabels.inference.catalog import catalog_meta, run_settings, run_units
@@ -36,6 +49,10 @@ _CACHE: dict[tuple[str, float, str], InferenceModel] = {}
 _CACHE_LOCK = threading.Lock()
 #: How often each worker loaded a model (path → count), for tests and diagnostics.
 LOAD_COUNTS: dict[str, int] = {}
+#: TorchThreads plugins set up in this process: name → [threads asked for, the process's setting
+#: before it, workers holding it].
+_THREADS_HELD: dict[str, list[int]] = {}
+_THREADS_LOCK = threading.Lock()
 
 
 def _worker_id() -> str:
@@ -62,32 +79,89 @@ def cached_model(path: str | os.PathLike) -> InferenceModel:
         return im
 
 
-def run_partition(
-    model_path: str, units: list[Unit], out: str, settings: dict[str, Any], torch_threads: int | None
-) -> dict[str, Any]:
+class TorchThreads(WorkerPlugin):
+    """Dask worker plugin: ``n`` torch intra-op threads for the tasks of every worker of the
+    cluster it is registered with (``client.register_plugin(TorchThreads(n))``), workers started
+    later included. Unregistering it (``client.unregister_worker_plugin(plugin.name)``) gives the
+    workers their setting back (several workers in one process: when the last one lets go).
+
+    Torch keeps the setting per OS thread once a thread has used it (OpenMP), and a worker runs
+    tasks in executor threads, not in the thread that sets the plugin up. So ``setup`` sets the
+    process's value (which threads started later begin with) and :func:`run_partition` makes its
+    executor thread follow the registered value for the task, giving the thread its own setting
+    back after it. Register it only on workers whose processes are yours: a worker of a
+    ``processes=False`` cluster is a thread of the client's process."""
+
+    idempotent = False
+
+    def __init__(self, n: int) -> None:
+        if isinstance(n, bool) or int(n) < 1:
+            raise StarlabelsError(f"torch threads must be a positive integer, got {n!r}")
+        self.n = int(n)
+        self.name = f"starlabels-torch-threads-{uuid.uuid4().hex[:12]}"
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        with _THREADS_LOCK:
+            held = _THREADS_HELD.setdefault(self.name, [self.n, torch.get_num_threads(), 0])
+            held[2] += 1
+            torch.set_num_threads(self.n)
+
+    def teardown(self, worker: Any) -> None:
+        import torch
+
+        with _THREADS_LOCK:
+            held = _THREADS_HELD.get(self.name)
+            if held is None:
+                return
+            held[2] -= 1
+            if held[2] <= 0:
+                torch.set_num_threads(held[1])
+                del _THREADS_HELD[self.name]
+
+
+def registered_torch_threads() -> int | None:
+    """The torch threads asked for by the :class:`TorchThreads` plugin set up last in this
+    process and still registered; None without one."""
+    with _THREADS_LOCK:
+        return next(reversed(_THREADS_HELD.values()))[0] if _THREADS_HELD else None
+
+
+@contextmanager
+def _registered_threads() -> Iterator[None]:
+    """Run the block with this thread on the registered TorchThreads value (if any); the thread's
+    own setting comes back afterwards. Without a registered plugin nothing is changed."""
+    import torch
+
+    wanted, own = registered_torch_threads(), torch.get_num_threads()
+    if wanted is None or wanted == own:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
+def run_partition(model_path: str, units: list[Unit], out: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Dask task: predict and store every unit of one partition. Returns a small summary.
 
     Units already done (their marker exists: a retry of this task after its worker died, or a
     resumed run) are skipped, so a rescheduled partition neither loses nor duplicates rows. A unit
     failing as a whole is retried and recorded (:func:`~starlabels.inference.catalog.run_unit_safely`).
     The next unit is read in a background thread while one is computed
-    (:func:`~starlabels.inference.catalog.run_units`). ``torch_threads`` applies while the task runs;
-    the worker's setting is restored after it.
+    (:func:`~starlabels.inference.catalog.run_units`). Torch threads: the worker's own setting,
+    unless its owner registered a :class:`TorchThreads` plugin (then that value, for this task).
     """
-    import torch
-
-    before = torch.get_num_threads()
-    if torch_threads:
-        torch.set_num_threads(int(torch_threads))
-    try:
+    with _registered_threads():
         im = cached_model(model_path)
         pdir = parts_dir(out)
         # units in order; each stored as soon as it is done (resumable)
         todo = [u for u in units if not (pdir / f"{u.name}.json").exists()]
         counts = run_units(im, todo, pdir, settings, progress_bar=False)
         rows, failed = sum(n or 0 for n in counts), sum(n is None for n in counts)
-    finally:
-        torch.set_num_threads(before)
     return {"worker": _worker_id(), "units": len(units), "rows": rows, "failed": failed}
 
 
@@ -115,6 +189,7 @@ def run_distributed(
     client: Any = None,
     threads_per_worker: int = 1,
     processes: bool = True,
+    torch_threads: int | None = None,
     partitions_per_worker: int = 4,
     uncertainty: str | None = None,
     n_samples: int = 100,
@@ -132,7 +207,12 @@ def run_distributed(
 
     Cluster: ``client`` (an existing :class:`distributed.Client`), else ``scheduler`` (address of
     a running scheduler), else a new ``LocalCluster(n_workers=workers,
-    threads_per_worker=threads_per_worker, processes=processes)`` closed at the end. Other
+    threads_per_worker=threads_per_worker, processes=processes)`` closed at the end.
+    ``torch_threads``: torch intra-op threads in every worker for the run (a :class:`TorchThreads`
+    plugin, unregistered at the end, which gives the workers their setting back). None: the
+    worker processes of the LocalCluster started here (``processes=True``) get
+    ``threads_per_worker`` (they are this run's); other workers keep theirs (an existing cluster is
+    its owner's, and the workers of a ``processes=False`` cluster are threads of this process). Other
     arguments as :func:`starlabels.inference.catalog.run_catalog`.
     """
 
@@ -145,14 +225,14 @@ def run_distributed(
                               batch_size=batch_size, device=device, calibrated=calibrated,
                               resample=resample)
     with OutputLock(out):
-        return _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
-                           model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit,
-                           overwrite, keep_parts)
+        return _run_locked(client, scheduler, workers, threads_per_worker, processes, torch_threads,
+                           partitions_per_worker, model_path, im, inputs, out, fmt, settings, files_per_unit,
+                           rows_per_unit, overwrite, keep_parts)
 
 
-def _run_locked(client, scheduler, workers, threads_per_worker, processes, partitions_per_worker,
-                model_path, im, inputs, out, fmt, settings, files_per_unit, rows_per_unit, overwrite,
-                keep_parts) -> CatalogResult:
+def _run_locked(client, scheduler, workers, threads_per_worker, processes, torch_threads,
+                partitions_per_worker, model_path, im, inputs, out, fmt, settings, files_per_unit,
+                rows_per_unit, overwrite, keep_parts) -> CatalogResult:
     from distributed import Client, LocalCluster, as_completed
 
     units, pending, skipped = prepare_run(
@@ -167,20 +247,28 @@ def _run_locked(client, scheduler, workers, threads_per_worker, processes, parti
             own_cluster = LocalCluster(n_workers=int(workers), threads_per_worker=int(threads_per_worker),
                                        processes=processes, dashboard_address=None)
             client = Client(own_cluster)
+            if torch_threads is None and processes:  # worker processes of our own
+                torch_threads = threads_per_worker
         own_client = True
     else:
         own_client = False
+    plugin = None
     try:
+        if torch_threads is not None:
+            plugin = TorchThreads(torch_threads)
+            client.register_plugin(plugin)
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or int(workers))
         parts = partition(pending, n_workers * max(1, int(partitions_per_worker)))
         futures = [
-            client.submit(run_partition, model_path, p, str(out), settings, threads_per_worker,
+            client.submit(run_partition, model_path, p, str(out), settings,
                           pure=False, key=f"starlabels-partition-{p[0].name}")
             for p in parts
         ]
         for fut in progress(as_completed(futures), desc="partitions", total=len(futures), unit="part"):
             fut.result()  # re-raises a worker's error here
     finally:
+        if plugin is not None:  # gives the workers (maybe threads of this process) their setting back
+            client.unregister_worker_plugin(plugin.name)
         if own_client:
             client.close()
         if own_cluster is not None:
