@@ -19,12 +19,14 @@ the rates in spectra/s of
   Parquet catalog — planning the inputs, reading them (HDF5 rows, or a folder of apStar FITS
   files), grid checks, preprocessing, the network, flags and calibration bookkeeping, the parts
   files and the final catalog — with the next unit read and prepared (pixel rejection,
-  preprocessing) in a background thread while the network runs (the default);
+  preprocessing) while the network runs, by a **reading process** (``prefetch="process"``, the
+  default on Linux) or a **reading thread** (``prefetch="thread"``);
 * ``end-to-end, no prefetch``: the same with ``prefetch=False``.
 
 Same process, same float32 input values, torch threads = 1 for every row (the end-to-end rows also
-run the reading-and-preparing thread next to it; the machine has 2 cores), the glibc-default allocator
-unless ``--tuned-allocator`` (then ``starlabels.tune_process`` for the whole process, every row).
+run the reading-and-preparing process or thread next to it; the machine has 2 cores), the
+glibc-default allocator unless ``--tuned-allocator`` (then ``starlabels.tune_process`` for the
+whole process, every row).
 The target is end-to-end ≥ 0.90 × bare forward.
 """
 
@@ -145,7 +147,8 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
 
     steps = {"bare forward": bare}
     for src_name, src in sources.items():
-        steps[f"end-to-end, {src_name}"] = e2e(src, True)
+        steps[f"end-to-end, {src_name}, reading process"] = e2e(src, "process")
+        steps[f"end-to-end, {src_name}, reading thread"] = e2e(src, "thread")
         steps[f"end-to-end, {src_name}, no prefetch"] = e2e(src, False)
     bare()  # warm-up
     best = {s: (float("inf"), float("inf")) for s in steps}
@@ -166,10 +169,11 @@ def time_breakdown(
     functions; summed over threads where predict prepares its next chunk in one): reading, preprocessing
     (``prepare_chunk``), the network (``uncertainty.point`` / ``mc_dropout``), catalog rows
     (``catalog_frame``), parts and catalog files (``write_unit``, ``assemble``), and the rest."""
-    from starlabels.inference import catalog, prepared_spectra, uncertainty
+    from starlabels.inference import catalog, catalog_reading, prepared_spectra, uncertainty
 
     spent: dict[str, float] = {}
-    patches = [(catalog, "read_unit", "reading"), (prepared_spectra, "prepare_chunk", "preprocessing"),
+    patches = [(catalog_reading, "read_unit", "reading"),
+               (prepared_spectra, "prepare_chunk", "preprocessing"),
                (uncertainty, "point", "network"), (uncertainty, "mc_dropout", "network"),
                (catalog, "catalog_frame", "catalog rows"), (catalog, "write_unit", "parts and catalog files"),
                (catalog, "assemble", "parts and catalog files")]
@@ -203,13 +207,14 @@ def time_breakdown(
 
 def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int,
                rounds: int) -> dict[str, tuple[float, float]]:
-    """The bare forward alone and next to a thread that reads and prepares units of each source in a
-    loop (what the catalog's reading thread does), best seconds of ``rounds`` each → ``{source: (alone,
-    next to the reader)}``. The ratio is the price the network pays for sharing the machine and the
-    GIL with the reader."""
+    """The bare forward alone, next to a thread and next to a (forked) process that read and prepare
+    units of each source in a loop (what the catalog's readers do), best seconds of ``rounds`` each →
+    ``{source: (alone, next to the reading thread, next to the reading process)}``. The ratios are the
+    price the network pays for sharing the machine (and, with the thread, the GIL) with the reader."""
+    import multiprocessing
     import threading
 
-    from starlabels.inference import catalog, uncertainty
+    from starlabels.inference import catalog_reading, uncertainty
     from starlabels.inference.catalog_inputs import expand_inputs, plan_units
 
     xs = x[:per_unit]
@@ -224,28 +229,32 @@ def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Pat
                 uncertainty.point(im.physical, xs, batch_size=BATCH)
         return time.perf_counter() - t0
 
-    def reader(units: list, stop: threading.Event) -> None:
+    def reader(units: list, stop: Any) -> None:
         while not stop.is_set():
             for u in units[:4]:
-                catalog.read_prepared_unit(u, im, {"resample": None})
+                catalog_reading.read_prepared_unit(u, im, {"resample": None})
+
+    def beside(units: list, kind: str) -> float:
+        fork = multiprocessing.get_context("fork")
+        stop = fork.Event() if kind == "process" else threading.Event()
+        other = (fork.Process if kind == "process" else threading.Thread)(target=reader, args=(units, stop))
+        other.start()
+        time.sleep(0.05)
+        try:
+            return forward()
+        finally:
+            stop.set()
+            other.join()
 
     out = {}
     for src_name, src in sources.items():
         items, _ = expand_inputs([src])
         units, _ = plan_units(items, files_per_unit=per_unit, rows_per_unit=per_unit)
-        alone, shared = float("inf"), float("inf")
+        best = [float("inf")] * 3
         for _ in range(rounds):
-            alone = min(alone, forward())
-            stop = threading.Event()
-            thread = threading.Thread(target=reader, args=(units, stop))
-            thread.start()
-            time.sleep(0.05)
-            try:
-                shared = min(shared, forward())
-            finally:
-                stop.set()
-                thread.join()
-        out[src_name] = (alone, shared)
+            for k, kind in enumerate((None, "thread", "process")):
+                best[k] = min(best[k], forward() if kind is None else beside(units, kind))
+        out[src_name] = tuple(best)
     return out
 
 
@@ -298,7 +307,7 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         f"{heading} End-to-end `predict` (catalog) vs the bare network forward",
         "",
         f"Made by `bench/end_to_end.py`: torch threads = {results['threads']} for every row (the end-to-end "
-        "rows also run the thread that reads and prepares the next unit), float32 input, batch "
+        "rows also run the process or thread that reads and prepares the next unit), float32 input, batch "
         f"{results['batch_size']}, "
         f"{'starlabels.tune_process' if results['tuned_allocator'] else 'glibc-default'} allocator for "
         f"every row; rows interleaved, best of {results['rounds']} rounds; load average "
@@ -325,13 +334,17 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                          f"{250_000 / w / 3600:.2f} |")
         lines.append("")
         if m.get("contention"):
-            lines += ["The bare forward (3 calls of one unit's spectra) alone and next to a thread reading "
-                      "and preparing units of each source in a loop, as the catalog's reading thread does "
-                      f"(best of {results['rounds']}): what sharing 2 cores and the GIL costs the network.",
+            lines += ["The bare forward (3 calls of one unit's spectra) alone, next to a thread and next to "
+                      "a process reading and preparing units of each source in a loop, as the catalog's "
+                      f"readers do (best of {results['rounds']}): what sharing 2 cores (and, with the "
+                      "thread, the GIL) costs the network.",
                       "",
-                      "| source | alone | next to the reading thread | ratio |", "|---|---:|---:|---:|"]
-            for src_name, (alone, shared) in m["contention"].items():
-                lines.append(f"| {src_name} | {alone:.3f} s | {shared:.3f} s | {shared / alone:.2f}x |")
+                      "| source | alone | next to a reading thread | ratio | next to a reading process "
+                      "| ratio |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for src_name, (alone, thread, process) in m["contention"].items():
+                lines.append(f"| {src_name} | {alone:.3f} s | {thread:.3f} s | {thread / alone:.2f}x | "
+                             f"{process:.3f} s | {process / alone:.2f}x |")
             lines.append("")
         if m.get("breakdown"):
             srcs = list(m["breakdown"])

@@ -17,6 +17,9 @@ class InputFileError(StarlabelsError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:  # pickled as its two arguments (e.g. from a reading process)
+        return (type(self), (self.path, self.problem))
+
 
 class InputDataError(StarlabelsError, ValueError):
     """In-memory input has the wrong shape, grid, dtype or values (e.g. NaN-only spectra)."""

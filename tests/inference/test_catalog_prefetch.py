@@ -1,5 +1,6 @@
-"""Catalog runs read and prepare the next unit in a background thread: same catalog, real overlap,
-retries intact."""
+"""Catalog runs with the thread reader (``prefetch="thread"``) read and prepare the next unit in a
+background thread: same catalog, real overlap, retries intact; parts are written by a writer thread.
+The reading process (the default on Linux) is tested in test_catalog_reading_process.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pandas as pd
 import pytest
 
 from starlabels.inference import catalog as catalogs
+from starlabels.inference import catalog_reading
 
 KW = dict(uncertainty="noise", n_samples=4, seed=3, files_per_unit=2, rows_per_unit=2)
+THREAD = dict(KW, prefetch="thread")
 
 
 @pytest.fixture
@@ -34,25 +37,25 @@ def inputs(tmp_path, spectra):
 
 def spy_reads(monkeypatch) -> list[tuple[int, str]]:
     """Record (unit index, thread name) of every unit read."""
-    real, seen = catalogs.read_unit, []
+    real, seen = catalog_reading.read_unit, []
 
     def spy(unit, im, resample):
         seen.append((unit.index, threading.current_thread().name))
         return real(unit, im, resample)
 
-    monkeypatch.setattr(catalogs, "read_unit", spy)
+    monkeypatch.setattr(catalog_reading, "read_unit", spy)
     return seen
 
 
 def spy_preparations(monkeypatch) -> list[str]:
     """Record the thread name of every block prepared for the network."""
-    real, seen = catalogs.prepare_spectra, []
+    real, seen = catalog_reading.prepare_spectra, []
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(catalogs, "prepare_spectra", spy)
+    monkeypatch.setattr(catalog_reading, "prepare_spectra", spy)
     return seen
 
 
@@ -65,7 +68,7 @@ def test_prefetched_catalog_is_bit_identical_and_read_in_the_background(
     assert prepared == ["MainThread"] * 4  # one block per unit
     seen.clear()
     prepared.clear()
-    ahead = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **KW)
+    ahead = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **THREAD)
     assert [i for i, _ in seen] == [0, 1, 2, 3] and {t for _, t in seen} == {"starlabels-prefetch"}
     # the preprocessing runs in the reading thread too: the computing thread only runs the network
     assert prepared == ["starlabels-prefetch"] * 4
@@ -77,7 +80,7 @@ def test_prefetched_catalog_is_bit_identical_and_read_in_the_background(
 
 def test_the_next_unit_is_read_while_one_is_computed(raw_model_folder, inputs, tmp_path, monkeypatch):
     """While unit 0 is predicted, unit 1 gets read (the predict step waits for that read)."""
-    real_read, real_predict = catalogs.read_unit, catalogs.predict_blocks
+    real_read, real_predict = catalog_reading.read_unit, catalogs.predict_blocks
     read_started = {i: threading.Event() for i in range(4)}
     overlapped = []
 
@@ -90,9 +93,9 @@ def test_the_next_unit_is_read_while_one_is_computed(raw_model_folder, inputs, t
             overlapped.append(read_started[unit.index + 1].wait(timeout=30))
         return real_predict(im, unit, read, settings)
 
-    monkeypatch.setattr(catalogs, "read_unit", read)
+    monkeypatch.setattr(catalog_reading, "read_unit", read)
     monkeypatch.setattr(catalogs, "predict_blocks", predict_blocks)
-    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **THREAD)
     assert res.n_rows == 7 and overlapped == [True, True, True]
 
 
@@ -100,7 +103,7 @@ def test_a_unit_whose_read_ahead_failed_is_read_again_by_its_retry(
     raw_model_folder, inputs, tmp_path, monkeypatch
 ):
     full = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "full.csv", prefetch=False, **KW)
-    real, calls = catalogs.read_unit, []
+    real, calls = catalog_reading.read_unit, []
 
     def flaky(unit, im, resample):
         calls.append((unit.index, threading.current_thread().name))
@@ -108,8 +111,8 @@ def test_a_unit_whose_read_ahead_failed_is_read_again_by_its_retry(
             raise OSError(5, "Input/output error")
         return real(unit, im, resample)
 
-    monkeypatch.setattr(catalogs, "read_unit", flaky)
-    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+    monkeypatch.setattr(catalog_reading, "read_unit", flaky)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **THREAD)
     assert [c for c in calls if c[0] == 2] == [(2, "starlabels-prefetch"), (2, "MainThread")]
     assert not res.failed_units
     pd.testing.assert_frame_equal(catalogs.read_catalog(res.path), catalogs.read_catalog(full.path),
@@ -124,15 +127,15 @@ def test_an_error_that_is_not_a_unit_failure_stops_the_run_and_the_reader(
             raise MemoryError("simulated")
         return real(unit, im, resample)
 
-    real = catalogs.read_unit
-    monkeypatch.setattr(catalogs, "read_unit", broken)
+    real = catalog_reading.read_unit
+    monkeypatch.setattr(catalog_reading, "read_unit", broken)
     with pytest.raises(MemoryError, match="simulated"):
-        catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **KW)
+        catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **THREAD)
     assert not any(t.name == "starlabels-prefetch" for t in threading.enumerate())
     out = tmp_path / "c.csv"
     assert not out.exists()
-    monkeypatch.setattr(catalogs, "read_unit", real)  # the same command again resumes after unit 0
-    res = catalogs.run_catalog(raw_model_folder, inputs, out, **KW)
+    monkeypatch.setattr(catalog_reading, "read_unit", real)  # the same command again resumes after unit 0
+    res = catalogs.run_catalog(raw_model_folder, inputs, out, **THREAD)
     assert res.units_computed == 3 and res.n_rows == 7
 
 
@@ -152,7 +155,7 @@ def test_parts_are_written_by_a_writer_thread_and_a_failed_write_is_retried(
         return real(pdir, unit, df, skipped)
 
     monkeypatch.setattr(catalogs, "write_unit", full_disk_once)
-    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **KW)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "ahead.parquet", **THREAD)
     # unit 1's failed write is noticed before unit 2's is handed over, and retried right there
     assert writes == [(0, "starlabels-writer_0"), (1, "starlabels-writer_0"), (1, "MainThread"),
                       (2, "starlabels-writer_0"), (3, "starlabels-writer_0")]

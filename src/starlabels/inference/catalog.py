@@ -39,17 +39,20 @@ How the writing works (the same scheme for every output format):
    skipped inputs are listed in ``<OUT>.skipped.tsv`` (``path<TAB>reason``). The parts folder is
    removed unless ``keep_parts``.
 
-Reading overlaps computing: while the network runs on unit k, a background thread reads unit k+1
-(files or HDF5 rows onto the model's grid) and prepares it for the network (pixel rejection and the
-model's preprocessing: :func:`prepare_blocks`; :func:`~starlabels.inference.prefetch.prefetched`).
-Writing overlaps computing too: unit k's parts file and marker are written by a writer thread while
-the network runs on unit k+1 (at most one write in flight, in unit order). Reading and preparing
-draw no random numbers and a unit's seed depends only on the unit, so the catalog is bit-identical
-with ``prefetch=False``; a unit whose read or write failed is run again in the computing thread by
-its retries.
+Reading overlaps computing: while the network runs on unit k, unit k+1 is read (files or HDF5 rows
+onto the model's grid) and prepared for the network (pixel rejection and the model's
+preprocessing) ahead of it — by default in a reading process on Linux, else in a thread
+(``prefetch``; :mod:`~starlabels.inference.catalog_reading`). Writing overlaps computing too: unit
+k's parts file and marker are written by a writer thread while the network runs on unit k+1 (at
+most one write in flight, in unit order). Reading and preparing draw no random numbers and a unit's
+seed depends only on the unit, so the catalog is bit-identical whichever reader runs, or with
+``prefetch=False``; a unit whose read or write failed is run again in the computing thread by its
+retries (a unit whose reading process died is recorded failed instead: reading it again here would
+meet the same crash).
 
 Where the pieces live: :mod:`~starlabels.inference.catalog_inputs` (inputs → units → blocks),
 :mod:`~starlabels.inference.catalog_columns` (rows of a Prediction),
+:mod:`~starlabels.inference.catalog_reading` (units read and prepared ahead),
 :mod:`~starlabels.inference.catalog_parts` (parts folder, resume, assembly),
 :mod:`~starlabels.inference.catalog_tables` (FITS/CSV/Parquet writer and reader); this module runs
 units (:func:`predict_unit`, :func:`run_units`) and the single-process driver :func:`run_catalog`.
@@ -62,25 +65,18 @@ readable files (e.g. NaN-only) keep their row, with NaN labels and the INVALID_S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from starlabels.errors import StarlabelsError
 from starlabels.inference import flags as flag_bits
 from starlabels.inference.catalog_columns import catalog_frame
-from starlabels.inference.catalog_inputs import (
-    FILES_PER_UNIT,
-    ID_COLUMNS,
-    ROWS_PER_UNIT,
-    Block,
-    Unit,
-    read_unit,
-)
+from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ID_COLUMNS, ROWS_PER_UNIT, Unit
 from starlabels.inference.catalog_parts import (
     CatalogResult,
     assemble,
@@ -90,17 +86,23 @@ from starlabels.inference.catalog_parts import (
     prepare_run,
     write_unit,
 )
+from starlabels.inference.catalog_reading import (
+    UNIT_ERRORS,
+    ReadingProcessError,
+    UnitRead,
+    block_spectra,
+    read_prepared_unit,
+    read_units,
+    reader_name,
+)
 from starlabels.inference.catalog_tables import guess_format, read_catalog, write_table
 from starlabels.inference.inference_model import InferenceModel, resolve
 from starlabels.inference.predict import predict
 from starlabels.inference.predict_options import PredictOptions
-from starlabels.inference.prefetch import prefetched
-from starlabels.inference.prepared_spectra import prepare_spectra
 from starlabels.output_lock import OutputLock
 from starlabels.utils import progress
 
 __all__ = [
-    "PREFETCH_UNITS",
     "UNIT_TRIES",
     "CatalogResult",
     "catalog_frame",
@@ -118,13 +120,6 @@ __all__ = [
 
 #: Tries of a unit that fails as a whole (an I/O error, a full disk) before it is recorded failed.
 UNIT_TRIES: int = 3
-#: Units read ahead by the prefetch thread while one is computed (each is at most
-#: ``rows_per_unit`` spectra or ``files_per_unit`` files in memory).
-PREFETCH_UNITS: int = 1
-#: Errors that fail a unit as a whole (retried, then recorded); anything else stops the run.
-UNIT_ERRORS: tuple[type[BaseException], ...] = (OSError, StarlabelsError, ValueError, RuntimeError)
-
-UnitRead = tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]
 
 
 def predict_blocks(
@@ -144,7 +139,7 @@ def predict_blocks(
         if not b.meta:
             continue
         meta = {k: [m[k] for m in b.meta] for k in (*ID_COLUMNS, "_ORDER")}
-        spectra = {"flux": b.prepared} if b.prepared is not None else _block_spectra(b)
+        spectra = {"flux": b.prepared} if b.prepared is not None else block_spectra(b)
         pred = predict(im, **spectra, seed=unit.seed(seed) + i, snr=np.asarray(meta["SNR"], np.float64),
                        options=options, **opts)
         pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
@@ -158,37 +153,6 @@ def predict_blocks(
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values("_ORDER", kind="stable").drop(columns="_ORDER").reset_index(drop=True)
     return df, skipped
-
-
-def prepare_blocks(im: InferenceModel, read: UnitRead) -> UnitRead:
-    """The blocks of a unit prepared for a network (checked and preprocessed, in float32:
-    :func:`~starlabels.inference.prepared_spectra.prepare_spectra`), their arrays dropped; a Cannon or
-    Payne model's blocks as they are. No random draws, so it runs in the reading thread."""
-    blocks, _ = read
-    if im.method is not None:
-        return read
-    for b in blocks.values():
-        if b.meta and b.prepared is None:
-            # float32 like the network's input and like HDF5 rows (files' spectra come as float64
-            # Spectrum arrays): the same spectra give the same catalog from FITS files and from HDF5
-            b.prepared = prepare_spectra(im, **_block_spectra(b, np.float32))
-            b.flux, b.error, b.bitmask = [], [], []
-    return read
-
-
-def _block_spectra(b: Block, dtype: Any = None) -> dict[str, Any]:
-    """A block's spectra as the keywords of :func:`predict` / ``prepare_spectra`` (flux and errors
-    in ``dtype``, default as read)."""
-    pre = b.kind == "pre"
-    return {"flux": np.concatenate(b.flux, dtype=dtype), "error": np.concatenate(b.error, dtype=dtype),
-            "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
-            "grid": None if pre else b.grid}
-
-
-def read_prepared_unit(unit: Unit, im: InferenceModel, settings: dict[str, Any]) -> UnitRead:
-    """A unit's inputs read (:func:`~starlabels.inference.catalog_inputs.read_unit`) and prepared for the
-    model (:func:`prepare_blocks`): everything before the network."""
-    return prepare_blocks(im, read_unit(unit, im, settings.get("resample")))
 
 
 def predict_unit(
@@ -218,8 +182,11 @@ def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[s
     ``<unit>.failed.json`` (error text) and ``None`` returned — the run goes on. Per-star problems
     never get here (they are flags); this is for a unit failing as a whole. A later success removes
     the failure record. ``read``: the unit's inputs read ahead (or the error reading them raised),
-    and ``write`` the writer, both used by the first try; later tries read again and write here."""
+    and ``write`` the writer, both used by the first try; later tries read again and write here — except
+    after :class:`~starlabels.inference.catalog_reading.ReadingProcessError`, which is recorded at once."""
     err = ""
+    if isinstance(read, ReadingProcessError):
+        tries = 1
     for attempt in range(max(1, int(tries))):
         try:
             if attempt == 0 and isinstance(read, BaseException):
@@ -235,31 +202,22 @@ def run_unit_safely(im: InferenceModel, unit: Unit, pdir: Path, settings: dict[s
     return None
 
 
-def _read_ahead(im: InferenceModel, units: Sequence[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
-    """``(unit, its inputs read and prepared, or the unit error that raised)`` for each unit in order."""
-    for u in units:
-        try:
-            yield u, read_prepared_unit(u, im, settings)
-        except UNIT_ERRORS as exc:  # retried by run_unit_safely in the computing thread
-            yield u, exc
-
-
 def run_units(
     im: InferenceModel, units: Sequence[Unit], pdir: Path, settings: dict[str, Any], *,
-    prefetch: bool = True, progress_bar: bool = True,
+    prefetch: bool | str = True, progress_bar: bool = True,
 ) -> list[int | None]:
-    """Run and store ``units`` in order (:func:`run_unit_safely`). With ``prefetch``, unit k+1 is read
-    and prepared in a background thread while the network runs on unit k, and unit k-1's parts file
-    and marker are written in another (:func:`_overlapped`); same results either way. Returns each
-    unit's row count (None: failed as a whole)."""
-    reads = _read_ahead(im, units, settings)
-    if prefetch:
-        reads = prefetched(reads, depth=PREFETCH_UNITS)
-    if progress_bar:
-        reads = progress(reads, desc="catalog", total=len(units), unit="unit")
-    if not prefetch:
-        return [run_unit_safely(im, u, pdir, settings, read=read) for u, read in reads]
-    return _overlapped(im, reads, pdir, settings)
+    """Run and store ``units`` in order (:func:`run_unit_safely`). With ``prefetch`` (True: the
+    platform's default reader; or ``"process"``/``"thread"``), unit k+1 is read and prepared by a
+    background reader while the network runs on unit k, and unit k-1's parts file and marker are
+    written by a writer thread (:func:`_overlapped`); same results either way. Returns each unit's row
+    count (None: failed as a whole)."""
+    reader = reader_name(prefetch)
+    source = read_units(im, units, settings, reader)
+    with contextlib.closing(source):  # leaving early (an error here) stops the reader at once
+        reads = progress(source, desc="catalog", total=len(units), unit="unit") if progress_bar else source
+        if reader == "inline":
+            return [run_unit_safely(im, u, pdir, settings, read=read) for u, read in reads]
+        return _overlapped(im, reads, pdir, settings)
 
 
 def _overlapped(
@@ -320,14 +278,15 @@ def run_catalog(
     overwrite: bool = False,
     keep_parts: bool = False,
     resample: str | None = None,
-    prefetch: bool = True,
+    prefetch: bool | str = True,
 ) -> CatalogResult:
     """Predict every input and write the catalog ``out`` (single process). See the module docstring.
 
     ``model`` is a TrainedModel or a model folder; ``inputs`` files/directories/HDF5 datasets;
     ``resample`` ``None`` (spectra on another grid are skipped, listed with file and HDU),
     ``"linear"`` or ``"flux-conserving"`` (resampled onto the model's grid, flag RESAMPLED);
-    ``prefetch`` reads the next unit in a background thread while one is computed (same catalog).
+    ``prefetch`` reads and prepares the next unit while one is computed (True: in a reading process on
+    Linux, else a thread; ``"thread"``/``"process"`` to choose; False: in line; the same catalog).
     Returns a :class:`~starlabels.inference.catalog_parts.CatalogResult`.
     """
     fmt = guess_format(out, format)

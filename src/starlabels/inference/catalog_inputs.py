@@ -16,11 +16,12 @@ normalised aspcapStar flux for a raw-flux model), and the run goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,12 @@ class Unit:
     index: int
     items: tuple[InputItem, ...]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        text = json.dumps([asdict(i) for i in self.items], sort_keys=True)
+        """12 hex digits of the SHA-1 of the items as sorted-key JSON (the text of ``asdict`` of each:
+        parts folders written before keep their names), computed once per unit."""
+        text = json.dumps([{"kind": i.kind, "path": i.path, "start": i.start, "stop": i.stop}
+                           for i in self.items], sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     @property

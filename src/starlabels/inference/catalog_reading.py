@@ -1,0 +1,223 @@
+"""A catalog run's units read and prepared for the network ahead of it: in line, in a thread or in a process.
+
+Everything before the network — reading a unit's files or HDF5 rows onto the model's grid
+(:func:`~starlabels.inference.catalog_inputs.read_unit`), pixel rejection and the model's
+preprocessing (:func:`prepare_blocks`) — draws no random numbers, so it can run anywhere and early
+while the network computes the unit before. :func:`read_units` yields ``(unit, read)`` in unit
+order, where ``read`` is the unit's prepared blocks or the unit error its reading raised (retried by
+:func:`~starlabels.inference.catalog.run_unit_safely`), with one of three readers:
+
+``"process"`` (the default on Linux)
+    One reading process, two units ahead (:class:`concurrent.futures.ProcessPoolExecutor`, fork
+    start: the child shares the loaded model and imports, nothing is pickled to start it). Its
+    results come back pickled (a 64-file unit of a network model: about 4 MB of float32 network input).
+    The network's process keeps its cores and its GIL to itself; ``bench/end_to_end.py`` measures
+    the gain over a thread (bench/results/end_to_end.md). A reading process that dies (a crash in a
+    file-format library, the kernel's OOM killer) costs only the unit it was reading: that unit is
+    recorded failed with :class:`ReadingProcessError` (not read again in the network's process, which
+    the same crash would stop) and a new process reads the units after it.
+``"thread"``
+    A background thread one unit ahead (:func:`~starlabels.inference.prefetch.prefetched`). It shares
+    the GIL with the network: the Python parts of reading (FITS header walks, bookkeeping) slow the
+    network's kernels down.
+``"inline"``
+    Each unit read just before it is computed.
+
+All three give bit-identical catalogs (tested).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from starlabels.errors import StarlabelsError
+from starlabels.inference.catalog_inputs import Block, Unit, read_unit
+from starlabels.inference.prefetch import prefetched
+from starlabels.inference.prepared_spectra import prepare_spectra
+
+__all__ = [
+    "READERS",
+    "UNIT_ERRORS",
+    "ReadingProcessError",
+    "UnitRead",
+    "block_spectra",
+    "default_reader",
+    "prepare_blocks",
+    "read_prepared_unit",
+    "read_units",
+    "reader_name",
+]
+
+#: Errors that fail a unit as a whole (retried, then recorded); anything else stops the run.
+UNIT_ERRORS: tuple[type[BaseException], ...] = (OSError, StarlabelsError, ValueError, RuntimeError)
+READERS: tuple[str, ...] = ("process", "thread", "inline")
+#: Units the reading process holds ahead of the network (one being read, one waiting), like the
+#: thread's one queued unit plus the one it is reading: at most this many units in memory besides
+#: the one computing.
+PROCESS_UNITS_AHEAD: int = 2
+
+UnitRead = tuple[dict[tuple[str, str], Block], list[tuple[str, str]]]
+
+
+class ReadingProcessError(RuntimeError):
+    """The reading process stopped (killed, crashed) while it read this unit; the unit is recorded
+    failed without being read again in the network's process."""
+
+
+def prepare_blocks(im: Any, read: UnitRead) -> UnitRead:
+    """The blocks of a unit prepared for a network (checked and preprocessed, in float32:
+    :func:`~starlabels.inference.prepared_spectra.prepare_spectra`), their arrays dropped; a Cannon or
+    Payne model's blocks as they are. No random draws, so it runs wherever the unit is read."""
+    blocks, _ = read
+    if im.method is not None:
+        return read
+    for b in blocks.values():
+        if b.meta and b.prepared is None:
+            # float32 like the network's input and like HDF5 rows (files' spectra come as float64
+            # Spectrum arrays): the same spectra give the same catalog from FITS files and from HDF5
+            b.prepared = prepare_spectra(im, **block_spectra(b, np.float32))
+            b.flux, b.error, b.bitmask = [], [], []
+    return read
+
+
+def block_spectra(b: Block, dtype: Any = None) -> dict[str, Any]:
+    """A block's spectra as the keywords of :func:`starlabels.predict` / ``prepare_spectra`` (flux and
+    errors (n, P) in ``dtype``, default as read; the bitmask as read)."""
+    pre = b.kind == "pre"
+    return {"flux": np.concatenate(b.flux, dtype=dtype), "error": np.concatenate(b.error, dtype=dtype),
+            "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
+            "grid": None if pre else b.grid}
+
+
+def read_prepared_unit(unit: Unit, im: Any, settings: dict[str, Any]) -> UnitRead:
+    """A unit's inputs read (:func:`~starlabels.inference.catalog_inputs.read_unit`) and prepared for the
+    model (:func:`prepare_blocks`): everything before the network."""
+    return prepare_blocks(im, read_unit(unit, im, settings.get("resample")))
+
+
+def default_reader() -> str:
+    """``"process"`` on Linux (a forked reading process), else ``"thread"``: macOS' system libraries
+    are not safe to use after a fork, and spawning instead would re-import the caller's script and
+    pickle the model. Also ``"thread"`` inside a daemonic process (a Dask or multiprocessing pool's
+    worker), which may not start processes."""
+    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return "thread"
+    return "process"
+
+
+def reader_name(prefetch: bool | str) -> str:
+    """The reader a catalog run's ``prefetch`` asks for: True → :func:`default_reader`, False →
+    ``"inline"``, or one of :data:`READERS` by name (``"process"`` falls back to ``"thread"`` where
+    :func:`default_reader` would)."""
+    if prefetch is True:
+        return default_reader()
+    if prefetch is False or prefetch is None:
+        return "inline"
+    name = str(prefetch)
+    if name not in READERS:
+        raise ValueError(f"prefetch must be True, False or one of {', '.join(READERS)}; got {prefetch!r}")
+    return default_reader() if name == "process" else name
+
+
+def read_units(
+    im: Any, units: Sequence[Unit], settings: dict[str, Any], reader: str = "inline"
+) -> Iterator[tuple[Unit, UnitRead | BaseException]]:
+    """``(unit, its inputs read and prepared, or the unit error reading them raised)`` for each unit in
+    order, read by ``reader`` (one of :data:`READERS`; see the module docstring). Closing the iterator
+    early stops the reader."""
+    if reader == "process":
+        return _read_in_process(im, list(units), settings)
+    reads = _read_inline(im, units, settings)
+    return prefetched(reads, depth=1) if reader == "thread" else reads
+
+
+def _read_inline(im: Any, units: Sequence[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
+    for u in units:
+        try:
+            yield u, read_prepared_unit(u, im, settings)
+        except UNIT_ERRORS as exc:  # retried by run_unit_safely in the computing thread
+            yield u, exc
+
+
+# ----------------------------------------------------------------------------------------------
+# the reading process
+
+_child: dict[str, Any] = {}  # the reading process's model and settings (set in the child only)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _start_child(im: Any, settings: dict[str, Any], parent: int) -> None:
+    """The reading process's start: it dies with its parent (a forked child holds copies of the
+    parent's files, among them the output lock: a killed run's orphaned reader would keep the lock
+    and block the resume), then keeps the model and settings."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))  # Linux: the process reader's only OS
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    _child["im"], _child["settings"] = im, settings
+
+
+def _read_in_child(unit: Unit) -> UnitRead | BaseException:
+    """Runs in the reading process: one unit read and prepared, or its unit error (as one that
+    survives pickling: its type name and text in a RuntimeError when the error itself cannot)."""
+    try:
+        return read_prepared_unit(unit, _child["im"], _child["settings"])
+    except UNIT_ERRORS as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            return RuntimeError(f"{type(exc).__name__}: {exc}")
+        return exc
+
+
+def _new_pool(im: Any, settings: dict[str, Any]) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_child, initargs=(im, settings, os.getpid()))
+
+
+def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
+    pool: ProcessPoolExecutor | None = None
+    pending: deque[tuple[int, Future]] = deque()
+    next_unit = idle_deaths = 0
+    try:
+        while pending or next_unit < len(units):
+            if pool is None:
+                pool = _new_pool(im, settings)
+            while next_unit < len(units) and len(pending) < PROCESS_UNITS_AHEAD:
+                try:
+                    pending.append((next_unit, pool.submit(_read_in_child, units[next_unit])))
+                except BrokenProcessPool:  # it died on a unit in ``pending``: handled there
+                    break
+                next_unit += 1
+            if not pending:  # it died between units, reading none of them: a new process, a few times
+                pool.shutdown(wait=True)
+                pool, idle_deaths = None, idle_deaths + 1
+                if idle_deaths > 3:
+                    raise RuntimeError("the reading process keeps stopping before it reads anything")
+                continue
+            pos, future = pending.popleft()
+            try:
+                read = future.result()
+            except BrokenProcessPool as exc:
+                # the process died reading this unit (the units queued behind it were not read yet):
+                # the unit is failed, and a new process reads from the next one
+                pool.shutdown(wait=True)
+                pool = None
+                next_unit = pending[0][0] if pending else next_unit
+                pending.clear()
+                read = ReadingProcessError(f"the reading process stopped while reading this unit ({exc})")
+            yield units[pos], read
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
