@@ -9,9 +9,7 @@ median |x − median x|), median |x|, mean, std and RMS per code with one pandas
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +22,8 @@ from starlabels.statistics import MAD_TO_SIGMA
 from starlabels.units import label_unit
 
 __all__ = [
-    "BinsLike", "bin_codes", "group_layers", "grouped_stats", "quiet_nan_warnings", "residuals",
-    "tidy_statistics", "valid",
+    "BinsLike", "bin_codes", "group_layers", "grouped_stats", "nanmean_columns", "nanstd_columns",
+    "residuals", "tidy_statistics", "valid",
 ]
 
 #: Bin edges: one increasing array for every label, or a mapping label → edges.
@@ -42,12 +40,26 @@ def valid(*arrays: np.ndarray) -> np.ndarray:
 
 
 
-@contextlib.contextmanager
-def quiet_nan_warnings() -> Iterator[None]:
-    """Silence numpy's "All-NaN slice" / "Mean of empty slice" warnings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
+def nanmean_columns(values: np.ndarray) -> np.ndarray:
+    """``np.nanmean(values, axis=0)`` of (N, L) ``values``, bit for bit, but a column without a
+    non-NaN value gives NaN without numpy's "Mean of empty slice" warning (no warnings filter to
+    change, which is process-wide state)."""
+    values = np.asarray(values, dtype=float)
+    kept = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):  # context-local, unlike warnings filters
+        return np.where(kept, values, 0.0).sum(axis=0) / kept.sum(axis=0)
+
+
+def nanstd_columns(values: np.ndarray) -> np.ndarray:
+    """``np.nanstd(values, axis=0)`` (ddof 0) of (N, L) ``values``, bit for bit; NaN without a
+    warning for a column without a non-NaN value (see :func:`nanmean_columns`)."""
+    values = np.asarray(values, dtype=float)
+    kept = ~np.isnan(values)
+    n = kept.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(kept, values, 0.0).sum(axis=0, keepdims=True) / n
+        deviation = np.where(kept, values - mean, 0.0)
+        return np.sqrt((deviation * deviation).sum(axis=0) / n)
 
 
 def residuals(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:

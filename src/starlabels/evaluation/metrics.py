@@ -46,7 +46,8 @@ from starlabels.evaluation.binned_statistics import (
     BinsLike,
     group_layers,
     grouped_stats,
-    quiet_nan_warnings,
+    nanmean_columns,
+    nanstd_columns,
     residuals,
     tidy_statistics,
 )
@@ -312,9 +313,7 @@ def apogee_net_tables(
         first = R[s_code == 0]
         if first.shape[0] == 0:
             raise InputDataError(f"no stars in split {splits[0]!r} to compute label mean and std")
-        with quiet_nan_warnings():
-            mean_c = np.nanmean(first, axis=0)
-            std_c = np.nanstd(first, axis=0)
+        mean_c, std_c = nanmean_columns(first), nanstd_columns(first)
     mu = np.asarray(label_mean if label_mean is not None else mean_c, dtype=float)
     sd = np.asarray(label_std if label_std is not None else std_c, dtype=float)
     if mu.shape != (len(names),) or sd.shape != (len(names),):

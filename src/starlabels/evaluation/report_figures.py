@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +77,7 @@ class FigureCollector:
     def attempt(self, key: str, title: str, caption: str, draw: Any) -> None:
         """Draw with ``draw()``; a failure becomes a skipped entry with the error message."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig = draw()
+            fig = draw()
         except Exception as exc:  # the report must still be written; the page says what failed
             self.skip(title, f"could not be drawn: {type(exc).__name__}: {exc}")
             return

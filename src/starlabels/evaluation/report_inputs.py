@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +98,8 @@ def read_table(path: str | os.PathLike, what: str = "catalog") -> pd.DataFrame:
             return pd.read_parquet(p)
         from astropy.table import Table
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unit-parsing warnings of foreign FITS files
-            t = Table.read(p, format="fits")
+        # a foreign file's unknown units become UnrecognizedUnit quietly (no warnings filter to change)
+        t = Table.read(p, format="fits", unit_parse_strict="silent")
         keep = [c for c in t.colnames if len(t[c].shape) <= 1]
         t = t[keep]
         frame = {}

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from starlabels.evaluation import metrics as label_metrics
-from starlabels.evaluation.binned_statistics import quiet_nan_warnings
 from starlabels.evaluation.columns import get_column, ids_of, label_matrix
 from starlabels.evaluation.report_reference import Reference, error_matrix
 from starlabels.evaluation.table_format import format_number
+from starlabels.statistics import nanmedian_rows
 from starlabels.units import label_unit
 
 __all__ = ["PARTS", "TableSection", "accuracy_sections", "summary_tables"]
@@ -119,24 +119,22 @@ def summary_tables(
     out["counts"] = pd.DataFrame(rows, columns=["quantity", "value"])
     E = error_matrix(catalog, labels)
     lrows = []
-    with quiet_nan_warnings():
-        for j, x in enumerate(labels):
-            v = P[:, j][np.isfinite(P[:, j])]
-            row: dict[str, Any] = {
-                "label": x,
-                "unit": units.get(x, label_unit(x)),
-                "n": int(v.size),
-            }
-            q = np.percentile(v, [0, 1, 50, 99, 100]) if v.size else [np.nan] * 5
-            row.update(dict(zip(("min", "p1", "median", "p99", "max"), map(float, q), strict=True)))
-            row["median_err"] = float(np.nanmedian(E[:, j])) if np.isfinite(E[:, j]).any() else np.nan
-            for part in PARTS:
-                c = f"{x}_ERR_{part}"
-                if c in catalog.columns:
-                    row[f"median_err_{part.lower()}"] = float(
-                        np.nanmedian(get_column(catalog, c))
-                    )
-            lrows.append(row)
+    for j, x in enumerate(labels):
+        v = P[:, j][np.isfinite(P[:, j])]
+        row: dict[str, Any] = {
+            "label": x,
+            "unit": units.get(x, label_unit(x)),
+            "n": int(v.size),
+        }
+        q = np.percentile(v, [0, 1, 50, 99, 100]) if v.size else [np.nan] * 5
+        row.update(dict(zip(("min", "p1", "median", "p99", "max"), map(float, q), strict=True)))
+        row["median_err"] = float(np.nanmedian(E[:, j])) if np.isfinite(E[:, j]).any() else np.nan
+        for part in PARTS:
+            c = f"{x}_ERR_{part}"
+            if c in catalog.columns:  # NaN without numpy's all-NaN warning when none is present
+                column = np.asarray(get_column(catalog, c))
+                row[f"median_err_{part.lower()}"] = float(nanmedian_rows(column[None, :])[0])
+        lrows.append(row)
     out["labels"] = pd.DataFrame(lrows)
     return out
 

@@ -39,10 +39,10 @@ def label_range(labels: np.ndarray) -> dict[str, Any]:
     """Per-label min/max of (N, L) training labels' present values (MISSING/NaN ignored; null for a
     label with none); the inference flags mark predictions outside it (LABEL_OUT_OF_RANGE)."""
     lab = np.asarray(labels, dtype=np.float64)
-    lab = np.where((lab == MISSING) | ~np.isfinite(lab), np.nan, lab)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-missing label → NaN → null
-        lo, hi = np.nanmin(lab, axis=0), np.nanmax(lab, axis=0)
+    present = (lab != MISSING) & np.isfinite(lab)
+    # an all-missing label gives ±inf here (never numpy's all-NaN warning) and null below
+    lo = np.where(present, lab, np.inf).min(axis=0, initial=np.inf)
+    hi = np.where(present, lab, -np.inf).max(axis=0, initial=-np.inf)
     as_list = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
     return {"min": as_list(lo), "max": as_list(hi), "source": "training set"}
 
