@@ -6,6 +6,7 @@ import http.server
 import re
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,6 +248,34 @@ class DataModel:
         for h in hdul:
             h.add_checksum()
         return hdul
+
+    def write_mwm(self, name: str, release: str, path, *, n_apogee: int,
+                  pixels: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+                  ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Write an ``name`` (mwmStar or mwmVisit) file of ``release`` to ``path`` with one
+        BOSS/LCO row (HDU 2) and ``n_apogee`` APOGEE/APO rows (HDU 3); HDUs 1 and 4 stay empty.
+
+        ``pixels(n_rows, n_pixels)`` gives each HDU's ``(flux, ivar, pixel_flags)`` (the caller's
+        values and edge cases); row ``r`` has SNR ``r + 10.5``, TELESCOPE lco25m (HDU 2) or apo25m
+        (HDU 3), OBJ ``2M00000001+0000001`` on the APOGEE rows and, in an mwmVisit, MJD
+        ``60000 + r``. Returns ``{hdu: (flux, ivar, pixel_flags)}`` as written.
+        """
+        hdus = self.hdus(name, release)
+        rows = {1: 0, 2: 1, 3: n_apogee, 4: 0}
+        values, arrays = {}, {}
+        for i in (2, 3):
+            n_rows = rows[i]
+            arrays[i] = pixels(n_rows, int(self.cards(hdus[i])["NPIXELS"]))
+            flux, ivar, flags = arrays[i]
+            values[i] = {"flux": flux, "ivar": ivar, "pixel_flags": flags,
+                         "telescope": ["lco25m" if i == 2 else "apo25m"] * n_rows,
+                         "snr": np.arange(n_rows, dtype=np.float32) + 10.5}
+            if i == 3:
+                values[i]["obj"] = ["2M00000001+0000001"] * n_rows
+            if name == "mwmVisit":
+                values[i]["mjd"] = np.arange(n_rows, dtype=np.int32) + 60000
+        self.hdulist(name, release, rows=rows, values=values).writeto(path)
+        return arrays
 
 
 @pytest.fixture(scope="session")

@@ -292,19 +292,14 @@ def _assert_same_spectra(a, b):
 @pytest.mark.parametrize("name", ["mwmStar", "mwmVisit"])
 def test_data_model_mwm_same_on_both_backends(tmp_path, datamodel, name, release):
     rng = np.random.default_rng(4)
-    hdus = datamodel.hdus(name, release)
-    n_apo = 1 if name == "mwmStar" else 3
-    values, rows = {}, {1: 0, 2: 1, 3: n_apo, 4: 0}
-    for i, n_rows in ((2, 1), (3, n_apo)):
-        npix = int(datamodel.cards(hdus[i])["NPIXELS"])
-        values[i] = {"flux": rng.normal(100, 5, (n_rows, npix)).astype(np.float32),
-                     "ivar": rng.uniform(0, 2, (n_rows, npix)).astype(np.float32),
-                     "pixel_flags": rng.integers(0, 1 << 20, (n_rows, npix)),
-                     "telescope": ["apo25m"] * n_rows, "snr": np.arange(n_rows, dtype=np.float32) + 1.5}
-        if i == 3:
-            values[i]["obj"] = ["2M00000001+0000001"] * n_rows
+
+    def pixels(n_rows, n_pix):  # flags up to 2^20, given as int64
+        return (rng.normal(100, 5, (n_rows, n_pix)).astype(np.float32),
+                rng.uniform(0, 2, (n_rows, n_pix)).astype(np.float32),
+                rng.integers(0, 1 << 20, (n_rows, n_pix)))
+
     path = tmp_path / f"{name}.fits"
-    datamodel.hdulist(name, release, rows=rows, values=values).writeto(path)
+    datamodel.write_mwm(name, release, path, n_apogee=1 if name == "mwmStar" else 3, pixels=pixels)
     _compare_backends(path)  # header cards, table columns
     ours, theirs = _mwm_both(path)
     _assert_same_spectra(ours, theirs)

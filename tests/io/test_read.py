@@ -42,23 +42,11 @@ def _sigma(ivar):
 def test_mwm_from_data_model(tmp_path, datamodel, name, release):
     rng = np.random.default_rng(1)
     hdus = datamodel.hdus(name, release)
-    # fill APOGEE/APO with 2 rows (1 for mwmStar) and BOSS/LCO with 1 row; the others stay empty
+    # APOGEE/APO with 2 rows (1 for mwmStar) and BOSS/LCO with 1 row; the others stay empty
     n_apo = 1 if name == "mwmStar" else 2
-    values, rows = {}, {1: 0, 2: 1, 3: n_apo, 4: 0}
-    arrays = {}
-    for i, n_rows in ((2, 1), (3, n_apo)):
-        npix = int(datamodel.cards(hdus[i])["NPIXELS"])
-        flux, ivar, flags = _pixels(rng, n_rows, npix)
-        arrays[i] = (flux, ivar, flags)
-        values[i] = {"flux": flux, "ivar": ivar, "pixel_flags": flags,
-                     "telescope": ["lco25m" if i == 2 else "apo25m"] * n_rows,
-                     "snr": np.arange(n_rows, dtype=np.float32) + 10.5}
-        if i == 3:
-            values[i]["obj"] = ["2M00000001+0000001"] * n_rows
-        if name == "mwmVisit":
-            values[i]["mjd"] = np.arange(n_rows, dtype=np.int32) + 60000
     path = tmp_path / f"{name}-{release}.fits"
-    datamodel.hdulist(name, release, rows=rows, values=values).writeto(path)
+    arrays = datamodel.write_mwm(name, release, path, n_apogee=n_apo,
+                                 pixels=lambda n_rows, n_pix: _pixels(rng, n_rows, n_pix))
 
     assert identify_format(path) == name
     got = read_spectra(path)
