@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from starlabels.errors import InputFileError
 from starlabels.inference import catalog as catalogs
@@ -66,9 +67,12 @@ def reads(log: Path) -> list[tuple[int, int]]:
     return [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("shared_from", [catalog_reading.SHARED_MEMORY_MIN_BYTES, 0],
+                         ids=["small-arrays-pickled", "every-float-array-in-shared-memory"])
 def test_the_catalog_is_read_in_another_process_and_is_bit_identical(
-    raw_model_folder, inputs, tmp_path, monkeypatch
+    raw_model_folder, inputs, tmp_path, monkeypatch, shared_from
 ):
+    monkeypatch.setattr(catalog_reading, "SHARED_MEMORY_MIN_BYTES", shared_from)
     plain = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "plain.parquet", prefetch=False, **KW)
     log = tmp_path / "reads.log"
     logged_reads(monkeypatch, log)
@@ -199,3 +203,32 @@ def test_a_daemonic_process_reads_in_a_thread(monkeypatch):
     """Dask's and multiprocessing pools' workers are daemonic: they may not start a reading process."""
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
     assert catalog_reading.reader_name(True) == catalog_reading.reader_name("process") == "thread"
+
+
+def test_large_arrays_cross_in_shared_memory_and_come_back_equal(spectra):
+    """What the reading process sends: the prepared network input as shared tensors (pickled as file
+    descriptors, not bytes), NumPy arrays again on arrival, equal to what was prepared."""
+    from multiprocessing.reduction import ForkingPickler
+
+    from starlabels.inference.catalog_inputs import Block
+    from starlabels.inference.prepared_spectra import PreparedSpectra
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8575)).astype(np.float32)  # 2.2 MB: shared
+    small = rng.normal(size=(3, 10))  # pickled
+    prepared = PreparedSpectra(
+        64, ((slice(0, 64), (x, x + 1, np.ones(64, bool), np.ones(64), np.zeros(64))),), True,
+        np.zeros(64, bool), 8575, None)
+    block = Block("raw", None, flux=[small], error=[small], meta=[{}], prepared=prepared)
+    read = catalog_reading._in_shared_memory(({("a", "b"): block}, []))
+    sent = read[0][("a", "b")].prepared.chunks[0][1]
+    assert all(isinstance(a, torch.Tensor) and a.is_shared() for a in sent[:2])
+    assert isinstance(read[0][("a", "b")].flux[0], np.ndarray)
+    payload = bytes(ForkingPickler.dumps(read))
+    assert len(payload) < x.nbytes // 100  # descriptors, not the data
+    back = catalog_reading._from_shared_memory(pickle.loads(payload))
+    got = back[0][("a", "b")].prepared.chunks[0][1]
+    assert all(isinstance(a, np.ndarray) for a in got)
+    np.testing.assert_array_equal(got[0], x)
+    np.testing.assert_array_equal(got[1], x + 1)
+    np.testing.assert_array_equal(back[0][("a", "b")].flux[0], small)
