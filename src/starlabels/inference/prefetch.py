@@ -8,10 +8,10 @@ happened, and leaving the loop early (``break``, an exception in the caller, ``c
 thread. No process-wide state is touched.
 
 The overlap is only as good as the GIL allows: NumPy's large array operations and torch kernels
-release it, but astropy's FITS header parsing is Python code that holds it, and h5py takes and drops
-it around every call. ``bench/end_to_end.py`` measured catalog runs with and without it on 2 shared
-cores: from 23 % slower to 23 % faster depending on the run and the case, no consistent gain
-(bench/results/end_to_end.md); a reader process did no better in a trial (the cores were busy).
+release it, but Python code in the producer (FITS header walks, bookkeeping) holds it between the
+consumer's kernels. Catalog runs on Linux therefore read in a process instead
+(:mod:`starlabels.inference.catalog_reading`); this thread is their reader elsewhere, and
+:func:`starlabels.predict` uses it to prepare its next chunk of in-memory spectra.
 
     for chunk in prefetched(read_chunks(path), depth=2):
         predict(chunk)
