@@ -185,6 +185,21 @@ def lean_floor(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray, rows: i
         np.bitwise_and(block, 4351, out=flagged[: block.shape[0]], casting="unsafe")
 
 
+def fresh_fill(shape: tuple[int, int], dtype, out=None) -> None:
+    """Fill an output pair with zeros: a fresh pair (``out`` None: the kernel's first touch of the
+    pages, zeroed at fault time, plus the fill) or a reused one (the fill alone)."""
+    pair = out if out is not None else (np.empty(shape, dtype), np.empty(shape, dtype))
+    for a in pair:
+        a.fill(0.0)
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far (``getrusage``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def best_time(fn, repeat: int) -> tuple[float, float, object]:
     """Best wall-clock and best CPU (process) time over ``repeat`` calls, and the last result."""
     wall, cpu, result = np.inf, np.inf, None
@@ -199,7 +214,9 @@ def best_time(fn, repeat: int) -> tuple[float, float, object]:
 def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[float, float]]:
     """Best (wall, CPU) seconds of the allocate-and-copy floor (also lean: :func:`lean_floor`), of
     the copy-only floor (a reused output pair), of ``continuum_normalise`` writing into a reused
-    output pair (``out=``, warm) and into fresh outputs (cold), interleaved rounds."""
+    output pair (``out=``, warm) and into fresh outputs (cold), and of filling a fresh and a reused
+    output pair (:func:`fresh_fill`: their difference is the first-touch cost of fresh outputs),
+    interleaved rounds; ``"faults"``: the median minor page faults per call of each."""
     n = flux.shape[0]
     dtype = np.result_type(flux, np.float32)
     out = (np.empty((n, ASPCAP.n_pixels), dtype), np.empty((n, ASPCAP.n_pixels), dtype))
@@ -210,14 +227,20 @@ def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[flo
         "copy": lambda: memory_floor(flux, error, bitmask, out_copy),
         "warm": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask, out=out),
         "cold": lambda: continuum_normalise(flux, error, bitmask, continuum_mask=mask),
+        "fresh_fill": lambda: fresh_fill(out[0].shape, dtype),
+        "reused_fill": lambda: fresh_fill(out[0].shape, dtype, out_copy),
     }
     fns["warm"]()
     fns["copy"]()
     best = {k: (np.inf, np.inf) for k in fns}
+    faults: dict[str, list[int]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            f0 = minor_faults()
             w, c, _ = best_time(fn, 1)
+            faults[k].append(minor_faults() - f0)
             best[k] = (min(best[k][0], w), min(best[k][1], c))
+    best["faults"] = {k: int(np.median(v)) for k, v in faults.items()}
     return best
 
 
@@ -349,6 +372,17 @@ def main(argv: list[str] | None = None) -> None:
               f"{w / fw:.2f}x the floor (wall), {c / fc:.2f}x (CPU); target <= 2x; lean floor (wall/CPU) "
               f"{w / lw:.2f}x / {c / lc:.2f}x"
               + (f"; copy-only floor {w / cw:.2f}x / {c / cc:.2f}x" if k == "warm" else ""))
+    nf = best["faults"]
+    touch = best["fresh_fill"][1] - best["reused_fill"][1]
+    cold_extra = best["cold"][1] - best["warm"][1]
+    print(f"first touch of a fresh output pair (CPU; filling a fresh pair minus filling a reused one): "
+          f"{touch * ms:.1f} ms; cold minus warm: ours {cold_extra * ms:.1f} ms, floor "
+          f"(allocate-and-copy minus copy-only) {(fc - cc) * ms:.1f} ms; minor page faults per call "
+          f"(median): floor {nf['floor']}, copy-only {nf['copy']}, ours cold {nf['cold']}, ours warm "
+          f"{nf['warm']}, fresh fill {nf['fresh_fill']}")
+    print(f"cold <= 2x the floor needs ours warm + first touch <= 2 x floor, i.e. warm <= "
+          f"{(2 * fc - touch) * ms:.1f} ms CPU here (measured {best['warm'][1] * ms:.1f} ms); the work alone "
+          f"(no first touch on either side: warm / copy-only floor) is {best['warm'][1] / cc:.2f}x")
     if not args.skip_astronn:
         vs = versus_astronn(flux, error, bitmask, mask, args.repeat, args.processes)
         if vs is None:
