@@ -232,3 +232,28 @@ def test_large_arrays_cross_in_shared_memory_and_come_back_equal(spectra):
     np.testing.assert_array_equal(got[0], x)
     np.testing.assert_array_equal(got[1], x + 1)
     np.testing.assert_array_equal(back[0][("a", "b")].flux[0], small)
+
+
+FORK_AFTER_OPENMP = """
+import sys, torch
+from starlabels.inference import catalog, catalog_reading
+torch.set_num_threads(2)
+torch.ones(4096, 4096).mul_(2.0).sum()  # the parent's OpenMP pool is up when the reader is forked
+catalog_reading.SHARED_MEMORY_MIN_BYTES = 0
+res = catalog.run_catalog(sys.argv[1], sys.argv[2:4], sys.argv[4], files_per_unit=4, rows_per_unit=4,
+                          prefetch="process", uncertainty="noise", n_samples=2)
+print("rows", res.n_rows)
+"""
+
+
+def test_a_reader_forked_from_a_multithreaded_torch_process_does_not_hang(raw_model_folder, inputs, tmp_path):
+    """The CLI runs torch on several threads before a catalog starts; the forked reader's copy into
+    shared memory must not wait for the parent's OpenMP pool (it did: the CLI hung)."""
+    import subprocess
+
+    args = [sys.executable, "-c", FORK_AFTER_OPENMP, str(raw_model_folder), *map(str, inputs),
+            str(tmp_path / "c.csv")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "STARLABELS_NO_PROGRESS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["rows", "7"]

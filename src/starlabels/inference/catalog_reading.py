@@ -167,10 +167,13 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def _start_child(im: Any, settings: dict[str, Any], parent: int) -> None:
     """The reading process's start: it dies with its parent (a forked child holds copies of the
     parent's files, among them the output lock: a killed run's orphaned reader would keep the lock
-    and block the resume), then keeps the model and settings."""
+    and block the resume), runs torch on one thread, and keeps the model and settings."""
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))  # Linux: the process reader's only OS
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
+    # one torch thread, as a DataLoader's worker sets: the parent's OpenMP pool did not survive the fork,
+    # and a parallel torch kernel here (the copy into shared memory) would wait for it forever
+    torch.set_num_threads(1)
     _child["im"], _child["settings"] = im, settings
 
 
