@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--save-model", type=Path, default=None, help="also save the trained labeler here")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "yso_labels.md")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # the library leaves threads to the process owner: this script
 
     t0 = time.perf_counter()
     grid = args.grid
