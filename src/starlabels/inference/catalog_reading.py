@@ -193,28 +193,24 @@ def _read_in_child(unit: Unit) -> UnitRead | BaseException:
 def _in_shared_memory(read: UnitRead) -> UnitRead:
     """The unit's large arrays (the network input and its errors, or a Cannon's/Payne's raw flux)
     moved into shared memory as torch tensors, which pickle as a file descriptor: the network's
-    process maps them instead of receiving and unpickling a copy (for a 256-spectrum APOGEE unit,
-    17.6 MB: 2.6 instead of 14.4 ms of its CPU, measured). An array that does not fit in shared memory
-    (a small /dev/shm) is sent by pickle as before."""
-    blocks, _ = read
-    for b in blocks.values():
-        if b.prepared is not None:
-            chunks = tuple((rows, tuple(_shared(a) for a in arrays)) for rows, arrays in b.prepared.chunks)
-            b.prepared = dataclasses.replace(b.prepared, chunks=chunks)
-        b.flux, b.error = [_shared(a) for a in b.flux], [_shared(a) for a in b.error]
-    return read
+    process maps them instead of receiving and unpickling a copy (``bench/reader_transfer.py``). An
+    array that does not fit in shared memory (a small /dev/shm) is sent by pickle as before."""
+    return _each_array(read, _shared)
 
 
-def _from_shared_memory(read: UnitRead) -> UnitRead:
+def _from_shared_memory(read: UnitRead | BaseException) -> UnitRead | BaseException:
     """:func:`_in_shared_memory` undone in the network's process: tensors back to NumPy views (no copy)."""
-    if isinstance(read, BaseException):
-        return read
+    return read if isinstance(read, BaseException) else _each_array(read, _array)
+
+
+def _each_array(read: UnitRead, convert: Any) -> UnitRead:
+    """``read`` with ``convert`` applied to each block's prepared arrays and raw flux and errors."""
     blocks, _ = read
     for b in blocks.values():
         if b.prepared is not None:
-            chunks = tuple((rows, tuple(_array(a) for a in arrays)) for rows, arrays in b.prepared.chunks)
+            chunks = tuple((rows, tuple(convert(a) for a in arrays)) for rows, arrays in b.prepared.chunks)
             b.prepared = dataclasses.replace(b.prepared, chunks=chunks)
-        b.flux, b.error = [_array(a) for a in b.flux], [_array(a) for a in b.error]
+        b.flux, b.error = [convert(a) for a in b.flux], [convert(a) for a in b.error]
     return read
 
 
