@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -161,3 +162,22 @@ def raw_spectra(n: int, *, snr: float = 100.0, seed: int = 0):
 def spectra():
     """Factory of synthetic raw apStar-grid spectra (see :func:`raw_spectra`)."""
     return raw_spectra
+
+
+@pytest.fixture
+def inputs(tmp_path, spectra):
+    """Catalog inputs: a folder of 4 apStar files (one NaN-only) and a 3-row HDF5 dataset — 2 + 2 units
+    with ``files_per_unit=2, rows_per_unit=2`` (test_catalog.py has inputs of its own)."""
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.io import write_apstar
+
+    flux, error, bitmask = spectra(7, seed=5)
+    flux[1] = np.nan
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(4):
+        write_apstar(d / f"apStar-dr17-2M1000000{i}.fits", flux[i], error[i], bitmask[i],
+                     {"APOGEE_ID": f"2M1000000{i}"})
+    with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
+        w.append(flux[4:], error[4:], bitmask[4:], meta={"apogee_id": ["h0", "h1", "h2"]})
+    return [d, tmp_path / "rows.h5"]

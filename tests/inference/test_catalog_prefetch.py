@@ -17,24 +17,6 @@ KW = dict(uncertainty="noise", n_samples=4, seed=3, files_per_unit=2, rows_per_u
 THREAD = dict(KW, prefetch="thread")
 
 
-@pytest.fixture
-def inputs(tmp_path, spectra):
-    """A folder of 4 apStar files (one NaN-only) and a 3-row HDF5 dataset: 2 + 2 units."""
-    from starlabels.data.hdf5 import DatasetWriter
-    from starlabels.io import write_apstar
-
-    flux, error, bitmask = spectra(7, seed=5)
-    flux[1] = np.nan
-    d = tmp_path / "in"
-    d.mkdir()
-    for i in range(4):
-        write_apstar(d / f"apStar-dr17-2M1000000{i}.fits", flux[i], error[i], bitmask[i],
-                     {"APOGEE_ID": f"2M1000000{i}"})
-    with DatasetWriter(tmp_path / "rows.h5", 8575, "apstar") as w:
-        w.append(flux[4:], error[4:], bitmask[4:], meta={"apogee_id": ["h0", "h1", "h2"]})
-    return [d, tmp_path / "rows.h5"]
-
-
 def spy_reads(monkeypatch) -> list[tuple[int, str]]:
     """Record (unit index, thread name) of every unit read."""
     real, seen = catalog_reading.read_unit, []
