@@ -4,6 +4,7 @@ catalog, also when a worker is SIGKILLed mid-run (nothing lost, nothing duplicat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,6 +100,7 @@ def external_cluster(tmp_path):
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     ]
     try:
@@ -126,6 +128,7 @@ def external_cluster(tmp_path):
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             )
         from distributed import Client
@@ -135,17 +138,13 @@ def external_cluster(tmp_path):
         yield client
         client.close()
     finally:
+        # nothing of the test depends on a graceful stop (which took the full 5 s grace every time: a
+        # nanny restarting its worker ignores SIGTERM for its death timeout): each process group — a
+        # nanny and its worker, or the scheduler — is killed at once
         for p in reversed(procs):
-            p.terminate()
-        # a nanny whose worker was SIGKILLed may be restarting it and ignore SIGTERM for its death
-        # timeout; nothing of the test depends on a graceful stop, so give them 5 s together
-        deadline = time.time() + 5
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def test_external_scheduler_and_two_worker_processes_match_the_single_process_run(
