@@ -69,6 +69,8 @@ from typing import Any
 
 import numpy as np
 
+from worker_process import run_worker
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 REAL = Path(os.environ.get("STARLABELS_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / \
@@ -417,13 +419,8 @@ def main() -> None:
             for name, folder in sets.items():
                 for v in of_set(variants, name):
                     src = str(before_src) if v == "before" else ours
-                    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                        [src, *filter(None, [os.environ.get("PYTHONPATH")])]), OMP_NUM_THREADS="1",
-                        OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-                    run = subprocess.run([sys.executable, __file__, "--worker", v, "--folder", str(folder),
-                                          "--passes", str(args.passes)], env=env, check=True,
-                                         capture_output=True, text=True)
-                    ms = json.loads(run.stdout.splitlines()[-1])["ms_per_file"]
+                    ms = run_worker(__file__, ["--worker", v, "--folder", str(folder), "--passes",
+                                               str(args.passes)], src=src, one_thread=True)["ms_per_file"]
                     times.setdefault((name, v), []).append(ms)
         checks = {name: check_identical(folder, of_set(variants, name)) for name, folder in sets.items()}
         gil = gil_rows(sets["synthetic"], args.gil_rounds, args.gil_iterations, args.paced)

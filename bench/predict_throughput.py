@@ -41,14 +41,14 @@ import contextlib
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from worker_process import run_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 128
@@ -108,12 +108,7 @@ def raw_spectra(n: int, seed: int = 0, snr: float = 100.0) -> tuple[np.ndarray, 
 
 def run_self(args: list[str], timeout: float = 1800) -> dict[str, Any]:
     """Run this script in a fresh process with ``args``; returns its last stdout line as JSON."""
-    env = dict(os.environ, STARLABELS_NO_PROGRESS="1")
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
-                         timeout=timeout, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, args, timeout=timeout, cwd=ROOT)
 
 
 # ----------------------------------------------------------------------------------------------

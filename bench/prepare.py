@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worker_process import run_worker
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DTYPES = ("float32", "float64")
@@ -152,15 +154,10 @@ def gil_wait(job, seconds: float = 1.5) -> tuple[float, float, float]:
     return float(alone.mean()), float(beside.mean()), float(np.quantile(beside, 0.99))
 
 
-def run_worker(folder: Path, tag: str, src: Path, rounds: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", STARLABELS_NO_PROGRESS="1")
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", tag, "--folder", str(folder),
-               "--rounds", str(rounds)]
-    res = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if res.returncode:
-        raise RuntimeError(f"worker {tag} failed:\n{res.stderr}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def run_tag(folder: Path, tag: str, src: Path, rounds: int) -> dict[str, float]:
+    """The worker ``tag`` (one thread) on the code in ``src``."""
+    return run_worker(__file__, ["--worker", tag, "--folder", str(folder), "--rounds", str(rounds)],
+                      src=src, one_thread=True)
 
 
 def identical(a: np.ndarray, b: np.ndarray) -> bool:
@@ -205,7 +202,7 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         for _ in range(TURNS):
             for tag, src in (("before", before), ("after", after)):
-                for key, t in run_worker(folder, tag, src, args.rounds).items():
+                for key, t in run_tag(folder, tag, src, args.rounds).items():
                     best[tag][key] = min(best[tag].get(key, np.inf), t)
         load1 = os.getloadavg()[0]
         old, new = np.load(folder / "out_before.npz"), np.load(folder / "out_after.npz")
