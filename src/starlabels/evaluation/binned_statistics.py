@@ -55,11 +55,9 @@ def nanstd_columns(values: np.ndarray) -> np.ndarray:
     warning for a column without a non-NaN value (see :func:`nanmean_columns`)."""
     values = np.asarray(values, dtype=float)
     kept = ~np.isnan(values)
-    n = kept.sum(axis=0)
+    deviation = np.where(kept, values - nanmean_columns(values), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(kept, values, 0.0).sum(axis=0, keepdims=True) / n
-        deviation = np.where(kept, values - mean, 0.0)
-        return np.sqrt((deviation * deviation).sum(axis=0) / n)
+        return np.sqrt((deviation * deviation).sum(axis=0) / kept.sum(axis=0))
 
 
 def residuals(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
