@@ -151,10 +151,16 @@ def read_units(
 
 def _read_inline(im: Any, units: Sequence[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
     for u in units:
-        try:
-            yield u, read_prepared_unit(u, im, settings)
-        except UNIT_ERRORS as exc:  # retried by run_unit_safely in the computing thread
-            yield u, exc
+        yield u, _read_or_error(u, im, settings)
+
+
+def _read_or_error(unit: Unit, im: Any, settings: dict[str, Any]) -> UnitRead | BaseException:
+    """:func:`read_prepared_unit`, or the unit error it raised (retried by ``run_unit_safely`` in the
+    computing thread); any other error propagates and stops the run."""
+    try:
+        return read_prepared_unit(unit, im, settings)
+    except UNIT_ERRORS as exc:
+        return exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,14 +186,14 @@ def _start_child(im: Any, settings: dict[str, Any], parent: int) -> None:
 def _read_in_child(unit: Unit) -> UnitRead | BaseException:
     """Runs in the reading process: one unit read and prepared, or its unit error (as one that
     survives pickling: its type name and text in a RuntimeError when the error itself cannot)."""
+    read = _read_or_error(unit, _child["im"], _child["settings"])
+    if not isinstance(read, BaseException):
+        return _in_shared_memory(read)
     try:
-        return _in_shared_memory(read_prepared_unit(unit, _child["im"], _child["settings"]))
-    except UNIT_ERRORS as exc:
-        try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:
-            return RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exc
+        pickle.loads(pickle.dumps(read))
+    except Exception:
+        return RuntimeError(f"{type(read).__name__}: {read}")
+    return read
 
 
 def _in_shared_memory(read: UnitRead) -> UnitRead:
