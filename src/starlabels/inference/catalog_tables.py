@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from starlabels.errors import StarlabelsError
 
 __all__ = ["FORMATS", "column_units", "guess_format", "read_catalog", "write_table"]
@@ -71,46 +69,86 @@ def write_table(df: Any, out: Path, fmt: str, label_names: Sequence[str], label_
 
 def _write_fits(df: Any, path: Path, units: dict[str, str], meta: dict[str, Any]) -> None:
     """FITS binary table with units that ``Table.read`` parses without a warning: units of the FITS
-    standard as ``TUNITn``; others (``dex``, which FITS cannot express) only in astropy's
-    serialized-column header (astropy readers get ``astropy_units.dex`` back) and, for any reader, in the
-    comment of the column's ``TTYPEn`` card (``[dex]``)."""
-    import warnings
+    standard as ``TUNITn``; others (``dex``, which FITS cannot express) as no ``TUNITn`` but in
+    astropy's serialized-column header (astropy readers get ``astropy_units.dex`` back) and, for any
+    reader, in the comment of the column's ``TTYPEn`` card (``[dex]``).
 
+    Nothing astropy would warn about is handed to it (a column with a non-FITS unit makes
+    ``Table.write`` warn), so no warnings filter is needed: the writer runs in a thread beside others,
+    and the filter list is process-wide state."""
     from astropy import units as astropy_units
     from astropy.io import fits
-    from astropy.table import QTable, Table
-    from astropy.utils.exceptions import AstropyUserWarning
+    from astropy.table import Table
 
     from starlabels.inference.flags import FLAG_BITS
 
     t = Table.from_pandas(df)
-    raw_units: dict[str, str] = {}
+    comment_units: dict[str, str] = {}  # non-FITS units: only in the TTYPEn comment ...
+    serialized_units: dict[str, Any] = {}  # ... and, those astropy knows, in its serialized columns
     for c, s in units.items():
         if c not in t.colnames or not s:
             continue
-        try:
-            astropy_units.Unit(s).to_string("fits")
-            t[c].unit = s
-        except (ValueError, astropy_units.UnitsError):
-            raw_units[c] = s
-    if raw_units:  # astropy serializes non-FITS units of Quantity columns in the header
-        t = QTable(t)
-        for c, s in raw_units.items():
-            unit = astropy_units.Unit(s, parse_strict="silent")
+        unit = astropy_units.Unit(s, parse_strict="silent")
+        if _fits_unit(unit):
+            t[c].unit = unit
+        else:
+            comment_units[c] = s
             if not isinstance(unit, astropy_units.UnrecognizedUnit):
-                t[c] = np.asarray(t[c], np.float64) * unit
+                serialized_units[c] = unit
     for k, v in meta.items():
         t.meta[k[:8].upper()] = v
     t.meta["comments"] = [f"FLAG bit {b}: {n}" for n, b in FLAG_BITS.items()]
-    with warnings.catch_warnings():  # "unit 'dex' could not be saved in native FITS format": known
-        warnings.simplefilter("ignore", AstropyUserWarning)
-        t.write(path, format="fits", overwrite=True)  # Table.write serializes the non-FITS units
-    if raw_units:
-        with fits.open(path, mode="update") as hdul:
-            header = hdul[1].header
-            for i in range(1, int(header["TFIELDS"]) + 1):
-                if header[f"TTYPE{i}"] in raw_units:
-                    header.comments[f"TTYPE{i}"] = f"[{raw_units[header[f'TTYPE{i}']]}]"
+    if serialized_units:
+        dtypes = {c: t[c].dtype for c in serialized_units}
+        t.meta["comments"] += _serialized_unit_comments(serialized_units, dtypes)
+    hdu = fits.table_to_hdu(t, character_as_bytes=True)
+    for i in range(1, int(hdu.header["TFIELDS"]) + 1):
+        if hdu.header[f"TTYPE{i}"] in comment_units:
+            hdu.header.comments[f"TTYPE{i}"] = f"[{comment_units[hdu.header[f'TTYPE{i}']]}]"
+    hdu.writeto(path, overwrite=True)
+
+
+def _fits_unit(unit: Any) -> bool:
+    """Whether ``unit`` (an astropy unit) can be written as a FITS-standard ``TUNITn`` string."""
+    from astropy import units as astropy_units
+
+    if isinstance(unit, astropy_units.UnrecognizedUnit):
+        return False
+    try:
+        unit.to_string("fits")
+    except (ValueError, astropy_units.UnitsError):
+        return False
+    return True
+
+
+_SERIALIZED_BEGIN = "--BEGIN-ASTROPY-SERIALIZED-COLUMNS--"
+_SERIALIZED_END = "--END-ASTROPY-SERIALIZED-COLUMNS--"
+
+
+def _serialized_unit_comments(units: dict[str, Any], dtypes: dict[str, Any]) -> list[str]:
+    """``COMMENT`` lines from which astropy's FITS reader gives columns back as quantities.
+
+    ``units`` maps column name → astropy unit, ``dtypes`` column name → numpy dtype. The lines are
+    astropy's serialized-column block, the one ``Table.write`` writes for ``Quantity`` columns: a YAML
+    header (astropy's YAML dumper) between the BEGIN and END lines, each line cut
+    into 70-character pieces of which all but the last end with a backslash (a card holds 72).
+    """
+    from astropy.io.misc import yaml
+    from astropy.table import SerializedColumn
+
+    header = {
+        "datatype": [{"name": c, "datatype": str(dtypes[c])} for c in units],
+        "meta": {"__serialized_columns__": {
+            c: {"__class__": "astropy.units.quantity.Quantity", "unit": u,
+                "value": SerializedColumn({"name": c})}
+            for c, u in units.items()
+        }},
+    }
+    lines = []
+    for line in yaml.dump(header).splitlines():
+        pieces = [line[i:i + 70] for i in range(0, len(line), 70)] or [""]
+        lines += [f"{p}\\" for p in pieces[:-1]] + pieces[-1:]
+    return [_SERIALIZED_BEGIN, *lines, _SERIALIZED_END]
 
 
 def read_catalog(path: str | os.PathLike, fmt: str | None = None):
