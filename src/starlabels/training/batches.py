@@ -4,18 +4,33 @@
 this rank's part of a global batch, :func:`block_plan` groups consecutive global batches into
 blocks of about ``chunk_rows × buffer_chunks`` rows (index arithmetic only), and
 :func:`iter_batches` reads each block once through an
-:class:`~starlabels.training.inputs.InputPipeline` and yields the batches as tensors.
+:class:`~starlabels.training.inputs.InputPipeline` and yields the batches as tensors;
+:func:`training_split` checks the train/dev/test row numbers they are planned over.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
 
-__all__ = ["block_plan", "epoch_order", "iter_batches", "shard"]
+from starlabels.training.errors import TrainingError
+
+__all__ = ["block_plan", "epoch_order", "iter_batches", "shard", "training_split"]
+
+
+def training_split(split: Mapping[str, np.ndarray], n_rows: int) -> dict[str, np.ndarray]:
+    """``{"train", "dev", "test"}`` → sorted unique int64 row numbers of ``split`` (a missing key:
+    none), checked to lie in ``0..n_rows - 1`` and to give train and dev rows (:class:`TrainingError`)."""
+    out = {k: np.unique(np.asarray(split.get(k, []), dtype=np.int64)) for k in ("train", "dev", "test")}
+    for k, rows in out.items():
+        if len(rows) and (rows[0] < 0 or rows[-1] >= n_rows):
+            raise TrainingError(f"split '{k}' has row numbers outside 0..{n_rows - 1}")
+    if len(out["train"]) == 0 or len(out["dev"]) == 0:
+        raise TrainingError(f"need training and dev rows, got {len(out['train'])} and {len(out['dev'])}")
+    return out
 
 
 def epoch_order(

@@ -2,13 +2,14 @@
 and the bookkeeping of a stage (:class:`StageResult`).
 
 :class:`~starlabels.training.trainer.Trainer` runs epochs of :func:`training_step` over the batches
-of :func:`~starlabels.training.batches.iter_batches`, scores the dev rows with
-:func:`per_sample_loss`, and steps the scheduler from :func:`make_scheduler`.
+of :func:`~starlabels.training.batches.iter_batches` (:func:`train_batches`), adds their losses
+over distributed ranks (:func:`sum_over_ranks`), scores the dev rows with :func:`per_sample_loss`
+(:mod:`~starlabels.training.row_losses`), and steps the scheduler from :func:`make_scheduler`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ from starlabels.training.errors import TrainingError
 
 __all__ = [
     "DEFAULT_OPTIMISER_IMPL", "ONE_CYCLE_WARMUP", "StageResult", "check_finished_stage", "make_optimiser",
-    "make_scheduler", "per_sample_loss", "scheduler_steps_per_batch", "training_step", "wrap_ddp",
+    "make_scheduler", "network_output", "per_sample_loss", "scheduler_steps_per_batch", "sum_over_ranks",
+    "train_batches", "training_step", "wrap_ddp",
 ]
 
 
@@ -129,6 +131,15 @@ def make_scheduler(optimiser: torch.optim.Optimizer, cfg: OptimiserConfig, *, to
     )
 
 
+def network_output(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``module(x)`` checked to be the ``(mean, log_var)`` pair every training loss takes: (N, L)
+    standardised means and (N, L) log variances or None (no variance head)."""
+    out = module(x)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TrainingError("the network must return a tuple (mean, log_var)")
+    return out
+
+
 def training_step(
     module: nn.Module,
     optimiser: torch.optim.Optimizer,
@@ -147,11 +158,7 @@ def training_step(
     mean; distributed ranks pass ``world_size / global_batch``). Gradients are cleared with
     ``set_to_none``; ``constrain`` (the network's ``apply_constraints``) runs after the step.
     """
-    out = module(x)
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise TrainingError("the network must return a tuple (mean, log_var)")
-    mean, log_var = out
-    per = per_sample_loss(loss, mean, log_var, y, y_err)
+    per = per_sample_loss(loss, *network_output(module, x), y, y_err)
     total = per.sum() * (1.0 / per.shape[0] if weight is None else weight)
     optimiser.zero_grad(set_to_none=True)
     total.backward()
@@ -160,6 +167,46 @@ def training_step(
         with torch.no_grad():
             constrain()
     return per.detach()
+
+
+def train_batches(
+    module: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    *,
+    device: torch.device,
+    loss: str,
+    world_size: int = 1,
+    constrain: Callable[[], None] | None = None,
+    scheduler: Any = None,
+) -> torch.Tensor:
+    """:func:`training_step` on each of ``batches`` (``(x, y, y_err, n_global)``, as
+    :func:`~starlabels.training.batches.iter_batches` yields them; moved to ``device``), each
+    weighted ``world_size / n_global``; ``scheduler`` (a per-batch schedule, or None) steps after
+    every step. Returns the float64 tensor ``[sum of the per-sample losses, their number]`` of this
+    rank (on ``device``)."""
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for x, y, e, n_global in batches:
+        per = training_step(
+            module, optimiser, x.to(device, non_blocking=True), y.to(device, non_blocking=True),
+            e.to(device, non_blocking=True), loss=loss, weight=world_size / n_global, constrain=constrain,
+        )
+        if scheduler is not None:
+            scheduler.step()
+        total += per.sum().double()
+        count += per.shape[0]
+    return torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)])
+
+
+def sum_over_ranks(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    """``values`` summed element-wise over the ``world_size`` ranks of the process group (in place,
+    all-reduce); returned as they are for one process."""
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
 
 
 @dataclass

@@ -1,11 +1,5 @@
 """The training engine: streaming batches, early stopping, checkpoints and exact resume.
 
-Overview
---------
-:class:`~starlabels.training.data_access.TrainingData` holds the labels, label errors and groups of
-every row in memory and reads spectra lazily, a block of rows at a time, so a file larger than
-memory can be trained on.
-
 :class:`Trainer` fits the :class:`~starlabels.data.normalization.LabelScaler` (and the
 :class:`~starlabels.data.normalization.SpectrumScaler`, streaming) on the training rows, applies
 the model's :class:`~starlabels.preprocess.pipeline.PreprocessConfig` to each block of raw
@@ -38,19 +32,16 @@ concatenated files).
 Use :func:`~starlabels.training.from_config.train_from_config` for a TOML-described run
 (``starlabels train``) or build a :class:`Trainer` directly.
 
-Module layout: :mod:`~starlabels.training.data_access` (TrainingData), :mod:`.inputs`
-(preprocessing, augmentation, scalers), :mod:`.batches` (epoch order, blocks, shards),
-:mod:`.loop` (losses, optimisers, one step), :mod:`.checkpoint` (RNG states, atomic checkpoint),
-:mod:`.provenance` (provenance facts, model folder, trust references) and :mod:`.from_config`;
-this module holds the :class:`Trainer` that runs them. Kept as one module because what remains
-shares the Trainer's state: the stage/epoch/best-weights state that ``run_stage`` advances is what
-``train_epoch``, ``evaluate`` and the checkpoint read and write (~560 lines, a fifth of them
-docstrings); everything stateless lives in the modules above.
+Module layout: :mod:`~starlabels.training.data_access` (TrainingData: labels in memory, spectra
+read a block at a time), :mod:`.inputs` (preprocessing, augmentation, scalers), :mod:`.batches`
+(split rows, epoch order, blocks, shards), :mod:`.loop` (losses, optimisers, one step, one pass
+over the batches), :mod:`.row_losses` (dev losses), :mod:`.checkpoint` (atomic checkpoint),
+:mod:`.provenance` (provenance, model folder, trust references) and :mod:`.from_config`; this
+module holds the :class:`Trainer`, whose stage/epoch/best-weights state ties them together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
@@ -81,19 +72,23 @@ from starlabels.training.loop import (
     check_finished_stage,
     make_optimiser,
     make_scheduler,
-    per_sample_loss,
+    per_sample_loss,  # noqa: F401 - bench/train_throughput.py imports it from here
     scheduler_steps_per_batch,
-    training_step,
+    sum_over_ranks,
+    train_batches,
+    training_step,  # noqa: F401 - bench/train_throughput.py imports it from here
     wrap_ddp,
 )
 from starlabels.training.provenance import (
     HISTORY_COLUMNS,
     SPLITS_NAME,
+    claim_output_folder,
     fit_trust_references,
-    label_range,
     now,
     save_model_folder,
+    training_provenance,
 )
+from starlabels.training.row_losses import group_sums, row_losses
 from starlabels.utils import RandomStream, get_device, progress
 
 __all__ = ["CHECKPOINT_NAME", "HISTORY_COLUMNS", "SPLITS_NAME", "StageResult", "Trainer",
@@ -175,16 +170,7 @@ class Trainer:
     ) -> None:
         self.optimiser_cfg = optimiser or OptimiserConfig()
         self.training_cfg = training or TrainingConfig()
-        self.split = {
-            k: np.unique(np.asarray(split.get(k, []), dtype=np.int64)) for k in ("train", "dev", "test")
-        }
-        for k, rows in self.split.items():
-            if len(rows) and (rows[0] < 0 or rows[-1] >= data.n_rows):
-                raise TrainingError(f"split '{k}' has row numbers outside 0..{data.n_rows - 1}")
-        if len(self.split["train"]) == 0 or len(self.split["dev"]) == 0:
-            raise TrainingError(
-                f"need training and dev rows, got {len(self.split['train'])} and {len(self.split['dev'])}"
-            )
+        self.split = batch_planning.training_split(split, data.n_rows)
         self.split_info = dict(split_info or {})
         self.extra_provenance = dict(provenance or {})
         self.callbacks = list(callbacks)
@@ -230,24 +216,15 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.extra_states: dict[str, dict[str, torch.Tensor]] = {}
 
-        # one training per output folder at a time (the lock is dropped by the kernel if we die)
         self._output_lock = None
         if self.folder is not None and self.is_main:
-            from starlabels.output_lock import OutputLock
-
-            self._output_lock = OutputLock(self.folder, "training", same_process_ok=True).__enter__()
+            self._output_lock = claim_output_folder(self.folder, refuse_existing=not (resume or overwrite))
         ckpt_path = self.checkpoint_path
         if resume:
             if ckpt_path is None or not ckpt_path.is_file():
                 raise TrainingError(f"cannot resume: no checkpoint at {ckpt_path}")
             self._load_checkpoint(ckpt_path)
         else:
-            if self.folder is not None and self.is_main and not overwrite:
-                clash = [p for p in (CHECKPOINT_NAME, "config.json") if (self.folder / p).exists()]
-                if clash:
-                    raise TrainingError(
-                        f"{self.folder} already holds {clash}; resume (--resume) or set overwrite"
-                    )
             self.inputs.fit_scalers(self.split["train"], spectrum_scaling)
             # dropout etc. draw from the global generators: the trainer swaps in a stream of its own
             # (seeded per rank) while it runs; a resumed run continues the checkpoint's stream instead
@@ -280,14 +257,8 @@ class Trainer:
         return self.inputs.spectrum_scaler
 
     def iter_batches(self, rows: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``
-        (:func:`starlabels.training.batches.iter_batches`).
-
-        Data are read a block at a time: a block is the run of consecutive global batches
-        covering about ``chunk_rows × buffer_chunks`` rows; only this rank's shard of each batch
-        is read, preprocessed and scaled. ``n_global`` is the global batch size (for the loss
-        weight in distributed training).
-        """
+        """One epoch of this rank's batches over ``rows``: ``(x, y, y_err, n_global)``, read a block of
+        about ``chunk_rows × buffer_chunks`` rows at a time (:func:`~.batches.iter_batches`)."""
         return batch_planning.iter_batches(
             self.inputs, rows, rng, batch_size=self.batch_size, shuffle=self.shuffle, rank=self.rank,
             world_size=self.world_size, pin_memory=self.device.type == "cuda",
@@ -295,34 +266,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
 
-    def _forward(self, module: nn.Module, x: torch.Tensor):
-        out = module(x)
-        if not isinstance(out, tuple) or len(out) != 2:
-            raise TrainingError("the network must return a tuple (mean, log_var)")
-        return out
-
     @_on_own_stream
     def train_epoch(self, rows: np.ndarray, rng: np.random.Generator, desc: str = "") -> float:
         """One pass over ``rows``; returns the mean per-sample training loss (over all ranks)."""
         self.model_net.train()
-        constrain = getattr(self.network, "apply_constraints", None)
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
         n_batches = math.ceil(len(rows) / self.batch_size)
-        for x, y, e, n_global in progress(self.iter_batches(rows, rng), desc=desc, total=n_batches,
-                                          unit="batch"):
-            per = training_step(
-                self.model_net, self.optimiser, x.to(self.device, non_blocking=True),
-                y.to(self.device, non_blocking=True), e.to(self.device, non_blocking=True),
-                loss=self.training_cfg.loss, weight=self.world_size / n_global, constrain=constrain,
-            )
-            if self.step_scheduler_per_batch:
-                self.scheduler.step()
-            total += per.sum().double()
-            count += per.shape[0]
-        total_count = self._all_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64,
-                                                                          device=self.device)]))
-        mean_loss = float(total_count[0] / total_count[1])
+        batches = progress(self.iter_batches(rows, rng), desc=desc, total=n_batches, unit="batch")
+        sums = train_batches(self.model_net, self.optimiser, batches, device=self.device,
+                             loss=self.training_cfg.loss, world_size=self.world_size,
+                             constrain=getattr(self.network, "apply_constraints", None),
+                             scheduler=self.scheduler if self.step_scheduler_per_batch else None)
+        total, count = sum_over_ranks(sums, self.world_size)
+        mean_loss = float(total / count)
         if not math.isfinite(mean_loss):
             raise TrainingError(
                 f"non-finite training loss ({mean_loss}); lower the learning rate or check the data"
@@ -330,68 +285,33 @@ class Trainer:
         return mean_loss
 
     @_on_own_stream
-    @torch.no_grad()
     def evaluate(self, rows: np.ndarray, by_group: bool = False) -> float | dict[str, float]:
-        """Mean per-sample loss over ``rows``, or ``{group: loss}`` with ``by_group``.
+        """Mean per-sample loss over ``rows``, or ``{group: loss}`` with ``by_group``
+        (:func:`~starlabels.training.row_losses.row_losses` of this rank's share, summed over ranks).
 
         Eval mode, or with dropout on averaged over ``dev_mc_samples`` passes (fixed masks, drawn
         without touching the training's random stream) when that is > 0 and the network has
         dropout. With noise augmentation whose ``dev`` is set, the rows are scored on one fixed
         degraded copy (the same noise at every call).
         """
-        from starlabels.inference.uncertainty import has_active_dropout
-        from starlabels.models.layers import mc_dropout
-
-        self.network.eval()
-        passes = int(self.training_cfg.dev_mc_samples)
-        mc = passes > 0 and has_active_dropout(self.network)
-        passes = passes if mc else 1
-        aug_rng = np.random.default_rng([self.seed, 104729]) if self.augment and self.augment.dev else None
         rows = np.asarray(rows, dtype=np.int64)
         mine = rows[self.rank::self.world_size]
-        losses_out = np.zeros(len(mine), dtype=np.float64)
-        k = 0
-        forked = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked, enabled=mc), \
-                (mc_dropout(self.network) if mc else contextlib.nullcontext()):
-            if mc:
-                torch.manual_seed(self.seed + 7)
-            for a in range(0, len(mine), self.chunk_rows * self.buffer_chunks):
-                blk = mine[a:a + self.chunk_rows * self.buffer_chunks]
-                flux, _ = self.inputs.preprocess_block(*self.inputs.read(blk, aug_rng))
-                x_all = self.inputs.to_input(flux)
-                y_all, e_all = self.inputs.targets(blk)
-                for i in range(0, len(blk), self.eval_batch_size):
-                    x = x_all[i:i + self.eval_batch_size].to(self.device)
-                    y = torch.from_numpy(y_all[i:i + self.eval_batch_size]).to(self.device)
-                    e = torch.from_numpy(e_all[i:i + self.eval_batch_size]).to(self.device)
-                    loss = self.training_cfg.loss
-                    per = sum(
-                        per_sample_loss(loss, *self._forward(self.network, x), y, e).double()
-                        for _ in range(passes)
-                    ) / passes
-                    losses_out[k:k + per.shape[0]] = per.cpu().numpy()
-                    k += per.shape[0]
+        losses = row_losses(
+            self.network, self.inputs, mine, loss=self.training_cfg.loss, device=self.device,
+            block_rows=self.chunk_rows * self.buffer_chunks, batch_rows=self.eval_batch_size,
+            mc_passes=int(self.training_cfg.dev_mc_samples), seed=self.seed,
+            degrade=bool(self.augment and self.augment.dev),
+        )
         if not by_group:
-            s = self._all_sum(torch.tensor([losses_out.sum(), float(len(mine))], dtype=torch.float64,
-                                            device=self.device))
+            s = sum_over_ranks(torch.tensor([losses.sum(), float(len(mine))], dtype=torch.float64,
+                                            device=self.device), self.world_size)
             return float(s[0] / max(float(s[1]), 1.0))
         if self.data.groups is None:
             raise TrainingError("per-group losses need groups in the training data")
-        g_all = self.data.groups
-        names = sorted(set(g_all[rows].tolist()))
-        g = g_all[mine]
-        sums = torch.tensor([[losses_out[g == n].sum(), float((g == n).sum())] for n in names],
-                            dtype=torch.float64, device=self.device).reshape(len(names), 2)
-        sums = self._all_sum(sums)
+        names = sorted(set(self.data.groups[rows].tolist()))
+        sums = group_sums(losses, self.data.groups[mine], names)
+        sums = sum_over_ranks(torch.from_numpy(sums).to(self.device), self.world_size)
         return {n: float(sums[i, 0] / max(float(sums[i, 1]), 1.0)) for i, n in enumerate(names)}
-
-    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
 
     # ---------------------------------------------------------------- stages
 
@@ -526,27 +446,17 @@ class Trainer:
     # ---------------------------------------------------------------- result
 
     def provenance(self) -> dict[str, Any]:
-        """Training provenance stored in the model's ``config.json``."""
-        opt = dict(self.optimiser_cfg.__dict__)
-        return {
-            "data_files": list(self.data.files),
-            "sizes": {k: len(v) for k, v in self.split.items()},
-            "splits": {**self.split_info, "file": SPLITS_NAME},
-            "optimiser": opt,
-            "loss": self.training_cfg.loss,
-            "batch_size": self.batch_size,
-            "patience": int(self.training_cfg.patience),
-            "epochs": {"max": int(self.training_cfg.epochs), "run": int(self.state["global_epoch"]),
-                       "stages": self.state["stages"]},
-            "dates": {"started": self.state["started"], "finished": now()},
-            "seed": self.seed,
-            "label_range": label_range(self.data.labels[self.split["train"]]),
-            "device": str(self.device),
-            "world_size": self.world_size,
-            "streaming": {"shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
-                          "buffer_chunks": self.buffer_chunks},
-            **self.extra_provenance,
-        }
+        """Training provenance stored in the model's ``config.json``
+        (:func:`~starlabels.training.provenance.training_provenance` of this run)."""
+        return training_provenance(
+            files=self.data.files, split=self.split, split_info=self.split_info,
+            optimiser=self.optimiser_cfg, training=self.training_cfg, state=self.state, seed=self.seed,
+            train_labels=self.data.labels[self.split["train"]], device=self.device,
+            world_size=self.world_size,
+            streaming={"shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
+                       "buffer_chunks": self.buffer_chunks},
+            extra=self.extra_provenance,
+        )
 
     @_on_own_stream
     def finish(self) -> Any:
