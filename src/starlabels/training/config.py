@@ -1,13 +1,10 @@
 """Training configuration: dataclasses and the TOML file read by ``starlabels train``.
 
-Kept as one module because the format documented here (a fifth of its ~550 lines), the dataclass
-that checks each section and the loader that resolves its paths are one description of the file,
-read and changed together.
-
 A training run is described by one TOML file. Every relative path in it — ``[data] files``,
 ``[output] folder``, ``[model.kwargs] windows`` / ``censor_windows`` / ``censors``,
 ``[preprocess] continuum_mask`` — is relative to the folder holding the file, never to the working
-directory. A file key that names no file there may name a reference file by its bare file name
+directory (the rule is :func:`starlabels.training.config_files.resolve_config_file`). A file key
+that names no file there may name a reference file by its bare file name
 (found in ``$STARLABELS_REFERENCE_DIR`` or the download cache, see
 :func:`starlabels.core.find_reference`) or, for element windows, an instrument's windows
 (``"dr14"``); otherwise loading fails with an error listing every place it looked.
@@ -114,31 +111,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from starlabels.constants import SPECTRUM_MODE_ALIASES, SPECTRUM_MODES
-from starlabels.errors import InputFileError, StarlabelsError
-
-T = TypeVar("T")
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the tomli backport
-    import tomli as tomllib
+from starlabels.training.config_files import element_window_names, read_toml, resolve_config_file
+from starlabels.training.errors import ConfigError
 
 OPTIMISERS = ("adam", "sgd")
 LOSSES = ("mse", "mae", "robust")
 SCHEDULERS = ("plateau", "one_cycle", "none")
 SHUFFLES = ("auto", "chunks", "full")
 SPLIT_METHODS = ("random", "group")
-
-
-class ConfigError(StarlabelsError, ValueError):
-    """A training configuration value is missing, misspelt or out of range."""
 
 
 def _check_fractions(fr: Any, where: str) -> tuple[float, float, float]:
@@ -477,50 +462,13 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path | None = None) ->
 _REFERENCE_KWARGS = ("windows", "censor_windows")
 
 
-def resolve_config_file(value: str, base: Path, where: str, *, reference: bool = True,
-                        names: Sequence[str] = ()) -> str:
-    """The path a config's file value stands for (the one rule for every file key but
-    ``[data] files`` and ``[output] folder``, which are always ``base / value``).
-
-    An absolute path is used as it is; a relative one is relative to ``base`` (the config file's
-    folder). When no file is there and ``reference`` is true, a bare file name is looked up as a
-    reference file (``$STARLABELS_REFERENCE_DIR``, the download cache), and a value in ``names``
-    (e.g. an instrument's element-window names) is kept as a name. Otherwise raises
-    :class:`ConfigError` naming ``where`` and every place it looked.
-    """
-    p = Path(value).expanduser()
-    cand = p if p.is_absolute() else base / p
-    if cand.is_file():
-        return str(cand)
-    if not p.is_absolute() and value in names:
-        return value
-    looked = [str(cand)]
-    if reference and not p.is_absolute() and len(p.parts) == 1:
-        from starlabels.core.reference import reference_folders
-
-        for folder in reference_folders():
-            hit = folder / p.name
-            looked.append(str(hit))
-            if hit.is_file():
-                return str(hit)
-    extra = f" or one of the names {sorted(names)}" if names else ""
-    raise ConfigError(f"{where} {value!r}: no such file{extra} (relative paths are relative to the config "
-                      f"file's folder {base}; looked in: {', '.join(looked)})")
-
-
-def _window_names() -> list[str]:
-    from starlabels.core import available, get
-
-    return sorted({n for inst in available() for n in get(inst).element_windows})
-
-
 def _resolve_file_keys(cfg: TrainConfig, base: Path) -> None:
     """Resolve every file key of ``[model.kwargs]`` and ``[preprocess]`` by :func:`resolve_config_file`."""
     kwargs = cfg.model.kwargs
     for key in _REFERENCE_KWARGS:
         if isinstance(kwargs.get(key), str):
             kwargs[key] = resolve_config_file(kwargs[key], base, f"[model.kwargs] {key}",
-                                              names=_window_names())
+                                              names=element_window_names())
     if isinstance(kwargs.get("censors"), dict):
         kwargs["censors"] = {str(k): resolve_config_file(str(v), base, f"[model.kwargs] censors.{k}",
                                                          reference=False)
@@ -528,25 +476,6 @@ def _resolve_file_keys(cfg: TrainConfig, base: Path) -> None:
     if cfg.preprocess is not None and isinstance(cfg.preprocess.get("continuum_mask"), str):
         cfg.preprocess["continuum_mask"] = resolve_config_file(
             cfg.preprocess["continuum_mask"], base, "[preprocess] continuum_mask")
-
-
-def read_toml(path: str | Path, parse: Callable[..., T], what: str = "training config") -> T:
-    """Read the TOML file ``path`` and build a config with ``parse(raw, base_dir=folder)``.
-
-    Raises :class:`~starlabels.errors.InputFileError` when the file is missing or not TOML, and
-    :class:`ConfigError` (prefixed with the file name) for bad values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, f"{what} file does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"not a valid TOML file: {exc}") from None
-    try:
-        return parse(raw, base_dir=path.resolve().parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load_config(path: str | Path) -> TrainConfig:
