@@ -10,7 +10,8 @@
   homogeneity, the ∂label/∂flux sensitivity;
   :mod:`~starlabels.evaluation.element_windows` — Brackett lines and element windows.
 - :mod:`~starlabels.evaluation.plots` — Kiel diagrams with isochrones, uncertainty vs SNR,
-  predicted vs reference, binned residuals, the young-star selection, z-score histograms;
+  predicted vs reference, binned residuals, the young-star selection, z-score histograms (the
+  Kiel diagrams and the young-star selection from :mod:`~starlabels.evaluation.kiel_plots`);
   :mod:`~starlabels.evaluation.diagnostic_plots` — sensitivity and cluster figures;
   :mod:`~starlabels.evaluation.figure_style` — their shared style and saving.
 - :mod:`~starlabels.evaluation.isochrones` — PARSEC isochrones from a FITS grid.
