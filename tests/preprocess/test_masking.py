@@ -130,3 +130,21 @@ def test_check_has_valid_pixels_lists_the_rows():
     with pytest.raises(InputDataError, match=r"2 spectrum/spectra .*index 1, 3"):
         masking.check_has_valid_pixels(rej)
     masking.check_has_valid_pixels(rej[[0, 2]])  # no error
+
+
+@pytest.mark.parametrize("check", [rejected_pixels, masking.as_batch])
+def test_shape_mismatches_are_named_by_both_entry_points(check):
+    ones = np.ones((2, 5))
+    with pytest.raises(InputDataError, match=r"flux shape \(2, 5\) and error shape \(2, 4\) differ"):
+        check(ones, np.ones((2, 4)))
+    with pytest.raises(InputDataError, match=r"bitmask shape \(5,\) differs from flux shape \(2, 5\)"):
+        check(ones, ones, np.zeros(5, np.int32))
+
+
+def test_as_batch_checks_values_before_shapes_and_the_bitmask_dtype_after():
+    with pytest.raises(InputDataError, match="flux must be 1-D"):
+        masking.as_batch(np.ones((1, 2, 3)), np.ones(4))
+    with pytest.raises(InputDataError, match="bitmask must be an integer array"):
+        masking.as_batch(np.ones(4), np.ones(4), np.zeros(4))
+    f, e, b, was_1d = masking.as_batch(np.ones(4), np.ones(4), np.zeros(4, np.int16))
+    assert f.shape == e.shape == b.shape == (1, 4) and was_1d

@@ -36,6 +36,19 @@ BAD_PIXEL_ERROR: float = 1e10
 _BLOCK = 1 << 18
 
 
+def same_shape_arrays(flux, error, bitmask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``flux``, ``error`` (and ``bitmask``, or None) as arrays (not copied), checked to have one
+    shape (any shape): :class:`~starlabels.errors.InputDataError` naming both shapes otherwise."""
+    f = np.asarray(flux)
+    e = np.asarray(error)
+    if f.shape != e.shape:
+        raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
+    b = None if bitmask is None else np.asarray(bitmask)
+    if b is not None and b.shape != f.shape:
+        raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
+    return f, e, b
+
+
 def as_batch(
     flux, error, bitmask=None, *, n_pixels: Iterable[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
@@ -72,15 +85,9 @@ def as_batch(
             raise InputDataError(f"{name} must be a real numeric array, got dtype {a.dtype}")
         if a.ndim not in (1, 2):
             raise InputDataError(f"{name} must be 1-D (P,) or 2-D (N, P), got shape {a.shape}")
-    if f.shape != e.shape:
-        raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
-    b = None
-    if bitmask is not None:
-        b = np.asarray(bitmask)
-        if b.shape != f.shape:
-            raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
-        if not (np.issubdtype(b.dtype, np.integer) or b.dtype == np.bool_):
-            raise InputDataError(f"bitmask must be an integer array, got dtype {b.dtype}")
+    f, e, b = same_shape_arrays(f, e, bitmask)
+    if b is not None and not (np.issubdtype(b.dtype, np.integer) or b.dtype == np.bool_):
+        raise InputDataError(f"bitmask must be an integer array, got dtype {b.dtype}")
     if n_pixels is not None:
         allowed = tuple(int(n) for n in n_pixels)
         if f.shape[-1] not in allowed:
@@ -105,15 +112,8 @@ def rejected_pixels(
     bit names or numbers of ``bitmask_def`` (default APOGEE_PIXMASK) — default its default reject
     set; an empty list rejects on values only.
     """
-    f = np.asarray(flux)
-    e = np.asarray(error)
-    if f.shape != e.shape:
-        raise InputDataError(f"flux shape {f.shape} and error shape {e.shape} differ")
-    b = None
-    if bitmask is not None:
-        b = np.asarray(bitmask)
-        if b.shape != f.shape:
-            raise InputDataError(f"bitmask shape {b.shape} differs from flux shape {f.shape}")
+    f, e, b = same_shape_arrays(flux, error, bitmask)
+    if b is not None:
         bits = None if bits is None else list(bits)
         if bits is not None and not bits:
             b = None
