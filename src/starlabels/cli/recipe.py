@@ -87,13 +87,11 @@ def apogee_net(config: str, output: str | None, resume: bool, overwrite: bool, d
 
 
 def _run(cfg, resume: bool):
-    from starlabels.evaluation.recipe_tables import run_recipe
-    from starlabels.training.distributed import init_distributed, launched_by_torchrun, shutdown
+    """The recipe's result, in this process or as a rank of a torchrun job (None on ranks > 0)."""
+    import functools
 
-    if not launched_by_torchrun():
-        return run_recipe(cfg, resume=resume)
-    ctx = init_distributed(device=cfg.train.training.torch_device)
-    try:
-        return run_recipe(cfg, resume=resume, distributed=ctx)
-    finally:
-        shutdown()
+    from starlabels.evaluation.recipe_tables import run_recipe
+    from starlabels.training.distributed import run_as_launched
+
+    return run_as_launched(functools.partial(run_recipe, cfg, resume=resume),
+                           device=cfg.train.training.torch_device)

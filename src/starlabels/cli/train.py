@@ -130,17 +130,14 @@ def _train_cannon(cfg) -> None:
 
 
 def _run(cfg, resume: bool):
-    from starlabels.training.distributed import init_distributed, launched_by_torchrun, shutdown
+    """The trained model, in this process or as a rank of a torchrun job (None on ranks > 0)."""
+    import functools
+
+    from starlabels.training.distributed import run_as_launched
     from starlabels.training.from_config import train_from_config
 
-    if not launched_by_torchrun():
-        return train_from_config(cfg, resume=resume, callbacks=[_epoch_line])
-    ctx = init_distributed(device=cfg.training.torch_device)
-    try:
-        model = train_from_config(cfg, resume=resume, distributed=ctx, callbacks=[_epoch_line])
-    finally:
-        shutdown()
-    return model if ctx.rank == 0 else None
+    return run_as_launched(functools.partial(train_from_config, cfg, resume=resume, callbacks=[_epoch_line]),
+                           device=cfg.training.torch_device)
 
 
 def _epoch_line(trainer, row) -> None:

@@ -23,8 +23,10 @@ silently, so the launcher's own failure report follows, but no rank prints a tra
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,17 +116,35 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def run_as_rank(run: Callable[..., Any], *, device: str | None = None) -> Any:
+    """``run(distributed=ctx)`` as this process's rank of a ``torchrun`` job: the process group is
+    joined before (:func:`init_distributed`, ``device`` as there) and left after, also when ``run``
+    raises (:func:`shutdown`). Returns ``run``'s result, on every rank."""
+    ctx = init_distributed(device=device)
+    try:
+        return run(distributed=ctx)
+    finally:
+        shutdown()
+
+
+def run_as_launched(run: Callable[..., Any], *, device: str | None = None) -> Any:
+    """``run()`` in a plain process, or :func:`run_as_rank` when started by ``torchrun``
+    (:func:`launched_by_torchrun`); the result on the reporting rank (rank 0, or the plain
+    process), None on the other ranks (the CLI's ``train`` and ``recipe`` run through this)."""
+    if not launched_by_torchrun():
+        return run()
+    result = run_as_rank(run, device=device)
+    return result if is_main_rank() else None
+
+
 def train_distributed(config_path: str, *, resume: bool = False) -> Any:
     """Run the TOML-described training as one rank of a ``torchrun`` job; returns the model."""
     from starlabels.training.config import load_config
     from starlabels.training.from_config import train_from_config
 
     cfg = load_config(config_path)
-    ctx = init_distributed(device=cfg.training.torch_device)
-    try:
-        return train_from_config(cfg, resume=resume, distributed=ctx)
-    finally:
-        shutdown()
+    return run_as_rank(functools.partial(train_from_config, cfg, resume=resume),
+                       device=cfg.training.torch_device)
 
 
 def main(argv: list[str] | None = None) -> int:
