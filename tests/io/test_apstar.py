@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -246,3 +247,18 @@ def test_bad_row_argument(tmp_path, star):
         read_apstar(path, row="best")
     with pytest.raises(ValueError, match="row must be"):
         read_apstar(path, row=True)
+
+
+@pytest.mark.parametrize(("reader", "kind", "expected"), [
+    ("read_apstar", "apStar", "expected at least 4 (header, flux, error, bitmask)"),
+    ("read_aspcapstar", "aspcapStar", "expected at least 3 (header, flux, error)"),
+])
+def test_too_few_hdus_name_the_layout(tmp_path, reader, kind, expected):
+    from starlabels import io as starlabels_io
+
+    path = tmp_path / "two.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones(8575, np.float32))]).writeto(path)
+    message = rf"not an {kind} file: 2 HDU\(s\), {re.escape(expected)}"
+    with pytest.raises(InputFileError, match=message) as err:
+        getattr(starlabels_io, reader)(path)
+    assert str(path) in str(err.value) and "truncated" in str(err.value)

@@ -36,6 +36,7 @@ them. Zero errors (e.g. the placeholder row) are *not* flagged.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +163,18 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
     return read_fits(path, "apStar", lambda source: apstar_from_source(source, row))
 
 
+def _check_hdu_count(source: FitsSource, kind: str, contents: Sequence[str]) -> int:
+    """The number of HDUs of ``source``; :class:`InputFileError` when it has fewer than the
+    ``contents`` (names of the HDUs a ``kind`` file starts with), e.g. a truncated file."""
+    n_hdus = len(source)
+    if n_hdus < len(contents):
+        raise InputFileError(
+            source.path, f"not an {kind} file: {n_hdus} HDU(s), expected at least {len(contents)} "
+                         f"({', '.join(contents)}); or the file is truncated"
+        )
+    return n_hdus
+
+
 def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
                        shared_wavelength: bool = False) -> ApStarSpectrum:
     """:func:`read_apstar` on an open file (either backend of :mod:`starlabels.io.fits_source`).
@@ -171,12 +184,7 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
     :func:`~starlabels.io.apogee_fits.wcs_wavelength`) instead of a new one.
     """
     path = source.path
-    n_hdus = len(source)
-    if n_hdus < 4:
-        raise InputFileError(
-            path, f"not an apStar file: {n_hdus} HDU(s), expected at least 4 "
-                  "(header, flux, error, bitmask); or the file is truncated"
-        )
+    _check_hdu_count(source, "apStar", ("header", "flux", "error", "bitmask"))
     names = ((1, "flux"), (2, "error"), (3, "bitmask"))
     shapes = [source.image_shape(i, n) for i, n in names]
     if len(set(shapes)) != 1:
@@ -262,12 +270,7 @@ def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpect
 def aspcapstar_from_source(source: FitsSource) -> AspcapSpectrum:
     """:func:`read_aspcapstar` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
     path = source.path
-    n_hdus = len(source)
-    if n_hdus < 3:
-        raise InputFileError(
-            path, f"not an aspcapStar file: {n_hdus} HDU(s), expected at least 3 "
-                  "(header, flux, error)"
-        )
+    n_hdus = _check_hdu_count(source, "aspcapStar", ("header", "flux", "error"))
     for index, name in ((1, "flux"), (2, "error")):
         source.image_shape(index, name)  # (no such HDU, not an image, no data: errors naming it)
     try:
