@@ -319,3 +319,21 @@ def test_astronn_predict_rule(censored):
     np.testing.assert_allclose(mean0, ref_mean, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(sig0["predictive"], ref_sigma, rtol=2e-5)
     assert np.all(sig0["model"] < 1e-6 * np.abs(ref_mean).max())
+
+
+def test_keras_graph_chain_walks_consumers_and_names_a_missing_layer(tmp_path):
+    from starlabels.models.astronn_keras import KerasGraph
+
+    def layer(name, class_name, reads):
+        return {"name": name, "class_name": class_name, "config": {},
+                "inbound_nodes": [[[r, 0, 0, {}] for r in reads]] if reads else []}
+
+    config = {"config": {"layers": [
+        layer("input", "InputLayer", []), layer("c", "Conv1D", ["input"]), layer("a", "Activation", ["c"]),
+        layer("d", "MCDropout", ["a"]), layer("side", "Dense", ["a"]),
+    ]}}
+    graph = KerasGraph(tmp_path / "m.h5", config, {})
+    assert [x.name for x in graph.chain("input", ["Conv1D", "Activation", "MCDropout"])] == ["c", "a", "d"]
+    assert graph.chain("input", []) == []
+    with pytest.raises(ModelFormatError, match=r"expected one Flatten layer after 'd', found none"):
+        graph.chain("input", ["Conv1D", "Activation", "MCDropout", "Flatten"])

@@ -18,6 +18,7 @@ follow the network from its input instead of relying on Keras' auto-generated la
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,14 @@ class KerasGraph:
                 f"{[f.name for f in found] or 'none'}"
             )
         return found[0]
+
+    def chain(self, name: str, class_names: Sequence[str]) -> list[KerasLayer]:
+        """The layers following layer ``name`` one after the other, of the classes ``class_names``
+        in order: each the one :meth:`consumer` of that class of the layer before it."""
+        layers: list[KerasLayer] = []
+        for class_name in class_names:
+            layers.append(self.consumer(layers[-1].name if layers else name, class_name))
+        return layers
 
     def input_of(self, layer: KerasLayer, class_name: str, index: int = 0) -> KerasLayer:
         """Input ``index`` of ``layer``, which must be of class ``class_name``."""

@@ -28,19 +28,10 @@ def read_trunk(graph: KerasGraph) -> dict[str, Any]:
     """The convolutional trunk shared by both networks, checked layer by layer."""
     if "input" not in graph.layers:
         raise ModelFormatError(f"{graph.path}: the model has no layer called 'input'")
-    conv1 = graph.consumer("input", "Conv1D")
-    act1 = graph.consumer(conv1.name, "Activation")
-    drop1 = graph.consumer(act1.name, "MCDropout")
-    conv2 = graph.consumer(drop1.name, "Conv1D")
-    act2 = graph.consumer(conv2.name, "Activation")
-    pool = graph.consumer(act2.name, "MaxPooling1D")
-    flat = graph.consumer(pool.name, "Flatten")
-    drop2 = graph.consumer(flat.name, "MCDropout")
-    dense1 = graph.consumer(drop2.name, "Dense")
-    act3 = graph.consumer(dense1.name, "Activation")
-    drop3 = graph.consumer(act3.name, "MCDropout")
-    dense2 = graph.consumer(drop3.name, "Dense")
-    act4 = graph.consumer(dense2.name, "Activation")
+    conv1, act1, drop1, conv2, act2, pool, _flatten, drop2, dense1, act3, drop3, dense2, act4 = graph.chain(
+        "input", ("Conv1D", "Activation", "MCDropout", "Conv1D", "Activation", "MaxPooling1D", "Flatten",
+                  "MCDropout", "Dense", "Activation", "MCDropout", "Dense", "Activation"),
+    )
     for conv in (conv1, conv2):
         graph.check(
             conv,
