@@ -10,8 +10,9 @@ order, where ``read`` is the unit's prepared blocks or the unit error its readin
 ``"process"`` (the default on Linux)
     One reading process, two units ahead (:class:`concurrent.futures.ProcessPoolExecutor`, fork
     start: the child shares the loaded model and imports, nothing is pickled to start it). A unit's
-    large arrays come back in shared memory (torch's file-descriptor sharing, as a DataLoader's
-    workers do), the rest pickled.
+    large arrays come back in shared memory — in one of three slots made before the fork and reused
+    unit after unit (:mod:`~starlabels.inference.shared_slots`), else in a fresh shared tensor
+    (torch's file-descriptor sharing, as a DataLoader's workers do) —, the rest pickled.
     The network's process keeps its cores and its GIL to itself; ``bench/end_to_end.py`` measures
     the gain over a thread (bench/results/end_to_end.md). A reading process that dies (a crash in a
     file-format library, the kernel's OOM killer) costs only the unit it was reading: that unit is
@@ -49,6 +50,7 @@ from starlabels.errors import StarlabelsError
 from starlabels.inference.catalog_inputs import Block, Unit, read_unit
 from starlabels.inference.prefetch import prefetched
 from starlabels.inference.prepared_spectra import prepare_spectra
+from starlabels.inference.shared_slots import SharedSlots, SlotArray
 
 __all__ = [
     "READERS",
@@ -170,24 +172,28 @@ _child: dict[str, Any] = {}  # the reading process's model and settings (set in 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _start_child(im: Any, settings: dict[str, Any], parent: int) -> None:
+def _start_child(im: Any, settings: dict[str, Any], parent: int, slots: SharedSlots | None = None) -> None:
     """The reading process's start: it dies with its parent (a forked child holds copies of the
     parent's files, among them the output lock: a killed run's orphaned reader would keep the lock
-    and block the resume), runs torch on one thread, and keeps the model and settings."""
+    and block the resume), runs torch on one thread, and keeps the model, settings and slots."""
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))  # Linux: the process reader's only OS
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     # one torch thread, as a DataLoader's worker sets: the parent's OpenMP pool did not survive the fork,
     # and a parallel torch kernel here (the copy into shared memory) would wait for it forever
     torch.set_num_threads(1)
-    _child["im"], _child["settings"] = im, settings
+    _child["im"], _child["settings"], _child["slots"] = im, settings, slots
 
 
-def _read_in_child(unit: Unit) -> UnitRead | BaseException:
-    """Runs in the reading process: one unit read and prepared, or its unit error (as one that
-    survives pickling: its type name and text in a RuntimeError when the error itself cannot)."""
+def _read_in_child(unit: Unit, slot: int | None = None) -> UnitRead | BaseException:
+    """Runs in the reading process: one unit read and prepared (its large arrays in shared ``slot``
+    when given), or its unit error (as one that survives pickling: its type name and text in a
+    RuntimeError when the error itself cannot)."""
     read = _read_or_error(unit, _child["im"], _child["settings"])
     if not isinstance(read, BaseException):
+        slots = _child.get("slots")
+        if slot is not None and slots is not None:
+            return _each_array(read, slots.writer(slot, _large))
         return _in_shared_memory(read)
     try:
         pickle.loads(pickle.dumps(read))
@@ -204,13 +210,32 @@ def _in_shared_memory(read: UnitRead) -> UnitRead:
     return _each_array(read, _shared)
 
 
-def _from_shared_memory(read: UnitRead | BaseException) -> UnitRead | BaseException:
-    """:func:`_in_shared_memory` undone in the network's process: tensors back to NumPy views (no copy)."""
-    return read if isinstance(read, BaseException) else _each_array(read, _array)
+def _from_shared_memory(
+    read: UnitRead | BaseException, slots: SharedSlots | None = None
+) -> UnitRead | BaseException:
+    """:func:`_in_shared_memory` (or a slot's :meth:`~SharedSlots.writer`) undone in the network's
+    process: shared tensors and slot arrays back to NumPy views (no copy)."""
+    if isinstance(read, BaseException):
+        return read
+    placed: list[SlotArray] = []
+
+    def collect(a: Any) -> Any:
+        if isinstance(a, SlotArray):
+            placed.append(a)
+        return a
+
+    _each_array(read, collect)
+    if not placed:
+        return _each_array(read, _array)
+    if slots is None:
+        raise RuntimeError("the reading process sent arrays in shared slots this process does not have")
+    in_slot = slots.reader(placed)
+    return _each_array(read, lambda a: in_slot(a) if isinstance(a, SlotArray) else _array(a))
 
 
 def _each_array(read: UnitRead, convert: Any) -> UnitRead:
-    """``read`` with ``convert`` applied to each block's prepared arrays and raw flux and errors."""
+    """``read`` with ``convert`` applied to each block's prepared arrays and raw flux and errors, in
+    one fixed order."""
     blocks, _ = read
     for b in blocks.values():
         if b.prepared is not None:
@@ -220,8 +245,13 @@ def _each_array(read: UnitRead, convert: Any) -> UnitRead:
     return read
 
 
+def _large(a: Any) -> bool:
+    """Whether ``a`` crosses in shared memory: a float array of at least SHARED_MEMORY_MIN_BYTES."""
+    return isinstance(a, np.ndarray) and a.nbytes >= SHARED_MEMORY_MIN_BYTES and a.dtype.kind == "f"
+
+
 def _shared(a: Any) -> Any:
-    if not isinstance(a, np.ndarray) or a.nbytes < SHARED_MEMORY_MIN_BYTES or a.dtype.kind != "f":
+    if not _large(a):
         return a
     try:
         return torch.from_numpy(np.ascontiguousarray(a)).share_memory_()
@@ -233,22 +263,25 @@ def _array(a: Any) -> Any:
     return a.numpy() if isinstance(a, torch.Tensor) else a
 
 
-def _new_pool(im: Any, settings: dict[str, Any]) -> ProcessPoolExecutor:
+def _new_pool(im: Any, settings: dict[str, Any], slots: SharedSlots | None = None) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_start_child, initargs=(im, settings, os.getpid()))
+                               initializer=_start_child, initargs=(im, settings, os.getpid(), slots))
 
 
 def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
     pool: ProcessPoolExecutor | None = None
-    pending: deque[tuple[int, Future]] = deque()
+    # one slot per unit in flight (being read, waiting, being computed): made before the fork
+    slots = SharedSlots.create(PROCESS_UNITS_AHEAD + 1)
+    pending: deque[tuple[int, Future, int | None]] = deque()
     next_unit = idle_deaths = 0
     try:
         while pending or next_unit < len(units):
             if pool is None:
-                pool = _new_pool(im, settings)
+                pool = _new_pool(im, settings, slots)
             while next_unit < len(units) and len(pending) < PROCESS_UNITS_AHEAD:
+                slot = slots.free_slot(busy=(s for _, _, s in pending)) if slots is not None else None
                 try:
-                    pending.append((next_unit, pool.submit(_read_in_child, units[next_unit])))
+                    pending.append((next_unit, pool.submit(_read_in_child, units[next_unit], slot), slot))
                 except BrokenProcessPool:  # it died on a unit in ``pending``: handled there
                     break
                 next_unit += 1
@@ -258,9 +291,9 @@ def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> It
                 if idle_deaths > 3:
                     raise RuntimeError("the reading process keeps stopping before it reads anything")
                 continue
-            pos, future = pending.popleft()
+            pos, future, _ = pending.popleft()
             try:
-                read = _from_shared_memory(future.result())
+                read = _from_shared_memory(future.result(), slots)
             except BrokenProcessPool as exc:
                 # the process died reading this unit (the units queued behind it were not read yet):
                 # the unit is failed, and a new process reads from the next one
@@ -273,3 +306,5 @@ def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> It
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if slots is not None:
+            slots.close()
