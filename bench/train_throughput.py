@@ -9,7 +9,7 @@ Variants
 --------
 ``paper``            bench/reference/apogee_net_appendix_b.py (OCR typos fixed), ``torch.optim.Adam``
                      with torch's default implementation, ``nn.MSELoss``, ``zero_grad()``.
-``ours``             ``starlabels.models.ApogeeNet`` stepped by ``starlabels.training.trainer.
+``ours``             ``starlabels.models.ApogeeNet`` stepped by ``starlabels.training.loop.
                      training_step`` with the optimiser from ``make_optimiser`` — exactly what the
                      trainer runs.
 ``ours-forloop``     ours with the single-tensor (for-loop) Adam.
@@ -59,7 +59,7 @@ from apogee_net_appendix_b import APOGEE_Net
 
 from starlabels.models import ApogeeNet
 from starlabels.training.config import OptimiserConfig
-from starlabels.training.trainer import make_optimiser, training_step
+from starlabels.training.loop import make_optimiser, training_step
 from starlabels.utils import get_device
 
 N_PIXELS = 8575
@@ -109,7 +109,7 @@ def ours_step_fn(
             else:
                 opt.zero_grad(set_to_none=False)
                 mean, _ = module(x)
-                from starlabels.training.trainer import per_sample_loss
+                from starlabels.training.loop import per_sample_loss
 
                 per_sample_loss("mse", mean, None, y, y).mean().backward()
                 opt.step()

@@ -72,11 +72,9 @@ from starlabels.training.loop import (
     check_finished_stage,
     make_optimiser,
     make_scheduler,
-    per_sample_loss,  # noqa: F401 - bench/train_throughput.py imports it from here
     scheduler_steps_per_batch,
     sum_over_ranks,
     train_batches,
-    training_step,  # noqa: F401 - bench/train_throughput.py imports it from here
     wrap_ddp,
 )
 from starlabels.training.provenance import (
