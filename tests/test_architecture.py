@@ -13,7 +13,10 @@ module in ``src/starlabels`` (imports inside functions and multi-line import lis
   ``find_spec("starlabels…")``, ``try: import starlabels… except ImportError``): an import
   regression must fail, not skip;
 - no development paths in the installed package: no ``../shared`` and no ``__file__``-relative path
-  that climbs out of the package (``parents[k]``, ``.parent`` chains, ``os.path.dirname``).
+  that climbs out of the package (``parents[k]``, ``.parent`` chains, ``os.path.dirname``);
+- no change to the process's warnings filters (``warnings.catch_warnings``, ``simplefilter``,
+  ``filterwarnings``, ``resetwarnings``) outside ``cli/``, which owns its process: the filter list is
+  process-wide and ``catch_warnings`` swaps it for every thread.
 
 Each checker is a function of a source string, and each is shown to catch a small bad example.
 """
@@ -261,6 +264,33 @@ def development_paths(source: str, depth: int) -> list[str]:
     return sorted(found, key=lambda s: int(s.split()[1].rstrip(":")))
 
 
+#: The warnings module's functions that change the process's filter list.
+WARNINGS_FILTER_CALLS = frozenset({"catch_warnings", "simplefilter", "filterwarnings", "resetwarnings"})
+
+
+def warnings_filter_changes(source: str) -> list[str]:
+    """Calls that change the process's warnings filters: ``warnings.<name>(…)``, or ``<name>(…)``
+    after ``from warnings import <name>`` (any alias), for the names in
+    :data:`WARNINGS_FILTER_CALLS`."""
+    tree = ast.parse(source)
+    aliases = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module == "warnings"
+               for alias in node.names if alias.name in WARNINGS_FILTER_CALLS}
+    modules = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names if alias.name == "warnings"}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) \
+                and func.value.id in modules and func.attr in WARNINGS_FILTER_CALLS:
+            found.append(f"line {node.lineno}: warnings.{func.attr}")
+        elif isinstance(func, ast.Name) and func.id in aliases:
+            found.append(f"line {node.lineno}: warnings.{aliases[func.id]}")
+    return found
+
+
 def _module_path_strings(tree: ast.AST, root: str) -> list[ast.Constant]:
     """String literals used as import targets: arguments of ``import_module``/``find_spec``, values
     of dict literals whose values are all dotted ``root.…`` paths (lazy-export maps, registries), and
@@ -362,6 +392,13 @@ def test_no_development_paths_in_package():
         f"  {f}: {v}" for f, vs in bad.items() for v in vs)
 
 
+def test_the_library_leaves_the_warnings_filters_alone():
+    library = [p for p in SRC_FILES if p.relative_to(PACKAGE_DIR).parts[0] != "cli"]
+    bad = _violations(warnings_filter_changes, library)
+    assert not bad, "the library changes the process's warnings filters (cli/ may; the library may not):\n" \
+        + "\n".join(f"  {f}: {v}" for f, vs in bad.items() for v in vs)
+
+
 def test_dynamic_imports_stay_in_their_package():
     bad = _violations(dynamic_imports_outside_package, SRC_FILES, module=module_name)
     assert not bad, "module paths in strings (dynamic imports):\n" + "\n".join(
@@ -445,6 +482,19 @@ def test_size_checker_catches_bad_examples():
     reasoned = f'"""Thing.\n\n{SIZE_REASON.replace(" one ", chr(10) + "one ")} it is one algorithm."""\n'
     assert oversized_without_reason(reasoned + body, max_lines=5) == []
     assert oversized_without_reason('"""Short."""\n' + body, max_lines=11) == []
+
+
+def test_warnings_filter_checker_catches_bad_examples():
+    assert warnings_filter_changes("import warnings\nwith warnings.catch_warnings():\n    pass\n") == [
+        "line 2: warnings.catch_warnings"]
+    assert warnings_filter_changes("import warnings as w\nw.simplefilter('ignore')\n") == [
+        "line 2: warnings.simplefilter"]
+    src = "def f():\n    from warnings import filterwarnings as fw\n    fw('ignore')\n"
+    assert warnings_filter_changes(src) == ["line 3: warnings.filterwarnings"]
+    # warning (not filtering) is fine, as is another module's function of the same name
+    assert warnings_filter_changes("import warnings\nwarnings.warn('careful', stacklevel=2)\n") == []
+    assert warnings_filter_changes("import numpy as np\nwith np.errstate(all='ignore'):\n    pass\n") == []
+    assert warnings_filter_changes("import pytest\npytest.simplefilter('x')\n") == []
 
 
 def test_guard_checker_catches_bad_examples():
