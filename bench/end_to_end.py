@@ -1,12 +1,13 @@
 """End-to-end catalog throughput vs the bare network forward (issue 17, must-have 3).
 
-    python bench/end_to_end.py [--quick] [--rounds 3] [--tuned-allocator] [--json PATH] [--out MD]
+    python bench/end_to_end.py [--quick] [--rounds 3] [--readers process,thread,inline]
+                               [--tuned-allocator] [--json PATH] [--out MD]
 
 Prints a markdown section (:func:`markdown_section`; ``bench/throughput.py`` includes it via
 :func:`section`, i.e. :func:`run` + :func:`markdown_section`). For two networks, side by side in
-one process, rounds interleaved, each end-to-end run preceded by a bare forward; printed are the best
-rate of each row and the *paired ratios* (each run over the bare forward just before it, median and
-range over the rounds):
+one process, rounds interleaved, a bare forward before each end-to-end run (and one after the last);
+printed are the best rate of each row and the *paired ratios* (the mean of the bare forwards just
+before and just after a run over the run, median and range over the rounds):
 
 * **APOGEE Net** (random weights, raw-flux preprocessing, 8575 px), point estimates;
 * **BayesianCNN** (astroNN's BCNN, dropout 0.3, continuum normalisation onto the 7514-px ASPCAP
@@ -54,6 +55,8 @@ BATCH = 128
 #: first unit is read and prepared before the network can start (the pipeline's fill, about 1/UNITS
 #: of the reading work), so too few units would measure the fill rather than a survey run's steady state.
 UNITS = 16
+#: the catalog readers measured (``--readers``): a reading process, a reading thread, none (in line)
+READERS = ("process", "thread", "inline")
 
 
 def build_models(mask: np.ndarray) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -109,12 +112,13 @@ def preprocessed(im: Any, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarr
 
 
 def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int, rounds: int,
-            tmp: Path) -> dict[str, tuple[float, float]]:
+            tmp: Path, readers: tuple[str, ...] = READERS) -> tuple[dict, dict]:
     """Best (seconds for the whole run, seconds from the first unit's network start to the end) per
-    configuration (bare forward; end-to-end from each source with and without prefetch),
-    configurations interleaved over ``rounds``. The second figure leaves out the pipeline's fill (the
-    first unit is read and prepared before anything else can run), i.e. the rate a survey run of
-    many units has; for the bare forward both are the same."""
+    configuration (bare forward; end-to-end from each source with each of ``readers``),
+    configurations interleaved over ``rounds``, and the paired ratios (bare forward / end-to-end, the
+    bare forward being the mean of those measured just before and just after the run). The second
+    figure leaves out the pipeline's fill (the first unit is read and prepared before anything else
+    can run), i.e. the rate a survey run of many units has; for the bare forward both are the same."""
     from starlabels.inference import catalog, uncertainty
 
     def bare():  # the same spectra per call as a unit gets (the working set matters for the allocator)
@@ -147,14 +151,15 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
             return first[0]
         return go
 
+    names = {"process": "reading process", "thread": "reading thread", "inline": "no prefetch"}
     steps = {"bare forward": bare}
     for src_name, src in sources.items():
-        steps[f"end-to-end, {src_name}, reading process"] = e2e(src, "process")
-        steps[f"end-to-end, {src_name}, reading thread"] = e2e(src, "thread")
-        steps[f"end-to-end, {src_name}, no prefetch"] = e2e(src, False)
+        for reader in readers:
+            prefetch = False if reader == "inline" else reader
+            steps[f"end-to-end, {src_name}, {names[reader]}"] = e2e(src, prefetch)
     bare()  # warm-up
     best = {s: (float("inf"), float("inf")) for s in steps}
-    paired: dict[str, list[tuple[float, float]]] = {s: [] for s in steps if s != "bare forward"}
+    runs: list[tuple[str, float, float, float]] = []  # (configuration, bare just before, whole, steady)
 
     def timed(fn) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -166,13 +171,20 @@ def measure(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path],
         for s, fn in steps.items():
             if s == "bare forward":
                 continue
-            # the bare forward just before each run: a ratio from neighbouring measurements, which
-            # a shared machine's slower minutes affect alike
             b, _ = timed(bare)
             total, steady = timed(fn)
-            paired[s].append((b / total, b / steady))
-            best["bare forward"] = (min(best["bare forward"][0], b), min(best["bare forward"][1], b))
+            runs.append((s, b, total, steady))
             best[s] = (min(best[s][0], total), min(best[s][1], steady))
+    last, _ = timed(bare)
+    # each run's bare forward: the mean of the one just before it and the one just after it (the next
+    # run's, or a last one), so that a machine drifting in speed during the run affects both sides alike
+    after = [b for _, b, _, _ in runs[1:]] + [last]
+    paired: dict[str, list[tuple[float, float]]] = {s: [] for s in steps if s != "bare forward"}
+    for (s, before, total, steady), b_after in zip(runs, after, strict=True):
+        b = (before + b_after) / 2
+        paired[s].append((b / total, b / steady))
+    fastest = min([last] + [b for _, b, _, _ in runs])
+    best["bare forward"] = (fastest, fastest)
     return best, paired
 
 
@@ -272,7 +284,8 @@ def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Pat
     return out
 
 
-def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None) -> dict:
+def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None,
+        readers: tuple[str, ...] = READERS) -> dict:
     """Measure every row (see the module docstring) and return the numbers as a dict."""
     import torch
 
@@ -301,7 +314,7 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
             x = preprocessed(im, flux[:k], error[:k], bitmask[:k])
             per_unit = max(1, k // UNITS)
 
-            rates, paired = measure(im, settings, x, sources, per_unit, rounds, tmp)
+            rates, paired = measure(im, settings, x, sources, per_unit, rounds, tmp, readers)
             breakdown = {src: time_breakdown(im, settings, path, per_unit, tmp)
                          for src, path in sources.items()}
             shared = contention(im, settings, x, sources, per_unit, rounds)
@@ -330,7 +343,8 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         "`run_catalog` from raw apStar-grid spectra (an HDF5 dataset, or a folder of apStar FITS files) to a "
         "Parquet catalog: planning, reading, grid checks, preprocessing, network, flags, parts files and the "
         "catalog writer. Bare forward = `uncertainty.point` / `uncertainty.mc_dropout` on the preprocessed "
-        "tensor, run just before each end-to-end run (best of all of them in the first table). Target: "
+        "tensor, run just before each end-to-end run and once after the last (best of all of them in the "
+        "first table). Target: "
         "end-to-end ≥ 0.90 × bare forward. \"Once the first unit is read\": from the "
         "moment the first unit reaches the network to the end, i.e. without the pipeline's fill (the first "
         "unit is read and prepared before the network can start; a survey run of hundreds of units pays it "
@@ -350,9 +364,10 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                          f"{250_000 / w / 3600:.2f} |")
         lines.append("")
         if m.get("paired_ratios"):
-            lines += ["Paired ratios: each end-to-end run divided into the bare forward measured just "
-                      "before it, median [lowest, highest] over the rounds (a slower minute of the shared "
-                      "machine slows both alike):", "",
+            lines += ["Paired ratios: the bare forward divided by each end-to-end run, the bare forward "
+                      "being the mean of the one measured just before the run and the one just after it "
+                      "(a machine drifting in speed affects both sides alike), median [lowest, highest] over "
+                      "the rounds:", "",
                       "| configuration | whole run / bare forward "
                       "| once the first unit is read / bare forward |",
                       "|---|---:|---:|"]
@@ -395,14 +410,19 @@ def section(quick: bool = False, heading: str = "##", rounds: int | None = None)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer spectra")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best rates, median ratios)")
+    ap.add_argument("--readers", default=",".join(READERS),
+                    help=f"comma-separated catalog readers to measure, of {', '.join(READERS)}")
     ap.add_argument("--tuned-allocator", action="store_true",
                     help="apply starlabels.tune_process to this process (every row)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     ap.add_argument("--out", type=Path, default=None, help="also write the section to this markdown file")
     a = ap.parse_args()
     os.environ.setdefault("STARLABELS_NO_PROGRESS", "1")
-    results = run(quick=a.quick, rounds=a.rounds, tuned_allocator=a.tuned_allocator)
+    readers = tuple(r.strip() for r in a.readers.split(",") if r.strip())
+    if not readers or set(readers) - set(READERS):
+        ap.error(f"--readers takes names among {', '.join(READERS)}; got {a.readers!r}")
+    results = run(quick=a.quick, rounds=a.rounds, tuned_allocator=a.tuned_allocator, readers=readers)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     text = markdown_section(results, "#")
