@@ -244,6 +244,61 @@ def floor_ratios(flux, error, bitmask, mask, rounds: int) -> dict[str, tuple[flo
     return best
 
 
+def division_variants(flux, error, bitmask, mask, rounds: int) -> dict[str, float]:
+    """The driver's division step two ways, on the same chunks and continuum: best CPU seconds over
+    ``rounds`` (timed around the division calls only), and the largest difference in units in the last
+    place. Per chunk of the driver's rows (``ChebyshevDesign.chunk_rows``) the input's span is read
+    first (as the driver's usability pass does, so the chunk is in cache as there), then per segment
+    the fitted continuum is copied into the flux output (standing in for the driver's matrix
+    product, the same for both) and
+
+    * ``divide``: error and flux divided by it (``np.divide`` twice, as the driver does);
+    * ``reciprocal``: its reciprocal taken in place (``np.divide(1, c)``: NumPy's ``np.reciprocal``
+      is slower still) and error and flux multiplied by it (half the divisions)."""
+    from starlabels.preprocess.continuum import fit_continuum
+
+    cont_all = np.nan_to_num(fit_continuum(flux, error, bitmask, continuum_mask=mask).continuum, nan=1.0)
+    n = flux.shape[0]
+    rows = ChebyshevDesign(mask, 2, ASPCAP.segment_slices).chunk_rows
+    ranges = pixel_ranges(APSTAR)
+    s0, s1 = ranges[0][0], ranges[-1][1]
+    seen = np.empty((rows, s1 - s0), bool)
+    shape = (n, ASPCAP.n_pixels)
+    outs = {k: (np.empty(shape), np.empty(shape)) for k in ("divide", "reciprocal")}
+
+    def run(kind: str) -> float:
+        of_all, oe_all = outs[kind]
+        spent = 0.0
+        for a in range(0, n, rows):
+            r = slice(a, min(a + rows, n))
+            np.isfinite(flux[r, s0:s1], out=seen[: r.stop - a])  # the chunk into cache
+            np.isfinite(error[r, s0:s1], out=seen[: r.stop - a])
+            for sl, (a0, a1) in zip(ASPCAP.segment_slices, ranges, strict=True):
+                of, oe, fin, ein = of_all[r, sl], oe_all[r, sl], flux[r, a0:a1], error[r, a0:a1]
+                of[...] = cont_all[r, sl]
+                c0 = time.process_time()
+                with np.errstate(all="ignore"):
+                    if kind == "divide":
+                        np.divide(ein, of, out=oe)
+                        np.divide(fin, of, out=of)
+                    else:
+                        np.divide(1.0, of, out=of)
+                        np.multiply(ein, of, out=oe)
+                        np.multiply(fin, of, out=of)
+                spent += time.process_time() - c0
+        return spent
+
+    best = {k: np.inf for k in outs}
+    for _ in range(rounds):
+        for k in outs:
+            best[k] = min(best[k], run(k))
+    ulp = 0
+    for a, b in zip(outs["divide"], outs["reciprocal"], strict=True):
+        finite = np.isfinite(a) & np.isfinite(b)
+        ulp = max(ulp, int(np.abs(a[finite].view(np.int64) - b[finite].view(np.int64)).max()))
+    return {**best, "max_ulp": ulp, "rows": rows}
+
+
 def fresh_floor(data: str, repeat: int) -> None:
     """Child process: the allocate-and-copy floor timed as ``bench/continuum_timing.py`` times the
     normalisers (cold: the first call in this fresh process; warm: best of ``repeat`` more), one
@@ -383,6 +438,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cold <= 2x the floor needs ours warm + first touch <= 2 x floor, i.e. warm <= "
           f"{(2 * fc - touch) * ms:.1f} ms CPU here (measured {best['warm'][1] * ms:.1f} ms); the work alone "
           f"(no first touch on either side: warm / copy-only floor) is {best['warm'][1] / cc:.2f}x")
+    dv = division_variants(flux, error, bitmask, mask, args.repeat)
+    print(f"division step alone ({dv['rows']}-row chunks in cache, CPU, best of {args.repeat}): np.divide "
+          f"twice {dv['divide'] * ms:.1f} ms; reciprocal then two multiplies "
+          f"{dv['reciprocal'] * ms:.1f} ms -> {dv['reciprocal'] / dv['divide']:.2f}x; "
+          f"largest difference {dv['max_ulp']} ulp")
     if not args.skip_astronn:
         vs = versus_astronn(flux, error, bitmask, mask, args.repeat, args.processes)
         if vs is None:
