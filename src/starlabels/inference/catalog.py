@@ -134,7 +134,7 @@ def predict_blocks(
     seed = opts.pop("seed", 0)
     opts.pop("resample", None)
     options = PredictOptions(calibrated=opts.pop("calibrated", True))
-    frames = []
+    frames, order = [], []
     for i, (_, b) in enumerate(sorted(blocks.items())):
         if not b.meta:
             continue
@@ -144,14 +144,15 @@ def predict_blocks(
                        options=options, **opts)
         pred.flags[np.concatenate(b.resampled)] |= flag_bits.bit("RESAMPLED")
         meta["SNR"] = pred.snr
-        df = catalog_frame(pred, meta, im.name, im.version)
-        df["_ORDER"] = meta["_ORDER"]
-        frames.append(df)
+        frames.append(catalog_frame(pred, meta, im.name, im.version))
+        order.append(meta["_ORDER"])
     if not frames:
         return None, skipped
     # blocks (grids, raw/preprocessed) back to the unit's input order
-    df = pd.concat(frames, ignore_index=True)
-    df = df.sort_values("_ORDER", kind="stable").drop(columns="_ORDER").reset_index(drop=True)
+    rows = np.concatenate(order)
+    if len(frames) == 1 and (np.diff(rows) >= 0).all():  # one block in input order (an HDF5 unit, one grid)
+        return frames[0], skipped
+    df = pd.concat(frames, ignore_index=True).iloc[np.argsort(rows, kind="stable")].reset_index(drop=True)
     return df, skipped
 
 

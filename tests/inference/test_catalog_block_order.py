@@ -1,0 +1,46 @@
+"""A unit read into several blocks (spectra of different grids or kinds are predicted block by block)
+comes back as catalog rows in the unit's input order, each row with its own spectrum's labels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from starlabels.inference import catalog
+from starlabels.inference.catalog import run_settings
+from starlabels.inference.catalog_inputs import expand_inputs, plan_units, read_unit
+from starlabels.inference.inference_model import resolve
+
+
+def _rows(block, rows):
+    """A block of the given rows of ``block`` (one spectrum per row)."""
+    pick = lambda values: [values[r] for r in rows]  # noqa: E731
+    return dataclasses.replace(block, flux=pick(block.flux), error=pick(block.error),
+                               bitmask=pick(block.bitmask) if block.bitmask else [],
+                               resampled=pick(block.resampled), meta=pick(block.meta))
+
+
+def test_rows_of_several_blocks_come_back_in_input_order(raw_model_folder, inputs):
+    im = resolve(raw_model_folder)
+    items, _ = expand_inputs(inputs[:1])  # the folder of four apStar files
+    (unit,), _ = plan_units(items, files_per_unit=4, rows_per_unit=4)
+    settings = run_settings(uncertainty=None)
+    blocks, skipped = read_unit(unit, im, None)
+    ((key, block),) = blocks.items()
+    order = [m["_ORDER"] for m in block.meta]
+    assert order == sorted(set(order)) and len(block.flux) == 4  # one block, in input order
+    one, _ = catalog.predict_blocks(im, unit, ({key: block}, skipped), settings)
+    # rows 1 and 3 in a block that is predicted first, rows 0 and 2 in one predicted after it
+    split = {(key[0], "0-odd"): _rows(block, [1, 3]), (key[0], "1-even"): _rows(block, [0, 2])}
+    assert sorted(split) == [(key[0], "0-odd"), (key[0], "1-even")]
+    two, _ = catalog.predict_blocks(im, unit, (split, skipped), settings)
+    assert list(two["SOURCE"]) == list(one["SOURCE"]) and one["SOURCE"].is_unique
+    assert isinstance(two.index, pd.RangeIndex) and two.index.equals(pd.RangeIndex(4))
+    labels = [c for c in one.columns if c in im.label_names]
+    # each row its own spectrum's labels (to float32 rounding: a batch of 2 is not summed as one of 4)
+    np.testing.assert_allclose(two[labels].to_numpy(), one[labels].to_numpy(), rtol=1e-5)
+    assert one[labels[0]].dropna().is_unique and one[labels[0]].isna().sum() == 1  # rows differ; one NaN-only
+    assert list(two["FLAG"]) == list(one["FLAG"])  # the NaN-only spectrum's flag stays on its row
+    assert list(two.columns) == list(one.columns)
