@@ -108,8 +108,8 @@ def _arrays(read) -> list[np.ndarray]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reading process is Linux-only")
 def test_units_a_caller_keeps_are_never_overwritten(raw_model_folder, inputs, monkeypatch):
-    """All four units kept at once: three go through slots, the fourth finds none free (two hold kept
-    units, one is being read into) and crosses in fresh shared memory; every array is as read in line."""
+    """All eight units kept at once: the first four go through the four slots, the others find none free
+    (each holds a kept unit) and cross in fresh shared memory; every array is as read in line."""
     monkeypatch.setattr(catalog_reading, "SHARED_MEMORY_MIN_BYTES", 0)
     made = recorded_slots(monkeypatch)
     readers = []
@@ -118,9 +118,10 @@ def test_units_a_caller_keeps_are_never_overwritten(raw_model_folder, inputs, mo
                         or real_reader(self, placed))
     im, units, settings = _units(raw_model_folder, inputs)
     assert len(units) == 4
+    units = units * 2
     kept = list(catalog_reading.read_units(im, units, settings, "process"))
     inline = list(catalog_reading.read_units(im, units, settings, "inline"))
-    assert readers == [0, 1, 2] and len(made) == 1 and made[0].remaps_ == 3
+    assert readers == [0, 1, 2, 3] and len(made) == 1 and made[0].remaps_ == 4
     for (u, a), (v, b) in zip(kept, inline, strict=True):
         assert u == v
         got, want = _arrays(a), _arrays(b)
@@ -134,7 +135,7 @@ def test_a_run_that_drops_each_unit_maps_each_slot_once(raw_model_folder, inputs
     monkeypatch.setattr(catalog_reading, "SHARED_MEMORY_MIN_BYTES", 0)
     made = recorded_slots(monkeypatch)
     im, units, settings = _units(raw_model_folder, inputs)
-    units = units * 3  # 12 units through 3 slots
+    units = units * 3  # 12 units through 4 slots
     inline = [_arrays(r) for _, r in catalog_reading.read_units(im, units, settings, "inline")]
     process = catalog_reading.read_units(im, units, settings, "process")
     for (_, read), want in zip(process, inline, strict=True):
@@ -142,4 +143,4 @@ def test_a_run_that_drops_each_unit_maps_each_slot_once(raw_model_folder, inputs
         for x, y in zip(got, want, strict=True):
             np.testing.assert_array_equal(x, y)
         del read, got
-    assert len(made) == 1 and made[0].remaps_ == 3
+    assert len(made) == 1 and made[0].remaps_ == 4

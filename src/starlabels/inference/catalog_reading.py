@@ -10,7 +10,7 @@ order, where ``read`` is the unit's prepared blocks or the unit error its readin
 ``"process"`` (the default on Linux)
     One reading process, two units ahead (:class:`concurrent.futures.ProcessPoolExecutor`, fork
     start: the child shares the loaded model and imports, nothing is pickled to start it). A unit's
-    large arrays come back in shared memory — in one of three slots made before the fork and reused
+    large arrays come back in shared memory — in one of four slots made before the fork and reused
     unit after unit (:mod:`~starlabels.inference.shared_slots`), else in a fresh shared tensor
     (torch's file-descriptor sharing, as a DataLoader's workers do) —, the rest pickled.
     The network's process keeps its cores and its GIL to itself; ``bench/end_to_end.py`` measures
@@ -68,9 +68,10 @@ __all__ = [
 #: Errors that fail a unit as a whole (retried, then recorded); anything else stops the run.
 UNIT_ERRORS: tuple[type[BaseException], ...] = (OSError, StarlabelsError, ValueError, RuntimeError)
 READERS: tuple[str, ...] = ("process", "thread", "inline")
-#: Units the reading process holds ahead of the network (one being read, one waiting), like the
-#: thread's one queued unit plus the one it is reading: at most this many units in memory besides
-#: the one computing.
+#: Units the reading process is given beyond the one the network computes (read one after the
+#: other): while the network runs on unit k, units k+1 and k+2 are read, so a unit that reads
+#: slowly (a cold file, a busy machine) is absorbed by the one read before it. At most this many
+#: units in memory besides the one computing (and the one before it, until the caller drops it).
 PROCESS_UNITS_AHEAD: int = 2
 #: Float arrays at least this large cross from the reading process in shared memory (smaller ones
 #: by pickle: a file descriptor per array costs more than copying a few kB).
@@ -270,15 +271,16 @@ def _new_pool(im: Any, settings: dict[str, Any], slots: SharedSlots | None = Non
 
 def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> Iterator[tuple]:
     pool: ProcessPoolExecutor | None = None
-    # one slot per unit in flight (being read, waiting, being computed): made before the fork
-    slots = SharedSlots.create(PROCESS_UNITS_AHEAD + 1)
+    # one slot per unit in flight — read ahead, computing, and the one before it, which the caller still
+    # holds while it asks for the next — made before the fork
+    slots = SharedSlots.create(PROCESS_UNITS_AHEAD + 2)
     pending: deque[tuple[int, Future, int | None]] = deque()
     next_unit = idle_deaths = 0
     try:
         while pending or next_unit < len(units):
             if pool is None:
                 pool = _new_pool(im, settings, slots)
-            while next_unit < len(units) and len(pending) < PROCESS_UNITS_AHEAD:
+            while next_unit < len(units) and len(pending) <= PROCESS_UNITS_AHEAD:  # and the one popped next
                 slot = slots.free_slot(busy=(s for _, _, s in pending)) if slots is not None else None
                 try:
                     pending.append((next_unit, pool.submit(_read_in_child, units[next_unit], slot), slot))
