@@ -24,7 +24,9 @@ int64 bitmask and DR17-style mask from one file; ``bench/continuum_timing.py``, 
 script's hidden ``--fresh-floor``), ``--processes`` rounds of the three in turn, min and median:
 the first call in a fresh process pays the kernel's first touch of fresh output memory, which on a
 shared VM varies by 10x or more from run to run. The output states the threads, dtype, N and the
-allocator (glibc defaults: nothing is tuned). Prints e.g.::
+allocator (glibc defaults: nothing is tuned). Between the two, the division step alone is timed two ways
+(:func:`division_variants`: ``np.divide`` twice, as the library does, against the reciprocal then two
+multiplies). Prints e.g.::
 
     batched vs loop: 35.2x faster, max |diff| = 3.1e-09 (N=2000)
 
