@@ -192,9 +192,8 @@ def _read_in_child(unit: Unit, slot: int | None = None) -> UnitRead | BaseExcept
     RuntimeError when the error itself cannot)."""
     read = _read_or_error(unit, _child["im"], _child["settings"])
     if not isinstance(read, BaseException):
-        slots = _child.get("slots")
-        if slot is not None and slots is not None:
-            return _each_array(read, slots.writer(slot, _large))
+        if slot is not None:  # the network's process gives slots only when it made them (before the fork)
+            return _each_array(read, _child["slots"].writer(slot, _large))
         return _in_shared_memory(read)
     try:
         pickle.loads(pickle.dumps(read))

@@ -124,10 +124,9 @@ class SharedSlots:
         return put
 
     def reader(self, placed: list[SlotArray]) -> Callable[[SlotArray], np.ndarray]:
-        """Network's process: for one unit's :class:`SlotArray` s (all in one slot), a function giving
-        each as a NumPy view of the slot; the slot stays taken until every such view is dropped."""
-        if not placed:
-            return _no_slot
+        """Network's process: for one unit's :class:`SlotArray` s (at least one, all in one slot), a
+        function giving each as a NumPy view of the slot; the slot stays taken until every such view is
+        dropped."""
         slot = placed[0].slot
         if any(p.slot != slot for p in placed):
             raise ValueError("a unit's arrays are in one slot")
@@ -139,7 +138,3 @@ class SharedSlots:
             return unit_buffer[p.offset:p.end].view(np.dtype(p.dtype)).reshape(p.shape)
 
         return view
-
-
-def _no_slot(p: SlotArray) -> np.ndarray:
-    raise ValueError(f"{p} is not among the unit's placed arrays")
