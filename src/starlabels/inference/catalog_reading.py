@@ -303,8 +303,6 @@ def _read_in_process(im: Any, units: list[Unit], settings: dict[str, Any]) -> It
                 next_unit = pending[0][0] if pending else next_unit
                 pending.clear()
                 read = ReadingProcessError(f"the reading process stopped while reading this unit ({exc})")
-            if pool is not None and not pending and next_unit == len(units):
-                pool.shutdown(wait=False)  # nothing left to read: it exits while the last unit computes
             yield units[pos], read
     finally:
         if pool is not None:
