@@ -100,6 +100,26 @@ def test_the_next_units_are_read_while_one_is_computed(raw_model_folder, inputs,
     assert res.n_rows == 7 and overlapped == [True, True, True]
 
 
+def test_the_reading_process_exits_while_the_last_unit_is_computed(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    """Once the last unit is handed over, the reading process is shut down in the background: it is
+    gone while that unit is still being predicted here, not joined after it."""
+    real_predict, gone = catalogs.predict_blocks, []
+
+    def predict_blocks(im, unit, read, settings):
+        if unit.index == 3:  # the last of the four units
+            deadline = time.monotonic() + 30
+            while multiprocessing.active_children() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gone.append(not multiprocessing.active_children())
+        return real_predict(im, unit, read, settings)
+
+    monkeypatch.setattr(catalogs, "predict_blocks", predict_blocks)
+    res = catalogs.run_catalog(raw_model_folder, inputs, tmp_path / "c.csv", **PROCESS)
+    assert res.units_total == 4 and res.n_rows == 7 and gone == [True]
+
+
 def test_a_unit_whose_read_failed_in_the_process_is_read_again_here(
     raw_model_folder, inputs, tmp_path, monkeypatch
 ):
