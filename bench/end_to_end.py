@@ -234,9 +234,12 @@ def time_breakdown(
 def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Path], per_unit: int,
                rounds: int) -> dict[str, tuple[float, float]]:
     """The bare forward alone, next to a thread and next to a (forked) process that read and prepare
-    units of each source in a loop (what the catalog's readers do), best seconds of ``rounds`` each →
-    ``{source: (alone, next to the reading thread, next to the reading process)}``. The ratios are the
-    price the network pays for sharing the machine (and, with the thread, the GIL) with the reader."""
+    units of each source in a loop (what the catalog's readers do), and next to a process that only
+    spins (a Python loop over a range: no file, no array), best seconds of ``rounds`` each →
+    ``{source: (alone, next to the reading thread, next to the reading process, next to the spinning
+    process)}``. The ratios are the price the network pays for sharing the machine (and, with the
+    thread, the GIL) with the reader; the spinning process separates the price of the other core
+    being busy at all from that of what the reader does (memory traffic, caches)."""
     import multiprocessing
     import threading
 
@@ -260,10 +263,16 @@ def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Pat
             for u in units[:4]:
                 catalog_reading.read_prepared_unit(u, im, {"resample": None})
 
+    def spin(units: list, stop: Any) -> None:
+        while not stop.is_set():
+            for _ in range(100_000):
+                pass
+
     def beside(units: list, kind: str) -> float:
         fork = multiprocessing.get_context("fork")
-        stop = fork.Event() if kind == "process" else threading.Event()
-        other = (fork.Process if kind == "process" else threading.Thread)(target=reader, args=(units, stop))
+        stop = fork.Event() if kind != "thread" else threading.Event()
+        target = spin if kind == "spinning" else reader
+        other = (fork.Process if kind != "thread" else threading.Thread)(target=target, args=(units, stop))
         other.start()
         time.sleep(0.05)
         try:
@@ -276,9 +285,9 @@ def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Pat
     for src_name, src in sources.items():
         items, _ = expand_inputs([src])
         units, _ = plan_units(items, files_per_unit=per_unit, rows_per_unit=per_unit)
-        best = [float("inf")] * 3
+        best = [float("inf")] * 4
         for _ in range(rounds):
-            for k, kind in enumerate((None, "thread", "process")):
+            for k, kind in enumerate((None, "thread", "process", "spinning")):
                 best[k] = min(best[k], forward() if kind is None else beside(units, kind))
         out[src_name] = tuple(best)
     return out
@@ -379,15 +388,17 @@ def markdown_section(results: dict, heading: str = "##") -> str:
         if m.get("contention"):
             lines += ["The bare forward (3 calls of one unit's spectra) alone, next to a thread and next to "
                       "a process reading and preparing units of each source in a loop, as the catalog's "
-                      f"readers do (best of {results['rounds']}): what sharing 2 cores (and, with the "
-                      "thread, the GIL) costs the network.",
+                      "readers do, and next to a process that only spins (a Python loop: no file, no "
+                      f"array) (best of {results['rounds']}): what sharing 2 cores (and, with the "
+                      "thread, the GIL) costs the network, and how much of it any busy second core costs.",
                       "",
                       "| source | alone | next to a reading thread | ratio | next to a reading process "
-                      "| ratio |",
-                      "|---|---:|---:|---:|---:|---:|"]
-            for src_name, (alone, thread, process) in m["contention"].items():
+                      "| ratio | next to a spinning process | ratio |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for src_name, (alone, thread, process, *spinning) in m["contention"].items():
+                spun = (f"{spinning[0]:.3f} s | {spinning[0] / alone:.2f}x" if spinning else "– | –")
                 lines.append(f"| {src_name} | {alone:.3f} s | {thread:.3f} s | {thread / alone:.2f}x | "
-                             f"{process:.3f} s | {process / alone:.2f}x |")
+                             f"{process:.3f} s | {process / alone:.2f}x | {spun} |")
             lines.append("")
         if m.get("breakdown"):
             srcs = list(m["breakdown"])
