@@ -116,14 +116,16 @@ def fitsio_source(path: Path) -> Any:
             assert info is not None
             return info[1]
 
-        def image(self, index: int, name: str, rows: Any = None) -> np.ndarray:
+        def image(self, index: int, name: str, rows: Any = None, dtype: Any = None) -> np.ndarray:
             hdu = self._fits[index]
             if isinstance(rows, int):
-                return hdu[rows:rows + 1, :][0]
-            if isinstance(rows, slice):
+                data = hdu[rows:rows + 1, :][0]
+            elif isinstance(rows, slice):
                 start, stop, _ = rows.indices(self.image_shape(index, name)[0])
-                return hdu[start:stop, :]
-            return hdu.read()
+                data = hdu[start:stop, :]
+            else:
+                data = hdu.read()
+            return data if dtype is None else data.astype(dtype)
 
     return FitsioSource(path)
 

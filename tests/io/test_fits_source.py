@@ -67,7 +67,39 @@ def _compare_backends(path) -> set[str]:
                     assert direct.image(i, "x", 1).tobytes() == data[1].tobytes()
                     assert direct.image(i, "x", slice(1, 3)).tobytes() == data[1:3].tobytes()
                     assert direct.image(i, "x", slice(None, None, 2)).tobytes() == data[::2].tobytes()
+                # cast as read (dtype=): the same values as numpy's cast of the file's array
+                wide = np.dtype(np.float64 if data.dtype.kind == "f" else np.int64)
+                many = data.ndim == 2 and data.shape[0] > 2
+                for rows in (None, 1, slice(1, 3), slice(None, None, 2)) if many else (None,):
+                    expected = np.ascontiguousarray(data if rows is None else data[rows]).astype(wide)
+                    for source in (direct, theirs):
+                        got = source.image(i, "x", rows, wide)
+                        assert got.dtype == wide and got.flags.c_contiguous and got.flags.writeable
+                        assert got.shape == expected.shape and got.tobytes() == expected.tobytes(), (i, rows)
     return left
+
+
+def test_apstar_cast_as_read_same_as_cast_after(tmp_path, star, visits_file):
+    """``apstar_from_source(dtype=float64)`` (what read_spectra asks for) gives exactly the float32
+    file's values cast to float64, on both backends; without ``dtype`` read_apstar keeps float32."""
+    single = write_apstar(tmp_path / "one.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
+    one_d = tmp_path / "one_d.fits"  # the 1-D layout of releases before DR17
+    images = [fits.ImageHDU(star[k]) for k in ("flux", "error", "bitmask")]
+    fits.HDUList([fits.PrimaryHDU(), *images]).writeto(one_d)
+    for path, row in ((single, "combined"), (one_d, "combined"), (visits_file, "combined"),
+                      (visits_file, "visits"), (visits_file, -1)):
+        with DirectSource.open(path, "apStar") as direct, open_fits(path, "apStar") as hdul:
+            for source in (direct, AstropySource(hdul, path)):
+                kept = apstar_from_source(source, row)
+                cast = apstar_from_source(source, row, dtype=np.float64)
+                assert kept.flux.dtype == kept.error.dtype == np.float32
+                assert cast.flux.dtype == cast.error.dtype == np.float64
+                assert cast.flux.tobytes() == kept.flux.astype(np.float64).tobytes()
+                assert cast.error.tobytes() == kept.error.astype(np.float64).tobytes()
+                assert cast.bitmask.dtype == np.int64 and np.array_equal(cast.bitmask, kept.bitmask)
+                assert cast.meta.keys() == kept.meta.keys()
+                assert all(_same_value(cast.meta[k], kept.meta[k]) for k in kept.meta)
+        assert read_apstar(path, row).flux.dtype == np.float32
 
 
 def _both(path, row="combined"):

@@ -176,12 +176,13 @@ def _check_hdu_count(source: FitsSource, kind: str, contents: Sequence[str]) -> 
 
 
 def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
-                       shared_wavelength: bool = False) -> ApStarSpectrum:
+                       shared_wavelength: bool = False, dtype: Any = None) -> ApStarSpectrum:
     """:func:`read_apstar` on an open file (either backend of :mod:`starlabels.io.fits_source`).
 
     Reads the headers of HDU0–3 and, of HDU1–3, only the rows ``row`` selects. With
     ``shared_wavelength`` the wavelengths are the grid's one read-only array (see
-    :func:`~starlabels.io.apogee_fits.wcs_wavelength`) instead of a new one.
+    :func:`~starlabels.io.apogee_fits.wcs_wavelength`) instead of a new one; with ``dtype`` flux and
+    error come in that dtype (cast as they are read; default: the file's).
     """
     path = source.path
     _check_hdu_count(source, "apStar", ("header", "flux", "error", "bitmask"))
@@ -209,10 +210,11 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
             raise InputFileError(path, f"row {r} out of range: the file has {n_rows} row(s)")
         sel = r % n_rows
     try:
+        parts = ((1, "flux", dtype), (2, "error", dtype), (3, "bitmask", None))  # (bitmask: checked below)
         if len(shape) == 1:
-            flux, error, mask = (source.image(i, n)[None, :][sel] for i, n in names)
+            flux, error, mask = (source.image(i, n, None, t)[None, :][sel] for i, n, t in parts)
         else:
-            flux, error, mask = (source.image(i, n, sel) for i, n in names)
+            flux, error, mask = (source.image(i, n, sel, t) for i, n, t in parts)
     except (TypeError, ValueError, OSError) as e:  # short data behind a complete header
         raise InputFileError(
             path, f"cannot read the spectra ({type(e).__name__}: {e}); truncated?"

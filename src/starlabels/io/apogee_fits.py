@@ -32,8 +32,9 @@ _APOGEE_ID_IN_NAME = re.compile(r"(?:apStar|asStar|aspcapStar)-.*?-(2M[0-9+\-.]+
 def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> np.ndarray:
     """Return ``bitmask`` (int64 copy) with BADPIX set wherever flux or error is not finite."""
     out = np.array(bitmask, dtype=np.int64)
-    bad = ~np.isfinite(flux) | ~np.isfinite(error)
-    out[bad] |= BADPIX
+    finite = np.isfinite(flux) & np.isfinite(error)
+    if not finite.all():  # (most spectra: nothing to set, no boolean indexing)
+        out[~finite] |= BADPIX
     return out
 
 

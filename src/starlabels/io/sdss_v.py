@@ -234,7 +234,8 @@ def apstar_spectra_from_source(source: FitsSource, rows: str = "combined") -> li
     """:func:`read_apstar_spectra` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
     if rows not in ("combined", "visits"):
         raise ValueError(f"rows must be 'combined' or 'visits', got {rows!r}")
-    spec = apstar_from_source(source, row=rows, shared_wavelength=True)  # one grid for every spectrum
+    # one grid for every spectrum; flux and error read straight into Spectrum's float64
+    spec = apstar_from_source(source, row=rows, shared_wavelength=True, dtype=np.float64)
     primary = source.header(0)
     sdss5 = "HEALPIX" in primary or "APRED" in primary
     extra: dict[str, Any] = {"HDU": 1, "FORMAT": "apStar-sdss5" if sdss5 else "apStar"}
