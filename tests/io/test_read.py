@@ -5,6 +5,7 @@ files, files from our own writers, generic tables, specutils objects, and bad in
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,6 +325,48 @@ def test_list_files_walks_without_opening(tmp_path, monkeypatch):
     assert [p.relative_to(tmp_path).as_posix() for p in list_files(given)] == [
         "in/sub/c.fits", "in/a.txt", "in/b.fits", "missing.fits"]
     assert list_files(str(folder / "a.txt")) == [folder / "a.txt"]
+
+
+def _rglob_listing(paths, recursive=True):
+    """list_files as it was written before the os.scandir walk: sorted Path.rglob, resolve() to drop
+    duplicates (the reference the faster walk must equal)."""
+    out, seen = [], set()
+    for item in paths:
+        p = Path(item)
+        found = [f for f in sorted(p.rglob("*") if recursive else p.iterdir()) if not f.is_dir()] \
+            if p.is_dir() else [p]
+        for f in found:
+            key = f.resolve() if f.exists() else f
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
+
+
+def test_list_files_equals_the_sorted_rglob_listing_on_an_awkward_tree(tmp_path):
+    """Names whose string order differs from the order of their parts ("sub", "sub.txt", "sub-2/x"),
+    hidden files, a link to a file (dropped as a duplicate), a broken link (kept), a link to a folder
+    (neither walked nor listed), a hard link (another path, kept), a folder given through a link and
+    again directly, and files given before the folder that holds them."""
+    import os
+
+    root = tmp_path / "survey"
+    for name in ("sub/c.fits", "sub/deep/d.fits", "sub.txt", "sub-2/x.fits", ".hidden.fits", "B.fits",
+                 "a.fits", "a b.fits", "é.fits"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "link-to-a.fits").symlink_to(root / "a.fits")
+    (root / "broken.fits").symlink_to(root / "nowhere.fits")
+    (root / "linked-folder").symlink_to(root / "sub", target_is_directory=True)
+    os.link(root / "B.fits", root / "hard-B.fits")
+    (tmp_path / "alias").symlink_to(root, target_is_directory=True)
+    for given in ([root], [root / "sub" / "c.fits", tmp_path / "alias", root],
+                  [str(root) + "/", tmp_path / "missing.fits", root / "link-to-a.fits"]):
+        for recursive in (True, False):
+            assert list_files(given, recursive=recursive) == _rglob_listing(given, recursive), given
+    names = [p.relative_to(root).as_posix() for p in list_files(root)]
+    assert "broken.fits" in names and "hard-B.fits" in names and "link-to-a.fits" not in names
+    assert not any(n.startswith("linked-folder") for n in names)
 
 
 # --- specutils objects ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +233,35 @@ def _from_fits(source: FitsSource, rows: str) -> list[Spectrum] | str | None:
     return fmt
 
 
-def _files(paths: Iterable[str | os.PathLike[str]], recursive: bool) -> Iterable[Path]:
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            walker = sorted(p.rglob("*") if recursive else p.iterdir())
-            yield from (f for f in walker if not f.is_dir())
+def _walk(folder: str, real_folder: str, recursive: bool) -> Iterator[tuple[str, str]]:
+    """``(path, dedup key)`` of the files under ``folder``, depth first, names sorted (the order of
+    sorting the paths' parts). The key is the file's real path: ``real_folder`` joined with the name,
+    so only symbolic links cost a ``realpath``; a broken link's key is its own path. Symbolic links
+    to folders are neither walked nor listed, and an unreadable sub-folder holds nothing (as
+    ``Path.rglob`` does)."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except (PermissionError, NotADirectoryError, FileNotFoundError):
+        return
+    for entry in entries:
+        link = entry.is_symlink()
+        if entry.is_dir():  # follows a link
+            if recursive and not link:
+                yield from _walk(entry.path, os.path.join(real_folder, entry.name), recursive)
+        elif not link:
+            yield entry.path, os.path.join(real_folder, entry.name)
         else:
-            yield p
+            yield entry.path, os.path.realpath(entry.path) if os.path.exists(entry.path) else entry.path
+
+
+def _files(paths: Iterable[str | os.PathLike[str]], recursive: bool) -> Iterator[tuple[str, str]]:
+    for item in paths:
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            yield from _walk(path, os.path.realpath(path), recursive)
+        else:
+            yield path, os.path.realpath(path) if os.path.exists(path) else path
 
 
 def list_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
@@ -259,12 +280,11 @@ def list_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     out: list[Path] = []
-    seen: set[Path] = set()
-    for f in _files(paths, recursive):
-        key = f.resolve() if f.exists() else f
+    seen: set[str] = set()
+    for path, key in _files(paths, recursive):
         if key not in seen:
             seen.add(key)
-            out.append(f)
+            out.append(Path(path))
     return out
 
 
