@@ -21,7 +21,9 @@ Rows, each in its own fresh process (``--worker``), rounds interleaved:
 * ``before (REV)``: the whole ``src`` of commit ``REV`` (``git archive``, first on PYTHONPATH);
 * ``REV + today's io``: the same with ``src/starlabels/io`` replaced by today's (the io change alone,
   whatever else changed in the tree since);
-* ``now``: today's ``src``.
+* ``now``: today's ``src``;
+* ``--extra-src NAME=DIR`` (repeatable): the ``src`` folder DIR as a row NAME, e.g. a patched copy of
+  today's ``src`` to weigh a change before it is made.
 
 Each worker reads every unit once (page cache warm, imports done), then ``--passes`` passes over all
 units; per pass the mean wall ms and CPU ms (``time.process_time``: the process's user + system time,
@@ -187,6 +189,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--before", default=BEFORE)
+    ap.add_argument("--extra-src", action="append", default=[], metavar="NAME=DIR",
+                    help="also time the src folder DIR as row NAME")
     ap.add_argument("--out", type=Path, help="also write the report to this Markdown file")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -206,6 +210,9 @@ def main() -> None:
         rows = {f"before ({args.before})": export_src(args.before, tmp / "before"),
                 f"{args.before} + today's io": export_src(args.before, tmp / "before_io", io_from=ours),
                 "now": ours}
+        for extra in args.extra_src:
+            name, _, folder = extra.partition("=")
+            rows[name] = Path(folder).resolve()
         got: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for _ in range(args.rounds):
             for name, folder in sets.items():
@@ -228,7 +235,8 @@ def render(args: argparse.Namespace, sets: dict[str, Path], rows: list[str],
     lines = [
         "### Reading a unit of 256 apStar files for a catalog run (`read_prepared_unit`)", "",
         f"Command: `python bench/fits_unit_read.py --files {args.files} --real-copies {args.real_copies} "
-        f"--rounds {args.rounds} --passes {args.passes} --before {args.before}`", "",
+        f"--rounds {args.rounds} --passes {args.passes} --before {args.before}"
+        f"{''.join(f' --extra-src {e}' for e in args.extra_src)}`", "",
         f"APOGEE Net (raw-flux preprocessing), {PER_UNIT} files per unit; each row in its own process, "
         f"1 thread (torch, OpenMP/BLAS), glibc's default allocator, page cache warm, best of {args.passes} "
         f"passes per process (by CPU), {args.rounds} interleaved rounds. Python {platform.python_version()}, "

@@ -22,6 +22,27 @@ def _expected_mask(flux, error, bitmask):
     return out
 
 
+def test_flag_nonfinite_copies_unless_told_not_to(star):
+    """BADPIX on exactly the non-finite pixels; the input untouched by default; with copy=False an
+    int64 bitmask is flagged in place and any other dtype still converted into a new array."""
+    from starlabels.io import flag_nonfinite
+
+    expected = _expected_mask(star["flux"], star["error"], star["bitmask"])
+    as_int32 = star["bitmask"].copy()
+    as_int64 = star["bitmask"].astype(np.int64)
+    for copy in (True, False):
+        got = flag_nonfinite(star["flux"], star["error"], as_int32, copy=copy)
+        assert got.dtype == np.int64 and np.array_equal(got, expected)
+        assert np.array_equal(as_int32, star["bitmask"])  # int32: always a new array
+    got = flag_nonfinite(star["flux"], star["error"], as_int64)
+    assert got is not as_int64 and np.array_equal(got, expected)
+    assert np.array_equal(as_int64, star["bitmask"])
+    got = flag_nonfinite(star["flux"], star["error"], as_int64, copy=False)
+    assert got is as_int64 and np.array_equal(as_int64, expected)
+    finite = np.ones(8575)  # nothing to flag
+    assert np.array_equal(flag_nonfinite(finite, finite, star["bitmask"]), star["bitmask"])
+
+
 def test_round_trip_combined_is_exact(tmp_path, star):
     path = write_apstar(tmp_path / "a.fits", star["flux"], star["error"], star["bitmask"], star["meta"])
     s = read_apstar(path)

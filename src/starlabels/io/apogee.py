@@ -241,7 +241,8 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
         "N_ROWS": n_rows,
         "FILE": str(path),
     }
-    return ApStarSpectrum(flux, error, flag_nonfinite(flux, error, mask), wavelength, meta)
+    # (``mask`` is a new array of this reader's: flagged in place where it is int64 already)
+    return ApStarSpectrum(flux, error, flag_nonfinite(flux, error, mask, copy=False), wavelength, meta)
 
 
 # ----------------------------------------------------------------------------------------

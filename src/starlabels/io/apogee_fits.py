@@ -29,9 +29,11 @@ N_APSTAR = apogee_core.N_PIXELS
 _APOGEE_ID_IN_NAME = re.compile(r"(?:apStar|asStar|aspcapStar)-.*?-(2M[0-9+\-.]+?|[^-]+?)\.fits", re.I)
 
 
-def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> np.ndarray:
-    """Return ``bitmask`` (int64 copy) with BADPIX set wherever flux or error is not finite."""
-    out = np.array(bitmask, dtype=np.int64)
+def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray, *,
+                   copy: bool = True) -> np.ndarray:
+    """Return ``bitmask`` (int64 copy) with BADPIX set wherever flux or error is not finite. With
+    ``copy=False`` an int64 ``bitmask`` itself gets the bit (for a reader's own new array)."""
+    out = np.array(bitmask, dtype=np.int64) if copy else np.asarray(bitmask, dtype=np.int64)
     finite = np.isfinite(flux) & np.isfinite(error)
     if not finite.all():  # (most spectra: nothing to set, no boolean indexing)
         out[~finite] |= BADPIX

@@ -350,9 +350,11 @@ class DirectSource(FitsSource):
         target = out.reshape(-1).view(np.uint8)
         if n and os.preadv(self._fd, [target], data_offset + first * row_bytes) != n:
             raise OSError(f"short read in HDU{index} ({name})")
-        if dtype is not None:  # swapped and cast in one pass
+        if dtype is not None:
             dt = np.dtype(dtype)
-            return out.astype(dt if dt.byteorder in ("=", "|") else dt.newbyteorder("="))
+            dt = dt if dt.byteorder in ("=", "|") else dt.newbyteorder("=")
+            if dt != out.dtype.newbyteorder("="):
+                return out.astype(dt)  # swapped and cast in one pass (the same dtype: swapped in place below)
         if out.dtype.byteorder not in ("=", "|"):
             out = out.byteswap(inplace=True).view(out.dtype.newbyteorder("="))
         return out
