@@ -27,7 +27,14 @@ Rows, each in its own fresh process (``--worker``), rounds interleaved:
 
 Each worker reads every unit once (page cache warm, imports done), then ``--passes`` passes over all
 units; per pass the mean wall ms and CPU ms (``time.process_time``: the process's user + system time,
-page faults included) per unit and the minor page faults per unit; the best pass is kept. One thread
+page faults included) per unit and the minor page faults per unit; the best pass is kept. Then it runs
+``run_catalog`` on the folder (``prefetch="process"``) once, and ``--catalog-runs`` times more, and
+reports the reading process's CPU and minor page faults per unit (``RUSAGE_CHILDREN``: each run joins
+its reading process): what the network's process shares the machine with. The two differ: the reading
+process also copies each unit into the shared slots, and it is a fresh fork per run; and how often
+glibc hands memory back to the system and faults it in again for the next unit (~1.2–1.5 µs per page
+fault here) depends on the process's allocation history, so a unit's CPU differs between processes
+running the same code (the page-fault columns show it). One thread
 (torch and OpenMP/BLAS), glibc's default allocator, float32 prepared output. The ratio before / row is
 taken per round (the rows of one round ran one after the other) and its median printed with the
 lowest and highest.
@@ -47,6 +54,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -95,8 +103,11 @@ def _update(h: Any, obj: Any) -> None:
         h.update(repr(obj).encode())
 
 
-def worker(folder: Path, passes: int) -> None:
-    """Print the best pass's wall / CPU ms and page faults per unit, and the digests."""
+def worker(folder: Path, passes: int, catalog_runs: int) -> None:
+    """Print the best pass's wall / CPU ms and page faults per unit and the digests; with
+    ``catalog_runs``, instead (in a process that does nothing else first, as ``starlabels predict``) the
+    reading process's CPU ms and page faults per unit over that many catalog runs, and the catalog's
+    digest."""
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -113,6 +124,12 @@ def worker(folder: Path, passes: int) -> None:
     im = resolve(model)
     items, _ = catalog_inputs.expand_inputs([str(folder)])
     units, _ = catalog_inputs.plan_units(items, files_per_unit=PER_UNIT, rows_per_unit=PER_UNIT)
+    if catalog_runs:
+        reader_cpu, reader_faults, table = catalog_reader(im, folder, catalog_runs)
+        n = len(units)
+        print(json.dumps({"reader_cpu_ms": reader_cpu / n, "reader_faults": reader_faults / n,
+                          "catalog": table}))
+        return
 
     handed = hashlib.sha256()
     for unit in units:  # warm: page cache, imports, caches
@@ -138,6 +155,33 @@ def worker(folder: Path, passes: int) -> None:
     assert best is not None
     print(json.dumps({"wall_ms": best[0], "cpu_ms": best[1], "faults": best[2], "units": len(units),
                       "handed": handed.hexdigest(), "read": read.hexdigest()}))
+
+
+def catalog_reader(im: Any, folder: Path, runs: int) -> tuple[float, float, str]:
+    """CPU ms and page faults of ``run_catalog``'s reading process per run (mean over ``runs`` runs
+    after one warm run; the process is joined at the end of each run, so ``RUSAGE_CHILDREN`` has it),
+    and a SHA-256 of the catalog's values (all but MODEL_VERSION, which holds the model's build time)."""
+    import pandas as pd
+
+    from starlabels.inference import catalog
+
+    with tempfile.TemporaryDirectory(prefix="fits_unit_read_catalog_") as tmp:
+        out = Path(tmp) / "catalog.parquet"
+
+        def run() -> None:
+            catalog.run_catalog(im, [folder], out, batch_size=128, seed=0, files_per_unit=PER_UNIT,
+                                rows_per_unit=PER_UNIT, prefetch="process", overwrite=True)
+
+        run()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for _ in range(runs):
+            run()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        table = pd.read_parquet(out).drop(columns=["MODEL_VERSION"])
+        digest = hashlib.sha256(pd.util.hash_pandas_object(table).values.tobytes())
+        digest.update(repr(list(table.columns)).encode())
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return cpu * 1e3 / runs, (after.ru_minflt - before.ru_minflt) / runs, digest.hexdigest()
 
 
 def _spectra(n: int) -> tuple[np.ndarray, ...]:
@@ -188,6 +232,8 @@ def main() -> None:
     ap.add_argument("--real-copies", type=int, default=256, help="copies of the real DR17 apStar file")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--catalog-runs", type=int, default=3, help="catalog runs per worker for the reading "
+                                                                 "process's table")
     ap.add_argument("--before", default=BEFORE)
     ap.add_argument("--extra-src", action="append", default=[], metavar="NAME=DIR",
                     help="also time the src folder DIR as row NAME")
@@ -195,14 +241,16 @@ def main() -> None:
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.passes)
+        worker(args.worker, args.passes, args.catalog_runs)
         return
 
     load0 = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="fits_unit_read_"))
     try:
-        sets = {f"{args.files} synthetic apStar files (float32)": tmp / "synthetic"}
-        write_synthetic(tmp / "synthetic", args.files)
+        sets = {}
+        if args.files > 0:
+            sets[f"{args.files} synthetic apStar files (float32)"] = tmp / "synthetic"
+            write_synthetic(tmp / "synthetic", args.files)
         if write_real(tmp / "real", args.real_copies):
             name = f"{args.real_copies} copies of the real DR17 apStar file (float64, NaN edges)"
             sets[name] = tmp / "real"
@@ -217,9 +265,12 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, folder in sets.items():
                 for row, src in rows.items():
-                    got.setdefault((name, row), []).append(
-                        run_worker(__file__, ["--worker", str(folder), "--passes", str(args.passes)],
-                                   src=src, one_thread=True))
+                    args_of = ["--worker", str(folder), "--passes", str(args.passes), "--catalog-runs"]
+                    units = run_worker(__file__, [*args_of, "0"], src=src, one_thread=True)
+                    if args.catalog_runs:
+                        units.update(run_worker(__file__, [*args_of, str(args.catalog_runs)], src=src,
+                                                one_thread=True))
+                    got.setdefault((name, row), []).append(units)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = render(args, sets, list(rows), got, load0, os.getloadavg()[0])
@@ -235,8 +286,9 @@ def render(args: argparse.Namespace, sets: dict[str, Path], rows: list[str],
     lines = [
         "### Reading a unit of 256 apStar files for a catalog run (`read_prepared_unit`)", "",
         f"Command: `python bench/fits_unit_read.py --files {args.files} --real-copies {args.real_copies} "
-        f"--rounds {args.rounds} --passes {args.passes} --before {args.before}"
-        f"{''.join(f' --extra-src {e}' for e in args.extra_src)}`", "",
+        f"--rounds {args.rounds} --passes {args.passes} --catalog-runs {args.catalog_runs} "
+        f"--before {args.before}"
+        f"{''.join(f' --extra-src {shlex.quote(e)}' for e in args.extra_src)}`", "",
         f"APOGEE Net (raw-flux preprocessing), {PER_UNIT} files per unit; each row in its own process, "
         f"1 thread (torch, OpenMP/BLAS), glibc's default allocator, page cache warm, best of {args.passes} "
         f"passes per process (by CPU), {args.rounds} interleaved rounds. Python {platform.python_version()}, "
@@ -257,9 +309,24 @@ def render(args: argparse.Namespace, sets: dict[str, Path], rows: list[str],
                 f"{statistics.median(r['cpu_ms'] for r in rs):.1f} | {min(r['cpu_ms'] for r in rs):.1f} | "
                 f"{statistics.median(r['faults'] for r in rs):.0f} | "
                 f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}] |")
-        digests = {(r["handed"], r["read"]) for row in rows for r in got[(name, row)]}
-        same = ("the same in every row and round (SHA-256 of the prepared units handed over and of every "
-                "file's `read_spectra` spectra)")
+        if args.catalog_runs:
+            lines += ["", "In `run_catalog`'s reading process (`prefetch=\"process\"`, batch 128; the "
+                      "process's CPU user + system and minor page faults, from `RUSAGE_CHILDREN`, mean of "
+                      f"{args.catalog_runs} runs after a warm one, per unit; in a worker process of its own "
+                      "that does nothing else first):", "",
+                      "| code | reading process CPU ms/unit (median of rounds) | page faults/unit (median) | "
+                      "CPU before / row, per round: median [lowest, highest] |", "|---|---:|---:|---:|"]
+            for row in rows:
+                rs = got[(name, row)]
+                pairs = zip(got[(name, base)], rs, strict=True)
+                ratios = [b["reader_cpu_ms"] / r["reader_cpu_ms"] for b, r in pairs]
+                lines.append(
+                    f"| {row} | {statistics.median(r['reader_cpu_ms'] for r in rs):.1f} | "
+                    f"{statistics.median(r['reader_faults'] for r in rs):.0f} | "
+                    f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}] |")
+        digests = {(r["handed"], r["read"], r.get("catalog")) for row in rows for r in got[(name, row)]}
+        same = ("the same in every row and round (SHA-256 of the prepared units handed over, of every "
+                "file's `read_spectra` spectra and of the catalog's values)")
         found = same if len(digests) == 1 else f"DIFFERENT: {len(digests)} distinct digests"
         lines += ["", f"Output: {found}", ""]
     return "\n".join(lines)
