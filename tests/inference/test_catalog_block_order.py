@@ -16,10 +16,10 @@ from starlabels.inference.inference_model import resolve
 
 def _rows(block, rows):
     """A block of the given rows of ``block`` (one spectrum per row)."""
-    pick = lambda values: [values[r] for r in rows]  # noqa: E731
+    pick = lambda arrays: [np.concatenate(arrays)[rows]]  # noqa: E731
     return dataclasses.replace(block, flux=pick(block.flux), error=pick(block.error),
                                bitmask=pick(block.bitmask) if block.bitmask else [],
-                               resampled=pick(block.resampled), meta=pick(block.meta))
+                               resampled=pick(block.resampled), meta=[block.meta[r] for r in rows])
 
 
 def test_rows_of_several_blocks_come_back_in_input_order(raw_model_folder, inputs):
@@ -30,7 +30,7 @@ def test_rows_of_several_blocks_come_back_in_input_order(raw_model_folder, input
     blocks, skipped = read_unit(unit, im, None)
     ((key, block),) = blocks.items()
     order = [m["_ORDER"] for m in block.meta]
-    assert order == sorted(set(order)) and len(block.flux) == 4  # one block, in input order
+    assert order == sorted(set(order)) and sum(map(len, block.flux)) == 4  # one block, in input order
     one, _ = catalog.predict_blocks(im, unit, ({key: block}, skipped), settings)
     # rows 1 and 3 in a block that is predicted first, rows 0 and 2 in one predicted after it
     split = {(key[0], "0-odd"): _rows(block, [1, 3]), (key[0], "1-even"): _rows(block, [0, 2])}
@@ -44,3 +44,26 @@ def test_rows_of_several_blocks_come_back_in_input_order(raw_model_folder, input
     assert one[labels[0]].dropna().is_unique and one[labels[0]].isna().sum() == 1  # rows differ; one NaN-only
     assert list(two["FLAG"]) == list(one["FLAG"])  # the NaN-only spectrum's flag stays on its row
     assert list(two.columns) == list(one.columns)
+
+
+def test_rows_gathered_as_files_are_read_equal_the_rows_concatenated():
+    """A unit's raw rows are copied into per-block arrays as each file is read (capacity one row per
+    file, grown when files hold several spectra): the same values, cast as np.concatenate casts them."""
+    from starlabels.inference.catalog_inputs import Block, _Rows
+
+    rng = np.random.default_rng(5)
+    sizes = [1, 3, 2, 1, 4]  # 11 rows into a capacity of 2: grows twice
+    flux = [rng.normal(1, 1e-3, (k, 7)) * 1.0000001 for k in sizes]  # float64 that float32 rounds
+    error = [rng.uniform(0.01, 0.02, (k, 7)) for k in sizes]
+    bitmask = [rng.integers(0, 2**20, (k, 7)) for k in sizes]
+    rows = _Rows(2, 7, np.float32)
+    for k, (f, e, b) in enumerate(zip(flux, error, bitmask, strict=True)):
+        rows.append(f, e, 0 if k == 3 else b)  # a file without a bitmask: zeros
+    block = Block("raw", None)
+    rows.into(block)
+    (f,), (e,), (b,) = block.flux, block.error, block.bitmask
+    assert f.dtype == e.dtype == np.float32 and b.dtype == np.int64 and f.shape == (11, 7)
+    np.testing.assert_array_equal(f, np.concatenate(flux, dtype=np.float32))
+    np.testing.assert_array_equal(e, np.concatenate(error, dtype=np.float32))
+    bitmask[3] = np.zeros_like(bitmask[3])
+    np.testing.assert_array_equal(b, np.concatenate(bitmask))

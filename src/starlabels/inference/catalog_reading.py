@@ -108,9 +108,17 @@ def block_spectra(b: Block, dtype: Any = None) -> dict[str, Any]:
     """A block's spectra as the keywords of :func:`starlabels.predict` / ``prepare_spectra`` (flux and
     errors (n, P) in ``dtype``, default as read; the bitmask as read)."""
     pre = b.kind == "pre"
-    return {"flux": np.concatenate(b.flux, dtype=dtype), "error": np.concatenate(b.error, dtype=dtype),
-            "bitmask": np.concatenate(b.bitmask) if b.bitmask else None, "preprocessed": pre,
+    return {"flux": _joined(b.flux, dtype), "error": _joined(b.error, dtype),
+            "bitmask": _joined(b.bitmask) if b.bitmask else None, "preprocessed": pre,
             "grid": None if pre else b.grid}
+
+
+def _joined(arrays: list[np.ndarray], dtype: Any = None) -> np.ndarray:
+    """``np.concatenate(arrays, dtype=dtype)``, without the copy where that is one array already in
+    ``dtype`` (a block of files is one since catalog_inputs gathers their rows as it reads them)."""
+    if len(arrays) == 1 and (dtype is None or arrays[0].dtype == dtype):
+        return arrays[0]
+    return np.concatenate(arrays, dtype=dtype)
 
 
 def read_prepared_unit(unit: Unit, im: Any, settings: dict[str, Any]) -> UnitRead:
