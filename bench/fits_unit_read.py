@@ -66,12 +66,11 @@ from typing import Any
 
 import numpy as np
 
+from fits_read import write_real, write_synthetic  # the same inputs as bench/fits_read.py
 from worker_process import run_worker
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-REAL = Path(os.environ.get("STARLABELS_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / \
-    "apStar-dr17-2M19485057+5005279.fits"
 #: the commit before this bench's change to the readers
 BEFORE = "affb420"
 PER_UNIT = 256
@@ -189,27 +188,6 @@ def _spectra(n: int) -> tuple[np.ndarray, ...]:
     from continuum import make_spectra
 
     return make_spectra(n, 0)
-
-
-def write_synthetic(folder: Path, n: int) -> None:
-    """``n`` apStar files as ``bench/end_to_end.py`` writes them (float32 flux and error)."""
-    from starlabels.io import write_apstar
-
-    flux, error, bitmask, _mask = _spectra(n)
-    flux, error = flux.astype(np.float32), error.astype(np.float32)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        write_apstar(folder / f"apStar-dr17-2M{i:08d}.fits", flux[i], error[i], bitmask[i],
-                     {"APOGEE_ID": f"2M{i:08d}"})
-
-
-def write_real(folder: Path, n: int) -> bool:
-    if not REAL.is_file() or n <= 0:
-        return False
-    folder.mkdir(parents=True)
-    for i in range(n):
-        shutil.copyfile(REAL, folder / f"apStar-dr17-2M{i:08d}.fits")
-    return True
 
 
 def export_src(rev: str, dest: Path, io_from: Path | None = None) -> Path:
