@@ -52,11 +52,17 @@ def _pipeline(ds: h5py.Dataset) -> list[int] | None:
     return codes
 
 
+def _damaged(ds: h5py.Dataset, c0: int, problem: str) -> InputFileError:
+    """The error for the chunk of ``ds`` that starts at row ``c0`` (built only when one is damaged)."""
+    return InputFileError(ds.file.filename,
+                          f"dataset {ds.name}, the chunk of rows {c0}–{c0 + ds.chunks[0] - 1}: {problem}")
+
+
 def _decode_into(
-    raw: bytes, filter_mask: int, codes: list[int], dest: np.ndarray, where: tuple[str, str]
+    raw: bytes, filter_mask: int, codes: list[int], dest: np.ndarray, ds: h5py.Dataset, c0: int
 ) -> None:
-    """Decode one stored chunk into ``dest`` (C-contiguous, the chunk's dtype and shape). Bit i of
-    ``filter_mask`` set: filter i was skipped. ``where``: (file, chunk) for the error."""
+    """Decode the stored chunk of ``ds`` at row ``c0`` into ``dest`` (C-contiguous, the chunk's dtype
+    and shape). Bit i of ``filter_mask`` set: filter i was skipped."""
     data: bytes = raw
     shuffled = False
     for i in reversed(range(len(codes))):  # undo the filters in reverse order of writing
@@ -65,11 +71,11 @@ def _decode_into(
                 try:
                     data = zlib_ng.decompress(data)
                 except zlib_ng.error as exc:
-                    raise InputFileError(where[0], f"{where[1]}: corrupt deflate stream ({exc})") from exc
+                    raise _damaged(ds, c0, f"corrupt deflate stream ({exc})") from exc
             else:  # shuffle is written first (see _pipeline), so it is undone last
                 shuffled = True
     if len(data) != dest.nbytes:
-        raise InputFileError(where[0], f"{where[1]}: decodes to {len(data)} bytes, expected {dest.nbytes}")
+        raise _damaged(ds, c0, f"decodes to {len(data)} bytes, expected {dest.nbytes}")
     size = dest.dtype.itemsize
     stored = np.frombuffer(data, np.uint8)
     elements = dest.reshape(-1).view(np.uint8).reshape(-1, size)
@@ -108,11 +114,10 @@ def read_row_range(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
         except (KeyError, ValueError, OSError, RuntimeError):  # e.g. a chunk never written
             return ds[start:stop]
         a, b = max(start, c0), min(stop, c0 + rows)
-        where = (ds.file.filename, f"dataset {ds.name}, the chunk of rows {c0}–{c0 + rows - 1}")
         if a == c0 and b == c0 + rows:
-            _decode_into(raw, mask, codes, out[a - start:b - start], where)
+            _decode_into(raw, mask, codes, out[a - start:b - start], ds, c0)
         else:
             part = np.empty(chunks, ds.dtype) if part is None else part
-            _decode_into(raw, mask, codes, part, where)
+            _decode_into(raw, mask, codes, part, ds, c0)
             out[a - start:b - start] = part[a - c0:b - c0]
     return out
