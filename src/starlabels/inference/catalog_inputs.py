@@ -180,8 +180,13 @@ def _overlaps(wavelength: np.ndarray, grid: Any) -> bool:
     return bool(wavelength[0] <= grid.wavelength[-1] and wavelength[-1] >= grid.wavelength[0])
 
 
+def _block_key(kind: str, grid: Any) -> tuple[str, str]:
+    """A unit's blocks are keyed by kind and grid."""
+    return kind, grid.checksum
+
+
 def _block(blocks: dict[tuple[str, str], Block], kind: str, grid: Any) -> Block:
-    return blocks.setdefault((kind, grid.checksum), Block(kind, grid))
+    return blocks.setdefault(_block_key(kind, grid), Block(kind, grid))
 
 
 class _Rows:
@@ -273,7 +278,7 @@ def read_spectra_unit(
                                            preprocessed=False, resample=resample, instrument=s.instrument,
                                            where=f"{it.path} HDU {s.meta.get('HDU')}: ")
                     b = _block(blocks, "raw", gi.grid)
-                    key = ("raw", gi.grid.checksum)
+                    key = _block_key("raw", gi.grid)
                     if key not in rows:
                         rows[key] = _Rows(len(unit.items), gi.flux.shape[1], dtype or gi.flux.dtype)
                     rows[key].append(gi.flux, gi.error, 0 if gi.bitmask is None else gi.bitmask)
