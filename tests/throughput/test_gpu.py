@@ -1,4 +1,4 @@
-"""CUDA code paths (issue 17): predict, a training step, MC dropout and DDP with nccl.
+"""CUDA code paths (issue 17): predict, a catalog run, a training step, MC dropout and DDP with nccl.
 
 Marked ``gpu``; every test skips with a reason where no CUDA device is available (this project's
 CI machine has none — the tests were written for a GPU but not run on one yet). Each compares the
@@ -38,6 +38,33 @@ def test_predict_on_cuda_equals_cpu():
     np.testing.assert_allclose(gpu.mean, cpu.mean, rtol=1e-4, atol=1e-4 * np.nanmax(np.abs(cpu.mean)))
     np.testing.assert_allclose(gpu.std, cpu.std, rtol=1e-3)
     np.testing.assert_array_equal(gpu.flags, cpu.flags)
+
+
+@needs_cuda
+@pytest.mark.parametrize("prefetch", ["process", "thread", False])
+def test_catalog_run_on_cuda_equals_cpu(tmp_path, prefetch):
+    """A survey run with the network on the GPU: every reader (the reading process is forked from a process
+    that may have initialised CUDA already, and must not touch it) gives the CPU run's catalog."""
+    from starlabels.data.hdf5 import DatasetWriter
+    from starlabels.inference.catalog import read_catalog, run_catalog
+
+    with np.load(REF / "reference.npz") as data:
+        flux, error, bitmask = data["flux"], data["error"], data["bitmask"]
+    path = tmp_path / "rows.h5"
+    with DatasetWriter(path, flux.shape[1], "apstar", chunk_rows=2) as writer:
+        writer.append(flux, error, bitmask, meta={"apogee_id": [f"s{i}" for i in range(len(flux))]})
+    catalogs = {}
+    for device in ("cuda", "cpu", "cuda"):  # CUDA is initialised before the second GPU run's fork
+        out = tmp_path / f"{device}.parquet"
+        run_catalog(REF / "model_raw", [path], out, rows_per_unit=2, uncertainty="delta", device=device,
+                    prefetch=prefetch, overwrite=True)
+        catalogs[device] = read_catalog(out)
+    gpu, cpu = catalogs["cuda"], catalogs["cpu"]
+    assert gpu["APOGEE_ID"].tolist() == cpu["APOGEE_ID"].tolist() == ["s0", "s1", "s2", "s3"]
+    for column in ("TEFF", "LOGG", "FE_H"):
+        np.testing.assert_allclose(gpu[column], cpu[column], rtol=1e-4)
+        np.testing.assert_allclose(gpu[f"{column}_ERR"], cpu[f"{column}_ERR"], rtol=1e-3)
+    np.testing.assert_array_equal(gpu["FLAG"], cpu["FLAG"])
 
 
 @needs_cuda
