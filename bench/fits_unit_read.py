@@ -57,7 +57,6 @@ import resource
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from fits_read import write_real, write_synthetic  # the same inputs as bench/fits_read.py
+from fits_read import export_before, write_real, write_synthetic  # the same inputs as bench/fits_read.py
 from worker_process import run_worker
 
 HERE = Path(__file__).resolve().parent
@@ -191,12 +190,11 @@ def _spectra(n: int) -> tuple[np.ndarray, ...]:
 
 
 def export_src(rev: str, dest: Path, io_from: Path | None = None) -> Path:
-    """``src`` of commit ``rev`` under ``dest``, with ``starlabels/io`` copied from ``io_from``."""
-    dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    src = dest / "src"
+    """``src`` of commit ``rev`` under ``dest`` (:func:`fits_read.export_before`), with ``starlabels/io``
+    copied from ``io_from``."""
+    src = export_before(rev, dest)
+    if src is None:
+        raise RuntimeError(f"git archive of {rev!r} failed: not a commit of this repository, or no git")
     if io_from is not None:
         shutil.rmtree(src / "starlabels" / "io")
         shutil.copytree(io_from / "starlabels" / "io", src / "starlabels" / "io",
