@@ -328,19 +328,15 @@ def test_list_files_walks_without_opening(tmp_path, monkeypatch):
 
 
 def _rglob_listing(paths, recursive=True):
-    """list_files as it was written before the os.scandir walk: sorted Path.rglob, resolve() to drop
-    duplicates (the reference the faster walk must equal)."""
-    out, seen = [], set()
-    for item in paths:
-        p = Path(item)
-        found = [f for f in sorted(p.rglob("*") if recursive else p.iterdir()) if not f.is_dir()] \
-            if p.is_dir() else [p]
-        for f in found:
-            key = f.resolve() if f.exists() else f
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    return out
+    """list_files as it was written before the os.scandir walk (sorted Path.rglob, resolve() to drop
+    duplicates): bench/list_folder.py's reproduction, the reference the faster walk must equal."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "list_folder.py"
+    spec = importlib.util.spec_from_file_location("bench_list_folder", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.former_list_files(paths, recursive)
 
 
 def test_list_files_equals_the_sorted_rglob_listing_on_an_awkward_tree(tmp_path):
