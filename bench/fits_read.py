@@ -69,12 +69,12 @@ from typing import Any
 
 import numpy as np
 
+from accuracy import shared_data_dir  # $STARLABELS_SHARED_DATA or ../shared/data
 from worker_process import run_worker
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-REAL = Path(os.environ.get("STARLABELS_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / \
-    "apStar-dr17-2M19485057+5005279.fits"
+REAL = shared_data_dir() / "real" / "apStar-dr17-2M19485057+5005279.fits"
 #: the last commit before the direct reader (io/fits_source.py)
 BEFORE = "ac3d467"
 

@@ -44,11 +44,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from accuracy import shared_data_dir  # bench/: $STARLABELS_SHARED_DATA or ../shared/data
+
 HERE = Path(__file__).resolve().parent
 STARS = 250_000
 #: The DR17 continuum mask of part 5 (where ../shared is absent: bench/continuum.py's synthetic mask).
-CONTINUUM_MASK = (Path(os.environ.get("STARLABELS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-                  / "apogee" / "continuum_mask_dr17_7514.npy")
+CONTINUUM_MASK = shared_data_dir() / "apogee" / "continuum_mask_dr17_7514.npy"
 
 
 def _best(fn, repeat: int) -> tuple[float, float]:
