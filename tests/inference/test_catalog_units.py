@@ -26,3 +26,16 @@ def test_unit_key_survives_pickling_to_a_reading_process():
     key = unit.key
     again = pickle.loads(pickle.dumps(unit))
     assert again == unit and again.key == key
+
+
+def test_an_items_record_is_its_asdict_and_the_done_marker_lists_them(tmp_path):
+    from starlabels.inference.catalog_parts import write_unit
+
+    items = (InputItem("spectra", "/data/apStar-dr17-2M00000002+7417074.fits"),
+             InputItem("hdf5", "/data/rows.h5", 1024, 2048))
+    for item in items:
+        assert item.record() == asdict(item)
+    unit = Unit(5, items)
+    assert write_unit(tmp_path, unit, None, [("x.fits", "unreadable")]) == 0
+    marker = json.loads((tmp_path / f"{unit.name}.json").read_text())
+    assert marker == {"rows": 0, "skipped": [["x.fits", "unreadable"]], "items": [asdict(i) for i in items]}

@@ -47,6 +47,11 @@ class InputItem:
     start: int = 0
     stop: int = 0
 
+    def record(self) -> dict[str, Any]:
+        """The item as a JSON-ready dict (what ``dataclasses.asdict`` gives, without its per-field
+        deep copies: a unit's done-marker lists hundreds of items)."""
+        return {"kind": self.kind, "path": self.path, "start": self.start, "stop": self.stop}
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -59,8 +64,7 @@ class Unit:
     def key(self) -> str:
         """12 hex digits of the SHA-1 of the items as sorted-key JSON (the text of ``asdict`` of each:
         parts folders written before keep their names), computed once per unit."""
-        text = json.dumps([{"kind": i.kind, "path": i.path, "start": i.start, "stop": i.stop}
-                           for i in self.items], sort_keys=True)
+        text = json.dumps([i.record() for i in self.items], sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     @property

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def write_unit(pdir: Path, unit: Unit, df: Any, skipped: list[tuple[str, str]]) 
         df.to_parquet(tmp, index=False)
         os.replace(tmp, pdir / f"{unit.name}.parquet")
     marker = {"rows": n, "skipped": [list(s) for s in skipped],
-              "items": [asdict(i) for i in unit.items]}
+              "items": [i.record() for i in unit.items]}
     atomic_write_text(pdir / f"{unit.name}.json", json.dumps(marker))
     return n
 
