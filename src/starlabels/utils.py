@@ -41,6 +41,20 @@ def get_device(device: str | None = None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_device(module: Any, device: Any) -> Any:
+    """``module.to(device)`` (a ``torch.nn.Module``, moved in place and returned), without the walk
+    over its submodules when every parameter and buffer is on ``device`` already — as on every
+    ``predict`` call after the first (a catalog makes one per unit: ~1 ms for APOGEE Net's walk)."""
+    import itertools
+
+    import torch
+
+    device = torch.device(device)
+    if all(t.device == device for t in itertools.chain(module.parameters(), module.buffers())):
+        return module
+    return module.to(device)
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed python's, numpy's (legacy) and torch's *global* generators; return a fresh numpy
     Generator from ``seed``.

@@ -167,3 +167,41 @@ def test_effective_errors_of_a_fully_masked_spectrum_are_zero():
     s = uncertainty_methods.effective_errors(e)
     assert torch.equal(s[0], torch.zeros(10))
     torch.testing.assert_close(s[1], torch.full((10,), 0.1))
+
+
+def test_a_point_prediction_runs_in_eval_mode_and_leaves_each_submodule_as_it_was():
+    class Probe(torch.nn.Module):  # records the training flag of itself and its dropout during forward
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Dropout(0.5)
+            self.seen: list[tuple[bool, bool]] = []
+
+        def forward(self, x):
+            self.seen.append((self.training, self.dropout.training))
+            return self.dropout(x)[:, 0, :2]  # (N, 1, P) in
+
+    net = Probe()
+    fn = physical(net, 4, 2)
+    net.dropout.eval()  # a frozen submodule inside a module in training mode
+    assert fn.training and net.training
+    x = torch.ones(3, 4)
+    mean, _ = uncertainty_methods.point(fn, x)
+    assert net.seen == [(False, False)]
+    torch.testing.assert_close(mean, x[:, :2])  # dropout off: the input as it came
+    # each module as before: the dropout stays frozen (the former eval()/train(was) set it training)
+    assert fn.training and net.training and not net.dropout.training
+    fn.eval()
+    uncertainty_methods.point(fn, x)
+    assert not any(m.training for m in fn.modules())
+
+
+def test_on_device_moves_only_a_module_that_is_elsewhere(monkeypatch):
+    from starlabels.utils import on_device
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    walks = []
+    real = torch.nn.Module._apply
+    monkeypatch.setattr(torch.nn.Module, "_apply", lambda self, *a, **k: walks.append(self) or real(self, *a, **k))
+    assert on_device(module, "cpu") is module and walks == []  # everything on the CPU already
+    assert on_device(module, torch.device("meta")) is module and walks  # moved, in place
+    assert all(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()])

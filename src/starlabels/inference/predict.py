@@ -56,7 +56,7 @@ from starlabels.inference.prediction import Prediction
 from starlabels.inference.prefetch import prefetched
 from starlabels.inference.prepared_spectra import PreparedSpectra, iter_prepared
 from starlabels.inference.uncertainty_calibration import calibration_info
-from starlabels.utils import get_device, progress
+from starlabels.utils import get_device, on_device, progress
 
 __all__ = [
     "MODEL_DEFAULT",
@@ -263,7 +263,7 @@ def predict(
         raise InputDataError(f"snr has {snr_given.shape[0]} values for {n} spectra")
 
     dev = get_device(device)
-    phys = im.physical.to(dev)
+    phys = on_device(im.physical, dev)
     method = uncertainty or "none"
     mean = np.full((n, L), np.nan)
     parts: dict[str, np.ndarray] = {}

@@ -136,12 +136,17 @@ def effective_errors(
 
 @contextlib.contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
-    was = module.training
-    module.eval()
+    """``module`` and each submodule in eval mode inside; afterwards each is as it was (only those
+    that were training are touched: a module in eval mode already, as between a catalog's units,
+    is not walked twice more)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
     try:
         yield
     finally:
-        module.train(was)
+        for m in training:
+            m.training = True
 
 
 def fresh_seed() -> int:
