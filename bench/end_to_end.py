@@ -1,7 +1,7 @@
 """End-to-end catalog throughput vs the bare network forward (issue 17, must-have 3).
 
     python bench/end_to_end.py [--quick] [--rounds 3] [--readers process,thread,inline]
-                               [--tuned-allocator] [--json PATH] [--out MD]
+                               [--unit-sizes 64,256,1024] [--tuned-allocator] [--json PATH] [--out MD]
 
 Prints a markdown section (:func:`markdown_section`; ``bench/throughput.py`` includes it via
 :func:`section`, i.e. :func:`run` + :func:`markdown_section`). For two networks, side by side in
@@ -294,8 +294,10 @@ def contention(im: Any, settings: dict[str, Any], x: Any, sources: dict[str, Pat
 
 
 def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: dict | None = None,
-        readers: tuple[str, ...] = READERS) -> dict:
-    """Measure every row (see the module docstring) and return the numbers as a dict."""
+        readers: tuple[str, ...] = READERS, unit_sizes: tuple[int, ...] = ()) -> dict:
+    """Measure every row (see the module docstring) and return the numbers as a dict. ``unit_sizes``:
+    also measure APOGEE Net's end-to-end runs with the reading process at each of these spectra per
+    unit (``files_per_unit`` = ``rows_per_unit``; the same spectra, so fewer units for larger ones)."""
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -332,6 +334,14 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
                                        "steady_rates": {s: k / t for s, (_, t) in rates.items()},
                                        "paired_ratios": paired,
                                        "breakdown": breakdown}
+            if unit_sizes and name.startswith("APOGEE Net"):
+                results["models"][name]["unit_sizes"] = by_unit = {}
+                for size in unit_sizes:
+                    r, p = measure(im, settings, x, sources, size, rounds, tmp, ("process",))
+                    by_unit[str(size)] = {"units": -(-k // size),
+                                          "rates": {s: k / t for s, (t, _) in r.items()},
+                                          "steady_rates": {s: k / t for s, (_, t) in r.items()},
+                                          "paired_ratios": p}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["load_average"] = (load0, os.getloadavg()[0])
@@ -385,6 +395,23 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                 lines.append(f"| {s_} | {np.median(whole):.2f} [{whole.min():.2f}, {whole.max():.2f}] | "
                              f"{np.median(steady):.2f} [{steady.min():.2f}, {steady.max():.2f}] |")
             lines.append("")
+        if m.get("unit_sizes"):
+            lines += ["The same spectra in units of other sizes (`files_per_unit` = `rows_per_unit`; "
+                      "reading process; the bare forward called on one unit's spectra at a time, as the "
+                      "catalog does). Each unit costs bookkeeping besides its spectra (its predict call, "
+                      "catalog rows, parts file and done-marker): this is what chose the default of 256 "
+                      "files per unit (`FILES_PER_UNIT`). Paired ratios as above, median [lowest, "
+                      "highest]:", "",
+                      "| spectra per unit | units | configuration | spectra/s once the first unit is read "
+                      "| whole run / bare forward | once the first unit is read / bare forward |",
+                      "|---:|---:|---|---:|---:|---:|"]
+            for size, u in m["unit_sizes"].items():
+                for s_, pairs in u["paired_ratios"].items():
+                    whole, steady = np.array(pairs).T
+                    lines.append(f"| {size} | {u['units']} | {s_} | {u['steady_rates'][s_]:.1f} | "
+                                 f"{np.median(whole):.2f} [{whole.min():.2f}, {whole.max():.2f}] | "
+                                 f"{np.median(steady):.2f} [{steady.min():.2f}, {steady.max():.2f}] |")
+            lines.append("")
         if m.get("contention"):
             lines += ["The bare forward (3 calls of one unit's spectra) alone, next to a thread and next to "
                       "a process reading and preparing units of each source in a loop, as the catalog's "
@@ -424,6 +451,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best rates, median ratios)")
     ap.add_argument("--readers", default=",".join(READERS),
                     help=f"comma-separated catalog readers to measure, of {', '.join(READERS)}")
+    ap.add_argument("--unit-sizes", default="",
+                    help="comma-separated spectra per unit at which to also measure APOGEE Net's runs with "
+                         "the reading process (e.g. 64,256,1024)")
     ap.add_argument("--tuned-allocator", action="store_true",
                     help="apply starlabels.tune_process to this process (every row)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
@@ -433,7 +463,14 @@ def main() -> None:
     readers = tuple(r.strip() for r in a.readers.split(",") if r.strip())
     if not readers or set(readers) - set(READERS):
         ap.error(f"--readers takes names among {', '.join(READERS)}; got {a.readers!r}")
-    results = run(quick=a.quick, rounds=a.rounds, tuned_allocator=a.tuned_allocator, readers=readers)
+    try:
+        unit_sizes = tuple(int(v) for v in a.unit_sizes.split(",") if v.strip())
+    except ValueError:
+        ap.error(f"--unit-sizes takes comma-separated whole numbers; got {a.unit_sizes!r}")
+    if any(v < 1 for v in unit_sizes):
+        ap.error(f"--unit-sizes must be positive; got {a.unit_sizes!r}")
+    results = run(quick=a.quick, rounds=a.rounds, tuned_allocator=a.tuned_allocator, readers=readers,
+                  unit_sizes=unit_sizes)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     text = markdown_section(results, "#")

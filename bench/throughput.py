@@ -16,7 +16,8 @@ One run, one machine, float32 unless stated, torch threads = 1 throughout. Parts
    the bf16 label change of a trained model (``starlabels demo --quick``) in units of its σ.
 3. **End-to-end predict** (``bench/predict_throughput.py --skip cost,agreement,memory``): the
    throughput table, allocator effect on its own line; then ``bench/end_to_end.py``'s section
-   (catalog from raw apStar spectra vs the bare forward, APOGEE Net and the BCNN with MC dropout).
+   (catalog from raw apStar spectra vs the bare forward, APOGEE Net and the BCNN with MC dropout;
+   APOGEE Net also at 64, 256 and 1024 spectra per unit, the evidence for ``FILES_PER_UNIT``).
 4. **simulate** peak memory vs N, all at once vs streamed (``bench/simulate_memory.py``).
 5. **Continuum normalisation** against the allocate-and-copy floor and astroNN's
    ``apogee_continuum`` (``bench/continuum.py``, printed verbatim; bench/results/continuum.md keeps
@@ -351,7 +352,9 @@ def main() -> None:
         # the catalog end-to-end section (bench/end_to_end.py), its own process, glibc-default allocator
         # (printed on this page; bench/results/end_to_end.md keeps the runs of end_to_end.py itself)
         path = Path("/tmp") / f"throughput_end_to_end_{os.getpid()}.json"
-        subprocess.run([sys.executable, str(HERE / "end_to_end.py"), *(["--quick"] if a.quick else []),
+        # (and, in a full run, APOGEE Net at 64, 256 and 1024 spectra per unit: the default's evidence)
+        subprocess.run([sys.executable, str(HERE / "end_to_end.py"),
+                        *(["--quick"] if a.quick else ["--unit-sizes", "64,256,1024"]),
                         "--json", str(path)], check=True, capture_output=True, timeout=3600,
                        env={**os.environ, "STARLABELS_NO_PROGRESS": "1"})
         catalog_e2e = json.loads(path.read_text())

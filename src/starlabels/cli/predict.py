@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from starlabels.inference.catalog_inputs import FILES_PER_UNIT, ROWS_PER_UNIT
 from starlabels.inference.flags import describe as _describe_flags
 
 
@@ -34,9 +35,9 @@ from starlabels.inference.flags import describe as _describe_flags
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of dropout masks / noise.")
 @click.option("--no-calibration", is_flag=True, help="Report uncalibrated uncertainties.")
-@click.option("--files-per-unit", type=int, default=64, show_default=True,
+@click.option("--files-per-unit", type=int, default=FILES_PER_UNIT, show_default=True,
               help="FITS files per unit of work (the grain of resuming and distribution).")
-@click.option("--rows-per-unit", type=int, default=1024, show_default=True,
+@click.option("--rows-per-unit", type=int, default=ROWS_PER_UNIT, show_default=True,
               help="HDF5 rows per unit of work.")
 @click.option("--resample", type=click.Choice(["linear", "flux-conserving"]), default=None,
               help="Resample spectra on another grid onto the model's (default: skip them, listed "

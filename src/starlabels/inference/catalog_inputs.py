@@ -31,7 +31,14 @@ from starlabels.errors import InputFileError, StarlabelsError
 from starlabels.inference import grid_input
 
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
-FILES_PER_UNIT = 64
+#: Spectrum files per unit of work (a unit: one read, one predict call, one parts file; the grain of
+#: resuming and distribution). Each unit costs milliseconds of bookkeeping besides its spectra
+#: (predict call, catalog rows, parts file, done-marker), which 64 apStar files per unit (the
+#: former default) made a fifth of a point-estimate run's time: ``bench/end_to_end.py --unit-sizes
+#: 64,256,1024``, table in bench/results/throughput.md. A unit's spectra are held in memory, two
+#: units at a time: files with many visits (mwmVisit) may call for fewer (``--files-per-unit``).
+FILES_PER_UNIT = 256
+#: HDF5 rows per unit of work.
 ROWS_PER_UNIT = 1024
 #: Per-row identity columns, in catalog order (SDSS_ID -1 and strings "" when a file lacks them).
 ID_COLUMNS: tuple[str, ...] = ("SDSS_ID", "APOGEE_ID", "TELESCOPE", "HDU", "RA", "DEC", "SNR", "SOURCE")
