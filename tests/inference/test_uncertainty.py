@@ -201,7 +201,18 @@ def test_on_device_moves_only_a_module_that_is_elsewhere(monkeypatch):
     module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     walks = []
     real = torch.nn.Module._apply
-    monkeypatch.setattr(torch.nn.Module, "_apply", lambda self, *a, **k: walks.append(self) or real(self, *a, **k))
+    monkeypatch.setattr(torch.nn.Module, "_apply",
+                        lambda self, *a, **k: walks.append(self) or real(self, *a, **k))
     assert on_device(module, "cpu") is module and walks == []  # everything on the CPU already
     assert on_device(module, torch.device("meta")) is module and walks  # moved, in place
     assert all(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()])
+
+
+def test_a_point_prediction_runs_a_frozen_torchscript_network():
+    # torch.jit.freeze keeps no training flag on the submodules; eval mode must not need one
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+    x = torch.randn(3, 4)
+    frozen = torch.jit.freeze(torch.jit.trace(net.eval(), x[:, None, :], check_trace=False))
+    mean, parts = uncertainty_methods.point(physical(frozen, 4, 2), x)
+    torch.testing.assert_close(mean, net(x[:, None, :]))
+    assert parts == {}

@@ -139,7 +139,8 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
     """``module`` and each submodule in eval mode inside; afterwards each is as it was (only those
     that were training are touched: a module in eval mode already, as between a catalog's units,
     is not walked twice more)."""
-    training = [m for m in module.modules() if m.training]
+    # a frozen TorchScript submodule has no training flag: nothing to switch there
+    training = [m for m in module.modules() if getattr(m, "training", False)]
     for m in training:
         m.training = False
     try:
