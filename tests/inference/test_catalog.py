@@ -11,7 +11,7 @@ import starlabels
 from starlabels.errors import StarlabelsError
 from starlabels.inference import catalog as catalogs
 from starlabels.inference import flags
-from starlabels.inference.catalog_parts import parts_dir
+from starlabels.inference.catalog_parts import _resume_hint, parts_dir
 
 
 @pytest.fixture
@@ -177,6 +177,38 @@ def test_resuming_with_other_settings_is_refused_unless_overwrite(
         catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4)
     res = catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="noise", n_samples=4, overwrite=True)
     assert res.n_rows == 5
+
+
+def test_a_run_begun_with_other_unit_sizes_names_them_and_resumes_with_them(
+    raw_model_folder, inputs, tmp_path, monkeypatch
+):
+    from starlabels.cli.main import cli
+
+    d, _, _ = inputs  # 5 files
+    out = tmp_path / "c.csv"
+    real, calls = catalogs.run_unit, []
+
+    def stop_after_one(*args, **kwargs):  # interrupted after its first unit (as by the former default)
+        if calls:
+            raise KeyboardInterrupt("stop")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalogs, "run_unit", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="delta", files_per_unit=2)
+    monkeypatch.undo()
+    with pytest.raises(StarlabelsError) as err:  # resumed with the default (256 files per unit)
+        catalogs.run_catalog(raw_model_folder, [d], out, uncertainty="delta")
+    assert str(err.value).endswith("to resume it, pass files_per_unit=2 (--files-per-unit 2)")
+    r = CliRunner().invoke(cli, ["predict", str(raw_model_folder), str(d), "-o", str(out),
+                                 "--uncertainty", "delta", "--files-per-unit", "2"])
+    assert r.exit_code == 0, r.output
+    whole = catalogs.run_catalog(raw_model_folder, [d], tmp_path / "whole.csv", uncertainty="delta")
+    pd.testing.assert_frame_equal(catalogs.read_catalog(out), catalogs.read_catalog(whole.path))
+    # another setting differing too: no hint (the sizes alone would not resume it)
+    assert _resume_hint({"settings": {"uncertainty": "delta"}, "files_per_unit": 2},
+                        {"settings": {"uncertainty": "noise"}, "files_per_unit": 256}) == ""
 
 
 def test_cli_predict_writes_a_catalog_and_reports_bad_models_cleanly(raw_model_folder, inputs, tmp_path):

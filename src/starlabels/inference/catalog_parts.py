@@ -129,6 +129,7 @@ def prepare_run(
             raise StarlabelsError(
                 f"{pdir} holds parts of a run with other settings or another model "
                 f"({_diff(old, manifest)}); remove it or pass overwrite=True (--overwrite)"
+                + _resume_hint(old, manifest)
             )
     else:
         pdir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,19 @@ def _diff(old: dict, new: dict) -> str:
     new = json.loads(json.dumps(new))
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return "differs in " + ", ".join(keys)
+
+
+def _resume_hint(old: dict, new: dict) -> str:
+    """How to resume instead, when the units' sizes are all that differ (e.g. a run begun before
+    ``FILES_PER_UNIT`` changed from 64 to 256)."""
+    new = json.loads(json.dumps(new))
+    sizes = ("files_per_unit", "rows_per_unit")
+    keys = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    if not keys or not keys <= set(sizes) or not all(isinstance(old.get(k), int) for k in keys):
+        return ""
+    given = " ".join(f"--{k.replace('_', '-')} {old[k]}" for k in sizes if k in keys)
+    keywords = ", ".join(f"{k}={old[k]}" for k in sizes if k in keys)
+    return f"; to resume it, pass {keywords} ({given})"
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
