@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,12 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def acc():
     """The bench script as a module (it is not part of the package)."""
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script(ROOT / "bench" / "accuracy.py", "bench_accuracy", register=True)
+    sys.modules.pop("bench_accuracy", None)
 
 
 def test_config_quick_overrides_and_paths(acc):

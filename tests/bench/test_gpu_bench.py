@@ -3,7 +3,6 @@ settings, its JSON complete and finite, and its no-CUDA answer where CUDA is ask
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from script_module import load_script
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu.py"
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "gpu_bench")
 
 
 def test_rate_counts_calls_and_spectra():

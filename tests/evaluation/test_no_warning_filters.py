@@ -4,26 +4,22 @@ not produced at all, and the numbers are numpy's."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from script_module import load_script
 from starlabels.errors import InputDataError
 from starlabels.evaluation import metrics
 from starlabels.evaluation.binned_statistics import nanmean_columns, nanstd_columns
 from starlabels.training.provenance import label_range
 
 # the report tests' inputs (a catalog, its reference, a tiny model folder) and their CLI runner
-_spec = importlib.util.spec_from_file_location("_report_inputs",
-                                               Path(__file__).parents[1] / "report" / "conftest.py")
-report_inputs = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = report_inputs  # (its dataclass looks its module up there)
-_spec.loader.exec_module(report_inputs)
+report_inputs = load_script(Path(__file__).parents[1] / "report" / "conftest.py", "_report_inputs",
+                            register=True)  # (its dataclass looks its module up there)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from script_module import load_script
 from starlabels.core import apogee as apogee_core
 from starlabels.core import boss as boss_core
 from starlabels.errors import InputDataError, InputFileError
@@ -330,12 +331,7 @@ def test_list_files_walks_without_opening(tmp_path, monkeypatch):
 def _rglob_listing(paths, recursive=True):
     """list_files as it was written before the os.scandir walk (sorted Path.rglob, resolve() to drop
     duplicates): bench/list_folder.py's reproduction, the reference the faster walk must equal."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "list_folder.py"
-    spec = importlib.util.spec_from_file_location("bench_list_folder", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(Path(__file__).resolve().parents[2] / "bench" / "list_folder.py", "bench_list_folder")
     return bench.former_list_files(paths, recursive)
 
 
@@ -409,14 +405,11 @@ def test_spectrum_validation():
 
 def test_committed_mwm_layouts_are_what_the_script_derives(datamodel):
     """resources/mwm_layouts.json == scripts/mwm_layouts.py run on the data-model YAMLs."""
-    import importlib.util
     import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("mwm_layouts_script", root / "scripts" / "mwm_layouts.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(root / "scripts" / "mwm_layouts.py", "mwm_layouts_script")
     committed = json.loads((root / "src/starlabels/resources/mwm_layouts.json").read_text())
     for kind in ("mwmStar", "mwmVisit"):
         assert committed[kind] == json.loads(json.dumps(script.layout(datamodel.folder / f"{kind}.yaml")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,11 @@ import pytest
 from astropy.table import Table
 from click.testing import CliRunner
 
+from script_module import load_script
 from starlabels.cli.main import cli
 
 # the CMD-format test grid of test_yso.py
-_spec = importlib.util.spec_from_file_location("_yso_tests", Path(__file__).with_name("test_yso.py"))
-_yso_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_yso_tests)
+_yso_tests = load_script(Path(__file__).with_name("test_yso.py"), "_yso_tests")
 
 
 @pytest.mark.parametrize("sub", [[], ["mdwarf"], ["yso-population"], ["yso-train"], ["yso-predict"]])

@@ -5,9 +5,7 @@ tests/bench/test_astronn_agreement.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,14 +15,12 @@ import pytest
 import torch
 
 import starlabels
+from script_module import load_script
 from starlabels.errors import InputDataError, InputFileError, ModelFormatError
 from starlabels.models import from_astronn
 from starlabels.models.astronn_import import astronn_label_name, load_astronn_windows
 
-_spec = importlib.util.spec_from_file_location("astronn_fake", Path(__file__).with_name("astronn_fake.py"))
-fake = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("astronn_fake", fake)
-_spec.loader.exec_module(fake)
+fake = load_script(Path(__file__).with_name("astronn_fake.py"), "astronn_fake", register=True)
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*only preprocessed=True input:UserWarning")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from script_module import load_script
 from starlabels.errors import InputDataError
 from starlabels.models import (
     ARCHITECTURES,
@@ -31,9 +31,7 @@ def test_apogee_net_parameter_count_on_apstar_grid():
 def test_apogee_net_matches_paper_code_numerically():
     if not REFERENCE.is_file():
         pytest.skip(f"{REFERENCE} is absent")
-    spec = importlib.util.spec_from_file_location("apogee_net_appendix_b", REFERENCE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(REFERENCE, "apogee_net_appendix_b")
     torch.manual_seed(1)
     ref = mod.APOGEE_Net(1, 3).eval()
     ours = ApogeeNet(3, 8575).eval()

@@ -4,12 +4,13 @@ train and the Dask worker kill are in the bench: bench/results/fault_injection.m
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import sys
 from pathlib import Path
 
 import pytest
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,12 +21,8 @@ pytestmark = pytest.mark.slow
 def bench():
     """The bench script as a module (it is not part of the package)."""
     path = ROOT / "bench" / "fault_injection.py"
-    spec = importlib.util.spec_from_file_location("bench_fault_injection", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script(path, "bench_fault_injection", register=True)
+    sys.modules.pop("bench_fault_injection", None)
 
 
 @pytest.mark.parametrize("command", ["predict", "ingest"])

@@ -5,13 +5,13 @@ for any batch size, chunk size and input length."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 import starlabels.models.apogee_net as apogee_net_module
+from script_module import load_script
 from starlabels.inference.fast_network import inference_network
 from starlabels.models.apogee_net import ApogeeNet, chunked_features
 
@@ -21,9 +21,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "bench" / "reference" / "apoge
 def _paper_and_ours(seed: int = 1) -> tuple[torch.nn.Module, ApogeeNet]:
     if not REFERENCE.is_file():
         pytest.skip(f"{REFERENCE} is absent")
-    spec = importlib.util.spec_from_file_location("apogee_net_appendix_b", REFERENCE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(REFERENCE, "apogee_net_appendix_b")
     torch.manual_seed(seed)
     ref = mod.APOGEE_Net(1, 3).eval()
     ours = ApogeeNet(3, 8575).eval()

@@ -3,7 +3,6 @@ one-cycle schedule it uses; its labeler saves atomically and loads back (old fol
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from script_module import load_script
 from starlabels.labels import yso
 from starlabels.models.yso import YSOLabeler, YSOPhotometryCNN, input_transform
 from starlabels.training.config import OptimiserConfig, TrainingConfig
@@ -21,10 +21,7 @@ from starlabels.training.trainer import Trainer
 from starlabels.training.yso import train_yso_network
 
 # the CMD-format test grid (bilinear quantities) and extinction coefficients of the YSO tests
-_spec = importlib.util.spec_from_file_location(
-    "_yso_tests", Path(__file__).parents[1] / "labels" / "test_yso.py")
-_yso_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_yso_tests)
+_yso_tests = load_script(Path(__file__).parents[1] / "labels" / "test_yso.py", "_yso_tests")
 
 
 @pytest.fixture(scope="module")
