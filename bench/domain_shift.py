@@ -4,8 +4,8 @@ What it does:
 
 1. **Train** two demo models with :func:`starlabels.demo.run_demo` (the trainer fits the label
    coverage and the domain-shift estimator at the end of training, no extra step): one on the
-   built-in generator, one on the Payne-Kurucz 4-label emulator (``/work/shared/data`` or
-   ``--emulator``).
+   built-in generator, one on the Payne-Kurucz 4-label emulator (under ``$STARLABELS_SHARED_DATA``
+   or ``../shared/data``, or ``--emulator``).
 2. **Data sets**: held-out stars from each simulator (a new survey seed: new stars, same physics),
    and the real APOGEE spectra in ``<shared>/real/`` (apStar combined + visits, apVisit, the
    Payne-format combined and visit spectra, placed on the apStar grid).
@@ -34,7 +34,6 @@ One process, one thread (``torch.set_num_threads(1)``), float32 networks, CPU.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -42,7 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(os.environ.get("STARLABELS_SHARED", "/work/shared/data"))
+from accuracy import shared_data_dir  # bench/: $STARLABELS_SHARED_DATA or ../shared/data
+
+SHARED = shared_data_dir()
 RESULTS = Path(__file__).resolve().parent / "results" / "domain_shift.md"
 
 
