@@ -93,3 +93,22 @@ def test_cannon_config_errors(tmp_path, raw_h5):
         load_config(_config(tmp_path, h5, model_extra="dropout = 0.1"))
     res = CliRunner().invoke(cli, ["train", str(_config(tmp_path, h5)), "--epochs", "3"])
     assert res.exit_code != 0 and "do not apply to The Cannon" in res.output
+
+
+def test_censor_masks_load_as_bool_and_a_bad_file_names_itself_and_its_label(tmp_path):
+    from starlabels.errors import InputFileError
+    from starlabels.training.cannon import load_censor_masks
+
+    np.save(tmp_path / "fe.npy", np.array([0, 1, 2, 0]))
+    np.save(tmp_path / "square.npy", np.ones((2, 2)))
+    (tmp_path / "text.npy").write_text("not an array\n")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    masks = load_censor_masks({"FE_H": str(tmp_path / "fe.npy")})
+    np.testing.assert_array_equal(masks["FE_H"], [False, True, True, False])
+    assert masks["FE_H"].dtype == bool
+    for name, problem in (("square.npy", "1-D array; it holds (2, 2)"), ("text.npy", "not a readable .npy"),
+                          ("objects.npy", "not a readable .npy")):
+        with pytest.raises(InputFileError) as err:
+            load_censor_masks({"MG_FE": str(tmp_path / name)})
+        assert str(err.value).startswith(f"{tmp_path / name}: the censor mask of MG_FE")
+        assert problem in str(err.value)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.constants import MISSING
-from starlabels.errors import InputDataError
+from starlabels.errors import InputDataError, InputFileError
 from starlabels.training.config import ConfigError, TrainConfig
 
 #: rows read and preprocessed at once
@@ -51,6 +51,23 @@ def read_rows(data: Any, rows: np.ndarray, preprocess: Any) -> tuple[np.ndarray,
     return np.concatenate(fl), np.concatenate(er)
 
 
+def load_censor_masks(paths: dict[str, str]) -> dict[str, np.ndarray]:
+    """``{label: path of a .npy file}`` from a config's ``censors`` → ``{label: (P,) bool}`` pixel
+    masks; a file that is not a 1-D NumPy array is an :class:`InputFileError` naming it and its label."""
+    masks = {}
+    for label, path in paths.items():
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(path, f"the censor mask of {label} is not a readable .npy file "
+                                       f"({exc})") from exc
+        if not isinstance(mask, np.ndarray) or mask.ndim != 1:
+            raise InputFileError(path, f"the censor mask of {label} must be one value per pixel, a 1-D "
+                                       f"array; it holds {getattr(mask, 'shape', type(mask).__name__)}")
+        masks[label] = mask.astype(bool)
+    return masks
+
+
 def train_cannon_from_config(cfg: TrainConfig) -> Any:
     """Train, calibrate and save The Cannon described by ``cfg``; returns the CannonModel."""
     from starlabels.inference.calibration import calibrate
@@ -80,7 +97,7 @@ def train_cannon_from_config(cfg: TrainConfig) -> Any:
     kwargs = dict(cfg.model.kwargs)
     windows = kwargs.pop("censor_windows", None)
     censors = {} if windows is None else censors_from_windows(cfg.data.label_names, windows)
-    censors.update({k: np.load(p).astype(bool) for k, p in kwargs.pop("censors", {}).items()})
+    censors.update(load_censor_masks(kwargs.pop("censors", {})))
     train_rows = complete_rows(data.labels, np.sort(split["train"]))
     if len(train_rows) == 0:
         raise InputDataError("no training row has every label; The Cannon needs complete label rows")
