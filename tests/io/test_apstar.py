@@ -273,6 +273,7 @@ def test_bad_row_argument(tmp_path, star):
 @pytest.mark.parametrize(("reader", "kind", "expected"), [
     ("read_apstar", "apStar", "expected at least 4 (header, flux, error, bitmask)"),
     ("read_aspcapstar", "aspcapStar", "expected at least 3 (header, flux, error)"),
+    ("read_apvisit", "apVisit", "expected at least 5 (header, flux, error, bitmask, wavelength)"),
 ])
 def test_too_few_hdus_name_the_layout(tmp_path, reader, kind, expected):
     from starlabels import io as starlabels_io

@@ -36,7 +36,6 @@ them. Zero errors (e.g. the placeholder row) are *not* flagged.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +48,7 @@ from starlabels.io.allstar import DEFAULT_LABELS, AllStarTable, read_allstar
 from starlabels.io.apogee_fits import (
     N_APSTAR,
     apogee_id_from_name,
+    check_hdu_count,
     flag_nonfinite,
     header_float,
     header_int,
@@ -163,18 +163,6 @@ def read_apstar(path: str | os.PathLike[str], row: str | int = "combined") -> Ap
     return read_fits(path, "apStar", lambda source: apstar_from_source(source, row))
 
 
-def _check_hdu_count(source: FitsSource, kind: str, contents: Sequence[str]) -> int:
-    """The number of HDUs of ``source``; :class:`InputFileError` when it has fewer than the
-    ``contents`` (names of the HDUs a ``kind`` file starts with), e.g. a truncated file."""
-    n_hdus = len(source)
-    if n_hdus < len(contents):
-        raise InputFileError(
-            source.path, f"not an {kind} file: {n_hdus} HDU(s), expected at least {len(contents)} "
-                         f"({', '.join(contents)}); or the file is truncated"
-        )
-    return n_hdus
-
-
 def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
                        shared_wavelength: bool = False, dtype: Any = None) -> ApStarSpectrum:
     """:func:`read_apstar` on an open file (either backend of :mod:`starlabels.io.fits_source`).
@@ -185,7 +173,7 @@ def apstar_from_source(source: FitsSource, row: str | int = "combined", *,
     error come in that dtype (cast as they are read; default: the file's).
     """
     path = source.path
-    _check_hdu_count(source, "apStar", ("header", "flux", "error", "bitmask"))
+    check_hdu_count(path, len(source), "apStar", ("header", "flux", "error", "bitmask"))
     names = ((1, "flux"), (2, "error"), (3, "bitmask"))
     shapes = [source.image_shape(i, n) for i, n in names]
     if len(set(shapes)) != 1:
@@ -273,7 +261,7 @@ def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpect
 def aspcapstar_from_source(source: FitsSource) -> AspcapSpectrum:
     """:func:`read_aspcapstar` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
     path = source.path
-    n_hdus = _check_hdu_count(source, "aspcapStar", ("header", "flux", "error"))
+    n_hdus = check_hdu_count(source.path, len(source), "aspcapStar", ("header", "flux", "error"))
     for index, name in ((1, "flux"), (2, "error")):
         source.image_shape(index, name)  # (no such HDU, not an image, no data: errors naming it)
     try:

@@ -40,6 +40,18 @@ def flag_nonfinite(flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray, *,
     return out
 
 
+def check_hdu_count(path: str | os.PathLike[str], n_hdus: int, kind: str, contents: tuple[str, ...]) -> int:
+    """``n_hdus``, the number of HDUs of the ``kind`` file ``path``; :class:`InputFileError` when it
+    has fewer than the ``contents`` (names of the HDUs such a file starts with), e.g. a truncated
+    file."""
+    if n_hdus < len(contents):
+        raise InputFileError(
+            path, f"not an {kind} file: {n_hdus} HDU(s), expected at least {len(contents)} "
+                  f"({', '.join(contents)}); or the file is truncated"
+        )
+    return n_hdus
+
+
 def image_data(hdul: Any, index: int, path: str | os.PathLike[str], name: str) -> np.ndarray:
     """Data of image HDU ``index`` as a native numpy array (InputFileError when unreadable)."""
     from astropy.io import fits

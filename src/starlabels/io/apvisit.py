@@ -14,6 +14,7 @@ from starlabels.errors import InputFileError
 from starlabels.io.apogee_fits import (
     BADPIX,
     apstar_wavelength,
+    check_hdu_count,
     flag_nonfinite,
     header_float,
     header_int,
@@ -150,11 +151,7 @@ def read_apvisit(
             the header when ``rest_frame`` needs one.
     """
     with open_fits(path, "apVisit") as hdul:
-        if len(hdul) < 5:
-            raise InputFileError(
-                path, f"not an apVisit file: {len(hdul)} HDU(s), expected at least 5 "
-                      "(header, flux, error, bitmask, wavelength)"
-            )
+        check_hdu_count(path, len(hdul), "apVisit", ("header", "flux", "error", "bitmask", "wavelength"))
         names = ((1, "flux"), (2, "error"), (3, "bitmask"), (4, "wavelength"))
         try:
             flux, error, mask, wave = (image_data(hdul, i, path, n) for i, n in names)
