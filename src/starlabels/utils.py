@@ -44,7 +44,7 @@ def get_device(device: str | None = None):
 def on_device(module: Any, device: Any) -> Any:
     """``module.to(device)`` (a ``torch.nn.Module``, moved in place and returned), without the walk
     over its submodules when every parameter and buffer is on ``device`` already — as on every
-    ``predict`` call after the first (a catalog makes one per unit: ~1 ms for APOGEE Net's walk)."""
+    ``predict`` call after the first (a catalog makes one per unit; APOGEE Net's walk: ~0.14 ms)."""
     import itertools
 
     import torch

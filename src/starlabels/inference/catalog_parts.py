@@ -125,11 +125,12 @@ def prepare_run(
         shutil.rmtree(pdir)
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        if old != json.loads(json.dumps(manifest)):
+        differing = _differing(old, manifest)
+        if differing:
             raise StarlabelsError(
                 f"{pdir} holds parts of a run with other settings or another model "
-                f"({_diff(old, manifest)}); remove it or pass overwrite=True (--overwrite)"
-                + _resume_hint(old, manifest)
+                f"(differs in {', '.join(differing)}); remove it or pass overwrite=True (--overwrite)"
+                + _resume_hint(old, differing)
             )
     else:
         pdir.mkdir(parents=True, exist_ok=True)
@@ -138,18 +139,18 @@ def prepare_run(
     return units, pending, skipped
 
 
-def _diff(old: dict, new: dict) -> str:
+def _differing(old: dict, new: dict) -> list[str]:
+    """The keys, sorted, whose values differ between a stored manifest ``old`` and ``new`` (compared
+    as JSON gives them back)."""
     new = json.loads(json.dumps(new))
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "differs in " + ", ".join(keys)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def _resume_hint(old: dict, new: dict) -> str:
+def _resume_hint(old: dict, differing: Sequence[str]) -> str:
     """How to resume instead, when the units' sizes are all that differ (e.g. a run begun before
     ``FILES_PER_UNIT`` changed from 64 to 256)."""
-    new = json.loads(json.dumps(new))
     sizes = ("files_per_unit", "rows_per_unit")
-    keys = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    keys = set(differing)
     if not keys or not keys <= set(sizes) or not all(isinstance(old.get(k), int) for k in keys):
         return ""
     given = " ".join(f"--{k.replace('_', '-')} {old[k]}" for k in sizes if k in keys)

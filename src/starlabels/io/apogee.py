@@ -261,7 +261,7 @@ def aspcapstar_from_hdul(hdul: Any, path: str | os.PathLike[str]) -> AspcapSpect
 def aspcapstar_from_source(source: FitsSource) -> AspcapSpectrum:
     """:func:`read_aspcapstar` on an open file (either backend of :mod:`starlabels.io.fits_source`)."""
     path = source.path
-    n_hdus = check_hdu_count(source.path, len(source), "aspcapStar", ("header", "flux", "error"))
+    n_hdus = check_hdu_count(path, len(source), "aspcapStar", ("header", "flux", "error"))
     for index, name in ((1, "flux"), (2, "error")):
         source.image_shape(index, name)  # (no such HDU, not an image, no data: errors naming it)
     try:
