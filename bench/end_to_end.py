@@ -330,22 +330,31 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
                          for src, path in sources.items()}
             shared = contention(im, settings, x, sources, per_unit, rounds)
             results["models"][name] = {"n_spectra": k, "spectra_per_unit": per_unit, "contention": shared,
-                                       "rates": {s: k / t for s, (t, _) in rates.items()},
-                                       "steady_rates": {s: k / t for s, (_, t) in rates.items()},
-                                       "paired_ratios": paired,
+                                       **_rates(k, rates), "paired_ratios": paired,
                                        "breakdown": breakdown}
             if unit_sizes and name.startswith("APOGEE Net"):
                 results["models"][name]["unit_sizes"] = by_unit = {}
                 for size in unit_sizes:
                     r, p = measure(im, settings, x, sources, size, rounds, tmp, ("process",))
-                    by_unit[str(size)] = {"units": -(-k // size),
-                                          "rates": {s: k / t for s, (t, _) in r.items()},
-                                          "steady_rates": {s: k / t for s, (_, t) in r.items()},
-                                          "paired_ratios": p}
+                    by_unit[str(size)] = {"units": -(-k // size), **_rates(k, r), "paired_ratios": p}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["load_average"] = (load0, os.getloadavg()[0])
     return results
+
+
+def _rates(k: int, seconds: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Spectra/s of ``k`` spectra from :func:`measure`'s best (whole run, once the first unit is read)
+    seconds per configuration."""
+    return {"rates": {s: k / t for s, (t, _) in seconds.items()},
+            "steady_rates": {s: k / t for s, (_, t) in seconds.items()}}
+
+
+def _paired_cells(pairs: list) -> str:
+    """Two table cells, "median [lowest, highest]" of the whole-run and of the steady paired ratios."""
+    whole, steady = np.array(pairs).T
+    return (f"{np.median(whole):.2f} [{whole.min():.2f}, {whole.max():.2f}] | "
+            f"{np.median(steady):.2f} [{steady.min():.2f}, {steady.max():.2f}]")
 
 
 def markdown_section(results: dict, heading: str = "##") -> str:
@@ -391,9 +400,7 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                       "| once the first unit is read / bare forward |",
                       "|---|---:|---:|"]
             for s_, pairs in m["paired_ratios"].items():
-                whole, steady = np.array(pairs).T
-                lines.append(f"| {s_} | {np.median(whole):.2f} [{whole.min():.2f}, {whole.max():.2f}] | "
-                             f"{np.median(steady):.2f} [{steady.min():.2f}, {steady.max():.2f}] |")
+                lines.append(f"| {s_} | {_paired_cells(pairs)} |")
             lines.append("")
         if m.get("unit_sizes"):
             lines += ["The same spectra in units of other sizes (`files_per_unit` = `rows_per_unit`; "
@@ -407,10 +414,8 @@ def markdown_section(results: dict, heading: str = "##") -> str:
                       "|---:|---:|---|---:|---:|---:|"]
             for size, u in m["unit_sizes"].items():
                 for s_, pairs in u["paired_ratios"].items():
-                    whole, steady = np.array(pairs).T
                     lines.append(f"| {size} | {u['units']} | {s_} | {u['steady_rates'][s_]:.1f} | "
-                                 f"{np.median(whole):.2f} [{whole.min():.2f}, {whole.max():.2f}] | "
-                                 f"{np.median(steady):.2f} [{steady.min():.2f}, {steady.max():.2f}] |")
+                                 f"{_paired_cells(pairs)} |")
             lines.append("")
         if m.get("contention"):
             lines += ["The bare forward (3 calls of one unit's spectra) alone, next to a thread and next to "
