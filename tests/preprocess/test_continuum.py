@@ -284,7 +284,7 @@ def test_missing_or_garbage_mask_file_raises(tmp_path):
     with pytest.raises(InputFileError, match="does not exist"):
         cn.load_continuum_mask(tmp_path / "nope.npy")
     (tmp_path / "text.npy").write_text("not numpy")
-    with pytest.raises(InputFileError, match="cannot read"):
+    with pytest.raises(InputFileError, match="continuum mask: not a readable .npy/.npz file"):
         cn.load_continuum_mask(tmp_path / "text.npy")
 
 

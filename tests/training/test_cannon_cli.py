@@ -106,9 +106,10 @@ def test_censor_masks_load_as_bool_and_a_bad_file_names_itself_and_its_label(tmp
     masks = load_censor_masks({"FE_H": str(tmp_path / "fe.npy")})
     np.testing.assert_array_equal(masks["FE_H"], [False, True, True, False])
     assert masks["FE_H"].dtype == bool
-    for name, problem in (("square.npy", "1-D array; it holds (2, 2)"), ("text.npy", "not a readable .npy"),
-                          ("objects.npy", "not a readable .npy")):
+    for name, problem in (("square.npy", "1-D array; it holds shape (2, 2)"),
+                          ("text.npy", "not a readable .npy/.npz file"),
+                          ("objects.npy", "not a readable .npy/.npz file")):
         with pytest.raises(InputFileError) as err:
             load_censor_masks({"MG_FE": str(tmp_path / name)})
-        assert str(err.value).startswith(f"{tmp_path / name}: the censor mask of MG_FE")
+        assert str(err.value).startswith(f"{tmp_path / name}: censor mask of MG_FE: ")
         assert problem in str(err.value)

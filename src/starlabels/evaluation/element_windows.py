@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from starlabels.errors import InputDataError, InputFileError
+from starlabels.errors import InputDataError
 from starlabels.evaluation.label_text import element_name
 
 __all__ = [
@@ -72,18 +72,9 @@ def load_element_windows(path: str | Path | None = None, instrument: str = "apog
     The file is an ``.npz`` with ``windows`` (n_elements, P) bool and ``elements`` names; default:
     the instrument's (:func:`element_windows_file`).
     """
-    p = Path(path) if path is not None else element_windows_file(instrument)
-    try:
-        with np.load(p, allow_pickle=False) as d:
-            windows = np.asarray(d["windows"], dtype=bool)
-            names = [str(x) for x in d["elements"]]
-    except FileNotFoundError as exc:
-        raise InputFileError(p, "element window file does not exist") from exc
-    except (KeyError, ValueError, OSError) as exc:
-        raise InputFileError(p, f"not an element-window .npz with 'windows' and 'elements' ({exc})") \
-            from exc
-    if windows.ndim != 2 or windows.shape[0] != len(names):
-        raise InputFileError(p, f"'windows' shape {windows.shape} does not match {len(names)} elements")
+    from starlabels.io.array_file import load_element_windows_npz
+
+    windows, names = load_element_windows_npz(path if path is not None else element_windows_file(instrument))
     return dict(zip(names, windows, strict=True))
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from starlabels.errors import InputFileError, ModelFormatError
+from starlabels.io.array_file import load_element_windows_npz, load_pixel_vector
 from starlabels.models.astronn_keras import AstroNNFolder, read_folder
 from starlabels.models.astronn_networks import ALIASES, build_bcnn, build_censored, n_pixels_of, read_trunk
 
@@ -131,22 +132,14 @@ def _astronn_data_file(name: str) -> Path | None:
 def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
     """Element windows by lower-case astroNN element name → (7514,) bool, from astroNN's
     ``aspcap_l31c_masks.npy`` (one bit per element) or an ``.npz`` with ``windows``/``elements``."""
-    from starlabels.models.censored_windows import load_windows
-
     path = Path(source)
     if path.suffix == ".npz":
-        windows, names = load_windows(path)
+        windows, names = load_element_windows_npz(path)
         return {str(n).lower(): w for n, w in zip(names, windows, strict=True)}
-    if not path.is_file():
-        raise InputFileError(path, "element-window file does not exist")
-    try:
-        bits = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputFileError(path, f"not a readable .npy file: {exc}") from None
-    if bits.ndim != 1 or not np.issubdtype(bits.dtype, np.integer):
-        raise InputFileError(
-            path, f"expected astroNN's (7514,) integer bitmask, got {bits.dtype} {bits.shape}"
-        )
+    bits = load_pixel_vector(path, "astroNN element windows")
+    if not np.issubdtype(bits.dtype, np.integer):
+        raise InputFileError(path, f"astroNN element windows: expected astroNN's (7514,) integer bitmask, "
+                                   f"got {bits.dtype} {bits.shape}")
     return {e.lower(): (bits & (1 << i)) != 0 for i, e in enumerate(ASTRONN_DR14_ELEMENTS)}
 
 

@@ -66,10 +66,11 @@ def censors_from_windows(
     ``aspcap_element_windows_dr14_7514.npz``), or an (E, P) bool array with ``element_names``.
     Returns ``{label: (P,) bool}`` for :class:`CannonModel` ``censors``.
     """
-    from starlabels.models.censored_windows import element_key, load_windows
+    from starlabels.io.array_file import load_element_windows_npz
+    from starlabels.models.censored_windows import element_key
 
     if isinstance(windows, (str, Path)):
-        w, names = load_windows(windows)
+        w, names = load_element_windows_npz(windows)
     else:
         w = np.asarray(windows, bool)
         names = list(element_names or [])

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from starlabels.errors import InputDataError, InputFileError
+from starlabels.errors import InputDataError
+from starlabels.io.array_file import load_element_windows_npz
 
 __all__ = [
-    "WindowsLike", "check_element_labels", "element_key", "load_windows", "ranges_to_windows",
+    "WindowsLike", "check_element_labels", "element_key", "ranges_to_windows",
     "resolve_windows", "windows_on_grid", "windows_to_ranges",
 ]
 
@@ -57,27 +58,6 @@ def ranges_to_windows(ranges: Sequence[Sequence[Sequence[int]]], n_pixels: int) 
     return w
 
 
-def load_windows(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an .npz with ``windows`` (E, P) bool and ``elements`` (E,) names (e.g. APOGEE's ASPCAP
-    DR14 windows, ``starlabels.instruments.get("apogee").element_windows["dr14"].path()``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "element-window file does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "windows" not in f.files or "elements" not in f.files:
-                raise InputFileError(path, f"needs arrays 'windows' and 'elements', has {f.files}")
-            windows = np.asarray(f["windows"]).astype(bool)
-            elements = [str(e) for e in f["elements"]]
-    except (OSError, ValueError) as exc:
-        raise InputFileError(path, f"not a readable .npz file: {exc}") from None
-    if windows.ndim != 2 or windows.shape[0] != len(elements):
-        raise InputFileError(
-            path, f"windows {windows.shape} do not match {len(elements)} element names"
-        )
-    return windows, elements
-
-
 def check_element_labels(
     element_names: Sequence[str], label_names: Sequence[str], n_main_labels: int
 ) -> None:
@@ -100,7 +80,7 @@ def resolve_windows(
 ) -> tuple[np.ndarray, list[str]]:
     """Any accepted ``windows`` form + optional names → ((E, P) bool array, E names)."""
     if isinstance(windows, (str, Path)):
-        all_w, all_names = load_windows(windows)
+        all_w, all_names = load_element_windows_npz(windows)
         if element_names is None:
             return all_w, all_names
         index = {element_key(n): i for i, n in enumerate(all_names)}

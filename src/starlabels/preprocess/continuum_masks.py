@@ -15,6 +15,7 @@ import numpy as np
 
 from starlabels.core.grid import Grid
 from starlabels.errors import InputDataError, InputFileError
+from starlabels.io.array_file import load_array_file
 from starlabels.preprocess.grids import ASPCAP, GRIDS, convert, get_grid
 
 __all__ = ["MaskLike", "load_continuum_mask", "mask_from_indices", "mask_on_grid", "resolve_continuum_mask"]
@@ -71,12 +72,7 @@ def load_continuum_mask(path: str | Path, key: str | None = None, grid: Grid | s
         Missing/unreadable file, no suitable array, wrong length or non-boolean values.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputFileError(p, "continuum mask file does not exist")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputFileError(p, f"cannot read as .npy/.npz: {exc}") from None
+    loaded = load_array_file(p, "continuum mask")
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.keys())

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from starlabels.constants import MISSING
-from starlabels.errors import InputDataError, InputFileError
+from starlabels.errors import InputDataError
 from starlabels.training.config import ConfigError, TrainConfig
 
 #: rows read and preprocessed at once
@@ -53,19 +53,12 @@ def read_rows(data: Any, rows: np.ndarray, preprocess: Any) -> tuple[np.ndarray,
 
 def load_censor_masks(paths: dict[str, str]) -> dict[str, np.ndarray]:
     """``{label: path of a .npy file}`` from a config's ``censors`` → ``{label: (P,) bool}`` pixel
-    masks; a file that is not a 1-D NumPy array is an :class:`InputFileError` naming it and its label."""
-    masks = {}
-    for label, path in paths.items():
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputFileError(path, f"the censor mask of {label} is not a readable .npy file "
-                                       f"({exc})") from exc
-        if not isinstance(mask, np.ndarray) or mask.ndim != 1:
-            raise InputFileError(path, f"the censor mask of {label} must be one value per pixel, a 1-D "
-                                       f"array; it holds {getattr(mask, 'shape', type(mask).__name__)}")
-        masks[label] = mask.astype(bool)
-    return masks
+    masks (nonzero = True); a file that is not a 1-D NumPy array is an :class:`InputFileError` naming
+    it and its label."""
+    from starlabels.io.array_file import load_pixel_vector
+
+    return {label: load_pixel_vector(path, f"censor mask of {label}").astype(bool)
+            for label, path in paths.items()}
 
 
 def train_cannon_from_config(cfg: TrainConfig) -> Any:
