@@ -284,7 +284,7 @@ def test_missing_or_garbage_mask_file_raises(tmp_path):
     with pytest.raises(InputFileError, match="does not exist"):
         cn.load_continuum_mask(tmp_path / "nope.npy")
     (tmp_path / "text.npy").write_text("not numpy")
-    with pytest.raises(InputFileError, match="continuum mask: not a readable .npy/.npz file"):
+    with pytest.raises(InputFileError, match=r"continuum mask: not a readable \.npy/\.npz file"):
         cn.load_continuum_mask(tmp_path / "text.npy")
 
 
@@ -446,3 +446,31 @@ def test_results_do_not_depend_on_how_many_rows_are_fitted_at_once(synth, monkey
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_reject_bit_31_on_narrow_flags_gives_what_int64_flags_give(synth):
+    """A bitmask definition may use bit 31, which an int32 (or int16) flag array cannot hold as a
+    positive NumPy scalar: the AND is then done in int64 (``core.bitmask.testable``) — the same pixels
+    rejected as with int64 flags, no OverflowError — and narrow flags are not copied otherwise."""
+    from starlabels.core.bitmask import PixelBitmask
+
+    s = synth.spectra(3, seed=9)
+    rng = np.random.default_rng(9)
+    flags64 = np.zeros(s["flux"].shape, np.int64)
+    flags64[rng.random(flags64.shape) < 0.05] = 2**31 + 1  # as unsigned 32-bit flags read into int64
+    flags32 = flags64.astype(np.uint32).view(np.int32)  # the same 32 bits as int32 (bit 31 = sign)
+    flags32[rng.random(flags32.shape) < 0.05] |= 2  # bit 1, set on both
+    flags64 |= flags32.astype(np.int64) & 2
+    bm = PixelBitmask("flags31", {"LOW": 0, "ONE": 1, "TOP": 31}, default_reject=("TOP",))
+    for flags in (flags32, flags32.astype(np.int16)):  # int16: bit 31 is beyond it
+        wide_flags = flags.astype(np.int64)
+        np.testing.assert_array_equal(bm.rejected(flags), bm.rejected(wide_flags))
+        normalised = cn.continuum_normalise(s["flux"], s["error"], flags, s["mask"], bitmask_def=bm)
+        wide = cn.continuum_normalise(s["flux"], s["error"], wide_flags, s["mask"], bitmask_def=bm)
+        np.testing.assert_array_equal(normalised[0], wide[0])
+        np.testing.assert_array_equal(normalised[1], wide[1])
+    np.testing.assert_array_equal(bm.rejected(flags32), bm.rejected(flags64))
+    assert bm.rejected(flags32).sum() == (flags64 >= 2**31).sum() > 0
+    from starlabels.core.bitmask import testable
+
+    assert testable(flags32, 2) is flags32 and testable(flags32, 2**31).dtype == np.int64

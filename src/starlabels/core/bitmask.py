@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PixelBitmask"]
+__all__ = ["PixelBitmask", "testable"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,18 @@ class PixelBitmask:
 
     def rejected(self, bitmask, bits: Iterable[str | int] | None = None) -> np.ndarray:
         """Bool array, True where ``bitmask`` has any of ``bits`` (default: ``default_reject``) set."""
-        array = np.asarray(bitmask)
         value = self.value(bits)
-        kind, size = array.dtype.kind, array.dtype.itemsize
-        if not (kind in "iu" and value < 1 << (8 * size - (kind == "i"))):
-            array = array.astype(np.int64)  # e.g. bool, or bits beyond a narrow dtype's positive range
-        # in the array's own dtype (no int64 copy): the value has no bit at or above the dtype's
-        # sign bit, so sign extension to int64 could not have changed the AND
+        array = testable(bitmask, value)
         return np.bitwise_and(array, value, dtype=array.dtype) != 0
+
+
+def testable(bitmask: np.ndarray, value: int) -> np.ndarray:
+    """``bitmask`` in a dtype in which ``bitmask & value`` is allowed and exact: itself (no copy) when
+    it is an integer array whose positive range holds ``value`` — the value then has no bit at or
+    above the dtype's sign bit, so sign extension to int64 could not change the AND — else an int64
+    copy (a bool array, or e.g. int32 flags tested for bit 31, which NumPy refuses as out of bounds)."""
+    array = np.asarray(bitmask)
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind in "iu" and value < 1 << (8 * size - (kind == "i")):
+        return array
+    return array.astype(np.int64)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from starlabels.core.bitmask import PixelBitmask
+from starlabels.core.bitmask import PixelBitmask, testable
 from starlabels.core.grid import Grid
 from starlabels.core.instrument import find_grid
 from starlabels.errors import InputDataError
@@ -127,7 +127,7 @@ def usable_pixels(
         good &= ea < BAD_PIXEL_ERROR  # also False for NaN/inf errors
     good &= np.isfinite(fa)
     if ba is not None and reject_bits_value:
-        good &= (ba & reject_bits_value) == 0
+        good &= (testable(ba, reject_bits_value) & reject_bits_value) == 0
     return good
 
 
@@ -410,6 +410,8 @@ def normalise_segments(
         coefs = np.empty((n, len(names), design.k))
         rejected = np.empty((n, out_grid.n_pixels), dtype=bool)
     use_bits = b is not None and bool(reject)
+    if use_bits:
+        b = testable(b, reject)  # (int64 only where the flags' dtype cannot hold the reject bits)
     chunk_rows = design.chunk_rows * FIT_BLOCK_CHUNKS
     width = max(sl.stop - sl.start for sl in design.slices)
     work = _WorkBuffers(min(chunk_rows, max(n, 1)), width, layout.span[1] - layout.span[0], out_grid.n_pixels,
