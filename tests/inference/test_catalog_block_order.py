@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from starlabels.inference import catalog
 from starlabels.inference.catalog import run_settings
@@ -62,8 +63,34 @@ def test_rows_gathered_as_files_are_read_equal_the_rows_concatenated():
     block = Block("raw", None)
     rows.into(block)
     (f,), (e,), (b,) = block.flux, block.error, block.bitmask
-    assert f.dtype == e.dtype == np.float32 and b.dtype == np.int64 and f.shape == (11, 7)
+    assert f.dtype == e.dtype == np.float32 and b.dtype == np.int32 and f.shape == (11, 7)
     np.testing.assert_array_equal(f, np.concatenate(flux, dtype=np.float32))
     np.testing.assert_array_equal(e, np.concatenate(error, dtype=np.float32))
     bitmask[3] = np.zeros_like(bitmask[3])
     np.testing.assert_array_equal(b, np.concatenate(bitmask))
+
+
+@pytest.mark.parametrize("wide", [2**31, -(2**31) - 1, 2**62, np.iinfo(np.uint32).max])
+def test_bitmask_rows_take_the_narrowest_dtype_that_holds_them_and_no_bit_is_lost(wide):
+    """Bitmask rows are gathered in int16 while every value fits (APOGEE's PIXMASK: bits 0–14), else
+    int32, else int64 (a Spectrum's bitmask is int64: four times the reading process's memory
+    traffic); a value that does not fit widens every row gathered so far, values intact."""
+    from starlabels.inference.catalog_inputs import Block, _Rows
+
+    rng = np.random.default_rng(6)
+    pixmask = rng.integers(0, 2**15, (2, 5))  # int64 values as a Spectrum holds them
+    wider = rng.integers(-(2**31), 2**31, (1, 5))
+    big = np.array([[0, 1, wide, 3, 2**30]], dtype=np.uint32 if wide == np.iinfo(np.uint32).max else np.int64)
+    rows = _Rows(1, 5, np.float32)
+    dtypes = []
+    for b in (pixmask, 0, wider, big, pixmask[:1]):  # 0: a file without a bitmask
+        k = 1 if np.ndim(b) == 0 else b.shape[0]
+        rows.append(np.ones((k, 5)), np.ones((k, 5)), b)
+        dtypes.append(rows.bitmask.dtype)
+    assert dtypes == [np.int16, np.int16, np.int32, np.int64, np.int64]
+    block = Block("raw", None)
+    rows.into(block)
+    (b,) = block.bitmask
+    expected = np.concatenate([pixmask, np.zeros((1, 5), np.int64), wider, big.astype(np.int64), pixmask[:1]])
+    np.testing.assert_array_equal(b, expected)
+    assert int(b[4, 2]) == int(wide)

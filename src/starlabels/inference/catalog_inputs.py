@@ -202,26 +202,34 @@ def _block(blocks: dict[tuple[str, str], Block], kind: str, grid: Any) -> Block:
 
 class _Rows:
     """A raw block's rows, copied in as each file is read into arrays made once per unit (flux and
-    errors in ``dtype``, the bitmask int64), so that no file's own arrays outlive its reading. A
-    unit holding every file's float64 spectra until it is done leaves ~50 MB per 256 files that the
-    allocator may return and fault in again, unit after unit (~13,000 page faults per unit)."""
+    errors in ``dtype``), so that no file's own arrays outlive its reading. A unit holding every
+    file's float64 spectra until it is done leaves ~50 MB per 256 files that the allocator may return
+    and fault in again, unit after unit (~13,000 page faults per unit).
+
+    The bitmask rows are kept in the narrowest of int16, int32, int64 that holds every value so far
+    (a :class:`~starlabels.io.Spectrum` widens them to int64; APOGEE's PIXMASK uses bits 0–14, BOSS's
+    masks bits up to 28): 4.4 MB per 256 apStar spectra instead of 17.6 MB. The reading process's
+    peak memory per 256-file unit drops from 57 to 44 MB, memory the network on the other core would
+    otherwise share its cache with. A value the current dtype cannot hold widens the rows so far
+    first: no bit is ever dropped."""
 
     def __init__(self, capacity: int, n_pixels: int, dtype: Any):
         self.flux = np.empty((capacity, n_pixels), dtype)
         self.error = np.empty((capacity, n_pixels), dtype)
-        self.bitmask = np.empty((capacity, n_pixels), np.int64)
+        self.bitmask = np.empty((capacity, n_pixels), np.int16)
         self.n = 0
 
-    def append(self, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray) -> None:
-        """Copy (k, P) rows in (cast as ``np.concatenate(..., dtype=)`` casts them)."""
+    def append(self, flux: np.ndarray, error: np.ndarray, bitmask: np.ndarray | int) -> None:
+        """Copy (k, P) rows in (flux and errors cast as ``np.concatenate(..., dtype=)`` casts them;
+        the bitmask's values exactly)."""
         k = flux.shape[0]
         if self.n + k > self.flux.shape[0]:
             grown = max(2 * self.flux.shape[0], self.n + k)
-            for name in ("flux", "error", "bitmask"):
-                old = getattr(self, name)
-                new = np.empty((grown, old.shape[1]), old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
+            self.flux, self.error = _copied(self.flux, self.n, grown), _copied(self.error, self.n, grown)
+            self.bitmask = _copied(self.bitmask, self.n, grown)
+        needed = _bitmask_dtype(bitmask, self.bitmask.dtype)
+        if needed != self.bitmask.dtype:
+            self.bitmask = _copied(self.bitmask, self.n, self.bitmask.shape[0], needed)
         rows = slice(self.n, self.n + k)
         self.flux[rows], self.error[rows], self.bitmask[rows] = flux, error, bitmask
         self.n += k
@@ -229,6 +237,30 @@ class _Rows:
     def into(self, b: Block) -> None:
         """Hand the rows to ``b`` as one array each."""
         b.flux, b.error, b.bitmask = [self.flux[: self.n]], [self.error[: self.n]], [self.bitmask[: self.n]]
+
+
+def _copied(rows: np.ndarray, n: int, capacity: int, dtype: Any = None) -> np.ndarray:
+    """A (capacity, P) array (in ``dtype``, default ``rows``') holding ``rows[:n]``."""
+    new = np.empty((capacity, rows.shape[1]), rows.dtype if dtype is None else dtype)
+    new[:n] = rows[:n]
+    return new
+
+
+_BITMASK_DTYPES = (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _bitmask_dtype(bitmask: np.ndarray | int, current: np.dtype) -> np.dtype:
+    """``current``, or the first wider of :data:`_BITMASK_DTYPES` that holds every value of the integer
+    ``bitmask`` (an array or a scalar)."""
+    a = np.asarray(bitmask)
+    if a.size == 0 or np.can_cast(a.dtype, current, casting="safe"):
+        return current
+    low, high = int(a.min()), int(a.max())
+    for dtype in _BITMASK_DTYPES[_BITMASK_DTYPES.index(current):]:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return _BITMASK_DTYPES[-1]  # (a Spectrum's bitmask is int64: its values always fit)
 
 
 def read_spectra_unit(
