@@ -103,3 +103,20 @@ def test_astronn_continuum_normalize_is_the_deprecated_spelling(spectra):
                                                             continuum_mask=mask)
     np.testing.assert_array_equal(old[0], new[0])
     np.testing.assert_array_equal(old[1], new[1])
+
+
+def test_narrow_flags_tested_for_a_bit_their_dtype_cannot_hold_give_what_int64_flags_give(spectra):
+    """Catalog units gather flags as int16 where they fit; astroNN's continuum tested for bit 15 (32768,
+    beyond int16) or 31 then ANDs in int64 — the same output as int64 flags, no OverflowError."""
+    s, mask = spectra
+    flags = s.bitmask.astype(np.int64)
+    flags[:, ::97] |= 1 << 15
+    narrow = flags.astype(np.int16)  # bit 15 is int16's sign bit: the same 16 bits
+    for bits in ([15, 0], [31, 0]):
+        got = astronn_continuum_normalise(s.flux, s.error, narrow, continuum_mask=mask, bits=bits)
+        want = astronn_continuum_normalise(s.flux, s.error, narrow.astype(np.int64), continuum_mask=mask,
+                                           bits=bits)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    errors_15 = astronn_continuum_normalise(s.flux, s.error, narrow, continuum_mask=mask, bits=[15])[1]
+    assert (errors_15 == np.float32(BAD_PIXEL_ERROR)).any()  # bit 15 was tested, not dropped

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.polynomial import chebyshev
 
 from starlabels.core import apogee
+from starlabels.core.bitmask import testable
 from starlabels.errors import InputDataError
 from starlabels.preprocess.bitmask import DEFAULT_REJECT_VALUE, bits_to_value
 from starlabels.preprocess.masking import BAD_PIXEL_ERROR
@@ -118,7 +119,7 @@ def astronn_continuum_normalise(
         start += n
         _normalise_chip(f[:, sl], e[:, sl], cm[sl], int(degree), out_f[:, sl], out_e[:, sl])
     if b is not None and reject:
-        flagged = (b & reject) != 0
+        flagged = (testable(b, reject) & reject) != 0  # (int64 where b's dtype cannot hold reject)
         out_f[flagged] = 1.0
         out_e[flagged] = BAD_PIXEL_ERROR
     if was_1d:
