@@ -155,8 +155,9 @@ def test_label_override_and_targetname_mismatch(tmp_path):
     assert model.label_names == ["A", "B", "C"]
 
 
-def test_astronn_bitmask_windows(tmp_path):
-    bits = np.zeros(7514, np.int32)
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int16, np.uint16])  # narrow: no OverflowError
+def test_astronn_bitmask_windows(tmp_path, dtype):
+    bits = np.zeros(7514, dtype)
     bits[10:20] |= 1 << 0  # C
     bits[15:25] |= 1 << 13  # TiII
     path = tmp_path / "aspcap_l31c_masks.npy"

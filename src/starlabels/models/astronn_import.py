@@ -140,6 +140,7 @@ def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
     if not np.issubdtype(bits.dtype, np.integer):
         raise InputFileError(path, f"astroNN element windows: expected astroNN's (7514,) integer bitmask, "
                                    f"got {bits.dtype} {bits.shape}")
+    bits = bits.astype(np.int64, copy=False)  # a narrower file cannot be ANDed with bits up to 21 by NumPy
     return {e.lower(): (bits & (1 << i)) != 0 for i, e in enumerate(ASTRONN_DR14_ELEMENTS)}
 
 
