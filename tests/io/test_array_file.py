@@ -71,3 +71,14 @@ def test_element_windows_round_trip_and_refusals(tmp_path):
         path = tmp_path / name
         text = _problem(lambda path=path: load_element_windows_npz(path), path, "element windows")
         assert problem in text, text
+
+
+def test_the_layers_that_load_array_files_do_not_import_the_readers_until_they_do():
+    """preprocess and models read these files through starlabels.io, whose package imports every reader
+    (~50 ms): they import it when a file is loaded, so importing them stays as light as before."""
+    import subprocess
+    import sys
+
+    code = "import sys, starlabels.preprocess, starlabels.models; print('starlabels.io' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

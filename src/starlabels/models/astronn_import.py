@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from starlabels.errors import InputFileError, ModelFormatError
-from starlabels.io.array_file import load_element_windows_npz, load_pixel_vector
 from starlabels.models.astronn_keras import AstroNNFolder, read_folder
 from starlabels.models.astronn_networks import ALIASES, build_bcnn, build_censored, n_pixels_of, read_trunk
 
@@ -132,6 +131,8 @@ def _astronn_data_file(name: str) -> Path | None:
 def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
     """Element windows by lower-case astroNN element name → (7514,) bool, from astroNN's
     ``aspcap_l31c_masks.npy`` (one bit per element) or an ``.npz`` with ``windows``/``elements``."""
+    from starlabels.io.array_file import load_element_windows_npz, load_pixel_vector
+
     path = Path(source)
     if path.suffix == ".npz":
         windows, names = load_element_windows_npz(path)

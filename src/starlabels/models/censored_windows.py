@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from starlabels.errors import InputDataError
-from starlabels.io.array_file import load_element_windows_npz
 
 __all__ = [
     "WindowsLike", "check_element_labels", "element_key", "ranges_to_windows",
@@ -80,6 +79,8 @@ def resolve_windows(
 ) -> tuple[np.ndarray, list[str]]:
     """Any accepted ``windows`` form + optional names → ((E, P) bool array, E names)."""
     if isinstance(windows, (str, Path)):
+        from starlabels.io.array_file import load_element_windows_npz  # (importing starlabels.io: ~50 ms)
+
         all_w, all_names = load_element_windows_npz(windows)
         if element_names is None:
             return all_w, all_names

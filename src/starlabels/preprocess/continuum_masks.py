@@ -15,7 +15,6 @@ import numpy as np
 
 from starlabels.core.grid import Grid
 from starlabels.errors import InputDataError, InputFileError
-from starlabels.io.array_file import load_array_file
 from starlabels.preprocess.grids import ASPCAP, GRIDS, convert, get_grid
 
 __all__ = ["MaskLike", "load_continuum_mask", "mask_from_indices", "mask_on_grid", "resolve_continuum_mask"]
@@ -71,6 +70,8 @@ def load_continuum_mask(path: str | Path, key: str | None = None, grid: Grid | s
     InputFileError
         Missing/unreadable file, no suitable array, wrong length or non-boolean values.
     """
+    from starlabels.io.array_file import load_array_file  # (here: importing starlabels.io costs ~50 ms)
+
     p = Path(path)
     loaded = load_array_file(p, "continuum mask")
     if isinstance(loaded, np.lib.npyio.NpzFile):
