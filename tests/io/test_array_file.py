@@ -71,6 +71,7 @@ def test_element_windows_round_trip_and_refusals(tmp_path):
         path = tmp_path / name
         text = _problem(lambda path=path: load_element_windows_npz(path), path, "element windows")
         assert problem in text, text
+        assert text.count(str(path)) == 1, text  # one message, not one wrapped in another
 
 
 def test_the_layers_that_load_array_files_do_not_import_the_readers_until_they_do():

@@ -61,15 +61,14 @@ def load_element_windows_npz(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise InputFileError(path, f"{what}: needs an .npz file with arrays 'windows' and 'elements'; "
                                    "this is one .npy array")
-    try:
-        with loaded as archive:
-            if "windows" not in archive.files or "elements" not in archive.files:
-                raise InputFileError(path, f"{what}: needs arrays 'windows' and 'elements', "
-                                           f"has {archive.files}")
+    with loaded as archive:
+        if "windows" not in archive.files or "elements" not in archive.files:
+            raise InputFileError(path, f"{what}: needs arrays 'windows' and 'elements', has {archive.files}")
+        try:
             windows = np.asarray(archive["windows"]).astype(bool)
             elements = [str(e) for e in archive["elements"]]
-    except (OSError, ValueError) as exc:  # a corrupt member, or one holding pickled objects
-        raise InputFileError(path, f"{what}: not a readable .npz file ({exc})") from None
+        except (OSError, ValueError) as exc:  # a corrupt member, or one holding pickled objects
+            raise InputFileError(path, f"{what}: not a readable .npz file ({exc})") from None
     if windows.ndim != 2 or windows.shape[0] != len(elements):
         raise InputFileError(path, f"{what}: 'windows' of shape {windows.shape} do not match "
                                    f"{len(elements)} element names")
