@@ -105,8 +105,10 @@ def test_format_1_folder_written_by_the_old_code_predicts_as_it_did(tmp_path):
     assert new["calibration"]["methods"] == details["methods"]
     kw = {"preprocessed": True, "n_samples": 10, "seed": 2}
     delta = starlabels.predict(migrated, x, e, uncertainty="delta", **kw)
-    np.testing.assert_allclose(delta.mean, ref["delta_mean"], rtol=1e-12)
-    np.testing.assert_allclose(delta.std, ref["delta_std"], rtol=1e-12)
+    # float32 network arithmetic: the CPU's kernels set the summation order (1.9e-7 relative between
+    # the EPYC the fixture was written on and a Xeon with AVX-512); the calibration is exact on top
+    np.testing.assert_allclose(delta.mean, ref["delta_mean"], rtol=1e-6)
+    np.testing.assert_allclose(delta.std, ref["delta_std"], rtol=1e-6)
     np.testing.assert_array_equal(delta.flags, ref["delta_flags"])
     for method in ("mc_dropout", "delta", "noise", None):
         a, b = (starlabels.predict(folder, x, e, **kw, **({} if method is None else {"uncertainty": method}))

@@ -77,7 +77,10 @@ def test_exact_recovery_of_a_known_polynomial_model():
     np.testing.assert_allclose(m(labels[:5]), flux[:5], atol=1e-10)
     # the test step finds the labels of noise-free spectra from the default starts
     lab, _, chi2, conv = m.fit_labels(flux[:20], error[:20])
-    np.testing.assert_allclose(lab, labels[:20], rtol=1e-7)
+    # to 1e-7 of each label's scale: the test step's χ² = vᵀGv − 2vᵀc + fᵀWf cancels near its minimum,
+    # which limits a label to ~1e-8 of its scale; 1e-7 of a label near zero is finer than that (an
+    # [Fe/H] of -0.0675 came back 2.2e-7 of itself off on a Xeon with AVX-512, 1.7e-8 of its scale)
+    np.testing.assert_array_less(np.abs(lab - labels[:20]) / sc, 1e-7)
     assert conv.all() and np.all(chi2 < 1e-10)
 
 
