@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 LABELS = ["TEFF", "LOGG", "FE_H"]
 BATCH = 128
 #: units per input (each unit: one predict call, one parts file; a survey run uses the default
-#: ROWS_PER_UNIT = 1024 / FILES_PER_UNIT = 64, so per-unit costs are spread over many spectra). The
+#: ROWS_PER_UNIT = 1024 / FILES_PER_UNIT = 256, so per-unit costs are spread over many spectra). The
 #: first unit is read and prepared before the network can start (the pipeline's fill, about 1/UNITS
 #: of the reading work), so too few units would measure the fill rather than a survey run's steady state.
 UNITS = 16

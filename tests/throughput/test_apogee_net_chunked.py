@@ -100,3 +100,27 @@ def test_bf16_autocast_runs_the_chunked_path():
     assert low.dtype == torch.bfloat16
     # bf16 keeps 8 bits of mantissa: agreement to a few per cent of the output scale
     assert (low.float() - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_every_convolution_after_the_first_gets_channels_last_input(monkeypatch):
+    """conv2d on a one-channel input returns channels-first memory; the first convolution is a
+    matrix product instead, so convolutions 2–12 all receive channels-last input (oneDNN's fast
+    path; before, the first one's layout carried through the max-pools and all eleven ran
+    channels-first: 1.40x the forward's time on a Xeon)."""
+    torch.manual_seed(3)
+    net = ApogeeNet(3).eval()
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv1d)]
+    layouts: list[tuple[int, bool]] = []
+    real = apogee_net_module.functional.conv2d
+
+    def recorded(h, *args, **kwargs):
+        layouts.append((h.shape[1], h.is_contiguous(memory_format=torch.channels_last)))
+        return real(h, *args, **kwargs)
+
+    monkeypatch.setattr(apogee_net_module.functional, "conv2d", recorded)
+    x = 1 + 0.05 * torch.randn(9, 1, 8575)  # two chunks of the apStar grid
+    with torch.no_grad():
+        chunked_features(convs, x)
+    inputs = [(c, channels_last) for c, channels_last in layouts if c > 1]  # convolutions 2-12
+    assert [c for c, _ in inputs] == list(apogee_net_module.CONV_CHANNELS[:-1]) * 2
+    assert all(channels_last for _, channels_last in inputs)

@@ -146,9 +146,11 @@ def chunked_features(
     step = max(1, int(chunk_bytes) // per_spectrum)
     out: torch.Tensor | None = None
     for start in range(0, n, step):
-        h = x[start:start + step].unsqueeze(2).contiguous(memory_format=torch.channels_last)
         for i, conv in enumerate(convs):
-            h = functional.conv2d(h, conv.weight.unsqueeze(2), conv.bias, padding=(0, 1))
+            if i == 0:
+                h = _first_conv(x[start:start + step], conv)
+            else:
+                h = functional.conv2d(h, conv.weight.unsqueeze(2), conv.bias, padding=(0, 1))
             if i % 2 == 1:
                 h = _pool_pairs(h)
             h = h.relu_()
@@ -158,6 +160,21 @@ def chunked_features(
         out[start:start + c].view(c, h.shape[1], 1, h.shape[3]).copy_(h)
     assert out is not None
     return out
+
+
+def _first_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The one-channel first convolution (k=3, padding 1) of ``x`` (n, 1, L) as a matrix product
+    of each position's three taps (n, L, 3) with the (3, C_out) weights → (n, C_out, 1, L),
+    channels-last. ``conv2d`` on a one-channel input returns channels-first memory (the layout is
+    ambiguous for one channel; torch 2.13), and the max-pool keeps the layout it is given, so the
+    whole stage ran channels-first: the forward took 1.40x as long on a 2-core Xeon with AVX-512
+    (``bench/apogee_net_layers.py``)."""
+    n, _, length = x.shape
+    taps = functional.pad(x[:, 0], (1, 1)).unfold(1, 3, 1)  # (n, L, 3): x[j-1], x[j], x[j+1]
+    h = torch.matmul(taps, conv.weight[:, 0].t())  # (n, L, C_out)
+    if conv.bias is not None:
+        h += conv.bias
+    return h.view(n, 1, length, -1).permute(0, 3, 1, 2)
 
 
 def _pool_pairs(h: torch.Tensor) -> torch.Tensor:
