@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+import machine  # bench/machine.py (this script's folder is on sys.path): the CPU's name
+
 HERE = Path(__file__).resolve().parent
 LABELS = ["TEFF", "LOGG", "FE_H"]
 BATCH = 128
@@ -315,6 +317,7 @@ def run(quick: bool = False, rounds: int = 3, tuned_allocator: bool = False, n: 
     flux, error = flux.astype(np.float32), error.astype(np.float32)
     load0 = os.getloadavg()[0]
     results: dict[str, Any] = {"threads": 1, "tuned_allocator": tuned_allocator, "batch_size": BATCH,
+                               "machine": machine.describe(),
                                "rounds": rounds, "models": {}}
     tmp = Path(tempfile.mkdtemp(prefix="starlabels_e2e_"))
     try:
@@ -362,7 +365,8 @@ def markdown_section(results: dict, heading: str = "##") -> str:
     lines = [
         f"{heading} End-to-end `predict` (catalog) vs the bare network forward",
         "",
-        f"Made by `bench/end_to_end.py`: torch threads = {results['threads']} for every row (the end-to-end "
+        f"Made by `bench/end_to_end.py` on {results.get('machine', 'an unnamed CPU')}: torch threads = "
+        f"{results['threads']} for every row (the end-to-end "
         "rows also run the process or thread that reads and prepares the next unit), float32 input, batch "
         f"{results['batch_size']}, "
         f"{'starlabels.tune_process' if results['tuned_allocator'] else 'glibc-default'} allocator for "

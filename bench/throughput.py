@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import machine  # bench/machine.py: the CPU's name for the page
 from accuracy import shared_data_dir  # bench/: $STARLABELS_SHARED_DATA or ../shared/data
 
 HERE = Path(__file__).resolve().parent
@@ -376,7 +377,7 @@ def main() -> None:
         "# Survey throughput (issue 17)",
         "",
         f"Made by `bench/throughput.py{' --quick' if a.quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPU cores shared with "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine.describe()}, shared with "
         f"other jobs (load average {load0[0]:.1f} at start, {load1[0]:.1f} at end). Torch threads = 1, "
         "float32 unless stated, same input for every row of a table; each allocator setting in its own "
         "process. Wall-clock figures include the time other jobs held the core; the CPU-time figures "
