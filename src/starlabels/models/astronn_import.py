@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from starlabels.core.bitmask import testable
 from starlabels.errors import InputFileError, ModelFormatError
 from starlabels.models.astronn_keras import AstroNNFolder, read_folder
 from starlabels.models.astronn_networks import ALIASES, build_bcnn, build_censored, n_pixels_of, read_trunk
@@ -141,7 +142,7 @@ def load_astronn_windows(source: str | Path) -> dict[str, np.ndarray]:
     if not np.issubdtype(bits.dtype, np.integer):
         raise InputFileError(path, f"astroNN element windows: expected astroNN's (7514,) integer bitmask, "
                                    f"got {bits.dtype} {bits.shape}")
-    bits = bits.astype(np.int64, copy=False)  # a narrower file cannot be ANDed with bits up to 21 by NumPy
+    bits = testable(bits, 1 << (len(ASTRONN_DR14_ELEMENTS) - 1))  # int64 where its dtype cannot hold bit 21
     return {e.lower(): (bits & (1 << i)) != 0 for i, e in enumerate(ASTRONN_DR14_ELEMENTS)}
 
 
