@@ -32,6 +32,8 @@ from unittest import mock
 import torch
 from torch.nn import functional
 
+import machine  # bench/machine.py (this script's folder is on sys.path): the CPU's name
+
 HERE = Path(__file__).resolve().parent
 N_PIXELS = 8575
 BATCH = 128
@@ -126,6 +128,7 @@ def main() -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(HERE))
     import predict_throughput as pt
+    from throughput import forward_flops
 
     torch.manual_seed(0)
     paper, net = pt.apogee_pair()
@@ -142,9 +145,8 @@ def main() -> None:
         times = forward_rounds(net, x, a.rounds)
         peak = sgemm_gflops(a.rounds)
         rows = layer_table(convs, a.chunk, a.rounds)
+    flops = forward_flops(net, x[:2]) / 2  # per spectrum, from the layer shapes (bench/throughput.py)
     import os
-
-    import machine  # bench/machine.py
 
     print(f"APOGEE Net, batch {BATCH}, {N_PIXELS} px, float32, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, glibc-default allocator, {machine.describe()}, "
@@ -153,14 +155,14 @@ def main() -> None:
     for name, v in times.items():
         med = statistics.median(v)
         print(f"  forward, {name}: median {med:.1f} ms (lowest {min(v):.1f}) = "
-              f"{BATCH / med * 1e3:.0f} spectra/s = {BATCH * forward_flops() / med / 1e6:.1f} GFLOPS")
+              f"{BATCH / med * 1e3:.0f} spectra/s = {BATCH * flops / med / 1e6:.1f} GFLOPS")
     paired = [b / c for b, c in zip(times["former first convolution"], times["now"], strict=True)]
     print(f"  now / former: {f / n:.2f}x faster (medians); paired per round median "
           f"{statistics.median(paired):.2f}x [{min(paired):.2f}, {max(paired):.2f}]")
     print(f"  largest |now − former| output {float((after - before).abs().max()):.1e}, "
           f"|now − paper| {float((after - reference).abs().max()):.1e} (standardised labels)")
     print(f"  fp32 sgemm peak (matmul 2048², this thread): {peak:.1f} GFLOPS; now = "
-          f"{BATCH * forward_flops() / n / 1e6 / peak:.0%} of it")
+          f"{BATCH * flops / n / 1e6 / peak:.0%} of it")
     print(f"\nOne chunk of {a.chunk} spectra, each layer (best of {a.rounds}, CPU ms; GFLOPS):")
     print("| layer | channels | length | input, former | ms | GFLOPS | input, now | ms | GFLOPS |")
     print("|---:|---|---:|---|---:|---:|---|---:|---:|")
@@ -171,19 +173,6 @@ def main() -> None:
     total_former, total_now = sum(r["former_ms"] for r in rows), sum(r["now_ms"] for r in rows)
     print(f"| all | | | | {total_former:.2f} | | | {total_now:.2f} | |")
     print("(convolutions only; ReLU and max-pool passes not included)")
-
-
-def forward_flops() -> float:
-    """FLOPs of one APOGEE Net forward on the apStar grid (2 per multiply-add; convs + dense)."""
-    from starlabels.models.apogee_net import CONV_CHANNELS, HIDDEN
-
-    total, length, c_in = 0.0, N_PIXELS, 1
-    for i, c_out in enumerate(CONV_CHANNELS):
-        total += 2 * c_in * 3 * c_out * length
-        if i % 2 == 1:
-            length //= 2
-        c_in = c_out
-    return total + 2 * (c_in * length * HIDDEN + HIDDEN * HIDDEN + HIDDEN * 3)
 
 
 if __name__ == "__main__":
