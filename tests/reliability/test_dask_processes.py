@@ -44,17 +44,62 @@ def star_dir(tmp_path_factory):
     return d
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _single_process_catalog(model, star_dir, out, threads: int):
+    with _torch_threads(threads):
+        return catalogs.run_catalog(model, [star_dir], out, **KW)
+
+
+# A module fixture is made before the function-scoped fixtures that set one torch thread, so each
+# reference sets its thread count itself: the float32 kernels sum in another order on another
+# thread count (a 7512-input Linear at batch 8 splits its sum over two threads), and the noise σ of
+# this random-weight model (~1e-4 dex) shows that rounding at pandas' 1e-5 relative tolerance.
 @pytest.fixture(scope="module")
 def single(continuum_model_folder, star_dir, tmp_path_factory):
-    """The single-process catalog every Dask run must reproduce."""
+    """The single-process catalog every Dask run on one torch thread per task must reproduce."""
     out = tmp_path_factory.mktemp("single") / "single.parquet"
-    return catalogs.run_catalog(continuum_model_folder, [star_dir], out, **KW)
+    return _single_process_catalog(continuum_model_folder, star_dir, out, threads=1)
+
+
+@pytest.fixture(scope="module")
+def single_two_threads(continuum_model_folder, star_dir, tmp_path_factory):
+    """The same on two torch threads: what a run with ``torch_threads=2`` must reproduce."""
+    out = tmp_path_factory.mktemp("single2") / "single.parquet"
+    return _single_process_catalog(continuum_model_folder, star_dir, out, threads=2)
 
 
 def _same(res, single):
     assert res.n_rows == single.n_rows == 10 and not res.failed_units
     pd.testing.assert_frame_equal(catalogs.read_catalog(res.path), catalogs.read_catalog(single.path))
     assert res.skipped == single.skipped and len(res.skipped) == 1
+
+
+def test_catalogs_on_one_and_two_torch_threads_agree_to_float32_rounding(single, single_two_threads):
+    """What README promises for another thread count: every label column (value and σ parts) within
+    1e-6 of the label's scale (its largest |value|, at least 1); every other column identical."""
+    one, two = catalogs.read_catalog(single.path), catalogs.read_catalog(single_two_threads.path)
+    assert list(one.columns) == list(two.columns) and len(one) == 10
+    labels = ["TEFF", "LOGG", "FE_H"]
+    for column in one.columns:
+        label = next((lab for lab in labels if column == lab or column.startswith(f"{lab}_ERR")), None)
+        if label is None:
+            pd.testing.assert_series_equal(one[column], two[column])
+            continue
+        scale = max(1.0, float(np.nanmax(np.abs(one[label]))))
+        a, b = one[column].to_numpy(np.float64), two[column].to_numpy(np.float64)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert np.nanmax(np.abs(a - b)) <= 1e-6 * scale, column
 
 
 def test_local_cluster_of_worker_processes_matches_the_single_process_run(
@@ -166,7 +211,7 @@ def test_external_scheduler_and_two_worker_processes_match_the_single_process_ru
 
 
 def test_torch_threads_on_an_external_cluster_apply_for_the_run_only(
-    continuum_model_folder, star_dir, single, tmp_path, external_cluster
+    continuum_model_folder, star_dir, single_two_threads, tmp_path, external_cluster
 ):
     """``starlabels predict --scheduler`` passes --threads-per-worker as ``torch_threads``: a
     TorchThreads plugin for the run, unregistered after it, so the workers get their setting back."""
@@ -179,7 +224,7 @@ def test_torch_threads_on_an_external_cluster_apply_for_the_run_only(
         continuum_model_folder, [star_dir], tmp_path / "threads.parquet", scheduler=client.scheduler.address,
         torch_threads=2, **KW,
     )
-    _same(res, single)
+    _same(res, single_two_threads)
     assert client.run(torch.get_num_threads) == loops_before
     assert [client.submit(torch.get_num_threads, pure=False).result() for _ in range(4)] == tasks_before
     names = client.run(lambda dask_worker: [n for n in dask_worker.plugins if n.startswith("starlabels")])
@@ -214,3 +259,34 @@ def test_a_worker_sigkilled_mid_run_leaves_a_complete_catalog(
     _same(res, single)  # nothing lost
     df = catalogs.read_catalog(out)
     assert df["APOGEE_ID"].is_unique  # nothing duplicated
+
+
+def _predict_cli(*args: str):
+    from click.testing import CliRunner
+
+    from starlabels.cli.main import cli
+
+    return CliRunner().invoke(cli, ["predict", *args, "--uncertainty", "noise", "--n-samples", "8",
+                                    "--seed", "4", "--files-per-unit", "1"])
+
+
+def test_predict_threads_sets_the_process_threads_and_gives_the_catalog_of_that_count(
+    continuum_model_folder, star_dir, single_two_threads, tmp_path
+):
+    """``starlabels predict --threads 2`` in a one-thread process: the process runs on two torch
+    threads (the CLI owns its process) and writes the two-thread catalog bit for bit."""
+    import torch
+
+    assert torch.get_num_threads() == 1  # set by the autouse fixture
+    out = tmp_path / "cli.parquet"
+    r = _predict_cli(str(continuum_model_folder), str(star_dir), "-o", str(out), "--threads", "2")
+    assert r.exit_code == 0, r.output
+    assert torch.get_num_threads() == 2
+    pd.testing.assert_frame_equal(catalogs.read_catalog(out), catalogs.read_catalog(single_two_threads.path))
+
+
+def test_predict_threads_with_workers_is_a_usage_error(continuum_model_folder, star_dir, tmp_path):
+    r = _predict_cli(str(continuum_model_folder), str(star_dir), "-o", str(tmp_path / "x.parquet"),
+                     "--threads", "2", "--workers", "2")
+    assert r.exit_code == 2
+    assert "use --threads-per-worker" in r.output and not (tmp_path / "x.parquet").exists()

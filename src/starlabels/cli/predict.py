@@ -31,6 +31,10 @@ from starlabels.inference.flags import describe as _describe_flags
 @click.option("--threads-per-worker", type=int, default=1, show_default=True,
               help="Dask threads and torch intra-op threads of each worker (the torch setting is "
                    "given back to the workers of an existing cluster at the end).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="Torch CPU threads of this process without --workers/--scheduler (0: torch's "
+                   "default). The float32 sums depend on it: the catalog is bit-identical to a Dask "
+                   "run's with the same --threads-per-worker, and agrees to float32 rounding otherwise.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Rows per forward pass.")
 @click.option("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of dropout masks / noise.")
@@ -45,8 +49,8 @@ from starlabels.inference.flags import describe as _describe_flags
 @click.option("--overwrite", is_flag=True, help="Discard the parts of an earlier, different run.")
 @click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ after assembling the catalog.")
 def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler, threads_per_worker,
-            batch_size, device, seed, no_calibration, files_per_unit, rows_per_unit, resample, overwrite,
-            keep_parts) -> None:
+            threads, batch_size, device, seed, no_calibration, files_per_unit, rows_per_unit, resample,
+            overwrite, keep_parts) -> None:
     """Predict labels for INPUT... (spectrum files of any format — mwmStar/mwmVisit, apStar,
     aspcapStar, apVisit, BOSS spec, tables —, folders scanned by content, HDF5 datasets) with the
     model folder MODEL and write the catalog OUT (keyed on SDSS_ID when the files have it, with the
@@ -58,6 +62,13 @@ def command(model, inputs, out, uncertainty, n_samples, fmt, workers, scheduler,
     """
     from starlabels.errors import StarlabelsError
 
+    if threads and (workers or scheduler):
+        raise click.UsageError("--threads sets this process's torch threads; with --workers or "
+                               "--scheduler the workers compute: use --threads-per-worker")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # process-wide: the CLI owns its process
     if uncertainty == "model":
         from starlabels.inference.predict import default_uncertainty
 
