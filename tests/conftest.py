@@ -23,6 +23,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads_for_fixtures():
+    """One torch thread from the start: module- and session-scoped fixtures are made before any
+    function-scoped one, and a reference computed on torch's default thread count sums in another
+    order than the tests' one thread (float32 rounding, which exact comparisons see)."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     """One torch thread: the tests use small tensors, where threads cost more than they give."""

@@ -7,8 +7,9 @@ loads the model through a per-worker cache (:func:`cached_model`, keyed by the f
 config's modification time and the worker) — so each worker loads it once — and writes the
 partition's unit parts into the shared ``<OUT>.parts`` folder. The client then assembles the
 catalog. Because a unit's numbers depend only on the unit (never on which worker ran it, nor on
-the partitioning), the catalog is identical to the single-process one, and an interrupted
-distributed run resumes like a single-process one.
+the partitioning), the catalog is identical to the single-process one run on the same torch
+thread count per task (float32 sums are ordered by the thread count: on another count the values
+agree to rounding), and an interrupted distributed run resumes like a single-process one.
 
 The output folder must be visible to every worker (a shared filesystem) when the cluster spans
 machines. Default cluster: a :class:`distributed.LocalCluster` with ``workers`` worker processes of
