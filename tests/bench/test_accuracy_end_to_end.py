@@ -4,44 +4,22 @@ virtual environment, and write a report whose numbers follow from the saved pred
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import median_abs_deviation
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "accuracy.py"
 LABELS = ("TEFF", "LOGG", "FE_H", "ALPHA_M")
 
 
-def _quick_config(tmp_path: Path) -> Path:
-    """The committed config with the [quick] run's work folder and report moved under tmp_path."""
-    text = (ROOT / "bench" / "accuracy_config.toml").read_text()
-    old = 'data = { work = "bench/.work/accuracy-quick", output = "bench/.work/accuracy-quick/accuracy.md" }'
-    assert old in text, "the [quick] data line changed; update this test"
-    work = tmp_path / "work"
-    text = text.replace(old, f'data = {{ work = "{work}", output = "{work / "report.md"}" }}')
-    path = tmp_path / "accuracy_config.toml"
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, shared_data):
-    tmp_path = tmp_path_factory.mktemp("accuracy_quick")
-    config = _quick_config(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--config", str(config)],
-                          capture_output=True, text=True, env=env, timeout=540, cwd=ROOT)
-    output = proc.stdout[-4000:] + proc.stderr[-4000:]
-    if proc.returncode != 0 and "could not set up The Cannon's environment" in output:
+def quick_run(bench_run, shared_data):
+    """``bench/accuracy.py --quick`` (started in the background when collection ended: conftest.py)."""
+    returncode, output, work = bench_run("accuracy")
+    if returncode != 0 and "could not set up The Cannon's environment" in output:
         pytest.skip(f"The Cannon's virtual environment could not be installed here: {output[-600:]}")
-    assert proc.returncode == 0, output
-    return tmp_path / "work", output
+    assert returncode == 0, output
+    return work / "work", output
 
 
 @pytest.mark.slow

@@ -7,9 +7,6 @@ environment cannot be installed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,23 +17,14 @@ import starlabels
 from starlabels.models import from_astronn
 from starlabels.models.astronn_import import astronn_predict
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "astronn_agreement.py"
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("astronn")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "STARLABELS_NO_PROGRESS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--workdir", str(work), "--out", str(work / "report.md"),
-         "--json", str(work / "summary.json")],
-        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT,
-    )
-    output = proc.stdout[-3000:] + proc.stderr[-3000:]
-    if proc.returncode != 0 and "could not set up astroNN's environment" in output:
+def run(bench_run):
+    """``bench/astronn_agreement.py --quick``, started in the background after collection (conftest.py)."""
+    returncode, output, work = bench_run("astronn")
+    if returncode != 0 and "could not set up astroNN's environment" in output:
         pytest.skip(f"astroNN's virtual environment could not be installed here: {output[-800:]}")
-    assert proc.returncode == 0, output
+    assert returncode == 0, output
     data_dir = Path(json.loads((work / "summary.json").read_text())["meta"]["astronn_data"])
     return work, dict(np.load(work / "astronn_out.npz")), dict(np.load(work / "astronn_in.npz")), data_dir
 
@@ -81,7 +69,11 @@ def test_mc_dropout_within_monte_carlo_error(run, key):
     ours = np.sqrt(pred.variance_parts["epistemic"])
     rel = (ours - sigma_model) / sigma_model
     rel_an = (an[f"{key}_mc2_model"] - sigma_model) / sigma_model
-    # σ of the passes: scatter like astroNN's own run-to-run scatter, no bias beyond it
+    # σ of the passes: scatter like astroNN's own run-to-run scatter, no bias beyond it. A statistical
+    # check: with our seeded 100-pass σ standing in for astroNN's runs (six astroNN trainings, 4000
+    # triples each) RMS(rel) ≥ 1.5 × RMS(rel_an) came out in 0.05–0.18 % of draws; over 288 σ of the
+    # six models our pass-to-pass mean square 0.0095–0.0106 (Gaussian theory 2/(2·99) = 0.0101),
+    # astroNN's 0.0072–0.0103, pooled ratio 1.13 [0.98, 1.34] (95 %, spectra resampled)
     assert np.sqrt(np.mean(rel**2)) < 1.5 * np.sqrt(np.mean(rel_an**2))
     assert abs(np.median(rel)) < 3 * np.sqrt(np.mean(rel_an**2)) / np.sqrt(rel.size) + 0.01
     # σ total with astroNN's own aggregation of the predictive variance (exp of the mean log-variance)
