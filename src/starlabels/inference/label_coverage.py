@@ -182,11 +182,16 @@ class LabelCoverage:
         """(N, D) embeddings → (N, L) mean distance to the k nearest reference rows with each label.
 
         One distance matrix per chunk for all labels; labels sharing the same reference rows
-        share the nearest-neighbour search."""
+        share the nearest-neighbour search. In float64, about the reference rows' mean: ``cdist``
+        computes |a|² + |b|² − 2a·b, and embeddings lie close together (on the demo model the
+        nearest reference is ~0.6 % of an embedding's norm away), so in float32 that cancellation
+        left distances up to 6e-3 off (median 3e-4) and moved with the BLAS's summation order."""
         if not hasattr(self, "reference_"):
             self._check_fitted()
-        e = torch.as_tensor(emb, dtype=torch.float32)
-        ref = torch.from_numpy(np.ascontiguousarray(self.reference_, np.float32)).to(e.device)
+        e = torch.as_tensor(emb, dtype=torch.float64)
+        ref = torch.from_numpy(np.asarray(self.reference_, np.float64)).to(e.device)
+        centre = ref.mean(dim=0)
+        e, ref = e - centre, ref - centre
         cols, inverse = np.unique(self.has_label_.T, axis=0, return_inverse=True)
         out = np.full((e.shape[0], self.has_label_.shape[1]), np.nan)
         for a in range(0, e.shape[0], chunk):
