@@ -129,3 +129,36 @@ def test_pca_fit_neither_uses_nor_changes_the_global_torch_generator(spaces):
         second = DomainShift("pca", n_components=4, seed=2).fit(train, dev)
     assert np.array_equal(first.components_, second.components_)
     assert first.threshold_ == second.threshold_
+
+
+_SCORE_DIGEST = """
+import hashlib, sys
+import numpy as np, torch
+from starlabels.inference.domain_shift import DomainShift
+torch.set_num_threads(1)
+rng = np.random.default_rng(5)
+basis = np.linalg.qr(rng.normal(size=(3000, 8)))[0].T * 0.1
+rows = lambda n: 1.0 + rng.normal(size=(n, 8)) @ basis + rng.normal(0, 0.01, size=(n, 3000))
+train, dev, test = rows(600), rows(300), rows(512)
+ds = DomainShift("pca", n_components=8).fit(train, dev, dev_error=np.full_like(dev, 0.01))
+score = ds.score(test, np.full_like(test, 0.01))
+print(hashlib.sha1(score.tobytes() + ds.floor_.tobytes()).hexdigest())
+"""
+
+
+def test_pca_scores_do_not_depend_on_numpys_blas_threads():
+    """The score's matrix products run in torch (on torch's thread count, which a catalog run sets),
+    so NumPy's BLAS threads — 1 in a Dask worker, every core in a plain process — change no bit
+    (with NumPy's products they changed the last bits: 512 × 3000 rows on 1 and 2 threads)."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", _SCORE_DIGEST], env=env, capture_output=True, text=True,
+                             check=True, timeout=120)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, digests

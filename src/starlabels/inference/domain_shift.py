@@ -129,8 +129,7 @@ class DomainShift:
                 if xb.shape[1] != self.mean_.shape[0]:
                     raise InputDataError(
                         f"domain shift was fitted on {self.mean_.shape[0]} pixels, got {xb.shape[1]}")
-                c = xb - self.mean_
-                r = c - (c @ self.components_.T) @ self.components_
+                r = pca_residual(xb - self.mean_, self.components_)
                 var = self.floor_[None, :] ** 2
                 if error is not None:
                     e = np.asarray(error[a:a + chunk], np.float64)
@@ -175,7 +174,7 @@ class DomainShift:
                 torch.from_numpy(c), min(q + 8, min(c.shape)), niter=4,
                 generator=torch.Generator().manual_seed(int(self.seed)))
             self.components_ = v[:, :q].T.numpy().copy()
-            r = c - (c @ self.components_.T) @ self.components_
+            r = pca_residual(c, self.components_)
             self.floor_ = np.sqrt(np.mean(r * r, axis=0)) + 1e-6
         else:
             self.reference_ = x.copy()
@@ -245,6 +244,17 @@ class DomainShift:
         d = self.to_dict()
         blob = safetensors_bytes(d["arrays"], metadata={"domain_shift": json.dumps(d["meta"])})
         return atomic_write(Path(folder) / DOMAIN_SHIFT_FILE, lambda fh: fh.write(blob), overwrite=True)
+
+
+def pca_residual(centred: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``centred − (centred @ componentsᵀ) @ components``: (N, P) float64 rows minus their projection
+    on the (K, P) orthonormal ``components``. Torch's matrix products, not NumPy's: their summation
+    order follows torch's thread count, the one setting a catalog run controls (``predict --threads``,
+    Dask's ``TorchThreads``), where NumPy's BLAS threads (Dask workers: 1; a process: all cores)
+    made the score differ in the last bits between a cluster and one process."""
+    c = torch.from_numpy(np.ascontiguousarray(centred, np.float64))
+    v = torch.from_numpy(np.ascontiguousarray(components, np.float64))
+    return (c - (c @ v.T) @ v).numpy()
 
 
 def load_domain_shift(folder: str | Path, network: torch.nn.Module | None = None) -> DomainShift | None:
