@@ -86,12 +86,14 @@ SCRIPT = textwrap.dedent(
 # A rare (~1 in 10 runs on a loaded 2-core machine, never reproduced in isolation) abort of one
 # gloo rank: "terminate called without an active exception" (a C++ thread torn down while still
 # joinable), which the launcher reports as SIGABRT. It is the transport, not the training being
-# tested, so a launch that dies that way is tried once more; any other failure fails at once.
+# tested, so a launch that dies that way is tried again, up to three launches in all (the suite
+# runs two one-thread bench scripts beside the tests, so the machine is loaded; the fresh-clone CI
+# run of 8a268cf met one abort, its relaunch passed); any other failure fails at once.
 _GLOO_ABORT = "terminate called without an active exception"
 
 
 def _run(cmd, env, *, retry_gloo_abort=False):
-    for attempt in range(2 if retry_gloo_abort else 1):
+    for attempt in range(3 if retry_gloo_abort else 1):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
         output = proc.stdout[-3000:] + proc.stderr[-3000:]
         if proc.returncode == 0 or _GLOO_ABORT not in proc.stdout + proc.stderr:
