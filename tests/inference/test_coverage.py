@@ -63,6 +63,11 @@ def test_distances_of_tightly_clustered_embeddings_are_exact():
     brute = np.linalg.norm(emb[:, None, :] - reference[None].astype(np.float64), axis=2)
     expect = np.sort(brute, axis=1)[:, :5].mean(axis=1)
     np.testing.assert_allclose(cov.distances(emb, chunk=16)[:, 0], expect, rtol=1e-9)
+    # the float64 centred reference is derived once per reference array: a new one is used at once
+    cov.reference_ = (reference[::-1] + np.float32(1e-3)).copy()
+    brute = np.linalg.norm(emb[:, None, :] - cov.reference_[None].astype(np.float64), axis=2)
+    expect = np.sort(brute, axis=1)[:, :5].mean(axis=1)
+    np.testing.assert_allclose(cov.distances(emb)[:, 0], expect, rtol=1e-9)
 
 
 @pytest.mark.parametrize("arch", ["bcnn", "apogee_net", "bcnn_censored"])
