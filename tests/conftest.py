@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ def _torch_threads_for_fixtures():
 @pytest.fixture(autouse=True)
 def _torch_threads():
     """One torch thread: the tests use small tensors, where threads cost more than they give."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    import torch  # imported at session start by the fixture above
+
+    torch.set_num_threads(1)
     yield

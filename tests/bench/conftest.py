@@ -14,19 +14,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("STARLABELS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from script_module import ROOT, load_script
+
+HERE = Path(__file__).resolve().parent
+#: bench/accuracy.py as a module: its config file and its rule for finding ../shared/data
+ACCURACY = load_script(ROOT / "bench" / "accuracy.py", "bench_accuracy_for_conftest")
 
 
 def accuracy_config(work: Path) -> Path:
     """The committed ``bench/accuracy_config.toml`` with the [quick] run's work folder and report moved
     to ``work/work``; written to ``work/accuracy_config.toml``."""
-    text = (ROOT / "bench" / "accuracy_config.toml").read_text()
+    text = ACCURACY.DEFAULT_CONFIG.read_text()
     old = 'data = { work = "bench/.work/accuracy-quick", output = "bench/.work/accuracy-quick/accuracy.md" }'
     if old not in text:
         raise AssertionError("bench/accuracy_config.toml: its [quick] data line changed; update conftest")
@@ -37,8 +41,7 @@ def accuracy_config(work: Path) -> Path:
 
 
 def _accuracy_argv(work: Path) -> list[str]:
-    script = ROOT / "bench" / "accuracy.py"
-    return [sys.executable, str(script), "--quick", "--config", str(accuracy_config(work))]
+    return [sys.executable, ACCURACY.__file__, "--quick", "--config", str(accuracy_config(work))]
 
 
 def _astronn_argv(work: Path) -> list[str]:
@@ -53,7 +56,7 @@ class BenchRun:
 
     name: str
     module: str  # the test module that uses it
-    argv_of: object  # Path -> list[str]
+    argv_of: Callable[[Path], list[str]]
     timeout_s: float
     needs_shared_data: bool = False
     work: Path | None = None
@@ -98,23 +101,22 @@ def _start(runs: list[BenchRun]) -> None:
                                      start_new_session=True, stdin=quiet, stdout=quiet, stderr=quiet))
 
 
-def _selected(runs: dict[str, BenchRun], items: list[pytest.Item]) -> list[BenchRun]:
-    modules = {item.path.name for item in items if item.path.parent == Path(__file__).parent}
-    return [run for run in runs.values() if run.module in modules
-            and (SHARED_DATA.is_dir() or not run.needs_shared_data)]
+def _selected(items: list[pytest.Item]) -> list[BenchRun]:
+    modules = {item.path.name for item in items if item.path.parent == HERE}
+    return [run for run in RUNS.values() if run.module in modules
+            and (ACCURACY.shared_data_dir().is_dir() or not run.needs_shared_data)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of the modules waiting for a background run go last (stable order otherwise)."""
     waiting = {run.module for run in RUNS.values()}
-    here = Path(__file__).parent
-    items.sort(key=lambda item: item.path.parent == here and item.path.name in waiting)
+    items.sort(key=lambda item: item.path.parent == HERE and item.path.name in waiting)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
-    runs = _selected(RUNS, session.items)
+    runs = _selected(session.items)
     if runs:
         _start(runs)
 

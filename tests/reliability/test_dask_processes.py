@@ -45,7 +45,7 @@ def star_dir(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
+def _on_torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
@@ -57,7 +57,7 @@ def _torch_threads(n: int):
 
 
 def _single_process_catalog(model, star_dir, out, threads: int):
-    with _torch_threads(threads):
+    with _on_torch_threads(threads):
         return catalogs.run_catalog(model, [star_dir], out, **KW)
 
 
